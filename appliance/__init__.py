@@ -1,0 +1,1 @@
+"""The custody-desk appliance: probe photo in, ranked potential matches out, every action audited."""

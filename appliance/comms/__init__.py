@@ -1,0 +1,1 @@
+"""The appliance's links to central. Only ``comms.mqtt`` imports paho."""

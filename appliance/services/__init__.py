@@ -1,0 +1,1 @@
+"""What the desk does, independent of how it is shown: search, audit."""

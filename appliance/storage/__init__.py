@@ -1,0 +1,1 @@
+"""What the appliance keeps on its own disk, all of it inside SQLCipher."""

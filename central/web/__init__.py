@@ -1,0 +1,65 @@
+"""Central's web interface for the RFR team, built flaskr-style.
+
+``create_app`` wires configuration, one blueprint per feature, a single error
+shape and the security headers; nothing here talks to the broker directly (the
+ingest is handed in as a read-only ``IngestStatus`` for the health check).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_wtf import CSRFProtect
+from htmx_flask import Htmx
+
+from central.audit.store import AuditStore
+from central.ingest.status import IngestStatus
+from central.settings import CentralSettings, load
+
+DB_NAME = "central.db"
+
+
+def create_app(
+    settings: CentralSettings | None = None,
+    test_config: dict[str, Any] | None = None,
+    *,
+    ingest: IngestStatus | None = None,
+) -> Flask:
+    """The Flask app; ``test_config`` (``SECRET_KEY``, ``DATABASE``...) overrides ``settings``.
+
+    Without ``settings`` and without a ``DATABASE`` in ``test_config``, settings come from
+    the ``RFR_CENTRAL__*`` environment, so a misconfigured server fails at start, not on
+    the first request.
+    """
+    app = Flask(__name__)
+    if settings is None and not (test_config and "DATABASE" in test_config):
+        settings = load(None)
+    if settings is not None:
+        app.config.from_mapping(
+            SECRET_KEY=settings.web.secret_key,
+            DATABASE=str(settings.data_dir / DB_NAME),
+        )
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        AUDIT_PAGE_SIZE=100,
+    )
+    if test_config:
+        app.config.update(test_config)
+
+    app.extensions["central.audit_store"] = AuditStore(Path(app.config["DATABASE"]))
+    app.extensions["central.ingest"] = ingest
+    Htmx(app)
+    # No forms post yet, but every future blueprint (devices, library) is covered from the start.
+    CSRFProtect(app)
+
+    from central.web import audit, errors, health, security, vendor
+
+    errors.init_app(app)
+    security.init_app(app)
+    app.register_blueprint(audit.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(vendor.bp)
+    return app

@@ -1,0 +1,102 @@
+"""The audit event: what an appliance tells central about every action.
+
+An event never carries biometric data (no image, template or thumbnail):
+only who did what, when, why and with what outcome. The JSON form is the
+wire format; parsing is strict so a malformed or oversized payload is
+rejected with a reason instead of being half-stored.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from core.errors import WireFormatError
+from core.topics import validate_device_id
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 16 * 1024
+EVENT_TYPES = frozenset({"search", "search_refused", "library_loaded"})
+_FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details"}
+# Keys that must never appear in details: they would carry biometric data.
+_FORBIDDEN_DETAIL_KEYS = frozenset({"image", "probe", "template", "embedding", "thumbnail", "crop"})
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    device_id: str
+    seq: int
+    type: str
+    actor: str
+    outcome: str
+    details: dict[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: str = field(default_factory=_now)
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        if not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 1:
+            raise WireFormatError("Event sequence number must be a positive integer.")
+        if self.type not in EVENT_TYPES:
+            raise WireFormatError(f"Unknown event type {self.type!r}.")
+        for name in ("actor", "outcome", "event_id", "occurred_at"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value or len(value) > 200:
+                raise WireFormatError(f"Event field {name!r} must be a non-empty string of at most 200 characters.")
+        try:
+            uuid.UUID(self.event_id)
+            datetime.fromisoformat(self.occurred_at)
+        except ValueError as e:
+            raise WireFormatError(f"Event id or time is malformed: {e}") from e
+        if not isinstance(self.details, dict):
+            raise WireFormatError("Event details must be an object.")
+        bad = _FORBIDDEN_DETAIL_KEYS.intersection(k.lower() for k in self.details)
+        if bad:
+            raise WireFormatError(f"Event details may not carry biometric data ({', '.join(sorted(bad))}).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "event_id": self.event_id,
+            "device_id": self.device_id,
+            "seq": self.seq,
+            "occurred_at": self.occurred_at,
+            "type": self.type,
+            "actor": self.actor,
+            "outcome": self.outcome,
+            "details": self.details,
+        }
+
+    def to_bytes(self) -> bytes:
+        data = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise WireFormatError(f"Event is {len(data)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
+        return data
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> AuditEvent:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise WireFormatError(f"Payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
+        try:
+            obj = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WireFormatError(f"Payload is not valid JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise WireFormatError("Payload must be a JSON object.")
+        if obj.get("v") != SCHEMA_VERSION:
+            raise WireFormatError(f"Unsupported event schema version {obj.get('v')!r}.")
+        if set(obj) != _FIELDS:
+            missing, extra = _FIELDS - set(obj), set(obj) - _FIELDS
+            raise WireFormatError(f"Event fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}.")
+        obj.pop("v")
+        try:
+            return cls(**obj)
+        except TypeError as e:
+            raise WireFormatError(f"Event fields have the wrong types: {e}") from e

@@ -1,0 +1,158 @@
+"""Turn a manifest's verified ``.tflite`` into an OpenVINO IR, once, in the artifact cache.
+
+OpenVINO reads ``.tflite`` directly, so no TensorFlow is needed. The IR is named
+after the model id and the source file's sha256, so a changed source never
+reuses an old IR. The source is checked against the manifest's sha256 right
+before converting: a file that differs could be corrupt or tampered with, and a
+biometric matcher built on it must not be produced.
+
+``python -m models.convert`` prepares every shipped manifest (scripts/setup.sh runs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from models.errors import ModelChecksumError, ModelError, ModelManifestError
+from models.manifest import ModelManifest, load_manifest, manifest_names
+from supply import pinned
+
+logger = logging.getLogger(__name__)
+
+
+def ir_dir() -> Path:
+    """Where converted models live: beside the verified artifacts, so seeding a site copies both."""
+    return pinned.cache_dir() / "ir"
+
+
+def ir_path(manifest: ModelManifest, directory: Path | None = None) -> Path:
+    """The IR ``.xml`` path for a manifest (its ``.bin`` sits beside it)."""
+    return (directory or ir_dir()) / f"{manifest.id}-{manifest.artifact.sha256[:12]}.xml"
+
+
+def source_path(manifest: ModelManifest) -> Path:
+    """The model file from the pinned registry artifact (verified by supply against the catalogue)."""
+    return pinned.member(manifest.artifact.key, manifest.artifact.member)
+
+
+def verify_source(manifest: ModelManifest, path: Path) -> None:
+    """Refuse a model file whose sha256 is not the one the manifest pins."""
+    actual = pinned.sha256_file(path)
+    if actual != manifest.artifact.sha256:
+        raise ModelChecksumError(
+            f"Model file {path} for {manifest.ref} has sha256 {actual}, but its manifest pins "
+            f"{manifest.artifact.sha256}. The file may be corrupt or tampered with and will not be used. "
+            f"Delete it and run scripts/setup.sh again to fetch a fresh copy; if the mismatch persists, "
+            f"the manifest and supply/catalogue.toml disagree and must be corrected by the model owner."
+        )
+
+
+def _fix_output_batch(model: ov.Model, manifest: ModelManifest) -> None:
+    """Make a Reshape that feeds an output keep the batch dimension instead of a baked-in constant."""
+    fixed = 0
+    for result in model.get_results():
+        node = result.input_value(0).get_node()
+        if node.get_type_name() != "Reshape":
+            continue
+        shape_node = node.input_value(1).get_node()
+        if shape_node.get_type_name() != "Constant":
+            continue
+        shape = np.array(shape_node.get_data())
+        new_shape = shape.copy()
+        new_shape[0] = -1
+        node.input(1).replace_source_output(ov.opset13.constant(new_shape).output(0))
+        logger.info("%s: output Reshape %s -> %s", manifest.id, shape.tolist(), new_shape.tolist())
+        fixed += 1
+    if fixed == 0:
+        raise ModelManifestError(
+            f"Manifest {manifest.ref} asks for conversion.fix_output_batch, but the model has no "
+            f"constant Reshape before an output. Set it to false or check the model file."
+        )
+    model.validate_nodes_and_infer_types()
+
+
+def _check_shapes(model: ov.Model, manifest: ModelManifest) -> None:
+    """Compare the converted model with the manifest, so a wrong manifest fails at setup, not at the desk."""
+    inp = model.input(0).get_partial_shape()
+    want_in = [1, manifest.input.height, manifest.input.width, 3]
+    if not inp.is_static or list(inp.to_shape()) != want_in:
+        raise ModelManifestError(
+            f"Manifest {manifest.ref} says the input is {want_in}, but the model takes {inp}. "
+            f"Fix [input] in the manifest."
+        )
+    shapes = [list(o.get_partial_shape().to_shape()) for o in model.outputs]
+    if manifest.kind == "embedder":
+        want = [[1, manifest.output.dim]]
+    else:
+        want = [[1, manifest.output.anchors, manifest.output.dim], [1, manifest.output.anchors, 1]]
+    if shapes != want:
+        raise ModelManifestError(
+            f"Manifest {manifest.ref} says the outputs are {want}, but the model produces {shapes}. "
+            f"Fix [output] in the manifest (output.dim is {manifest.output.dim})."
+        )
+
+
+def convert(manifest: ModelManifest, source: Path) -> ov.Model:
+    """Convert a verified source file to an in-memory OpenVINO model matching the manifest."""
+    verify_source(manifest, source)
+    model = ov.convert_model(str(source))
+    if manifest.conversion.fix_output_batch:
+        _fix_output_batch(model, manifest)
+    model.reshape({model.input(0): ov.PartialShape([1, manifest.input.height, manifest.input.width, 3])})
+    _check_shapes(model, manifest)
+    return model
+
+
+def ensure_ir(manifest: ModelManifest, *, source: Path | None = None, directory: Path | None = None) -> Path:
+    """The IR ``.xml`` for a manifest, converting the verified source only if the IR is missing.
+
+    ``source`` and ``directory`` default to the pinned artifact and the cache; tests
+    pass their own. Files are written under temporary names and renamed, the
+    ``.xml`` last, so a crash mid-write never leaves an IR that looks complete.
+    """
+    target = ir_path(manifest, directory)
+    if target.exists() and target.with_suffix(".bin").exists():
+        logger.debug("IR for %s already at %s", manifest.ref, target)
+        return target
+    model = convert(manifest, source or source_path(manifest))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as tmp:
+        tmp_xml = Path(tmp) / target.name
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        os.replace(tmp_xml.with_suffix(".bin"), target.with_suffix(".bin"))
+        os.replace(tmp_xml, target)
+    logger.info("converted %s to %s", manifest.ref, target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare every shipped manifest's IR and say what was done."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    names = argv if argv else manifest_names()
+    try:
+        for name in names:
+            manifest = load_manifest(name)
+            existed = ir_path(manifest).exists() and ir_path(manifest).with_suffix(".bin").exists()
+            path = ensure_ir(manifest)
+            action = "kept" if existed else "converted"
+            print(f"  {action:9s} {manifest.ref} ({manifest.licence.grade}) -> {path}")
+            if manifest.licence.grade == "evaluation":
+                print(f"  warning   {manifest.ref} is evaluation-grade: not for live use")
+    except ModelError as e:
+        print(f"model conversion failed: {e}", file=sys.stderr)
+        return 1
+    except pinned.SupplyError as e:
+        print(f"model file unavailable: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

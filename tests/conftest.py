@@ -1,0 +1,83 @@
+"""Fixtures that start real services on free ports and tear them down.
+
+Face images come from pinned registry packages (verified into the supply
+cache by scripts/setup.sh), so these tests run on a fresh machine without
+``../shared``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.broker import Broker, free_port
+
+SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "faces" / "dev"
+_FR = "face_recognition-1.3.0/tests/test_images/"
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[Broker]:
+    """A real Mosquitto with its own config on a free port (plain TCP, loopback only)."""
+    workdir = Path(tempfile.mkdtemp(prefix="rfr-mosquitto-"))
+    os.chmod(workdir, 0o755)
+    broker = Broker(host="127.0.0.1", port=free_port(), workdir=workdir)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def face_photo():
+    """Path of a real photo from the face_recognition sdist, e.g. ``face_photo("obama2.jpg")``."""
+    from supply.pinned import member
+
+    def get(name: str) -> Path:
+        return member("face-recognition-sdist", _FR + name)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def group_photo() -> Path:
+    """A real photo with several faces (from npm @vladmandic/face-api's demo folder)."""
+    from supply.pinned import member
+
+    return member("vladmandic-face-api", "package/demo/sample1.jpg")
+
+
+@pytest.fixture(scope="session")
+def pipeline():
+    """The real face pipeline: OpenVINO inference on the pinned, converted models."""
+    from models.pipeline import FacePipeline
+
+    return FacePipeline.load()
+
+
+@pytest.fixture(scope="session")
+def demo_library(pipeline, face_photo, tmp_path_factory):
+    """A small real library: two photos of DEMO-OBAMA, one of DEMO-BIDEN, and every face in two
+    group photos as distractors. obama3.jpg is kept out, to be the probe."""
+    import cv2
+
+    from library.records import ReferenceRecord
+    from library.snapshot import SnapshotWriter, new_key, write_key_file
+    from supply.pinned import member
+
+    folder = tmp_path_factory.mktemp("library")
+    key = new_key()
+    write_key_file(folder / "lib.key", key)
+    with SnapshotWriter.create(folder / "lib.db", key, embedder_id=pipeline.embedder_id, dim=pipeline.dim) as w:
+        for subject, name in [("DEMO-OBAMA", "obama.jpg"), ("DEMO-OBAMA", "obama2.jpg"), ("DEMO-BIDEN", "biden.jpg")]:
+            result = pipeline.process(face_photo(name).read_bytes())
+            w.add(ReferenceRecord(subject_ref=subject, source=name), result.template, result.thumbnail)
+        for n in (2, 3):
+            image = cv2.imread(str(member("vladmandic-face-api", f"package/demo/sample{n}.jpg")))
+            for i, face in enumerate(pipeline.detect(image)):
+                w.add(ReferenceRecord(subject_ref=f"DEMO-F{n}{i}", source=f"sample{n}.jpg#{i}"),
+                      pipeline.embed(image, face), pipeline.thumbnail_jpeg(image, face))
+    return folder / "lib.db", folder / "lib.key"

@@ -1,0 +1,113 @@
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from library.errors import EmbedderMismatchError, SnapshotError, SnapshotKeyError
+from library.records import ReferenceRecord
+from library.snapshot import Snapshot, SnapshotWriter, new_key, read_key_file, write_key_file
+
+DIM = 192
+
+
+def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def build(path: Path, key: bytes, vectors: np.ndarray, embedder: str = "emb@1") -> None:
+    with SnapshotWriter.create(path, key, embedder_id=embedder, dim=DIM, version=3) as writer:
+        for i, v in enumerate(vectors):
+            writer.add(ReferenceRecord(subject_ref=f"SUBJ-{i:04d}", source=f"s/{i}.jpg", sex="F",
+                                       ethnicity_code="IC1"), v, b"\xff\xd8thumb-%d\xff\xd9" % i)
+
+
+@pytest.fixture
+def snapshot_file(tmp_path: Path):
+    key = new_key()
+    vectors = unit_vectors(300)
+    build(tmp_path / "lib.db", key, vectors)
+    return tmp_path / "lib.db", key, vectors
+
+
+def test_search_finds_each_record_first(snapshot_file):
+    path, key, vectors = snapshot_file
+    snap = Snapshot.open(path, key, expected_embedder="emb@1")
+    assert (snap.count, snap.version, snap.dim) == (300, 3, DIM)
+    for i in (0, 17, 299):
+        top = snap.search(vectors[i], k=5)
+        assert top[0].record.subject_ref == f"SUBJ-{i:04d}"
+        assert top[0].rank == 1 and top[0].score == pytest.approx(1.0, abs=1e-5)
+        assert [c.rank for c in top] == [1, 2, 3, 4, 5]
+        assert all(a.score >= b.score for a, b in itertools.pairwise(top))
+
+
+def test_templates_thumbnails_and_records_come_back(snapshot_file):
+    path, key, vectors = snapshot_file
+    snap = Snapshot.open(path, key)
+    record_id = snap.search(vectors[5], k=1)[0].record.record_id
+    assert snap.thumbnail(record_id) == b"\xff\xd8thumb-5\xff\xd9"
+    np.testing.assert_allclose(snap.template(record_id), vectors[5])
+    assert snap.record(record_id).ethnicity_code == "IC1"
+
+
+def test_nothing_readable_on_disk(snapshot_file):
+    path, _, vectors = snapshot_file
+    raw = path.read_bytes()
+    assert b"SUBJ-0005" not in raw and b"thumb-5" not in raw and b"SQLite format" not in raw
+    assert vectors[5].tobytes()[:32] not in raw
+
+
+def test_wrong_key_is_refused_with_a_clear_message(snapshot_file):
+    path, _, _ = snapshot_file
+    with pytest.raises(SnapshotKeyError, match="cannot be opened with this key"):
+        Snapshot.open(path, new_key())
+
+
+def test_tampered_file_is_refused(snapshot_file):
+    path, key, _ = snapshot_file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError):
+        snap = Snapshot.open(path, key)
+        for rid in range(1, 301):
+            snap.thumbnail(rid)
+            snap.template(rid)
+
+
+def test_other_embedder_is_refused(snapshot_file):
+    path, key, _ = snapshot_file
+    with pytest.raises(EmbedderMismatchError, match="emb@1"):
+        Snapshot.open(path, key, expected_embedder="other@2")
+
+
+def test_probe_of_wrong_dimension_is_refused(snapshot_file):
+    path, key, _ = snapshot_file
+    with pytest.raises(EmbedderMismatchError, match="128 dimensions"):
+        Snapshot.open(path, key).search(np.ones(128, dtype=np.float32), k=3)
+
+
+def test_failed_build_leaves_no_file(tmp_path: Path):
+    key = new_key()
+    with pytest.raises(SnapshotError, match="not a unit vector"), \
+            SnapshotWriter.create(tmp_path / "lib.db", key, embedder_id="e", dim=DIM) as writer:
+        writer.add(ReferenceRecord(subject_ref="A", source="a"), np.ones(DIM, np.float32), b"")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_empty_library_searches_to_nothing(tmp_path: Path):
+    key = new_key()
+    build(tmp_path / "lib.db", key, np.empty((0, DIM), np.float32))
+    assert Snapshot.open(tmp_path / "lib.db", key).search(unit_vectors(1)[0], k=5) == []
+
+
+def test_key_file_is_private_and_round_trips(tmp_path: Path):
+    key = new_key()
+    write_key_file(tmp_path / "k", key)
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+    assert read_key_file(tmp_path / "k") == key
+    (tmp_path / "bad").write_text("zz")
+    with pytest.raises(SnapshotKeyError, match="not a hex key"):
+        read_key_file(tmp_path / "bad")
