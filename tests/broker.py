@@ -30,6 +30,7 @@ class Broker:
     port: int
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
+    allow_anonymous: bool = True
 
     @property
     def log(self) -> str:
@@ -40,7 +41,7 @@ class Broker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}\n"
             "persistence false\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"

@@ -10,10 +10,10 @@ import logging
 from dataclasses import dataclass, field
 
 from appliance.services.audit import AuditLog
+from appliance.services.library import LibraryHolder
 from core.errors import CustodyRfrError
 from library.errors import EmbedderMismatchError
 from library.records import Candidate
-from library.snapshot import Snapshot
 from models.errors import ImageRejectedError, NoFaceError
 from models.pipeline import FacePipeline
 
@@ -36,6 +36,7 @@ class SearchOutcome:
     probe_thumbnail: bytes | None = None
     candidates: list[Candidate] = field(default_factory=list)
     choices: list[FaceChoice] = field(default_factory=list)
+    library_version: int | None = None
 
     @property
     def needs_face_choice(self) -> bool:
@@ -43,12 +44,12 @@ class SearchOutcome:
 
 
 class SearchService:
-    def __init__(self, pipeline: FacePipeline, snapshot: Snapshot, audit: AuditLog, top_k: int) -> None:
-        if snapshot.embedder_id != pipeline.embedder_id:
+    def __init__(self, pipeline: FacePipeline, library: LibraryHolder, audit: AuditLog, top_k: int) -> None:
+        if library.current.embedder_id != pipeline.embedder_id:
             raise EmbedderMismatchError(
-                f"The library was built with {snapshot.embedder_id}; this device runs {pipeline.embedder_id}."
+                f"The library was built with {library.current.embedder_id}; this device runs {pipeline.embedder_id}."
             )
-        self.pipeline, self.snapshot, self.audit, self.top_k = pipeline, snapshot, audit, top_k
+        self.pipeline, self.library, self.audit, self.top_k = pipeline, library, audit, top_k
 
     def search(self, data: bytes, actor: str, face_index: int | None = None) -> SearchOutcome:
         try:
@@ -66,15 +67,17 @@ class SearchService:
                 for i, face in enumerate(result.faces)
             ]
             return SearchOutcome(faces_found=len(result.faces), choices=choices)
-        candidates = self.snapshot.search(result.template, self.top_k)
+        snapshot = self.library.current  # one version for the whole search, even if an update lands
+        candidates = snapshot.search(result.template, self.top_k)
         self.audit.record(
             "search", actor, "candidates_shown" if candidates else "no_candidates",
-            library_version=self.snapshot.version, embedder=self.pipeline.embedder_id,
+            library_version=snapshot.version, embedder=self.pipeline.embedder_id,
             faces_found=len(result.faces), candidates=len(candidates),
             top_score=round(candidates[0].score, 4) if candidates else None,
         )
         return SearchOutcome(faces_found=len(result.faces), face_index=result.face_index,
-                             probe_thumbnail=result.thumbnail, candidates=candidates)
+                             probe_thumbnail=result.thumbnail, candidates=candidates,
+                             library_version=snapshot.version)
 
 
 class FaceIndexError(CustodyRfrError):

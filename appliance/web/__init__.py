@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from appliance.comms.mqtt import AuditPublisher
 from appliance.services.audit import AuditLog
+from appliance.services.library import LibraryHolder
 from appliance.services.search import SearchService
 from appliance.settings import ApplianceSettings
 from appliance.storage.device_db import DeviceDatabase
@@ -50,13 +51,14 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     outbox = Outbox(db)
     audit = AuditLog(settings.device_id, outbox)
     publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox)
+    library = LibraryHolder(snapshot)
     app.extensions["rfr"] = {
         "settings": settings,
-        "snapshot": snapshot,
+        "library": library,
         "outbox": outbox,
         "audit": audit,
         "publisher": publisher,
-        "search": SearchService(pipeline, snapshot, audit, settings.search.top_k),
+        "search": SearchService(pipeline, library, audit, settings.search.top_k),
     }
     audit.record("library_loaded", "system", "ok", library_version=snapshot.version, records=snapshot.count,
                  embedder=snapshot.embedder_id)

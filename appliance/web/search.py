@@ -24,13 +24,13 @@ def _render(template: str, status: int = 200, **context: object) -> tuple[str, i
     """Partial for htmx requests, the whole page otherwise (the htmx book's pattern)."""
     if request.headers.get("HX-Request"):
         return render_template(template, **context), status
-    return render_template("search.html", body_template=template, library=_rfr("snapshot").describe(),
+    return render_template("search.html", body_template=template, library=_rfr("library").current.describe(),
                            **context), status
 
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
-    return render_template("search.html", body_template=None, library=_rfr("snapshot").describe())
+    return render_template("search.html", body_template=None, library=_rfr("library").current.describe())
 
 
 @bp.post("/search")
@@ -62,10 +62,13 @@ def search():  # type: ignore[no-untyped-def]
     return _render("_results.html", outcome=outcome, probe_uri=probe_uri, choices=choices)
 
 
-@bp.get("/candidates/<int:record_id>/image")
-def candidate_image(record_id: int) -> Response:
+@bp.get("/library/<int:version>/records/<int:record_id>/image")
+def candidate_image(version: int, record_id: int) -> Response:
+    snapshot = _rfr("library").current
+    if version != snapshot.version:
+        abort(410, "The reference library was updated after this search. Run the search again.")
     try:
-        jpeg = _rfr("snapshot").thumbnail(record_id)
+        jpeg = snapshot.thumbnail(record_id)
     except SnapshotError:
         abort(404, "That reference image is not in the installed library.")
     response = Response(jpeg, mimetype="image/jpeg")

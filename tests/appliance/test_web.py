@@ -27,7 +27,7 @@ def test_probe_of_enrolled_person_ranks_them_first(app, post_probe, face_photo):
     assert response.status_code == 200
     order = subjects_in_order(html)
     assert order[:2] == ["DEMO-OBAMA", "DEMO-OBAMA"]
-    assert len(order) == min(10, app.extensions["rfr"]["snapshot"].count)
+    assert len(order) == min(10, app.extensions["rfr"]["library"].current.count)
     assert "not evidence" in html
 
 
@@ -40,12 +40,14 @@ def test_full_page_without_htmx(post_probe, face_photo):
 
 def test_candidate_image_is_served_from_the_library(client, post_probe, face_photo):
     html = post_probe(face_photo("obama3.jpg").read_bytes()).get_data(as_text=True)
-    src = re.search(r'<img src="(/candidates/\d+/image)"', html).group(1)
+    src = re.search(r'<img src="(/library/\d+/records/\d+/image)"', html).group(1)
     image = client.get(src)
     assert image.status_code == 200 and image.mimetype == "image/jpeg"
     assert image.headers["Cache-Control"] == "no-store"
     assert cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_COLOR) is not None
-    assert client.get("/candidates/999999/image").status_code == 404
+    version = src.split("/")[2]
+    assert client.get(f"/library/{version}/records/999999/image").status_code == 404
+    assert client.get(f"/library/{int(version) + 1}/records/1/image").status_code == 410
 
 
 def test_several_faces_ask_which_one_then_search_it(post_probe, group_photo):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from central.ingest.mqtt import AuditIngest
 from central.settings import MqttSettings
 from core.events import MAX_PAYLOAD_BYTES, AuditEvent
 from core.topics import audit_topic
+from tests.broker import Broker, free_port
 
 _ids = itertools.count(1)
 
@@ -124,28 +123,13 @@ def test_events_published_while_central_is_down_arrive_later(
 
 
 @pytest.fixture
-def refusing_broker() -> Iterator[tuple[str, int]]:
-    """A socket that answers every MQTT v5 CONNECT with CONNACK "Not authorized" (0x87)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(1024)  # the CONNECT packet
-                conn.sendall(bytes([0x20, 0x03, 0x00, 0x87, 0x00]))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()
-    stop.set()
-    thread.join()
-    server.close()
+def refusing_broker(tmp_path) -> Iterator[tuple[str, int]]:
+    """A real Mosquitto that admits no anonymous client: it answers CONNECT with "Not authorized"."""
+    tmp_path.chmod(0o777)
+    broker = Broker(host="127.0.0.1", port=free_port(), workdir=tmp_path, allow_anonymous=False)
+    broker.start()
+    yield broker.host, broker.port
+    broker.stop()
 
 
 def test_refused_connection_is_not_connected(
