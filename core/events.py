@@ -19,7 +19,9 @@ from core.topics import validate_device_id
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 16 * 1024
-EVENT_TYPES = frozenset({"search", "search_refused", "library_loaded"})
+EVENT_TYPES = frozenset({
+    "search", "search_refused", "library_loaded", "library_update", "library_update_refused",
+})
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details"}
 # Keys that must never appear in details: they would carry biometric data.
 _FORBIDDEN_DETAIL_KEYS = frozenset({"image", "probe", "template", "embedding", "thumbnail", "crop"})
