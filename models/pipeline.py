@@ -21,6 +21,7 @@ from models.embedder import FaceEmbedder
 from models.errors import NO_FACE_MESSAGE, NoFaceError
 from models.image import decode_image
 from models.manifest import ModelManifest, load_manifest
+from models.quality import QualityReport, assess
 from models.thumbnail import face_thumbnail
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class FaceResult:
     template: np.ndarray        # (dim,) float32, unit length
     thumbnail: bytes            # JPEG
     embedder_id: str
+    quality: QualityReport      # of the chosen face: shown to staff, stored with library images
 
     @property
     def face(self) -> DetectedFace:
@@ -87,10 +89,24 @@ class FacePipeline:
         """All faces in a BGR uint8 image, highest score first (empty if none)."""
         return self.detector.detect(image_bgr)
 
+    def align(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+        """The face cut out in the position and size this embedder was trained on.
+
+        Separate from ``embed`` so the evaluation can time the two stages apart.
+        """
+        return align_face(image_bgr, face, self.embedder.size[0])
+
+    def embed_aligned(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        """The unit-length template of a face already returned by ``align``."""
+        return self.embedder.embed(aligned_bgr)
+
     def embed(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
         """The unit-length template of one detected face, shape (dim,), float32."""
-        size = self.embedder.size[0]
-        return self.embedder.embed(align_face(image_bgr, face, size))
+        return self.embed_aligned(self.align(image_bgr, face))
+
+    def assess(self, image_bgr: np.ndarray, face: DetectedFace, faces_found: int) -> QualityReport:
+        """Probe or reference quality of one face, with reasons staff can act on (see ``models.quality``)."""
+        return assess(image_bgr, face, faces_found)
 
     def thumbnail_jpeg(self, image_bgr: np.ndarray, face: DetectedFace, size: int = 160) -> bytes:
         """A square JPEG of the face with a margin, for showing the reference photo to staff."""
@@ -100,7 +116,9 @@ class FacePipeline:
         """Decode a photo and template one face: ``face_index`` into the detected faces, or the largest.
 
         Raises ``ImageRejectedError`` for a file the desk cannot use and ``NoFaceError``
-        when no face is found; both messages can be shown to staff as they are.
+        when no face is found; both messages can be shown to staff as they are. A
+        face of poor quality still yields a template: ``quality`` says why it may
+        match badly, and the caller decides whether to retake, warn or refuse.
         """
         image = decode_image(data)
         faces = self.detect(image)
@@ -118,4 +136,5 @@ class FacePipeline:
             template=self.embed(image, face),
             thumbnail=self.thumbnail_jpeg(image, face),
             embedder_id=self.embedder_id,
+            quality=self.assess(image, face, len(faces)),
         )

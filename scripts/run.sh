@@ -84,15 +84,14 @@ for url in sys.argv[1:]:
     else:
         sys.exit(f"run: {url} did not answer; see var/log/")
 WAIT
-probe=$($PY -c 'from supply.pinned import member; print(member("face-recognition-sdist", "face_recognition-1.3.0/tests/test_images/obama3.jpg"))')
 cat <<MSG
 
 custody-rfr is running (logs in var/log/, Ctrl-C stops everything):
   Appliance (custody desk):   http://127.0.0.1:$APPLIANCE_PORT/
   Central (audit events):     http://127.0.0.1:$CENTRAL_PORT/audit
   MQTT broker:                127.0.0.1:$BROKER_PORT
-A probe photo to try (not in the library; another photo of DEMO-OBAMA is):
-  $probe
+Probe photos to try, kept out of the library (other photos of the same people are in it):
+  $VAR/demo-import/probes/
 MSG
 wait -n "${pids[@]}"
 echo "run: a component stopped; see var/log/" >&2
