@@ -1,6 +1,8 @@
 """Turn a manifest's verified ``.tflite`` into an OpenVINO IR, once, in the artifact cache.
 
-OpenVINO reads ``.tflite`` directly, so no TensorFlow is needed. The IR is named
+OpenVINO reads ``.tflite`` directly, so no TensorFlow is needed. A model shipped
+only as TensorFlow.js weights (manifest ``[conversion.tfjs]``) is rebuilt from
+code around its verified weights instead (``models/facerec_resnet.py``). The IR is named
 after the model id and the source file's sha256, so a changed source never
 reuses an old IR. The source is checked against the manifest's sha256 right
 before converting: a file that differs could be corrupt or tampered with, and a
@@ -15,13 +17,15 @@ import logging
 import os
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import openvino as ov
 
+from models import facerec_resnet
 from models.errors import ModelChecksumError, ModelError, ModelManifestError
 from models.manifest import ModelManifest, load_manifest, manifest_names
+from models.tfjs_weights import read_tfjs_weights
 from supply import pinned
 
 logger = logging.getLogger(__name__)
@@ -33,8 +37,15 @@ def ir_dir() -> Path:
 
 
 def ir_path(manifest: ModelManifest, directory: Path | None = None) -> Path:
-    """The IR ``.xml`` path for a manifest (its ``.bin`` sits beside it)."""
-    return (directory or ir_dir()) / f"{manifest.id}-{manifest.artifact.sha256[:12]}.xml"
+    """The IR ``.xml`` path for a manifest (its ``.bin`` sits beside it).
+
+    A graph rebuilt from code also carries the builder's version, so changing the
+    builder never reuses an IR built by the old one.
+    """
+    stem = f"{manifest.id}-{manifest.artifact.sha256[:12]}"
+    if manifest.conversion.tfjs is not None:
+        stem += f"-g{facerec_resnet.GRAPH_VERSION}"
+    return (directory or ir_dir()) / f"{stem}.xml"
 
 
 def source_path(manifest: ModelManifest) -> Path:
@@ -99,10 +110,44 @@ def _check_shapes(model: ov.Model, manifest: ModelManifest) -> None:
         )
 
 
+def _build_from_tfjs(manifest: ModelManifest, source: Path) -> ov.Model:
+    """Rebuild a TF.js model whose single weights shard is ``source`` (already verified).
+
+    The JSON that lays the weights out is verified against its own pin: a changed
+    layout would shift every tensor and still produce a network that runs.
+    """
+    tfjs = manifest.conversion.tfjs
+    if tfjs is None:
+        raise ModelManifestError(f"Manifest {manifest.ref} has no [conversion.tfjs] table.")
+    layout = pinned.member(manifest.artifact.key, tfjs.weights_manifest)
+    actual = pinned.sha256_file(layout)
+    if actual != tfjs.weights_manifest_sha256:
+        raise ModelChecksumError(
+            f"Weights manifest {layout} for {manifest.ref} has sha256 {actual}, but its manifest pins "
+            f"{tfjs.weights_manifest_sha256}. It will not be used; delete it and run scripts/setup.sh again."
+        )
+    shard_dir = PurePosixPath(tfjs.weights_manifest).parent
+
+    def shard(name: str) -> bytes:
+        if str(shard_dir / name) != manifest.artifact.member:
+            raise ModelManifestError(
+                f"{tfjs.weights_manifest} names weights shard {name}, but {manifest.ref} pins only "
+                f"{manifest.artifact.member}. Pin every shard before using this model."
+            )
+        return source.read_bytes()
+
+    weights = read_tfjs_weights(layout, shard)
+    logger.info("%s: rebuilding %s from %d TF.js tensors", manifest.id, tfjs.architecture, len(weights))
+    return facerec_resnet.build(weights)
+
+
 def convert(manifest: ModelManifest, source: Path) -> ov.Model:
     """Convert a verified source file to an in-memory OpenVINO model matching the manifest."""
     verify_source(manifest, source)
-    model = ov.convert_model(str(source))
+    if manifest.conversion.tfjs is not None:
+        model = _build_from_tfjs(manifest, source)
+    else:
+        model = ov.convert_model(str(source))
     if manifest.conversion.fix_output_batch:
         _fix_output_batch(model, manifest)
     model.reshape({model.input(0): ov.PartialShape([1, manifest.input.height, manifest.input.width, 3])})

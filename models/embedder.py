@@ -2,7 +2,8 @@
 
 MobileFaceNet's output is not normalised; normalising here means every caller
 compares templates with a plain dot product (cosine similarity), and the index
-can use inner-product search.
+can use inner-product search. Each embedder also owns its crop (``align``):
+models are trained on differently placed faces, and the manifest says which.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.align import align_face
+from models.chip import extract_chip
+from models.detector import DetectedFace
 from models.manifest import ModelManifest
 from models.runtime import CompiledModel
 
@@ -29,17 +33,31 @@ class FaceEmbedder:
         self.size = (manifest.input.width, manifest.input.height)
         self.dim = manifest.output.dim
         self.model = CompiledModel(ir_path)
+        mean = manifest.input.mean
+        # Per-channel means broadcast over the last (channel) axis; a single mean stays a Python float.
+        self._mean: float | np.ndarray = np.array(mean, dtype=np.float32) if isinstance(mean, tuple) else mean
 
-    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
-        """The unit-length embedding of one aligned face, shape (dim,), float32."""
+    def align(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+        """The face cropped as this model was trained: the manifest's ``[alignment]``, else the ArcFace template."""
+        if self.manifest.alignment is None:
+            return align_face(image_bgr, face, self.size[0])
+        return extract_chip(image_bgr, face, self.manifest.alignment, self.size[0])
+
+    def preprocess(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        """The model's input tensor (1, H, W, 3) float32 for one aligned face (also used to calibrate INT8)."""
         if aligned_bgr.shape[1::-1] != self.size:
             raise ValueError(f"expected an aligned face of {self.size}, got {aligned_bgr.shape[1::-1]}")
         pixels = aligned_bgr
         if self.manifest.input.colour_order == "RGB":
             pixels = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2RGB)
-        spec = self.manifest.input
-        tensor = ((pixels.astype(np.float32) - spec.mean) / spec.scale)[None]
-        vector = self.model(tensor)[0][0].astype(np.float32)
+        return ((pixels.astype(np.float32) - self._mean) / self.manifest.input.scale)[None]
+
+    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        """The unit-length embedding of one aligned face, shape (dim,), float32."""
+        vector = self.model(self.preprocess(aligned_bgr))[0][0].astype(np.float32)
+        if self.manifest.embedding.mirror_sum:
+            mirrored = np.ascontiguousarray(aligned_bgr[:, ::-1])
+            vector = vector + self.model(self.preprocess(mirrored))[0][0].astype(np.float32)
         norm = float(np.linalg.norm(vector))
         if not np.isfinite(norm) or norm == 0.0:
             raise ValueError("the embedder produced a zero or non-finite vector")

@@ -4,8 +4,9 @@ OpenVINO cannot read TensorFlow.js weights, and the network is small and fixed,
 so it is rebuilt here node by node with OpenVINO's opset, following face-api.js
 (``src/faceRecognitionNet`` in npm ``@vladmandic/face-api``) layer for layer:
 
-* per-channel normalisation ``(rgb - mean) / 255`` inside the graph, so callers
-  feed raw RGB pixel values (the manifest declares the constants);
+* the input is the normalised RGB chip, ``(rgb - mean) / 255`` with face-api.js's
+  per-channel means; the manifest declares them and the embedder applies them, as
+  for every other model, so the graph holds only the network;
 * a 7x7 stride-2 ``valid`` convolution and a 3x3 stride-2 max pool, then residual
   blocks at 32, 64, 128 and 256 channels; every convolution is followed by a
   per-channel affine "scale" layer (dlib's frozen batch norm), folded into the
@@ -27,6 +28,8 @@ from models.errors import ModelManifestError
 
 INPUT_SIZE = 150
 DIM = 128
+# Part of the IR's file name: bump it when the graph built here changes, so a cached IR is rebuilt.
+GRAPH_VERSION = 1
 
 # (block name, output channels, down-sampling?) in network order.
 BLOCKS: tuple[tuple[str, int, bool], ...] = (
@@ -84,13 +87,10 @@ def _residual_down(x: ov.Output, weights: dict[str, np.ndarray], prefix: str, ou
     return ops.relu(ops.add(y, shortcut)).output(0)
 
 
-def build(weights: dict[str, np.ndarray], channel_mean: tuple[float, float, float], channel_scale: float
-          ) -> ov.Model:
-    """The network as an ``ov.Model``: input ``[1,150,150,3]`` RGB pixel values 0-255, output ``[1,128]``."""
+def build(weights: dict[str, np.ndarray]) -> ov.Model:
+    """The network as an ``ov.Model``: input ``[1,150,150,3]`` normalised RGB (NHWC), output ``[1,128]``."""
     image = ops.parameter([1, INPUT_SIZE, INPUT_SIZE, 3], np.float32, name="image")
-    x = ops.subtract(image, ops.constant(np.array(channel_mean, dtype=np.float32).reshape(1, 1, 1, 3)))
-    x = ops.multiply(x, ops.constant(np.float32(1.0 / channel_scale)))
-    x = ops.transpose(x, ops.constant(np.array([0, 3, 1, 2], dtype=np.int64))).output(0)
+    x = ops.transpose(image, ops.constant(np.array([0, 3, 1, 2], dtype=np.int64))).output(0)
     x = _conv(x, weights, "conv32_down", 2, relu=True)
     x = ops.max_pool(x, [2, 2], [1, 1], [0, 0], [0, 0], [3, 3], rounding_type="floor").output(0)
     for name, channels, down in BLOCKS:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.align import align_face
 from models.convert import ensure_ir
 from models.detector import DetectedFace, FaceDetector
 from models.embedder import FaceEmbedder
@@ -27,7 +26,7 @@ from models.thumbnail import face_thumbnail
 logger = logging.getLogger(__name__)
 
 DEFAULT_DETECTOR = "blazeface_full_range"
-DEFAULT_EMBEDDER = "mobilefacenet"
+DEFAULT_EMBEDDER = "mobilefacenet_mirror"
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,11 +89,11 @@ class FacePipeline:
         return self.detector.detect(image_bgr)
 
     def align(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
-        """The face cut out in the position and size this embedder was trained on.
+        """The face cut out in the position and size this embedder was trained on (the embedder owns its crop).
 
         Separate from ``embed`` so the evaluation can time the two stages apart.
         """
-        return align_face(image_bgr, face, self.embedder.size[0])
+        return self.embedder.align(image_bgr, face)
 
     def embed_aligned(self, aligned_bgr: np.ndarray) -> np.ndarray:
         """The unit-length template of a face already returned by ``align``."""

