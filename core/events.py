@@ -4,6 +4,10 @@ An event never carries biometric data (no image, template or thumbnail):
 only who did what, when, why and with what outcome. The JSON form is the
 wire format; parsing is strict so a malformed or oversized payload is
 rejected with a reason instead of being half-stored.
+
+A stored or sent event is *sealed*: ``prev_hash`` and ``hash`` link it into its
+device's hash chain (``core.audit.chain``). They are optional here only so an
+event can be built first and sealed by the log that gives it its place.
 """
 
 from __future__ import annotations
@@ -17,14 +21,28 @@ from typing import Any
 from core.errors import WireFormatError
 from core.topics import validate_device_id
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_PAYLOAD_BYTES = 16 * 1024
+# Every action at the desk, including the ones that were refused: an auditor must be
+# able to show that each search and each decision was recorded.
 EVENT_TYPES = frozenset({
-    "search", "search_refused", "library_loaded", "library_update", "library_update_refused",
+    "login", "logout", "submission", "approval", "search", "search_refused", "candidate_viewed",
+    "adjudication", "match_report", "peer_review", "deletion", "library_loaded", "library_update",
+    "library_update_refused", "config_change", "request_refused",
 })
-_FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details"}
+_FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
+           "prev_hash", "hash"}
 # Keys that must never appear in details: they would carry biometric data.
 _FORBIDDEN_DETAIL_KEYS = frozenset({"image", "probe", "template", "embedding", "thumbnail", "crop"})
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _refuse_constant(name: str) -> None:
+    """NaN and Infinity are not JSON and have no canonical form to hash."""
+    raise ValueError(f"{name} is not allowed")
 
 
 def _now() -> str:
@@ -41,6 +59,13 @@ class AuditEvent:
     details: dict[str, Any] = field(default_factory=dict)
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     occurred_at: str = field(default_factory=_now)
+    prev_hash: str | None = None
+    hash: str | None = None
+
+    @property
+    def sealed(self) -> bool:
+        """True once the event carries its chain fields."""
+        return self.prev_hash is not None and self.hash is not None
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -62,6 +87,10 @@ class AuditEvent:
         bad = _FORBIDDEN_DETAIL_KEYS.intersection(k.lower() for k in self.details)
         if bad:
             raise WireFormatError(f"Event details may not carry biometric data ({', '.join(sorted(bad))}).")
+        for name in ("prev_hash", "hash"):
+            value = getattr(self, name)
+            if value is not None and not _is_hash(value):
+                raise WireFormatError(f"Event field {name!r} must be 64 lower-case hex digits.")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,10 +103,15 @@ class AuditEvent:
             "actor": self.actor,
             "outcome": self.outcome,
             "details": self.details,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
         }
 
     def to_bytes(self) -> bytes:
-        data = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        try:
+            data = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+        except (TypeError, ValueError) as e:
+            raise WireFormatError(f"Event details are not plain JSON: {e}") from e
         if len(data) > MAX_PAYLOAD_BYTES:
             raise WireFormatError(f"Event is {len(data)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
         return data
@@ -87,8 +121,8 @@ class AuditEvent:
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise WireFormatError(f"Payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
         try:
-            obj = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            obj = json.loads(payload, parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
             raise WireFormatError(f"Payload is not valid JSON: {e}") from e
         if not isinstance(obj, dict):
             raise WireFormatError("Payload must be a JSON object.")

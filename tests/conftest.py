@@ -81,3 +81,14 @@ def demo_library(pipeline, face_photo, tmp_path_factory):
                 w.add(ReferenceRecord(subject_ref=f"DEMO-F{n}{i}", source=f"sample{n}.jpg#{i}"),
                       pipeline.embed(image, face), pipeline.thumbnail_jpeg(image, face))
     return folder / "lib.db", folder / "lib.key"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster (initdb in a temp dir, unix socket only, free port);
+    ``postgres.create_database()`` gives a fresh database URL per test."""
+    from tests.postgres import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()

@@ -1,7 +1,9 @@
-"""Record every action as an audit event queued for central.
+"""Record every action as an audit event in the device's hash-linked log, queued for central.
 
 Events carry no biometric data; ``core.events`` refuses detail keys that
-would. The device's sequence number makes gaps visible to central.
+would. The outbox gives each event its sequence number and its place in the
+chain in the same transaction that stores it, so an action is never reported
+done without being recorded.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 from typing import Any
 
 from appliance.storage.outbox import Outbox
+from core.audit.verify import VerifyReport
 from core.events import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -27,3 +30,11 @@ class AuditLog:
         )
         logger.info("audit %s seq=%s type=%s outcome=%s", event.event_id, event.seq, type, outcome)
         return event
+
+    def checkpoint(self) -> None:
+        """Sign the chain's head now (for example at shutdown), so no event is left unsigned."""
+        self._outbox.sign_tail()
+
+    def verify(self) -> VerifyReport:
+        """Check the device's own log; findings name the row that was altered, removed or inserted."""
+        return self._outbox.verify()

@@ -1,7 +1,8 @@
-"""The device's own encrypted database (outbox now; accounts and audit chain later).
+"""The device's own encrypted database: the audit log, its outbox, and later accounts.
 
 Its key lives in a 0600 file beside it until keys are sealed to a TPM by the
-fleet work; the health report will say which protection is in use.
+fleet work; the health report will say which protection is in use. WAL with
+``synchronous = FULL`` means a committed audit event survives power loss.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ class DeviceDatabase:
     def __init__(self, data_dir: Path) -> None:
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
         key_path = data_dir / "device.key"
         if not key_path.exists():
             cipher.write_key_file(key_path, cipher.new_key())
         self.path = data_dir / "device.db"
         self.conn: sqlcipher3.Connection = cipher.connect(self.path, cipher.read_key_file(key_path), create=True)
         self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
         self.lock = threading.RLock()
 
     def close(self) -> None:

@@ -16,3 +16,22 @@ class IngestStatus(Protocol):
 
     @property
     def rejected(self) -> int: ...
+
+
+class IngestPool:
+    """Several workers seen as one: connected only when every worker is."""
+
+    def __init__(self, workers: list[IngestStatus]) -> None:
+        self.workers = workers
+
+    @property
+    def connected(self) -> bool:
+        return all(w.connected for w in self.workers)
+
+    @property
+    def received(self) -> int:
+        return sum(w.received for w in self.workers)
+
+    @property
+    def rejected(self) -> int:
+        return sum(w.rejected for w in self.workers)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import current_app
 
-from central.audit.store import AuditStore
+from central.audit.storage import SqlAuditStore
 from central.ingest.status import IngestStatus
 
 
-def audit_store() -> AuditStore:
-    store: AuditStore = current_app.extensions["central.audit_store"]
+def audit_store() -> SqlAuditStore:
+    store: SqlAuditStore = current_app.extensions["central.audit_store"]
     return store
 
 

@@ -1,33 +1,28 @@
-"""The ingest against a real Mosquitto: exactly-once storage, refusals, queued delivery."""
+"""The ingest against a real Mosquitto: exactly-once storage, acks, refusals, shared subscriptions."""
 
 from __future__ import annotations
 
 import itertools
-import time
+import json
+import queue
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from central.audit.store import AuditStore
+from central.audit.storage import SqlAuditStore, open_store
 from central.ingest.mqtt import AuditIngest
 from central.settings import MqttSettings
+from core.audit.ack import Ack
 from core.events import MAX_PAYLOAD_BYTES, AuditEvent
-from core.topics import audit_topic
+from core.topics import ack_topic, audit_topic, checkpoint_topic
+from tests.audit_support import ChainWriter, wait_for
 from tests.broker import Broker, free_port
 
 _ids = itertools.count(1)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -37,7 +32,14 @@ def mqtt_settings(mosquitto) -> MqttSettings:
 
 
 @pytest.fixture
-def ingest(mqtt_settings: MqttSettings, store: AuditStore) -> Iterator[AuditIngest]:
+def store(tmp_path: Path) -> Iterator[SqlAuditStore]:
+    s = open_store(tmp_path / "central.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ingest(mqtt_settings: MqttSettings, store: SqlAuditStore) -> Iterator[AuditIngest]:
     ingest = AuditIngest(mqtt_settings, store)
     ingest.start()
     assert ingest.wait_connected(10), "ingest did not connect to the test broker"
@@ -62,64 +64,127 @@ def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
     client.loop_stop()
 
 
-def test_event_published_twice_is_stored_once(ingest, publisher, store: AuditStore, make_event) -> None:
-    event = make_event("desk-a")
-    publisher(audit_topic("desk-a"), event.to_bytes())
-    publisher(audit_topic("desk-a"), event.to_bytes())
-    assert wait_for(lambda: ingest.received == 2)
-    assert store.count() == 1
-    assert ingest.duplicates == 1
-    assert ingest.rejected == 0
-    [row] = store.recent()
-    assert row["event_id"] == event.event_id
+@pytest.fixture
+def desk(store: SqlAuditStore) -> ChainWriter:
+    w = ChainWriter(f"desk-{next(_ids)}")
+    store.register_device(w.device_id, w.public_hex)
+    return w
 
 
-def test_bad_messages_are_rejected_and_counted_and_ingest_carries_on(
-    ingest, publisher, store: AuditStore, make_event
+def test_event_published_twice_is_stored_once_and_acked(ingest, publisher, store, desk, mosquitto) -> None:
+    acks: queue.Queue[Ack] = queue.Queue()
+    sub = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    sub.on_message = lambda c, u, m: acks.put(Ack.from_bytes(m.payload))
+    sub.connect(mosquitto.host, mosquitto.port)
+    sub.subscribe(ack_topic(desk.device_id), qos=1)
+    sub.loop_start()
+    try:
+        wait_for(lambda: False, 0.3)
+        event = desk.event()
+        publisher(audit_topic(desk.device_id), event.to_bytes())
+        publisher(audit_topic(desk.device_id), event.to_bytes())  # a resend, or a replay
+        assert wait_for(lambda: ingest.received == 2)
+        assert store.count() == 1 and ingest.duplicates == 1 and ingest.rejected == 0
+        ack = acks.get(timeout=10)
+        assert (ack.device_id, ack.events_through) == (desk.device_id, 1)
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+
+
+def test_bad_messages_are_rejected_and_counted_and_good_ones_around_them_are_kept(
+    ingest, publisher, store, desk
 ) -> None:
-    impostor = make_event("desk-b")
-    publisher(audit_topic("desk-a"), b"{not json")
-    publisher(audit_topic("desk-a"), b"x" * (MAX_PAYLOAD_BYTES + 1))
-    publisher(audit_topic("desk-a"), impostor.to_bytes())  # desk-a speaking for desk-b
-    publisher("rfr/v1/devices/Desk_A/audit", make_event("desk-a").to_bytes())  # not a valid device id
-    publisher("rfr/v1/devices/desk-a/audit/extra", make_event("desk-a").to_bytes())  # not matched: ignored
-    good = make_event("desk-a")
-    publisher(audit_topic("desk-a"), good.to_bytes())
+    topic = audit_topic(desk.device_id)
+    stranger = ChainWriter("desk-unregistered")
+    other = ChainWriter("desk-other")
+    store.register_device(other.device_id, other.public_hex)
+    good = [desk.event() for _ in range(3)]
+    unsealed = AuditEvent(device_id=desk.device_id, seq=99, type="search", actor="pc1", outcome="x")
+    forged_cp = replace(desk.checkpoint(), signature="0" * 128)
+    bad: list[tuple[str, bytes, str]] = [
+        (topic, b"{not json", "not valid JSON"),
+        (topic, b"x" * (MAX_PAYLOAD_BYTES + 1), "limit"),
+        (topic, other.event().to_bytes(), "was published by"),  # desk speaking for another device
+        ("rfr/v1/devices/Desk_A/audit", good[0].to_bytes(), "is not valid"),
+        (topic + "/extra", good[0].to_bytes(), "not an audit or checkpoint topic"),
+        (topic, unsealed.to_bytes(), "unsigned"),
+        (audit_topic(stranger.device_id), stranger.event().to_bytes(), "not registered"),
+        (checkpoint_topic(desk.device_id), forged_cp.to_bytes(), "not signed by the device"),
+        (topic, json.dumps({**good[0].to_dict(), "v": 7}).encode(), "schema version"),
+    ]
+    publisher(topic, good[0].to_bytes())
+    for t, payload, _ in bad[:5]:
+        publisher(t, payload)
+    publisher(topic, good[1].to_bytes())
+    for t, payload, _ in bad[5:]:
+        publisher(t, payload)
+    publisher(topic, good[2].to_bytes())
+    publisher(topic, good[1].to_bytes())  # replayed: counted, never stored twice
 
-    assert wait_for(lambda: store.count() == 1)
-    assert ingest.rejected == 4
-    assert store.rejection_count() == 4
+    assert wait_for(lambda: store.count() == 3 and ingest.rejected == len(bad) and ingest.duplicates == 1)
     reasons = [r["reason"] for r in reversed(store.rejections())]
-    assert "not valid JSON" in reasons[0]
-    assert "limit" in reasons[1]
-    assert "desk-b" in reasons[2] and "desk-a" in reasons[2]
-    assert "Device id 'Desk_A' is not valid" in reasons[3]
-    assert [r["size"] for r in reversed(store.rejections())][1] == MAX_PAYLOAD_BYTES + 1
-    assert store.recent()[0]["event_id"] == good.event_id
+    for (_, _, expected), reason in zip(bad, reasons, strict=True):
+        assert expected in reason
+    assert store.rejections(limit=100)[-2]["size"] == MAX_PAYLOAD_BYTES + 1
+    assert {r["event_id"] for r in store.query()} == {e.event_id for e in good}
+    assert store.head(desk.device_id).contiguous_seq == 3
 
 
-def test_events_published_while_central_is_down_arrive_later(
-    mqtt_settings: MqttSettings, publisher, tmp_path: Path, make_event
-) -> None:
-    store = AuditStore(tmp_path / "queued.db")
+def test_events_published_while_central_is_down_arrive_later(mqtt_settings, publisher, tmp_path, desk) -> None:
+    store = open_store(tmp_path / "queued.db")
+    store.register_device(desk.device_id, desk.public_hex)
     first = AuditIngest(mqtt_settings, store)
     first.start()
     assert first.wait_connected(10)
     first.stop()
-
-    queued = [make_event("desk-c") for _ in range(3)]
+    queued = [desk.event() for _ in range(3)]
     for event in queued:
-        publisher(audit_topic("desk-c"), event.to_bytes())
-
+        publisher(audit_topic(desk.device_id), event.to_bytes())
     second = AuditIngest(mqtt_settings, store)
     second.start()
     try:
-        assert second.wait_connected(10)
         assert wait_for(lambda: store.count() == 3)
-        assert {r["event_id"] for r in store.recent()} == {e.event_id for e in queued}
+        assert {r["event_id"] for r in store.query()} == {e.event_id for e in queued}
     finally:
         second.stop()
         store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_shared_subscription_workers_store_each_event_once(backend, request, mosquitto, publisher, tmp_path) -> None:
+    url = (f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite"
+           else request.getfixturevalue("postgres").create_database())
+    group = f"g{next(_ids)}"
+    stores = [open_store(url) for _ in range(3)]
+    writers = [ChainWriter(f"desk-share-{i}") for i in range(4)]
+    for w in writers:
+        stores[0].register_device(w.device_id, w.public_hex)
+    workers = [AuditIngest(MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"{group}-{i}"),
+                           s, shared_group=group) for i, s in enumerate(stores)]
+    for w in workers:
+        w.start()
+    try:
+        assert all(w.wait_connected(10) for w in workers)
+        events = [w.event(n=i) for i in range(50) for w in writers]
+        for e in events:
+            publisher(audit_topic(e.device_id), e.to_bytes())
+        for e in events[::7]:  # some resent: they may land on another worker
+            publisher(audit_topic(e.device_id), e.to_bytes())
+        for w in writers:
+            publisher(checkpoint_topic(w.device_id), w.checkpoint().to_bytes())
+        assert wait_for(lambda: stores[0].count() == 200, timeout=30)
+        assert wait_for(lambda: sum(w.received for w in workers) == 200 + len(events[::7]) + 4)
+        assert sum(w.stored for w in workers) == 200
+        assert sum(1 for w in workers if w.stored) >= 2  # the load really was shared
+        heads = stores[0].heads()
+        assert [(h.contiguous_seq, h.checkpoint_seq) for h in heads] == [(50, 50)] * 4
+        assert stores[0].findings() == []
+    finally:
+        for w in workers:
+            w.stop()
+        for s in stores:
+            s.close()
 
 
 @pytest.fixture
@@ -132,9 +197,7 @@ def refusing_broker(tmp_path) -> Iterator[tuple[str, int]]:
     broker.stop()
 
 
-def test_refused_connection_is_not_connected(
-    refusing_broker, store: AuditStore, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_refused_connection_is_not_connected(refusing_broker, store, caplog: pytest.LogCaptureFixture) -> None:
     host, port = refusing_broker
     ingest = AuditIngest(MqttSettings(host=host, port=port), store)
     ingest.start()
@@ -144,8 +207,3 @@ def test_refused_connection_is_not_connected(
         assert "refused central's connection: Not authorized" in caplog.text
     finally:
         ingest.stop()
-
-
-def test_event_round_trips_through_the_wire_format(make_event) -> None:
-    event = make_event("desk-a", details={"candidates": 5})
-    assert AuditEvent.from_bytes(event.to_bytes()) == event

@@ -1,90 +1,159 @@
-"""The audit store keeps each event once and records every refusal."""
+"""The audit store keeps each event once, checks every chain, and behaves the same on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from central.audit.store import AuditStore
+from central.audit.storage import EventFilter, SqlAuditStore, open_store
+from core.audit import chain
+from tests.audit_support import ChainWriter
+
+NOW = datetime.now(UTC)
 
 
-def test_insert_is_idempotent_by_event_id(store: AuditStore, make_event) -> None:
-    event = make_event()
-    now = datetime.now(UTC)
-    assert store.insert(event, now) is True
-    assert store.insert(event, now) is False
-    assert store.count() == 1
-    [row] = store.recent()
-    assert row["event_id"] == event.event_id
-    assert row["details"] == event.details
-    assert row["device_id"] == "desk-a"
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request, tmp_path: Path):
+    if request.param == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 'central.db'}")
+    else:
+        store = open_store(request.getfixturevalue("postgres").create_database())
+    yield store
+    store.close()
 
 
-def test_store_survives_reopening(tmp_path: Path, make_event) -> None:
-    event = make_event()
-    first = AuditStore(tmp_path / "c.db")
-    first.insert(event, datetime.now(UTC))
+def test_insert_is_idempotent_by_device_and_seq(any_store: SqlAuditStore) -> None:
+    w = ChainWriter("desk-a")
+    event = w.event(reason="identity doubt")
+    assert any_store.add_batch([event], [], NOW).stored == 1
+    again = any_store.add_batch([event], [], NOW)
+    assert (again.stored, again.duplicates) == (0, 1)
+    assert any_store.count() == 1
+    [row] = any_store.query()
+    assert row["event_id"] == event.event_id and row["details"] == {"reason": "identity doubt"}
+
+
+def test_a_different_event_at_a_stored_position_is_a_conflict_and_never_overwrites(any_store) -> None:
+    w = ChainWriter("desk-a")
+    first = w.event(actor="pc1")
+    forged = chain.seal(replace(first, actor="pc-forger", event_id="00000000-0000-4000-8000-000000000000"),
+                        first.prev_hash)
+    any_store.add_batch([first], [], NOW)
+    assert any_store.add_batch([forged], [], NOW).conflicts == 1
+    assert any_store.query()[0]["actor"] == "pc1"
+    assert [f["kind"] for f in any_store.findings()] == ["conflict"]
+
+
+def test_head_advances_only_without_gaps_and_checks_links_and_checkpoints(any_store) -> None:
+    w = ChainWriter("desk-a")
+    events = [w.event() for _ in range(6)]
+    cp = w.checkpoint()
+    any_store.register_device("desk-a", w.public_hex)
+    any_store.add_batch(events[3:], [cp], NOW)  # arrives first: 4..6 and the checkpoint
+    head = any_store.head("desk-a")
+    assert (head.contiguous_seq, head.max_seq, head.checkpoint_seq) == (0, 6, 0)
+    assert any_store.gaps("desk-a") == [(1, 3)]
+    any_store.add_batch(events[:3], [], NOW)
+    head = any_store.head("desk-a")
+    assert (head.contiguous_seq, head.checkpoint_seq, head.checkpoint_stored, head.reordered) == (6, 6, 6, 3)
+    assert any_store.findings() == [] and any_store.gaps("desk-a") == []
+
+
+def test_bad_links_edits_and_checkpoint_mismatches_are_recorded_with_their_position(any_store) -> None:
+    w = ChainWriter("desk-b")
+    events = [w.event() for _ in range(4)]
+    cp = w.checkpoint()
+    events[1] = replace(events[1], actor="altered")  # content no longer matches its hash
+    events[2] = chain.seal(replace(events[2], actor="rehashed"), events[2].prev_hash)  # breaks seq 4's link
+    any_store.add_batch(events, [cp], NOW)
+    found = {(f["seq"], f["kind"]) for f in any_store.findings()}
+    assert found == {(2, "edited"), (4, "bad_link")}
+    w2 = ChainWriter("desk-c")
+    evs = [w2.event() for _ in range(2)]
+    bad_cp = replace(w2.checkpoint(), head="0" * 64)
+    any_store.add_batch(evs, [bad_cp], NOW)
+    assert (2, "checkpoint_mismatch") in {(f["seq"], f["kind"]) for f in any_store.findings(device_id="desk-c")}
+
+
+def test_filters_by_device_actor_type_outcome_and_time(any_store) -> None:
+    a, b = ChainWriter("desk-a"), ChainWriter("desk-b")
+    batch = [
+        replace_time(a.event(actor="pc1"), "2030-01-01T10:00:00+00:00"),
+        replace_time(a.event(actor="pc2", type="login", outcome="ok"), "2030-01-01T11:00:00+00:00"),
+        replace_time(b.event(actor="pc1", outcome="no_candidates"), "2030-01-01T13:00:00+02:00"),  # 11:00 UTC
+    ]
+    any_store.add_batch(batch, [], NOW)
+    assert any_store.count(EventFilter(actor="pc1")) == 2
+    assert [r["type"] for r in any_store.query(EventFilter(device_id="desk-a", type="login"))] == ["login"]
+    assert any_store.count(EventFilter(outcome="no_candidates")) == 1
+    assert any_store.count(EventFilter(since="2030-01-01T10:30:00", until="2030-01-01T12:00:00")) == 2
+    assert [r["occurred_at"][:13] for r in any_store.query()] == ["2030-01-01T13", "2030-01-01T11",
+                                                                   "2030-01-01T10"]
+    assert any_store.devices() == ["desk-a", "desk-b"]
+
+
+def replace_time(event, occurred_at: str):
+    return chain.seal(replace(event, occurred_at=occurred_at), event.prev_hash)
+
+
+def test_rejections_are_recorded_newest_first(any_store) -> None:
+    any_store.record_rejection("rfr/v1/devices/desk-a/audit", "Payload is not valid JSON", 12)
+    any_store.record_rejection("rfr/v1/devices/desk-b/audit", "x" * 5000, 20000)
+    assert any_store.rejection_count() == 2
+    newest, oldest = any_store.rejections(limit=10)
+    assert newest["size"] == 20000 and len(newest["reason"]) <= 500
+    assert oldest["reason"] == "Payload is not valid JSON"
+
+
+def test_naive_received_time_is_refused(any_store) -> None:
+    with pytest.raises(ValueError):
+        any_store.add_batch([ChainWriter("desk-a").event()], [], datetime.now())
+
+
+def test_store_survives_reopening(tmp_path: Path) -> None:
+    event = ChainWriter("desk-a").event()
+    first = open_store(tmp_path / "c.db")
+    first.add_batch([event], [], NOW)
     first.close()
-    second = AuditStore(tmp_path / "c.db")
-    assert second.insert(event, datetime.now(UTC)) is False
-    assert second.count() == 1
+    second = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    assert second.add_batch([event], [], NOW).duplicates == 1
     second.close()
 
 
-def test_recent_is_newest_first_and_filters_by_device(store: AuditStore, make_event) -> None:
-    now = datetime.now(UTC)
-    store.insert(make_event("desk-a", occurred_at="2030-01-01T10:00:00+00:00"), now)
-    store.insert(make_event("desk-b", occurred_at="2030-01-01T11:00:00+00:00"), now)
-    store.insert(make_event("desk-a", occurred_at="2030-01-01T13:00:00+02:00"), now)  # 11:00 UTC
-    store.insert(make_event("desk-a", occurred_at="2030-01-01T12:00:00+00:00"), now)
-    assert [r["occurred_at"][:13] for r in store.recent()] == [
-        "2030-01-01T12", "2030-01-01T13", "2030-01-01T11", "2030-01-01T10"
-    ]
-    assert {r["device_id"] for r in store.recent(device_id="desk-a")} == {"desk-a"}
-    assert len(store.recent(limit=1)) == 1
-    assert store.devices() == ["desk-a", "desk-b"]
-
-
-def test_rejections_are_recorded_newest_first(store: AuditStore) -> None:
-    store.record_rejection("rfr/v1/devices/desk-a/audit", "Payload is not valid JSON", 12)
-    store.record_rejection("rfr/v1/devices/desk-b/audit", "x" * 5000, 20000)
-    assert store.rejection_count() == 2
-    newest, oldest = store.rejections(limit=10)
-    assert newest["topic"] == "rfr/v1/devices/desk-b/audit"
-    assert newest["size"] == 20000
-    assert len(newest["reason"]) <= 500
-    assert oldest["reason"] == "Payload is not valid JSON"
-    assert store.count() == 0
-
-
-def test_naive_received_time_is_refused(store: AuditStore, make_event) -> None:
-    with pytest.raises(ValueError):
-        store.insert(make_event(), datetime.now())
-
-
-def test_concurrent_writer_and_readers(store: AuditStore, make_event) -> None:
-    events = [make_event() for _ in range(200)]
+def _hammer(url: str) -> None:
+    """Four workers, each with its own connection, all offered every event of two devices."""
+    writers = [ChainWriter("desk-a"), ChainWriter("desk-b")]
+    events = [w.event() for _ in range(150) for w in writers]
+    stores = [open_store(url) for _ in range(4)]
     errors: list[BaseException] = []
 
-    def write() -> None:
-        for e in events:
-            store.insert(e, datetime.now(UTC))
-
-    def read() -> None:
+    def work(store: SqlAuditStore, offset: int) -> None:
         try:
-            for _ in range(200):
-                store.recent(limit=10)
-                store.count()
+            for i in range(0, len(events), 10):
+                chunk = events[(i + offset * 10) % len(events):][:10]
+                store.add_batch(chunk, [], datetime.now(UTC))
+            for i in range(0, len(events), 25):
+                store.add_batch(events[i:i + 25], [], datetime.now(UTC))
         except BaseException as e:  # collected and asserted below
             errors.append(e)
 
-    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+    threads = [threading.Thread(target=work, args=(s, n)) for n, s in enumerate(stores)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert store.count() == 200
+    assert stores[0].count() == 300
+    assert {h.contiguous_seq for h in stores[0].heads()} == {150}
+    assert stores[0].findings() == []
+    for s in stores:
+        s.close()
+
+
+def test_concurrent_writers_on_separate_connections_never_double_insert(request, tmp_path: Path) -> None:
+    _hammer(f"sqlite:///{tmp_path / 'c.db'}")
+    _hammer(request.getfixturevalue("postgres").create_database())

@@ -150,3 +150,101 @@ def test_security_headers(client: FlaskClient) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Cache-Control"] == "no-store"
     assert "<script>" not in response.get_data(as_text=True)
+
+
+# --- Filters, exports and offline verification (the auditors' side) ---
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.audit_support import ChainWriter  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _seed(store: AuditStore) -> ChainWriter:
+    """Device desk-x: 9 events by three users, checkpoints after 4 and 9."""
+    w = ChainWriter("desk-x")
+    store.register_device(w.device_id, w.public_hex)
+    events, cps = [], []
+    for i in range(9):
+        events.append(w.event(actor=f"pc{i % 3}", type="search" if i % 2 else "login",
+                              outcome="candidates_shown" if i % 2 else "ok", n=i))
+        if w.seq in (4, 9):
+            cps.append(w.checkpoint())
+    store.add_batch(events, cps, datetime.now(UTC))
+    return w
+
+
+def _verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "central.audit", "verify", str(path), *extra], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+
+
+def test_filters_by_user_type_outcome_and_time(client: FlaskClient, app_store: AuditStore) -> None:
+    _seed(app_store)
+    page = client.get("/audit?actor=pc1&type=search").get_data(as_text=True)
+    assert page.count("<td>pc1</td>") == 2 and "<td>pc0</td>" not in page
+    assert "2 match the filter" in page
+    assert 'href="/audit/export.csv?actor=pc1&amp;type=search"' in page
+    assert client.get("/audit?outcome=ok").get_data(as_text=True).count("<td>login</td>") == 5
+    assert "0 match" in client.get("/audit?since=2999-01-01T00:00").get_data(as_text=True)
+    assert client.get("/audit?since=yesterday").status_code == 400
+    assert client.get("/audit?type=reboot").status_code == 400
+
+
+def test_chain_status_and_findings_are_shown(client: FlaskClient, app_store: AuditStore) -> None:
+    w = _seed(app_store)
+    w.event()
+    later = w.event()
+    app_store.add_batch([later], [], datetime.now(UTC))  # seq 10 never arrives
+    page = client.get("/audit").get_data(as_text=True)
+    assert "<td>desk-x</td>\n      <td>9</td>\n      <td>11</td>" in page
+    assert "<td>10</td>" in page  # the missing seq is named
+
+
+def test_exports_verify_offline_in_both_formats(client: FlaskClient, app_store: AuditStore, tmp_path: Path) -> None:
+    _seed(app_store)
+    for fmt in ("csv", "jsonl"):
+        response = client.get(f"/audit/export.{fmt}?actor=pc1")
+        assert response.status_code == 200
+        assert "attachment" in response.headers["Content-Disposition"]
+        path = tmp_path / f"export.{fmt}"
+        path.write_bytes(response.data)
+        result = _verify(path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("OK") and "3 events, 6 links and 2 signed checkpoints" in result.stdout
+    assert client.get("/audit/export.xml").status_code == 404
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    (lambda lines: [ln.replace('"actor":"pc1"', '"actor":"pc9"', 1) if '"seq":2,' in ln else ln
+                    for ln in lines], "position 4: device desk-x seq 2: edited"),
+    (lambda lines: [ln for ln in lines if '"seq":3,' not in ln], "position 5: device desk-x seq 4: gap"),
+    (lambda lines: [*lines[:4], lines[3], *lines[4:]], "position 5: device desk-x seq 2: duplicate"),
+])
+def test_tampered_export_fails_with_the_position_and_reason(client, app_store, tmp_path, tamper, expected) -> None:
+    _seed(app_store)
+    lines = client.get("/audit/export.jsonl").get_data(as_text=True).splitlines()
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(tamper(lines)) + "\n")
+    result = _verify(path)
+    assert result.returncode == 1
+    assert f"FAIL {expected}" in result.stdout, result.stdout
+
+
+def test_verify_with_a_pinned_key_refuses_a_re_signed_export(client, app_store, tmp_path) -> None:
+    """Whoever rewrites an export can swap the key inside it; pinning the device's real key catches that."""
+    from core.audit.checkpoint import public_key_pem
+
+    _seed(app_store)
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(client.get("/audit/export.jsonl").data)
+    impostor = ChainWriter("desk-x")
+    key_file = tmp_path / "desk-x.pub"
+    key_file.write_bytes(public_key_pem(impostor.key.public_key()))
+    result = _verify(path, "--public-key", f"desk-x={key_file}")
+    assert result.returncode == 1 and "bad_signature" in result.stdout

@@ -56,3 +56,25 @@ def test_biometric_detail_keys_are_refused(key):
 def test_oversized_event_cannot_be_serialised():
     with pytest.raises(WireFormatError, match="limit"):
         make(details={"note": "x" * MAX_PAYLOAD_BYTES}).to_bytes()
+
+
+def test_chain_fields_round_trip_and_must_be_hashes():
+    event = make(prev_hash="a" * 64, hash="b" * 64)
+    assert AuditEvent.from_bytes(event.to_bytes()) == event
+    assert event.sealed and not make().sealed
+    with pytest.raises(WireFormatError, match="hex"):
+        make(hash="not-a-hash")
+
+
+@pytest.mark.parametrize("event_type", ["login", "logout", "submission", "approval", "candidate_viewed",
+                                        "adjudication", "match_report", "peer_review", "deletion",
+                                        "config_change", "request_refused"])
+def test_every_desk_action_has_an_event_type(event_type):
+    assert make(type=event_type).type == event_type
+
+
+def test_nan_is_refused_because_it_has_no_canonical_form():
+    data = make().to_dict()
+    raw = json.dumps(data).replace('"candidates": 3', '"candidates": NaN').encode()
+    with pytest.raises(WireFormatError):
+        AuditEvent.from_bytes(raw)

@@ -1,0 +1,88 @@
+"""``python -m central.audit verify EXPORT`` and ``export``: offline checks of audit exports.
+
+``verify`` needs nothing but the file (and, for independence from whoever
+produced it, the devices' public keys via ``--public-key ID=FILE``). It prints
+OK, or one line per fault naming the position (line), device, sequence number
+and reason, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from central.audit.export import parse_export, to_csv, to_jsonl
+from central.audit.storage import EventFilter, open_store
+from core.audit.checkpoint import public_key_from_bytes, public_key_hex
+from core.audit.verify import UNSIGNED_TAIL, verify_records
+from core.errors import CustodyRfrError
+
+
+def verify_file(path: Path, pinned: dict[str, Path], allow_unsigned_tail: bool = False) -> tuple[bool, list[str]]:
+    """(ok, lines to print) for the export at ``path``."""
+    parsed = parse_export(path.read_text(encoding="utf-8"))
+    keys = dict(parsed.keys)
+    lines: list[str] = []
+    for device, key_file in pinned.items():
+        key = public_key_from_bytes(key_file.read_bytes())
+        if device in keys and public_key_hex(keys[device]) != public_key_hex(key):
+            lines.append(f"note: the key in the export for {device} differs from {key_file}; using {key_file}")
+        keys[device] = key
+    report = verify_records(parsed.records, keys, require_signed_tail=not allow_unsigned_tail)
+    findings = sorted(parsed.problems + [f for f in report.findings
+                                         if not (allow_unsigned_tail and f.kind == UNSIGNED_TAIL)])
+    if findings:
+        lines += [f"FAIL {f}" for f in findings]
+        lines.append(f"{path}: {len(findings)} problem(s) in {report.events} events, {report.links} links and "
+                     f"{report.checkpoints} checkpoints")
+        return False, lines
+    used = ", ".join(f"{d} {public_key_hex(k)[:16]}…" for d, k in sorted(keys.items()))
+    lines.append(f"OK {path}: {report.events} events, {report.links} links and {report.checkpoints} signed "
+                 f"checkpoints from {report.devices} device(s) verify (keys: {used or 'none'})")
+    return True, lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m central.audit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ver = sub.add_parser("verify", help="check an export's hashes, links and signatures offline")
+    ver.add_argument("export", type=Path)
+    ver.add_argument("--public-key", action="append", default=[], metavar="ID=FILE",
+                     help="trust this key for device ID instead of the one inside the export")
+    ver.add_argument("--allow-unsigned-tail", action="store_true",
+                     help="do not fail on the newest events not yet covered by a checkpoint")
+    exp = sub.add_parser("export", help="write an export from a store")
+    exp.add_argument("--database", required=True, help="store URL (sqlite:///path or postgresql://...)")
+    exp.add_argument("--out", type=Path, required=True, help="file to write (.csv or .jsonl)")
+    for name in ("device", "actor", "type", "outcome", "since", "until"):
+        exp.add_argument(f"--{name}")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "verify":
+            pinned = {}
+            for item in args.public_key:
+                device, _, file = item.partition("=")
+                pinned[device] = Path(file)
+            ok, lines = verify_file(args.export, pinned, args.allow_unsigned_tail)
+            for line in lines:
+                print(line)
+            return 0 if ok else 1
+        store = open_store(args.database)
+        try:
+            flt = EventFilter(device_id=args.device, actor=args.actor, type=args.type, outcome=args.outcome,
+                              since=args.since, until=args.until)
+            writer = to_csv if args.out.suffix == ".csv" else to_jsonl
+            with args.out.open("w", encoding="utf-8", newline="") as fh:
+                fh.writelines(writer(store.export_records(flt), flt.as_dict()))
+        finally:
+            store.close()
+        print(f"wrote {args.out}")
+        return 0
+    except (CustodyRfrError, OSError) as e:
+        print(f"central.audit: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
