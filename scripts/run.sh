@@ -69,10 +69,18 @@ host = "127.0.0.1"
 port = $APPLIANCE_PORT
 secret_key = "$SECRET"
 CONF
+if [ ! -f "$VAR/appliance/demo-accounts" ]; then
+  for account in officer:custody_officer officer2:detention_officer inspector:inspector superintendent:superintendent \
+                 adviser:technical_adviser adviser2:technical_adviser auditor:auditor admin:device_admin; do
+    echo "demo-password-1234" | $PY -m appliance accounts add --config "$VAR/appliance.toml" \
+        --username "${account%%:*}" --role "${account##*:}" --password-stdin
+  done
+  touch "$VAR/appliance/demo-accounts"
+fi
 $PY -m appliance serve --config "$VAR/appliance.toml" > "$VAR/log/appliance.log" 2>&1 &
 pids+=($!)
 
-$PY - "http://127.0.0.1:$APPLIANCE_PORT/" "http://127.0.0.1:$CENTRAL_PORT/healthz" <<'WAIT'
+$PY - "http://127.0.0.1:$APPLIANCE_PORT/login" "http://127.0.0.1:$CENTRAL_PORT/healthz" <<'WAIT'
 import sys, time, urllib.request
 for url in sys.argv[1:]:
     for _ in range(240):
@@ -90,6 +98,8 @@ custody-rfr is running (logs in var/log/, Ctrl-C stops everything):
   Appliance (custody desk):   http://127.0.0.1:$APPLIANCE_PORT/
   Central (audit events):     http://127.0.0.1:$CENTRAL_PORT/audit
   MQTT broker:                127.0.0.1:$BROKER_PORT
+Demo accounts on the appliance (password demo-password-1234): officer, officer2, inspector,
+  superintendent, adviser, adviser2, auditor, admin
 Probe photos to try, kept out of the library (other photos of the same people are in it):
   $VAR/demo-import/probes/
 MSG

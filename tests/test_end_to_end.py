@@ -2,13 +2,12 @@
 
 Central's enrol command builds an encrypted library from registry-package photos; central and the
 appliance run as their own processes (``python -m central serve``, ``python -m appliance serve``);
-a probe of an enrolled person is posted to the desk page; the right person ranks first and the
-search's audit event is stored and listed by central.
+an officer submits a case, an Inspector approves it, and a probe of an enrolled person is searched;
+the right person ranks first and the search's audit event is stored and listed by central.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import re
 import subprocess
 import sys
@@ -18,9 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from werkzeug.datastructures import FileStorage
-from werkzeug.test import encode_multipart
 
+from tests.appliance.http_desk import HttpDesk, create_accounts
 from tests.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +62,14 @@ def system(tmp_path: Path, mosquitto):
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[web]\nport = {appliance_port}\nsecret_key = "e2e-secret-key-0123456789"\n'
     )
+    # Provisioning: the appliance's audit signing key is made and registered with central before first start;
+    # central refuses audit messages from devices it has no key for.
+    from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_key
+
+    load_or_create_signing_key(tmp_path / "appliance")
+    run("-m", "central", "devices", "register", "--id", "desk-e2e-01",
+        "--public-key", str(tmp_path / "appliance" / PUBLIC_NAME), "--config", str(tmp_path / "central.toml"))
+    create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("central", "appliance")}  # noqa: SIM115
     procs = {
         name: subprocess.Popen([sys.executable, "-m", name, "serve", "--config", str(tmp_path / f"{name}.toml")],
@@ -72,7 +78,7 @@ def system(tmp_path: Path, mosquitto):
     }
     try:
         wait_for(f"http://127.0.0.1:{central_port}/healthz", procs["central"])
-        wait_for(f"http://127.0.0.1:{appliance_port}/", procs["appliance"])
+        wait_for(f"http://127.0.0.1:{appliance_port}/login", procs["appliance"])
         yield {"central": f"http://127.0.0.1:{central_port}", "appliance": f"http://127.0.0.1:{appliance_port}",
                "tmp": tmp_path}
     finally:
@@ -85,16 +91,10 @@ def system(tmp_path: Path, mosquitto):
 
 
 def test_probe_ranks_the_enrolled_person_first_and_central_records_the_search(system, face_photo):
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    page = opener.open(system["appliance"] + "/").read().decode()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-    probe = face_photo("obama3.jpg").read_bytes()  # not in the library; two other photos of him are
-    boundary, body = encode_multipart({"probe": FileStorage(__import__("io").BytesIO(probe), filename="p.jpg"),
-                                       "csrf_token": token})
-    request = urllib.request.Request(system["appliance"] + "/search", data=body, method="POST", headers={
-        "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true"})
-    html = opener.open(request).read().decode()
+    officer = HttpDesk(system["appliance"], "officer")
+    case_id = officer.submit()
+    HttpDesk(system["appliance"], "inspector").approve(case_id)
+    html = officer.search(case_id, face_photo("obama3.jpg").read_bytes())  # his other photos are enrolled
     ranked = re.findall(r'data-subject="([^"]+)"', html)
     assert ranked[0] == "DEMO-OBAMA"
     assert len(ranked) == 10 and len(set(ranked)) > 2  # distractors are listed below him

@@ -1,16 +1,26 @@
-"""Send queued audit events to central over MQTT, QoS 1, as the network allows.
+"""Send the outbox to central over MQTT and drop rows only when central acknowledges them.
 
-This is the only module in the appliance that imports paho. A dedicated
-sender thread drains the outbox whenever the broker is connected; a row
-leaves the outbox only when the broker's PUBACK carries a success reason
-code (with MQTT v5 a refused publish still "completes", so the code is
-checked explicitly).
+This is the only module in the appliance that imports paho, and one thread
+owns the client: it runs paho's network loop, publishes, and applies acks, so
+there is no shared client state to lock. The client uses a fixed client id, a
+persistent MQTT v5 session (``clean_start=False`` with a session expiry) and
+QoS 1, and subscribes to its own ack topic.
+
+Delivery is end to end: central publishes a cumulative ack ("every event up to
+N is stored") after it commits, and only then are outbox rows deleted. A broker
+PUBACK proves nothing once the broker can lose messages (``kill -9`` between
+autosaves), so sent-but-unacked events are simply sent again after
+``resend_after_s`` without progress; central's ingest is idempotent by
+(device, seq), so a resend can never duplicate an event. At most ``window``
+events are outstanding, so a 100,000-event backlog drains in steady batches.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable, Mapping
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -19,57 +29,74 @@ from paho.mqtt.properties import Properties
 
 from appliance.settings import MqttSettings
 from appliance.storage.outbox import Outbox
-from core.topics import audit_topic
+from core.audit.ack import Ack
+from core.errors import WireFormatError
+from core.topics import ack_topic, audit_topic, checkpoint_topic
 
 logger = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-RETRY_INTERVAL_S = 2.0
+RESEND_AFTER_S = 10.0
+WINDOW = 500
+CHECKPOINT_IDLE_S = 1.0
+_LOOP_S = 0.05
+_BATCH = 100
 
 
 class AuditPublisher:
-    def __init__(self, settings: MqttSettings, device_id: str, outbox: Outbox) -> None:
+    def __init__(self, settings: MqttSettings, device_id: str, outbox: Outbox, *,
+                 resend_after_s: float = RESEND_AFTER_S, window: int = WINDOW,
+                 checkpoint_idle_s: float = CHECKPOINT_IDLE_S,
+                 handlers: Mapping[str, Callable[[bytes], None]] | None = None) -> None:
+        """``handlers`` maps further topics (fleet announcements) to what handles their payloads;
+        they run in the sender thread, so each must return quickly."""
         self._settings = settings
+        self._device_id = device_id
         self._topic = audit_topic(device_id)
+        self._checkpoint_topic = checkpoint_topic(device_id)
+        self._ack_topic = ack_topic(device_id)
         self._outbox = outbox
+        self._handlers = dict(handlers or {})
+        self._resend_after_s = resend_after_s
+        self._window = window
+        self._checkpoint_idle_s = checkpoint_idle_s
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"appliance-{device_id}",
                                    protocol=mqtt.MQTTv5)
+        self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_message = self._on_message
         self._connected = threading.Event()
-        self._wake = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._in_flight: dict[int, int] = {}  # paho message id -> outbox seq
-        self._early: dict[int, object] = {}  # PUBACKs that beat the sender recording the message id
         self._thread = threading.Thread(target=self._run, name="audit-sender", daemon=True)
-        outbox.on_append(self._wake.set)
+        # Sender state, touched only by the sender thread.
+        self._cursor: int | None = None  # next event seq to send; None = from the oldest pending
+        self._checkpoint_cursor = 0  # newest checkpoint sent this session
+        self._last_progress = time.monotonic()
+        self._acked_through = 0
         self.sent = 0
+        self.acked = 0
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def acked_through(self) -> int:
+        """The highest seq central has acknowledged storing (with nothing missing before it)."""
+        return self._acked_through
+
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        # connect_async: the desk keeps working while central or the network is away.
-        self._client.connect_async(self._settings.host, self._settings.port,
-                                   keepalive=self._settings.keepalive_s, clean_start=False, properties=props)
-        self._client.loop_start()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=5)
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._thread.join(timeout=10)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    # --- paho callbacks: all run in the sender thread, inside client.loop() ---
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
                     properties: object) -> None:
@@ -77,50 +104,114 @@ class AuditPublisher:
             logger.warning("broker refused connection: %s", reason_code)
             return
         logger.info("connected to broker %s:%s", self._settings.host, self._settings.port)
+        client.subscribe(self._ack_topic, qos=1)
+        for topic in self._handlers:
+            client.subscribe(topic, qos=1)
         self._connected.set()
-        self._wake.set()
+        # Checkpoints are few: offer every unacked one again in the new session.
+        self._checkpoint_cursor = 0
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
                        properties: object) -> None:
         logger.info("disconnected from broker: %s", reason_code)
         self._connected.clear()
-        with self._lock:
-            self._in_flight.clear()  # resent after reconnect; central discards duplicates
-            self._early.clear()
 
-    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: object,
-                    properties: object) -> None:
-        # paho calls this holding its own message lock, so self._lock is never held around publish().
-        with self._lock:
-            seq = self._in_flight.pop(mid, None)
-            if seq is None:
-                self._early[mid] = reason_code
-                return
-        self._settle(seq, reason_code)
-
-    def _settle(self, seq: int, reason_code: object) -> None:
-        if getattr(reason_code, "is_failure", False):
-            logger.error("broker refused audit event %s: %s; it stays queued", seq, reason_code)
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        handler = self._handlers.get(msg.topic)
+        if handler is not None:
+            try:
+                handler(msg.payload)
+            except Exception:  # a bad announcement must never stop the audit sender
+                logger.exception("handler for %s failed", msg.topic)
             return
-        self._outbox.acknowledge(seq)
-        self.sent += 1
+        try:
+            ack = Ack.from_bytes(msg.payload)
+            if ack.device_id != self._device_id:
+                raise WireFormatError(f"ack is for {ack.device_id}")
+        except WireFormatError as e:
+            logger.warning("ignoring malformed ack on %s: %s", msg.topic, e)
+            return
+        removed = self._outbox.acknowledge_through(ack.events_through, ack.checkpoint_through)
+        self._acked_through = max(self._acked_through, ack.events_through)
+        if removed:
+            self._last_progress = time.monotonic()
+        self.acked += removed
+
+    # --- the sender thread ---
+
+    def _connect(self) -> bool:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        try:
+            self._client.connect(self._settings.host, self._settings.port, keepalive=self._settings.keepalive_s,
+                                 clean_start=False, properties=props)
+        except OSError as e:
+            logger.debug("cannot reach broker %s:%s: %s", self._settings.host, self._settings.port, e)
+            return False
+        return True
 
     def _run(self) -> None:
+        backoff = 0.5
+        socket_open = False
         while not self._stop.is_set():
-            self._wake.wait(RETRY_INTERVAL_S)
-            self._wake.clear()
-            if not self._connected.is_set():
+            if not socket_open:
+                socket_open = self._connect()
+                if not socket_open:
+                    self._outbox.sign_tail(self._checkpoint_idle_s)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+            rc = self._client.loop(timeout=_LOOP_S)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                self._connected.clear()
+                socket_open = False
                 continue
-            with self._lock:
-                busy = frozenset(self._in_flight.values())
-            for item in self._outbox.pending(limit=100, exclude=busy):
-                info = self._client.publish(self._topic, item.payload, qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    logger.warning("publish of event %s failed (%s); will retry", item.seq, info.rc)
-                    break
-                with self._lock:
-                    early = self._early.pop(info.mid, None)
-                    if early is None:
-                        self._in_flight[info.mid] = item.seq
-                if early is not None:
-                    self._settle(item.seq, early)
+            self._outbox.sign_tail(self._checkpoint_idle_s)
+            if self._connected.is_set():
+                self._send()
+        try:
+            if socket_open:
+                self._client.disconnect()
+                self._client.loop(timeout=0.2)
+        finally:
+            self._connected.clear()
+            # paho closes its wake-up socket pair only in loop_stop() or at garbage collection; we never
+            # call loop_start(), so close them here rather than leak them.
+            self._client._reset_sockets()
+
+    def _send(self) -> None:
+        first = self._outbox.first_pending()
+        checkpoints = self._outbox.pending_checkpoints()
+        now = time.monotonic()
+        if first is None and not checkpoints:
+            self._cursor = None
+            self._last_progress = now
+            return
+        if now - self._last_progress > self._resend_after_s:
+            logger.info("no ack from central in %.0f s; sending unacknowledged events from seq %s again",
+                        self._resend_after_s, first)
+            self._cursor, self._checkpoint_cursor, self._last_progress = None, 0, now
+        if first is not None:
+            if self._cursor is None or self._cursor < first:
+                self._cursor = first
+            room = first + self._window - self._cursor
+            if room > 0:
+                for item in self._outbox.pending(limit=min(room, _BATCH), from_seq=self._cursor):
+                    if not self._publish(self._topic, item.payload):
+                        return
+                    self._cursor = item.seq + 1
+                    self.sent += 1
+        for cp in checkpoints:
+            if cp.seq <= self._checkpoint_cursor or (self._cursor is not None and cp.seq >= self._cursor):
+                continue  # sent already, or ahead of the events it signs
+            if not self._publish(self._checkpoint_topic, cp.payload):
+                return
+            self._checkpoint_cursor = cp.seq
+
+    def _publish(self, topic: str, payload: bytes) -> bool:
+        info = self._client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            logger.warning("publish to %s failed (%s); will retry", topic, info.rc)
+            return False
+        return True

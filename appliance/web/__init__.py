@@ -1,29 +1,53 @@
-"""Flask app factory for the desk UI (flaskr pattern: factory plus one blueprint per feature)."""
+"""Flask app factory for the desk UI (flaskr pattern: factory plus one blueprint per feature).
+
+Every page but sign-in needs a signed-in user (server-side sessions, see
+``web.sessions``); the workflow's rules live in ``appliance.services.policy``
+and ``appliance.services.cases``, and this layer only shows their refusals.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from io import BytesIO
+from typing import IO, Any
 
-from flask import Flask, render_template, request
+from flask import Flask, Request, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
 
 from appliance.comms.mqtt import AuditPublisher
+from appliance.services.accounts import AccountService, SessionManager
 from appliance.services.audit import AuditLog
+from appliance.services.cases import CaseError, CaseService
 from appliance.services.library import LibraryHolder
-from appliance.services.search import SearchService
+from appliance.services.peer_review import LocalPeerReviewChannel
+from appliance.services.policy import PolicyRefusal
 from appliance.settings import ApplianceSettings
+from appliance.storage.accounts import AccountStore, SessionStore
+from appliance.storage.cases import CaseStore
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
-from library.snapshot import Snapshot, read_key_file
+from appliance.storage.peer_reviews import PeerReviewStore
+from appliance.updates.updater import LibraryUpdater
+from core.topics import library_announce_topic
+from library.snapshot import read_key_file
+from library.store import LibraryStore
 from models.pipeline import FacePipeline
 
 logger = logging.getLogger(__name__)
 
 csrf = CSRFProtect()
 htmx = Htmx()
+
+class DeskRequest(Request):
+    """Uploads stay in memory (bounded by MAX_CONTENT_LENGTH): werkzeug would spool a large probe photo
+    to a temporary file, leaving biometric bytes on disk outside the encrypted database."""
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        return BytesIO()
+
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -32,6 +56,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None,
                start_sync: bool = True, test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.request_class = DeskRequest
     app.config.update(
         SECRET_KEY=settings.web.secret_key,
         MAX_CONTENT_LENGTH=settings.web.max_upload_mb * 1024 * 1024,
@@ -45,30 +70,67 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     htmx.init_app(app)
 
     pipeline = pipeline or FacePipeline.load()
-    snapshot = Snapshot.open(settings.library.path, read_key_file(settings.library.key_file),
-                             expected_embedder=pipeline.embedder_id)
+    key = read_key_file(settings.library.key_file)
+    # Versions live in the device's library store; the file named in settings is the one shipped at
+    # provisioning, installed on first start. Updates from central then move the store forward.
+    store = LibraryStore(settings.library.store_dir or settings.data_dir / "library")
+    if store.current_version() is None:
+        store.install_full(settings.library.path, key, expected_embedder=pipeline.embedder_id)
+    snapshot = store.open_current(key, expected_embedder=pipeline.embedder_id)
     db = DeviceDatabase(settings.data_dir)
     outbox = Outbox(db)
     audit = AuditLog(settings.device_id, outbox)
-    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox)
     library = LibraryHolder(snapshot)
+    updater = None
+    if settings.updates is not None:
+        updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
+                                               library_key=key, embedder_id=pipeline.embedder_id,
+                                               holder=library, audit=audit)
+    handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
+    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox, handlers=handlers)
     app.extensions["rfr"] = {
         "settings": settings,
         "library": library,
         "outbox": outbox,
         "audit": audit,
         "publisher": publisher,
-        "search": SearchService(pipeline, library, audit, settings.search.top_k),
+        "library_store": store,
+        "updater": updater,
     }
+    # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
+    sessions = SessionManager(SessionStore(db), settings.auth)
+    reviews = PeerReviewStore(db)
+    app.extensions["rfr"].update({
+        "db": db,
+        "accounts": AccountService(AccountStore(db), SessionStore(db), settings.auth),
+        "sessions": sessions,
+        "cases": CaseService(CaseStore(db), reviews, LocalPeerReviewChannel(reviews), pipeline, library, audit,
+                             settings.search.top_k),
+    })
+    sessions.purge()
+    from appliance.web.sessions import ServerSessionInterface
+
+    app.session_interface = ServerSessionInterface(sessions, secure=settings.auth.secure_cookie)
     audit.record("library_loaded", "system", "ok", library_version=snapshot.version, records=snapshot.count,
                  embedder=snapshot.embedder_id)
     if start_sync:
         publisher.start()
+        if updater is not None and settings.updates is not None:
+            updater.start_polling(settings.updates.poll_interval_s)
 
-    from appliance.web import assets, search
+    from appliance.web import assets, auth, cases, desk
 
-    app.register_blueprint(search.bp)
+    app.before_request(auth.load_user)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(desk.bp)
+    app.register_blueprint(cases.bp)
     app.register_blueprint(assets.bp)
+    if app.config.get("TESTING") and app.config.get("RFR_AXE"):
+        app.register_blueprint(assets.axe_bp)  # accessibility checks in the browser tests only
+
+    @app.context_processor
+    def inject_user() -> dict[str, Any]:
+        return {"user": g.get("user")}
 
     @app.after_request
     def security_headers(response):  # type: ignore[no-untyped-def]
@@ -87,6 +149,14 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     def csrf_error(e: CSRFError):  # type: ignore[no-untyped-def]
         return render_error(400, "This form has expired. Reload the page and try again.")
 
+    @app.errorhandler(PolicyRefusal)
+    def refused(e: PolicyRefusal):  # type: ignore[no-untyped-def]
+        return render_error(403, str(e))
+
+    @app.errorhandler(CaseError)
+    def case_error(e: CaseError):  # type: ignore[no-untyped-def]
+        return render_error(409, str(e))
+
     @app.errorhandler(413)
     def too_large(e: HTTPException):  # type: ignore[no-untyped-def]
         return render_error(413, f"This file is larger than {settings.web.max_upload_mb} MB. "
@@ -99,7 +169,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     @app.errorhandler(Exception)
     def unexpected(e: Exception):  # type: ignore[no-untyped-def]
         logger.exception("unexpected error")
-        return render_error(500, "Something went wrong on this device. The search was not run. "
+        return render_error(500, "Something went wrong on this device. The last step was not completed. "
                                  "Try again; if it happens again, call the RFR helpdesk.")
 
     return app

@@ -21,3 +21,17 @@ def htmx_js() -> Response:
     response = Response(_htmx(), mimetype="text/javascript")
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
+
+
+axe_bp = Blueprint("axe", __name__)
+
+
+@cache
+def _axe() -> bytes:
+    return member("axe-core", "package/axe.min.js").read_bytes()
+
+
+@axe_bp.get("/vendor/axe.min.js")
+def axe_js() -> Response:
+    """axe-core for the browser accessibility tests; registered only when testing (see create_app)."""
+    return Response(_axe(), mimetype="text/javascript")

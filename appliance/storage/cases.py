@@ -1,0 +1,230 @@
+"""Custody cases in the encrypted device database, with the probe's biometrics kept apart.
+
+The case row is the lasting record (who, when, why, outcome: no biometric
+data). The probe image, its template and any face crops live in their own
+tables only while the case is open; ``destroy_biometrics`` deletes them and
+then checkpoints the WAL with TRUNCATE, because in WAL mode deleted bytes
+survive in the -wal file and (until checkpointed) in the main file's old
+pages. ``secure_delete`` (on whenever SQLCipher has a key) zeroes the freed
+space, so after this the bytes are gone from the database file, its WAL and
+the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.storage.device_db import DeviceDatabase
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id TEXT PRIMARY KEY,
+    custody_ref TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    checks TEXT NOT NULL,
+    checks_detail TEXT NOT NULL,
+    age_band TEXT NOT NULL,
+    disability INTEGER NOT NULL,
+    predates_reassignment INTEGER NOT NULL,
+    submitted_by TEXT NOT NULL,
+    submitted_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    required_role TEXT NOT NULL,
+    advice_required INTEGER NOT NULL,
+    advice_by TEXT, advice_text TEXT, advice_at REAL,
+    approved_by TEXT, approved_at REAL,
+    apparent_under_18 INTEGER, apparent_under_16 INTEGER,
+    library_version INTEGER, searched_at REAL,
+    adjudicated_by TEXT, adjudicated_at REAL, doubts TEXT,
+    outcome TEXT, closed_at REAL, retention TEXT
+);
+CREATE TABLE IF NOT EXISTS case_probes (
+    case_id TEXT PRIMARY KEY,
+    image BLOB NOT NULL,
+    template BLOB,
+    thumbnail BLOB,
+    quality TEXT,
+    face_index INTEGER,
+    faces_found INTEGER NOT NULL,
+    captured_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_crops (
+    case_id TEXT NOT NULL, face_index INTEGER NOT NULL, jpeg BLOB NOT NULL,
+    PRIMARY KEY (case_id, face_index)
+);
+CREATE TABLE IF NOT EXISTS case_candidates (
+    case_id TEXT NOT NULL, rank INTEGER NOT NULL, record_id INTEGER NOT NULL, score REAL NOT NULL,
+    decision TEXT,
+    PRIMARY KEY (case_id, rank)
+);
+CREATE TABLE IF NOT EXISTS match_reports (
+    case_id TEXT PRIMARY KEY, rank INTEGER NOT NULL, fields TEXT NOT NULL, author TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+# Biometric tables: everything here is destroyed when a case closes without a viable match.
+BIOMETRIC_TABLES = ("case_probes", "case_crops", "case_candidates")
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    image: bytes
+    template: bytes | None
+    thumbnail: bytes | None
+    quality: dict[str, Any] | None
+    face_index: int | None
+    faces_found: int
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    rank: int
+    record_id: int
+    score: float
+    decision: str | None
+
+
+class CaseStore:
+    def __init__(self, db: DeviceDatabase) -> None:
+        self._db = db
+        with db.lock:
+            db.conn.executescript(_SCHEMA)
+            db.conn.commit()
+
+    # The case record -------------------------------------------------------
+    def insert(self, row: dict[str, Any]) -> None:
+        cols = ", ".join(row)
+        with self._db.lock:
+            self._db.conn.execute(f"INSERT INTO cases ({cols}) VALUES ({', '.join('?' * len(row))})",
+                                  tuple(row.values()))
+            self._db.conn.commit()
+
+    def update(self, case_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._db.lock:
+            self._db.conn.execute(f"UPDATE cases SET {sets} WHERE case_id = ?", (*fields.values(), case_id))
+            self._db.conn.commit()
+
+    def get(self, case_id: str) -> dict[str, Any] | None:
+        with self._db.lock:
+            cur = self._db.conn.execute("SELECT * FROM cases WHERE case_id = ?", (case_id,))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+        return dict(zip(names, row, strict=True)) if row else None
+
+    def list(self, limit: int = 200) -> list[dict[str, Any]]:
+        with self._db.lock:
+            cur = self._db.conn.execute("SELECT * FROM cases ORDER BY submitted_at DESC LIMIT ?", (limit,))
+            rows = cur.fetchall()
+            names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    # Probe biometrics (open cases only) ---------------------------------------
+    def put_probe(self, case_id: str, probe: ProbeRow, now: float) -> None:
+        with self._db.lock:
+            self._db.conn.execute(
+                "INSERT OR REPLACE INTO case_probes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (case_id, probe.image, probe.template, probe.thumbnail,
+                 json.dumps(probe.quality) if probe.quality is not None else None,
+                 probe.face_index, probe.faces_found, now))
+            self._db.conn.commit()
+
+    def probe(self, case_id: str) -> ProbeRow | None:
+        with self._db.lock:
+            row = self._db.conn.execute(
+                "SELECT image, template, thumbnail, quality, face_index, faces_found FROM case_probes"
+                " WHERE case_id = ?", (case_id,)).fetchone()
+        if row is None:
+            return None
+        return ProbeRow(bytes(row[0]), bytes(row[1]) if row[1] is not None else None,
+                        bytes(row[2]) if row[2] is not None else None,
+                        json.loads(row[3]) if row[3] else None, row[4], int(row[5]))
+
+    def put_crops(self, case_id: str, crops: list[bytes]) -> None:
+        with self._db.lock:
+            self._db.conn.execute("DELETE FROM case_crops WHERE case_id = ?", (case_id,))
+            self._db.conn.executemany("INSERT INTO case_crops VALUES (?, ?, ?)",
+                                      [(case_id, i, jpeg) for i, jpeg in enumerate(crops)])
+            self._db.conn.commit()
+
+    def crop(self, case_id: str, face_index: int) -> bytes | None:
+        with self._db.lock:
+            row = self._db.conn.execute("SELECT jpeg FROM case_crops WHERE case_id = ? AND face_index = ?",
+                                        (case_id, face_index)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def crop_count(self, case_id: str) -> int:
+        with self._db.lock:
+            return int(self._db.conn.execute("SELECT count(*) FROM case_crops WHERE case_id = ?",
+                                             (case_id,)).fetchone()[0])
+
+    def delete_crops(self, case_id: str) -> None:
+        with self._db.lock:
+            self._db.conn.execute("DELETE FROM case_crops WHERE case_id = ?", (case_id,))
+            self._db.conn.commit()
+            self._checkpoint()
+
+    # Candidates and adjudication ----------------------------------------------
+    def put_candidates(self, case_id: str, rows: list[CandidateRow]) -> None:
+        with self._db.lock:
+            self._db.conn.execute("DELETE FROM case_candidates WHERE case_id = ?", (case_id,))
+            self._db.conn.executemany("INSERT INTO case_candidates VALUES (?, ?, ?, ?, ?)",
+                                      [(case_id, c.rank, c.record_id, c.score, c.decision) for c in rows])
+            self._db.conn.commit()
+
+    def candidates(self, case_id: str) -> list[CandidateRow]:
+        with self._db.lock:
+            rows = self._db.conn.execute("SELECT rank, record_id, score, decision FROM case_candidates"
+                                         " WHERE case_id = ? ORDER BY rank", (case_id,)).fetchall()
+        return [CandidateRow(int(r[0]), int(r[1]), float(r[2]), r[3]) for r in rows]
+
+    def set_decisions(self, case_id: str, decisions: dict[int, str]) -> None:
+        with self._db.lock:
+            self._db.conn.executemany("UPDATE case_candidates SET decision = ? WHERE case_id = ? AND rank = ?",
+                                      [(d, case_id, rank) for rank, d in decisions.items()])
+            self._db.conn.commit()
+
+    def put_match_report(self, case_id: str, rank: int, fields: dict[str, str], author: str, now: float) -> None:
+        with self._db.lock:
+            self._db.conn.execute("INSERT OR REPLACE INTO match_reports VALUES (?, ?, ?, ?, ?)",
+                                  (case_id, rank, json.dumps(fields), author, now))
+            self._db.conn.commit()
+
+    def match_report(self, case_id: str) -> dict[str, Any] | None:
+        with self._db.lock:
+            row = self._db.conn.execute("SELECT rank, fields, author, created_at FROM match_reports"
+                                        " WHERE case_id = ?", (case_id,)).fetchone()
+        return {"rank": row[0], "fields": json.loads(row[1]), "author": row[2], "created_at": row[3]} if row else None
+
+    # Destruction -----------------------------------------------------------------
+    def destroy_biometrics(self, case_id: str, *, keep_viable: bool = False) -> list[str]:
+        """Delete the probe's biometrics and checkpoint the WAL; return what was destroyed (for the audit).
+
+        With ``keep_viable`` the probe image, its face thumbnail and the candidate list stay with the
+        Match Report (the policy allows retaining a viable match); the template and crops still go.
+        """
+        with self._db.lock:
+            conn = self._db.conn
+            if keep_viable:
+                conn.execute("UPDATE case_probes SET template = NULL WHERE case_id = ?", (case_id,))
+                conn.execute("DELETE FROM case_crops WHERE case_id = ?", (case_id,))
+                destroyed = ["probe template", "face crops"]
+            else:
+                for table in BIOMETRIC_TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE case_id = ?", (case_id,))
+                destroyed = ["probe image", "probe template", "probe face thumbnail", "face crops",
+                             "candidate list"]
+            conn.commit()
+            self._checkpoint()
+        return destroyed
+
+    def _checkpoint(self) -> None:
+        busy, _, _ = self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            logger.warning("WAL checkpoint was blocked; deleted pages are zeroed but the WAL was not truncated")

@@ -1,0 +1,84 @@
+"""The desk's home page (what is waiting for whom) and the submission form that starts every case."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from appliance.services.cases import STATE_LABELS, CaseService, State, SubmissionInvalid
+from appliance.services.policy import (
+    AGE_BAND_LABELS,
+    PRE_SEARCH_CHECKS,
+    REASON_LABELS,
+    Role,
+    Submission,
+    check_can_submit,
+    validate_submission,
+)
+from appliance.web.auth import current_user, login_required
+
+bp = Blueprint("desk", __name__)
+APPROVERS = (Role.INSPECTOR, Role.SUPERINTENDENT)
+
+
+def cases() -> CaseService:
+    return current_app.extensions["rfr"]["cases"]
+
+
+@bp.get("/")
+@login_required
+def home():  # type: ignore[no-untyped-def]
+    user = current_user()
+    everything = cases().list()
+    sections: list[tuple[str, list]] = []  # (heading, cases)
+    if user.role in APPROVERS:
+        sections.append(("Waiting for your approval", [c for c in everything if c.state is State.AWAITING_APPROVAL
+                                                       and c.submitted_by != user.username]))
+    if user.role is Role.TECHNICAL_ADVISER:
+        sections.append(("Waiting for technical advice", [c for c in everything if c.state is State.AWAITING_APPROVAL
+                                                          and c.advice_required and not c.advice_by]))
+        sections.append(("Waiting for peer review", [c for c in everything
+                                                     if c.state is State.AWAITING_PEER_REVIEW]))
+    if user.role not in (Role.TECHNICAL_ADVISER, Role.AUDITOR, Role.DEVICE_ADMIN):
+        sections.append(("Your cases", [c for c in everything if c.submitted_by == user.username]))
+    if user.role is Role.AUDITOR:
+        sections.append(("All cases on this device (read only)", everything))
+    accounts = current_app.extensions["rfr"]["accounts"].list() if user.role is Role.DEVICE_ADMIN else None
+    return render_template("home.html", sections=sections, state_labels=STATE_LABELS, accounts=accounts,
+                           can_submit=user.role not in (Role.TECHNICAL_ADVISER, Role.AUDITOR, Role.DEVICE_ADMIN))
+
+
+def _form_context(errors: dict[str, str] | None = None, values: dict[str, object] | None = None) -> dict[str, object]:
+    return {"errors": errors or {}, "values": values or {}, "reasons": REASON_LABELS, "checks": PRE_SEARCH_CHECKS,
+            "age_bands": AGE_BAND_LABELS}
+
+
+@bp.get("/cases/new")
+@login_required
+def new_case():  # type: ignore[no-untyped-def]
+    check_can_submit(current_user().role)
+    return render_template("submit.html", **_form_context())
+
+
+@bp.post("/cases")
+@login_required
+def submit_case():  # type: ignore[no-untyped-def]
+    form = request.form
+    sub = Submission(
+        custody_ref=form.get("custody_ref", ""), reason=form.get("reason", ""),
+        checks=tuple(form.getlist("checks")), checks_detail=form.get("checks_detail", ""),
+        age_band=form.get("age_band", ""), disability=form.get("disability") == "yes",
+        predates_reassignment=form.get("reassignment") == "yes",
+    )
+    unanswered = {name: "Answer yes or no." for name in ("disability", "reassignment")
+                  if form.get(name) not in ("yes", "no")}
+    try:
+        if unanswered:
+            check_can_submit(current_user().role)
+            raise SubmissionInvalid({**validate_submission(sub), **unanswered})
+        case = cases().submit(current_user(), sub)
+    except SubmissionInvalid as e:
+        values = {"custody_ref": sub.custody_ref, "reason": sub.reason, "checks": sub.checks,
+                  "checks_detail": sub.checks_detail, "age_band": sub.age_band,
+                  "disability": form.get("disability", ""), "reassignment": form.get("reassignment", "")}
+        return render_template("submit.html", **_form_context(e.errors, values)), 422
+    return redirect(url_for("cases.show", case_id=case.case_id))

@@ -1,0 +1,108 @@
+"""Helpers to drive the desk workflow through Flask's test client (reusable by other test modules).
+
+``Desk(app, "officer")`` signs one user in on its own client (its own device
+session); ``approved_case`` walks a case to the point where a photo can be
+taken, the way tests/test_end_to_end.py must now do before it can search.
+"""
+
+from __future__ import annotations
+
+import re
+from io import BytesIO
+from typing import Any
+
+from flask import Flask
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import TestResponse, encode_multipart
+
+PASSWORD = "correct horse battery staple"
+USERS = {
+    "officer": "custody_officer",
+    "officer2": "detention_officer",
+    "inspector": "inspector",
+    "inspector2": "inspector",
+    "super": "superintendent",
+    "adviser": "technical_adviser",
+    "adviser2": "technical_adviser",
+    "admin": "device_admin",
+    "auditor": "auditor",
+}
+SUBMISSION = {
+    "custody_ref": "CR-2025-00123",
+    "reason": "false_details",
+    "checks": ["pnc_name_search", "fingerprints"],
+    "checks_detail": "PNC found no trace of the name given; fingerprints returned no match on IDENT1.",
+    "age_band": "18_plus",
+    "disability": "no",
+    "reassignment": "no",
+}
+
+
+def fast_kdf(monkeypatch: Any) -> None:
+    """Cheaper scrypt for tests only (hashes record their own parameters, so verification still works)."""
+    monkeypatch.setattr("appliance.services.accounts._N", 2**10)
+
+
+def add_users(app: Flask, users: dict[str, str] = USERS) -> None:
+    accounts = app.extensions["rfr"]["accounts"]
+    for name, role in users.items():
+        accounts.add(name, role, PASSWORD)
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(r'"X-CSRFToken": "([^"]+)"', html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+def case_id_from(response: TestResponse) -> str:
+    match = re.search(r"/cases/([0-9A-F]+)$", response.headers["Location"])
+    assert match, response.headers.get("Location")
+    return match.group(1)
+
+
+class Desk:
+    """One person at the device: their own client, cookies and CSRF token."""
+
+    def __init__(self, app: Flask, username: str | None = None, password: str = PASSWORD) -> None:
+        self.client = app.test_client()
+        self.token = ""
+        if username:
+            response = self.login(username, password)
+            assert response.status_code == 302, response.get_data(as_text=True)
+
+    def login(self, username: str, password: str = PASSWORD) -> TestResponse:
+        self.token = csrf_from(self.client.get("/login").get_data(as_text=True))
+        response = self.client.post("/login", data={"username": username, "password": password,
+                                                    "csrf_token": self.token})
+        if response.status_code == 302:
+            self.refresh()
+        return response
+
+    def refresh(self) -> None:
+        self.token = csrf_from(self.client.get("/").get_data(as_text=True))
+
+    def get(self, path: str) -> TestResponse:
+        return self.client.get(path)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, htmx: bool = False) -> TestResponse:
+        headers = {"HX-Request": "true"} if htmx else {}
+        return self.client.post(path, data={**(data or {}), "csrf_token": self.token}, headers=headers)
+
+    def upload(self, case_id: str, photo: bytes, filename: str = "probe.jpg") -> TestResponse:
+        boundary, body = encode_multipart({"probe": FileStorage(BytesIO(photo), filename=filename)})
+        return self.client.post(f"/cases/{case_id}/probe", data=body, headers={
+            "HX-Request": "true", "X-CSRFToken": self.token}, content_type=f"multipart/form-data; boundary={boundary}")
+
+    def submit(self, **over: Any) -> TestResponse:
+        return self.post("/cases", {**SUBMISSION, **over})
+
+
+def approved_case(app: Flask, officer: str = "officer", approver: str = "inspector", **over: Any) -> tuple[Desk, str]:
+    """Submit as ``officer`` and approve as ``approver``: the case is ready for its photo."""
+    desk = Desk(app, officer)
+    case_id = case_id_from(desk.submit(**over))
+    boss = Desk(app, approver)
+    response = boss.post(f"/cases/{case_id}/approve", {"password": PASSWORD})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return desk, case_id

@@ -1,0 +1,72 @@
+"""Drive a running appliance over real HTTP (urllib, cookies, CSRF), for tests that start it as a process.
+
+tests/test_end_to_end.py uses this: since the desk workflow, a search needs a
+signed-in officer, a submission and an Inspector's approval first. Accounts are
+created beforehand with the device administrator's command (``create_accounts``).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import io
+import re
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
+
+from tests.appliance.desk_helpers import PASSWORD, SUBMISSION
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def create_accounts(config: Path, accounts: dict[str, str]) -> None:
+    """``python -m appliance accounts add`` for each username -> role, password on stdin."""
+    for username, role in accounts.items():
+        subprocess.run([sys.executable, "-m", "appliance", "accounts", "add", "--config", str(config),
+                        "--username", username, "--role", role, "--password-stdin"],
+                       cwd=ROOT, input=PASSWORD + "\n", text=True, capture_output=True, check=True)
+
+
+class HttpDesk:
+    """One signed-in person with their own cookie jar."""
+
+    def __init__(self, base: str, username: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        page = self._open("/login")
+        self._open("/login", {"username": username, "password": PASSWORD, "csrf_token": self._token(page)})
+        self.token = self._token(self._open("/"))
+
+    @staticmethod
+    def _token(html: str) -> str:
+        match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+        assert match, "page has no CSRF token (not signed in?)"
+        return match.group(1)
+
+    def _open(self, path: str, form: dict[str, object] | None = None) -> str:
+        data = urllib.parse.urlencode(form, doseq=True).encode() if form is not None else None
+        with self.opener.open(urllib.request.Request(self.base + path, data=data)) as response:
+            self.url = response.geturl()
+            return response.read().decode()
+
+    def submit(self, **over: object) -> str:
+        """Submit a request; returns the new case id."""
+        self._open("/cases", {**SUBMISSION, **over, "csrf_token": self.token})
+        return self.url.rsplit("/", 1)[1]
+
+    def approve(self, case_id: str) -> None:
+        self._open(f"/cases/{case_id}/approve", {"password": PASSWORD, "csrf_token": self.token})
+
+    def search(self, case_id: str, photo: bytes) -> str:
+        """Upload the photo, search, and return the candidates page."""
+        boundary, body = encode_multipart({"probe": FileStorage(io.BytesIO(photo), filename="p.jpg"),
+                                           "csrf_token": self.token})
+        request = urllib.request.Request(f"{self.base}/cases/{case_id}/probe", data=body, method="POST", headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true"})
+        self.opener.open(request).read()
+        return self._open(f"/cases/{case_id}/search", {"csrf_token": self.token})
