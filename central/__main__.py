@@ -1,7 +1,11 @@
-"""``python -m central serve --config FILE``: the audit ingest and the web interface.
+"""``python -m central serve|ingest|devices``: the audit ingest, the web interface, the device key registry.
 
-Werkzeug's server is enough for a handful of RFR staff on the management network;
-a production WSGI server can replace it without touching the app.
+``serve`` runs the ingest workers and the web interface; ``ingest`` runs the
+workers alone (to scale out, run several with the same ``ingest.shared_group``);
+``devices register`` records a device's Ed25519 audit key, without which its
+messages are refused. Werkzeug's server is enough for a handful of RFR staff on
+the management network; a production WSGI server can replace it without
+touching the app.
 """
 
 from __future__ import annotations
@@ -10,38 +14,111 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
-from central.audit.store import AuditStore
+from central.audit.storage import SqlAuditStore, open_store
 from central.ingest.mqtt import AuditIngest
-from central.settings import load
-from central.web import DB_NAME, create_app
+from central.ingest.status import IngestPool
+from central.publish.announcer import Announcer
+from central.settings import CentralSettings, load
+from core.audit.checkpoint import public_key_from_bytes, public_key_hex
 from core.errors import CustodyRfrError
+from core.topics import validate_device_id
 
 logger = logging.getLogger("central")
 
 _CONNECT_WAIT_S = 10.0
 
 
+def _start_workers(settings: CentralSettings) -> tuple[IngestPool, list[AuditIngest], list[SqlAuditStore]]:
+    """One store connection and one persistent session per worker, with stable client ids."""
+    workers: list[AuditIngest] = []
+    stores: list[SqlAuditStore] = []
+    n = settings.ingest.workers
+    for i in range(n):
+        store = open_store(settings.database_url)
+        client_id = settings.mqtt.client_id if n == 1 else f"{settings.mqtt.client_id}-{i + 1}"
+        worker = AuditIngest(settings.mqtt, store, client_id=client_id, shared_group=settings.ingest.shared_group,
+                             ack_interval_s=settings.ingest.ack_interval_s)
+        worker.start()
+        workers.append(worker)
+        stores.append(store)
+    if not all(w.wait_connected(_CONNECT_WAIT_S) for w in workers):
+        # Keep going: workers keep retrying, the broker and the devices queue events meanwhile.
+        logger.warning("not yet connected to broker %s:%s; still trying", settings.mqtt.host, settings.mqtt.port)
+    return IngestPool(list(workers)), workers, stores
+
+
+def _stop_workers(workers: list[AuditIngest], stores: list[SqlAuditStore]) -> None:
+    for w in workers:
+        w.stop()
+    for s in stores:
+        s.close()
+
+
 def _serve(config: Path) -> int:
+    from central.web import create_app
+
     settings = load(config)
-    store = AuditStore(settings.data_dir / DB_NAME)
-    ingest = AuditIngest(settings.mqtt, store)
-    ingest.start()
-    if not ingest.wait_connected(_CONNECT_WAIT_S):
-        # Keep going: paho keeps retrying, the broker queues events meanwhile, /healthz says so.
-        logger.warning("not yet connected to broker %s:%s; still trying",
-                       settings.mqtt.host, settings.mqtt.port)
-    app = create_app(settings, ingest=ingest)
+    pool, workers, stores = _start_workers(settings)
+    app = create_app(settings, ingest=pool)
     url = f"http://{settings.web.host}:{settings.web.port}/"
-    print(f"central: audit ingest from {settings.mqtt.host}:{settings.mqtt.port}; web interface at {url}",
-          flush=True)
-    # A service manager stops us with SIGTERM: leave through ``finally`` so the broker session closes cleanly.
+    print(f"central: audit ingest from {settings.mqtt.host}:{settings.mqtt.port} into "
+          f"{settings.database_url.split('?')[0]}; web interface at {url}", flush=True)
+    # A service manager stops us with SIGTERM: leave through ``finally`` so batches are stored and sessions close.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    announcer = None
+    if settings.publish.repo_dir is not None:
+        # Worker 0 owns the MQTT link that retains announcements for the fleet.
+        announcer = Announcer(settings.publish.repo_dir, settings.publish, workers[0].publish_retained)
+        announcer.start()
     try:
         app.run(host=settings.web.host, port=settings.web.port, threaded=True, use_reloader=False)
     finally:
-        ingest.stop()
+        if announcer is not None:
+            announcer.stop()
+        _stop_workers(workers, stores)
+    return 0
+
+
+def _ingest(config: Path) -> int:
+    settings = load(config)
+    _pool, workers, stores = _start_workers(settings)
+    print(f"central ingest: {len(workers)} worker(s) from {settings.mqtt.host}:{settings.mqtt.port}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        done.wait()
+    finally:
+        _stop_workers(workers, stores)
+    return 0
+
+
+def _register(config: Path | None, database: str | None, device_id: str, key_file: Path) -> int:
+    validate_device_id(device_id)
+    try:
+        key = public_key_from_bytes(key_file.read_bytes())
+    except FileNotFoundError:
+        print(f"central: public key file {key_file} does not exist", file=sys.stderr)
+        return 2
+    url = database or load(config).database_url
+    store = open_store(url)
+    try:
+        store.register_device(device_id, public_key_hex(key))
+    finally:
+        store.close()
+    print(f"registered {device_id} with Ed25519 key {public_key_hex(key)[:16]}…")
+    return 0
+
+
+def _list_devices(config: Path | None, database: str | None) -> int:
+    store = open_store(database or load(config).database_url)
+    try:
+        for device, key in store.registered_devices().items():
+            print(f"{device}\t{key}")
+    finally:
         store.close()
     return 0
 
@@ -51,11 +128,30 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="receive audit events and serve the web interface")
     serve.add_argument("--config", type=Path, required=True, help="central settings TOML file")
+    ingest = sub.add_parser("ingest", help="receive audit events only (no web interface)")
+    ingest.add_argument("--config", type=Path, required=True, help="central settings TOML file")
+    devices = sub.add_parser("devices", help="the registry of device audit keys")
+    dsub = devices.add_subparsers(dest="devices_command", required=True)
+    reg = dsub.add_parser("register", help="record a device's Ed25519 public key (PEM, raw or hex)")
+    reg.add_argument("--id", required=True, dest="device_id")
+    reg.add_argument("--public-key", required=True, type=Path, dest="key_file")
+    lst = dsub.add_parser("list", help="list registered devices")
+    for p in (reg, lst):
+        p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
+        p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "serve":
             return _serve(args.config)
+        if args.command == "ingest":
+            return _ingest(args.config)
+        if args.command == "devices":
+            if not (args.config or args.database):
+                parser.error("give --config or --database")
+            if args.devices_command == "register":
+                return _register(args.config, args.database, args.device_id, args.key_file)
+            return _list_devices(args.config, args.database)
     except CustodyRfrError as e:
         print(f"central: {e}", file=sys.stderr)
         return 2

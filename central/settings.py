@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from central.publish.settings import PublishSettings
 from core.settings import StrictModel, load_settings
 
 ENV_PREFIX = "RFR_CENTRAL"
@@ -35,6 +36,27 @@ class MqttSettings(StrictModel):
     )
 
 
+class IngestSettings(StrictModel):
+    """How many ingest workers run, and whether they share the audit topics."""
+
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Ingest workers in this process. Each holds its own persistent session "
+        "(client id <client_id>-<n>) and its own database connection.",
+    )
+    shared_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Subscribe with the MQTT v5 shared subscription $share/<group>/... so each "
+        "event goes to one worker of the group (several processes may join it). Needed when "
+        "workers > 1; without it every worker would receive every event.",
+    )
+    ack_interval_s: float = Field(
+        default=0.2, gt=0, le=10,
+        description="How often each worker tells devices how much of their chain is stored.",
+    )
+
+
 class WebSettings(StrictModel):
     """The RFR team's web interface."""
 
@@ -50,8 +72,24 @@ class CentralSettings(StrictModel):
     """Everything ``python -m central serve`` needs."""
 
     data_dir: Path = Field(description="Folder holding central.db (audit events and rejections).")
+    database: str | None = Field(
+        default=None,
+        description="Audit store URL: sqlite:///absolute/path.db or postgresql://user@host/db. "
+        "Default: sqlite in data_dir/central.db.",
+    )
     mqtt: MqttSettings
+    ingest: IngestSettings = IngestSettings()
+    publish: PublishSettings = PublishSettings()
     web: WebSettings
+
+    @property
+    def database_url(self) -> str:
+        """The store URL to open, defaulting to SQLite in ``data_dir``."""
+        return self.database or f"sqlite:///{(self.data_dir / 'central.db').absolute()}"
+
+    def model_post_init(self, _context: object) -> None:
+        if self.ingest.workers > 1 and not self.ingest.shared_group:
+            raise ValueError("ingest.workers > 1 needs ingest.shared_group, or every worker stores every event")
 
 
 def load(path: Path | None) -> CentralSettings:

@@ -1,23 +1,26 @@
 """Audit events from the broker into the audit store: central's only paho importer.
 
-Central holds a persistent MQTT v5 session under a fixed client id, so QoS 1
-events published while central is down wait at the broker and arrive when it
-comes back. Each message is acknowledged only after it is stored (or its
-rejection is recorded): if the database write fails, the broker still holds the
-message and redelivers it on the next session instead of it being lost.
+Each worker holds a persistent MQTT v5 session under a fixed client id, so
+QoS 1 messages published while central is down wait at the broker. One thread
+owns each client: it runs paho's loop, gathers messages into small batches,
+stores a batch in one transaction and only then sends the PUBACKs (manual
+ack), so a crash before the commit leaves the messages with the broker.
 
-Every message is distrusted: the topic names the device the broker let publish
-it, and an event claiming a different device is refused, so one appliance can
-never write another's audit trail. A malformed message is recorded as a
-rejection and never stops the loop.
+After storing, the worker tells each device how much of its chain is stored
+with no gap (``core.audit.ack``), and the device drops those outbox rows.
+That ack, not the broker's, is what makes delivery loss-free: anything the
+broker loses is resent by the device. Several workers (in one or many
+processes) can share the topics with an MQTT v5 shared subscription
+(``$share/<group>/...``); the store's (device, seq) key makes any double
+delivery harmless.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
+import queue
 import threading
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
@@ -26,38 +29,47 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from central.audit.store import AuditStore
+from central.audit.storage import SqlAuditStore
+from central.ingest.handler import Incoming, MessageHandler
 from central.settings import MqttSettings
-from core.errors import WireFormatError
-from core.events import AuditEvent
-from core.topics import AUDIT_SUBSCRIPTION, device_from_audit_topic
+from core.audit.ack import Ack
+from core.topics import INGEST_SUBSCRIPTIONS, ack_topic, shared
 
 logger = logging.getLogger(__name__)
 
 _QOS = 1
+_BATCH_MAX = 500
+_BATCH_AGE_S = 0.05
+_RECEIVE_MAXIMUM = 1000  # how many unacked messages the broker may send us at once (one batch's worth)
 
 
 class AuditIngest:
-    """Subscribes to every device's audit topic and stores what arrives."""
+    """One ingest worker: subscribes to every device's audit and checkpoint topics and stores what arrives."""
 
-    def __init__(self, settings: MqttSettings, store: AuditStore) -> None:
+    def __init__(self, settings: MqttSettings, store: SqlAuditStore, *, client_id: str | None = None,
+                 shared_group: str | None = None, ack_interval_s: float = 0.2) -> None:
         self._settings = settings
-        self._store = store
+        self._handler = MessageHandler(store)
+        self._client_id = client_id or settings.client_id
+        self._subscriptions = [shared(shared_group, s) if shared_group else s for s in INGEST_SUBSCRIPTIONS]
+        self._ack_interval_s = ack_interval_s
         self._connected = threading.Event()
-        self._received = 0
-        self._rejected = 0
-        self._duplicates = 0
-        self._client = Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
-        )
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._stop = threading.Event()
+        self._granted: set[int] = set()
+        self._pending_sub: set[int] = set()
+        self._batch: list[MQTTMessage] = []
+        self._batch_started = 0.0
+        self._dirty: set[str] = set()
+        self._last_ack = 0.0
+        self._client = Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
+                              protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        self._client.max_inflight_messages_set(200)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._retained: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"ingest-{self._client_id}", daemon=True)
 
     @property
     def connected(self) -> bool:
@@ -65,118 +77,167 @@ class AuditIngest:
 
     @property
     def received(self) -> int:
-        """Valid events received, counting redelivered duplicates."""
-        return self._received
+        """Valid events and checkpoints received, counting redelivered duplicates."""
+        return self._handler.counters.received
 
     @property
     def rejected(self) -> int:
-        """Messages refused as malformed, oversized or from the wrong device."""
-        return self._rejected
+        """Messages refused as malformed, oversized, unsigned, unregistered or on a wrong topic."""
+        return self._handler.counters.rejected
 
     @property
     def duplicates(self) -> int:
-        """Valid events that were already stored (at-least-once redelivery)."""
-        return self._duplicates
+        """Valid messages that were already stored (resends and replays)."""
+        return self._handler.counters.duplicates
+
+    @property
+    def stored(self) -> int:
+        return self._handler.counters.stored
+
+    @property
+    def conflicts(self) -> int:
+        return self._handler.counters.conflicts
 
     def start(self) -> None:
-        """Connect in the background; paho keeps reconnecting until ``stop``."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self._settings.session_expiry_s
-        self._client.connect_async(
-            self._settings.host, self._settings.port, keepalive=30, clean_start=False, properties=props
-        )
-        self._client.loop_start()
+        """Connect in the background; the worker keeps reconnecting until ``stop``."""
+        self._thread.start()
 
     def stop(self) -> None:
-        """Disconnect and stop the network thread; the broker keeps the session."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Store what is batched, disconnect; the broker keeps the session."""
+        self._stop.set()
+        self._thread.join(timeout=15)
         self._connected.clear()
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once the broker has accepted the connection and granted the subscription."""
+        """True once the broker has accepted the connection and granted the subscriptions."""
         return self._connected.wait(timeout)
 
-    def _on_connect(
-        self,
-        client: Client,
-        userdata: Any,
-        flags: ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    # --- paho callbacks, run by the worker thread inside client.loop() ---
+
+    def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             # A refused connection is not a connection (unlike Frigate's _on_connect).
             logger.error("broker %s:%s refused central's connection: %s",
                          self._settings.host, self._settings.port, reason_code)
             return
-        logger.info("connected to broker %s:%s (session present: %s)",
-                    self._settings.host, self._settings.port, flags.session_present)
+        logger.info("connected to broker %s:%s as %s (session present: %s)",
+                    self._settings.host, self._settings.port, self._client_id, flags.session_present)
         # Subscribing again on a resumed session is harmless and covers a session the broker lost.
-        result, _mid = client.subscribe(AUDIT_SUBSCRIPTION, qos=_QOS)
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            logger.error("could not send subscription for %s: %s", AUDIT_SUBSCRIPTION, result)
+        self._pending_sub.clear()
+        for sub in self._subscriptions:
+            result, mid = client.subscribe(sub, qos=_QOS)
+            if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                logger.error("could not send subscription for %s: %s", sub, result)
+            self._pending_sub.add(mid)
 
-    def _on_subscribe(
-        self,
-        client: Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        # Connected means "ready to receive": only after the broker granted the subscription.
+    def _on_subscribe(self, client: Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
+                      properties: Properties | None) -> None:
         code = reason_codes[0]
         if code.is_failure:
-            logger.error("broker refused subscription to %s: %s", AUDIT_SUBSCRIPTION, code)
+            logger.error("broker refused subscription: %s", code)
             return
         if code.value < _QOS:
-            logger.warning("subscription to %s granted only QoS %s", AUDIT_SUBSCRIPTION, code.value)
-        self._connected.set()
+            logger.warning("subscription granted only QoS %s", code.value)
+        self._pending_sub.discard(mid)
+        if not self._pending_sub:
+            self._connected.set()  # ready to receive: every subscription granted
 
-    def _on_disconnect(
-        self,
-        client: Client,
-        userdata: Any,
-        flags: DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
+    def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         self._connected.clear()
         if reason_code.is_failure:
             logger.warning("disconnected from broker: %s; reconnecting", reason_code)
 
     def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
-        try:
-            self._handle(msg.topic, msg.payload)
-        except sqlite3.Error:
-            # Not acknowledged: the broker keeps the message and redelivers it next session.
-            logger.exception("could not store message from %s; left unacknowledged", msg.topic)
-            return
-        except Exception:
-            # A bug must not stop the ingest of everyone else's audit trail.
-            logger.exception("unexpected failure handling message from %s; left unacknowledged", msg.topic)
-            return
-        if msg.qos > 0:
-            client.ack(msg.mid, msg.qos)
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append(msg)
 
-    def _handle(self, topic: str, payload: bytes) -> None:
-        now = datetime.now(UTC)
+    # --- the worker thread ---
+
+    def _connect(self) -> bool:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._settings.session_expiry_s
+        props.ReceiveMaximum = _RECEIVE_MAXIMUM
         try:
-            device = device_from_audit_topic(topic)
-            event = AuditEvent.from_bytes(payload)
-            if event.device_id != device:
-                raise WireFormatError(
-                    f"Event claims device {event.device_id!r} but was published by {device!r}."
-                )
-        except WireFormatError as e:
-            self._rejected += 1
-            logger.warning("rejected message on %s (%s bytes): %s", topic, len(payload), e)
-            self._store.record_rejection(topic, str(e), len(payload), received_at=now)
-            return
-        self._received += 1
-        if self._store.insert(event, received_at=now):
-            logger.debug("stored event %s from %s", event.event_id, device)
-        else:
-            self._duplicates += 1
-            logger.info("event %s from %s already stored; ignoring the repeat", event.event_id, device)
+            self._client.connect(self._settings.host, self._settings.port, keepalive=30, clean_start=False,
+                                 properties=props)
+        except OSError as e:
+            logger.debug("cannot reach broker %s:%s: %s", self._settings.host, self._settings.port, e)
+            return False
+        return True
+
+    def _run(self) -> None:
+        backoff = 0.5
+        socket_open = False
+        while not self._stop.is_set():
+            if not socket_open:
+                socket_open = self._connect()
+                if not socket_open:
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+                    continue
+                backoff = 0.5
+            rc = self._client.loop(timeout=0.005 if self._batch else 0.05)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                # Unacked messages stay with the broker and come again in the resumed session.
+                self._batch.clear()
+                self._connected.clear()
+                socket_open = False
+                continue
+            now = time.monotonic()
+            due = self._batch and (len(self._batch) >= _BATCH_MAX or now - self._batch_started >= _BATCH_AGE_S)
+            if due and not self._flush():
+                self._client.disconnect()
+                self._client.loop(timeout=0.1)
+                socket_open = False
+                self._stop.wait(1.0)
+                continue
+            if self._dirty and now - self._last_ack >= self._ack_interval_s:
+                self._send_acks()
+            if self._connected.is_set():
+                self._send_retained()
+        if socket_open:
+            if self._batch:
+                self._flush()
+            if self._dirty:
+                self._send_acks()
+            self._client.disconnect()
+            self._client.loop(timeout=0.2)
+        # paho closes its sockets only in loop_stop() or at garbage collection; we never call loop_start().
+        self._client._reset_sockets()
+
+    def _flush(self) -> bool:
+        batch, self._batch = self._batch, []
+        try:
+            touched = self._handler.handle([Incoming(m.topic, m.payload) for m in batch])
+        except Exception:
+            # Not acknowledged: reconnecting makes the broker redeliver; devices resend anyway.
+            logger.exception("could not store a batch of %s messages; left unacknowledged", len(batch))
+            return False
+        for m in batch:
+            if m.qos > 0:
+                self._client.ack(m.mid, m.qos)
+        self._dirty |= touched
+        return True
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Queue a retained QoS 1 message (a fleet announcement); the worker thread sends it when connected."""
+        self._retained.put((topic, payload))
+
+    def _send_retained(self) -> None:
+        while not self._retained.empty():
+            topic, payload = self._retained.get_nowait()
+            self._client.publish(topic, payload, qos=_QOS, retain=True)
+
+    def _send_acks(self) -> None:
+        store = self._handler.store
+        for device in sorted(self._dirty):
+            head = store.head(device)
+            if head is None:
+                continue
+            ack = Ack(device, head.contiguous_seq, head.checkpoint_stored)
+            self._client.publish(ack_topic(device), ack.to_bytes(), qos=_QOS)
+        self._dirty.clear()
+        self._last_ack = time.monotonic()

@@ -7,18 +7,15 @@ ingest is handed in as a read-only ``IngestStatus`` for the health check).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from flask_wtf import CSRFProtect
 from htmx_flask import Htmx
 
-from central.audit.store import AuditStore
+from central.audit.storage import open_store
 from central.ingest.status import IngestStatus
 from central.settings import CentralSettings, load
-
-DB_NAME = "central.db"
 
 
 def create_app(
@@ -39,7 +36,8 @@ def create_app(
     if settings is not None:
         app.config.from_mapping(
             SECRET_KEY=settings.web.secret_key,
-            DATABASE=str(settings.data_dir / DB_NAME),
+            DATABASE=settings.database_url,
+            TUF_REPO_DIR=str(settings.publish.repo_dir) if settings.publish.repo_dir else None,
         )
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
@@ -49,17 +47,18 @@ def create_app(
     if test_config:
         app.config.update(test_config)
 
-    app.extensions["central.audit_store"] = AuditStore(Path(app.config["DATABASE"]))
+    app.extensions["central.audit_store"] = open_store(app.config["DATABASE"])
     app.extensions["central.ingest"] = ingest
     Htmx(app)
     # No forms post yet, but every future blueprint (devices, library) is covered from the start.
     CSRFProtect(app)
 
-    from central.web import audit, errors, health, security, vendor
+    from central.web import audit, errors, health, security, updates, vendor
 
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(audit.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(vendor.bp)
+    updates.init_app(app)  # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO)
     return app

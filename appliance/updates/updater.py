@@ -1,0 +1,324 @@
+"""Keep the desk's library up to date from central, installing only what TUF has verified.
+
+One check (``check_now``): refresh the signed metadata with python-tuf's
+ngclient (the root shipped at provisioning is the trust anchor), choose the
+newest target that fits the installed library (``trust.choose_update``),
+download it through the resuming fetcher, install it through the library
+store, confirm the result is exactly what central signed, then swap it into
+the ``LibraryHolder`` in one step. Any failure leaves the installed library
+in place and searchable; refusals are written to the audit log with a reason.
+
+Checks run when central's retained MQTT announcement arrives
+(``on_announcement``), from an optional polling thread, or on demand; a lock
+makes them one at a time, as ngclient requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Targets
+from tuf.ngclient import Updater
+
+from appliance.updates.fetcher import ResumingFetcher
+from appliance.updates.settings import UpdateSettings
+from appliance.updates.trust import (
+    DeltaBaseRefusedError,
+    InstalledLibrary,
+    Offer,
+    RollbackRefusedError,
+    UpdateError,
+    UpdateRefusedError,
+    UpdateUnavailableError,
+    check_claims,
+    choose_update,
+    explain_tuf_error,
+)
+from core.errors import SettingsError, WireFormatError
+from core.library_announce import LibraryAnnouncement, LibraryTargetInfo
+from library.delta import read_delta_info
+from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
+from library.snapshot import Snapshot
+from library.store import LibraryStore
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "system"
+MAX_STEPS = 8  # deltas chained in one check before giving the desk back
+
+
+class LibraryHolderLike(Protocol):
+    """``appliance.services.library.LibraryHolder``: updates sit below services, so only its shape is used."""
+
+    @property
+    def current(self) -> Snapshot: ...
+
+    def swap(self, new: Snapshot) -> Snapshot: ...
+
+
+class AuditLike(Protocol):
+    """``appliance.services.audit.AuditLog``."""
+
+    def record(self, type: str, actor: str, outcome: str, **details: Any) -> object: ...
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What one check did; ``installed_version`` is what the desk searches afterwards."""
+
+    outcome: str  # "installed", "up_to_date", "refused" or "unavailable"
+    installed_version: int
+    message: str
+    previous_version: int | None = None
+    target: str | None = None
+    reason: str | None = None
+
+
+class LibraryUpdater:
+    """Fetches, verifies and installs library updates for one desk."""
+
+    def __init__(self, *, metadata_url: str, targets_url: str, state_dir: Path, store: LibraryStore,
+                 library_key: bytes, embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
+                 trusted_root: bytes, fetcher: ResumingFetcher | None = None) -> None:
+        self.metadata_url = metadata_url
+        self.targets_url = targets_url
+        self.metadata_dir = Path(state_dir) / "metadata"
+        self.download_dir = Path(state_dir) / "downloads"
+        self._store = store
+        self._key = library_key
+        self._embedder_id = embedder_id
+        self._holder = holder
+        self._audit = audit
+        self._trusted_root = trusted_root
+        self.fetcher = fetcher or ResumingFetcher()
+        self._lock = threading.Lock()
+        self._retired: list[Snapshot] = []
+        self._last_refusal: tuple[str, str | None] | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: UpdateSettings, *, data_dir: Path, store: LibraryStore, library_key: bytes,
+                      embedder_id: str, holder: LibraryHolderLike, audit: AuditLike) -> LibraryUpdater:
+        """The updater as the appliance runs it: state under ``data_dir/updates``, HTTPS with central's CA."""
+        try:
+            trusted_root = Path(settings.trusted_root).read_bytes()
+        except OSError as e:
+            raise SettingsError(f"updates.trusted_root: cannot read {settings.trusted_root} ({e}).") from e
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        fetcher = ResumingFetcher(timeout_s=settings.timeout_s, max_resumes=settings.max_resumes,
+                                  max_bytes=settings.max_download_mb * 1024 * 1024, ssl_context=context)
+        base = settings.central_url.rstrip("/")
+        return cls(metadata_url=f"{base}/tuf/metadata/", targets_url=f"{base}/tuf/targets/",
+                   state_dir=Path(data_dir) / "updates", store=store, library_key=library_key,
+                   embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root, fetcher=fetcher)
+
+    # --- entry points --------------------------------------------------------------------------
+
+    def check_now(self) -> UpdateResult:
+        """Run one check; never raises for update problems (they are in the result and the audit log)."""
+        with self._lock:
+            current = self._holder.current
+            try:
+                result = self._check()
+            except UpdateRefusedError as e:
+                result = UpdateResult("refused", self._holder.current.version, str(e),
+                                      current.version, e.target, e.reason)
+                self._audit_refusal(result)
+            except UpdateError as e:
+                result = UpdateResult("unavailable", self._holder.current.version, str(e),
+                                      current.version, None, e.reason)
+                logger.warning("library update unavailable: %s", e)
+            return result
+
+    def on_announcement(self, payload: bytes) -> UpdateResult | None:
+        """Handler for central's retained MQTT announcement: validate it, then check (never trust it).
+
+        With the background thread running this only wakes it and returns ``None`` at once,
+        so it is safe to call from the MQTT client's network thread; without it, it checks
+        synchronously and returns the result.
+        """
+        try:
+            announcement = LibraryAnnouncement.from_bytes(payload)
+        except WireFormatError as e:
+            logger.warning("ignored a malformed library announcement: %s", e)
+            return None
+        if announcement.library_version <= self._holder.current.version:
+            logger.info("announcement of library v%d: already at v%d", announcement.library_version,
+                        self._holder.current.version)
+            return None
+        if self._thread is not None:
+            self._wake.set()
+            return None
+        return self.check_now()
+
+    def start_polling(self, interval_s: float) -> None:
+        """Check in a daemon thread every ``interval_s`` seconds (0: only when woken by an announcement)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while True:
+                self._wake.wait(interval_s or None)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+                try:
+                    self.check_now()
+                except Exception:
+                    logger.exception("library update check failed unexpectedly")
+
+        self._thread = threading.Thread(target=loop, name="library-updates", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    # --- one check -----------------------------------------------------------------------------
+
+    def _tuf_updater(self) -> Updater:
+        """A fresh ngclient Updater: the shipped root on first use, the cached (possibly rotated) root after."""
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap = None if (self.metadata_dir / "root.json").exists() else self._trusted_root
+        return Updater(str(self.metadata_dir), self.metadata_url, str(self.download_dir), self.targets_url,
+                       self.fetcher, bootstrap=bootstrap)
+
+    def _check(self) -> UpdateResult:
+        start = self._holder.current.version
+        try:
+            updater = self._tuf_updater()
+            updater.refresh()
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
+            raise explain_tuf_error(e, start) from e
+        except OSError as e:
+            raise UpdateError(f"The desk could not store update metadata ({e}). It keeps using library "
+                              f"version {start}. Call the RFR helpdesk.") from e
+        offers = self._offers(updater)
+        installed_names: list[str] = []
+        for _ in range(MAX_STEPS):
+            current = self._holder.current
+            installed = InstalledLibrary(current.version, current.digest, current.embedder_id)
+            offer = choose_update(installed, offers)
+            if offer is None:
+                break
+            self._install(updater, offer, current)
+            installed_names.append(offer.name)
+        now = self._holder.current.version
+        if not installed_names:
+            return UpdateResult("up_to_date", now, f"Library version {now} is the newest published.", start)
+        return UpdateResult("installed", now, f"Library version {now} installed (was {start}).", start,
+                            installed_names[-1])
+
+    def _offers(self, updater: Updater) -> list[Offer]:
+        """Every target in the verified targets metadata that describes itself as a library."""
+        # ngclient lists no targets; targets.json on disk is the copy refresh() just verified and stored,
+        # and each entry is looked up again through the trusted metadata before use.
+        listing = Metadata[Targets].from_bytes((self.metadata_dir / "targets.json").read_bytes())
+        offers = []
+        for name in sorted(listing.signed.targets):
+            try:
+                target = updater.get_targetinfo(name)
+                if target is None:
+                    continue
+                info = LibraryTargetInfo.from_dict(target.custom)
+                if info.name != name:
+                    raise WireFormatError(f"describes itself as {info.name}")
+            except WireFormatError as e:
+                logger.warning("ignored target %s: %s", name, e)
+                continue
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
+                raise explain_tuf_error(e, self._holder.current.version) from e
+            offers.append(Offer(name, target.length, info))
+        return offers
+
+    def _install(self, updater: Updater, offer: Offer, current: Snapshot) -> None:
+        """Download, verify, install and swap one target; on any failure the current library stays."""
+        target = updater.get_targetinfo(offer.name)
+        if target is None:  # pragma: no cover - listed a moment ago from the same trusted metadata
+            raise UpdateUnavailableError(f"{offer.name} is no longer offered.")
+        path = self.download_dir / offer.name
+        try:
+            try:
+                updater.download_target(target, filepath=str(path))
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
+                raise explain_tuf_error(e, current.version) from e
+            new = self._install_verified(path, offer, current)
+            try:
+                old = self._holder.swap(new)
+            except SnapshotError as e:  # the holder refused (not newer, other face model): keep what is searched
+                new.close()
+                raise UpdateRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
+        except UpdateError as e:
+            e.target = offer.name
+            raise
+        except OSError as e:  # disk full, permissions: not central's fault, so not a refusal
+            raise UpdateError(f"The desk could not store {offer.name} ({e}). It keeps using library version "
+                              f"{current.version}. Call the RFR helpdesk if this persists.") from e
+        finally:
+            path.unlink(missing_ok=True)
+        self._retire(old)
+        self._last_refusal = None
+        logger.info("library v%d installed from %s", new.version, offer.name)
+        self._audit.record("library_update", ACTOR, "ok", library_version=new.version,
+                           previous_version=old.version, kind=offer.info.kind, target=offer.name,
+                           digest=offer.info.result_digest)
+
+    def _install_verified(self, path: Path, offer: Offer, current: Snapshot) -> Snapshot:
+        """Check the verified file's own claims, install it through the store, open the result.
+
+        Everything that could refuse the file happens before the store moves its
+        ``current`` pointer: the claims here, the base and content digest in the store.
+        """
+        info = offer.info
+        try:
+            if info.kind == "delta":
+                delta = read_delta_info(path, self._key)
+                check_claims(offer, delta.result_version, delta.result_digest, delta.embedder_id, current.version)
+                self._store.install_delta(path, self._key, expected_embedder=self._embedder_id,
+                                          expected_digest=info.result_digest)
+            else:
+                incoming = Snapshot.open(path, self._key)
+                try:
+                    check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
+                finally:
+                    incoming.close()
+                self._store.install_full(path, self._key, expected_embedder=self._embedder_id,
+                                         expected_digest=info.result_digest)
+            return self._store.open_current(self._key, self._embedder_id)
+        except DeltaBaseMismatchError as e:
+            raise DeltaBaseRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
+        except VersionRollbackError as e:
+            raise RollbackRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
+        except SnapshotError as e:
+            raise UpdateRefusedError(f"{offer.name} could not be installed: {e} The desk keeps using library "
+                                     f"version {current.version}.") from e
+
+    def _retire(self, old: Snapshot) -> None:
+        """Close the snapshot replaced one update ago: searches that held it have long finished."""
+        for snapshot in self._retired:
+            snapshot.close()
+        self._retired = [old]
+
+    def _audit_refusal(self, result: UpdateResult) -> None:
+        """Record a refusal once, not on every poll while the same problem lasts."""
+        key = (result.reason or "", result.target)
+        if key == self._last_refusal:
+            return
+        self._last_refusal = key
+        logger.warning("library update refused (%s): %s", result.reason, result.message)
+        self._audit.record("library_update_refused", ACTOR, "refused", reason=result.reason,
+                           message=result.message[:1000], installed_version=result.installed_version,
+                           target=result.target)
+

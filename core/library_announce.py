@@ -1,0 +1,192 @@
+"""Library publication wire formats: the signed target description and the MQTT announcement.
+
+``LibraryTargetInfo`` is what central puts in each TUF target's ``custom``
+metadata (so it is covered by the targets role's signature) and what the
+appliance reads back before deciding whether a target fits the installed
+library. ``LibraryAnnouncement`` is central's retained MQTT message saying
+"version N is published".
+
+The announcement is only a hint that it is worth checking now. It is not
+signed and the appliance never installs anything because of it: it triggers a
+TUF refresh, and only targets verified against the signed metadata are
+installed. Parsing is still strict (exact fields, types, size cap), because
+a retained message reaches every desk and a malformed one must be refused with
+a reason rather than half-understood.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from core.errors import WireFormatError
+
+SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 2048
+KINDS = frozenset({"full", "delta"})
+_FIELDS = {"v", "library_version", "target", "kind", "result_digest", "published_at"}
+# Target names become URL path segments and file names on the device: no slashes, no leading dot.
+TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DIGEST = re.compile(r"^[A-Za-z0-9:_-]{16,200}$")
+
+
+def validate_target_name(name: str) -> str:
+    """Refuse names that could escape a directory or a URL path segment."""
+    if not isinstance(name, str) or not TARGET_NAME.fullmatch(name) or ".." in name:
+        raise WireFormatError(
+            f"Target name {name!r} is not valid: use 1-128 letters, digits, dots, hyphens or underscores."
+        )
+    return name
+
+
+def target_name(kind: str, library_version: int, base_version: int | None = None) -> str:
+    """The one naming rule for published targets, so both sides agree on what a name means."""
+    if kind == "full":
+        return f"library-v{library_version:06d}.db"
+    if kind == "delta" and base_version is not None:
+        return f"library-v{base_version:06d}-to-v{library_version:06d}.delta"
+    raise WireFormatError(f"No target name for kind {kind!r} with base version {base_version!r}.")
+
+
+def _positive_int(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WireFormatError(f"{what} must be a positive integer, not {value!r}.")
+    return value
+
+
+def _digest(value: object, what: str) -> str:
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise WireFormatError(f"{what} is malformed.")
+    return value
+
+
+_INFO_FULL = {"kind", "library_version", "embedder_id", "result_digest"}
+_INFO_DELTA = _INFO_FULL | {"base_version", "base_digest"}
+
+
+@dataclass(frozen=True)
+class LibraryTargetInfo:
+    """What a published target is: signed by central as the target's ``custom`` metadata.
+
+    A full snapshot needs nothing installed; a delta applies only on top of the
+    library whose content digest is ``base_digest`` and yields ``result_digest``.
+    """
+
+    kind: str
+    library_version: int
+    embedder_id: str
+    result_digest: str
+    base_version: int | None = None
+    base_digest: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise WireFormatError(f"Target kind {self.kind!r} is not one of {sorted(KINDS)}.")
+        _positive_int(self.library_version, "Library version")
+        if not isinstance(self.embedder_id, str) or not 0 < len(self.embedder_id) <= 200:
+            raise WireFormatError("Embedder id must be a non-empty string of at most 200 characters.")
+        _digest(self.result_digest, "Result digest")
+        if self.kind == "delta":
+            base = _positive_int(self.base_version, "Delta base version")
+            _digest(self.base_digest, "Delta base digest")
+            if base >= self.library_version:
+                raise WireFormatError(
+                    f"A delta must move forward: base version {base}, result version {self.library_version}."
+                )
+        elif self.base_version is not None or self.base_digest is not None:
+            raise WireFormatError("A full library has no base version or base digest.")
+
+    @property
+    def name(self) -> str:
+        return target_name(self.kind, self.library_version, self.base_version)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "library_version": self.library_version,
+                                "embedder_id": self.embedder_id, "result_digest": self.result_digest}
+        if self.kind == "delta":
+            data.update(base_version=self.base_version, base_digest=self.base_digest)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> LibraryTargetInfo:
+        if not isinstance(data, dict):
+            raise WireFormatError("Target custom metadata must be an object.")
+        expected = _INFO_DELTA if data.get("kind") == "delta" else _INFO_FULL
+        if set(data) != expected:
+            missing, extra = expected - set(data), set(data) - expected
+            raise WireFormatError(
+                f"Target custom metadata wrong: missing {sorted(missing)}, unexpected {sorted(extra)}."
+            )
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LibraryAnnouncement:
+    """What central announces after publishing a library version."""
+
+    library_version: int
+    target: str
+    kind: str
+    result_digest: str
+    published_at: str
+
+    def __post_init__(self) -> None:
+        version = self.library_version
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise WireFormatError("Announced library version must be a positive integer.")
+        validate_target_name(self.target)
+        if self.kind not in KINDS:
+            raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(KINDS)}.")
+        _digest(self.result_digest, "Announced result digest")
+        if not isinstance(self.published_at, str) or len(self.published_at) > 40:
+            raise WireFormatError("Announced publication time is malformed.")
+        try:
+            when = datetime.fromisoformat(self.published_at)
+        except ValueError as e:
+            raise WireFormatError(f"Announced publication time is malformed: {e}") from e
+        if when.tzinfo is None:
+            raise WireFormatError("Announced publication time must carry a time zone.")
+
+    @classmethod
+    def now(cls, library_version: int, target: str, kind: str, result_digest: str) -> LibraryAnnouncement:
+        return cls(library_version, target, kind, result_digest,
+                   datetime.now(UTC).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": SCHEMA_VERSION,
+            "library_version": self.library_version,
+            "target": self.target,
+            "kind": self.kind,
+            "result_digest": self.result_digest,
+            "published_at": self.published_at,
+        }
+
+    def to_bytes(self) -> bytes:
+        data = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise WireFormatError(f"Announcement is {len(data)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
+        return data
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> LibraryAnnouncement:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise WireFormatError(f"Announcement is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
+        try:
+            obj = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise WireFormatError(f"Announcement is not valid JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise WireFormatError("Announcement must be a JSON object.")
+        if obj.get("v") != SCHEMA_VERSION:
+            raise WireFormatError(f"Unsupported announcement schema version {obj.get('v')!r}.")
+        if set(obj) != _FIELDS:
+            missing, extra = _FIELDS - set(obj), set(obj) - _FIELDS
+            raise WireFormatError(
+                f"Announcement fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}."
+            )
+        obj.pop("v")
+        return cls(**obj)

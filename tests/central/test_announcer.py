@@ -1,0 +1,54 @@
+"""Central retains the newest library announcement on MQTT and keeps the timestamp role fresh."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from central.audit.storage import open_store
+from central.ingest.mqtt import AuditIngest
+from central.publish.announcer import ANNOUNCEMENT_FILE, Announcer
+from central.publish.repository import init_repository
+from central.publish.settings import PublishSettings
+from central.settings import MqttSettings
+from core.library_announce import LibraryAnnouncement
+from core.topics import library_announce_topic
+
+
+def test_new_announcement_is_retained_for_desks_that_connect_later(tmp_path, mosquitto):
+    repo = init_repository(tmp_path / "repo", tmp_path / "root-keys", PublishSettings())
+    store = open_store(tmp_path / "central.db")
+    ingest = AuditIngest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-announce")
+    ingest.start()
+    try:
+        assert ingest.wait_connected(10)
+        announcer = Announcer(repo.repo_dir, PublishSettings(), ingest.publish_retained)
+        assert announcer.check_once() is False  # nothing published yet
+        announcement = LibraryAnnouncement.now(7, "library-v000007.full", "full", "sha256:" + "ab" * 32)
+        (repo.repo_dir / ANNOUNCEMENT_FILE).write_bytes(announcement.to_bytes())
+        assert announcer.check_once() is True
+        assert announcer.check_once() is False  # unchanged: not sent again
+        (repo.repo_dir / ANNOUNCEMENT_FILE).write_bytes(b"{not json")
+        assert announcer.check_once() is False  # a damaged file is never broadcast
+
+        # A desk connecting afterwards receives the retained announcement at once.
+        got: queue.Queue[bytes] = queue.Queue()
+        subscribed = threading.Event()
+        desk = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        desk.on_message = lambda c, u, msg: got.put(msg.payload)
+        desk.on_subscribe = lambda *a: subscribed.set()
+        desk.connect(mosquitto.host, mosquitto.port)
+        desk.loop_start()
+        try:
+            desk.subscribe(library_announce_topic(), qos=1)
+            assert subscribed.wait(5)
+            assert LibraryAnnouncement.from_bytes(got.get(timeout=10)).library_version == 7
+        finally:
+            desk.loop_stop()
+            desk.disconnect()
+    finally:
+        ingest.stop()
+        store.close()
