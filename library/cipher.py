@@ -4,6 +4,10 @@ A raw key (``x'..'``) skips PBKDF2, so opening a large library takes
 milliseconds instead of seconds; the key is random, so stretching adds
 nothing. SQLCipher authenticates every page with HMAC-SHA512, so a file
 edited without the key fails to read instead of yielding altered data.
+
+The page size and HMAC algorithm are set explicitly (they equal SQLCipher 4's
+defaults) so a future SQLCipher whose defaults change still reads our files;
+docs/library-format.md explains each setting.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import sqlcipher3
 from library.errors import SnapshotError, SnapshotKeyError
 
 KEY_BYTES = 32
+PAGE_SIZE = 4096
+HMAC_ALGORITHM = "HMAC_SHA512"
 
 
 def new_key() -> bytes:
@@ -56,6 +62,8 @@ def connect(path: Path, key: bytes, *, create: bool = False) -> sqlcipher3.Conne
     conn = sqlcipher3.connect(str(path), check_same_thread=False)
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
     conn.execute("PRAGMA cipher_log_level = NONE")
+    conn.execute(f"PRAGMA cipher_page_size = {PAGE_SIZE}")
+    conn.execute(f"PRAGMA cipher_hmac_algorithm = {HMAC_ALGORITHM}")
     # Wipe freed memory and deleted pages; sorting and temp tables stay in RAM, never in temp files.
     conn.execute("PRAGMA cipher_memory_security = ON")
     conn.execute("PRAGMA temp_store = MEMORY")

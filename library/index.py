@@ -2,7 +2,10 @@
 
 The index is stored as named arrays inside the encrypted snapshot and
 rebuilt with hnswlib's own state loader, so no plaintext index file ever
-exists and nothing is unpickled.
+exists and nothing is unpickled. hnswlib's loader trusts its input (a crafted
+state can make it read or write out of bounds), so ``check_state`` validates
+every size and link before ``join_state`` hands the state over, and the
+snapshot authenticates the bytes (``library.index_storage``) before that.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import numpy as np
 from library.errors import SnapshotError
 
 SPACE = "ip"  # templates are unit vectors: inner product is cosine similarity
-M = 16
-EF_CONSTRUCTION = 200
+# M and ef were chosen with bench/library.py on 1M synthetic 192-D templates (docs/benchmarks.md).
+M = 32
+EF_CONSTRUCTION = 100
+SEARCH_EF = 128  # at 1M templates ef=80 was the cheapest with mate recall@50 >= 0.99; 128 gives 0.996
 MIN_EF = 64
 CHUNK_BYTES = 64 * 1024 * 1024
+_SER_VERSION = 1
 
 
 def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2) -> hnswlib.Index:
@@ -29,7 +35,7 @@ def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2) -> hn
     index.set_num_threads(threads)
     if count:
         index.add_items(vectors, labels)
-    index.set_ef(MIN_EF)
+    index.set_ef(SEARCH_EF)
     return index
 
 
@@ -41,26 +47,99 @@ def split_state(index: hnswlib.Index) -> tuple[str, dict[str, np.ndarray]]:
     return json.dumps(scalars, sort_keys=True), arrays
 
 
-def join_state(scalars_json: str, arrays: dict[str, np.ndarray]) -> hnswlib.Index:
+def _damaged(why: str) -> SnapshotError:
+    return SnapshotError(f"The library's search index is damaged ({why}). Reinstall the library.")
+
+
+def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int) -> None:
+    """Refuse any state whose sizes or links would take hnswlib's loader or search out of bounds."""
+    try:
+        n, cap = int(scalars["cur_element_count"]), int(scalars["max_elements"])
+        m, m0 = int(scalars["M"]), int(scalars["max_M0"])
+        per_elem, off_data = int(scalars["size_data_per_element"]), int(scalars["offset_data"])
+        links_per = int(scalars["size_links_per_element"])
+        expected = {
+            "ser_version": _SER_VERSION, "space": SPACE, "dim": dim, "offset_level0": 0,
+            "max_M0": 2 * m, "max_M": m, "offset_data": m0 * 4 + 4, "size_links_per_element": m * 4 + 4,
+            "label_offset": off_data + dim * 4, "size_data_per_element": off_data + dim * 4 + 8,
+        }
+        for name, value in expected.items():
+            if scalars[name] != value:
+                raise _damaged(f"{name} is {scalars[name]!r}, expected {value!r}")
+        if not (0 < m <= 512 and 0 <= n <= cap):
+            raise _damaged("implausible sizes")
+        sizes = {"data_level0": n * per_elem, "label_lookup_external": n * 8, "label_lookup_internal": n * 4,
+                 "element_levels": cap * 4}
+        for name, nbytes in sizes.items():
+            if arrays[name].nbytes != nbytes:
+                raise _damaged(f"{name} holds {arrays[name].nbytes} bytes, expected {nbytes}")
+        levels = arrays["element_levels"].view(np.int32)[:n]
+        max_level = int(scalars["max_level"])
+        if n and (levels.min() < 0 or levels.max() != max_level or not 0 <= int(scalars["enterpoint_node"]) < n):
+            raise _damaged("levels or entry point out of range")
+        if arrays["link_lists"].nbytes != int(levels.sum()) * links_per:
+            raise _damaged("upper-level links have the wrong size")
+        internal = arrays["label_lookup_internal"].view(np.uint32)
+        if n and int(internal.max()) >= n:
+            raise _damaged("a label points outside the index")
+        level0 = arrays["data_level0"].view(np.uint8).reshape(n, per_elem)[:, :off_data].copy().view(np.uint32)
+        _check_links(level0, m0, n)
+        if arrays["link_lists"].nbytes:
+            _check_links(arrays["link_lists"].view(np.uint32).reshape(-1, m + 1), m, n)
+    except (KeyError, ValueError, TypeError) as e:
+        raise _damaged(f"unreadable state: {e}") from e
+
+
+def _check_links(blocks: np.ndarray, max_links: int, n: int) -> None:
+    """Each block is [count (low 16 bits), neighbour ids...]: counts within M and ids within the index."""
+    counts = blocks[:, 0] & 0xFFFF
+    if blocks.size and int(counts.max()) > max_links:
+        raise _damaged("a node has more links than the graph allows")
+    used = np.arange(max_links)[None, :] < counts[:, None]
+    if blocks.size and used.any() and int(blocks[:, 1:][used].max()) >= n:
+        raise _damaged("a link points outside the index")
+
+
+def join_state(scalars_json: str, arrays: dict[str, np.ndarray], dim: int) -> hnswlib.Index:
     try:
         state: dict[str, Any] = json.loads(scalars_json)
+    except ValueError as e:
+        raise _damaged(str(e)) from e
+    check_state(state, arrays, dim)
+    try:
         state.update(arrays)
         # pybind11 restores into an uninitialised instance; calling it on a constructed
         # Index corrupts memory (seen as a segfault at the first query).
         index = hnswlib.Index.__new__(hnswlib.Index)
         index.__setstate__((state,))
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise SnapshotError(f"The library's search index is damaged ({e}). Reinstall the library.") from e
-    index.set_ef(MIN_EF)
+        raise _damaged(str(e)) from e
+    index.set_ef(SEARCH_EF)
     return index
 
 
-def search(index: hnswlib.Index, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and cosine similarities of the k nearest templates, best first."""
-    count = index.get_current_count()
-    k = min(k, count)
-    if k == 0:
+def search_ef(k: int) -> int:
+    return max(SEARCH_EF, MIN_EF, k)
+
+
+def search(index: hnswlib.Index, vector: np.ndarray, k: int, *, live: int | None = None,
+           ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and cosine similarities of the k nearest templates, best first.
+
+    ``live`` is the number of items not marked deleted (hnswlib does not say);
+    asking for more than that makes hnswlib raise. ``ef`` is per call only for
+    benchmarks: hnswlib's ef is index-wide, so callers sharing one index
+    (the snapshot) serialise searches.
+    """
+    k = min(k, index.get_current_count() if live is None else live)
+    if k <= 0:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.float32)
-    index.set_ef(max(MIN_EF, 2 * k))
-    labels, distances = index.knn_query(vector.reshape(1, -1).astype(np.float32), k=k)
+    query = vector.reshape(1, -1).astype(np.float32)
+    index.set_ef(ef if ef is not None else search_ef(k))
+    try:
+        labels, distances = index.knn_query(query, k=k)
+    except RuntimeError:
+        # With many deleted items a small graph can run out of candidates; search it exhaustively.
+        index.set_ef(max(index.get_current_count(), k))
+        labels, distances = index.knn_query(query, k=k)
     return labels[0], 1.0 - distances[0]

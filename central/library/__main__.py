@@ -1,30 +1,47 @@
-"""``python -m central.library``: build reference-library snapshots.
+"""``python -m central.library``: build reference-library snapshots, deltas and composition reports.
 
     enrol --images DIR [--csv FILE] --out SNAPSHOT_DB --key-file KEYFILE [--version N]
+          [--resume] [--reuse-key] [--no-progress]
+    delta --base OLD_DB --target NEW_DB --key-file KEYFILE --out DELTA
+    composition --library DB --key-file KEYFILE [--as-of YYYY-MM-DD] [--json OUT]
     demo-import --out DIR [--faces DIR]
 
 Errors the operator can fix are printed as one sentence and exit non-zero;
-per-image problems never stop an enrolment and are listed in the summary.
+per-image problems and bad manifest rows never stop an enrolment and are
+listed in the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from datetime import date
 from pathlib import Path
 
 from central.library.demo import build_demo_import
-from central.library.enrol import EnrolReport, enrol, read_metadata
+from central.library.enrol import EnrolReport, Manifest, enrol, read_manifest
 from core.errors import CustodyRfrError
+from library.composition import composition
+from library.delta import make_delta
+from library.snapshot import Snapshot, read_key_file
 
 _LIST_LIMIT = 50
 
 
 def _print_report(report: EnrolReport, out: Path, key_file: Path) -> None:
-    print(f"Enrolled {report.enrolled} images of {report.subjects} subjects into {out}")
-    print(f"Key written to {key_file} (owner-only); keep it apart from the snapshot.")
+    resumed = f" ({report.resumed} from the interrupted run)" if report.resumed else ""
+    print(f"Enrolled {report.enrolled} images{resumed} of {report.subjects} subjects into {out}")
+    if report.key_created:
+        print(f"Key written to {key_file} (owner-only); keep it apart from the snapshot.")
     print(f"{len(report.outcomes)} images in {report.seconds:.1f} s ({report.images_per_second:.1f} images/s)")
+    if report.rejected_rows:
+        print(f"Rejected manifest rows ({len(report.rejected_rows)}):")
+        for row in report.rejected_rows[:_LIST_LIMIT]:
+            print(f"  line {row.line} ({row.subject_ref or '-'}): {row.reason}")
+        if len(report.rejected_rows) > _LIST_LIMIT:
+            print(f"  ... and {len(report.rejected_rows) - _LIST_LIMIT} more")
     for title, items in (("Skipped", report.skipped), ("Enrolled with a warning", report.flagged)):
         if items:
             print(f"{title} ({len(items)}):")
@@ -39,11 +56,52 @@ def _print_report(report: EnrolReport, out: Path, key_file: Path) -> None:
 def _enrol(args: argparse.Namespace) -> int:
     from models.pipeline import FacePipeline
 
-    metadata = read_metadata(args.csv) if args.csv else None
+    manifest = read_manifest(args.csv) if args.csv else Manifest()
     pipeline = FacePipeline.load()
-    report = enrol(args.images, args.out, args.key_file, pipeline, metadata=metadata, version=args.version)
+    try:
+        report = enrol(args.images, args.out, args.key_file, pipeline, metadata=manifest, version=args.version,
+                       resume=args.resume, reuse_key=args.reuse_key, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. What was enrolled is kept; rerun the same command with --resume to finish "
+              f"{args.out}.", file=sys.stderr)
+        return 130
     _print_report(report, args.out, args.key_file)
     return 0 if report.enrolled else 1
+
+
+def _delta(args: argparse.Namespace) -> int:
+    key = read_key_file(args.key_file)
+    base, target = Snapshot.open(args.base, key), Snapshot.open(args.target, key)
+    try:
+        info = make_delta(base, target, args.out, key)
+    finally:
+        base.close()
+        target.close()
+    print(f"Delta {args.out}: version {info.base_version} -> {info.result_version}, "
+          f"{info.added} added, {info.removed} removed")
+    print(f"base digest {info.base_digest}\nresult digest {info.result_digest}")
+    return 0
+
+
+def _composition(args: argparse.Namespace) -> int:
+    snapshot = Snapshot.open(args.library, read_key_file(args.key_file))
+    try:
+        report = composition(snapshot, args.as_of)
+    finally:
+        snapshot.close()
+    print(f"Library version {report['library_version']}: {report['records']} images of {report['subjects']} "
+          f"subjects (as of {report['as_of']})")
+    for title, name in (("Sex", "by_sex"), ("Ethnicity code", "by_ethnicity_code"),
+                        ("Age at image date", "by_age_range"), ("Image age", "by_image_age")):
+        counts: dict[str, int] = report[name]  # type: ignore[assignment]
+        print(f"{title}:")
+        for category, n in counts.items():
+            share = n / report["records"] if report["records"] else 0.0  # type: ignore[operator]
+            print(f"  {category:<14}{n:>10}  {share:6.1%}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"Written to {args.json}")
+    return 0
 
 
 def _demo_import(args: argparse.Namespace) -> int:
@@ -58,23 +116,44 @@ def _demo_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m central.library",
-                                     description="Build reference-library snapshots.")
+                                     description="Build reference-library snapshots, deltas and reports.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enrol", help="enrol a folder of <subject>/<image> files into a new snapshot")
     p.add_argument("--images", type=Path, required=True, help="folder with one sub-folder per subject")
-    p.add_argument("--csv", type=Path, help="subject metadata: " + "subject_ref,sex,ethnicity_code,"
-                   "date_of_birth,image_date")
+    p.add_argument("--csv", type=Path, help="manifest: subject_ref,sex,ethnicity_code,date_of_birth,image_date "
+                   "[,age_band][,image]")
     p.add_argument("--out", type=Path, required=True, help="snapshot file to create (must not exist)")
-    p.add_argument("--key-file", type=Path, required=True, help="key file to create (must not exist)")
+    p.add_argument("--key-file", type=Path, required=True,
+                   help="key file to create (must not exist unless --reuse-key or --resume)")
     p.add_argument("--version", type=int, default=1, help="library version number (default 1)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted build of --out")
+    p.add_argument("--reuse-key", action="store_true",
+                   help="build with the existing --key-file (the next version of that key's library)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=_enrol)
-    d = sub.add_parser("demo-import", help="build a demo import folder from registry-package photos")
-    d.add_argument("--out", type=Path, required=True, help="new or empty folder to write")
-    d.add_argument("--faces", type=Path, help="optional labelled set <identity>/<image> (e.g. ../shared/faces/dev)")
-    d.set_defaults(run=_demo_import)
-    args = parser.parse_args(argv)
+    d = sub.add_parser("delta", help="write the delta from one library version to the next")
+    d.add_argument("--base", type=Path, required=True, help="the version devices have")
+    d.add_argument("--target", type=Path, required=True, help="the new version (same key and face model)")
+    d.add_argument("--key-file", type=Path, required=True, help="the lineage's key file")
+    d.add_argument("--out", type=Path, required=True, help="delta file to write")
+    d.set_defaults(run=_delta)
+    c = sub.add_parser("composition", help="counts by sex, ethnicity code, age range and image age")
+    c.add_argument("--library", type=Path, required=True, help="snapshot file")
+    c.add_argument("--key-file", type=Path, required=True, help="its key file")
+    c.add_argument("--as-of", type=date.fromisoformat, default=date.today(), help="date for image ages")
+    c.add_argument("--json", type=Path, help="also write the counts as JSON here")
+    c.set_defaults(run=_composition)
+    m = sub.add_parser("demo-import", help="build a demo import folder from registry-package photos")
+    m.add_argument("--out", type=Path, required=True, help="new or empty folder to write")
+    m.add_argument("--faces", type=Path, help="optional labelled set <identity>/<image> (e.g. ../shared/faces/dev)")
+    m.set_defaults(run=_demo_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.run(args)

@@ -1,19 +1,25 @@
-"""Enrol a folder of reference images into an encrypted library snapshot.
+"""Enrol a folder of reference images into an encrypted library snapshot, at national scale.
 
 The import folder is ``<subject_ref>/<image>``: one folder per person, as custody
-records are usually exported. Each image is processed on its own, and one that
-cannot be used (not an image, no face, unreadable) is reported with a reason and
-skipped, so a bad file among a hundred thousand never stops the run. An image
-with several faces is enrolled with the pipeline's chosen face but flagged,
-because it may have enrolled the wrong person.
+records are usually exported; a CSV manifest carries what is known about each
+subject (or, with an ``image`` column, about one image). Each image is processed
+on its own, and one that cannot be used (not an image, no face, unreadable, or
+its manifest row was rejected) is reported with a reason and skipped, so a bad
+file among millions never stops the run. A manifest row with a bad value is
+rejected with its line number and reason, and the run carries on.
 
-The snapshot key is created here and written to a key file with owner-only
-permissions; the snapshot itself never holds a template or thumbnail unencrypted.
+A run is resumable: the snapshot is built in ``<out>.building`` (SQLCipher,
+committed every few hundred images), and ``resume=True`` skips the images it
+already holds. That is why the key file is written before the first image,
+not after the last: without it an interrupted build could never be reopened.
+One key serves a library lineage (its full snapshots and deltas), so a new
+version of an existing library is built with ``reuse_key=True``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -24,18 +30,21 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from central.library.progress import ProgressBar
 from core.errors import CustodyRfrError
-from library.records import ReferenceRecord
-from library.snapshot import SnapshotWriter, new_key, write_key_file
+from library.records import AGE_BANDS, ETHNICITY_CODES, SEXES, UNKNOWN, ReferenceRecord
+from library.snapshot import BUILDING_SUFFIX, SnapshotWriter, new_key, read_key_file, write_key_file
+from models.quality import assess as assess_quality
 
 logger = logging.getLogger(__name__)
 
 CSV_HEADER = ("subject_ref", "sex", "ethnicity_code", "date_of_birth", "image_date")
+CSV_OPTIONAL = ("age_band", "image")
 _MAX_SUBJECT_REF = 100
 
 
 class EnrolError(CustodyRfrError):
-    """The enrolment as a whole cannot go ahead (bad arguments, bad CSV, existing output)."""
+    """The enrolment as a whole cannot go ahead (bad arguments, unreadable CSV, existing output)."""
 
 
 class _Face(Protocol):
@@ -55,12 +64,47 @@ class Pipeline(Protocol):
 
 @dataclass(frozen=True)
 class SubjectMeta:
-    """One CSV row: what is known about a subject, beyond their images."""
+    """One accepted manifest row: what is known about a subject (or one image), beyond the pixels."""
 
     sex: str | None = None
     ethnicity_code: str | None = None
     date_of_birth: date | None = None
     image_date: date | None = None
+    age_band: str | None = None
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A manifest row that was not used, and why (its images are skipped until it is fixed)."""
+
+    line: int
+    subject_ref: str
+    image: str | None
+    reason: str
+
+
+@dataclass
+class Manifest:
+    """The CSV manifest: accepted rows by subject and by image source, and the rejected rows."""
+
+    subjects: dict[str, SubjectMeta] = field(default_factory=dict)
+    images: dict[str, SubjectMeta] = field(default_factory=dict)
+    rejected: list[RejectedRow] = field(default_factory=list)
+    _rejected_names: dict[str, RejectedRow] = field(default_factory=dict, repr=False)
+
+    def reject(self, row: RejectedRow) -> None:
+        self.rejected.append(row)
+        name = row.subject_ref if row.image is None else f"{row.subject_ref}/{row.image}"
+        self._rejected_names.setdefault(name, row)
+
+    def lookup(self, subject: str, source: str) -> SubjectMeta | RejectedRow | None:
+        """The row for an image: its own row first, then its subject's; a rejected row is returned as such."""
+        for name, accepted in ((source, self.images), (subject, self.subjects)):
+            if name in accepted:
+                return accepted[name]
+            if name in self._rejected_names:
+                return self._rejected_names[name]
+        return None
 
 
 @dataclass(frozen=True)
@@ -79,11 +123,15 @@ class EnrolReport:
 
     outcomes: list[ImageOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    rejected_rows: list[RejectedRow] = field(default_factory=list)
+    resumed: int = 0  # images already in the build when this run resumed it
     seconds: float = 0.0
+    key_created: bool = False
+    subjects: int = 0  # in the finished snapshot, resumed images included
 
     @property
     def enrolled(self) -> int:
-        return sum(1 for o in self.outcomes if o.enrolled)
+        return self.resumed + sum(1 for o in self.outcomes if o.enrolled)
 
     @property
     def skipped(self) -> list[ImageOutcome]:
@@ -94,59 +142,102 @@ class EnrolReport:
         return [o for o in self.outcomes if o.enrolled and o.reason]
 
     @property
-    def subjects(self) -> int:
-        return len({o.subject_ref for o in self.outcomes if o.enrolled})
-
-    @property
     def images_per_second(self) -> float:
+        """Images processed by this run per second (enrolled or skipped: each went through the pipeline)."""
         return len(self.outcomes) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _parse_date(value: str, what: str, line: int, path: Path) -> date | None:
-    value = value.strip()
-    if not value:
+def _parse_date(value: str, what: str) -> date | None:
+    if not value or value.lower() == UNKNOWN:
         return None
     try:
         return date.fromisoformat(value)
-    except ValueError as e:
-        raise EnrolError(f"{path}, line {line}: {what} {value!r} is not a date like 1980-01-31.") from e
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not a date like 1980-01-31") from None
 
 
-def read_metadata(path: Path) -> dict[str, SubjectMeta]:
-    """Subject metadata from a CSV with the header ``CSV_HEADER``; empty cells mean unknown."""
+def _choice(value: str, allowed: tuple[str, ...], what: str) -> str | None:
+    if not value or value.lower() == UNKNOWN:
+        return None
+    for option in allowed:
+        if value.upper() == option.upper():
+            return option
+    raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)} or unknown")
+
+
+def _row_meta(cells: dict[str, str], today: date) -> SubjectMeta:
+    """A validated row, or ValueError with the reason a person can act on."""
+    meta = SubjectMeta(
+        sex=_choice(cells["sex"], SEXES, "sex"),
+        ethnicity_code=_choice(cells["ethnicity_code"], ETHNICITY_CODES, "ethnicity_code"),
+        date_of_birth=_parse_date(cells["date_of_birth"], "date_of_birth"),
+        image_date=_parse_date(cells["image_date"], "image_date"),
+        age_band=_choice(cells.get("age_band", ""), AGE_BANDS, "age_band"),
+    )
+    for what, value in (("date_of_birth", meta.date_of_birth), ("image_date", meta.image_date)):
+        if value is not None and value > today:
+            raise ValueError(f"{what} {value} is in the future")
+    if meta.date_of_birth and meta.image_date and meta.image_date < meta.date_of_birth:
+        raise ValueError(f"image_date {meta.image_date} is before date_of_birth {meta.date_of_birth}")
+    return meta
+
+
+def read_manifest(path: Path, today: date | None = None) -> Manifest:
+    """The CSV manifest; only an unreadable file or header stops here, a bad row is rejected and listed."""
+    today = today or date.today()
+    manifest = Manifest()
+    first_line: dict[str, int] = {}
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            header = tuple(h.strip() for h in next(reader, ()))
-            if header != CSV_HEADER:
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in CSV_HEADER if c not in header]
+            unknown = [c for c in header if c not in CSV_HEADER + CSV_OPTIONAL]
+            if missing or unknown or len(set(header)) != len(header):
                 raise EnrolError(
-                    f"{path}: the first line must be {','.join(CSV_HEADER)}; it is {','.join(header)}."
+                    f"{path}: the first line must be {','.join(CSV_HEADER)} (optionally with "
+                    f"{' and '.join(CSV_OPTIONAL)}); it is {','.join(header)}."
                 )
-            out: dict[str, SubjectMeta] = {}
             for row in reader:
                 line = reader.line_num
                 if not any(cell.strip() for cell in row):
                     continue
-                if len(row) != len(CSV_HEADER):
-                    raise EnrolError(
-                        f"{path}, line {line}: expected {len(CSV_HEADER)} columns, found {len(row)}."
-                    )
-                ref, sex, eth, dob, image_date = (cell.strip() for cell in row)
-                if not ref:
-                    raise EnrolError(f"{path}, line {line}: subject_ref is empty.")
-                if ref in out:
-                    raise EnrolError(f"{path}, line {line}: subject {ref} appears twice.")
-                out[ref] = SubjectMeta(
-                    sex=sex or None,
-                    ethnicity_code=eth or None,
-                    date_of_birth=_parse_date(dob, "date_of_birth", line, path),
-                    image_date=_parse_date(image_date, "image_date", line, path),
-                )
-            return out
+                cells = dict(zip(header, (cell.strip() for cell in row), strict=False))
+                ref, image = cells.get("subject_ref", ""), cells.get("image") or None
+                reject = _reject_reason(row, header, ref, image, line, first_line)
+                if reject is None:
+                    try:
+                        meta = _row_meta(cells, today)
+                    except ValueError as e:
+                        reject = str(e)
+                if reject is not None:
+                    manifest.reject(RejectedRow(line, ref, image, reject))
+                    continue
+                if image is None:
+                    manifest.subjects[ref] = meta
+                else:
+                    manifest.images[f"{ref}/{image}"] = meta
     except OSError as e:
-        raise EnrolError(f"Cannot read the metadata file {path}: {e.strerror or e}.") from e
+        raise EnrolError(f"Cannot read the manifest {path}: {e.strerror or e}.") from e
     except (UnicodeDecodeError, csv.Error) as e:
         raise EnrolError(f"{path} is not a readable UTF-8 CSV file: {e}.") from e
+    return manifest
+
+
+def _reject_reason(row: list[str], header: list[str], ref: str, image: str | None, line: int,
+                   first_line: dict[str, int]) -> str | None:
+    if len(row) != len(header):
+        return f"expected {len(header)} columns, found {len(row)}"
+    if not ref:
+        return "subject_ref is empty"
+    problem = _check_subject_ref(ref)
+    if problem:
+        return problem.replace("the folder name", "subject_ref")
+    name = ref if image is None else f"{ref}/{image}"
+    if name in first_line:
+        return f"{'subject' if image is None else 'image'} {name} appears twice (first on line {first_line[name]})"
+    first_line[name] = line
+    return None
 
 
 def iter_images(images_dir: Path) -> Iterator[tuple[str | None, Path]]:
@@ -174,75 +265,127 @@ def _check_subject_ref(ref: str) -> str | None:
     return None
 
 
+def _key_for(out: Path, key_file: Path, resume: bool, reuse_key: bool) -> tuple[bytes, bool]:
+    """The lineage key, and whether it was created now. Never overwrites a key file."""
+    building = out.with_name(out.name + BUILDING_SUFFIX)
+    if out.exists():
+        raise EnrolError(f"The snapshot {out} already exists; choose a new path or move the old one away.")
+    if resume:
+        if not building.exists():
+            raise EnrolError(f"There is no interrupted build {building} to resume; run without --resume.")
+        return read_key_file(key_file), False
+    if building.exists():
+        raise EnrolError(f"An interrupted build {building} exists: rerun with --resume to continue it, "
+                         f"or delete it to start again.")
+    if key_file.exists():
+        if not reuse_key:
+            raise EnrolError(f"The key file {key_file} already exists; choose a new path, or pass --reuse-key "
+                             f"to build the next version of that key's library.")
+        return read_key_file(key_file), False
+    if reuse_key:
+        raise EnrolError(f"--reuse-key was given but the key file {key_file} does not exist.")
+    key = new_key()
+    write_key_file(key_file, key)
+    return key, True
+
+
 def enrol(
     images_dir: Path,
     out: Path,
     key_file: Path,
     pipeline: Pipeline,
-    metadata: dict[str, SubjectMeta] | None = None,
+    metadata: Manifest | None = None,
     version: int = 1,
+    *,
+    resume: bool = False,
+    reuse_key: bool = False,
+    progress: bool = True,
 ) -> EnrolReport:
     """Enrol every usable image under ``images_dir`` into a new snapshot at ``out``.
 
-    A new random key is written to ``key_file`` only once the snapshot is complete.
     Existing files are never overwritten: a key file protects a snapshot, and
     replacing it would make that snapshot unreadable.
     """
     if not images_dir.is_dir():
         raise EnrolError(f"The image folder {images_dir} does not exist or is not a folder.")
-    for existing, what in ((out, "snapshot"), (key_file, "key file")):
-        if existing.exists():
-            raise EnrolError(
-                f"The {what} {existing} already exists; choose a new path or move the old one away."
-            )
     if version < 1:
         raise EnrolError("The library version must be a positive whole number.")
-    metadata = metadata or {}
-    report = EnrolReport()
-    key = new_key()
+    key, created = _key_for(out, key_file, resume, reuse_key)
+    manifest = metadata or Manifest()
+    report = EnrolReport(rejected_rows=list(manifest.rejected), key_created=created)
+    images = list(iter_images(images_dir))
     started = time.perf_counter()
-    with SnapshotWriter.create(out, key, embedder_id=pipeline.embedder_id, dim=pipeline.dim,
-                               version=version) as writer:
-        for subject, image in iter_images(images_dir):
-            outcome = _enrol_one(writer, pipeline, images_dir, subject, image, metadata)
+    with SnapshotWriter.create(out, key, embedder_id=pipeline.embedder_id, dim=pipeline.dim, version=version,
+                               resume=resume) as writer:
+        done = writer.done_sources()
+        report.resumed = len(done)
+        bar = ProgressBar(len(images) - len(done)) if progress else None
+        for subject, image in images:
+            source = str(image.relative_to(images_dir))
+            if source in done:
+                continue
+            outcome = _enrol_one(writer, pipeline, source, subject, image, manifest)
             report.outcomes.append(outcome)
             if not outcome.enrolled:
                 logger.info("skipped %s: %s", outcome.source, outcome.reason)
             elif outcome.reason:
                 logger.warning("enrolled %s with a warning: %s", outcome.source, outcome.reason)
-    report.seconds = time.perf_counter() - started
-    write_key_file(key_file, key)
-    if metadata:
-        seen_subjects = {o.subject_ref for o in report.outcomes if o.enrolled and o.subject_ref}
-        without_meta = sorted(seen_subjects - set(metadata))
-        if without_meta:
-            report.warnings.append(
-                f"{len(without_meta)} subjects have images but no CSV row (metadata left unknown): "
-                + ", ".join(without_meta[:10]) + (" ..." if len(without_meta) > 10 else "")
-            )
-        without_images = sorted(set(metadata) - seen_subjects)
-        if without_images:
-            report.warnings.append(
-                f"{len(without_images)} subjects in the CSV have no enrolled image: "
-                + ", ".join(without_images[:10]) + (" ..." if len(without_images) > 10 else "")
-            )
+            if bar:
+                bar.update()
+        if bar:
+            bar.close()
+        report.subjects = writer.subject_count()
+        report.seconds = time.perf_counter() - started
+    _manifest_warnings(report, manifest, images)
     return report
+
+
+def _manifest_warnings(report: EnrolReport, manifest: Manifest, images: list[tuple[str | None, Path]]) -> None:
+    if not (manifest.subjects or manifest.images or manifest.rejected):
+        return
+    seen_subjects = {o.subject_ref for o in report.outcomes if o.enrolled and o.subject_ref}
+    known = set(manifest.subjects) | {s.split("/", 1)[0] for s in manifest.images}
+    without_meta = sorted(seen_subjects - known)
+    if without_meta:
+        report.warnings.append(
+            f"{len(without_meta)} subjects have images but no CSV row (metadata left unknown): "
+            + ", ".join(without_meta[:10]) + (" ..." if len(without_meta) > 10 else "")
+        )
+    present = {subject for subject, _ in images if subject}
+    without_images = sorted(set(manifest.subjects) - present)
+    if without_images:
+        report.warnings.append(
+            f"{len(without_images)} subjects in the CSV have no image in the folder: "
+            + ", ".join(without_images[:10]) + (" ..." if len(without_images) > 10 else "")
+        )
+
+
+def _quality_json(result: _Face) -> str:
+    """The reference image's quality report as JSON: the pipeline's own, or assessed here for one without it."""
+    report = getattr(result, "quality", None)
+    if report is None:
+        report = assess_quality(result.image, result.face, len(result.faces))  # type: ignore[attr-defined]
+    return json.dumps(report.to_dict(), sort_keys=True)
 
 
 def _enrol_one(
     writer: SnapshotWriter,
     pipeline: Pipeline,
-    images_dir: Path,
+    source: str,
     subject: str | None,
     image: Path,
-    metadata: dict[str, SubjectMeta],
+    manifest: Manifest,
 ) -> ImageOutcome:
-    source = str(image.relative_to(images_dir))
     if subject is None:
         return ImageOutcome(source, None, False, "not inside a subject folder, so it belongs to no one")
     problem = _check_subject_ref(subject)
     if problem:
         return ImageOutcome(source, subject, False, problem)
+    meta = manifest.lookup(subject, source)
+    if isinstance(meta, RejectedRow):
+        return ImageOutcome(source, subject, False,
+                            f"its CSV row (line {meta.line}) was rejected: {meta.reason}; fix it and resume")
+    meta = meta or SubjectMeta()
     try:
         data = image.read_bytes()
     except OSError as e:
@@ -252,7 +395,6 @@ def _enrol_one(
     except CustodyRfrError as e:
         # NoFaceError and ImageRejectedError: their messages are written for people.
         return ImageOutcome(source, subject, False, str(e))
-    meta = metadata.get(subject, SubjectMeta())
     record = ReferenceRecord(
         subject_ref=subject,
         source=source,
@@ -260,6 +402,8 @@ def _enrol_one(
         ethnicity_code=meta.ethnicity_code,
         date_of_birth=meta.date_of_birth,
         image_date=meta.image_date,
+        age_band=meta.age_band,
+        quality=_quality_json(result),
     )
     writer.add(record, template=result.template, thumbnail_jpeg=result.thumbnail)
     faces = len(result.faces)

@@ -111,3 +111,32 @@ def test_key_file_is_private_and_round_trips(tmp_path: Path):
     (tmp_path / "bad").write_text("zz")
     with pytest.raises(SnapshotKeyError, match="not a hex key"):
         read_key_file(tmp_path / "bad")
+
+
+def test_interrupted_build_resumes_to_the_same_library(tmp_path: Path):
+    from tests.library.builders import build as build_records
+    from tests.library.builders import record, thumbnail
+
+    key, vectors = new_key(), unit_vectors(30)
+    with pytest.raises(KeyboardInterrupt), \
+            SnapshotWriter.create(tmp_path / "lib.db", key, embedder_id="emb@1", dim=DIM) as writer:
+        for i in range(20):
+            writer.add(record(i), vectors[i], thumbnail(i))
+        raise KeyboardInterrupt
+    assert not (tmp_path / "lib.db").exists()
+    with pytest.raises(SnapshotError, match="unfinished library build"):
+        Snapshot.open(tmp_path / "lib.db.building", key)
+    with pytest.raises(SnapshotError, match="has embedder_id"):
+        SnapshotWriter.create(tmp_path / "lib.db", key, embedder_id="other@1", dim=DIM, resume=True)
+
+    with SnapshotWriter.create(tmp_path / "lib.db", key, embedder_id="emb@1", dim=DIM, resume=True) as writer:
+        assert writer.done_sources() == {record(i).source for i in range(20)}
+        for i in range(20, 30):
+            writer.add(record(i), vectors[i], thumbnail(i))
+        with pytest.raises(SnapshotError, match="already in this library"):
+            writer.add(record(3), vectors[3], thumbnail(3))
+
+    resumed = Snapshot.open(tmp_path / "lib.db", key)
+    whole = Snapshot.open(build_records(tmp_path / "whole.db", key, dict(enumerate(vectors))), key)
+    assert resumed.count == 30 and resumed.digest == whole.digest
+    assert resumed.search(vectors[25], k=1)[0].record.source == record(25).source
