@@ -45,6 +45,7 @@ from tuf.api.serialization.json import JSONSerializer
 from central.publish.settings import PublishSettings
 from core.errors import CustodyRfrError
 from core.library_announce import LibraryTargetInfo, validate_target_name
+from supply.pinned import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +93,6 @@ def load_signer(path: Path) -> CryptoSigner:
         raise PublishError(f"Key file {path} does not exist; is --repo the repository created by init?") from e
     except (ValueError, TypeError) as e:
         raise PublishError(f"Key file {path} is not an unencrypted PEM private key: {e}") from e
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _meta_file(version: int, data: bytes) -> MetaFile:
@@ -226,7 +219,7 @@ class TufRepository:
             raise PublishError(f"{name} is already published; publish a new library version instead.")
         if not file.is_file():
             raise PublishError(f"{file} does not exist or is not a file.")
-        sha256 = _sha256_file(file)
+        sha256 = sha256_file(file)
         dest = self.targets_dir / f"{sha256}.{name}"
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.targets_dir, prefix=f".{name}.", suffix=".tmp")
@@ -236,7 +229,7 @@ class TufRepository:
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(tmp, 0o644)
-            if _sha256_file(Path(tmp)) != sha256:
+            if sha256_file(Path(tmp)) != sha256:
                 raise PublishError(f"{file} changed while it was being published; publish it again.")
             os.replace(tmp, dest)
         finally:
