@@ -25,6 +25,9 @@ CHECKPOINT_SUBSCRIPTION = f"{ROOT}/devices/+/{CHECKPOINT}"
 # (which also matches the level itself) catches deeper wrong topics too, so they are
 # counted as rejected rather than silently never delivered.
 INGEST_SUBSCRIPTIONS = (f"{AUDIT_SUBSCRIPTION}/#", f"{CHECKPOINT_SUBSCRIPTION}/#")
+PEER_REVIEW_REQUEST = "peer-review/request"
+# Requests for peer review are device-written, so they live under devices/<id>/ like the audit.
+PEER_REVIEW_REQUEST_SUBSCRIPTION = f"{ROOT}/devices/+/{PEER_REVIEW_REQUEST}"
 
 
 def validate_device_id(device_id: str) -> str:
@@ -77,3 +80,22 @@ def library_announce_topic() -> str:
     """The fleet-wide topic central announces new library versions on, retained so a desk that
     connects later still learns of the newest version at once."""
     return f"{ROOT}/fleet/library"
+
+
+def peer_review_request_topic(device_id: str) -> str:
+    """Where a device asks central's facial recognition team for a peer review (device writes)."""
+    return f"{ROOT}/devices/{validate_device_id(device_id)}/{PEER_REVIEW_REQUEST}"
+
+
+def device_from_peer_review_request_topic(topic: str) -> str:
+    """The device a peer review request was published by; any other topic is refused."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:3]) != f"{ROOT}/devices" or "/".join(parts[4:]) != PEER_REVIEW_REQUEST:
+        raise WireFormatError(f"Topic {topic!r} is not a peer review request topic.")
+    return validate_device_id(parts[3])
+
+
+def peer_review_outcome_topic(device_id: str) -> str:
+    """Where central sends one device its peer review outcomes: outside devices/, so no device may
+    write there (the broker grants devices write only under their own devices/<id>/)."""
+    return f"{ROOT}/peer-review/{validate_device_id(device_id)}/outcome"

@@ -9,18 +9,37 @@ depends on nothing else. Two implementations:
   request is recorded on the device and a technical adviser signs in on the
   device and records the outcome there. Used by the tests and whenever the
   device has no central peer-review link.
-* a central channel (not yet built): sends the request over MQTT through
-  ``appliance.comms`` and delivers central's outcome to ``CaseService.apply_peer_review``;
-  see docs/desk-workflow.md, "What central still has to provide".
+* ``CentralPeerReviewChannel``: the request (no biometric data, see
+  ``core.peer_review``) is queued in the device database and sent over MQTT by
+  the comms thread until central's outcome comes back; the outcome, checked
+  against the request it answers, is stored and handed to
+  ``CaseService.apply_peer_review``. See docs/desk-workflow.md, "Peer review by central".
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from appliance.services.candidate_view import band_of
+from appliance.services.library import LibraryHolder
+from appliance.storage.cases import CaseStore
+from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
+from core import peer_review as wire
+from core.errors import CustodyRfrError, WireFormatError
+from core.topics import peer_review_request_topic, validate_device_id
+from library.errors import SnapshotError
+
+logger = logging.getLogger(__name__)
+
+_CHECK_EVERY_S = 5.0
+_TRUNCATED = " [… cut short for the request; the full text is on the device]"
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,133 @@ class LocalPeerReviewChannel(PeerReviewChannel):
         """Called by the case service once it has checked the reviewer may review this case."""
         self._store.record_outcome(outcome.case_id, outcome.reviewer, outcome.decisions, outcome.notes,
                                    self._clock())
+
+    def outcome(self, case_id: str) -> PeerReviewOutcome | None:
+        row = self._store.get(case_id)
+        if row is None or row.decisions is None or row.reviewer is None:
+            return None
+        return PeerReviewOutcome(case_id, row.reviewer, row.decisions, row.notes or "")
+
+
+class CentralPeerReviewChannel(PeerReviewChannel):
+    """Peer review by the facial recognition team at central, over MQTT.
+
+    ``send_request`` only queues (``PeerReviewOutbox``); ``drain`` is run by the
+    comms thread (an ``AuditPublisher`` sender) and ``receive_outcome`` is the
+    handler for this device's outcome topic. An outcome is applied only if it
+    names this device and answers a request this device queued, with a decision
+    for exactly the candidates in question; a repeat is ignored.
+    """
+
+    name = "central"
+
+    def __init__(self, device_id: str, store: PeerReviewStore, queue: PeerReviewOutbox, cases: CaseStore,
+                 library: LibraryHolder, manifest: Any, *, resend_after_s: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.device_id = validate_device_id(device_id)
+        self._store, self._queue, self._cases, self._library = store, queue, cases, library
+        self._manifest, self._resend_after_s, self._clock = manifest, resend_after_s, clock
+        self._topic = peer_review_request_topic(device_id)
+        self._apply: Callable[[str], object] | None = None
+        # Drain state, touched only by the comms thread (except the wake-up flag).
+        self._wake = threading.Event()
+        self._session = 0
+        self._next_check = 0.0
+
+    def bind(self, apply: Callable[[str], object]) -> None:
+        """What applies a stored outcome to its case (``CaseService.apply_peer_review``), which is built
+        after the channel it is given."""
+        self._apply = apply
+
+    # --- the request ---
+
+    def send_request(self, request: PeerReviewRequest) -> None:
+        case = self._cases.get(request.case_id) or {}
+        version = case.get("library_version")
+        doubts = request.question
+        if len(doubts) > wire.MAX_TEXT:
+            doubts = doubts[: wire.MAX_TEXT - len(_TRUNCATED)] + _TRUNCATED
+        message = wire.PeerReviewRequest(
+            device_id=self.device_id, case_id=request.case_id, custody_ref=request.custody_ref[: wire.MAX_NAME],
+            requested_by=request.requested_by, doubts=doubts, ranks=tuple(request.ranks),
+            candidates=tuple(self._summaries(request.case_id, version)),
+            library_version=None if version is None else str(version))
+        now = self._clock()
+        self._store.request(request.case_id, request.custody_ref, request.requested_by, now, request.ranks,
+                            request.question, self.name)
+        self._queue.enqueue(message.request_id, request.case_id, message.to_bytes(), now)
+        self._wake.set()
+        logger.info("peer review request %s for case %s queued for central", message.request_id, request.case_id)
+
+    def _summaries(self, case_id: str, version: str | None) -> list[wire.CandidateSummary]:
+        """Each candidate by reference (subject ref, score, band, the officer's decision): no images."""
+        snapshot = self._library.current
+        out = []
+        for c in self._cases.candidates(case_id):
+            try:
+                if version != snapshot.version:
+                    raise SnapshotError("library updated")
+                subject = snapshot.record(c.record_id).subject_ref
+            except SnapshotError:
+                subject = f"unavailable: library {version} was replaced (record {c.record_id})"
+            band, _label = band_of(c.score, self._manifest)
+            out.append(wire.CandidateSummary(c.rank, subject[: wire.MAX_NAME], round(c.score, 4), band,
+                                             c.decision or "needs_peer_review"))
+        return out
+
+    def drain(self, publish: Callable[[str, bytes], bool], session: int) -> None:
+        """Send what is due: everything unanswered after a reconnection, else new requests and resends."""
+        fresh = session != self._session
+        if not (fresh or self._wake.is_set() or time.monotonic() >= self._next_check):
+            return
+        self._wake.clear()
+        self._next_check = time.monotonic() + min(_CHECK_EVERY_S, self._resend_after_s)
+        now = self._clock()
+        for item in self._queue.due(now, self._resend_after_s, everything=fresh):
+            if not publish(self._topic, item.payload):
+                self._wake.set()  # try again on the next loop
+                return
+            self._queue.mark_sent(item.request_id, now)
+        self._session = session
+
+    # --- the outcome ---
+
+    def receive_outcome(self, payload: bytes) -> str:
+        """Check and apply one outcome from central: "applied", "repeat" or "refused" (logged)."""
+        try:
+            outcome = wire.PeerReviewOutcome.from_bytes(payload)
+            if outcome.device_id != self.device_id:
+                raise WireFormatError(f"the outcome is addressed to device {outcome.device_id!r}")
+            queued = self._queue.get(outcome.request_id)
+            if queued is None:
+                raise WireFormatError(f"no peer review request {outcome.request_id} was sent by this device")
+            if queued.answered:
+                logger.info("peer review outcome for %s received again; ignored", outcome.request_id)
+                return "repeat"
+            asked = wire.PeerReviewRequest.from_bytes(queued.payload).ranks
+            if set(outcome.decisions) != set(asked):
+                raise WireFormatError(f"the outcome decides candidates {sorted(outcome.decisions)}, "
+                                      f"but {sorted(asked)} were in question")
+        except WireFormatError as e:
+            logger.warning("refused a peer review outcome (%s bytes): %s", len(payload), e)
+            return "refused"
+        now = self._clock()
+        # Stored first, marked answered last: after a crash in between, the request is sent again and
+        # central's repeated outcome completes the job (applying twice is refused by the case's state).
+        self._store.record_outcome(queued.case_id, outcome.reviewer, outcome.decisions, outcome.notes, now)
+        if self._apply is not None:
+            try:
+                self._apply(queued.case_id)
+            except CustodyRfrError as e:
+                logger.warning("peer review outcome for case %s not applied: %s", queued.case_id, e)
+        self._queue.mark_answered(outcome.request_id, now)
+        logger.info("peer review outcome %s (%s) applied to case %s", outcome.request_id, outcome.outcome,
+                    queued.case_id)
+        return "applied"
+
+    def handle_outcome(self, payload: bytes) -> None:
+        """The ``AuditPublisher`` handler for this device's outcome topic."""
+        self.receive_outcome(payload)
 
     def outcome(self, case_id: str) -> PeerReviewOutcome | None:
         row = self._store.get(case_id)

@@ -21,16 +21,17 @@ from appliance.services.accounts import AccountService, SessionManager
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseError, CaseService
 from appliance.services.library import LibraryHolder
-from appliance.services.peer_review import LocalPeerReviewChannel
+from appliance.services.peer_review import CentralPeerReviewChannel, LocalPeerReviewChannel, PeerReviewChannel
 from appliance.services.policy import PolicyRefusal
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.cases import CaseStore
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
+from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
 from appliance.updates.updater import LibraryUpdater
-from core.topics import library_announce_topic
+from core.topics import library_announce_topic, peer_review_outcome_topic
 from library.snapshot import read_key_file
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
@@ -87,7 +88,17 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
                                                library_key=key, embedder_id=pipeline.embedder_id,
                                                holder=library, audit=audit)
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
-    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox, handlers=handlers)
+    # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
+    reviews, case_store = PeerReviewStore(db), CaseStore(db)
+    channel: PeerReviewChannel = LocalPeerReviewChannel(reviews)
+    central_reviews: CentralPeerReviewChannel | None = None
+    if settings.peer_review.channel == "central":
+        channel = central_reviews = CentralPeerReviewChannel(
+            settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
+            resend_after_s=settings.peer_review.resend_after_s)
+        handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
+    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox, handlers=handlers,
+                               senders=[central_reviews.drain] if central_reviews else [])
     app.extensions["rfr"] = {
         "settings": settings,
         "library": library,
@@ -99,13 +110,14 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     }
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), settings.auth)
-    reviews = PeerReviewStore(db)
+    case_service = CaseService(case_store, reviews, channel, pipeline, library, audit, settings.search.top_k)
+    if central_reviews is not None:
+        central_reviews.bind(case_service.apply_peer_review)
     app.extensions["rfr"].update({
         "db": db,
         "accounts": AccountService(AccountStore(db), SessionStore(db), settings.auth),
         "sessions": sessions,
-        "cases": CaseService(CaseStore(db), reviews, LocalPeerReviewChannel(reviews), pipeline, library, audit,
-                             settings.search.top_k),
+        "cases": case_service,
     })
     sessions.purge()
     from appliance.web.sessions import ServerSessionInterface

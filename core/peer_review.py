@@ -1,0 +1,267 @@
+"""Peer review on the wire: the device's request to central and the reviewer's outcome back.
+
+The policy sends a doubtful adjudication to the facial recognition team for
+peer review before a case may close. Neither message carries biometric data:
+the request holds the officer's reasoning and each candidate's reference
+(subject ref, rank, score and band, the officer's decision) and the library
+version searched, so a reviewer at central can look the subjects up in the
+reference library there; the probe never leaves the device
+(docs/desk-workflow.md, "Peer review by central").
+
+Parsing is strict like ``core.events``: exact field sets, bounded sizes and
+lengths, and the outcome's summary must agree with its per-candidate
+decisions, so a malformed or half-filled message is refused with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from core.errors import WireFormatError
+from core.topics import validate_device_id
+
+SCHEMA_VERSION = 1
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_OUTCOME_BYTES = 16 * 1024
+MAX_CANDIDATES = 50
+MAX_TEXT = 4000  # doubts and reviewer's notes
+MAX_NAME = 200
+
+#: What the officer decided for each candidate (``appliance.services.policy.Decision``).
+CANDIDATE_DECISIONS = frozenset({"viable", "not_viable", "needs_peer_review"})
+#: What a reviewer may decide for a candidate in question: the case service accepts nothing else.
+REVIEW_DECISIONS = frozenset({"viable", "not_viable"})
+CONFIRMED_NOT_VIABLE = "confirmed_not_viable"
+VIABLE_AFTER_REVIEW = "viable_after_review"
+#: The reviewer's overall outcome. There is no "inconclusive": the device must either close the case
+#: or ask for a Match Report, so a reviewer who cannot decide leaves the request pending.
+OUTCOMES = frozenset({CONFIRMED_NOT_VIABLE, VIABLE_AFTER_REVIEW})
+
+_CANDIDATE_FIELDS = {"rank", "subject_ref", "score", "band", "decision"}
+_REQUEST_FIELDS = {"v", "request_id", "device_id", "case_id", "custody_ref", "requested_by", "requested_at",
+                   "library_version", "doubts", "ranks", "candidates"}
+_OUTCOME_FIELDS = {"v", "request_id", "device_id", "reviewer", "decided_at", "outcome", "decisions", "notes"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def outcome_of(decisions: dict[int, str]) -> str:
+    """The overall outcome that per-candidate review decisions amount to."""
+    return VIABLE_AFTER_REVIEW if any(d == "viable" for d in decisions.values()) else CONFIRMED_NOT_VIABLE
+
+
+def _text(name: str, value: object, limit: int, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or (not empty and not value.strip()) or len(value) > limit:
+        need = "a string" if empty else "a non-empty string"
+        raise WireFormatError(f"Peer review field {name!r} must be {need} of at most {limit} characters.")
+    return value
+
+
+def _rank(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_CANDIDATES:
+        raise WireFormatError(f"A candidate rank must be a whole number from 1 to {MAX_CANDIDATES}.")
+    return value
+
+
+def _uuid(value: object) -> str:
+    try:
+        if not isinstance(value, str) or str(uuid.UUID(value)) != value:
+            raise ValueError(value)
+    except ValueError as e:
+        raise WireFormatError("Peer review request id must be a lower-case UUID.") from e
+    return value
+
+
+def _moment(name: str, value: object) -> str:
+    _text(name, value, 64)
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError as e:
+        raise WireFormatError(f"Peer review field {name!r} is not an ISO date and time.") from e
+    if moment.tzinfo is None:
+        raise WireFormatError(f"Peer review field {name!r} must carry its UTC offset.")
+    return str(value)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _load(payload: bytes, limit: int, fields: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(payload, bytes | bytearray) or len(payload) > limit:
+        raise WireFormatError(f"{what} is larger than {limit} bytes.")
+    try:
+        obj = json.loads(payload, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise WireFormatError(f"{what} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise WireFormatError(f"{what} must be a JSON object.")
+    if obj.get("v") != SCHEMA_VERSION:
+        raise WireFormatError(f"Unsupported {what.lower()} schema version {obj.get('v')!r}.")
+    if set(obj) != fields:
+        missing, extra = fields - set(obj), set(obj) - fields
+        raise WireFormatError(f"{what} fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}.")
+    obj.pop("v")
+    return obj
+
+
+def _dump(obj: dict[str, Any], limit: int, what: str) -> bytes:
+    try:
+        data = json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise WireFormatError(f"{what} is not plain JSON: {e}") from e
+    if len(data) > limit:
+        raise WireFormatError(f"{what} is {len(data)} bytes; the limit is {limit}.")
+    return data
+
+
+@dataclass(frozen=True)
+class CandidateSummary:
+    """One candidate as the reviewer is told of it: a reference to look up, never an image."""
+
+    rank: int
+    subject_ref: str
+    score: float
+    band: str
+    decision: str
+
+    def __post_init__(self) -> None:
+        _rank(self.rank)
+        _text("subject_ref", self.subject_ref, MAX_NAME)
+        _text("band", self.band, 100)
+        if not isinstance(self.score, int | float) or isinstance(self.score, bool) or not math.isfinite(self.score):
+            raise WireFormatError("A candidate score must be a finite number.")
+        if self.decision not in CANDIDATE_DECISIONS:
+            raise WireFormatError(f"Unknown candidate decision {self.decision!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "subject_ref": self.subject_ref, "score": self.score, "band": self.band,
+                "decision": self.decision}
+
+    @classmethod
+    def from_dict(cls, obj: object) -> CandidateSummary:
+        if not isinstance(obj, dict) or set(obj) != _CANDIDATE_FIELDS:
+            raise WireFormatError(f"Each candidate must have exactly the fields {sorted(_CANDIDATE_FIELDS)}.")
+        return cls(**obj)
+
+
+@dataclass(frozen=True)
+class PeerReviewRequest:
+    """A device asks for a review of the candidates in question (``ranks``) and of the officer's doubts."""
+
+    device_id: str
+    case_id: str
+    custody_ref: str
+    requested_by: str
+    doubts: str
+    ranks: tuple[int, ...]
+    candidates: tuple[CandidateSummary, ...]
+    library_version: str | None = None
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    requested_at: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        _uuid(self.request_id)
+        _text("case_id", self.case_id, 32)
+        _text("custody_ref", self.custody_ref, MAX_NAME)
+        _text("requested_by", self.requested_by, MAX_NAME)
+        _text("doubts", self.doubts, MAX_TEXT, empty=True)
+        _moment("requested_at", self.requested_at)
+        if self.library_version is not None:
+            _text("library_version", self.library_version, MAX_NAME)
+        if not isinstance(self.candidates, tuple) or len(self.candidates) > MAX_CANDIDATES:
+            raise WireFormatError(f"A request lists at most {MAX_CANDIDATES} candidates.")
+        known = [c.rank for c in self.candidates]
+        if len(set(known)) != len(known):
+            raise WireFormatError("Candidate ranks must be unique.")
+        if not isinstance(self.ranks, tuple) or len(set(self.ranks)) != len(self.ranks):
+            raise WireFormatError("The ranks in question must be a list without repeats.")
+        if not set(map(_rank, self.ranks)) <= set(known):
+            raise WireFormatError("A rank in question is not one of the candidates.")
+        if not self.ranks and not self.doubts.strip():
+            raise WireFormatError("A peer review request must name a candidate in question or record doubts.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
+                "case_id": self.case_id, "custody_ref": self.custody_ref, "requested_by": self.requested_by,
+                "requested_at": self.requested_at, "library_version": self.library_version,
+                "doubts": self.doubts, "ranks": list(self.ranks),
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+    def to_bytes(self) -> bytes:
+        return _dump(self.to_dict(), MAX_REQUEST_BYTES, "Peer review request")
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> PeerReviewRequest:
+        obj = _load(payload, MAX_REQUEST_BYTES, _REQUEST_FIELDS, "Peer review request")
+        if not isinstance(obj["ranks"], list) or not isinstance(obj["candidates"], list):
+            raise WireFormatError("Peer review request 'ranks' and 'candidates' must be lists.")
+        obj["ranks"] = tuple(obj["ranks"])
+        obj["candidates"] = tuple(CandidateSummary.from_dict(c) for c in obj["candidates"][:MAX_CANDIDATES + 1])
+        try:
+            return cls(**obj)
+        except TypeError as e:
+            raise WireFormatError(f"Peer review request fields have the wrong types: {e}") from e
+
+
+@dataclass(frozen=True)
+class PeerReviewOutcome:
+    """The reviewer's decision for each candidate in question, who decided, when and why."""
+
+    device_id: str
+    request_id: str
+    reviewer: str
+    decisions: dict[int, str]
+    notes: str
+    outcome: str = ""
+    decided_at: str = field(default_factory=now_iso)
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        _uuid(self.request_id)
+        _text("reviewer", self.reviewer, MAX_NAME)
+        _text("notes", self.notes, MAX_TEXT)
+        _moment("decided_at", self.decided_at)
+        if not isinstance(self.decisions, dict) or len(self.decisions) > MAX_CANDIDATES:
+            raise WireFormatError("Peer review decisions must be an object of at most "
+                                  f"{MAX_CANDIDATES} candidates.")
+        for rank, decision in self.decisions.items():
+            _rank(rank)
+            if decision not in REVIEW_DECISIONS:
+                raise WireFormatError(f"A reviewer decides 'viable' or 'not_viable', not {decision!r}.")
+        if not self.outcome:
+            object.__setattr__(self, "outcome", outcome_of(self.decisions))
+        if self.outcome not in OUTCOMES:
+            raise WireFormatError(f"Unknown peer review outcome {self.outcome!r}.")
+        if self.outcome != outcome_of(self.decisions):
+            raise WireFormatError(f"The outcome {self.outcome!r} contradicts the candidate decisions.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
+                "reviewer": self.reviewer, "decided_at": self.decided_at, "outcome": self.outcome,
+                "decisions": {str(r): d for r, d in sorted(self.decisions.items())}, "notes": self.notes}
+
+    def to_bytes(self) -> bytes:
+        return _dump(self.to_dict(), MAX_OUTCOME_BYTES, "Peer review outcome")
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> PeerReviewOutcome:
+        obj = _load(payload, MAX_OUTCOME_BYTES, _OUTCOME_FIELDS, "Peer review outcome")
+        raw = obj["decisions"]
+        if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isdecimal() and str(int(k)) == k for k in raw):
+            raise WireFormatError("Peer review decisions must map candidate ranks to decisions.")
+        obj["decisions"] = {int(k): v for k, v in raw.items()}
+        if not isinstance(obj["outcome"], str) or not obj["outcome"]:
+            raise WireFormatError("Peer review outcome must be named.")
+        try:
+            return cls(**obj)
+        except TypeError as e:
+            raise WireFormatError(f"Peer review outcome fields have the wrong types: {e}") from e

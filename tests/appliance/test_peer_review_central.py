@@ -1,0 +1,203 @@
+"""Peer review by central, end to end: desk app -> real Mosquitto -> central ingest and reviewer page -> desk."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import queue
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from flask import Flask
+from paho.mqtt.enums import CallbackAPIVersion
+
+from appliance.web import create_app
+from central.audit.storage import open_store
+from central.ingest.mqtt import AuditIngest
+from central.peer_review.store import PeerReviewStore
+from central.settings import MqttSettings as CentralMqtt
+from central.web import create_app as create_central
+from core.audit.checkpoint import public_key_hex
+from core.peer_review import PeerReviewOutcome, PeerReviewRequest
+from core.topics import peer_review_outcome_topic, peer_review_request_topic
+from tests.appliance.conftest import appliance_settings
+from tests.appliance.desk_helpers import Desk, add_users, approved_case, fast_kdf
+from tests.audit_support import wait_for
+from tests.broker import Broker, free_port
+
+_ids = itertools.count(1)
+
+
+def desk_app(tmp_path: Path, library, pipeline, port: int, monkeypatch) -> tuple[Flask, str]:
+    """The desk app with central peer review and sync started; a fresh device id (broker sessions persist)."""
+    device = f"desk-pr-{uuid.uuid4().hex[:8]}"
+    settings = appliance_settings(tmp_path, library, mqtt_port=port, device_id=device,
+                                  peer_review={"channel": "central", "resend_after_s": 2})
+    app = create_app(settings, pipeline=pipeline, start_sync=True)
+    app.config["TESTING"] = True
+    fast_kdf(monkeypatch)
+    add_users(app)
+    return app, device
+
+
+def stop_desk(app: Flask) -> None:
+    app.extensions["rfr"]["publisher"].stop()
+
+
+def to_peer_review(app: Flask, photo: bytes) -> str:
+    """Officer searches and marks candidate 2 for review with doubts: the case waits for peer review."""
+    desk, case_id = approved_case(app)
+    assert desk.upload(case_id, photo).status_code == 200
+    assert desk.post(f"/cases/{case_id}/search").status_code == 302
+    ranks = [c.rank for c in app.extensions["rfr"]["cases"].candidates(case_id)]
+    decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-2": "needs_peer_review"}
+    assert desk.post(f"/cases/{case_id}/adjudicate", {**decisions, "doubts": "Ear shape differs."}).status_code == 302
+    assert state(app, case_id) == "awaiting_peer_review"
+    return case_id
+
+
+def state(app: Flask, case_id: str) -> str:
+    return app.extensions["rfr"]["cases"].get(case_id).state.value
+
+
+def audit_events(app: Flask, type_: str) -> list[dict]:
+    db = app.extensions["rfr"]["db"]
+    with db.lock:
+        rows = db.conn.execute("SELECT payload FROM audit_log ORDER BY seq").fetchall()
+    return [e for e in (json.loads(bytes(r[0])) for r in rows) if e["type"] == type_]
+
+
+@pytest.fixture
+def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
+    """Central's ingest worker and web app on one SQLite database, on the session broker."""
+    db = tmp_path / "central.db"
+    store = open_store(db)
+    ingest = AuditIngest(CentralMqtt(host=mosquitto.host, port=mosquitto.port,
+                                     client_id=f"central-pr-{next(_ids)}"), store)
+    ingest.start()
+    assert ingest.wait_connected(10)
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+                                      "DATABASE": str(db)})
+    yield web, ingest
+    ingest.stop()
+    store.close()
+    web.extensions["central.audit_store"].close()
+    web.extensions["central.peer_reviews"].close()
+
+
+def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case(
+        tmp_path, demo_library, pipeline, mosquitto, central, face_photo, monkeypatch) -> None:
+    web, _ingest = central
+    app, device = desk_app(tmp_path, demo_library, pipeline, mosquitto.port, monkeypatch)
+    web.extensions["central.audit_store"].register_device(
+        device, public_key_hex(app.extensions["rfr"]["outbox"].public_key))
+    reviews: PeerReviewStore = web.extensions["central.peer_reviews"]
+    try:
+        assert app.extensions["rfr"]["publisher"].wait_connected(10)
+        case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
+        # The request reaches central: references and reasoning, no images.
+        assert wait_for(lambda: len(reviews.pending()) == 1, timeout=10)
+        request = reviews.pending()[0]
+        assert (request.device_id, request.case_id, request.ranks) == (device, case_id, [2])
+        assert request.doubts == "Ear shape differs." and request.library_version
+        assert all(c["subject_ref"].startswith("DEMO-") for c in request.candidates)
+        # The desk's advisers are told central decides, are offered no local form, and cannot post one.
+        page = Desk(app, "adviser").get(f"/cases/{case_id}").get_data(as_text=True)
+        assert "gone to the facial recognition team at central" in page
+        assert "Record the peer review" not in page
+        assert Desk(app, "adviser").post(f"/cases/{case_id}/peer-review", {
+            "review-2": "not_viable", "notes": "Looked at it closely."}).status_code == 409
+        # A reviewer records the outcome on central's page.
+        client = web.test_client()
+        page = client.get(f"/peer-review/{request.request_id}").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        response = client.post(f"/peer-review/{request.request_id}", data={
+            "csrf_token": token, "reviewer": "Dr R Reviewer", "decision-2": "not_viable",
+            "notes": "Different ear shape and nose bridge."})
+        assert response.status_code == 302
+        # The outcome reaches the desk: the case closes and the probe is destroyed as usual.
+        assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
+        assert app.extensions["rfr"]["cases"].probe(case_id) is None
+        completed = [e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]
+        assert [(e["actor"], e["details"]["channel"]) for e in completed] == [("Dr R Reviewer", "central")]
+        assert [e["outcome"] for e in audit_events(app, "deletion")] == ["destroyed"]
+        assert app.extensions["rfr"]["cases"].peer_review(case_id).reviewer == "Dr R Reviewer"
+        assert wait_for(lambda: any(e["action"] == "outcome_sent" for e in reviews.log(request.request_id)))
+        # A repeated outcome is ignored.
+        channel = app.extensions["rfr"]["cases"].channel
+        payload = PeerReviewOutcome(device_id=device, request_id=request.request_id, reviewer="Dr R Reviewer",
+                                    decisions={2: "not_viable"}, notes="Different ear shape.").to_bytes()
+        assert channel.receive_outcome(payload) == "repeat"
+        assert len([e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]) == 1
+    finally:
+        stop_desk(app)
+
+
+def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
+        tmp_path, demo_library, pipeline, mosquitto, face_photo, monkeypatch) -> None:
+    app, device = desk_app(tmp_path, demo_library, pipeline, mosquitto.port, monkeypatch)
+    requests: queue.Queue[bytes] = queue.Queue()
+    spy = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    spy.on_message = lambda c, u, m: requests.put(m.payload)
+    spy.connect(mosquitto.host, mosquitto.port)
+    spy.subscribe(peer_review_request_topic(device), qos=1)
+    spy.loop_start()
+    try:
+        assert app.extensions["rfr"]["publisher"].wait_connected(10)
+        case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
+        sent = PeerReviewRequest.from_bytes(requests.get(timeout=10))
+
+        def outcome(**over) -> bytes:
+            values = dict(device_id=device, request_id=sent.request_id, reviewer="Dr R",
+                          decisions={2: "not_viable"}, notes="Different ear shape.")
+            return PeerReviewOutcome(**{**values, **over}).to_bytes()
+
+        channel = app.extensions["rfr"]["cases"].channel
+        forged = [outcome(device_id="desk-someone-else"), outcome(request_id=str(uuid.uuid4())),
+                  outcome(decisions={1: "not_viable"}), b'{"v": 1, "outcome": "confirmed_not_viable"}']
+        for payload in forged:
+            spy.publish(peer_review_outcome_topic(device), payload, qos=1).wait_for_publish(5)
+        for payload in forged:  # the same checks, seen directly
+            assert channel.receive_outcome(payload) == "refused"
+        assert state(app, case_id) == "awaiting_peer_review"
+        assert app.extensions["rfr"]["cases"].probe(case_id) is not None
+        # Unanswered, the request is sent again (resend_after_s = 2); a genuine outcome then closes the case.
+        assert PeerReviewRequest.from_bytes(requests.get(timeout=10)).request_id == sent.request_id
+        spy.publish(peer_review_outcome_topic(device), outcome(), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
+        stop_desk(app)
+
+
+def test_a_request_made_while_the_broker_is_down_reaches_central_later(
+        tmp_path, demo_library, pipeline, face_photo, monkeypatch) -> None:
+    broker = Broker(host="127.0.0.1", port=free_port(), workdir=tmp_path / "broker")
+    broker.workdir.mkdir()
+    broker.workdir.chmod(0o777)
+    app, device = desk_app(tmp_path, demo_library, pipeline, broker.port, monkeypatch)
+    db = tmp_path / "central.db"
+    store = open_store(db)
+    store.register_device(device, public_key_hex(app.extensions["rfr"]["outbox"].public_key))
+    ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-pr-late"), store)
+    reviews = PeerReviewStore(db)
+    try:
+        case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
+        assert not app.extensions["rfr"]["publisher"].connected
+        broker.start()
+        ingest.start()
+        assert wait_for(lambda: len(reviews.pending()) == 1, timeout=30)
+        assert reviews.pending()[0].case_id == case_id
+        reviews.record_outcome(reviews.pending()[0].request_id, "Dr R", {2: "not_viable"}, "Different ear shape.")
+        assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
+    finally:
+        stop_desk(app)
+        ingest.stop()
+        reviews.close()
+        store.close()
+        broker.stop()

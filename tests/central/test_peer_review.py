@@ -1,0 +1,127 @@
+"""Peer review at central: the store, the request ingest's refusals and the reviewers' page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from central.audit.store import AuditStore
+from central.peer_review.ingest import PeerReviewIngest
+from central.peer_review.store import PeerReviewError, PeerReviewStore
+from core.peer_review import CandidateSummary, PeerReviewOutcome, PeerReviewRequest
+from core.topics import peer_review_outcome_topic, peer_review_request_topic
+
+
+def make_request(device: str = "desk-a", ranks: tuple[int, ...] = (2,),
+                 doubts: str = "Ears differ.") -> PeerReviewRequest:
+    return PeerReviewRequest(
+        device_id=device, case_id="0A1B2C3D", custody_ref="CR-2025-00123", requested_by="officer",
+        doubts=doubts, ranks=ranks, library_version="v7",
+        candidates=(CandidateSummary(1, "DEMO-OBAMA", 0.612, "strong", "not_viable"),
+                    CandidateSummary(2, "DEMO-BIDEN", 0.301, "weak", "needs_peer_review")))
+
+
+def _token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "form has no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def reviews(app: Flask) -> PeerReviewStore:
+    store: PeerReviewStore = app.extensions["central.peer_reviews"]
+    return store
+
+
+def _exercise_store(store: PeerReviewStore) -> None:
+    req = make_request()
+    assert store.add_request(req) == "new"
+    assert store.add_request(req) == "repeat"
+    assert [r.request_id for r in store.pending()] == [req.request_id]
+    with pytest.raises(PeerReviewError, match="Decide each candidate"):
+        store.record_outcome(req.request_id, "Dr R", {}, "Different ears and nose.")
+    outcome = store.record_outcome(req.request_id, "Dr R", {2: "not_viable"}, "Different ears and nose.")
+    assert outcome.outcome == "confirmed_not_viable"
+    with pytest.raises(PeerReviewError, match="already decided by Dr R"):
+        store.record_outcome(req.request_id, "Dr S", {2: "viable"}, "Same person in my view.")
+    due = store.claim_due()
+    assert [(rid, topic) for rid, topic, _ in due] == [(req.request_id, peer_review_outcome_topic("desk-a"))]
+    assert PeerReviewOutcome.from_bytes(due[0][2]) == outcome
+    assert store.claim_due() == []  # claimed once
+    store.sent(req.request_id, ok=True)
+    # The device asking again means it never got the outcome: it is due again.
+    assert store.add_request(req) == "repeat"
+    assert [rid for rid, _, _ in store.claim_due()] == [req.request_id]
+    assert [e["action"] for e in store.log(req.request_id)][::-1] == ["requested", "decided", "outcome_sent"]
+    assert store.get(req.request_id).sends == 2
+
+
+def test_store_keeps_one_decision_and_queues_the_outcome_on_sqlite(tmp_path) -> None:
+    store = PeerReviewStore(f"sqlite:///{tmp_path / 'central.db'}")
+    try:
+        _exercise_store(store)
+    finally:
+        store.close()
+
+
+def test_store_keeps_one_decision_and_queues_the_outcome_on_postgres(postgres) -> None:
+    store = PeerReviewStore(postgres.create_database())
+    try:
+        _exercise_store(store)
+    finally:
+        store.close()
+
+
+def test_ingest_refuses_unregistered_forged_and_malformed_requests(tmp_path) -> None:
+    audit = AuditStore(tmp_path / "central.db")
+    store = PeerReviewStore(audit.url)
+    try:
+        ingest = PeerReviewIngest(store, audit)
+        req = make_request()
+        topic = peer_review_request_topic("desk-a")
+        assert ingest.handle(topic, req.to_bytes()) == "rejected"  # desk-a not registered yet
+        audit.register_device("desk-a", "00" * 32)
+        audit.register_device("desk-b", "11" * 32)
+        assert ingest.handle(peer_review_request_topic("desk-b"), req.to_bytes()) == "rejected"  # forged origin
+        assert ingest.handle(topic, b'{"v": 1}') == "rejected"
+        assert ingest.handle(topic, req.to_bytes()) == "new"
+        reasons = [r["reason"] for r in audit.rejections()]
+        assert any("not registered" in r for r in reasons)
+        assert any("claims device 'desk-a' but was published by 'desk-b'" in r for r in reasons)
+        assert [r.device_id for r in store.pending()] == ["desk-a"]
+    finally:
+        store.close()
+        audit.close()
+
+
+def test_reviewer_page_lists_requests_and_records_the_outcome(client: FlaskClient, reviews) -> None:
+    req = make_request()
+    reviews.add_request(req)
+    index = client.get("/peer-review").get_data(as_text=True)
+    assert "0A1B2C3D" in index and "CR-2025-00123" in index
+    page = client.get(f"/peer-review/{req.request_id}").get_data(as_text=True)
+    assert "DEMO-BIDEN" in page and "Ears differ." in page and "<img" not in page
+    token = _token(page)
+    # No CSRF token: refused like every central form.
+    assert client.post(f"/peer-review/{req.request_id}", data={"reviewer": "Dr R"}).status_code == 400
+    missing = client.post(f"/peer-review/{req.request_id}", data={"csrf_token": token, "notes": "short"})
+    assert missing.status_code == 422
+    text = missing.get_data(as_text=True)
+    assert "Enter your name" in text and "Decide candidate 2" in text and "sentence or two" in text
+    assert reviews.get(req.request_id).status == "pending"
+    done = client.post(f"/peer-review/{req.request_id}", data={
+        "csrf_token": token, "reviewer": "Dr R Reviewer", "decision-2": "not_viable",
+        "notes": "Different ear shape and nose bridge."})
+    assert done.status_code == 302 and done.headers["Location"] == "/peer-review"
+    assert "confirmed not viable" in client.get("/peer-review").get_data(as_text=True)
+    record = reviews.get(req.request_id)
+    assert (record.status, record.reviewer, record.decisions) == ("decided", "Dr R Reviewer", {2: "not_viable"})
+    again = client.post(f"/peer-review/{req.request_id}", data={
+        "csrf_token": token, "reviewer": "Someone Else", "decision-2": "viable", "notes": "Same person, I think."})
+    assert again.status_code == 409 and "already decided by Dr R Reviewer" in again.get_data(as_text=True)
+    shown = client.get(f"/peer-review/{req.request_id}").get_data(as_text=True)
+    assert "decided · Dr R Reviewer" in shown
+    assert client.get("/peer-review/00000000-0000-4000-8000-000000000000").status_code == 404
