@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from appliance.updates.settings import UpdateSettings
 from core.settings import StrictModel, load_settings
@@ -23,6 +24,19 @@ class MqttSettings(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=18830, ge=1, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
+    # Mutual TLS with the fleet PKI (python -m provisioning device-install prints these). All three or none:
+    # none keeps plain TCP, for the loopback development broker only.
+    ca_file: Path | None = Field(default=None, description="The fleet CA bundle (pki/ca.pem) the broker must chain to.")
+    cert_file: Path | None = Field(default=None, description="This device's certificate (pki/device.crt).")
+    key_file: Path | None = Field(default=None, description="This device's private key (pki/device.key), a 0600 "
+                                 "file or sealed to the TPM as device.key.tpm-pub/.tpm-priv.")
+
+    @model_validator(mode="after")
+    def _tls_all_or_none(self) -> MqttSettings:
+        given = [f for f in ("ca_file", "cert_file", "key_file") if getattr(self, f) is not None]
+        if given and len(given) != 3:
+            raise ValueError("give ca_file, cert_file and key_file together (or none for plain TCP)")
+        return self
 
 
 class WebSettings(StrictModel):
@@ -50,6 +64,16 @@ class AuthSettings(StrictModel):
                                                             "(turn on when the desk UI is served over TLS).")
 
 
+class PeerReviewSettings(StrictModel):
+    """Where doubtful adjudications are peer reviewed."""
+
+    channel: Literal["local", "central"] = Field(
+        default="local", description="'central': requests go to the facial recognition team over MQTT and the "
+        "outcome comes back; 'local': the offline fallback, a technical adviser records it on this device.")
+    resend_after_s: float = Field(default=300.0, ge=1, le=86400, description="Send a request again after this "
+                                  "long without an outcome (and on every reconnection); central ignores repeats.")
+
+
 class ApplianceSettings(StrictModel):
     device_id: str
     data_dir: Path = Field(description="Device database and keys live here.")
@@ -58,6 +82,7 @@ class ApplianceSettings(StrictModel):
     web: WebSettings
     search: SearchSettings = SearchSettings()
     auth: AuthSettings = AuthSettings()
+    peer_review: PeerReviewSettings = PeerReviewSettings()
     updates: UpdateSettings | None = Field(
         default=None, description="Library updates from central; absent: keep the provisioned library."
     )

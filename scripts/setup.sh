@@ -11,7 +11,17 @@ SUDO=""
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# A software TPM for the key-sealing tests (a real desk has a TPM 2.0 chip).
+command -v swtpm >/dev/null 2>&1 || need_apt+=(swtpm swtpm-tools)
+command -v tpm2_createprimary >/dev/null 2>&1 || need_apt+=(tpm2-tools)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
+# The tests start their own PostgreSQL cluster (initdb in a temp dir): the server binaries must exist.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# WeasyPrint (annual report PDF) needs Pango, HarfBuzz, fontconfig and a font.
+for pkg in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1 fonts-dejavu-core; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_apt[*]}"

@@ -20,7 +20,16 @@ from pathlib import Path
 
 from tests.broker import free_port
 
-PG_BIN = Path(os.environ.get("RFR_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """The newest installed server's binaries (Debian keeps each major version in its own folder)."""
+    if os.environ.get("RFR_PG_BIN"):
+        return Path(os.environ["RFR_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 _names = count(1)
 
 

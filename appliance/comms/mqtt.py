@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,6 +32,7 @@ from appliance.storage.outbox import Outbox
 from core.audit.ack import Ack
 from core.errors import WireFormatError
 from core.topics import ack_topic, audit_topic, checkpoint_topic
+from provisioning.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +43,22 @@ CHECKPOINT_IDLE_S = 1.0
 _LOOP_S = 0.05
 _BATCH = 100
 
+#: Publishes one QoS 1 message; False if it could not be handed to the socket (try again later).
+Publish = Callable[[str, bytes], bool]
+#: Further outgoing queues (peer review requests): called in the sender thread while connected, with
+#: ``publish`` and the number of the current connection, so a sender can resend after a reconnect.
+Sender = Callable[[Publish, int], None]
+
 
 class AuditPublisher:
     def __init__(self, settings: MqttSettings, device_id: str, outbox: Outbox, *,
                  resend_after_s: float = RESEND_AFTER_S, window: int = WINDOW,
                  checkpoint_idle_s: float = CHECKPOINT_IDLE_S,
-                 handlers: Mapping[str, Callable[[bytes], None]] | None = None) -> None:
-        """``handlers`` maps further topics (fleet announcements) to what handles their payloads;
-        they run in the sender thread, so each must return quickly."""
+                 handlers: Mapping[str, Callable[[bytes], None]] | None = None,
+                 senders: Sequence[Sender] = ()) -> None:
+        """``handlers`` maps further topics (fleet announcements, peer review outcomes) to what handles
+        their payloads; ``senders`` drain further outgoing queues. Both run in the sender thread, so each
+        must return quickly."""
         self._settings = settings
         self._device_id = device_id
         self._topic = audit_topic(device_id)
@@ -57,12 +66,17 @@ class AuditPublisher:
         self._ack_topic = ack_topic(device_id)
         self._outbox = outbox
         self._handlers = dict(handlers or {})
+        self._senders = list(senders)
+        self.sessions = 0  # connections accepted so far
         self._resend_after_s = resend_after_s
         self._window = window
         self._checkpoint_idle_s = checkpoint_idle_s
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"appliance-{device_id}",
                                    protocol=mqtt.MQTTv5)
         self._client.max_inflight_messages_set(100)
+        if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:
+            # Mutual TLS: a sealed key is unsealed into memory only (see provisioning.tls).
+            self._client.tls_set_context(client_context(settings.ca_file, settings.cert_file, settings.key_file))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -107,6 +121,7 @@ class AuditPublisher:
         client.subscribe(self._ack_topic, qos=1)
         for topic in self._handlers:
             client.subscribe(topic, qos=1)
+        self.sessions += 1
         self._connected.set()
         # Checkpoints are few: offer every unacked one again in the new session.
         self._checkpoint_cursor = 0
@@ -170,6 +185,7 @@ class AuditPublisher:
             self._outbox.sign_tail(self._checkpoint_idle_s)
             if self._connected.is_set():
                 self._send()
+                self._run_senders()
         try:
             if socket_open:
                 self._client.disconnect()
@@ -208,6 +224,13 @@ class AuditPublisher:
             if not self._publish(self._checkpoint_topic, cp.payload):
                 return
             self._checkpoint_cursor = cp.seq
+
+    def _run_senders(self) -> None:
+        for sender in self._senders:
+            try:
+                sender(self._publish, self.sessions)
+            except Exception:  # a failing queue must never stop the audit sender
+                logger.exception("sender %r failed", sender)
 
     def _publish(self, topic: str, payload: bytes) -> bool:
         info = self._client.publish(topic, payload, qos=1)

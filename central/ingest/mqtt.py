@@ -13,6 +13,10 @@ broker loses is resent by the device. Several workers (in one or many
 processes) can share the topics with an MQTT v5 shared subscription
 (``$share/<group>/...``); the store's (device, seq) key makes any double
 delivery harmless.
+
+The worker also takes the desks' peer review requests (``central.peer_review``)
+and sends the outcomes the reviewers have decided, QoS 1 to each device's
+outcome topic; the database is the queue between the reviewers' page and here.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from central.audit.storage import SqlAuditStore
 from central.ingest.handler import Incoming, MessageHandler
+from central.peer_review.ingest import PeerReviewIngest, is_request_topic
+from central.peer_review.store import PeerReviewStore
 from central.settings import MqttSettings
 from core.audit.ack import Ack
-from core.topics import INGEST_SUBSCRIPTIONS, ack_topic, shared
+from core.topics import INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION, ack_topic, shared
+from provisioning.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +48,24 @@ _QOS = 1
 _BATCH_MAX = 500
 _BATCH_AGE_S = 0.05
 _RECEIVE_MAXIMUM = 1000  # how many unacked messages the broker may send us at once (one batch's worth)
+_OUTCOME_POLL_S = 0.5  # how often decided peer review outcomes are looked for
 
 
 class AuditIngest:
     """One ingest worker: subscribes to every device's audit and checkpoint topics and stores what arrives."""
 
     def __init__(self, settings: MqttSettings, store: SqlAuditStore, *, client_id: str | None = None,
-                 shared_group: str | None = None, ack_interval_s: float = 0.2) -> None:
+                 shared_group: str | None = None, ack_interval_s: float = 0.2,
+                 peer_reviews: PeerReviewStore | None = None) -> None:
+        """``peer_reviews`` defaults to a store of its own in the audit store's database."""
         self._settings = settings
         self._handler = MessageHandler(store)
+        self._own_reviews = peer_reviews is None
+        self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), store)
+        self._last_outcome_poll = 0.0
         self._client_id = client_id or settings.client_id
-        self._subscriptions = [shared(shared_group, s) if shared_group else s for s in INGEST_SUBSCRIPTIONS]
+        self._subscriptions = [shared(shared_group, s) if shared_group else s
+                               for s in (*INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION)]
         self._ack_interval_s = ack_interval_s
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -64,6 +78,9 @@ class AuditIngest:
         self._client = Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
                               protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
         self._client.max_inflight_messages_set(200)
+        if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:
+            # Mutual TLS with central's fleet certificate (its CN is the broker user the ACL grants central's rights).
+            self._client.tls_set_context(client_context(settings.ca_file, settings.cert_file, settings.key_file))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
@@ -107,6 +124,8 @@ class AuditIngest:
         self._stop.set()
         self._thread.join(timeout=15)
         self._connected.clear()
+        if self._own_reviews:
+            self._reviews.store.close()
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the broker has accepted the connection and granted the subscriptions."""
@@ -198,6 +217,8 @@ class AuditIngest:
                 self._send_acks()
             if self._connected.is_set():
                 self._send_retained()
+                if now - self._last_outcome_poll >= _OUTCOME_POLL_S:
+                    self._send_outcomes()
         if socket_open:
             if self._batch:
                 self._flush()
@@ -211,7 +232,11 @@ class AuditIngest:
     def _flush(self) -> bool:
         batch, self._batch = self._batch, []
         try:
-            touched = self._handler.handle([Incoming(m.topic, m.payload) for m in batch])
+            for m in batch:
+                if is_request_topic(m.topic):
+                    self._reviews.handle(m.topic, m.payload)
+            touched = self._handler.handle([Incoming(m.topic, m.payload) for m in batch
+                                            if not is_request_topic(m.topic)])
         except Exception:
             # Not acknowledged: reconnecting makes the broker redeliver; devices resend anyway.
             logger.exception("could not store a batch of %s messages; left unacknowledged", len(batch))
@@ -230,6 +255,16 @@ class AuditIngest:
         while not self._retained.empty():
             topic, payload = self._retained.get_nowait()
             self._client.publish(topic, payload, qos=_QOS, retain=True)
+
+    def _send_outcomes(self) -> None:
+        """Send each decided peer review outcome not yet sent (QoS 1, not retained)."""
+        self._last_outcome_poll = time.monotonic()
+        try:
+            for request_id, topic, payload in self._reviews.store.claim_due():
+                info = self._client.publish(topic, payload, qos=_QOS)
+                self._reviews.store.sent(request_id, info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS)
+        except Exception:  # the store is down: the outcomes wait there, the audit ingest goes on
+            logger.exception("could not send peer review outcomes; will try again")
 
     def _send_acks(self) -> None:
         store = self._handler.store

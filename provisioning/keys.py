@@ -1,0 +1,119 @@
+"""Device secrets (the SQLCipher key, the TLS private key) sealed to the TPM, or in a 0600 file.
+
+A secret is named by the path it would have as a file. Sealed, it lives as ``<path>.tpm-pub``
+and ``<path>.tpm-priv`` and only this device's TPM can open it; without a TPM it is the file
+itself, mode 0600, readable by anyone who gets the disk. That fallback is weaker, so
+:func:`protection` reports it and the device's health must show it.
+
+Once a secret is sealed it is never silently read from elsewhere: if the TPM is gone, unsealing
+fails rather than falling back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from provisioning.errors import KeyProtectionError
+from provisioning.files import write_private
+from provisioning.tpm import Tpm, find_tcti
+
+MODE_TPM = "tpm"
+MODE_FILE = "file"
+
+
+@dataclass(frozen=True)
+class KeyProtection:
+    """How one secret is protected, for the device's health report."""
+
+    mode: str  # "tpm" or "file"
+    weaker: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"mode": self.mode, "weaker": self.weaker}
+
+
+def _blobs(path: Path) -> tuple[Path, Path]:
+    path = Path(path)
+    return path.with_name(path.name + ".tpm-pub"), path.with_name(path.name + ".tpm-priv")
+
+
+def open_tpm(tcti: str | None = None, *, allow: bool = True) -> Tpm | None:
+    """The TPM to seal to, or None for the file fallback (none present, or ``allow`` is False)."""
+    found = find_tcti(tcti) if allow else None
+    return Tpm(found) if found else None
+
+
+def seal_secret(path: Path, secret: bytes, tpm: Tpm | None) -> KeyProtection:
+    """Store ``secret`` under ``path``: sealed if a TPM is given, else as a 0600 file.
+
+    The other form is removed afterwards, so exactly one copy remains.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    public, private = _blobs(path)
+    if tpm is not None:
+        tpm.seal(secret, public, private)
+        path.unlink(missing_ok=True)
+        return protection(path)
+    write_private(path, secret)
+    public.unlink(missing_ok=True)
+    private.unlink(missing_ok=True)
+    return protection(path)
+
+
+def unseal_secret(path: Path, tpm: Tpm | None = None) -> bytes:
+    """The secret stored under ``path`` by :func:`seal_secret`."""
+    path = Path(path)
+    public, private = _blobs(path)
+    if public.exists() and private.exists():
+        tpm = tpm or open_tpm()
+        if tpm is None:
+            raise KeyProtectionError(f"{path} is sealed to a TPM but no TPM is reachable here "
+                                     "(set TPM2TOOLS_TCTI or check /dev/tpmrm0).")
+        return tpm.unseal(public, private)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise KeyProtectionError(f"No key at {path} (neither sealed nor a file): run device-keygen.") from e
+
+
+def seal_private_key(path: Path, key: ec.EllipticCurvePrivateKey, tpm: Tpm | None) -> KeyProtection:
+    """Store an EC P-256 private key: as its 32-byte scalar when sealed (a TPM seals at most 128 bytes, a PEM is
+    about 240), as a PEM file otherwise (so OpenSSL and paho can read the fallback file directly)."""
+    if tpm is not None:
+        return seal_secret(path, key.private_numbers().private_value.to_bytes(32, "big"), tpm)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return seal_secret(path, pem, None)
+
+
+def private_key_pem(path: Path, tpm: Tpm | None = None) -> bytes:
+    """The private key stored by :func:`seal_private_key`, as PKCS#8 PEM in memory."""
+    secret = unseal_secret(path, tpm)
+    if secret.startswith(b"-----BEGIN"):
+        return secret
+    if len(secret) != 32:
+        raise KeyProtectionError(f"The key sealed at {path} is not a P-256 key ({len(secret)} bytes).")
+    key = ec.derive_private_key(int.from_bytes(secret, "big"), ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def protection(path: Path) -> KeyProtection:
+    """How the secret at ``path`` is protected now (for health); a missing secret is an error."""
+    public, private = _blobs(Path(path))
+    if public.exists() and private.exists():
+        return KeyProtection(MODE_TPM, weaker=False)
+    if Path(path).exists():
+        return KeyProtection(MODE_FILE, weaker=True)
+    raise KeyProtectionError(f"No key at {path}: nothing to report.")
+
+
+def fingerprint(secret: bytes) -> str:
+    """A short SHA-256 fingerprint: lets a technician compare secrets without showing them."""
+    return hashlib.sha256(secret).hexdigest()[:16]
