@@ -15,6 +15,7 @@ from htmx_flask import Htmx
 
 from central.audit.storage import open_store
 from central.ingest.status import IngestStatus
+from central.peer_review.store import PeerReviewStore
 from central.settings import CentralSettings, load
 
 
@@ -38,6 +39,7 @@ def create_app(
             SECRET_KEY=settings.web.secret_key,
             DATABASE=settings.database_url,
             TUF_REPO_DIR=str(settings.publish.repo_dir) if settings.publish.repo_dir else None,
+            REPORT_LIBRARIES=list(settings.reports.libraries),
         )
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
@@ -49,16 +51,19 @@ def create_app(
 
     app.extensions["central.audit_store"] = open_store(app.config["DATABASE"])
     app.extensions["central.ingest"] = ingest
+    app.extensions["central.peer_reviews"] = PeerReviewStore(app.config["DATABASE"])
     Htmx(app)
     # No forms post yet, but every future blueprint (devices, library) is covered from the start.
     CSRFProtect(app)
 
-    from central.web import audit, errors, health, security, updates, vendor
+    from central.web import audit, errors, health, peer_review, reports, security, updates, vendor
 
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(audit.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(peer_review.bp)
+    app.register_blueprint(reports.bp)
     app.register_blueprint(vendor.bp)
     updates.init_app(app)  # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO)
     return app
