@@ -68,7 +68,15 @@ port = $BROKER_PORT
 host = "127.0.0.1"
 port = $APPLIANCE_PORT
 secret_key = "$SECRET"
+[peer_review]
+channel = "central"
 CONF
+# Provisioning (demo): the desk's audit signing key is made once and registered with central,
+# which refuses events from devices it does not know.
+$PY -c "from pathlib import Path; from appliance.storage.signing_key import load_or_create_signing_key; \
+load_or_create_signing_key(Path('$VAR/appliance'))"
+$PY -m central devices register --config "$VAR/central.toml" --id desk-demo-01 \
+    --public-key "$VAR/appliance/audit-signing.pub" > /dev/null
 if [ ! -f "$VAR/appliance/demo-accounts" ]; then
   for account in officer:custody_officer officer2:detention_officer inspector:inspector superintendent:superintendent \
                  adviser:technical_adviser adviser2:technical_adviser auditor:auditor admin:device_admin; do
@@ -96,7 +104,7 @@ cat <<MSG
 
 custody-rfr is running (logs in var/log/, Ctrl-C stops everything):
   Appliance (custody desk):   http://127.0.0.1:$APPLIANCE_PORT/
-  Central (audit events):     http://127.0.0.1:$CENTRAL_PORT/audit
+  Central (audit, peer review): http://127.0.0.1:$CENTRAL_PORT/audit
   MQTT broker:                127.0.0.1:$BROKER_PORT
 Demo accounts on the appliance (password demo-password-1234): officer, officer2, inspector,
   superintendent, adviser, adviser2, auditor, admin
