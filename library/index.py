@@ -11,6 +11,7 @@ snapshot authenticates the bytes (``library.index_storage``) before that.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import hnswlib
@@ -22,6 +23,7 @@ SPACE = "ip"  # templates are unit vectors: inner product is cosine similarity
 # M and ef were chosen with bench/library.py on 1M synthetic 192-D templates (docs/benchmarks.md).
 M = 32
 EF_CONSTRUCTION = 100
+BUILD_CHUNK = 50_000  # templates per add_items call when building from a file (~37 MB at 192-D)
 SEARCH_EF = 128  # at 1M templates ef=80 was the cheapest with mate recall@50 >= 0.99; 128 gives 0.996
 MIN_EF = 64
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -37,6 +39,28 @@ def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2) -> hn
         index.add_items(vectors, labels)
     index.set_ef(SEARCH_EF)
     return index
+
+
+def build_index_streamed(chunks: Iterable[tuple[np.ndarray, np.ndarray]], count: int, dim: int,
+                         threads: int = 2) -> hnswlib.Index:
+    """One index over ``count`` templates fed in (vectors, labels) chunks.
+
+    Pre-sizing the index and inserting chunk by chunk means the builder holds
+    the index plus one chunk, never a second full copy of the templates: at
+    20M that copy alone is 15 GB (``docs/library-format.md``, "Building at scale").
+    """
+    hnsw = hnswlib.Index(space=SPACE, dim=dim)
+    hnsw.init_index(max_elements=max(count, 1), M=M, ef_construction=EF_CONSTRUCTION)
+    hnsw.set_num_threads(threads)
+    added = 0
+    for vectors, labels in chunks:
+        if len(labels):
+            hnsw.add_items(vectors, labels)
+            added += len(labels)
+    if added != count:
+        raise SnapshotError(f"The index was to hold {count} templates but {added} were read.")
+    hnsw.set_ef(SEARCH_EF)
+    return hnsw
 
 
 def split_state(index: hnswlib.Index) -> tuple[str, dict[str, np.ndarray]]:

@@ -121,7 +121,9 @@ class SnapshotWriter:
     With ``resume=True`` an interrupted build's ``.building`` file is continued
     (``done_sources`` says what it already holds); otherwise any such file is
     discarded. Adds are committed every ``commit_every`` records, which bounds
-    what an interruption loses.
+    what an interruption loses. Templates are not kept in memory: ``finalize``
+    streams them back from the file into the index, so a build of tens of
+    millions holds the index and one chunk, not the templates twice.
     """
 
     def __init__(self, path: Path, key: bytes, embedder_id: str, dim: int, version: int, *,
@@ -131,8 +133,8 @@ class SnapshotWriter:
         self.embedder_id, self.dim, self.version = embedder_id, dim, version
         self.commit_every, self.index_threads = commit_every, index_threads
         self.index_build_seconds = 0.0
-        self._vectors: list[np.ndarray] = []
-        self._labels: list[int] = []
+        self._count = 0
+        self._next_id = 1
         self._pending = 0
         if resume and self.building_path.exists():
             self._conn = cipher.connect(self.building_path, key)
@@ -160,10 +162,9 @@ class SnapshotWriter:
                     f"The interrupted build {self.building_path.name} has {name} {meta.get(name)!r}, not "
                     f"{value!r}; resume it with the same settings, or delete it to start again."
                 )
-        for record_id, vector in self._conn.execute("SELECT record_id, vector FROM templates ORDER BY record_id"):
-            self._labels.append(int(record_id))
-            self._vectors.append(np.frombuffer(bytes(vector), dtype=np.float32))
-        logger.info("resuming %s with %d records", self.building_path, len(self._labels))
+        count, last = self._conn.execute("SELECT count(*), max(record_id) FROM records").fetchone()
+        self._count, self._next_id = int(count), int(last or 0) + 1
+        logger.info("resuming %s with %d records", self.building_path, self._count)
 
     @classmethod
     def create(cls, path: Path, key: bytes, *, embedder_id: str, dim: int, version: int = 1,
@@ -192,37 +193,50 @@ class SnapshotWriter:
 
     def add(self, record: ReferenceRecord, template: np.ndarray, thumbnail_jpeg: bytes) -> int:
         vector = check_template(template, self.dim)
-        record_id = (self._labels[-1] + 1) if self._labels else 1
+        record_id = self._next_id
         insert_record(self._conn, record_id, record, vector, thumbnail_jpeg)
-        self._vectors.append(vector)
-        self._labels.append(record_id)
+        self._next_id += 1
+        self._count += 1
         self._pending += 1
         if self._pending >= self.commit_every:
             self._conn.commit()
             self._pending = 0
         return record_id
 
+    def _template_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(vectors, labels) in record order, ``index.BUILD_CHUNK`` at a time, read back from the build file."""
+        last = 0
+        while True:
+            rows = self._conn.execute("SELECT record_id, vector FROM templates WHERE record_id > ? "
+                                      "ORDER BY record_id LIMIT ?", (last, index.BUILD_CHUNK)).fetchall()
+            if not rows:
+                return
+            labels = np.fromiter((int(r) for r, _ in rows), dtype=np.uint64, count=len(rows))
+            vectors = np.frombuffer(b"".join(bytes(v) for _, v in rows), dtype=np.float32).reshape(-1, self.dim)
+            del rows
+            yield vectors, labels
+            last = int(labels[-1])
+
     def finalize(self) -> None:
-        vectors = np.vstack(self._vectors) if self._vectors else np.empty((0, self.dim), np.float32)
         started = time.perf_counter()
-        hnsw = index.build_index(vectors, np.asarray(self._labels, dtype=np.uint64), threads=self.index_threads)
+        hnsw = index.build_index_streamed(self._template_chunks(), self._count, self.dim,
+                                          threads=self.index_threads)
         self.index_build_seconds = time.perf_counter() - started
-        self._vectors.clear()
         scalars, index_digest = index_storage.write_index(self._conn, hnsw)
         del hnsw
         write_meta(self._conn, {
-            "count": str(len(self._labels)),
+            "count": str(self._count),
             "created_at": now_iso(),
             "index_scalars": scalars,
             "index_digest": index_digest,
             "index_deleted": "0",
-            "next_record_id": str((self._labels[-1] + 1) if self._labels else 1),
+            "next_record_id": str(self._next_id),
             "content_digest": stored_digest(self._conn, self.embedder_id, self.dim),
         })
         self._conn.commit()
         self._conn.close()
         durable_replace(self.building_path, self.path)
-        logger.info("library snapshot %s written: %d records", self.path, len(self._labels))
+        logger.info("library snapshot %s written: %d records", self.path, self._count)
 
     def suspend(self) -> None:
         """Keep what was added for a later ``resume=True`` (an operator pressed Ctrl-C)."""

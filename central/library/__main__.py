@@ -2,13 +2,18 @@
 
     enrol --images DIR [--csv FILE] --out SNAPSHOT_DB --key-file KEYFILE [--version N]
           [--resume] [--reuse-key] [--no-progress]
+          [--workers N | --scheduler tls://HOST:8786 [--tls-ca-file F --tls-cert F --tls-key F]
+           [--allow-plaintext]] [--batch-size N]
     delta --base OLD_DB --target NEW_DB --key-file KEYFILE --out DELTA
     composition --library DB --key-file KEYFILE [--as-of YYYY-MM-DD] [--json OUT]
     demo-import --out DIR [--faces DIR]
 
 Errors the operator can fix are printed as one sentence and exit non-zero;
 per-image problems and bad manifest rows never stop an enrolment and are
-listed in the summary.
+listed in the summary. ``enrol`` runs in this process by default; with
+``--workers N`` (a local Dask cluster) or ``--scheduler`` (an existing one) the
+face pipeline runs on Dask workers and this process still writes the library,
+which comes out the same (``central.library.distributed``).
 """
 
 from __future__ import annotations
@@ -53,14 +58,38 @@ def _print_report(report: EnrolReport, out: Path, key_file: Path) -> None:
         print(f"Warning: {warning}")
 
 
-def _enrol(args: argparse.Namespace) -> int:
-    from models.pipeline import FacePipeline
+def _run_enrol(args: argparse.Namespace, manifest: Manifest) -> EnrolReport:
+    """In this process, or with the pipeline on a Dask cluster (imported only then: it is a heavy dependency)."""
+    if not (args.scheduler or args.workers):
+        from models.pipeline import FacePipeline
 
+        return enrol(args.images, args.out, args.key_file, FacePipeline.load(), metadata=manifest,
+                     version=args.version, resume=args.resume, reuse_key=args.reuse_key,
+                     progress=not args.no_progress)
+    from distributed import Security
+
+    from central.library.distributed import DaskTemplater, cluster_client, local_inference_threads
+
+    security = None
+    if args.tls_ca_file or args.tls_cert or args.tls_key:
+        security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
+                            tls_client_key=args.tls_key, require_encryption=True)
+    with cluster_client(args.scheduler, args.workers, security=security,
+                        allow_plaintext=args.allow_plaintext) as client:
+        threads = args.inference_threads or (local_inference_threads(args.workers) if args.workers else None)
+        templater = DaskTemplater(client, batch_size=args.batch_size, inference_threads=threads)
+        return enrol(args.images, args.out, args.key_file, templater, metadata=manifest, version=args.version,
+                     resume=args.resume, reuse_key=args.reuse_key, progress=not args.no_progress)
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    if args.scheduler and args.workers:
+        print("central.library: give --scheduler (an existing cluster) or --workers (a local one), not both.",
+              file=sys.stderr)
+        return 2
     manifest = read_manifest(args.csv) if args.csv else Manifest()
-    pipeline = FacePipeline.load()
     try:
-        report = enrol(args.images, args.out, args.key_file, pipeline, metadata=manifest, version=args.version,
-                       resume=args.resume, reuse_key=args.reuse_key, progress=not args.no_progress)
+        report = _run_enrol(args, manifest)
     except KeyboardInterrupt:
         print(f"\nInterrupted. What was enrolled is kept; rerun the same command with --resume to finish "
               f"{args.out}.", file=sys.stderr)
@@ -132,6 +161,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-key", action="store_true",
                    help="build with the existing --key-file (the next version of that key's library)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--workers", type=int, help="run the face pipeline on a local Dask cluster of N processes")
+    p.add_argument("--scheduler", help="run the face pipeline on an existing Dask cluster (tls://host:port)")
+    p.add_argument("--tls-ca-file", help="CA that signed the cluster's certificates (or use Dask's config)")
+    p.add_argument("--tls-cert", help="this coordinator's client certificate")
+    p.add_argument("--tls-key", help="its private key")
+    p.add_argument("--allow-plaintext", action="store_true",
+                   help="accept a tcp:// scheduler (only on an isolated network the site has approved)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per cluster task (default 16)")
+    p.add_argument("--inference-threads", type=int,
+                   help="OpenVINO threads per worker (default: this machine's cores / --workers; all cores on "
+                        "--scheduler workers)")
     p.set_defaults(run=_enrol)
     d = sub.add_parser("delta", help="write the delta from one library version to the next")
     d.add_argument("--base", type=Path, required=True, help="the version devices have")

@@ -22,7 +22,7 @@ import csv
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -60,6 +60,60 @@ class Pipeline(Protocol):
     dim: int
 
     def process(self, data: bytes, face_index: int | None = None) -> _Face: ...
+
+
+@dataclass(frozen=True)
+class Templated:
+    """What the face pipeline made of one image: everything its record needs beyond the manifest.
+
+    Small (a template, a ~5 KB thumbnail, a JSON string) and picklable, so a
+    cluster worker can hand it back to the coordinator that writes the library.
+    """
+
+    template: np.ndarray
+    thumbnail: bytes
+    quality: str  # JSON of the quality report, sorted keys
+    faces: int
+
+
+class Templater(Protocol):
+    """Turns image files into ``Templated`` results (or a refusal reason), in input order.
+
+    In order, so the single writer inserts records in the same sequence however
+    the work was spread: record ids, and so the file, do not depend on timing.
+    """
+
+    embedder_id: str
+    dim: int
+
+    def run(self, jobs: Iterable[tuple[str, Path]]) -> Iterator[Templated | str]: ...
+
+
+def template_image(pipeline: Pipeline, image: Path) -> Templated | str:
+    """One image through the pipeline, or the reason it cannot be enrolled (a message a person can act on)."""
+    try:
+        data = image.read_bytes()
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    try:
+        result = pipeline.process(data)
+    except CustodyRfrError as e:
+        # NoFaceError and ImageRejectedError: their messages are written for people.
+        return str(e)
+    return Templated(template=np.asarray(result.template, dtype=np.float32), thumbnail=result.thumbnail,
+                     quality=_quality_json(result), faces=len(result.faces))
+
+
+class InProcessTemplater:
+    """The pipeline in this process, one image after another: the default, and the reference for a cluster."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.embedder_id, self.dim = pipeline.embedder_id, pipeline.dim
+
+    def run(self, jobs: Iterable[tuple[str, Path]]) -> Iterator[Templated | str]:
+        for _source, image in jobs:
+            yield template_image(self.pipeline, image)
 
 
 @dataclass(frozen=True)
@@ -293,7 +347,7 @@ def enrol(
     images_dir: Path,
     out: Path,
     key_file: Path,
-    pipeline: Pipeline,
+    pipeline: Pipeline | Templater,
     metadata: Manifest | None = None,
     version: int = 1,
     *,
@@ -303,9 +357,14 @@ def enrol(
 ) -> EnrolReport:
     """Enrol every usable image under ``images_dir`` into a new snapshot at ``out``.
 
-    Existing files are never overwritten: a key file protects a snapshot, and
-    replacing it would make that snapshot unreadable.
+    ``pipeline`` is a face pipeline (run here) or a ``Templater`` such as the
+    Dask one in ``central.library.distributed``; either way this process is the
+    only writer, and records go in in the order of ``iter_images``, so both
+    give the same library. Existing files are never overwritten: a key file
+    protects a snapshot, and replacing it would make that snapshot unreadable.
     """
+    templater: Templater = (InProcessTemplater(pipeline) if hasattr(pipeline, "process")  # type: ignore[arg-type]
+                            else pipeline)  # type: ignore[assignment]
     if not images_dir.is_dir():
         raise EnrolError(f"The image folder {images_dir} does not exist or is not a folder.")
     if version < 1:
@@ -315,23 +374,33 @@ def enrol(
     report = EnrolReport(rejected_rows=list(manifest.rejected), key_created=created)
     images = list(iter_images(images_dir))
     started = time.perf_counter()
-    with SnapshotWriter.create(out, key, embedder_id=pipeline.embedder_id, dim=pipeline.dim, version=version,
+    with SnapshotWriter.create(out, key, embedder_id=templater.embedder_id, dim=templater.dim, version=version,
                                resume=resume) as writer:
         done = writer.done_sources()
         report.resumed = len(done)
         bar = ProgressBar(len(images) - len(done)) if progress else None
+        plan: list[tuple[str, str | None, Path, SubjectMeta | ImageOutcome]] = []
         for subject, image in images:
             source = str(image.relative_to(images_dir))
-            if source in done:
-                continue
-            outcome = _enrol_one(writer, pipeline, source, subject, image, manifest)
-            report.outcomes.append(outcome)
-            if not outcome.enrolled:
-                logger.info("skipped %s: %s", outcome.source, outcome.reason)
-            elif outcome.reason:
-                logger.warning("enrolled %s with a warning: %s", outcome.source, outcome.reason)
-            if bar:
-                bar.update()
+            if source not in done:
+                plan.append((source, subject, image, _precheck(source, subject, manifest)))
+        results = templater.run((source, image) for source, _, image, meta in plan if isinstance(meta, SubjectMeta))
+        try:
+            for source, subject, _image, meta in plan:
+                if isinstance(meta, ImageOutcome):
+                    outcome = meta
+                else:
+                    outcome = _enrol_one(writer, source, subject, meta, next(results))  # type: ignore[arg-type]
+                report.outcomes.append(outcome)
+                if not outcome.enrolled:
+                    logger.info("skipped %s: %s", outcome.source, outcome.reason)
+                elif outcome.reason:
+                    logger.warning("enrolled %s with a warning: %s", outcome.source, outcome.reason)
+                if bar:
+                    bar.update()
+        finally:
+            # A cluster templater cancels the work still queued when enrolment stops early.
+            getattr(results, "close", lambda: None)()
         if bar:
             bar.close()
         report.subjects = writer.subject_count()
@@ -368,14 +437,8 @@ def _quality_json(result: _Face) -> str:
     return json.dumps(report.to_dict(), sort_keys=True)
 
 
-def _enrol_one(
-    writer: SnapshotWriter,
-    pipeline: Pipeline,
-    source: str,
-    subject: str | None,
-    image: Path,
-    manifest: Manifest,
-) -> ImageOutcome:
+def _precheck(source: str, subject: str | None, manifest: Manifest) -> SubjectMeta | ImageOutcome:
+    """The image's metadata, or why it is refused before any pixel is read (done by the coordinator)."""
     if subject is None:
         return ImageOutcome(source, None, False, "not inside a subject folder, so it belongs to no one")
     problem = _check_subject_ref(subject)
@@ -385,16 +448,13 @@ def _enrol_one(
     if isinstance(meta, RejectedRow):
         return ImageOutcome(source, subject, False,
                             f"its CSV row (line {meta.line}) was rejected: {meta.reason}; fix it and resume")
-    meta = meta or SubjectMeta()
-    try:
-        data = image.read_bytes()
-    except OSError as e:
-        return ImageOutcome(source, subject, False, f"cannot be read: {e.strerror or e}")
-    try:
-        result = pipeline.process(data)
-    except CustodyRfrError as e:
-        # NoFaceError and ImageRejectedError: their messages are written for people.
-        return ImageOutcome(source, subject, False, str(e))
+    return meta or SubjectMeta()
+
+
+def _enrol_one(writer: SnapshotWriter, source: str, subject: str, meta: SubjectMeta,
+               result: Templated | str) -> ImageOutcome:
+    if isinstance(result, str):
+        return ImageOutcome(source, subject, False, result)
     record = ReferenceRecord(
         subject_ref=subject,
         source=source,
@@ -403,10 +463,10 @@ def _enrol_one(
         date_of_birth=meta.date_of_birth,
         image_date=meta.image_date,
         age_band=meta.age_band,
-        quality=_quality_json(result),
+        quality=result.quality,
     )
     writer.add(record, template=result.template, thumbnail_jpeg=result.thumbnail)
-    faces = len(result.faces)
+    faces = result.faces
     if faces > 1:
         return ImageOutcome(
             source, subject, True,
