@@ -199,7 +199,10 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None, *,
         with dask.config.set(NO_SPILL_CONFIG), \
                 LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                              protocol="tls://", security=tls, local_directory=str(directory),
-                             dashboard_address=None, worker_dashboard_address=None) as cluster, \
+                             dashboard_address=None, worker_dashboard_address=None,
+                             # No dashboard; the scheduler's own HTTP endpoint on a free loopback port
+                             # (its default 8787 may be taken by another cluster on the machine).
+                             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}) as cluster, \
                 Client(cluster, security=tls) as client:
             yield client
     finally:
