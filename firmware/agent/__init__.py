@@ -1,0 +1,1 @@
+"""The desk's update agent: verified A/B installs of appliance releases with automatic rollback."""
