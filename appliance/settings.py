@@ -74,6 +74,22 @@ class PeerReviewSettings(StrictModel):
                                   "long without an outcome (and on every reconnection); central ignores repeats.")
 
 
+class KeySettings(StrictModel):
+    """Where the device database key and the audit signing key are kept (docs/fleet.md, key protection)."""
+
+    protection: Literal["auto", "tpm", "file"] = Field(
+        default="auto", description="'auto': sealed to the TPM when one is reachable (TPM2TOOLS_TCTI or "
+        "/dev/tpmrm0), else 0600 files reported as weaker in the health heartbeat; 'tpm': refuse to start "
+        "without a TPM; 'file': never seal (development only).")
+
+
+class HealthSettings(StrictModel):
+    """The heartbeat the desk publishes to central's fleet page."""
+
+    interval_s: float = Field(default=60.0, ge=0.2, le=3600, description="Seconds between heartbeats; "
+                              "central flags the desk as stale after three intervals without one.")
+
+
 class ApplianceSettings(StrictModel):
     device_id: str
     data_dir: Path = Field(description="Device database and keys live here.")
@@ -86,6 +102,11 @@ class ApplianceSettings(StrictModel):
     updates: UpdateSettings | None = Field(
         default=None, description="Library updates from central; absent: keep the provisioned library."
     )
+    keys: KeySettings = KeySettings()
+    health: HealthSettings = HealthSettings()
+    fleet_command_public_key: Path | None = Field(
+        default=None, description="Central's fleet-command public key (PEM, installed at provisioning): only "
+        "commands it signed (a wipe after revocation) are obeyed. Absent: no remote wipe.")
 
     def model_post_init(self, _context: object) -> None:
         validate_device_id(self.device_id)

@@ -3,7 +3,9 @@
 ``serve`` runs the ingest workers and the web interface; ``ingest`` runs the
 workers alone (to scale out, run several with the same ``ingest.shared_group``);
 ``devices register`` records a device's Ed25519 audit key, without which its
-messages are refused. Werkzeug's server is enough for a handful of RFR staff on
+messages are refused; ``devices revoke`` withdraws a desk (registry, signed wipe,
+CRL and broker reload, as ``[fleet]`` configures; see docs/fleet.md) and
+``devices command-key`` makes the key that signs the wipe. Werkzeug's server is enough for a handful of RFR staff on
 the management network; a production WSGI server can replace it without
 touching the app.
 """
@@ -123,6 +125,35 @@ def _list_devices(config: Path | None, database: str | None) -> int:
     return 0
 
 
+def _revoke(config: Path | None, database: str | None, device_id: str, by: str, reason: str) -> int:
+    from central.fleet.revoke import PkiTarget, load_command_key, revoke_device
+    from central.ingest.mqtt import publish_once
+
+    settings = load(config) if config else None
+    store = open_store(database or (settings.database_url if settings else ""))
+    key = send = pki = None
+    if settings is not None:
+        fleet, mqtt = settings.fleet, settings.mqtt
+        key = load_command_key(fleet.command_key) if fleet.command_key is not None else None
+        send = lambda topic, payload: publish_once(mqtt, topic, payload)  # noqa: E731
+        pki = PkiTarget(fleet.ca_dir, fleet.broker_dir, fleet.broker_pid_file) if fleet.ca_dir else None
+    try:
+        result = revoke_device(store, device_id, revoked_by=by, reason=reason, command_key=key, send=send, pki=pki)
+    finally:
+        store.close()
+    print(result.summary())
+    return 0 if (result.wipe_sent or key is None) else 1
+
+
+def _command_key(out: Path) -> int:
+    from central.fleet.revoke import generate_command_key
+
+    public = generate_command_key(out)
+    print(f"fleet-command key in {out} (keep it on central, 0600); give every desk {public} and set "
+          f"fleet_command_public_key to it; set [fleet] command_key = \"{out}\" in central's settings.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m central", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,7 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     reg.add_argument("--id", required=True, dest="device_id")
     reg.add_argument("--public-key", required=True, type=Path, dest="key_file")
     lst = dsub.add_parser("list", help="list registered devices")
-    for p in (reg, lst):
+    rev = dsub.add_parser("revoke", help="withdraw a desk: refuse its messages, send a signed wipe, revoke its "
+                          "certificates (as [fleet] in --config says)")
+    rev.add_argument("--id", required=True, dest="device_id")
+    rev.add_argument("--by", default="central command line", help="who is revoking (recorded)")
+    rev.add_argument("--reason", default="revoked", help="why (recorded)")
+    key = dsub.add_parser("command-key", help="make central's fleet-command signing key (once)")
+    key.add_argument("--out", required=True, type=Path)
+    for p in (reg, lst, rev):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
     args = parser.parse_args(argv)
@@ -147,10 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest":
             return _ingest(args.config)
         if args.command == "devices":
+            if args.devices_command == "command-key":
+                return _command_key(args.out)
             if not (args.config or args.database):
                 parser.error("give --config or --database")
             if args.devices_command == "register":
                 return _register(args.config, args.database, args.device_id, args.key_file)
+            if args.devices_command == "revoke":
+                return _revoke(args.config, args.database, args.device_id, args.by, args.reason)
             return _list_devices(args.config, args.database)
     except CustodyRfrError as e:
         print(f"central: {e}", file=sys.stderr)

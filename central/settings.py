@@ -80,6 +80,24 @@ class WebSettings(StrictModel):
     )
 
 
+class FleetSettings(StrictModel):
+    """Revocation and health of the desks (docs/fleet.md)."""
+
+    command_key: Path | None = Field(
+        default=None, description="Central's Ed25519 fleet-command key (python -m central devices command-key); "
+        "signs the wipe sent to a revoked desk. Absent: revocation sends no wipe.")
+    ca_dir: Path | None = Field(default=None, description="The fleet CA directory: revocation adds the desk's "
+                                "certificates to the CRL. Absent: only central's registry is changed.")
+    broker_dir: Path | None = Field(default=None, description="The broker's directory (broker-config --out): "
+                                    "its copy of the CRL is refreshed on revocation.")
+    broker_pid_file: Path | None = Field(default=None, description="File holding the broker's pid, sent SIGHUP "
+                                         "to reload the CRL.")
+    stale_after_intervals: int = Field(default=3, ge=1, le=100, description="A desk with no heartbeat for this "
+                                       "many of its intervals is flagged stale.")
+    min_free_disk: float = Field(default=0.10, gt=0, lt=1, description="A desk with less free disk than this "
+                                 "fraction is flagged unhealthy.")
+
+
 class CentralSettings(StrictModel):
     """Everything ``python -m central serve`` needs."""
 
@@ -93,6 +111,7 @@ class CentralSettings(StrictModel):
     ingest: IngestSettings = IngestSettings()
     publish: PublishSettings = PublishSettings()
     reports: ReportsSettings = ReportsSettings()
+    fleet: FleetSettings = FleetSettings()
     web: WebSettings
 
     @property

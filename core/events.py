@@ -28,7 +28,7 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 EVENT_TYPES = frozenset({
     "login", "logout", "submission", "approval", "search", "search_refused", "candidate_viewed",
     "adjudication", "match_report", "peer_review", "deletion", "library_loaded", "library_update",
-    "library_update_refused", "config_change", "request_refused",
+    "library_update_refused", "config_change", "request_refused", "device_wiped",
 })
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
            "prev_hash", "hash"}

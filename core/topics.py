@@ -28,6 +28,9 @@ INGEST_SUBSCRIPTIONS = (f"{AUDIT_SUBSCRIPTION}/#", f"{CHECKPOINT_SUBSCRIPTION}/#
 PEER_REVIEW_REQUEST = "peer-review/request"
 # Requests for peer review are device-written, so they live under devices/<id>/ like the audit.
 PEER_REVIEW_REQUEST_SUBSCRIPTION = f"{ROOT}/devices/+/{PEER_REVIEW_REQUEST}"
+HEALTH = "health"
+# Heartbeats are device-written, so they live under devices/<id>/ too.
+HEALTH_SUBSCRIPTION = f"{ROOT}/devices/+/{HEALTH}"
 
 
 def validate_device_id(device_id: str) -> str:
@@ -99,3 +102,23 @@ def peer_review_outcome_topic(device_id: str) -> str:
     """Where central sends one device its peer review outcomes: outside devices/, so no device may
     write there (the broker grants devices write only under their own devices/<id>/)."""
     return f"{ROOT}/peer-review/{validate_device_id(device_id)}/outcome"
+
+
+def health_topic(device_id: str) -> str:
+    """Where a device publishes its health heartbeat."""
+    return f"{ROOT}/devices/{validate_device_id(device_id)}/{HEALTH}"
+
+
+def device_from_health_topic(topic: str) -> str:
+    """The device a heartbeat was published by; any other topic is refused."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{ROOT}/devices" or parts[4] != HEALTH:
+        raise WireFormatError(f"Topic {topic!r} is not a health topic.")
+    return validate_device_id(parts[3])
+
+
+def fleet_command_topic(device_id: str) -> str:
+    """Where central sends one device its signed fleet commands (wipe). Under fleet/, which devices may
+    read but never write; the command itself names the device and is signed, so reading another desk's
+    command gains nothing."""
+    return f"{ROOT}/fleet/commands/{validate_device_id(device_id)}"

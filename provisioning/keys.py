@@ -12,6 +12,8 @@ fails rather than falling back.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +119,59 @@ def protection(path: Path) -> KeyProtection:
 def fingerprint(secret: bytes) -> str:
     """A short SHA-256 fingerprint: lets a technician compare secrets without showing them."""
     return hashlib.sha256(secret).hexdigest()[:16]
+
+
+POLICIES = ("auto", "tpm", "file")
+
+
+def tpm_for_policy(policy: str, tcti: str | None = None) -> Tpm | None:
+    """The TPM new secrets are sealed to under a desk's ``[keys] protection`` setting.
+
+    ``auto`` seals when a TPM is reachable and falls back to 0600 files otherwise (reported as weaker);
+    ``tpm`` refuses to start without one, so a desk that must seal never quietly writes plaintext keys;
+    ``file`` never seals (development machines).
+    """
+    if policy not in POLICIES:
+        raise KeyProtectionError(f"Key protection {policy!r} is not one of {', '.join(POLICIES)}.")
+    if policy == MODE_FILE:
+        return None
+    tpm = open_tpm(tcti)
+    if tpm is None and policy == MODE_TPM:
+        raise KeyProtectionError("[keys] protection is 'tpm' but no TPM is reachable "
+                                 "(set TPM2TOOLS_TCTI or check /dev/tpmrm0 and tpm2-tools).")
+    return tpm
+
+
+def load_or_create_secret(path: Path, tpm: Tpm | None, make: Callable[[], bytes]) -> bytes:
+    """The secret under ``path``, made with ``make`` on first use; a file secret moves into ``tpm`` if given.
+
+    Moving is seal-then-unlink (:func:`seal_secret`), so a crash in between leaves the sealed copy and a
+    file that the next start removes again; there is never a moment with no copy at all.
+    """
+    public, private = _blobs(Path(path))
+    if public.exists() and private.exists():
+        secret = unseal_secret(path, tpm)
+        Path(path).unlink(missing_ok=True)  # left by a crash while moving into the TPM
+        return secret
+    if Path(path).exists():
+        secret = Path(path).read_bytes()
+        if tpm is not None:
+            seal_secret(path, secret, tpm)
+        return secret
+    secret = make()
+    seal_secret(path, secret, tpm)
+    return secret
+
+
+def destroy_secret(path: Path) -> None:
+    """Remove a secret in either form (device wipe). A file is overwritten first; a sealed blob is useless
+    without this TPM anyway, so removing it is enough."""
+    path = Path(path)
+    for candidate in (path, *_blobs(path)):
+        if candidate.exists():
+            size = candidate.stat().st_size
+            with open(candidate, "r+b") as fh:
+                fh.write(b"\0" * size)
+                fh.flush()
+                os.fsync(fh.fileno())
+            candidate.unlink()

@@ -88,6 +88,7 @@ class AuditPublisher:
         self._checkpoint_cursor = 0  # newest checkpoint sent this session
         self._last_progress = time.monotonic()
         self._acked_through = 0
+        self._last_ack_at: float | None = None  # wall-clock time of central's latest ack (for health)
         self.sent = 0
         self.acked = 0
 
@@ -100,12 +101,23 @@ class AuditPublisher:
         """The highest seq central has acknowledged storing (with nothing missing before it)."""
         return self._acked_through
 
+    @property
+    def last_ack_at(self) -> float | None:
+        """When (``time.time()``) central last acknowledged anything in this run; None: not yet."""
+        return self._last_ack_at
+
     def start(self) -> None:
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Stop after the current loop turn without waiting: callable from a handler or sender running in
+        the sender thread itself (a device wipe), where ``stop`` would wait for its own thread."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -146,6 +158,7 @@ class AuditPublisher:
         except WireFormatError as e:
             logger.warning("ignoring malformed ack on %s: %s", msg.topic, e)
             return
+        self._last_ack_at = time.time()
         removed = self._outbox.acknowledge_through(ack.events_through, ack.checkpoint_through)
         self._acked_through = max(self._acked_through, ack.events_through)
         if removed:

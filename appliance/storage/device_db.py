@@ -1,8 +1,9 @@
 """The device's own encrypted database: the audit log, its outbox, and later accounts.
 
-Its key lives in a 0600 file beside it until keys are sealed to a TPM by the
-fleet work; the health report will say which protection is in use. WAL with
-``synchronous = FULL`` means a committed audit event survives power loss.
+Its SQLCipher key is stored through ``provisioning.keys``: sealed to the TPM when
+the desk's key policy gives one (no key file on disk at all), else a 0600 file
+that the health report flags as weaker. WAL with ``synchronous = FULL`` means a
+committed audit event survives power loss.
 """
 
 from __future__ import annotations
@@ -13,24 +14,41 @@ from pathlib import Path
 import sqlcipher3
 
 from library import cipher
+from provisioning.keys import load_or_create_secret
+from provisioning.tpm import Tpm
+
+KEY_NAME = "device.key"
+DB_NAME = "device.db"
+
+
+def _new_key_text() -> bytes:
+    # The same 65-byte hex form the file fallback has always used; it fits a TPM seal (128 bytes).
+    return cipher.new_key().hex().encode() + b"\n"
 
 
 class DeviceDatabase:
-    """One connection shared by the app's threads, serialised by a lock."""
+    """One connection shared by the app's threads, serialised by a lock.
 
-    def __init__(self, data_dir: Path) -> None:
+    ``tpm``: where a new key is sealed (and an existing file key moved); None keeps the file fallback.
+    A key already sealed is always unsealed, from ``tpm`` or the TPM the environment names.
+    """
+
+    def __init__(self, data_dir: Path, tpm: Tpm | None = None) -> None:
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
-        key_path = data_dir / "device.key"
-        if not key_path.exists():
-            cipher.write_key_file(key_path, cipher.new_key())
-        self.path = data_dir / "device.db"
-        self.conn: sqlcipher3.Connection = cipher.connect(self.path, cipher.read_key_file(key_path), create=True)
+        self.tpm = tpm
+        self.key_path = data_dir / KEY_NAME
+        key = bytes.fromhex(load_or_create_secret(self.key_path, tpm, _new_key_text).decode().strip())
+        self.path = data_dir / DB_NAME
+        self.conn: sqlcipher3.Connection = cipher.connect(self.path, key, create=True)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = FULL")
         self.lock = threading.RLock()
+        self.closed = False
 
     def close(self) -> None:
         with self.lock:
-            self.conn.close()
+            if not self.closed:
+                self.conn.close()
+                self.closed = True

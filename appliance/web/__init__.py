@@ -11,7 +11,7 @@ import logging
 from io import BytesIO
 from typing import IO, Any
 
-from flask import Flask, Request, g, render_template, request
+from flask import Flask, Request, Response, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
@@ -20,9 +20,11 @@ from appliance.comms.mqtt import AuditPublisher
 from appliance.services.accounts import AccountService, SessionManager
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseError, CaseService
+from appliance.services.health import HealthReporter
 from appliance.services.library import LibraryHolder
 from appliance.services.peer_review import CentralPeerReviewChannel, LocalPeerReviewChannel, PeerReviewChannel
 from appliance.services.policy import PolicyRefusal
+from appliance.services.wipe import WITHDRAWN_MESSAGE, WipeService, is_withdrawn, load_command_key
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.cases import CaseStore
@@ -30,11 +32,14 @@ from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
+from appliance.storage.signing_key import KEY_NAME as SIGNING_KEY_NAME
+from appliance.storage.signing_key import load_or_create_signing_key
 from appliance.updates.updater import LibraryUpdater
-from core.topics import library_announce_topic, peer_review_outcome_topic
+from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
 from library.snapshot import read_key_file
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
+from provisioning.keys import tpm_for_policy
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,20 @@ class DeskRequest(Request):
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
         return BytesIO()
+
+
+def withdrawn_page() -> Response:
+    """What a wiped desk shows for every request: nothing else is left to serve."""
+    body = (f"<!doctype html><html lang=\"en-GB\"><head><meta charset=\"utf-8\"><title>Withdrawn</title></head>"
+            f"<body><h1>{WITHDRAWN_MESSAGE}</h1></body></html>")
+    return Response(body, status=410, mimetype="text/html")
+
+
+def _withdrawn_app() -> Flask:
+    """A wiped desk restarted: no keys, no library, one page."""
+    app = Flask(__name__)
+    app.before_request(withdrawn_page)
+    return app
 
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -67,6 +86,8 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     )
     if test_config:
         app.config.update(test_config)
+    if is_withdrawn(settings.data_dir):
+        return _withdrawn_app()
     csrf.init_app(app)
     htmx.init_app(app)
 
@@ -78,8 +99,10 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     if store.current_version() is None:
         store.install_full(settings.library.path, key, expected_embedder=pipeline.embedder_id)
     snapshot = store.open_current(key, expected_embedder=pipeline.embedder_id)
-    db = DeviceDatabase(settings.data_dir)
-    outbox = Outbox(db)
+    # Keys through provisioning.keys: sealed to the TPM when [keys] protection allows one (docs/fleet.md).
+    tpm = tpm_for_policy(settings.keys.protection)
+    db = DeviceDatabase(settings.data_dir, tpm)
+    outbox = Outbox(db, load_or_create_signing_key(settings.data_dir, tpm))
     audit = AuditLog(settings.device_id, outbox)
     library = LibraryHolder(snapshot)
     updater = None
@@ -97,8 +120,28 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
             settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
             resend_after_s=settings.peer_review.resend_after_s)
         handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
-    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox, handlers=handlers,
-                               senders=[central_reviews.drain] if central_reviews else [])
+    senders = [central_reviews.drain] if central_reviews else []
+    key_paths = [db.key_path, settings.data_dir / SIGNING_KEY_NAME]
+    if settings.mqtt.key_file is not None:
+        key_paths.append(settings.mqtt.key_file)
+    last_ack: list[AuditPublisher] = []  # the publisher, once made (the reporter is one of its senders)
+    health = HealthReporter(settings.device_id, settings.data_dir, outbox, library,
+                            interval_s=settings.health.interval_s, key_paths=key_paths,
+                            last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
+    senders.append(health.send)
+    wipe: WipeService | None = None
+    if settings.fleet_command_public_key is not None:
+        wipe = WipeService(settings.device_id, load_command_key(settings.fleet_command_public_key), audit, outbox,
+                           db, secrets=[*key_paths[1:], settings.library.key_file],
+                           trees=[store.root], files=[settings.library.path])
+        handlers[fleet_command_topic(settings.device_id)] = wipe.handle
+        senders.append(wipe.drain)  # last: after it runs the database is closed
+    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox, handlers=handlers, senders=senders)
+    last_ack.append(publisher)
+    if wipe is not None:
+        wipe.on_withdrawn(publisher.request_stop)
+        if updater is not None:
+            wipe.on_withdrawn(updater.stop)
     app.extensions["rfr"] = {
         "settings": settings,
         "library": library,
@@ -107,6 +150,8 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
         "publisher": publisher,
         "library_store": store,
         "updater": updater,
+        "health": health,
+        "wipe": wipe,
     }
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), settings.auth)
@@ -131,6 +176,13 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
             updater.start_polling(settings.updates.poll_interval_s)
 
     from appliance.web import assets, auth, cases, desk
+
+    if wipe is not None:
+        withdrawn = wipe.withdrawn
+
+        @app.before_request
+        def stop_serving() -> Response | None:
+            return withdrawn_page() if withdrawn.is_set() else None
 
     app.before_request(auth.load_user)
     app.register_blueprint(auth.bp)

@@ -3,7 +3,10 @@
 Every message is distrusted. Its topic must be a device's audit or checkpoint
 topic, the device must be registered (its Ed25519 key is on file), the payload
 must parse strictly and name the same device as the topic, an event must carry
-its chain hashes, and a checkpoint must be signed by the device's key. A
+its chain hashes, and a checkpoint must be signed by the device's key, and
+the device must not be revoked (a revoked desk's messages are refused with the
+reason "device revoked" and flagged as a finding on /audit; only its own
+``device_wiped`` report is still stored, so the audit shows the wipe). A
 message that fails is recorded in the store's rejections with the reason and
 counted; it never raises out of here and never holds up the good messages in
 the same batch.
@@ -27,6 +30,19 @@ from core.events import AuditEvent
 from core.topics import AUDIT, parse_device_topic
 
 logger = logging.getLogger(__name__)
+
+
+REVOKED_REASON = "device revoked"
+REVOKED_FINDING = "revoked_device_message"
+
+
+class RevokedDeviceMessage(WireFormatError):
+    """A message from a device central has revoked."""
+
+    def __init__(self, device: str, seq: int | None, what: str) -> None:
+        super().__init__(f"{REVOKED_REASON}: {device} sent {what} after it was revoked")
+        self.device = device
+        self.seq = seq
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,7 @@ class MessageHandler:
         self._keys[device] = key
         return key
 
-    def _parse(self, msg: Incoming) -> AuditEvent | Checkpoint:
+    def _parse(self, msg: Incoming, revoked: frozenset[str] = frozenset()) -> AuditEvent | Checkpoint:
         device, kind = parse_device_topic(msg.topic)
         key = self._key(device)
         if kind == AUDIT:
@@ -78,10 +94,14 @@ class MessageHandler:
                 raise WireFormatError(f"Event claims device {event.device_id!r} but was published by {device!r}.")
             if not event.sealed:
                 raise WireFormatError("Event carries no chain hashes (unsigned): it cannot be placed in the chain.")
+            if device in revoked and event.type != "device_wiped":
+                raise RevokedDeviceMessage(device, event.seq, f"a {event.type} event (seq {event.seq})")
             return event
         cp = Checkpoint.from_bytes(msg.payload)
         if cp.device_id != device:
             raise WireFormatError(f"Checkpoint claims device {cp.device_id!r} but was published by {device!r}.")
+        if device in revoked:
+            raise RevokedDeviceMessage(device, None, f"a checkpoint (seq {cp.seq})")
         try:
             cp.verify(key)
         except SignatureError as e:
@@ -97,11 +117,14 @@ class MessageHandler:
         events: list[AuditEvent] = []
         checkpoints: list[Checkpoint] = []
         rejected = 0
+        revoked = frozenset(self.store.revocations()) if batch else frozenset()
         for msg in batch:
             try:
-                item = self._parse(msg)
+                item = self._parse(msg, revoked)
             except WireFormatError as e:
                 rejected += 1
+                if isinstance(e, RevokedDeviceMessage):
+                    self.store.record_finding(e.device, e.seq, REVOKED_FINDING, str(e), now)
                 logger.warning("rejected message on %s (%s bytes): %s", msg.topic[:200], len(msg.payload), e)
                 self.store.record_rejection(msg.topic, str(e), len(msg.payload), received_at=now)
                 continue

@@ -34,12 +34,19 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from central.audit.storage import SqlAuditStore
+from central.fleet.health import HealthIngest, is_health_topic
 from central.ingest.handler import Incoming, MessageHandler
 from central.peer_review.ingest import PeerReviewIngest, is_request_topic
 from central.peer_review.store import PeerReviewStore
 from central.settings import MqttSettings
 from core.audit.ack import Ack
-from core.topics import INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION, ack_topic, shared
+from core.topics import (
+    HEALTH_SUBSCRIPTION,
+    INGEST_SUBSCRIPTIONS,
+    PEER_REVIEW_REQUEST_SUBSCRIPTION,
+    ack_topic,
+    shared,
+)
 from provisioning.tls import client_context
 
 logger = logging.getLogger(__name__)
@@ -65,7 +72,9 @@ class AuditIngest:
         self._last_outcome_poll = 0.0
         self._client_id = client_id or settings.client_id
         self._subscriptions = [shared(shared_group, s) if shared_group else s
-                               for s in (*INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION)]
+                               for s in (*INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION,
+                                         HEALTH_SUBSCRIPTION)]
+        self._health = HealthIngest(store)
         self._ack_interval_s = ack_interval_s
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -235,8 +244,10 @@ class AuditIngest:
             for m in batch:
                 if is_request_topic(m.topic):
                     self._reviews.handle(m.topic, m.payload)
+                elif is_health_topic(m.topic):
+                    self._health.handle(m.topic, m.payload)
             touched = self._handler.handle([Incoming(m.topic, m.payload) for m in batch
-                                            if not is_request_topic(m.topic)])
+                                            if not is_request_topic(m.topic) and not is_health_topic(m.topic)])
         except Exception:
             # Not acknowledged: reconnecting makes the broker redeliver; devices resend anyway.
             logger.exception("could not store a batch of %s messages; left unacknowledged", len(batch))
@@ -276,3 +287,47 @@ class AuditIngest:
             self._client.publish(ack_topic(device), ack.to_bytes(), qos=_QOS)
         self._dirty.clear()
         self._last_ack = time.monotonic()
+
+
+def publish_once(settings: MqttSettings, topic: str, payload: bytes, *, client_id: str | None = None,
+                 timeout_s: float = 10.0) -> bool:
+    """Connect, publish one QoS 1 message, and return True only if the broker's PUBACK says it was accepted.
+
+    For one-off commands (a device wipe from ``python -m central devices revoke`` or the fleet page),
+    which must not depend on an ingest worker running in the same process. The reason code is checked
+    because paho reports success for a publish the ACL refused (docs/fleet.md).
+    """
+    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{settings.client_id}-command",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:
+        client.tls_set_context(client_context(settings.ca_file, settings.cert_file, settings.key_file))
+    done = threading.Event()
+    connected = threading.Event()
+    outcome: dict[str, bool] = {}
+
+    def on_connect(c: Client, u: Any, f: ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
+        if not rc.is_failure:
+            connected.set()
+
+    def on_publish(c: Client, u: Any, mid: int, rc: ReasonCode, p: Properties | None) -> None:
+        outcome["ok"] = not rc.is_failure
+        done.set()
+
+    client.on_connect = on_connect
+    client.on_publish = on_publish
+    try:
+        client.connect(settings.host, settings.port, keepalive=30)
+    except OSError as e:
+        logger.error("cannot reach broker %s:%s to publish on %s: %s", settings.host, settings.port, topic, e)
+        client._reset_sockets()
+        return False
+    client.loop_start()
+    try:
+        if not connected.wait(timeout_s):
+            logger.error("broker %s:%s did not accept the connection", settings.host, settings.port)
+            return False
+        client.publish(topic, payload, qos=_QOS)
+        return done.wait(timeout_s) and outcome.get("ok", False)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -56,7 +56,7 @@ def create_app(
     # No forms post yet, but every future blueprint (devices, library) is covered from the start.
     CSRFProtect(app)
 
-    from central.web import audit, errors, health, peer_review, reports, security, updates, vendor
+    from central.web import audit, errors, fleet, health, peer_review, reports, security, updates, vendor
 
     errors.init_app(app)
     security.init_app(app)
@@ -65,5 +65,6 @@ def create_app(
     app.register_blueprint(peer_review.bp)
     app.register_blueprint(reports.bp)
     app.register_blueprint(vendor.bp)
+    fleet.init_app(app, settings.fleet if settings else None, settings.mqtt if settings else None)
     updates.init_app(app)  # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO)
     return app

@@ -156,6 +156,31 @@ def _schema(id_column: str, big: str) -> list[str]:
             message TEXT NOT NULL,
             found_at TEXT NOT NULL,
             UNIQUE (device_id, seq, kind))""",
+        # Revocations are a table of their own (not a column of audit_devices) so existing stores need
+        # no migration; a revoked device's messages are refused from then on (central.fleet).
+        """CREATE TABLE IF NOT EXISTS device_revocations (
+            device_id TEXT PRIMARY KEY,
+            revoked_at TEXT NOT NULL,
+            revoked_by TEXT NOT NULL,
+            reason TEXT NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS device_health (
+            id {id_column},
+            device_id TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            interval_s DOUBLE PRECISION NOT NULL,
+            software_version TEXT NOT NULL,
+            library_version {big},
+            embedder_id TEXT,
+            disk_free_bytes {big} NOT NULL,
+            disk_total_bytes {big} NOT NULL,
+            memory_available_bytes {big},
+            memory_total_bytes {big},
+            outbox_depth {big} NOT NULL,
+            since_last_sync_s DOUBLE PRECISION,
+            clock_offset_s DOUBLE PRECISION,
+            key_protection TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS device_health_by_device_time ON device_health (device_id, received_at)",
         f"""CREATE TABLE IF NOT EXISTS audit_rejections (
             id {id_column},
             received_at TEXT NOT NULL,
@@ -250,6 +275,52 @@ class SqlAuditStore:
         with self._lock:
             return {r["device_id"]: r["public_key"]
                     for r in self._rows("SELECT device_id, public_key FROM audit_devices ORDER BY device_id")}
+
+    # --- revocation and health (central.fleet) ---
+
+    def revoke_device(self, device_id: str, revoked_by: str, reason: str, when: datetime | None = None) -> bool:
+        """Mark the device revoked; False if it already was (the first revocation is kept)."""
+        with self._lock:
+            cur = self._execute("INSERT INTO device_revocations (device_id, revoked_at, revoked_by, reason)"
+                                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                (device_id, iso(when or datetime.now(UTC)), revoked_by[:200], reason[:_MAX_REASON]))
+            return bool(cur.rowcount == 1)
+
+    def revocations(self) -> dict[str, dict[str, Any]]:
+        """Every revoked device: when, by whom, why. Read fresh each time (the web app may revoke meanwhile)."""
+        with self._lock:
+            return {r["device_id"]: r for r in self._rows(
+                "SELECT device_id, revoked_at, revoked_by, reason FROM device_revocations")}
+
+    def record_health(self, row: dict[str, Any]) -> None:
+        """One heartbeat (columns of ``device_health`` except id)."""
+        names = sorted(row)
+        with self._lock:
+            self._execute(f"INSERT INTO device_health ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                          [row[n] for n in names])
+
+    def latest_health(self) -> dict[str, dict[str, Any]]:
+        """Each device's newest heartbeat."""
+        with self._lock:
+            rows = self._rows("SELECT h.* FROM device_health h JOIN (SELECT device_id, MAX(id) AS id FROM device_health"
+                              " GROUP BY device_id) m ON m.id = h.id")
+        return {r["device_id"]: r for r in rows}
+
+    def health_history(self, device_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        with self._lock:
+            return self._rows("SELECT * FROM device_health WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+                              (device_id, limit))
+
+    def prune_health(self, before: datetime) -> int:
+        """Drop heartbeats received before ``before`` (the history is kept for a bounded time)."""
+        with self._lock:
+            return int(self._execute("DELETE FROM device_health WHERE received_at < ?", (iso(before),)).rowcount)
+
+    def record_finding(self, device_id: str, seq: int | None, kind: str, message: str,
+                       when: datetime | None = None) -> None:
+        """A finding outside a batch (a revoked device still sending), shown on /audit."""
+        with self._lock:
+            self._finding(device_id, seq, kind, message, iso(when or datetime.now(UTC)))
 
     # --- ingest ---
 

@@ -1,0 +1,140 @@
+"""``/fleet``: every registered desk with its last heartbeat and flags, its history, and revocation.
+
+Flags come from ``central.fleet.status`` (stale, unhealthy, old library, revoked). Revoking is a
+CSRF-protected form with a typed confirmation (the desk id), because it cannot be undone: the
+desk is refused from then on and, if connected, wipes itself (``central.fleet.revoke``).
+Central has no sign-in yet, so the person revoking types their name and it is recorded as given.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    get_flashed_messages,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.wrappers import Response
+
+from central.fleet.revoke import PkiTarget, RevocationError, load_command_key, revoke_device
+from central.fleet.status import fleet_status
+from central.ingest.mqtt import publish_once
+from central.settings import FleetSettings, MqttSettings
+from central.web.stores import audit_store
+from core.errors import WireFormatError
+from core.topics import validate_device_id
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("fleet", __name__, url_prefix="/fleet")
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    settings: FleetSettings
+    mqtt: MqttSettings | None  # how to reach the broker for the wipe; None: no wipe is sent
+
+
+def init_app(app: Flask, settings: FleetSettings | None, mqtt: MqttSettings | None) -> None:
+    """``FLEET`` in the app config (tests) overrides the settings file's ``[fleet]`` and ``[mqtt]``."""
+    app.extensions["central.fleet"] = app.config.get("FLEET") or FleetConfig(settings or FleetSettings(), mqtt)
+    app.register_blueprint(bp)
+
+
+def _config() -> FleetConfig:
+    config: FleetConfig = current_app.extensions["central.fleet"]
+    return config
+
+
+def _published_library() -> int | None:
+    """The newest library version central publishes, if it runs a TUF repository here."""
+    repo_dir = current_app.config.get("TUF_REPO_DIR")
+    if not repo_dir:
+        return None
+    from central.publish.repository import PublishError, TufRepository
+
+    try:
+        versions = [info.library_version for info in TufRepository(repo_dir).published().values()]
+    except PublishError as e:
+        logger.warning("cannot read the TUF repository for the newest library: %s", e)
+        return None
+    return max(versions, default=None)
+
+
+def _device(device_id: str) -> str:
+    try:
+        validate_device_id(device_id)
+    except WireFormatError as e:
+        abort(404, str(e))
+    if audit_store().public_key(device_id) is None:
+        abort(404, f"There is no registered device {device_id!r}.")
+    return device_id
+
+
+@bp.get("")
+def index() -> str:
+    store, config = audit_store(), _config()
+    rows = fleet_status(sorted(store.registered_devices()), store.latest_health(), store.revocations(),
+                        now=datetime.now(UTC), published_library=_published_library(),
+                        stale_after=config.settings.stale_after_intervals,
+                        min_free_disk=config.settings.min_free_disk)
+    return render_template("fleet/index.html", rows=rows, messages=get_flashed_messages())
+
+
+@bp.get("/<device_id>")
+def device(device_id: str) -> str:
+    store, config = audit_store(), _config()
+    _device(device_id)
+    status = fleet_status([device_id], store.latest_health(), store.revocations(), now=datetime.now(UTC),
+                          published_library=_published_library(),
+                          stale_after=config.settings.stale_after_intervals,
+                          min_free_disk=config.settings.min_free_disk)[0]
+    return render_template("fleet/device.html", s=status, history=store.health_history(device_id),
+                           messages=get_flashed_messages(), errors={})
+
+
+@bp.post("/<device_id>/revoke")
+def revoke(device_id: str) -> Response | tuple[str, int]:
+    store, config = audit_store(), _config()
+    _device(device_id)
+    by = request.form.get("revoked_by", "").strip()
+    reason = request.form.get("reason", "").strip()
+    confirm = request.form.get("confirm", "").strip()
+    errors = {}
+    if not by or len(by) > 100:
+        errors["revoked_by"] = "Enter your name (it is recorded with the revocation)."
+    if not reason or len(reason) > 300:
+        errors["reason"] = "Say why the desk is withdrawn (lost, stolen, decommissioned...)."
+    if confirm != device_id:
+        errors["confirm"] = f"Type the desk id {device_id} to confirm: revocation cannot be undone."
+    if errors:
+        status = fleet_status([device_id], store.latest_health(), store.revocations(), now=datetime.now(UTC),
+                              published_library=None)[0]
+        return render_template("fleet/device.html", s=status, history=store.health_history(device_id),
+                               messages=[], errors=errors), 422
+    try:
+        result = revoke_device(store, device_id, revoked_by=by, reason=reason, **revocation_means(config))
+    except RevocationError as e:
+        abort(409, str(e))
+    flash(result.summary())
+    return redirect(url_for("fleet.device", device_id=device_id))
+
+
+def revocation_means(config: FleetConfig) -> dict[str, object]:
+    """The wipe key, the way to send it and the PKI to update, from the settings (each optional)."""
+    s = config.settings
+    key = load_command_key(s.command_key) if s.command_key is not None else None
+    mqtt = config.mqtt
+    send = (lambda topic, payload: publish_once(mqtt, topic, payload)) if mqtt is not None else None
+    pki = PkiTarget(s.ca_dir, s.broker_dir, s.broker_pid_file) if s.ca_dir is not None else None
+    return {"command_key": key, "send": send, "pki": pki}

@@ -1,0 +1,241 @@
+"""Fleet wire models: the desks' health heartbeat and central's signed commands to one desk.
+
+Both are pure data with strict parsing (exact field set, types, ranges, a size cap), like the
+audit event: a malformed message is refused with a reason, never half-used.
+
+A command (today only ``wipe``) is signed with central's fleet-command Ed25519 key, whose
+public half each desk receives at provisioning. The signed statement is labelled, names the
+one device it is for, when it was issued and a random nonce, so the desk can refuse a
+forgery, a command meant for another desk, a stale one and a replay (:class:`NonceLedger`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from core.audit.chain import canonical_json
+from core.errors import CustodyRfrError, WireFormatError
+from core.topics import validate_device_id
+
+HEARTBEAT_VERSION = 1
+MAX_HEARTBEAT_BYTES = 2048
+KEY_PROTECTION_MODES = ("tpm", "file")
+COMMAND_VERSION = 1
+MAX_COMMAND_BYTES = 1024
+COMMANDS = frozenset({"wipe"})
+#: How old (or how far in the future) a command may be when it arrives. Clocks on desks drift, and a
+#: command for an offline desk waits at the broker, so minutes rather than seconds.
+COMMAND_WINDOW = timedelta(minutes=15)
+_COMMAND_LABEL = "custody-rfr fleet command v1"
+
+
+class CommandRefused(CustodyRfrError):
+    """A fleet command is not for this device, not signed by central, stale or replayed."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time(value: object, name: str) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise WireFormatError(f"{name} must be an ISO 8601 time.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise WireFormatError(f"{name} is not an ISO 8601 time: {e}") from e
+    if moment.tzinfo is None:
+        raise WireFormatError(f"{name} must carry a time zone.")
+    return moment
+
+
+def _refuse_constant(name: str) -> None:
+    """NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not allowed")
+
+
+def _load(payload: bytes, cap: int, what: str) -> dict[str, Any]:
+    if len(payload) > cap:
+        raise WireFormatError(f"{what} is {len(payload)} bytes; the limit is {cap}.")
+    try:
+        obj = json.loads(payload, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise WireFormatError(f"{what} is not valid JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise WireFormatError(f"{what} must be a JSON object.")
+    return obj
+
+
+def _int(value: object, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise WireFormatError(f"Heartbeat field {name!r} must be a non-negative integer.")
+
+
+def _num(value: object, name: str, *, optional: bool = False, signed: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value or abs(value) > 1e12:
+        raise WireFormatError(f"Heartbeat field {name!r} must be a finite number.")
+    if not signed and value < 0:
+        raise WireFormatError(f"Heartbeat field {name!r} must not be negative.")
+
+
+def _text(value: object, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value or len(value) > 100:
+        raise WireFormatError(f"Heartbeat field {name!r} must be a non-empty string of at most 100 characters.")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """What a desk says about itself every ``interval_s`` seconds (no biometric or case data)."""
+
+    device_id: str
+    sent_at: str
+    interval_s: float
+    software_version: str
+    library_version: int | None
+    embedder_id: str | None
+    disk_free_bytes: int
+    disk_total_bytes: int
+    memory_available_bytes: int | None
+    memory_total_bytes: int | None
+    outbox_depth: int
+    since_last_sync_s: float | None  # since central last acknowledged anything; None: never this run
+    clock_offset_s: float | None  # device clock minus central's, when the desk can tell; else None
+    key_protection: str  # "tpm" only when every device key is sealed
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        _time(self.sent_at, "sent_at")
+        _num(self.interval_s, "interval_s")
+        if not 0 < self.interval_s <= 86400:
+            raise WireFormatError("Heartbeat interval must be between 0 and 86400 seconds.")
+        _text(self.software_version, "software_version")
+        _int(self.library_version, "library_version", optional=True)
+        _text(self.embedder_id, "embedder_id", optional=True)
+        for name in ("disk_free_bytes", "disk_total_bytes", "outbox_depth"):
+            _int(getattr(self, name), name)
+        for name in ("memory_available_bytes", "memory_total_bytes"):
+            _int(getattr(self, name), name, optional=True)
+        _num(self.since_last_sync_s, "since_last_sync_s", optional=True)
+        _num(self.clock_offset_s, "clock_offset_s", optional=True, signed=True)
+        if self.key_protection not in KEY_PROTECTION_MODES:
+            raise WireFormatError(f"Key protection must be one of {', '.join(KEY_PROTECTION_MODES)}.")
+
+    @property
+    def disk_free_fraction(self) -> float:
+        return self.disk_free_bytes / self.disk_total_bytes if self.disk_total_bytes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": HEARTBEAT_VERSION, **asdict(self)}
+
+    def to_bytes(self) -> bytes:
+        data = canonical_json(self.to_dict())
+        if len(data) > MAX_HEARTBEAT_BYTES:
+            raise WireFormatError(f"Heartbeat is {len(data)} bytes; the limit is {MAX_HEARTBEAT_BYTES}.")
+        return data
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> Heartbeat:
+        obj = _load(payload, MAX_HEARTBEAT_BYTES, "Heartbeat")
+        if obj.pop("v", None) != HEARTBEAT_VERSION:
+            raise WireFormatError("Heartbeat has an unsupported version.")
+        fields = set(cls.__dataclass_fields__)
+        if set(obj) != fields:
+            raise WireFormatError(f"Heartbeat fields wrong: missing {sorted(fields - set(obj))}, "
+                                  f"unexpected {sorted(set(obj) - fields)[:5]}.")
+        return cls(**obj)
+
+
+@dataclass(frozen=True)
+class FleetCommand:
+    """A command from central to one device, signed with central's fleet-command key."""
+
+    device_id: str
+    command: str
+    issued_at: str
+    nonce: str
+    signature: str
+
+    def __post_init__(self) -> None:
+        validate_device_id(self.device_id)
+        if self.command not in COMMANDS:
+            raise WireFormatError(f"Unknown fleet command {self.command!r}.")
+        _time(self.issued_at, "issued_at")
+        if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):
+            raise WireFormatError("Command nonce must be 32 lower-case hex digits.")
+        if not isinstance(self.signature, str) or len(self.signature) != 128 or not _is_hex(self.signature):
+            raise WireFormatError("Command signature must be 128 lower-case hex digits.")
+
+    @staticmethod
+    def statement(device_id: str, command: str, issued_at: str, nonce: str) -> bytes:
+        """The exact bytes signed, labelled so they can never pass for other signed data."""
+        return canonical_json({"statement": _COMMAND_LABEL, "device_id": device_id, "command": command,
+                               "issued_at": issued_at, "nonce": nonce})
+
+    @classmethod
+    def sign(cls, key: Ed25519PrivateKey, device_id: str, command: str, *, now: datetime | None = None,
+             nonce: str | None = None) -> FleetCommand:
+        issued_at = (now or _now()).astimezone(UTC).isoformat(timespec="milliseconds")
+        nonce = nonce or secrets.token_hex(16)
+        signature = key.sign(cls.statement(device_id, command, issued_at, nonce)).hex()
+        return cls(device_id=device_id, command=command, issued_at=issued_at, nonce=nonce, signature=signature)
+
+    def verify(self, public_key: Ed25519PublicKey, *, device_id: str, now: datetime | None = None,
+               window: timedelta = COMMAND_WINDOW) -> None:
+        """Raise :class:`CommandRefused` unless central signed exactly this command, for ``device_id``, lately."""
+        try:
+            public_key.verify(bytes.fromhex(self.signature),
+                              self.statement(self.device_id, self.command, self.issued_at, self.nonce))
+        except InvalidSignature as e:
+            raise CommandRefused(f"The {self.command} command is not signed by central's fleet-command key.") from e
+        if self.device_id != device_id:
+            raise CommandRefused(f"The {self.command} command is for {self.device_id}, not this device ({device_id}).")
+        age = (now or _now()) - _time(self.issued_at, "issued_at")
+        if abs(age) > window:
+            raise CommandRefused(f"The {self.command} command was issued {age} ago, outside the "
+                                 f"{window} window: stale or replayed.")
+
+    def to_bytes(self) -> bytes:
+        return canonical_json({"v": COMMAND_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> FleetCommand:
+        obj = _load(payload, MAX_COMMAND_BYTES, "Fleet command")
+        if obj.pop("v", None) != COMMAND_VERSION:
+            raise WireFormatError("Fleet command has an unsupported version.")
+        fields = set(cls.__dataclass_fields__)
+        if set(obj) != fields:
+            raise WireFormatError("Fleet command fields wrong.")
+        return cls(**obj)
+
+
+def _is_hex(value: str) -> bool:
+    return all(c in "0123456789abcdef" for c in value)
+
+
+class NonceLedger:
+    """The nonces of commands already accepted within the window; older ones age out because a command
+    that old is refused as stale anyway. Kept in memory: after a restart the window alone protects."""
+
+    def __init__(self, window: timedelta = COMMAND_WINDOW) -> None:
+        self._window = window
+        self._seen: dict[str, datetime] = {}
+
+    def check_and_add(self, command: FleetCommand, now: datetime | None = None) -> None:
+        moment = now or _now()
+        self._seen = {n: t for n, t in self._seen.items() if moment - t <= 2 * self._window}
+        if command.nonce in self._seen:
+            raise CommandRefused(f"The {command.command} command with nonce {command.nonce} was already used.")
+        self._seen[command.nonce] = moment

@@ -1,0 +1,69 @@
+"""The fleet wire models: strict heartbeats, and signed commands a desk can check on its own."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from core.errors import WireFormatError
+from core.fleet import CommandRefused, FleetCommand, Heartbeat, NonceLedger
+from core.topics import device_from_health_topic, fleet_command_topic, health_topic
+
+NOW = datetime(2030, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def beat(**over) -> Heartbeat:
+    values = dict(device_id="desk-01", sent_at=NOW.isoformat(), interval_s=60.0, software_version="0.1.0",
+                  library_version=3, embedder_id="arcface-r100@1", disk_free_bytes=5, disk_total_bytes=100,
+                  memory_available_bytes=None, memory_total_bytes=None, outbox_depth=0, since_last_sync_s=1.5,
+                  clock_offset_s=None, key_protection="tpm")
+    values.update(over)
+    return Heartbeat(**values)
+
+
+def test_a_heartbeat_round_trips_and_parsing_is_strict():
+    b = beat()
+    assert Heartbeat.from_bytes(b.to_bytes()) == b
+    assert b.disk_free_fraction == 0.05
+    obj = json.loads(b.to_bytes())
+    with pytest.raises(WireFormatError, match="fields wrong"):
+        Heartbeat.from_bytes(json.dumps({**obj, "image": "x"}).encode())
+    with pytest.raises(WireFormatError, match="Key protection"):
+        Heartbeat.from_bytes(json.dumps({**obj, "key_protection": "none"}).encode())
+    with pytest.raises(WireFormatError, match="non-negative integer"):
+        Heartbeat.from_bytes(json.dumps({**obj, "outbox_depth": -1}).encode())
+    with pytest.raises(WireFormatError, match="limit"):
+        Heartbeat.from_bytes(b" " * 5000)
+    with pytest.raises(WireFormatError, match="not valid JSON"):
+        Heartbeat.from_bytes(b'{"v": NaN}')
+
+
+def test_health_and_command_topics():
+    assert health_topic("desk-01") == "rfr/v1/devices/desk-01/health"
+    assert device_from_health_topic("rfr/v1/devices/desk-01/health") == "desk-01"
+    with pytest.raises(WireFormatError):
+        device_from_health_topic("rfr/v1/devices/desk-01/audit")
+    assert fleet_command_topic("desk-01") == "rfr/v1/fleet/commands/desk-01"
+
+
+def test_a_signed_wipe_verifies_only_for_its_device_its_key_and_its_time():
+    central, forger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    cmd = FleetCommand.from_bytes(FleetCommand.sign(central, "desk-01", "wipe", now=NOW).to_bytes())
+    cmd.verify(central.public_key(), device_id="desk-01", now=NOW + timedelta(minutes=1))
+    with pytest.raises(CommandRefused, match="not this device"):
+        cmd.verify(central.public_key(), device_id="desk-02", now=NOW)
+    with pytest.raises(CommandRefused, match="not signed by central"):
+        FleetCommand.sign(forger, "desk-01", "wipe", now=NOW).verify(central.public_key(), device_id="desk-01",
+                                                                     now=NOW)
+    with pytest.raises(CommandRefused, match="stale or replayed"):
+        cmd.verify(central.public_key(), device_id="desk-01", now=NOW + timedelta(hours=1))
+    tampered = FleetCommand(**{**cmd.__dict__, "device_id": "desk-02"})
+    with pytest.raises(CommandRefused, match="not signed"):
+        tampered.verify(central.public_key(), device_id="desk-02", now=NOW)
+    ledger = NonceLedger()
+    ledger.check_and_add(cmd, NOW)
+    with pytest.raises(CommandRefused, match="already used"):
+        ledger.check_and_add(cmd, NOW + timedelta(seconds=5))

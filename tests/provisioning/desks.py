@@ -1,0 +1,68 @@
+"""Helpers for the fleet tests: a live desk app on a broker, and central's ingest and web app beside it."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Flask
+
+from appliance.web import create_app
+from central.audit.storage import SqlAuditStore, open_store
+from central.ingest.mqtt import AuditIngest
+from central.settings import MqttSettings as CentralMqtt
+from central.web import create_app as create_central
+from core.audit.checkpoint import public_key_hex
+from tests.appliance.conftest import appliance_settings
+
+
+@dataclass
+class Central:
+    web: Flask
+    ingest: AuditIngest
+    store: SqlAuditStore
+    db: Path
+
+
+@contextmanager
+def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Central]:
+    """Central's ingest worker and web app on one SQLite database, on the plain test broker."""
+    db = tmp_path / "central.db"
+    store = open_store(db)
+    ingest = AuditIngest(CentralMqtt(host="127.0.0.1", port=port, client_id=f"central-{uuid.uuid4().hex[:8]}"),
+                         store)
+    ingest.start()
+    assert ingest.wait_connected(10)
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+                                      "DATABASE": str(db), **config})
+    try:
+        yield Central(web, ingest, store, db)
+    finally:
+        ingest.stop()
+        store.close()
+        web.extensions["central.audit_store"].close()
+        web.extensions["central.peer_reviews"].close()
+
+
+def copy_library(tmp_path: Path, library: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A desk's own copy of the demo library (a wipe destroys it; the session's copy must survive)."""
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    return Path(shutil.copy(library[0], folder)), Path(shutil.copy(library[1], folder))
+
+
+def live_desk(tmp_path: Path, library: tuple[Path, Path], pipeline, port: int, central: Central,
+              **over: object) -> tuple[Flask, str]:
+    """A desk app with sync started and its audit key registered at central; a fresh id (sessions persist)."""
+    device = f"desk-{uuid.uuid4().hex[:8]}"
+    settings = appliance_settings(tmp_path, copy_library(tmp_path, library), mqtt_port=port, device_id=device,
+                                  **over)
+    app = create_app(settings, pipeline=pipeline, start_sync=False)
+    app.config["TESTING"] = True
+    central.store.register_device(device, public_key_hex(app.extensions["rfr"]["outbox"].public_key))
+    app.extensions["rfr"]["publisher"].start()
+    return app, device
