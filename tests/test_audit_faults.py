@@ -4,8 +4,8 @@ Each test runs a stand-in appliance process (``tests/audit_device.py``: the real
 outbox and MQTT sender), central's real ingest process (``python -m central ingest``) and a
 real Mosquitto with persistence, then breaks one of them mid-flow: the broker killed with
 ``kill -9`` and restarted; the network between device and broker cut through a TCP proxy
-(for ``RFR_FAULT_CUT_S`` seconds, default 12; the issue's "minutes" is the same code path,
-set e.g. ``RFR_FAULT_CUT_S=180`` to run it for real); the appliance killed with ``kill -9``
+for ``RFR_FAULT_CUT_S`` seconds (default 120: two minutes, long enough for the MQTT keepalive to
+declare the link dead on both sides, while events keep being recorded); the appliance killed with ``kill -9``
 mid-publish and restarted; central killed mid-ingest and restarted. Afterwards central holds
 events 1..N exactly once, the gap-free head is N, the device's signed checkpoint at N matches,
 there are no findings, a full export verifies offline, and the device's outbox is empty.
@@ -34,7 +34,7 @@ from central.audit.storage import EventFilter, open_store
 from tests.audit_support import PersistentBroker, TcpProxy, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-CUT_S = float(os.environ.get("RFR_FAULT_CUT_S", "12"))
+CUT_S = float(os.environ.get("RFR_FAULT_CUT_S", "120"))
 _ids = itertools.count(1)
 
 
