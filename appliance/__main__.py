@@ -3,6 +3,10 @@
 ``python -m appliance accounts add --config FILE --username U --role ROLE [--password-stdin]``
 is the device administrator's command for creating accounts, until accounts
 arrive in the signed configuration from central.
+
+``python -m appliance selftest --config FILE [--probe PHOTO --expect SUBJECT] [--mqtt-timeout S]``
+is the update agent's health check of a newly installed release (``appliance.services.selftest``):
+one line per check, exit 1 if any failed. It reads the device's data and never writes to it.
 """
 
 from __future__ import annotations
@@ -33,8 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--password-stdin", action="store_true", help="Read the password from the first line of stdin.")
     listing = acc_sub.add_parser("list", help="List accounts and roles.")
     listing.add_argument("--config", type=Path, required=True)
+    selftest = sub.add_parser("selftest", help="Health check of this release: models, library, search, MQTT.")
+    selftest.add_argument("--config", type=Path, required=True)
+    selftest.add_argument("--probe", type=Path, help="A known photo of an enrolled subject (with --expect); "
+                                                     "without it a stored template searches for itself.")
+    selftest.add_argument("--expect", metavar="SUBJECT_REF", help="The subject the probe must find at rank 1.")
+    selftest.add_argument("--mqtt-timeout", type=float, default=10.0, metavar="S",
+                          help="Seconds to wait for the broker (default 10).")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "selftest" and (args.probe is None) != (args.expect is None):
+        parser.error("give --probe and --expect together")
+    logging.basicConfig(level=logging.WARNING if args.command == "selftest" else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "selftest":
+        return _selftest(args)
 
     from appliance import settings as settings_mod
 
@@ -56,6 +72,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"appliance {settings.device_id}: http://{settings.web.host}:{settings.web.port}/", flush=True)
     run_simple(settings.web.host, settings.web.port, app, threaded=True, use_reloader=False)
     return 0
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    """Settings and imports first (nothing else can run without them), then the service's checks."""
+    from appliance import settings as settings_mod
+
+    try:
+        settings = settings_mod.load(args.config)
+    except CustodyRfrError as e:
+        return _selftest_failed([f"settings: FAILED: {e}"])
+    print(f"settings: ok ({args.config}, device {settings.device_id})", flush=True)
+    try:
+        # The web layer imports everything the service needs (Flask, the services, storage): a release
+        # missing a dependency fails here rather than after the switch. Imported here, not in the
+        # selftest service, because nothing inside the appliance may import the web layer.
+        import appliance.web
+    except Exception as e:  # an import error of any kind is the finding
+        return _selftest_failed([f"service: FAILED: the desk application does not import: {type(e).__name__}: {e}"])
+    print(f"service: ok (desk application imports from {Path(appliance.__file__).parent})", flush=True)
+    from appliance.services.selftest import run_selftest
+
+    results = run_selftest(settings, probe=args.probe, expect=args.expect, mqtt_timeout_s=args.mqtt_timeout)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        return _selftest_failed([r.line() for r in failed], printed=True)
+    print("selftest: ok (all checks passed)", flush=True)
+    return 0
+
+
+def _selftest_failed(lines: list[str], *, printed: bool = False) -> int:
+    """Exit 1 with the failures on stdout (one line per check) and as the last line of stderr: the update
+    agent quotes only the last line of stderr (of stdout when stderr is empty) when it refuses a version."""
+    if not printed:
+        for line in lines:
+            print(line, flush=True)
+    names = ", ".join(line.split(":", 1)[0] for line in lines)
+    print(f"selftest: FAILED: {names}", flush=True)
+    print("selftest FAILED: " + "; ".join(line.replace(": FAILED:", ":", 1) for line in lines), file=sys.stderr,
+          flush=True)
+    return 1
 
 
 def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]

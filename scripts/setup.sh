@@ -14,6 +14,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # A software TPM for the key-sealing tests (a real desk has a TPM 2.0 chip).
 command -v swtpm >/dev/null 2>&1 || need_apt+=(swtpm swtpm-tools)
 command -v tpm2_createprimary >/dev/null 2>&1 || need_apt+=(tpm2-tools)
+# The firmware image recipe (its build runs only with RFR_BUILD_IMAGE=1).
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 # The tests start their own PostgreSQL cluster (initdb in a temp dir): the server binaries must exist.

@@ -10,7 +10,7 @@ from pydantic import Field, ValidationError
 from core.errors import SettingsError
 from core.settings import StrictModel
 
-DEFAULT_HEALTH = [["{python}", "-m", "appliance", "check-config", "--config", "/etc/custody-rfr/appliance.toml"]]
+DEFAULT_HEALTH = [["{python}", "-m", "appliance", "selftest", "--config", "/etc/custody-rfr/appliance.toml"]]
 
 
 class AgentConfig(StrictModel):

@@ -6,8 +6,10 @@
 #       --out /srv/rootfs [--wheelhouse DIR] [--suite bookworm] [--mirror http://deb.debian.org/debian] [--plan]
 #
 # --plan prints what would be done (packages, units, paths) without network or root: tests check it.
-# --wheelhouse: a folder of the pinned dependency wheels (pip download -r ... on a connected machine);
-# without it pip installs the dependencies from PyPI inside the chroot.
+# --wheelhouse: a folder of the pinned dependency wheels, made on the build host with the host's pip
+# (tar -xzf BUNDLE wheels && pip wheel -w DIR wheels/*.whl: hnswlib has no wheel on PyPI and is built there);
+# pip in the tree then installs only from it. Without it pip in the tree goes to PyPI with the tree's own CA
+# store, which fails where PyPI is reached only through a local mirror or an intercepting proxy.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 SUITE=bookworm
@@ -44,30 +46,52 @@ if [ "$PLAN" = 1 ]; then
 fi
 
 [ "$(id -u)" = 0 ] || { echo "build-rootfs: run as root (debootstrap and chroot need it)" >&2; exit 2; }
+# Commands inside the new root get a clean environment: the build host's PIP_*, proxy or locale settings
+# (a pip.conf find-links, a host-only CA bundle) must not decide what is installed in the image.
+in_root() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$OUT" "$@"; }
+# Nothing may stay mounted in the tree (a later rm -rf of it would walk into /proc): debootstrap's own /proc
+# mount is left behind when its unmount finds it busy, and ours is unmounted on every exit, success or failure.
+unmount_proc() {
+  if mountpoint -q "$OUT/proc" 2>/dev/null; then umount "$OUT/proc" 2>/dev/null || umount -l "$OUT/proc"; fi
+}
+trap unmount_proc EXIT
 debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$OUT" "$MIRROR"
-chroot "$OUT" useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin custody-rfr
+unmount_proc
+# pip, venv and the agent run inside the tree and read /proc (CPU count, their own executable).
+mount -t proc proc "$OUT/proc"
+in_root useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin custody-rfr
 install -d -m 0755 "$OUT/etc/custody-rfr" "$OUT/opt/custody-rfr" "$OUT/var/lib/custody-rfr/firmware" \
   "$OUT/etc/credstore.encrypted" "$OUT/usr/share/doc/custody-rfr"
 install -d -m 0700 -o root "$OUT/var/lib/custody-rfr/data"
-chroot "$OUT" chown custody-rfr:custody-rfr /var/lib/custody-rfr/data
+in_root chown custody-rfr:custody-rfr /var/lib/custody-rfr/data
 install -m 0644 "$ROOT_JSON" "$OUT/etc/custody-rfr/release-root.json"
 for u in $UNITS; do install -m 0644 "$HERE/../systemd/$u" "$OUT/etc/systemd/system/$u"; done
 install -m 0644 "$HERE/../../docs/firmware.md" "$OUT/usr/share/doc/custody-rfr/firmware.md"
 
-# The agent venv: the release's wheel(s) with their pinned dependencies; slots reuse them (--system-site-packages
-# over this venv's interpreter is not possible, so update-agent.toml lists its site-packages in extra_site_packages).
+# The agent venv holds the pinned dependencies, and slots reuse them: update-agent.toml lists its site-packages
+# in extra_site_packages (a slot's venv is --system-site-packages over /usr/bin/python3). The project itself
+# (the agent's own code) must not be in that folder: pip would then find custody-rfr "already installed" when
+# the agent installs a release into a slot, install nothing, and every slot would run the image's appliance.
+# So the project goes to /opt/custody-rfr/agent/code, which only the agent venv sees (a .pth in its own
+# site-packages; slots add the folder as a plain path, so that .pth is never run for them).
 WORK="$OUT/tmp/custody-rfr-image"
 mkdir -p "$WORK"
 tar -xzf "$BUNDLE" -C "$WORK"
 cp "$BUNDLE" "$WORK/bundle.tar.gz"
-chroot "$OUT" python3 -m venv /opt/custody-rfr/agent
+in_root python3 -m venv /opt/custody-rfr/agent
 if [ -n "$WHEELHOUSE" ]; then
   cp -r "$WHEELHOUSE" "$WORK/wheelhouse"
-  chroot "$OUT" /opt/custody-rfr/agent/bin/pip install --no-index --find-links /tmp/custody-rfr-image/wheelhouse /tmp/custody-rfr-image/wheels/*.whl
+  PIP_FROM="--no-index --find-links /tmp/custody-rfr-image/wheelhouse"
 else
-  chroot "$OUT" sh -c '/opt/custody-rfr/agent/bin/pip install /tmp/custody-rfr-image/wheels/*.whl'
+  PIP_FROM=""
 fi
-SITE=$(chroot "$OUT" /opt/custody-rfr/agent/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# The glob is expanded inside the root (sh -c), where the wheels are.
+in_root sh -c "/opt/custody-rfr/agent/bin/pip install $PIP_FROM /tmp/custody-rfr-image/wheels/*.whl"
+in_root /opt/custody-rfr/agent/bin/pip uninstall -y -q custody-rfr
+in_root sh -c '/opt/custody-rfr/agent/bin/pip install -q --no-deps --no-index --target /opt/custody-rfr/agent/code \
+  /tmp/custody-rfr-image/wheels/*.whl'
+SITE=$(in_root /opt/custody-rfr/agent/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo /opt/custody-rfr/agent/code > "$OUT$SITE/custody-rfr-agent.pth"
 cat > "$OUT/etc/custody-rfr/update-agent.toml" <<TOML
 state_dir = "/var/lib/custody-rfr/firmware"
 repository_url = "https://central.invalid/releases"  # set at provisioning
@@ -75,9 +99,18 @@ trusted_root = "/etc/custody-rfr/release-root.json"
 runtime_python = "/usr/bin/python3"
 extra_site_packages = ["$SITE"]
 TOML
-chroot "$OUT" /opt/custody-rfr/agent/bin/python -m firmware.agent --config /etc/custody-rfr/update-agent.toml \
+# The desk's health check (the default: `python -m appliance selftest` on /etc/custody-rfr/appliance.toml) needs
+# the desk's settings, keys, library and broker, which only provisioning brings. The first install, here, uses a
+# build-time copy of the agent settings whose health check proves only that the slot's appliance and all its
+# dependencies import; the image keeps update-agent.toml with the default health check for every later update.
+{ cat "$OUT/etc/custody-rfr/update-agent.toml"
+  echo 'health_commands = [["{python}", "-c", "import appliance.web, appliance.services.selftest"]]'
+} > "$WORK/update-agent-build.toml"
+in_root /opt/custody-rfr/agent/bin/python -m firmware.agent --config /tmp/custody-rfr-image/update-agent-build.toml \
   install-local --bundle /tmp/custody-rfr-image/bundle.tar.gz
 rm -rf "$WORK"
 # shellcheck disable=SC2086
 systemctl --root="$OUT" enable $ENABLE
-echo "rootfs in $OUT: $(chroot "$OUT" /opt/custody-rfr/agent/bin/python -m firmware.agent --config /etc/custody-rfr/update-agent.toml status)"
+STATUS=$(in_root /opt/custody-rfr/agent/bin/python -m firmware.agent --config /etc/custody-rfr/update-agent.toml status)
+unmount_proc
+echo "rootfs in $OUT: $STATUS"

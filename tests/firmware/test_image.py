@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -34,14 +36,39 @@ def test_missing_arguments_are_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == "build-rootfs: give --bundle, --release-root and --out"
 
 
+def host_wheelhouse(bundle_path: Path, folder: Path) -> Path:
+    """The release wheel's pinned dependencies as wheels, resolved by this machine's pip (its index and CA
+    settings), built from source where PyPI has no wheel (hnswlib): what ``--wheelhouse`` takes."""
+    wheels = folder / "bundle"
+    with tarfile.open(bundle_path) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith("wheels/")]
+        tar.extractall(wheels, members=members, filter="data")
+    house = folder / "wheelhouse"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(house),
+                    *map(str, sorted((wheels / "wheels").glob("*.whl")))], check=True, timeout=1800)
+    return house
+
+
 @pytest.mark.skipif(os.environ.get("RFR_BUILD_IMAGE") != "1" or os.geteuid() != 0,
                     reason="slow (debootstrap from the Debian mirror): set RFR_BUILD_IMAGE=1 and run as root")
 def test_rootfs_builds_with_the_appliance_installed_and_units_enabled(bundle, release, tmp_path: Path) -> None:
     out = tmp_path / "rootfs"
-    done = _run("--bundle", str(bundle("1.0.0")), "--release-root", str(release.dir / "metadata" / "1.root.json"),
-                "--out", str(out))
+    release_bundle = bundle("1.0.0")
+    done = _run("--bundle", str(release_bundle), "--release-root", str(release.dir / "metadata" / "1.root.json"),
+                "--out", str(out), "--wheelhouse", str(host_wheelhouse(release_bundle, tmp_path)))
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "etc/systemd/system/multi-user.target.wants/custody-rfr-appliance.service").is_symlink()
     assert (out / "etc/systemd/system/timers.target.wants/custody-rfr-update.timer").is_symlink()
     assert os.readlink(out / "var/lib/custody-rfr/firmware/current") == "slots/a"
     assert (out / "var/lib/custody-rfr/firmware/slots/a/slot.json").is_file()
+    assert str(out) not in Path("/proc/mounts").read_text()  # no /proc (or anything) left mounted in the tree
+    # The slot's own interpreter, inside the image, imports the whole desk application and its selftest.
+    code = ("import os, appliance.web, appliance.services.selftest, appliance; "
+            "print(os.path.realpath(appliance.__file__))")
+    slot_python = "/var/lib/custody-rfr/firmware/current/venv/bin/python"
+    imported = subprocess.run(["/usr/sbin/chroot", str(out), slot_python, "-c", code], capture_output=True, text=True,
+                              check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert imported.stdout.startswith("/var/lib/custody-rfr/firmware/slots/a/venv/")
+    # Later updates are health-checked with the default command, the selftest (no override in the image).
+    assert "health_commands" not in (out / "etc/custody-rfr/update-agent.toml").read_text()
