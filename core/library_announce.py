@@ -12,6 +12,11 @@ TUF refresh, and only targets verified against the signed metadata are
 installed. Parsing is still strict (exact fields, types, size cap), because
 a retained message reaches every desk and a malformed one must be refused with
 a reason rather than half-understood.
+
+The same announcement, with kind ``config``, says a signed desk configuration
+(``core.desk_config``) was published: ``library_version`` then carries the
+configuration's version and ``result_digest`` its digest. Only the newest
+announcement is retained, so any announcement makes the desk check both.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from core.errors import WireFormatError
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 2048
 KINDS = frozenset({"full", "delta"})
+ANNOUNCED_KINDS = KINDS | {"config"}  # core.desk_config.CONFIG_KIND; never a library target kind
 _FIELDS = {"v", "library_version", "target", "kind", "result_digest", "published_at"}
 # Target names become URL path segments and file names on the device: no slashes, no leading dot.
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -138,8 +144,8 @@ class LibraryAnnouncement:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise WireFormatError("Announced library version must be a positive integer.")
         validate_target_name(self.target)
-        if self.kind not in KINDS:
-            raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(KINDS)}.")
+        if self.kind not in ANNOUNCED_KINDS:
+            raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(ANNOUNCED_KINDS)}.")
         _digest(self.result_digest, "Announced result digest")
         if not isinstance(self.published_at, str) or len(self.published_at) > 40:
             raise WireFormatError("Announced publication time is malformed.")

@@ -4,9 +4,9 @@ Passwords are hashed with scrypt (``hashlib``, no extra dependency) at
 N=2**15, r=8, p=1: about 32 MB and tens of milliseconds per check, which makes
 guessing a copied hash slow while a desk sign-in stays instant. An unknown
 username costs the same hash as a known one, so timing does not reveal which
-accounts exist. Accounts work offline; until central's signed configuration
-carries them, the device administrator creates them with
-``python -m appliance accounts add``.
+accounts exist. Accounts work offline; they arrive in central's signed
+configuration (``appliance.updates.config``), and a device administrator can
+also create them with ``python -m appliance accounts add``.
 """
 
 from __future__ import annotations

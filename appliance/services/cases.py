@@ -150,8 +150,9 @@ class CaptureResult:
 
 class CaseService:
     def __init__(self, store: CaseStore, reviews: PeerReviewStore, channel: PeerReviewChannel,
-                 pipeline: FacePipeline, library: LibraryHolder, audit: AuditLog, top_k: int,
+                 pipeline: FacePipeline, library: LibraryHolder, audit: AuditLog, top_k: int | Callable[[], int],
                  clock: Callable[[], float] = time.time) -> None:
+        # ``top_k`` may be a callable: central's signed configuration can change it while the desk runs.
         self.store, self.reviews, self.channel = store, reviews, channel
         self.pipeline, self.library, self.audit, self.top_k, self._clock = pipeline, library, audit, top_k, clock
 
@@ -286,7 +287,8 @@ class CaseService:
             raise CaseError("This photo is not good enough to search: " + " ".join(probe.quality.get("reasons", []))
                             + " Take it again.")
         snapshot = self.library.current
-        found = snapshot.search(np.frombuffer(probe.template, dtype="<f4"), self.top_k)
+        top_k = self.top_k() if callable(self.top_k) else self.top_k
+        found = snapshot.search(np.frombuffer(probe.template, dtype="<f4"), top_k)
         rows = [CandidateRow(c.rank, int(c.record.record_id or 0), float(c.score), None) for c in found]
         self.store.put_candidates(case_id, rows)
         self.store.update(case_id, state=State.CANDIDATES_SHOWN.value, library_version=snapshot.version,

@@ -8,6 +8,10 @@ store, confirm the result is exactly what central signed, then swap it into
 the ``LibraryHolder`` in one step. Any failure leaves the installed library
 in place and searchable; refusals are written to the audit log with a reason.
 
+The same check then hands the refreshed, verified metadata to the optional
+``ConfigUpdater`` (``appliance/updates/config.py``), which applies central's
+signed desk configuration; library and configuration outcomes are independent.
+
 Checks run when central's retained MQTT announcement arrives
 (``on_announcement``), from an optional polling thread, or on demand; a lock
 makes them one at a time, as ngclient requires.
@@ -20,7 +24,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
@@ -40,12 +44,16 @@ from appliance.updates.trust import (
     choose_update,
     explain_tuf_error,
 )
+from core.desk_config import is_config
 from core.errors import SettingsError, WireFormatError
 from core.library_announce import LibraryAnnouncement, LibraryTargetInfo
 from library.delta import read_delta_info
 from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
 from library.store import LibraryStore
+
+if TYPE_CHECKING:  # config.py imports this module for ACTOR and AuditLike
+    from appliance.updates.config import ConfigUpdater
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +93,8 @@ class LibraryUpdater:
 
     def __init__(self, *, metadata_url: str, targets_url: str, state_dir: Path, store: LibraryStore,
                  library_key: bytes, embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
-                 trusted_root: bytes, fetcher: ResumingFetcher | None = None) -> None:
+                 trusted_root: bytes, fetcher: ResumingFetcher | None = None,
+                 config: ConfigUpdater | None = None) -> None:
         self.metadata_url = metadata_url
         self.targets_url = targets_url
         self.metadata_dir = Path(state_dir) / "metadata"
@@ -97,6 +106,7 @@ class LibraryUpdater:
         self._audit = audit
         self._trusted_root = trusted_root
         self.fetcher = fetcher or ResumingFetcher()
+        self.config = config
         self._lock = threading.Lock()
         self._retired: list[Snapshot] = []
         self._last_refusal: tuple[str, str | None] | None = None
@@ -106,7 +116,8 @@ class LibraryUpdater:
 
     @classmethod
     def from_settings(cls, settings: UpdateSettings, *, data_dir: Path, store: LibraryStore, library_key: bytes,
-                      embedder_id: str, holder: LibraryHolderLike, audit: AuditLike) -> LibraryUpdater:
+                      embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
+                      config: ConfigUpdater | None = None) -> LibraryUpdater:
         """The updater as the appliance runs it: state under ``data_dir/updates``, HTTPS with central's CA."""
         try:
             trusted_root = Path(settings.trusted_root).read_bytes()
@@ -118,16 +129,23 @@ class LibraryUpdater:
         base = settings.central_url.rstrip("/")
         return cls(metadata_url=f"{base}/tuf/metadata/", targets_url=f"{base}/tuf/targets/",
                    state_dir=Path(data_dir) / "updates", store=store, library_key=library_key,
-                   embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root, fetcher=fetcher)
+                   embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root, fetcher=fetcher,
+                   config=config)
 
     # --- entry points --------------------------------------------------------------------------
 
     def check_now(self) -> UpdateResult:
-        """Run one check; never raises for update problems (they are in the result and the audit log)."""
+        """Run one check; never raises for update problems (they are in the result and the audit log).
+
+        The configuration, if wired, is checked after the library whatever the library's outcome, on the
+        same verified metadata; its outcome is ``self.config.last_result`` and its own audit events.
+        """
         with self._lock:
             current = self._holder.current
+            updater: Updater | None = None
             try:
-                result = self._check()
+                updater = self._refresh()
+                result = self._check(updater)
             except UpdateRefusedError as e:
                 result = UpdateResult("refused", self._holder.current.version, str(e),
                                       current.version, e.target, e.reason)
@@ -136,6 +154,8 @@ class LibraryUpdater:
                 result = UpdateResult("unavailable", self._holder.current.version, str(e),
                                       current.version, None, e.reason)
                 logger.warning("library update unavailable: %s", e)
+            if self.config is not None and updater is not None:
+                self.config.check(updater, self._listed())
             return result
 
     def on_announcement(self, payload: bytes) -> UpdateResult | None:
@@ -150,7 +170,11 @@ class LibraryUpdater:
         except WireFormatError as e:
             logger.warning("ignored a malformed library announcement: %s", e)
             return None
-        if announcement.library_version <= self._holder.current.version:
+        if announcement.kind == "config":
+            if self.config is None or announcement.library_version <= self.config.applied_version():
+                logger.info("announcement of configuration v%d: nothing to do", announcement.library_version)
+                return None
+        elif announcement.library_version <= self._holder.current.version:
             logger.info("announcement of library v%d: already at v%d", announcement.library_version,
                         self._holder.current.version)
             return None
@@ -195,7 +219,8 @@ class LibraryUpdater:
         return Updater(str(self.metadata_dir), self.metadata_url, str(self.download_dir), self.targets_url,
                        self.fetcher, bootstrap=bootstrap)
 
-    def _check(self) -> UpdateResult:
+    def _refresh(self) -> Updater:
+        """A refreshed ngclient: signed metadata verified from the trusted root down to targets."""
         start = self._holder.current.version
         try:
             updater = self._tuf_updater()
@@ -205,6 +230,10 @@ class LibraryUpdater:
         except OSError as e:
             raise UpdateError(f"The desk could not store update metadata ({e}). It keeps using library "
                               f"version {start}. Call the RFR helpdesk.") from e
+        return updater
+
+    def _check(self, updater: Updater) -> UpdateResult:
+        start = self._holder.current.version
         offers = self._offers(updater)
         installed_names: list[str] = []
         for _ in range(MAX_STEPS):
@@ -223,14 +252,11 @@ class LibraryUpdater:
 
     def _offers(self, updater: Updater) -> list[Offer]:
         """Every target in the verified targets metadata that describes itself as a library."""
-        # ngclient lists no targets; targets.json on disk is the copy refresh() just verified and stored,
-        # and each entry is looked up again through the trusted metadata before use.
-        listing = Metadata[Targets].from_bytes((self.metadata_dir / "targets.json").read_bytes())
         offers = []
-        for name in sorted(listing.signed.targets):
+        for name in self._listed():
             try:
                 target = updater.get_targetinfo(name)
-                if target is None:
+                if target is None or is_config(target.custom):  # configurations: ConfigUpdater
                     continue
                 info = LibraryTargetInfo.from_dict(target.custom)
                 if info.name != name:
@@ -242,6 +268,15 @@ class LibraryUpdater:
                 raise explain_tuf_error(e, self._holder.current.version) from e
             offers.append(Offer(name, target.length, info))
         return offers
+
+    def _listed(self) -> list[str]:
+        """Names of the targets in the metadata refresh() just verified.
+
+        ngclient lists no targets; targets.json on disk is the copy refresh() verified and stored, and
+        each entry is looked up again through the trusted metadata before use.
+        """
+        listing = Metadata[Targets].from_bytes((self.metadata_dir / "targets.json").read_bytes())
+        return sorted(listing.signed.targets)
 
     def _install(self, updater: Updater, offer: Offer, current: Snapshot) -> None:
         """Download, verify, install and swap one target; on any failure the current library stays."""

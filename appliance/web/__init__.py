@@ -28,12 +28,14 @@ from appliance.services.wipe import WITHDRAWN_MESSAGE, WipeService, is_withdrawn
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.cases import CaseStore
+from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
 from appliance.storage.signing_key import KEY_NAME as SIGNING_KEY_NAME
 from appliance.storage.signing_key import load_or_create_signing_key
+from appliance.updates.config import ConfigUpdater
 from appliance.updates.updater import LibraryUpdater
 from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
 from library.snapshot import read_key_file
@@ -105,11 +107,13 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     outbox = Outbox(db, load_or_create_signing_key(settings.data_dir, tpm))
     audit = AuditLog(settings.device_id, outbox)
     library = LibraryHolder(snapshot)
+    desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
     updater = None
     if settings.updates is not None:
         updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
                                                library_key=key, embedder_id=pipeline.embedder_id,
-                                               holder=library, audit=audit)
+                                               holder=library, audit=audit,
+                                               config=ConfigUpdater(desk_config, audit))
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
     # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
     reviews, case_store = PeerReviewStore(db), CaseStore(db)
@@ -150,12 +154,14 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
         "publisher": publisher,
         "library_store": store,
         "updater": updater,
+        "desk_config": desk_config,
         "health": health,
         "wipe": wipe,
     }
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), settings.auth)
-    case_service = CaseService(case_store, reviews, channel, pipeline, library, audit, settings.search.top_k)
+    case_service = CaseService(case_store, reviews, channel, pipeline, library, audit,
+                               lambda: desk_config.top_k(settings.search.top_k))
     if central_reviews is not None:
         central_reviews.bind(case_service.apply_peer_review)
     app.extensions["rfr"].update({

@@ -2,6 +2,8 @@
 
     init --repo DIR --root-keys-dir OFFLINE_DIR [--root-keys 3 --root-threshold 2]
     publish --repo DIR --file LIBRARY_OR_DELTA --kind full|delta --key-file LIBRARY_KEY
+    publish-config --repo DIR --file CONFIG_JSON      (signed desk configuration, docs/fleet.md)
+    hash-password < PASSWORD                          (an account's password_hash for the configuration)
     refresh-timestamp --repo DIR        (run hourly: desks refuse a timestamp older than a day)
     withdraw --repo DIR --target NAME
     status --repo DIR
@@ -19,8 +21,9 @@ from pathlib import Path
 
 from central.publish import describe
 from central.publish.announcer import ANNOUNCEMENT_FILE  # the running server retains it on MQTT
-from central.publish.repository import TufRepository, atomic_write, init_repository, utc_now
+from central.publish.repository import PublishError, TufRepository, atomic_write, init_repository, utc_now
 from central.publish.settings import PublishSettings, load
+from core.desk_config import hash_password
 from core.errors import CustodyRfrError
 from core.library_announce import LibraryAnnouncement
 from library.snapshot import read_key_file
@@ -43,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--file", type=Path, required=True)
     pub.add_argument("--kind", choices=["full", "delta"], required=True)
     pub.add_argument("--key-file", type=Path, required=True, help="the library key (reads version and digest)")
+    config = sub.add_parser("publish-config", help="validate and sign a desk configuration (accounts, "
+                            "thresholds, retention) as a new target")
+    config.add_argument("--repo", type=Path, required=True)
+    config.add_argument("--file", type=Path, required=True)
+    sub.add_parser("hash-password", help="read a password on stdin, print its hash in the desk's stored format")
     refresh = sub.add_parser("refresh-timestamp", help="re-sign timestamp (and snapshot/targets when due)")
     refresh.add_argument("--repo", type=Path, required=True)
     withdraw = sub.add_parser("withdraw", help="stop offering a target")
@@ -65,6 +73,10 @@ def _settings(args: argparse.Namespace) -> PublishSettings:
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
+    if args.command == "hash-password":
+        password = sys.stdin.readline().rstrip("\r\n")
+        print(hash_password(password))
+        return 0
     if args.command == "init":
         repo = init_repository(args.repo, args.root_keys_dir, settings)
         print(f"Repository created in {repo.repo_dir}. Ship {repo.metadata_dir / '1.root.json'} to desks at "
@@ -84,6 +96,8 @@ def run(argv: list[str] | None = None) -> int:
         print(f"Published {info.name} (library version {info.library_version}); "
               f"timestamp version {repo.versions()['timestamp']}. Announcement: "
               f"{announcement.to_bytes().decode()}")
+    elif args.command == "publish-config":
+        _publish_config(repo, args.file)
     elif args.command == "refresh-timestamp":
         signed = repo.refresh()
         expires = repo.expires()
@@ -99,7 +113,26 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{role:9} version {versions[role]:4}  expires {expires[role]:%Y-%m-%d %H:%M}Z")
         for name, info in sorted(repo.published().items()):
             print(f"{name}  {info.kind} v{info.library_version}  {info.embedder_id}  {info.result_digest}")
+        for name, config in sorted(repo.published_configs().items()):
+            print(f"{name}  config v{config.config_version}  {config.digest}")
     return 0
+
+
+def _publish_config(repo: TufRepository, file: Path) -> None:
+    """Sign a configuration only if desks would accept it: valid, and newer than every one offered."""
+    try:
+        info = describe.describe_config(file)
+    except OSError as e:
+        raise PublishError(f"Cannot read {file}: {e.strerror or e}.") from e
+    newest = max((c.config_version for c in repo.published_configs().values()), default=0)
+    if info.config_version <= newest:
+        raise PublishError(f"{file} is configuration version {info.config_version}, but version {newest} is "
+                           f"already published; desks apply only newer versions. Raise \"version\" above {newest}.")
+    repo.publish(file, info)
+    announcement = LibraryAnnouncement.now(info.config_version, info.name, info.kind, info.digest)
+    atomic_write(repo.repo_dir / ANNOUNCEMENT_FILE, announcement.to_bytes())
+    print(f"Published {info.name} (configuration version {info.config_version}); timestamp version "
+          f"{repo.versions()['timestamp']}. Desks apply it at their next check.")
 
 
 def main(argv: list[str] | None = None) -> int:

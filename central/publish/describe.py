@@ -1,4 +1,4 @@
-"""Say what a library or delta file is, from the file itself, for its signed target metadata.
+"""Say what a library, delta or desk configuration file is, from the file itself, for its signed target metadata.
 
 The version, face model and content digest come from opening the file with
 the library key, not from the command line, so a mistyped version cannot be
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.desk_config import ConfigTargetInfo
 from core.library_announce import LibraryTargetInfo
 from library.delta import read_delta_info
 from library.digest import content_digest
@@ -31,3 +32,9 @@ def describe_delta(path: Path, key: bytes) -> LibraryTargetInfo:
     return LibraryTargetInfo(kind="delta", library_version=info.result_version, embedder_id=info.embedder_id,
                              result_digest=info.result_digest, base_version=info.base_version,
                              base_digest=info.base_digest)
+
+
+def describe_config(path: Path) -> ConfigTargetInfo:
+    """A desk configuration: parsed with the desk's own strict schema first, so central never signs one
+    that desks would refuse; version and digest come from the document."""
+    return ConfigTargetInfo.of(Path(path).read_bytes())

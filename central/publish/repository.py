@@ -43,6 +43,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from central.publish.settings import PublishSettings
+from core.desk_config import ConfigTargetInfo, is_config
 from core.errors import CustodyRfrError
 from core.library_announce import LibraryTargetInfo, validate_target_name
 from supply.pinned import sha256_file
@@ -201,8 +202,14 @@ class TufRepository:
                 "snapshot": self._snapshot.signed.expires, "timestamp": self._timestamp.signed.expires}
 
     def published(self) -> dict[str, LibraryTargetInfo]:
-        """Every target currently offered, with what it is."""
-        return {name: LibraryTargetInfo.from_dict(tf.custom) for name, tf in self._targets.signed.targets.items()}
+        """Every library target currently offered, with what it is (configurations are listed apart)."""
+        return {name: LibraryTargetInfo.from_dict(tf.custom) for name, tf in self._targets.signed.targets.items()
+                if not is_config(tf.custom)}
+
+    def published_configs(self) -> dict[str, ConfigTargetInfo]:
+        """Every signed desk configuration currently offered."""
+        return {name: ConfigTargetInfo.from_dict(tf.custom) for name, tf in self._targets.signed.targets.items()
+                if is_config(tf.custom)}
 
     def target_path(self, name: str) -> Path:
         """Where the served copy of a published target is (hash-prefixed)."""
@@ -211,7 +218,7 @@ class TufRepository:
 
     # --- changing ------------------------------------------------------------------------------
 
-    def publish(self, file: Path, info: LibraryTargetInfo) -> TargetFile:
+    def publish(self, file: Path, info: LibraryTargetInfo | ConfigTargetInfo) -> TargetFile:
         """Add ``file`` as the target ``info.name`` and sign the new repository state."""
         file = Path(file)
         name = validate_target_name(info.name)
@@ -238,7 +245,8 @@ class TufRepository:
                             unrecognized_fields={"custom": info.to_dict()})
         self._targets.signed.targets[name] = target
         self._commit(sign_targets=True, sign_snapshot=True)
-        logger.info("published %s (%s v%d, %d bytes)", name, info.kind, info.library_version, target.length)
+        version = info.config_version if isinstance(info, ConfigTargetInfo) else info.library_version
+        logger.info("published %s (%s v%d, %d bytes)", name, info.kind, version, target.length)
         return target
 
     def withdraw(self, name: str) -> None:
