@@ -11,21 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+from core.files import fsync_dir, fsync_file
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+__all__ = ["copy_ciphertext", "durable_replace", "durable_write_text", "fsync_dir", "fsync_file"]
 
 
 def durable_replace(src: Path, dst: Path) -> None:
@@ -37,6 +25,7 @@ def durable_replace(src: Path, dst: Path) -> None:
 
 def durable_write_text(path: Path, text: str) -> None:
     """Replace a small file (a pointer) atomically: temp name, fsync, rename, fsync the directory."""
+    # A fixed temporary name, so LibraryStore's recovery knows exactly what an interrupted write leaves.
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:

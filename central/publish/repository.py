@@ -28,7 +28,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import (
     Metadata,
@@ -43,9 +42,12 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from central.publish.settings import PublishSettings
+from core import signing_keys
 from core.desk_config import ConfigTargetInfo, is_config
 from core.errors import CustodyRfrError
+from core.files import atomic_write
 from core.library_announce import LibraryTargetInfo, validate_target_name
+from core.signing_keys import SigningKeyError
 from supply.pinned import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -64,36 +66,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` so a reader sees the old file or the new one, never a mixture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_key(path: Path, signer: CryptoSigner) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    atomic_write(path, signer.private_bytes, mode=0o600)
-
-
 def load_signer(path: Path) -> CryptoSigner:
-    """A signer from a PEM (PKCS#8) key file written by ``init``."""
+    """A role's online key, with advice for central's operators when it cannot be read."""
     try:
-        return CryptoSigner(load_pem_private_key(Path(path).read_bytes(), None))
-    except FileNotFoundError as e:
-        raise PublishError(f"Key file {path} does not exist; is --repo the repository created by init?") from e
-    except (ValueError, TypeError) as e:
-        raise PublishError(f"Key file {path} is not an unencrypted PEM private key: {e}") from e
+        return signing_keys.load_signer(path)
+    except SigningKeyError as e:
+        raise PublishError(f"{e} Is --repo the repository created by init?") from e
 
 
 def _meta_file(version: int, data: bytes) -> MetaFile:
@@ -128,9 +106,9 @@ def init_repository(repo_dir: Path, root_keys_dir: Path, settings: PublishSettin
         root_md.sign(signer, append=True)
 
     for i, signer in enumerate(root_signers, start=1):
-        _write_key(root_keys_dir / f"root-{i}.pem", signer)
+        signing_keys.write_private_key(root_keys_dir / f"root-{i}.pem", signer)
     for role, signer in online.items():
-        _write_key(repo_dir / "keys" / f"{role}.pem", signer)
+        signing_keys.write_private_key(repo_dir / "keys" / f"{role}.pem", signer)
     (repo_dir / "targets").mkdir(parents=True, exist_ok=True)
     root_bytes = root_md.to_bytes(_SERIALIZER)
     atomic_write(repo_dir / "metadata" / "1.root.json", root_bytes)

@@ -22,20 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
+from core import signing_keys
+from core.files import atomic_write
+from core.signing_keys import SigningKeyError
 from firmware.bundle import bundle_name
 from firmware.errors import ReleaseError
-from firmware.fsutil import atomic_write
 from firmware.version import Version
 
 logger = logging.getLogger(__name__)
@@ -51,20 +51,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _write_key(path: Path, signer: CryptoSigner) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    atomic_write(path, signer.private_bytes, mode=0o600)
-
-
 def load_signer(path: Path) -> CryptoSigner:
-    """A signer from an unencrypted PEM (PKCS#8) key file written by ``init``."""
+    """A release role's key, refused with the release tools' own error family when unreadable."""
     try:
-        return CryptoSigner(load_pem_private_key(Path(path).read_bytes(), None))
-    except FileNotFoundError as e:
-        raise ReleaseError(f"Key file {path} does not exist.") from e
-    except (ValueError, TypeError) as e:
-        raise ReleaseError(f"Key file {path} is not an unencrypted PEM private key: {e}") from e
+        return signing_keys.load_signer(path)
+    except SigningKeyError as e:
+        raise ReleaseError(str(e)) from e
 
 
 def _meta_file(version: int, data: bytes) -> MetaFile:
@@ -110,11 +102,11 @@ def init_release_repository(repo_dir: Path, root_keys_dir: Path, release_keys_di
         root_md.sign(signer, append=True)
 
     for i, signer in enumerate(root_signers, start=1):
-        _write_key(root_keys_dir / f"root-{i}.pem", signer)
+        signing_keys.write_private_key(root_keys_dir / f"root-{i}.pem", signer)
     for i, signer in enumerate(release_signers, start=1):
-        _write_key(release_keys_dir / f"release-{i}.pem", signer)
+        signing_keys.write_private_key(release_keys_dir / f"release-{i}.pem", signer)
     for role, signer in online.items():
-        _write_key(repo_dir / "keys" / f"{role}.pem", signer)
+        signing_keys.write_private_key(repo_dir / "keys" / f"{role}.pem", signer)
     (repo_dir / "targets").mkdir(parents=True, exist_ok=True)
     root_bytes = root_md.to_bytes(_SERIALIZER)
     atomic_write(repo_dir / "metadata" / "1.root.json", root_bytes)
