@@ -77,7 +77,12 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None,
                start_sync: bool = True, test_config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+    # Static files are served from memory (web.assets): a browser that hangs up mid-download must not
+    # leave an open file handle behind in the server.
+    from appliance.web import assets
+
+    app = Flask(__name__, static_folder=None)
+    app.add_url_rule("/static/<path:filename>", endpoint="static", view_func=assets.static_file)
     app.request_class = DeskRequest
     app.config.update(
         SECRET_KEY=settings.web.secret_key,
@@ -181,7 +186,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
         if updater is not None and settings.updates is not None:
             updater.start_polling(settings.updates.poll_interval_s)
 
-    from appliance.web import assets, auth, cases, desk
+    from appliance.web import auth, cases, desk
 
     if wipe is not None:
         withdrawn = wipe.withdrawn

@@ -380,3 +380,12 @@ def test_a_failed_quality_check_blocks_the_search(desk_app, face_photo):
     response = desk.post(f"/cases/{case_id}/search")
     assert response.status_code == 409 and "The face is too dark." in response.get_data(as_text=True)
     assert events(desk_app, "search") == [] and events(desk_app, "search_refused")[-1]["outcome"] == "probe_quality"
+
+
+def test_static_files_are_served_from_memory_and_never_outside_their_folder(app):
+    client = app.test_client()
+    css = client.get("/static/app.css")
+    assert css.status_code == 200 and css.mimetype == "text/css" and b"focus-visible" in css.data
+    assert client.get("/static/../__init__.py").status_code == 404
+    assert client.get("/static/%2e%2e/settings.py").status_code == 404
+    assert client.get("/static/nothing-here.js").status_code == 404
