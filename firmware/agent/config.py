@@ -10,7 +10,25 @@ from pydantic import Field, ValidationError
 from core.errors import SettingsError
 from core.settings import StrictModel
 
-DEFAULT_HEALTH = [["{python}", "-m", "appliance", "selftest", "--config", "/etc/custody-rfr/appliance.toml"]]
+# The image's read-only model cache (artifacts, extracted files, converted IR), seeded by build-rootfs.sh.
+IMAGE_CACHE_DIR = "/usr/share/custody-rfr/cache"
+APPLIANCE_UNIT = "custody-rfr-appliance.service"
+SELFTEST_UNIT = "custody-rfr-selftest.service"
+# The same credentials as custody-rfr-appliance.service (tests/firmware/test_units.py keeps them equal).
+APPLIANCE_CREDENTIALS = ("library.key:/etc/credstore.encrypted/library.key",
+                         "device.key:/etc/credstore.encrypted/device.key",
+                         "web-secret:/etc/credstore.encrypted/web-secret")
+# The selftest runs as the appliance would: a transient unit started by PID 1 (the update service is root and
+# may start units) with the appliance's user, TPM-decrypted credentials and model cache. Its credentials land in
+# /run/credentials/custody-rfr-selftest.service/, bound over the appliance's directory, where appliance.toml's
+# key paths point. --pipe passes the output through, --wait returns its exit status, --collect removes it after.
+DEFAULT_HEALTH = [[
+    "systemd-run", "--wait", "--pipe", "--quiet", "--collect", f"--unit={SELFTEST_UNIT}",
+    "-p", "User=custody-rfr", "-p", "Group=custody-rfr",
+    *[arg for cred in APPLIANCE_CREDENTIALS for arg in ("-p", f"LoadCredentialEncrypted={cred}")],
+    "-p", f"BindReadOnlyPaths=/run/credentials/{SELFTEST_UNIT}:/run/credentials/{APPLIANCE_UNIT}",
+    "-p", f"Environment=RFR_CACHE_DIR={IMAGE_CACHE_DIR}",
+    "--", "{python}", "-m", "appliance", "selftest", "--config", "/etc/custody-rfr/appliance.toml"]]
 
 
 class AgentConfig(StrictModel):

@@ -95,12 +95,14 @@ def health_check(config: AgentConfig, state_dir: Path, slot: str, version: Versi
     env.pop("PYTHONPATH", None)
     for template in config.health_commands:
         cmd = [part.format(python=python, slot=path, version=version) for part in template]
+        # Name the command itself in messages, not a wrapper's options (systemd-run ... -- python -m ...).
+        shown = cmd[cmd.index("--") + 1:] if "--" in cmd else cmd
         try:
             done = subprocess.run(cmd, cwd=path, env=env, capture_output=True, text=True,
                                   timeout=config.health_timeout_s, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise HealthCheckError(f"Health check {cmd[1:3]} of version {version} did not run: {e}") from e
+            raise HealthCheckError(f"Health check {shown[1:3]} of version {version} did not run: {e}") from e
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise HealthCheckError(f"Version {version} failed its health check {' '.join(cmd[1:4])} "
+            raise HealthCheckError(f"Version {version} failed its health check {' '.join(shown[1:4])} "
                                    f"(exit {done.returncode}): {tail[0]}")

@@ -3,25 +3,32 @@
 # appliance release bundle into slot a, the update agent into /opt/custody-rfr/agent, and enable the units.
 #
 #   firmware/image/build-rootfs.sh --bundle custody-rfr-appliance-1.0.0.tar.gz --release-root 1.root.json \
-#       --out /srv/rootfs [--wheelhouse DIR] [--suite bookworm] [--mirror http://deb.debian.org/debian] [--plan]
+#       --out /srv/rootfs [--wheelhouse DIR] [--model-cache DIR] [--suite bookworm] [--mirror URL] [--plan]
 #
 # --plan prints what would be done (packages, units, paths) without network or root: tests check it.
 # --wheelhouse: a folder of the pinned dependency wheels, made on the build host with the host's pip
 # (tar -xzf BUNDLE wheels && pip wheel -w DIR wheels/*.whl: hnswlib has no wheel on PyPI and is built there);
 # pip in the tree then installs only from it. Without it pip in the tree goes to PyPI with the tree's own CA
 # store, which fails where PyPI is reached only through a local mirror or an intercepting proxy.
+# --model-cache: the build host's verified cache (default $RFR_CACHE_DIR or ~/.cache/custody-rfr, as scripts/setup.sh
+# fills it). Its pinned artifacts (supply/catalogue.toml) are copied into the tree's read-only model cache
+# /usr/share/custody-rfr/cache, where `python -m supply.install` (sha256 of every artifact and member) and
+# `python -m models.convert` (the IR, made by the image's own OpenVINO) run inside the tree.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 PLAN=0
 BUNDLE= ROOT_JSON= OUT= WHEELHOUSE=
+MODEL_CACHE=${RFR_CACHE_DIR:-${HOME:-/root}/.cache/custody-rfr}
+IMAGE_CACHE=/usr/share/custody-rfr/cache
 while [ $# -gt 0 ]; do
   case "$1" in
     --bundle) BUNDLE=$2; shift 2;;
     --release-root) ROOT_JSON=$2; shift 2;;
     --out) OUT=$2; shift 2;;
     --wheelhouse) WHEELHOUSE=$2; shift 2;;
+    --model-cache) MODEL_CACHE=$2; shift 2;;
     --suite) SUITE=$2; shift 2;;
     --mirror) MIRROR=$2; shift 2;;
     --plan) PLAN=1; shift;;
@@ -30,6 +37,8 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$BUNDLE" ] && [ -n "$ROOT_JSON" ] && [ -n "$OUT" ] || { echo "build-rootfs: give --bundle, --release-root and --out" >&2; exit 2; }
 PACKAGES=$(grep -v '^#' "$HERE/packages.txt" | grep -v '^$' | paste -sd, -)
+# The artifacts the models (and the rest of the project) are pinned to, by file name.
+ARTIFACTS=$(sed -n 's/^filename = "\(.*\)"$/\1/p' "$HERE/../../supply/catalogue.toml" | paste -sd' ' -)
 UNITS=$(cd "$HERE/../systemd" && ls *.service *.timer | grep -v '@' | paste -sd' ' -)
 # Enabled at boot: the appliance and the update timer (the update service runs from the timer).
 ENABLE="custody-rfr-appliance.service custody-rfr-update.timer"
@@ -42,10 +51,17 @@ if [ "$PLAN" = 1 ]; then
   echo "agent /opt/custody-rfr/agent (venv, release wheel with dependencies)"
   echo "slot /var/lib/custody-rfr/firmware/slots/a <- $BUNDLE"
   echo "trust /etc/custody-rfr/release-root.json <- $ROOT_JSON"
+  echo "cache $IMAGE_CACHE/artifacts <- $MODEL_CACHE/artifacts: $ARTIFACTS"
+  echo "verify RFR_CACHE_DIR=$IMAGE_CACHE python -m supply.install (sha256 of artifacts and members into files/)"
+  echo "convert RFR_CACHE_DIR=$IMAGE_CACHE python -m models.convert (ir/), then read-only"
   exit 0
 fi
 
 [ "$(id -u)" = 0 ] || { echo "build-rootfs: run as root (debootstrap and chroot need it)" >&2; exit 2; }
+# Fail before debootstrap, not after it, when the host's cache lacks a pinned artifact (run scripts/setup.sh).
+for a in $ARTIFACTS; do
+  [ -f "$MODEL_CACHE/artifacts/$a" ] || { echo "build-rootfs: $MODEL_CACHE/artifacts/$a is missing (run scripts/setup.sh or give --model-cache)" >&2; exit 2; }
+done
 # Commands inside the new root get a clean environment: the build host's PIP_*, proxy or locale settings
 # (a pip.conf find-links, a host-only CA bundle) must not decide what is installed in the image.
 in_root() { env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 chroot "$OUT" "$@"; }
@@ -92,6 +108,17 @@ in_root sh -c '/opt/custody-rfr/agent/bin/pip install -q --no-deps --no-index --
   /tmp/custody-rfr-image/wheels/*.whl'
 SITE=$(in_root /opt/custody-rfr/agent/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo /opt/custody-rfr/agent/code > "$OUT$SITE/custody-rfr-agent.pth"
+# The face models: only the pinned artifacts are copied from the host; everything else in the cache (extracted
+# files, IR) is made again inside the tree by the image's own code, so nothing unverified is carried over.
+# supply.install checks every artifact's sha256 (a mismatch is an error, and with no network or npm in the tree
+# nothing is fetched instead), then extracts and checks each pinned member; models.convert writes the IR.
+install -d -m 0755 "$OUT$IMAGE_CACHE/artifacts"
+for a in $ARTIFACTS; do install -m 0644 "$MODEL_CACHE/artifacts/$a" "$OUT$IMAGE_CACHE/artifacts/$a"; done
+in_root env RFR_CACHE_DIR=$IMAGE_CACHE /opt/custody-rfr/agent/bin/python -m supply.install
+in_root env RFR_CACHE_DIR=$IMAGE_CACHE /opt/custody-rfr/agent/bin/python -m models.convert
+# Read-only: root-owned, no write bits for anyone else (and /usr is read-only to the units: ProtectSystem=strict).
+chown -R root:root "$OUT$IMAGE_CACHE"
+chmod -R u=rwX,go=rX "$OUT$IMAGE_CACHE"
 cat > "$OUT/etc/custody-rfr/update-agent.toml" <<TOML
 state_dir = "/var/lib/custody-rfr/firmware"
 repository_url = "https://central.invalid/releases"  # set at provisioning

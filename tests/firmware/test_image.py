@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from models.convert import ir_path
+from models.manifest import load_manifest, manifest_names
+from supply.pinned import load_catalogue
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "firmware" / "image" / "build-rootfs.sh"
 
@@ -28,6 +32,19 @@ def test_plan_installs_the_units_enables_appliance_and_timer(tmp_path: Path) -> 
     installed = set(lines["install"].split(" -> ")[0].split())
     assert installed == {p.name for p in (ROOT / "firmware" / "systemd").iterdir()}
     assert lines["enable"].split() == ["custody-rfr-appliance.service", "custody-rfr-update.timer"]
+
+
+def test_plan_seeds_the_model_cache_from_the_hosts_pinned_artifacts(tmp_path: Path) -> None:
+    done = _run("--plan", "--bundle", "b.tar.gz", "--release-root", "root.json", "--out", str(tmp_path / "fs"),
+                "--model-cache", str(tmp_path / "host-cache"))
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    where, artifacts = lines["cache"].split(": ", 1)
+    assert where == f"/usr/share/custody-rfr/cache/artifacts <- {tmp_path / 'host-cache'}/artifacts"
+    assert set(artifacts.split()) == {a.filename for a in load_catalogue().values()}
+    # Verified and converted inside the tree, with the cache the units point at.
+    assert lines["verify"].startswith("RFR_CACHE_DIR=/usr/share/custody-rfr/cache python -m supply.install")
+    assert lines["convert"].startswith("RFR_CACHE_DIR=/usr/share/custody-rfr/cache python -m models.convert")
 
 
 def test_missing_arguments_are_one_line(tmp_path: Path) -> None:
@@ -72,3 +89,9 @@ def test_rootfs_builds_with_the_appliance_installed_and_units_enabled(bundle, re
     assert imported.stdout.startswith("/var/lib/custody-rfr/firmware/slots/a/venv/")
     # Later updates are health-checked with the default command, the selftest (no override in the image).
     assert "health_commands" not in (out / "etc/custody-rfr/update-agent.toml").read_text()
+    # The face models are in the image: every shipped manifest's IR, in the read-only cache the units name.
+    cache = out / "usr/share/custody-rfr/cache"
+    for name in manifest_names():
+        xml = ir_path(load_manifest(name), cache / "ir")
+        assert xml.is_file() and xml.with_suffix(".bin").is_file(), xml
+        assert xml.stat().st_mode & 0o022 == 0 and xml.stat().st_uid == 0

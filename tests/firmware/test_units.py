@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from firmware.agent.config import AgentConfig
+
 UNITS = Path(__file__).resolve().parents[2] / "firmware" / "systemd"
 AGENT_PYTHON = "/opt/custody-rfr/agent/bin/python"
 
@@ -33,11 +35,37 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_services_are_hardened() -> None:
-    for name in ("custody-rfr-appliance.service", "custody-rfr-update.service"):
+    # The update service keeps CAP_SYS_ADMIN alone: PID 1 lets root start units (systemd-run, systemctl) with it.
+    for name, caps in (("custody-rfr-appliance.service", ""), ("custody-rfr-update.service", "CAP_SYS_ADMIN")):
         service = _unit(name)["Service"]
         for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
-                           "ProtectHome": "yes", "CapabilityBoundingSet": ""}.items():
+                           "ProtectHome": "yes", "PrivateDevices": "yes", "CapabilityBoundingSet": caps}.items():
             assert service.get(key) == value, (name, key)
+
+
+def _lines(name: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in (UNITS / name).read_text().splitlines() if line.startswith(f"{key}=")]
+
+
+def test_default_health_check_runs_the_selftest_as_the_appliance_does() -> None:
+    [cmd] = AgentConfig(repository_url="https://x.invalid", trusted_root=Path("r.json")).health_commands
+    assert cmd[:6] == ["systemd-run", "--wait", "--pipe", "--quiet", "--collect", "--unit=custody-rfr-selftest.service"]
+    options, command = cmd[:cmd.index("--")], cmd[cmd.index("--") + 1:]
+    assert command == ["{python}", "-m", "appliance", "selftest", "--config", "/etc/custody-rfr/appliance.toml"]
+    props = [options[i + 1] for i, o in enumerate(options) if o == "-p"]
+    appliance = _unit("custody-rfr-appliance.service")["Service"]
+    assert f"User={appliance['User']}" in props and f"Group={appliance['Group']}" in props
+    credentials = _lines("custody-rfr-appliance.service", "LoadCredentialEncrypted")
+    assert len(credentials) == 3
+    assert [p for p in props if p.startswith("LoadCredentialEncrypted=")] == [
+        f"LoadCredentialEncrypted={c}" for c in credentials]
+    # appliance.toml's key paths name the appliance's credentials directory: the selftest's own is bound there.
+    assert ("BindReadOnlyPaths=/run/credentials/custody-rfr-selftest.service:"
+            "/run/credentials/custody-rfr-appliance.service") in props
+    environment = _lines("custody-rfr-appliance.service", "Environment")
+    assert environment == ["RFR_CACHE_DIR=/usr/share/custody-rfr/cache"]
+    assert [p for p in props if p.startswith("Environment=")] == [f"Environment={e}" for e in environment]
+    assert _lines("custody-rfr-update.service", "Environment") == environment
 
 
 def test_appliance_runs_as_its_own_user_with_watchdog_and_encrypted_credentials() -> None:
