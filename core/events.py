@@ -20,6 +20,7 @@ from typing import Any
 
 from core.errors import WireFormatError
 from core.topics import validate_device_id
+from core.wire import decode_object
 
 SCHEMA_VERSION = 2
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -38,11 +39,6 @@ _FORBIDDEN_DETAIL_KEYS = frozenset({"image", "probe", "template", "embedding", "
 
 def _is_hash(value: object) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-def _refuse_constant(name: str) -> None:
-    """NaN and Infinity are not JSON and have no canonical form to hash."""
-    raise ValueError(f"{name} is not allowed")
 
 
 def _now() -> str:
@@ -118,20 +114,7 @@ class AuditEvent:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> AuditEvent:
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            raise WireFormatError(f"Payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
-        try:
-            obj = json.loads(payload, parse_constant=_refuse_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-            raise WireFormatError(f"Payload is not valid JSON: {e}") from e
-        if not isinstance(obj, dict):
-            raise WireFormatError("Payload must be a JSON object.")
-        if obj.get("v") != SCHEMA_VERSION:
-            raise WireFormatError(f"Unsupported event schema version {obj.get('v')!r}.")
-        if set(obj) != _FIELDS:
-            missing, extra = _FIELDS - set(obj), set(obj) - _FIELDS
-            raise WireFormatError(f"Event fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}.")
-        obj.pop("v")
+        obj = decode_object(payload, MAX_PAYLOAD_BYTES, "Event", version=SCHEMA_VERSION, fields=_FIELDS)
         try:
             return cls(**obj)
         except TypeError as e:

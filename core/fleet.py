@@ -11,7 +11,6 @@ forgery, a command meant for another desk, a stale one and a replay (:class:`Non
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from core.audit.chain import canonical_json
 from core.errors import CustodyRfrError, WireFormatError
 from core.topics import validate_device_id
+from core.wire import decode_object
 
 HEARTBEAT_VERSION = 1
 MAX_HEARTBEAT_BYTES = 2048
@@ -54,23 +54,6 @@ def _time(value: object, name: str) -> datetime:
     if moment.tzinfo is None:
         raise WireFormatError(f"{name} must carry a time zone.")
     return moment
-
-
-def _refuse_constant(name: str) -> None:
-    """NaN and Infinity are not JSON."""
-    raise ValueError(f"{name} is not allowed")
-
-
-def _load(payload: bytes, cap: int, what: str) -> dict[str, Any]:
-    if len(payload) > cap:
-        raise WireFormatError(f"{what} is {len(payload)} bytes; the limit is {cap}.")
-    try:
-        obj = json.loads(payload, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WireFormatError(f"{what} is not valid JSON: {e}") from e
-    if not isinstance(obj, dict):
-        raise WireFormatError(f"{what} must be a JSON object.")
-    return obj
 
 
 def _int(value: object, name: str, *, optional: bool = False) -> None:
@@ -148,7 +131,7 @@ class Heartbeat:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Heartbeat:
-        obj = _load(payload, MAX_HEARTBEAT_BYTES, "Heartbeat")
+        obj = decode_object(payload, MAX_HEARTBEAT_BYTES, "Heartbeat")
         if obj.pop("v", None) != HEARTBEAT_VERSION:
             raise WireFormatError("Heartbeat has an unsupported version.")
         fields = set(cls.__dataclass_fields__)
@@ -212,7 +195,7 @@ class FleetCommand:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> FleetCommand:
-        obj = _load(payload, MAX_COMMAND_BYTES, "Fleet command")
+        obj = decode_object(payload, MAX_COMMAND_BYTES, "Fleet command")
         if obj.pop("v", None) != COMMAND_VERSION:
             raise WireFormatError("Fleet command has an unsupported version.")
         fields = set(cls.__dataclass_fields__)

@@ -21,13 +21,13 @@ announcement is retained, so any announcement makes the desk check both.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from core.errors import WireFormatError
+from core.wire import decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 2048
@@ -172,27 +172,9 @@ class LibraryAnnouncement:
         }
 
     def to_bytes(self) -> bytes:
-        data = json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
-        if len(data) > MAX_PAYLOAD_BYTES:
-            raise WireFormatError(f"Announcement is {len(data)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
-        return data
+        return encode_object(self.to_dict(), MAX_PAYLOAD_BYTES, "Announcement")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> LibraryAnnouncement:
-        if len(payload) > MAX_PAYLOAD_BYTES:
-            raise WireFormatError(f"Announcement is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}.")
-        try:
-            obj = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WireFormatError(f"Announcement is not valid JSON: {e}") from e
-        if not isinstance(obj, dict):
-            raise WireFormatError("Announcement must be a JSON object.")
-        if obj.get("v") != SCHEMA_VERSION:
-            raise WireFormatError(f"Unsupported announcement schema version {obj.get('v')!r}.")
-        if set(obj) != _FIELDS:
-            missing, extra = _FIELDS - set(obj), set(obj) - _FIELDS
-            raise WireFormatError(
-                f"Announcement fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}."
-            )
-        obj.pop("v")
+        obj = decode_object(payload, MAX_PAYLOAD_BYTES, "Announcement", version=SCHEMA_VERSION, fields=_FIELDS)
         return cls(**obj)

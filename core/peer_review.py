@@ -15,7 +15,6 @@ decisions, so a malformed or half-filled message is refused with a reason.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 from core.errors import WireFormatError
 from core.topics import validate_device_id
+from core.wire import decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
@@ -88,38 +88,6 @@ def _moment(name: str, value: object) -> str:
     if moment.tzinfo is None:
         raise WireFormatError(f"Peer review field {name!r} must carry its UTC offset.")
     return str(value)
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _load(payload: bytes, limit: int, fields: set[str], what: str) -> dict[str, Any]:
-    if not isinstance(payload, bytes | bytearray) or len(payload) > limit:
-        raise WireFormatError(f"{what} is larger than {limit} bytes.")
-    try:
-        obj = json.loads(payload, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WireFormatError(f"{what} is not valid JSON: {e}") from e
-    if not isinstance(obj, dict):
-        raise WireFormatError(f"{what} must be a JSON object.")
-    if obj.get("v") != SCHEMA_VERSION:
-        raise WireFormatError(f"Unsupported {what.lower()} schema version {obj.get('v')!r}.")
-    if set(obj) != fields:
-        missing, extra = fields - set(obj), set(obj) - fields
-        raise WireFormatError(f"{what} fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}.")
-    obj.pop("v")
-    return obj
-
-
-def _dump(obj: dict[str, Any], limit: int, what: str) -> bytes:
-    try:
-        data = json.dumps(obj, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
-    except (TypeError, ValueError) as e:
-        raise WireFormatError(f"{what} is not plain JSON: {e}") from e
-    if len(data) > limit:
-        raise WireFormatError(f"{what} is {len(data)} bytes; the limit is {limit}.")
-    return data
 
 
 @dataclass(frozen=True)
@@ -197,11 +165,12 @@ class PeerReviewRequest:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     def to_bytes(self) -> bytes:
-        return _dump(self.to_dict(), MAX_REQUEST_BYTES, "Peer review request")
+        return encode_object(self.to_dict(), MAX_REQUEST_BYTES, "Peer review request")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> PeerReviewRequest:
-        obj = _load(payload, MAX_REQUEST_BYTES, _REQUEST_FIELDS, "Peer review request")
+        obj = decode_object(payload, MAX_REQUEST_BYTES, "Peer review request", version=SCHEMA_VERSION,
+                            fields=_REQUEST_FIELDS)
         if not isinstance(obj["ranks"], list) or not isinstance(obj["candidates"], list):
             raise WireFormatError("Peer review request 'ranks' and 'candidates' must be lists.")
         obj["ranks"] = tuple(obj["ranks"])
@@ -250,11 +219,12 @@ class PeerReviewOutcome:
                 "decisions": {str(r): d for r, d in sorted(self.decisions.items())}, "notes": self.notes}
 
     def to_bytes(self) -> bytes:
-        return _dump(self.to_dict(), MAX_OUTCOME_BYTES, "Peer review outcome")
+        return encode_object(self.to_dict(), MAX_OUTCOME_BYTES, "Peer review outcome")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> PeerReviewOutcome:
-        obj = _load(payload, MAX_OUTCOME_BYTES, _OUTCOME_FIELDS, "Peer review outcome")
+        obj = decode_object(payload, MAX_OUTCOME_BYTES, "Peer review outcome", version=SCHEMA_VERSION,
+                            fields=_OUTCOME_FIELDS)
         raw = obj["decisions"]
         if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isdecimal() and str(int(k)) == k for k in raw):
             raise WireFormatError("Peer review decisions must map candidate ranks to decisions.")

@@ -9,12 +9,12 @@ the whole chain before it, so older unsent ones are not needed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from core.audit.chain import canonical_json
 from core.errors import WireFormatError
 from core.topics import validate_device_id
+from core.wire import decode_object
 
 ACK_VERSION = 1
 MAX_ACK_BYTES = 512
@@ -40,14 +40,7 @@ class Ack:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Ack:
-        if len(payload) > MAX_ACK_BYTES:
-            raise WireFormatError("Ack is oversized.")
-        try:
-            obj = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WireFormatError(f"Ack is not valid JSON: {e}") from e
-        if not isinstance(obj, dict) or obj.get("v") != ACK_VERSION:
-            raise WireFormatError("Ack has an unsupported version.")
+        obj = decode_object(payload, MAX_ACK_BYTES, "Ack", version=ACK_VERSION)
         try:
             return cls(device_id=obj["device_id"], events_through=obj["events_through"],
                        checkpoint_through=obj["checkpoint_through"])

@@ -11,7 +11,6 @@ Pure: keys come in as ``cryptography`` objects or raw bytes, never from files.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from core.audit.chain import canonical_json, is_hash
 from core.audit.errors import KeyFormatError, SignatureError
 from core.errors import WireFormatError
 from core.topics import validate_device_id
+from core.wire import decode_object
 
 CHECKPOINT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 2048
@@ -104,13 +104,7 @@ class Checkpoint:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Checkpoint:
-        if len(payload) > MAX_CHECKPOINT_BYTES:
-            raise WireFormatError(f"Checkpoint is {len(payload)} bytes; the limit is {MAX_CHECKPOINT_BYTES}.")
-        try:
-            obj = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WireFormatError(f"Checkpoint is not valid JSON: {e}") from e
-        return cls.from_dict(obj)
+        return cls.from_dict(decode_object(payload, MAX_CHECKPOINT_BYTES, "Checkpoint"))
 
 
 def public_key_from_bytes(data: bytes) -> Ed25519PublicKey:
