@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from core.audit import chain
 from core.audit.checkpoint import Checkpoint, public_key_hex
 from core.events import AuditEvent
-from tests.broker import MOSQUITTO, free_port
+from tests.broker import MOSQUITTO, free_port, stop_process
 
 
 @dataclass
@@ -102,13 +102,7 @@ class PersistentBroker:
             self.process.wait()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 class TcpProxy:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -58,3 +61,26 @@ def client(app: Flask) -> FlaskClient:
 def app_store(app: Flask) -> AuditStore:
     store: AuditStore = app.extensions["central.audit_store"]
     return store
+
+
+def _blank_jpeg() -> bytes:
+    ok, data = cv2.imencode(".jpg", np.full((240, 240, 3), 128, dtype=np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture
+def import_dir(tmp_path: Path, face_photo, group_photo) -> Path:
+    """Good photos, a text file, a faceless image, a group photo, a hidden file and a loose file."""
+    root = tmp_path / "import"
+    for subject, name in [("DEMO-OBAMA", "obama.jpg"), ("DEMO-OBAMA", "obama2.jpg"), ("DEMO-BIDEN", "biden.jpg")]:
+        (root / subject).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(face_photo(name), root / subject / name)
+    (root / "DEMO-BIDEN" / "notes.txt").write_text("not a photo")
+    (root / "DEMO-BLANK").mkdir()
+    (root / "DEMO-BLANK" / "wall.jpg").write_bytes(_blank_jpeg())
+    (root / "DEMO-GROUP").mkdir()
+    shutil.copyfile(group_photo, root / "DEMO-GROUP" / "group.jpg")
+    (root / "DEMO-OBAMA" / ".DS_Store").write_bytes(b"\0\0")
+    shutil.copyfile(face_photo("obama3.jpg"), root / "loose.jpg")
+    return root

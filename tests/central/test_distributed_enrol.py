@@ -8,7 +8,6 @@ import signal
 from datetime import date
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
@@ -21,28 +20,6 @@ from library.digest import content_digest, recompute_content_digest
 from library.snapshot import Snapshot, read_key_file
 
 pytestmark = pytest.mark.models
-
-
-def _blank_jpeg() -> bytes:
-    ok, data = cv2.imencode(".jpg", np.full((240, 240, 3), 128, dtype=np.uint8))
-    assert ok
-    return data.tobytes()
-
-
-@pytest.fixture
-def import_dir(tmp_path: Path, face_photo, group_photo) -> Path:
-    """Good photos, a text file, a faceless image, a group photo and a loose file, as in test_enrol."""
-    root = tmp_path / "import"
-    for subject, name in [("DEMO-OBAMA", "obama.jpg"), ("DEMO-OBAMA", "obama2.jpg"), ("DEMO-BIDEN", "biden.jpg")]:
-        (root / subject).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(face_photo(name), root / subject / name)
-    (root / "DEMO-BIDEN" / "notes.txt").write_text("not a photo")
-    (root / "DEMO-BLANK").mkdir()
-    (root / "DEMO-BLANK" / "wall.jpg").write_bytes(_blank_jpeg())
-    (root / "DEMO-GROUP").mkdir()
-    shutil.copyfile(group_photo, root / "DEMO-GROUP" / "group.jpg")
-    shutil.copyfile(face_photo("obama3.jpg"), root / "loose.jpg")
-    return root
 
 
 @pytest.fixture

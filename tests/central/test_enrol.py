@@ -9,8 +9,6 @@ import stat
 from datetime import date
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from central.library.__main__ import main
@@ -27,28 +25,6 @@ CSV_TEXT = (
     "DEMO-BIDEN,M,,1942-11-20,\n"
     "DEMO-NOBODY,F,,,\n"
 )
-
-
-def _blank_jpeg() -> bytes:
-    ok, data = cv2.imencode(".jpg", np.full((240, 240, 3), 128, dtype=np.uint8))
-    assert ok
-    return data.tobytes()
-
-
-@pytest.fixture
-def import_dir(tmp_path: Path, face_photo, group_photo) -> Path:
-    root = tmp_path / "import"
-    for subject, name in [("DEMO-OBAMA", "obama.jpg"), ("DEMO-OBAMA", "obama2.jpg"), ("DEMO-BIDEN", "biden.jpg")]:
-        (root / subject).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(face_photo(name), root / subject / name)
-    (root / "DEMO-BIDEN" / "notes.txt").write_text("not a photo")
-    (root / "DEMO-BLANK").mkdir()
-    (root / "DEMO-BLANK" / "wall.jpg").write_bytes(_blank_jpeg())
-    (root / "DEMO-GROUP").mkdir()
-    shutil.copyfile(group_photo, root / "DEMO-GROUP" / "group.jpg")
-    (root / "DEMO-OBAMA" / ".DS_Store").write_bytes(b"\0\0")
-    shutil.copyfile(face_photo("obama3.jpg"), root / "loose.jpg")
-    return root
 
 
 def test_enrol_writes_a_readable_snapshot_and_reports_each_skip(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-import socket
 import ssl
 import subprocess
 import threading
@@ -18,7 +17,7 @@ from provisioning import broker, device, issue, tokens
 from provisioning.ca import IssuingCa
 from provisioning.ledger import Ledger
 from provisioning.tls import client_context
-from tests.broker import MOSQUITTO, free_port
+from tests.broker import MOSQUITTO, free_port, stop_process, wait_listening
 
 
 def enrol(ca_dir: Path, data_dir: Path, device_id: str, tpm=None) -> device.DevicePki:
@@ -51,31 +50,10 @@ class TlsBroker:
         conf = broker.write_broker_dir(self.ca_dir, self.workdir, self.devices, self.central, persistence=False)
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        for port in (self.devices.port, self.central.port):
-            while True:
-                if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    raise RuntimeError(f"mosquitto exited at start: {err}\n{self.log}")
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"mosquitto did not listen on {port}: {self.log}") from None
-                    time.sleep(0.05)
+        wait_listening(self.process, "127.0.0.1", [self.devices.port, self.central.port], lambda: self.log)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process and self.process.stderr:
-            self.process.stderr.close()
-
+        stop_process(self.process)
 
 class Probe:
     """A raw MQTT v5 client over TLS that records what the broker tells it."""
