@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             store.close()
         print(f"wrote {args.out}")
         return 0
-    except (CustodyRfrError, OSError) as e:
+    except CustodyRfrError as e:
         print(f"central.audit: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a missing or unreadable file: say which, without Python's errno wording
+        print(f"central.audit: cannot use {e.filename or 'the file'}: {e.strerror or e}.", file=sys.stderr)
         return 2
 
 

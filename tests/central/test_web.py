@@ -248,3 +248,11 @@ def test_verify_with_a_pinned_key_refuses_a_re_signed_export(client, app_store, 
     key_file.write_bytes(public_key_pem(impostor.key.public_key()))
     result = _verify(path, "--public-key", f"desk-x={key_file}")
     assert result.returncode == 1 and "bad_signature" in result.stdout
+
+
+def test_verify_command_names_a_missing_export_in_one_line(tmp_path: Path, capsys) -> None:
+    from central.audit.__main__ import main
+
+    assert main(["verify", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"central.audit: cannot use {tmp_path / 'missing.jsonl'}: No such file or directory."
