@@ -1,6 +1,6 @@
 """Reference-library benchmark: build, search, exact comparison and a live delta, in one run.
 
-    .venv/bin/python bench/library.py            # 1,000,000 templates (about 15 min on 2 cores)
+    .venv/bin/python bench/library.py            # 1,000,000 templates (about 13 min on 2 quiet cores)
     .venv/bin/python bench/library.py --n 50000  # quick run
 
 Synthetic 192-D unit templates (the embedder's dimension) shaped like real
@@ -23,6 +23,17 @@ Reported recall:
   search for the neighbour that matters at the desk.
 - ``set_recall_at_50``: overlap of the index's top 50 with the exact top 50;
   most of those 50 are unrelated people whose order is noise.
+
+The headline figures (``p50_ms``, ``recall_at_50``, ``speedup_vs_exact``) are
+at the ef the library itself searches with (``library.index.SEARCH_EF``); the
+sweep shows the rest, and ``cheapest_ef`` the smallest ef that met 0.99.
+
+Huge pages: the appliance runs with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
+(firmware/systemd/custody-rfr-appliance.service) so that glibc asks for
+transparent huge pages on hnswlib's gigabyte allocation, as NumPy already does
+for its own arrays (the exact search's data). This script re-executes itself
+with the same setting unless ``--no-huge-pages`` is given, and reports how much
+of its memory the kernel backed with huge pages (``anon_huge_bytes``).
 
 The library is built through the real path (SnapshotWriter into SQLCipher,
 LibraryStore.install_full), and the delta (``--delta`` adds and as many
@@ -57,7 +68,8 @@ from library.snapshot import Snapshot, SnapshotWriter, new_key
 from library.store import LibraryStore
 
 K = 50
-EF_SWEEP = (50, 64, 80, 100, 128, 160, 200, 256)
+EF_SWEEP = tuple(sorted({50, 64, 80, 100, 128, 160, 200, 256, index.SEARCH_EF}))
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 THUMBNAIL = b"\xff\xd8" + bytes(62)  # 64-byte placeholder: real 160 px JPEGs are ~5 KB (see docs/benchmarks.md)
 
 
@@ -124,6 +136,25 @@ def exact_single(library: np.ndarray, probe: np.ndarray, k: int) -> np.ndarray:
     scores = library @ probe
     part = np.argpartition(-scores, k)[:k]
     return part[np.argsort(-scores[part])]
+
+
+def anon_huge_bytes() -> int:
+    """Bytes of this process's anonymous memory backed by transparent huge pages."""
+    try:
+        for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def with_huge_pages(argv: list[str]) -> None:
+    """Re-execute under the appliance's malloc setting (glibc reads tunables only at start)."""
+    if "--no-huge-pages" in argv or HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""):
+        return
+    tunables = ":".join(filter(None, [os.environ.get("GLIBC_TUNABLES"), HUGE_PAGES_TUNABLE]))
+    os.execve(sys.executable, [sys.executable, *argv], {**os.environ, "GLIBC_TUNABLES": tunables})
 
 
 def percentiles(ms: list[float]) -> tuple[float, float]:
@@ -259,7 +290,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20260301)
     parser.add_argument("--workdir", type=Path, help="where the SQLCipher files go (default: a temp folder)")
     parser.add_argument("--isotropic", action="store_true", help="uniform random templates (worst case)")
+    parser.add_argument("--no-huge-pages", action="store_true",
+                        help="leave glibc's default malloc (no transparent huge pages for the index)")
     args = parser.parse_args()
+    with_huge_pages(sys.argv)
 
     from models.manifest import load_manifest
 
@@ -291,8 +325,9 @@ def main() -> int:
         index_bytes = index_storage.index_bytes(scalars, arrays)
         del arrays
         file_bytes = store.current_path().stat().st_size
+        huge = anon_huge_bytes()
         log(f"  installed in {install_full_s:.1f} s, opened in {open_s:.1f} s; index {index_bytes / 1e6:.0f} MB, "
-            f"file {file_bytes / 1e6:.0f} MB")
+            f"file {file_bytes / 1e6:.0f} MB; {huge / 1e6:.0f} MB of the process in huge pages")
 
         log("exact top-50 for every probe")
         truth = exact_top(vectors, probes, K)
@@ -301,8 +336,8 @@ def main() -> int:
 
         log("ef sweep (single query, k=50)")
         rows = sweep(snapshot, probes, mates, truth)
-        smallest_ok = next((r for r in rows if r["recall_at_50"] >= 0.99), None)
-        chosen = smallest_ok or rows[-1]  # the tuned ef: the cheapest that meets the recall target
+        cheapest = next((r["ef"] for r in rows if r["recall_at_50"] >= 0.99), None)
+        chosen = next(r for r in rows if r["ef"] == index.SEARCH_EF)  # what the desk searches with
 
         log("exact search timing")
         exact_ms = exact_timing(vectors, probes, args.exact_repeats)
@@ -321,13 +356,13 @@ def main() -> int:
 
     result = {
         "n": args.n, "dim": dim, "data": "isotropic" if args.isotropic else f"face-like tau={TAU}",
-        "M": index.M, "ef_construction": index.EF_CONSTRUCTION, "ef": chosen["ef"],
+        "M": index.M, "ef_construction": index.EF_CONSTRUCTION, "ef": chosen["ef"], "cheapest_ef": cheapest,
+        "huge_pages": HUGE_PAGES_TUNABLE in os.environ.get("GLIBC_TUNABLES", ""), "anon_huge_bytes": huge,
         "build_s": round(build_s, 1), "write_s": round(write_s, 1), "install_full_s": round(install_full_s, 1),
         "open_s": round(open_s, 2), "index_bytes": index_bytes, "file_bytes": file_bytes,
         "rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"], "recall_at_50": chosen["recall_at_50"],
         "set_recall_at_50": round(chosen["set_recall_at_50"], 4),
-        "library_search_ef": index.SEARCH_EF,
         "exact_p50_ms": exact_p50, "exact_p99_ms": exact_p99, "exact_1thread_p50_ms": exact_1t,
         "speedup_vs_exact": round(exact_p50 / chosen["p50_ms"], 1),
         "speedup_vs_exact_1thread": round(exact_1t / chosen["p50_ms"], 1) if exact_1t else None,

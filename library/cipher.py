@@ -52,14 +52,22 @@ def read_key_file(path: Path) -> bytes:
     return key
 
 
-def connect(path: Path, key: bytes, *, create: bool = False) -> sqlcipher3.Connection:
-    """A connection whose first read proves the key is right, or a SnapshotKeyError."""
+def connect(path: Path, key: bytes, *, create: bool = False, read_only: bool = False) -> sqlcipher3.Connection:
+    """A connection whose first read proves the key is right, or a SnapshotKeyError.
+
+    ``read_only`` opens the file read-only at the OS level (SQLite's
+    ``mode=ro``): a serving snapshot is never written, so a bug or a stray
+    statement cannot change it under the desk.
+    """
     path = Path(path)
     if not create and not path.exists():
         raise SnapshotError(f"The library file {path} does not exist.")
     if len(key) != KEY_BYTES:
         raise SnapshotKeyError(f"A library key must be {KEY_BYTES} bytes.")
-    conn = sqlcipher3.connect(str(path), check_same_thread=False)
+    if read_only:
+        conn = sqlcipher3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlcipher3.connect(str(path), check_same_thread=False)
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
     conn.execute("PRAGMA cipher_log_level = NONE")
     conn.execute(f"PRAGMA cipher_page_size = {PAGE_SIZE}")

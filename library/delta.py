@@ -201,11 +201,11 @@ def apply_delta(base_path: Path, delta_path: Path, key: bytes, out_path: Path, *
     """
     stage = on_stage or (lambda _name: None)
     base_path, delta_path, out_path = Path(base_path), Path(delta_path), Path(out_path)
-    delta = cipher.connect(delta_path, key)
+    delta = cipher.connect(delta_path, key, read_only=True)
     work = out_path.with_name(out_path.name + APPLYING_SUFFIX)
     try:
         info = _info(_meta(delta, delta_path), delta_path)
-        base_conn = cipher.connect(base_path, key)
+        base_conn = cipher.connect(base_path, key, read_only=True)
         try:
             base_meta = _meta(base_conn, base_path)
         finally:

@@ -253,7 +253,7 @@ class Snapshot:
 
     def __init__(self, path: Path, key: bytes, expected_embedder: str | None = None) -> None:
         self.path = Path(path)
-        self._conn = cipher.connect(self.path, key)
+        self._conn = cipher.connect(self.path, key, read_only=True)
         self._lock = threading.RLock()
         try:
             meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())

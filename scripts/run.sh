@@ -85,7 +85,9 @@ if [ ! -f "$VAR/appliance/demo-accounts" ]; then
   done
   touch "$VAR/appliance/demo-accounts"
 fi
-$PY -m appliance serve --config "$VAR/appliance.toml" > "$VAR/log/appliance.log" 2>&1 &
+# Huge pages for the search index, as the appliance's systemd unit sets (docs/benchmarks.md).
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $PY -m appliance serve --config "$VAR/appliance.toml" \
+    > "$VAR/log/appliance.log" 2>&1 &
 pids+=($!)
 
 $PY - "http://127.0.0.1:$APPLIANCE_PORT/login" "http://127.0.0.1:$CENTRAL_PORT/healthz" <<'WAIT'

@@ -18,6 +18,8 @@ SELFTEST_UNIT = "custody-rfr-selftest.service"
 APPLIANCE_CREDENTIALS = ("library.key:/etc/credstore.encrypted/library.key",
                          "device.key:/etc/credstore.encrypted/device.key",
                          "web-secret:/etc/credstore.encrypted/web-secret")
+# The same environment as custody-rfr-appliance.service: the image's model cache, and huge pages for the index.
+APPLIANCE_ENVIRONMENT = (f"RFR_CACHE_DIR={IMAGE_CACHE_DIR}", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
 # The selftest runs as the appliance would: a transient unit started by PID 1 (the update service is root and
 # may start units) with the appliance's user, TPM-decrypted credentials and model cache. Its credentials land in
 # /run/credentials/custody-rfr-selftest.service/, bound over the appliance's directory, where appliance.toml's
@@ -27,7 +29,7 @@ DEFAULT_HEALTH = [[
     "-p", "User=custody-rfr", "-p", "Group=custody-rfr",
     *[arg for cred in APPLIANCE_CREDENTIALS for arg in ("-p", f"LoadCredentialEncrypted={cred}")],
     "-p", f"BindReadOnlyPaths=/run/credentials/{SELFTEST_UNIT}:/run/credentials/{APPLIANCE_UNIT}",
-    "-p", f"Environment=RFR_CACHE_DIR={IMAGE_CACHE_DIR}",
+    *[arg for env in APPLIANCE_ENVIRONMENT for arg in ("-p", f"Environment={env}")],
     "--", "{python}", "-m", "appliance", "selftest", "--config", "/etc/custody-rfr/appliance.toml"]]
 
 

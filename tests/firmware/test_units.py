@@ -63,9 +63,9 @@ def test_default_health_check_runs_the_selftest_as_the_appliance_does() -> None:
     assert ("BindReadOnlyPaths=/run/credentials/custody-rfr-selftest.service:"
             "/run/credentials/custody-rfr-appliance.service") in props
     environment = _lines("custody-rfr-appliance.service", "Environment")
-    assert environment == ["RFR_CACHE_DIR=/usr/share/custody-rfr/cache"]
+    assert environment == ["RFR_CACHE_DIR=/usr/share/custody-rfr/cache", "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"]
     assert [p for p in props if p.startswith("Environment=")] == [f"Environment={e}" for e in environment]
-    assert _lines("custody-rfr-update.service", "Environment") == environment
+    assert _lines("custody-rfr-update.service", "Environment") == environment[:1]
 
 
 def test_appliance_runs_as_its_own_user_with_watchdog_and_encrypted_credentials() -> None:

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlcipher3
 
 from library.errors import EmbedderMismatchError, SnapshotError, SnapshotKeyError
 from library.records import ReferenceRecord
@@ -140,3 +141,15 @@ def test_interrupted_build_resumes_to_the_same_library(tmp_path: Path):
     whole = Snapshot.open(build_records(tmp_path / "whole.db", key, dict(enumerate(vectors))), key)
     assert resumed.count == 30 and resumed.digest == whole.digest
     assert resumed.search(vectors[25], k=1)[0].record.source == record(25).source
+
+
+def test_serving_snapshot_is_open_read_only(snapshot_file):
+    """A stray write through the serving connection is refused by SQLite, and the file is unchanged."""
+    path, key, vectors = snapshot_file
+    before = path.read_bytes()
+    snap = Snapshot.open(path, key)
+    with pytest.raises(sqlcipher3.OperationalError, match="readonly"):
+        snap._conn.execute("DELETE FROM records")
+    assert snap.search(vectors[5], k=1)[0].record.subject_ref == "SUBJ-0005"
+    snap.close()
+    assert path.read_bytes() == before
