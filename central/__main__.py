@@ -1,11 +1,13 @@
-"""``python -m central serve|ingest|devices``: the audit ingest, the web interface, the device key registry.
+"""``python -m central serve|ingest|devices|accounts``: audit ingest, web interface, device keys, staff accounts.
 
 ``serve`` runs the ingest workers and the web interface; ``ingest`` runs the
 workers alone (to scale out, run several with the same ``ingest.shared_group``);
 ``devices register`` records a device's Ed25519 audit key, without which its
 messages are refused; ``devices revoke`` withdraws a desk (registry, signed wipe,
 CRL and broker reload, as ``[fleet]`` configures; see docs/fleet.md) and
-``devices command-key`` makes the key that signs the wipe. Werkzeug's server is enough for a handful of RFR staff on
+``devices command-key`` makes the key that signs the wipe; ``accounts add``
+creates a sign-in for the web interface with one or more roles (auditor,
+peer_reviewer, fleet_admin) and ``accounts list`` shows them. Werkzeug's server is enough for a handful of RFR staff on
 the management network; a production WSGI server can replace it without
 touching the app.
 """
@@ -154,6 +156,38 @@ def _command_key(out: Path) -> int:
     return 0
 
 
+def _accounts(args: argparse.Namespace) -> int:
+    """Create or list central's web accounts; prints one line a person can act on."""
+    import getpass
+
+    from central.accounts.service import AccountError, AccountService
+    from central.accounts.store import AccountStore
+
+    store = AccountStore(args.database or load(args.config).database_url)
+    try:
+        service = AccountService(store)
+        if args.accounts_command == "list":
+            for account in service.list():
+                print(f"{account.username}\t{','.join(sorted(account.roles))}")
+            return 0
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"Password for {args.username}: ")
+            if getpass.getpass("Same password again: ") != password:
+                print("central: the two passwords differ; no account was created.", file=sys.stderr)
+                return 2
+        try:
+            account = service.add(args.username, args.roles, password)
+        except AccountError as e:
+            print(f"central: {e} No account was created.", file=sys.stderr)
+            return 2
+    finally:
+        store.close()
+    print(f"created central account {account.username} with roles {', '.join(sorted(account.roles))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m central", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     for p in (reg, lst, rev):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
+    accounts = sub.add_parser("accounts", help="sign-in accounts for the web interface")
+    asub = accounts.add_subparsers(dest="accounts_command", required=True)
+    add = asub.add_parser("add", help="create an account with one or more roles")
+    add.add_argument("--username", required=True)
+    add.add_argument("--role", action="append", default=[], dest="roles", required=True,
+                     help="auditor, peer_reviewer or fleet_admin; repeat for several")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    alist = asub.add_parser("list", help="list accounts and their roles")
+    for p in (add, alist):
+        p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
+        p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -194,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.devices_command == "revoke":
                 return _revoke(args.config, args.database, args.device_id, args.by, args.reason)
             return _list_devices(args.config, args.database)
+        if args.command == "accounts":
+            if not (args.config or args.database):
+                parser.error("give --config or --database")
+            return _accounts(args)
     except CustodyRfrError as e:
         print(f"central: {e}", file=sys.stderr)
         return 2

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core import passwords
 from core.errors import WireFormatError
 
 CONFIG_KIND = "config"
@@ -38,11 +38,11 @@ MIN_PASSWORD_LENGTH = 12
 ROLES = frozenset({"custody_officer", "detention_officer", "inspector", "superintendent", "technical_adviser",
                    "device_admin", "auditor"})
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# scrypt$N$r$p$salt$hash exactly as appliance.services.accounts.hash_password writes it.
+# scrypt$N$r$p$salt$hash exactly as core.passwords.hash_password writes it (desk and central accounts).
 PASSWORD_HASH = re.compile(r"^scrypt\$([0-9]{1,8})\$([0-9]{1,2})\$([0-9]{1,2})\$([0-9a-f]{32,128})\$([0-9a-f]{64})$")
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+SCRYPT_N = passwords.SCRYPT_N
 MIN_SCRYPT_N = 2**14
-MAX_SCRYPT_MEMORY = 64 * 1024 * 1024  # the desk's maxmem for verification
+MAX_SCRYPT_MEMORY = passwords.MAXMEM  # the desk's maxmem for verification
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -50,10 +50,7 @@ def hash_password(password: str, n: int = SCRYPT_N) -> str:
     """Hash ``password`` the way the desk stores it, so central can issue accounts without sending passwords."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise WireFormatError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=SCRYPT_R, p=SCRYPT_P, dklen=32,
-                            maxmem=MAX_SCRYPT_MEMORY)
-    return f"scrypt${n}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+    return passwords.hash_password(password, n)
 
 
 def check_password_hash(value: str) -> str:

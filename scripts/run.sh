@@ -43,6 +43,14 @@ host = "127.0.0.1"
 port = $CENTRAL_PORT
 secret_key = "$SECRET"
 CONF
+# Demo accounts for central's web interface, each created only if missing (the same demo password).
+existing=$($PY -m central accounts list --config "$VAR/central.toml" | cut -f1)
+for account in auditor:auditor reviewer:peer_reviewer fleetadmin:fleet_admin; do
+  if ! grep -qx "${account%%:*}" <<< "$existing"; then
+    echo "demo-password-1234" | $PY -m central accounts add --config "$VAR/central.toml" \
+        --username "${account%%:*}" --role "${account##*:}" --password-stdin
+  fi
+done
 $PY -m central serve --config "$VAR/central.toml" > "$VAR/log/central.log" 2>&1 &
 pids+=($!)
 
@@ -106,10 +114,12 @@ cat <<MSG
 
 custody-rfr is running (logs in var/log/, Ctrl-C stops everything):
   Appliance (custody desk):   http://127.0.0.1:$APPLIANCE_PORT/
-  Central (audit, peer review): http://127.0.0.1:$CENTRAL_PORT/audit
+  Central (audit, peer review): http://127.0.0.1:$CENTRAL_PORT/login
   MQTT broker:                127.0.0.1:$BROKER_PORT
 Demo accounts on the appliance (password demo-password-1234): officer, officer2, inspector,
   superintendent, adviser, adviser2, auditor, admin
+Demo accounts on central (same password): auditor (audit, exports, reports), reviewer (peer review),
+  fleetadmin (fleet)
 Probe photos to try, kept out of the library (other photos of the same people are in it):
   $VAR/demo-import/probes/
 MSG

@@ -3,16 +3,19 @@
 Central's enrol command builds an encrypted library from registry-package photos; central and the
 appliance run as their own processes (``python -m central serve``, ``python -m appliance serve``);
 an officer submits a case, an Inspector approves it, and a probe of an enrolled person is searched;
-the right person ranks first and the search's audit event is stored and listed by central.
+the right person ranks first and the search's audit event is stored and listed by central, read by an
+auditor signed in to central with an account made by ``python -m central accounts add``.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import re
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -24,8 +27,12 @@ from tests.broker import free_port
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=False)
+CENTRAL_PASSWORD = "e2e-auditor-password"
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=False,
+                            input=stdin)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -41,6 +48,19 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> No
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.3)
     raise AssertionError(f"{url} did not answer")
+
+
+def central_auditor(base: str) -> urllib.request.OpenerDirector:
+    """An opener that keeps central's session cookie, signed in through the real form (with its CSRF token)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    form = opener.open(base + "/login").read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token, "central's sign-in form carries no CSRF token"
+    body = urllib.parse.urlencode({"csrf_token": token.group(1), "username": "auditor",
+                                   "password": CENTRAL_PASSWORD}).encode()
+    page = opener.open(base + "/login", data=body).read().decode()  # follows the redirect to /audit
+    assert "Signed in as <strong>auditor</strong>" in page
+    return opener
 
 
 @pytest.fixture
@@ -69,6 +89,8 @@ def system(tmp_path: Path, mosquitto):
     load_or_create_signing_key(tmp_path / "appliance")
     run("-m", "central", "devices", "register", "--id", "desk-e2e-01",
         "--public-key", str(tmp_path / "appliance" / PUBLIC_NAME), "--config", str(tmp_path / "central.toml"))
+    run("-m", "central", "accounts", "add", "--config", str(tmp_path / "central.toml"), "--username", "auditor",
+        "--role", "auditor", "--password-stdin", stdin=CENTRAL_PASSWORD + "\n")
     create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("central", "appliance")}  # noqa: SIM115
     procs = {
@@ -99,10 +121,11 @@ def test_probe_ranks_the_enrolled_person_first_and_central_records_the_search(sy
     assert ranked[0] == "DEMO-OBAMA"
     assert len(ranked) == 10 and len(set(ranked)) > 2  # distractors are listed below him
 
+    central = central_auditor(system["central"])
     deadline = time.monotonic() + 30
     audit_page = ""
     while time.monotonic() < deadline:
-        audit_page = urllib.request.urlopen(system["central"] + "/audit").read().decode()
+        audit_page = central.open(system["central"] + "/audit").read().decode()
         if "desk-e2e-01" in audit_page and "candidates_shown" in audit_page:
             break
         time.sleep(0.5)

@@ -1,8 +1,7 @@
 """Who may use the device: password checks with lockout, and session lifetimes.
 
-Passwords are hashed with scrypt (``hashlib``, no extra dependency) at
-N=2**15, r=8, p=1: about 32 MB and tens of milliseconds per check, which makes
-guessing a copied hash slow while a desk sign-in stays instant. An unknown
+Passwords are hashed by ``core.passwords`` (scrypt, the format central's
+accounts and signed desk configuration share). An unknown
 username costs the same hash as a known one, so timing does not reveal which
 accounts exist. Accounts work offline; they arrive in central's signed
 configuration (``appliance.updates.config``), and a device administrator can
@@ -11,8 +10,6 @@ also create them with ``python -m appliance accounts add``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -22,11 +19,12 @@ from typing import Any
 from appliance.services.policy import PolicyRefusal, Role, role_of
 from appliance.settings import AuthSettings
 from appliance.storage.accounts import AccountStore, SessionStore
+from core import passwords
 from core.errors import CustodyRfrError
+from core.passwords import DUMMY_HASH, verify_password
 
-_N, _R, _P, _DKLEN = 2**15, 8, 1, 32
-_MAXMEM = 64 * 1024 * 1024
 Clock = Callable[[], float]
+_N = passwords.SCRYPT_N  # the cost of new hashes; tests lower it, stored hashes carry their own
 
 
 class LoginRefusedError(CustodyRfrError):
@@ -38,24 +36,7 @@ class AccountError(CustodyRfrError):
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=_DKLEN, maxmem=_MAXMEM)
-    return f"scrypt${_N}${_R}${_P}${salt.hex()}${digest.hex()}"
-
-
-def verify_password(password: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        computed = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                                  dklen=len(bytes.fromhex(digest)), maxmem=_MAXMEM)
-    except ValueError:
-        return False
-    return hmac.compare_digest(computed, bytes.fromhex(digest))
-
-
-_DUMMY_HASH = hash_password(secrets.token_hex(16))
+    return passwords.hash_password(password, _N)
 
 
 @dataclass(frozen=True)
@@ -93,7 +74,7 @@ class AccountService:
         now = self._clock()
         row = self._store.get(username.strip())
         if row is None or row.disabled:
-            verify_password(password, _DUMMY_HASH)
+            verify_password(password, DUMMY_HASH)
             raise LoginRefusedError("The username or password is wrong.")
         if row.locked_until > now:
             minutes = max(1, round((row.locked_until - now) / 60))

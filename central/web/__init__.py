@@ -1,7 +1,8 @@
 """Central's web interface for the RFR team, built flaskr-style.
 
-``create_app`` wires configuration, one blueprint per feature, a single error
-shape and the security headers; nothing here talks to the broker directly (the
+``create_app`` wires configuration, one blueprint per feature, sign-in and the
+role each blueprint needs (``central.web.auth``), a single error shape and the
+security headers; nothing here talks to the broker directly (the
 ingest is handed in as a read-only ``IngestStatus`` for the health check).
 """
 
@@ -13,6 +14,8 @@ from flask import Flask
 from flask_wtf import CSRFProtect
 from htmx_flask import Htmx
 
+from central.accounts.service import AccountService
+from central.accounts.store import AccountStore
 from central.audit.storage import open_store
 from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
@@ -53,13 +56,20 @@ def create_app(
     app.extensions["central.ingest"] = ingest
     app.extensions["central.peer_reviews"] = PeerReviewStore(app.config["DATABASE"])
     Htmx(app)
-    # No forms post yet, but every future blueprint (devices, library) is covered from the start.
+    # Every form (sign-in, sign-out, peer review, revocation) carries the session's token.
     CSRFProtect(app)
 
-    from central.web import audit, errors, fleet, health, peer_review, reports, security, updates, vendor
+    from central.web import audit, auth, errors, fleet, health, peer_review, reports, security, updates, vendor
 
     errors.init_app(app)
     security.init_app(app)
+    app.extensions["central.account_store"] = AccountStore(app.config["DATABASE"])
+    # Staff pages by role; /healthz, static files and the desks' /tuf repository stay open (see auth).
+    auth.init_app(app, AccountService(app.extensions["central.account_store"]),
+                  {audit.bp.name: "auditor", reports.bp.name: "auditor", peer_review.bp.name: "peer_reviewer",
+                   fleet.bp.name: "fleet_admin"},
+                  open_blueprints=frozenset({health.bp.name, vendor.bp.name, updates.bp.name}),
+                  open_endpoints=frozenset({"audit.index"}))
     app.register_blueprint(audit.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(peer_review.bp)
@@ -67,4 +77,5 @@ def create_app(
     app.register_blueprint(vendor.bp)
     fleet.init_app(app, settings.fleet if settings else None, settings.mqtt if settings else None)
     updates.init_app(app)  # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO)
+    auth.check_classified(app)
     return app

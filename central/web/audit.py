@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 
 from central.audit.export import to_csv, to_jsonl
 from central.audit.storage import EventFilter
+from central.web.auth import current_user, home_for
 from central.web.stores import audit_store
 from core.errors import WireFormatError
 from core.events import EVENT_TYPES
@@ -69,7 +70,9 @@ def _filters() -> tuple[EventFilter, dict[str, str]]:
 
 @bp.get("/")
 def index() -> Response:
-    return redirect(url_for("audit.events"))
+    """Each person's first page: the one their roles open (sign-in if not signed in)."""
+    user = current_user()
+    return redirect((home_for(user) if user is not None else None) or url_for("auth.login"))
 
 
 @bp.get("/audit")

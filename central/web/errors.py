@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,14 @@ def _unexpected(error: Exception) -> tuple[Response | str | dict[str, object], i
     return render_error(InternalServerError())
 
 
+def _csrf_refused(error: CSRFError) -> tuple[Response | str | dict[str, object], int]:
+    # Flask-WTF's reasons ("The CSRF session token is missing.") mean nothing to custody staff.
+    logger.info("form refused on %s %s: %s", request.method, request.path, error.description)
+    return render_error(BadRequest("The form had expired or did not come from this site. Go back, reload the "
+                                   "page and try again."))
+
+
 def init_app(app: Flask) -> None:
+    app.register_error_handler(CSRFError, _csrf_refused)
     app.register_error_handler(HTTPException, render_error)
     app.register_error_handler(Exception, _unexpected)

@@ -3,7 +3,7 @@
 Flags come from ``central.fleet.status`` (stale, unhealthy, old library, revoked). Revoking is a
 CSRF-protected form with a typed confirmation (the desk id), because it cannot be undone: the
 desk is refused from then on and, if connected, wipes itself (``central.fleet.revoke``).
-Central has no sign-in yet, so the person revoking types their name and it is recorded as given.
+Only a signed-in ``fleet_admin`` reaches these pages, and the revocation records that account's username.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from central.fleet.revoke import PkiTarget, RevocationError, load_command_key, r
 from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
 from central.settings import FleetSettings, MqttSettings
+from central.web.auth import signed_in_user
 from central.web.stores import audit_store
 from core.errors import WireFormatError
 from core.topics import validate_device_id
@@ -107,12 +108,10 @@ def device(device_id: str) -> str:
 def revoke(device_id: str) -> Response | tuple[str, int]:
     store, config = audit_store(), _config()
     _device(device_id)
-    by = request.form.get("revoked_by", "").strip()
+    by = signed_in_user().username
     reason = request.form.get("reason", "").strip()
     confirm = request.form.get("confirm", "").strip()
     errors = {}
-    if not by or len(by) > 100:
-        errors["revoked_by"] = "Enter your name (it is recorded with the revocation)."
     if not reason or len(reason) > 300:
         errors["reason"] = "Say why the desk is withdrawn (lost, stolen, decommissioned...)."
     if confirm != device_id:

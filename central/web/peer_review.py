@@ -5,8 +5,10 @@ The reviewer sees the officer's reasoning and each candidate by reference
 reference library at central by subject ref; no probe or candidate image is
 sent to central (docs/desk-workflow.md, "Peer review by central"). Recording a
 decision stores it and its log entry; the MQTT worker then sends the outcome
-to the desk. Central has no sign-in yet, so the reviewer types their name and
-it is recorded as given; the form is CSRF-protected like every central form.
+to the desk. Only a signed-in ``peer_reviewer`` reaches these pages (the guard
+is set in ``create_app``), and the outcome records that account's username as
+the reviewer, so nobody can decide in someone else's name; the form is
+CSRF-protected like every central form.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from central.peer_review.store import PeerReviewError, PeerReviewRecord, PeerReviewStore
-from core.peer_review import MAX_NAME, MAX_TEXT, REVIEW_DECISIONS
+from central.web.auth import signed_in_user
+from core.peer_review import MAX_TEXT, REVIEW_DECISIONS
 
 bp = Blueprint("peer_review", __name__, url_prefix="/peer-review")
 
@@ -70,23 +73,21 @@ def decide(request_id: str) -> Response | tuple[str, int]:
     record = _record(request_id)
     if record.status != "pending":
         return _page(record, 409, errors={"form": f"This request was already decided by {record.reviewer}."})
-    reviewer = request.form.get("reviewer", "").strip()
+    reviewer = signed_in_user().username
     notes = request.form.get("notes", "").strip()
     decisions = {rank: request.form.get(f"decision-{rank}", "") for rank in record.ranks}
     errors: dict[str, str] = {}
-    if not reviewer or len(reviewer) > MAX_NAME:
-        errors["reviewer"] = "Enter your name as the reviewer (it is recorded with the outcome)."
     for rank, decision in decisions.items():
         if decision not in REVIEW_DECISIONS:
             errors[f"decision-{rank}"] = f"Decide candidate {rank}: viable or not viable."
     if len(notes) < _MIN_NOTES or len(notes) > MAX_TEXT:
         errors["notes"] = f"Write the reasons for the outcome in a sentence or two (at most {MAX_TEXT} characters)."
     if errors:
-        return _page(record, 422, errors=errors, values={"reviewer": reviewer, "notes": notes, **decisions})
+        return _page(record, 422, errors=errors, values={"notes": notes, **decisions})
     try:
         outcome = reviews().record_outcome(request_id, reviewer, decisions, notes)
     except PeerReviewError as e:
-        return _page(record, 409, errors={"form": str(e)}, values={"reviewer": reviewer, "notes": notes})
+        return _page(record, 409, errors={"form": str(e)}, values={"notes": notes})
     flash(f"Outcome recorded for case {record.case_id} on {record.device_id}: "
           f"{outcome.outcome.replace('_', ' ')}. It is sent to the desk now, or when it next connects.")
     return redirect(url_for("peer_review.index"))

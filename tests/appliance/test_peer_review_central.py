@@ -28,6 +28,7 @@ from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import Desk, add_users, approved_case, fast_kdf
 from tests.audit_support import wait_for
 from tests.broker import Broker, free_port
+from tests.central_signin import signed_in
 
 _ids = itertools.count(1)
 
@@ -112,21 +113,21 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         assert Desk(app, "adviser").post(f"/cases/{case_id}/peer-review", {
             "review-2": "not_viable", "notes": "Looked at it closely."}).status_code == 409
         # A reviewer records the outcome on central's page.
-        client = web.test_client()
+        client = signed_in(web, "dr.r.reviewer", ["peer_reviewer"])
         page = client.get(f"/peer-review/{request.request_id}").get_data(as_text=True)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         response = client.post(f"/peer-review/{request.request_id}", data={
-            "csrf_token": token, "reviewer": "Dr R Reviewer", "decision-2": "not_viable",
+            "csrf_token": token, "decision-2": "not_viable",
             "notes": "Different ear shape and nose bridge."})
         assert response.status_code == 302
         # The outcome reaches the desk: the case closes and the probe is destroyed as usual.
         assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
         assert app.extensions["rfr"]["cases"].probe(case_id) is None
         completed = [e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]
-        assert [(e["actor"], e["details"]["channel"]) for e in completed] == [("Dr R Reviewer", "central")]
+        assert [(e["actor"], e["details"]["channel"]) for e in completed] == [("dr.r.reviewer", "central")]
         # The outcome is applied on the MQTT thread: the deletion's audit event may land just after the state.
         assert wait_for(lambda: [e["outcome"] for e in audit_events(app, "deletion")] == ["destroyed"], timeout=10)
-        assert app.extensions["rfr"]["cases"].peer_review(case_id).reviewer == "Dr R Reviewer"
+        assert app.extensions["rfr"]["cases"].peer_review(case_id).reviewer == "dr.r.reviewer"
         assert wait_for(lambda: any(e["action"] == "outcome_sent" for e in reviews.log(request.request_id)))
         # A repeated outcome is ignored.
         channel = app.extensions["rfr"]["cases"].channel

@@ -1,4 +1,4 @@
-"""Fixtures for central: a fresh audit store and app per test, events to put in them."""
+"""Fixtures for central: a fresh audit store and app per test, signed-in clients, events to put in them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from central.audit.store import AuditStore
 from central.web import create_app
 from core.events import AuditEvent
+from tests.central_signin import signed_in
 
 
 @pytest.fixture
@@ -54,6 +55,13 @@ def app(tmp_path: Path) -> Iterator[Flask]:
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """Signed in as ``tester`` with every role, so page tests exercise the pages, not the guard."""
+    return signed_in(app)
+
+
+@pytest.fixture
+def anonymous(app: Flask) -> FlaskClient:
+    """Not signed in."""
     return app.test_client()
 
 

@@ -6,13 +6,13 @@ import re
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
 from central.audit.store import AuditStore
 from central.peer_review.ingest import PeerReviewIngest
 from central.peer_review.store import PeerReviewError, PeerReviewStore
 from core.peer_review import CandidateSummary, PeerReviewOutcome, PeerReviewRequest
 from core.topics import peer_review_outcome_topic, peer_review_request_topic
+from tests.central_signin import signed_in
 
 
 def make_request(device: str = "desk-a", ranks: tuple[int, ...] = (2,),
@@ -97,7 +97,8 @@ def test_ingest_refuses_unregistered_forged_and_malformed_requests(tmp_path) -> 
         audit.close()
 
 
-def test_reviewer_page_lists_requests_and_records_the_outcome(client: FlaskClient, reviews) -> None:
+def test_reviewer_page_lists_requests_and_records_the_outcome(app: Flask, reviews) -> None:
+    client = signed_in(app, "dr.reviewer", ["peer_reviewer"])
     req = make_request()
     reviews.add_request(req)
     index = client.get("/peer-review").get_data(as_text=True)
@@ -106,22 +107,21 @@ def test_reviewer_page_lists_requests_and_records_the_outcome(client: FlaskClien
     assert "DEMO-BIDEN" in page and "Ears differ." in page and "<img" not in page
     token = _token(page)
     # No CSRF token: refused like every central form.
-    assert client.post(f"/peer-review/{req.request_id}", data={"reviewer": "Dr R"}).status_code == 400
+    assert client.post(f"/peer-review/{req.request_id}", data={"notes": "Different ears."}).status_code == 400
     missing = client.post(f"/peer-review/{req.request_id}", data={"csrf_token": token, "notes": "short"})
     assert missing.status_code == 422
     text = missing.get_data(as_text=True)
-    assert "Enter your name" in text and "Decide candidate 2" in text and "sentence or two" in text
+    assert "Decide candidate 2" in text and "sentence or two" in text
     assert reviews.get(req.request_id).status == "pending"
     done = client.post(f"/peer-review/{req.request_id}", data={
-        "csrf_token": token, "reviewer": "Dr R Reviewer", "decision-2": "not_viable",
-        "notes": "Different ear shape and nose bridge."})
+        "csrf_token": token, "decision-2": "not_viable", "notes": "Different ear shape and nose bridge."})
     assert done.status_code == 302 and done.headers["Location"] == "/peer-review"
     assert "confirmed not viable" in client.get("/peer-review").get_data(as_text=True)
     record = reviews.get(req.request_id)
-    assert (record.status, record.reviewer, record.decisions) == ("decided", "Dr R Reviewer", {2: "not_viable"})
+    assert (record.status, record.reviewer, record.decisions) == ("decided", "dr.reviewer", {2: "not_viable"})
     again = client.post(f"/peer-review/{req.request_id}", data={
         "csrf_token": token, "reviewer": "Someone Else", "decision-2": "viable", "notes": "Same person, I think."})
-    assert again.status_code == 409 and "already decided by Dr R Reviewer" in again.get_data(as_text=True)
+    assert again.status_code == 409 and "already decided by dr.reviewer" in again.get_data(as_text=True)
     shown = client.get(f"/peer-review/{req.request_id}").get_data(as_text=True)
-    assert "decided · Dr R Reviewer" in shown
+    assert "decided · dr.reviewer" in shown
     assert client.get("/peer-review/00000000-0000-4000-8000-000000000000").status_code == 404

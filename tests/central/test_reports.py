@@ -24,6 +24,7 @@ from central.reports.annual import composition_date
 from central.web import create_app
 from core.events import AuditEvent
 from library.snapshot import new_key, write_key_file
+from tests.central_signin import signed_in
 from tests.library.builders import build, record, unit_vectors
 
 # Strings a report must never carry: usernames, custody references, case ids, free text, names in details.
@@ -305,7 +306,7 @@ def _cell(page: str, tag: str, label: str, value: str) -> bool:
 
 def test_annual_page_suppresses_small_counts_and_gives_library_composition(public_app: Flask, tmp_path: Path
                                                                            ) -> None:
-    page = public_app.test_client().get("/reports/annual?year=2026").get_data(as_text=True)
+    page = signed_in(public_app).get("/reports/annual?year=2026").get_data(as_text=True)
     assert "annual report 2026" in page
     assert disclosure.RULE.replace('"', "&#34;") in page
     # Seven searches in 2026 (A5 included): exact. Every other cell here is 1 to 4: suppressed.
@@ -321,7 +322,7 @@ def test_annual_page_suppresses_small_counts_and_gives_library_composition(publi
 
 
 def test_annual_pdf_is_a_real_pdf(public_app: Flask, tmp_path: Path) -> None:
-    response = public_app.test_client().get("/reports/annual.pdf?year=2026")
+    response = signed_in(public_app).get("/reports/annual.pdf?year=2026")
     assert response.status_code == 200
     assert response.mimetype == "application/pdf"
     assert 'filename="rfr-annual-report-2026.pdf"' in response.headers["Content-Disposition"]

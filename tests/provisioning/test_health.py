@@ -10,6 +10,7 @@ from central.web import create_app as create_central
 from core.fleet import Heartbeat
 from core.topics import health_topic
 from tests.audit_support import wait_for
+from tests.central_signin import signed_in
 from tests.provisioning.desks import live_desk, running_central
 
 
@@ -24,10 +25,10 @@ def test_a_desks_heartbeat_reaches_the_fleet_page_with_its_flags(tmp_path, demo_
             assert latest["library_version"] == app.extensions["rfr"]["library"].current.version
             assert latest["software_version"] == "0.1.0" and latest["disk_total_bytes"] > 0
             assert latest["clock_offset_s"] is not None and abs(latest["clock_offset_s"]) < 5
-            page = central.web.test_client().get("/fleet").get_data(as_text=True)
+            page = signed_in(central.web).get("/fleet").get_data(as_text=True)
             row = page.split(f'data-device="{device}"')[1].split("</tr>")[0]
             assert "unhealthy" in row and "keys in files, not sealed to a TPM" in row and "stale" not in row
-            history = central.web.test_client().get(f"/fleet/{device}").get_data(as_text=True)
+            history = signed_in(central.web).get(f"/fleet/{device}").get_data(as_text=True)
             assert history.count("<tr><td>") >= 2 and "Revoke " + device in history
         finally:
             app.extensions["rfr"]["publisher"].stop()
@@ -61,7 +62,7 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:
-        page = web.test_client().get("/fleet").get_data(as_text=True)
+        page = signed_in(web).get("/fleet").get_data(as_text=True)
     finally:
         web.extensions["central.audit_store"].close()
         web.extensions["central.peer_reviews"].close()

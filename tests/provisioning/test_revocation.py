@@ -26,6 +26,7 @@ from core.fleet import FleetCommand
 from core.topics import audit_topic, fleet_command_topic
 from provisioning.ca import CaLayout
 from tests.audit_support import wait_for
+from tests.central_signin import signed_in
 from tests.provisioning.desks import live_desk, running_central
 from tests.provisioning.fleet import Probe, enrol
 
@@ -63,7 +64,7 @@ def test_revoking_a_live_desk_wipes_it_and_its_report_reaches_central(tmp_path, 
             assert wait_for(lambda: not rfr["publisher"].connected, timeout=10)  # went silent
             wiped = central.store.query()
             assert next(e["type"] for e in wiped if e["device_id"] == device) == "device_wiped"
-            fleet = central.web.test_client().get(f"/fleet/{device}").get_data(as_text=True)
+            fleet = signed_in(central.web).get(f"/fleet/{device}").get_data(as_text=True)
             assert "revoked" in fleet and "Sgt Test: stolen" in fleet
         finally:
             rfr["publisher"].stop()
@@ -123,7 +124,7 @@ def test_events_from_a_revoked_desk_are_rejected_and_flagged_on_the_audit_page(t
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:
-        page = web.test_client().get("/audit").get_data(as_text=True)
+        page = signed_in(web).get("/audit").get_data(as_text=True)
     finally:
         web.extensions["central.audit_store"].close()
         web.extensions["central.peer_reviews"].close()
@@ -171,9 +172,9 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
     store.close()
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(tmp_path / "central.db")})
-    client = web.test_client()
+    client = signed_in(web, "sgt.test", ["fleet_admin"])
     try:
-        form = {"revoked_by": "Sgt Test", "reason": "decommissioned", "confirm": "desk-07"}
+        form = {"reason": "decommissioned", "confirm": "desk-07"}
         assert client.post("/fleet/desk-07/revoke", data=form).status_code == 400  # no CSRF token
         page = client.get("/fleet/desk-07").get_data(as_text=True)
         token = page.split('name="csrf_token" value="')[1].split('"')[0]
@@ -182,7 +183,7 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
         assert web.extensions["central.audit_store"].revocations() == {}
         done = client.post("/fleet/desk-07/revoke", data={**form, "csrf_token": token}, follow_redirects=True)
         assert done.status_code == 200 and "desk-07 revoked, no wipe sent." in done.get_data(as_text=True)
-        assert web.extensions["central.audit_store"].revocations()["desk-07"]["revoked_by"] == "Sgt Test"
+        assert web.extensions["central.audit_store"].revocations()["desk-07"]["revoked_by"] == "sgt.test"
         assert "Revoke desk-07" not in done.get_data(as_text=True)
     finally:
         web.extensions["central.audit_store"].close()
