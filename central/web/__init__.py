@@ -79,3 +79,9 @@ def create_app(
     updates.init_app(app)  # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO)
     auth.check_classified(app)
     return app
+
+
+def close_stores(app: Flask) -> None:
+    """Close the database connections ``create_app`` opened (the audit, peer-review and account stores)."""
+    for name in ("central.audit_store", "central.peer_reviews", "central.account_store"):
+        app.extensions[name].close()

@@ -20,6 +20,7 @@ from central.audit.storage import open_store
 from central.ingest.mqtt import AuditIngest
 from central.peer_review.store import PeerReviewStore
 from central.settings import MqttSettings as CentralMqtt
+from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex
 from core.peer_review import PeerReviewOutcome, PeerReviewRequest
@@ -86,8 +87,7 @@ def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
     yield web, ingest
     ingest.stop()
     store.close()
-    web.extensions["central.audit_store"].close()
-    web.extensions["central.peer_reviews"].close()
+    close_stores(web)
 
 
 def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case(

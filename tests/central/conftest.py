@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from central.audit.store import AuditStore
-from central.web import create_app
+from central.web import close_stores, create_app
 from core.events import AuditEvent
 from tests.central_signin import signed_in
 
@@ -50,7 +50,7 @@ def app(tmp_path: Path) -> Iterator[Flask]:
     app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                   "DATABASE": str(tmp_path / "central.db")})
     yield app
-    app.extensions["central.audit_store"].close()
+    close_stores(app)
 
 
 @pytest.fixture

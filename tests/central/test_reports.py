@@ -21,7 +21,7 @@ from central.audit.store import AuditStore
 from central.reports import disclosure, periods, quarterly
 from central.reports.aggregation import VOCABULARIES, Figures, LibraryUse, aggregate
 from central.reports.annual import composition_date
-from central.web import create_app
+from central.web import close_stores, create_app
 from core.events import AuditEvent
 from library.snapshot import new_key, write_key_file
 from tests.central_signin import signed_in
@@ -295,7 +295,7 @@ def public_app(tmp_path: Path, libraries: list[dict[str, Any]]) -> Flask:
                                   "DATABASE": str(tmp_path / "central.db"), "REPORT_LIBRARIES": libraries})
     seed(app.extensions["central.audit_store"])
     yield app
-    app.extensions["central.audit_store"].close()
+    close_stores(app)
 
 
 def _cell(page: str, tag: str, label: str, value: str) -> bool:

@@ -79,7 +79,7 @@ def test_healthz_reports_counts(client: FlaskClient, app_store: AuditStore, make
 
 
 def test_healthz_is_degraded_while_ingest_is_disconnected(tmp_path) -> None:
-    from central.web import create_app
+    from central.web import close_stores, create_app
 
     class Down:
         connected = False
@@ -92,7 +92,7 @@ def test_healthz_is_degraded_while_ingest_is_disconnected(tmp_path) -> None:
     assert response.status_code == 503
     assert response.json["status"] == "degraded"
     assert response.json["ingest"] == {"connected": False, "received": 0, "rejected": 0}
-    app.extensions["central.audit_store"].close()
+    close_stores(app)
 
 
 def test_htmx_is_served_from_the_verified_cache(client: FlaskClient) -> None:

@@ -15,6 +15,7 @@ from appliance.web import create_app
 from central.audit.storage import SqlAuditStore, open_store
 from central.ingest.mqtt import AuditIngest
 from central.settings import MqttSettings as CentralMqtt
+from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex
 from tests.appliance.conftest import appliance_settings
@@ -44,8 +45,7 @@ def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Cen
     finally:
         ingest.stop()
         store.close()
-        web.extensions["central.audit_store"].close()
-        web.extensions["central.peer_reviews"].close()
+        close_stores(web)
 
 
 def copy_library(tmp_path: Path, library: tuple[Path, Path]) -> tuple[Path, Path]:

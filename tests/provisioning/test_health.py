@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from central.audit.storage import open_store
 from central.fleet.health import HealthIngest
+from central.web import close_stores
 from central.web import create_app as create_central
 from core.fleet import Heartbeat
 from core.topics import health_topic
@@ -64,8 +65,7 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
     try:
         page = signed_in(web).get("/fleet").get_data(as_text=True)
     finally:
-        web.extensions["central.audit_store"].close()
-        web.extensions["central.peer_reviews"].close()
+        close_stores(web)
 
     def row(device: str) -> str:
         return page.split(f'data-device="{device}"')[1].split("</tr>")[0]

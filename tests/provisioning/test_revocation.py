@@ -20,6 +20,7 @@ from central.fleet.revoke import PkiTarget, generate_command_key, load_command_k
 from central.ingest.handler import Incoming, MessageHandler
 from central.ingest.mqtt import publish_once
 from central.settings import MqttSettings as CentralMqtt
+from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex
 from core.fleet import FleetCommand
@@ -126,8 +127,7 @@ def test_events_from_a_revoked_desk_are_rejected_and_flagged_on_the_audit_page(t
     try:
         page = signed_in(web).get("/audit").get_data(as_text=True)
     finally:
-        web.extensions["central.audit_store"].close()
-        web.extensions["central.peer_reviews"].close()
+        close_stores(web)
     assert "revoked_device_message" in page and "device revoked: desk-gone sent a search event" in page
 
 
@@ -186,5 +186,4 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
         assert web.extensions["central.audit_store"].revocations()["desk-07"]["revoked_by"] == "sgt.test"
         assert "Revoke desk-07" not in done.get_data(as_text=True)
     finally:
-        web.extensions["central.audit_store"].close()
-        web.extensions["central.peer_reviews"].close()
+        close_stores(web)

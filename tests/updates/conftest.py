@@ -20,7 +20,7 @@ import pytest
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from central.publish.repository import TufRepository, init_repository
-from central.web import create_app
+from central.web import close_stores, create_app
 from library.records import ReferenceRecord
 from library.snapshot import SnapshotWriter, new_key
 
@@ -98,7 +98,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
     server.shutdown()
     thread.join()
     server.server_close()
-    app.extensions["central.audit_store"].close()
+    close_stores(app)
 
 
 class CuttingProxy:

@@ -17,7 +17,7 @@ from central.publish.__main__ import main
 from central.publish.describe import describe_delta, describe_full
 from central.publish.repository import PublishError, TufRepository, init_repository, utc_now
 from central.publish.settings import PublishSettings
-from central.web import create_app
+from central.web import close_stores, create_app
 from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot, write_key_file
@@ -198,7 +198,7 @@ def test_without_a_repository_central_serves_no_updates(tmp_path, monkeypatch):
     app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                   "DATABASE": str(tmp_path / "central.db")})
     response = app.test_client().get("/tuf/metadata/timestamp.json")
-    app.extensions["central.audit_store"].close()
+    close_stores(app)
     assert response.status_code == 404
     assert "does not publish library updates" in response.get_data(as_text=True)
 
