@@ -118,7 +118,7 @@ def device_from_health_topic(topic: str) -> str:
 
 
 def fleet_command_topic(device_id: str) -> str:
-    """Where central sends one device its signed fleet commands (wipe). Under fleet/, which devices may
-    read but never write; the command itself names the device and is signed, so reading another desk's
-    command gains nothing."""
+    """Where central sends one device its signed fleet commands (wipe). Under fleet/, which devices
+    never write; each device may read only its own commands (the broker's ACL), and the command
+    itself names the device and is signed besides."""
     return f"{ROOT}/fleet/commands/{validate_device_id(device_id)}"

@@ -4,7 +4,8 @@ Who may connect is decided by certificates: ``require_certificate`` with the fle
 made from the ledger's revocations, and no anonymous access. ``use_identity_as_username``
 makes the certificate's CN (the device id) the MQTT user name, which the pattern ACLs then use
 as ``%u``: a device writes only under ``rfr/v1/devices/<its id>/`` and reads only its acks, its
-peer-review outcomes and the fleet topics. A device cannot choose its name, so it cannot speak
+peer-review outcomes, its own fleet commands and the library announcement: a desk cannot
+learn that another desk is being wiped. A device cannot choose its name, so it cannot speak
 for another.
 
 Devices and central use separate listeners. On the device listener ``use_username_as_clientid``
@@ -47,7 +48,8 @@ def render_acl(central_name: str) -> str:
         f"pattern read {ROOT}/acks/%u",
         f"pattern read {ROOT}/peer-review/%u/#",
         # A `topic` line before any `user` line would apply to anonymous clients only; `pattern` applies to all.
-        f"pattern read {ROOT}/fleet/#",
+        f"pattern read {ROOT}/fleet/library",
+        f"pattern read {ROOT}/fleet/commands/%u",
         "",
         f"user {central_name}",
         f"topic read {ROOT}/devices/#",

@@ -12,6 +12,7 @@ from core.topics import (
     ack_topic,
     audit_topic,
     checkpoint_topic,
+    fleet_command_topic,
     library_announce_topic,
     peer_review_outcome_topic,
     peer_review_request_topic,
@@ -73,11 +74,12 @@ def test_device_a_cannot_publish_as_device_b_nor_write_acks(fleet_broker, desks,
         a.close()
 
 
-def test_device_a_reads_its_own_acks_and_the_fleet_but_never_bs(fleet_broker, desks, central):
+def test_device_a_reads_its_own_acks_commands_and_the_announcement_but_never_bs(fleet_broker, desks, central):
     a = _device(fleet_broker, desks["desk-a"])
     try:
         a.subscribe(ack_topic("desk-a"), ack_topic("desk-b"), "rfr/v1/acks/#", "rfr/v1/devices/#",
-                    "rfr/v1/peer-review/desk-b/#", peer_review_outcome_topic("desk-a"), library_announce_topic())
+                    "rfr/v1/peer-review/desk-b/#", peer_review_outcome_topic("desk-a"), library_announce_topic(),
+                    fleet_command_topic("desk-b"), "rfr/v1/fleet/#")
         b = _device(fleet_broker, desks["desk-b"])
         try:
             assert b.publish(audit_topic("desk-b"), b"b's event") == 0
@@ -88,10 +90,15 @@ def test_device_a_reads_its_own_acks_and_the_fleet_but_never_bs(fleet_broker, de
         assert central.publish(peer_review_outcome_topic("desk-a"), b"a's review") == 0
         assert central.publish(ack_topic("desk-a"), b"ack for a") == 0
         assert central.publish(library_announce_topic(), b"library v2") == 0
+        assert central.publish(fleet_command_topic("desk-b"), b"wipe desk-b") == 0
+        assert central.publish(fleet_command_topic("desk-a"), b"wipe desk-a") == 0
         got = a.received(wait=1.5)
-        assert sorted(got) == sorted([(ack_topic("desk-a"), b"ack for a")] * 2  # via two of A's subscriptions
+        # Each of A's messages arrives once per matching subscription; B's command never arrives.
+        assert sorted(got) == sorted([(ack_topic("desk-a"), b"ack for a")] * 2
                                      + [(peer_review_outcome_topic("desk-a"), b"a's review"),
-                                        (library_announce_topic(), b"library v2")])
+                                        (library_announce_topic(), b"library v2"),
+                                        (library_announce_topic(), b"library v2"),
+                                        (fleet_command_topic("desk-a"), b"wipe desk-a")])
     finally:
         a.close()
 
