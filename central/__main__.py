@@ -7,7 +7,9 @@ messages are refused; ``devices revoke`` withdraws a desk (registry, signed wipe
 CRL and broker reload, as ``[fleet]`` configures; see docs/fleet.md) and
 ``devices command-key`` makes the key that signs the wipe; ``accounts add``
 creates a sign-in for the web interface with one or more roles (auditor,
-peer_reviewer, fleet_admin) and ``accounts list`` shows them. Werkzeug's server is enough for a handful of RFR staff on
+peer_reviewer, fleet_admin) and ``accounts list`` shows them; ``accounts
+disable``/``enable`` and ``accounts password`` end an account's sessions at
+once, for someone who left or a password that leaked. Werkzeug's server is enough for a handful of RFR staff on
 the management network; a production WSGI server can replace it without
 touching the app.
 """
@@ -156,35 +158,65 @@ def _command_key(out: Path) -> int:
     return 0
 
 
-def _accounts(args: argparse.Namespace) -> int:
-    """Create or list central's web accounts; prints one line a person can act on."""
+def _typed_password(args: argparse.Namespace, prompt: str, undone: str) -> str | None:
+    """The first line of stdin, or typed twice so a typo cannot lock someone out; None once the two differ."""
     import getpass
 
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass(prompt)
+    if getpass.getpass("Same password again: ") != password:
+        print(f"central: the two passwords differ; {undone}", file=sys.stderr)
+        return None
+    return password
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    """Manage central's web accounts; prints one line a person can act on."""
     from central.accounts.service import AccountError, AccountService
     from central.accounts.store import AccountStore
 
+    command = args.accounts_command
+    undone = "No account was created." if command == "add" else "Nothing was changed."
     store = AccountStore(args.database or load(args.config).database_url)
     try:
         service = AccountService(store)
-        if args.accounts_command == "list":
+        if command == "list":
             for account in service.list():
-                print(f"{account.username}\t{','.join(sorted(account.roles))}")
+                print(f"{account.username}\t{','.join(sorted(account.roles))}"
+                      + ("\tdisabled" if account.disabled else ""))
             return 0
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = getpass.getpass(f"Password for {args.username}: ")
-            if getpass.getpass("Same password again: ") != password:
-                print("central: the two passwords differ; no account was created.", file=sys.stderr)
-                return 2
         try:
-            account = service.add(args.username, args.roles, password)
+            if command == "add":
+                password = _typed_password(args, f"Password for {args.username}: ", "no account was created.")
+                if password is None:
+                    return 2
+                account = service.add(args.username, args.roles, password)
+                message = f"created central account {account.username} with roles {', '.join(sorted(account.roles))}"
+            elif command == "password":
+                name = service.existing(args.username).username  # before the prompt: no typing for a wrong name
+                password = _typed_password(args, f"New password for {name}: ", "the password was not changed.")
+                if password is None:
+                    return 2
+                account = service.change_password(name, password)
+                still = f"; it is still disabled (python -m central accounts enable {name})" if account.disabled else ""
+                message = (f"changed the password of central account {name}: its sessions have ended and any lock "
+                           f"is lifted{still}")
+            elif command == "disable":
+                name = args.username.strip()
+                message = (f"disabled central account {name}: its sessions have ended and it cannot sign in until "
+                           f"python -m central accounts enable {name}" if service.disable(name)
+                           else f"central account {name} was already disabled; nothing changed")
+            else:
+                name = args.username.strip()
+                message = (f"enabled central account {name}: it can sign in again (sessions from before stay ended)"
+                           if service.enable(name) else f"central account {name} was not disabled; nothing changed")
         except AccountError as e:
-            print(f"central: {e} No account was created.", file=sys.stderr)
+            print(f"central: {e} {undone}", file=sys.stderr)
             return 2
     finally:
         store.close()
-    print(f"created central account {account.username} with roles {', '.join(sorted(account.roles))}")
+    print(message)
     return 0
 
 
@@ -218,8 +250,16 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--role", action="append", default=[], dest="roles", required=True,
                      help="auditor, peer_reviewer or fleet_admin; repeat for several")
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
-    alist = asub.add_parser("list", help="list accounts and their roles")
-    for p in (add, alist):
+    alist = asub.add_parser("list", help="list accounts, their roles, and 'disabled' for a disabled one")
+    apw = asub.add_parser("password", help="set a new password (typed twice); ends the account's sessions and "
+                          "lifts a lock")
+    apw.add_argument("username", metavar="NAME")
+    apw.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    adis = asub.add_parser("disable", help="stop an account signing in and end its sessions at once")
+    aen = asub.add_parser("enable", help="let a disabled account sign in again")
+    for p in (adis, aen):
+        p.add_argument("username", metavar="NAME")
+    for p in (add, alist, apw, adis, aen):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
     args = parser.parse_args(argv)

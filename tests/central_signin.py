@@ -39,3 +39,13 @@ def signed_in(app: Flask, username: str = "tester", roles: Iterable[str] = ROLES
     response = log_in(client, username)
     assert response.status_code == 302, response.get_data(as_text=True)
     return client
+
+
+def copied_session(app: Flask, client: FlaskClient) -> FlaskClient:
+    """Another browser holding ``client``'s session cookie, as someone who copied it would."""
+    name = app.config["SESSION_COOKIE_NAME"]
+    cookie = client.get_cookie(name)
+    assert cookie is not None, "the client holds no session cookie"
+    thief = app.test_client()
+    thief.set_cookie(name, cookie.value)
+    return thief

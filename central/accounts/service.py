@@ -5,7 +5,10 @@ audit trail, exports and reports; a ``peer_reviewer`` decides desks' peer
 review requests; a ``fleet_admin`` runs the fleet pages (health, revocation).
 One person may hold several. An unknown username costs the same scrypt hash as
 a known one, so timing does not reveal which accounts exist, and repeated
-wrong passwords lock the account for a while, as on the desks.
+wrong passwords lock the account for a while, as on the desks. Disabling an
+account or giving it a new password ends its sessions at their next request
+(a session remembers the account's session generation from sign-in), so a
+leaked password or copied cookie can be shut out without waiting 12 hours.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from central.accounts.store import AccountStore
+from central.accounts.store import AccountRow, AccountStore
 from core.desk_config import USERNAME
 from core.errors import CustodyRfrError
 from core.passwords import DUMMY_HASH, hash_password, verify_password
@@ -29,7 +32,7 @@ WRONG = "The username or password is wrong."
 
 
 class AccountError(CustodyRfrError):
-    """An account could not be created; the message says why."""
+    """An account could not be created or changed; the message says why."""
 
 
 class LoginRefusedError(CustodyRfrError):
@@ -40,6 +43,8 @@ class LoginRefusedError(CustodyRfrError):
 class Account:
     username: str
     roles: frozenset[str]
+    session_generation: int = 0
+    disabled: bool = False
 
     def may(self, role: str) -> bool:
         return role in self.roles
@@ -59,15 +64,36 @@ class AccountService:
         unknown = sorted(wanted.difference(ROLES))
         if unknown:
             raise AccountError(f"There is no role {unknown[0]!r}. Roles: {', '.join(ROLES)}.")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AccountError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
+        _check_password(password)
         if self._store.get(username) is not None or not self._store.insert(
                 username, wanted, hash_password(password), self._clock()):
             raise AccountError(f"An account called {username} already exists.")
         return Account(username, wanted)
 
     def list(self) -> list[Account]:
-        return [Account(a.username, a.roles) for a in self._store.all()]
+        return [Account(a.username, a.roles, a.session_generation, a.disabled) for a in self._store.all()]
+
+    def change_password(self, username: str, password: str) -> Account:
+        """Also lifts a lock: the administrator setting the password has already vouched for the person."""
+        row = self._existing(username)
+        _check_password(password)
+        if not self._store.set_password(row.username, hash_password(password)):
+            raise _unknown(row.username)
+        return self.existing(row.username)
+
+    def disable(self, username: str) -> bool:
+        """False if it was already disabled; either way it cannot sign in and no session of it works."""
+        row = self._existing(username)
+        if not self._store.set_disabled(row.username, True):
+            raise _unknown(row.username)
+        return not row.disabled
+
+    def enable(self, username: str) -> bool:
+        """False if it was not disabled. Sessions from before the disable stay ended: sign in afresh."""
+        row = self._existing(username)
+        if not self._store.set_disabled(row.username, False):
+            raise _unknown(row.username)
+        return row.disabled
 
     def authenticate(self, username: str, password: str) -> Account:
         """The account, or ``LoginRefusedError``; a lock refuses even the right password until it expires."""
@@ -91,9 +117,34 @@ class AccountService:
             raise LoginRefusedError(WRONG)
         if row.failed_logins:
             self._store.set_failures(row.username, 0, 0)
-        return Account(row.username, row.roles)
+        return Account(row.username, row.roles, row.session_generation)
 
     def account(self, username: str) -> Account | None:
-        """The current account for a session, so a disabled account or changed roles take effect at once."""
+        """The account as it is now, so a disabled account or changed roles take effect at once."""
         row = self._store.get(username)
-        return None if row is None or row.disabled else Account(row.username, row.roles)
+        return None if row is None or row.disabled else Account(row.username, row.roles, row.session_generation)
+
+    def for_session(self, username: str, session_generation: int) -> Account | None:
+        """The account behind a session, or None once a new password or a disable has ended its sessions."""
+        account = self.account(username)
+        return account if account is not None and account.session_generation == session_generation else None
+
+    def existing(self, username: str) -> Account:
+        """The account even if disabled, for the administrator's commands; ``AccountError`` if there is none."""
+        row = self._existing(username)
+        return Account(row.username, row.roles, row.session_generation, row.disabled)
+
+    def _existing(self, username: str) -> AccountRow:
+        row = self._store.get(username.strip())
+        if row is None:
+            raise _unknown(username.strip())
+        return row
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
+
+
+def _unknown(username: str) -> AccountError:
+    return AccountError(f"There is no account called {username} (python -m central accounts list shows them).")

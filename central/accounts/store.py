@@ -4,6 +4,10 @@ One row per person: roles as a sorted comma-separated list, the scrypt hash
 (``core.passwords``), and the failure count and lock time that make password
 guessing slow. Keeping accounts in central's own database means one backup and
 one ``DATABASE`` URL hold everything an auditor needs to know about who did what.
+
+``session_generation`` goes up whenever the account's sessions must end for good
+(a new password, disabling): a session carries the value it signed in with, and
+a copied cookie stops working at once instead of at the 12-hour cap.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS central_accounts (
     created_at DOUBLE PRECISION NOT NULL,
     failed_logins INTEGER NOT NULL DEFAULT 0,
     locked_until DOUBLE PRECISION NOT NULL DEFAULT 0,
-    disabled INTEGER NOT NULL DEFAULT 0)"""
+    disabled INTEGER NOT NULL DEFAULT 0,
+    session_generation INTEGER NOT NULL DEFAULT 0)"""
+# Columns added since the table was first made: an older database gains them when central opens it.
+_ADDED_COLUMNS = (("session_generation", "INTEGER NOT NULL DEFAULT 0"),)
+_COLUMNS = ("username, roles, password_hash, created_at, failed_logins, locked_until, disabled,"
+            " session_generation")
 
 
 class AccountStoreError(CustodyRfrError):
@@ -39,25 +48,53 @@ class AccountRow:
     failed_logins: int
     locked_until: float
     disabled: bool
+    session_generation: int
+
+
+def _schema(pg: bool) -> list[str]:
+    # PostgreSQL adds a missing column idempotently under SqlStore's advisory lock; SQLite cannot, see _upgrade_sqlite.
+    if not pg:
+        return [_SCHEMA]
+    return [_SCHEMA, *(f"ALTER TABLE central_accounts ADD COLUMN IF NOT EXISTS {name} {kind}"
+                       for name, kind in _ADDED_COLUMNS)]
 
 
 class AccountStore(SqlStore):
     """Accounts in SQLite (a path or ``sqlite:///path``) or PostgreSQL (``postgresql://``)."""
 
     def __init__(self, url: str | Path) -> None:
-        super().__init__(url, schema=lambda _pg: [_SCHEMA], lock_id=772003, error=AccountStoreError,
-                         what="account store")
+        super().__init__(url, schema=_schema, lock_id=772003, error=AccountStoreError, what="account store")
+        if not self._pg:
+            try:
+                self._upgrade_sqlite()
+            except Exception as e:  # sqlite3.Error: the same one line as a store that cannot open
+                self.close()
+                raise AccountStoreError(f"Cannot open the account store: {e}") from e
+
+    def _upgrade_sqlite(self) -> None:
+        """Add columns an older database lacks; BEGIN IMMEDIATE so two central processes starting together
+        cannot both try (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
+        with self._lock:
+            self._execute("BEGIN IMMEDIATE")
+            try:
+                present = {row[1] for row in self._execute("PRAGMA table_info(central_accounts)").fetchall()}
+                for name, kind in _ADDED_COLUMNS:
+                    if name not in present:
+                        self._execute(f"ALTER TABLE central_accounts ADD COLUMN {name} {kind}")
+            except BaseException:
+                self._execute("ROLLBACK")
+                raise
+            self._execute("COMMIT")
 
     def get(self, username: str) -> AccountRow | None:
         with self._lock:
-            row = self._execute("SELECT username, roles, password_hash, created_at, failed_logins, locked_until,"
-                                " disabled FROM central_accounts WHERE username = ?", (username,)).fetchone()
+            row = self._execute(f"SELECT {_COLUMNS} FROM central_accounts WHERE username = ?",
+                                (username,)).fetchone()
         return None if row is None else _row(row)
 
     def all(self) -> list[AccountRow]:
         with self._lock:
-            rows = self._execute("SELECT username, roles, password_hash, created_at, failed_logins, locked_until,"
-                                 " disabled FROM central_accounts ORDER BY username").fetchall()
+            rows = self._execute(f"SELECT {_COLUMNS} FROM central_accounts ORDER BY username").fetchall()
         return [_row(r) for r in rows]
 
     def insert(self, username: str, roles: frozenset[str], password_hash: str, now: float) -> bool:
@@ -73,8 +110,24 @@ class AccountStore(SqlStore):
             self._execute("UPDATE central_accounts SET failed_logins = ?, locked_until = ? WHERE username = ?",
                           (failed_logins, locked_until, username))
 
+    def set_password(self, username: str, password_hash: str) -> bool:
+        """The new hash, a clean failure count and a new session generation in one statement; False if unknown."""
+        with self._lock:
+            cur = self._execute("UPDATE central_accounts SET password_hash = ?, failed_logins = 0, locked_until = 0,"
+                                " session_generation = session_generation + 1 WHERE username = ?",
+                                (password_hash, username))
+        return bool(cur.rowcount == 1)
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Disabling also moves the session generation on, so enabling again does not revive old cookies."""
+        with self._lock:
+            cur = self._execute("UPDATE central_accounts SET disabled = ?,"
+                                " session_generation = session_generation + ? WHERE username = ?",
+                                (int(disabled), int(disabled), username))
+        return bool(cur.rowcount == 1)
+
 
 def _row(row: Sequence[Any]) -> AccountRow:
-    username, roles, password_hash, created_at, failed, locked_until, disabled = row
+    username, roles, password_hash, created_at, failed, locked_until, disabled, generation = row
     return AccountRow(username, frozenset(r for r in roles.split(",") if r), password_hash, float(created_at),
-                      int(failed), float(locked_until), bool(disabled))
+                      int(failed), float(locked_until), bool(disabled), int(generation))

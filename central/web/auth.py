@@ -1,8 +1,10 @@
 """Sign-in and sign-out for central's web interface, and the role guard every staff page sits behind.
 
 The session cookie (signed with ``SECRET_KEY``, HttpOnly, SameSite=Strict)
-holds only the username and when they signed in; each request reloads the
-account, so a changed role applies at once, and a session ends after
+holds only the username, when they signed in and the account's session
+generation then; each request reloads the account, so a changed role applies
+at once, a disabled account or a new password (a new generation) ends every
+session made before, even a copied cookie, and a session ends after
 ``MAX_SESSION_HOURS`` however active. ``init_app`` guards whole blueprints:
 not signed in goes to ``/login?next=...`` (a same-site path only, so a link
 cannot send staff elsewhere after signing in); signed in without the role is a
@@ -54,15 +56,19 @@ def current_user() -> Account | None:
 
 
 def _load_user() -> None:
-    """The signed-in account for this request, or None (no, expired or withdrawn session)."""
+    """The signed-in account for this request, or None (no, expired or withdrawn session).
+
+    A session without a generation (signed in before central kept one) is withdrawn too: one more
+    sign-in, rather than a cookie nothing could end.
+    """
     g.user = None
-    username, since = session.get("user"), session.get("signed_in_at")
+    username, since, generation = session.get("user"), session.get("signed_in_at"), session.get("generation")
     if not isinstance(username, str) or not isinstance(since, (int, float)):
         return
-    if time.time() - since > MAX_SESSION_HOURS * 3600:
+    if time.time() - since > MAX_SESSION_HOURS * 3600 or type(generation) is not int:
         session.clear()
         return
-    g.user = accounts().account(username)
+    g.user = accounts().for_session(username, generation)
     if g.user is None:
         session.clear()
 
@@ -131,6 +137,7 @@ def login() -> Response | tuple[str, int] | str:
     session.clear()  # a fresh session (and CSRF token) for the new sign-in
     session["user"] = user.username
     session["signed_in_at"] = time.time()
+    session["generation"] = user.session_generation
     logger.info("central sign-in: %s (%s) from %s", user.username, ", ".join(sorted(user.roles)),
                 request.remote_addr)
     return redirect(next_url or home_for(user) or url_for("auth.login"))

@@ -15,9 +15,11 @@ from central.accounts.store import AccountStore
 from central.peer_review.store import PeerReviewStore
 from central.web.auth import MAX_SESSION_HOURS
 from core.desk_config import PASSWORD_HASH
-from core.passwords import verify_password
+from core.passwords import hash_password, verify_password
 from tests.central.test_peer_review import make_request
-from tests.central_signin import PASSWORD, add_account, csrf_token, log_in, signed_in
+from tests.central_signin import PASSWORD, add_account, copied_session, csrf_token, log_in, signed_in
+
+NEW_PASSWORD = "a-new-central-password"
 
 
 def test_wrong_password_and_unknown_user_get_the_same_clear_refusal(app: Flask, anonymous: FlaskClient) -> None:
@@ -51,6 +53,17 @@ def _exercise_store(store: AccountStore) -> None:
     with pytest.raises(LoginRefusedError):
         service.authenticate("lead", "not-the-password")
     assert store.get("lead").failed_logins == 1
+    signed_in_as = service.authenticate("lead", PASSWORD).session_generation
+    assert service.disable("lead") and not service.disable("lead")
+    with pytest.raises(LoginRefusedError):
+        service.authenticate("lead", PASSWORD)
+    assert service.enable("lead") and not service.enable("lead")
+    assert service.for_session("lead", signed_in_as) is None  # enabling does not revive the old session
+    service.change_password("lead", NEW_PASSWORD)
+    with pytest.raises(LoginRefusedError):
+        service.authenticate("lead", PASSWORD)
+    now = service.authenticate("lead", NEW_PASSWORD).session_generation
+    assert service.for_session("lead", now) is not None and store.get("lead").failed_logins == 0
 
 
 def test_store_on_sqlite(tmp_path: Path) -> None:
@@ -67,6 +80,49 @@ def test_store_on_postgres(postgres) -> None:
         _exercise_store(store)
     finally:
         store.close()
+
+
+# central_accounts as the first release with sign-in made it, before sessions could be ended.
+_FIRST_SCHEMA = """CREATE TABLE central_accounts (
+    username TEXT PRIMARY KEY, roles TEXT NOT NULL, password_hash TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL, failed_logins INTEGER NOT NULL DEFAULT 0,
+    locked_until DOUBLE PRECISION NOT NULL DEFAULT 0, disabled INTEGER NOT NULL DEFAULT 0)"""
+_FIRST_ROW = ("INSERT INTO central_accounts (username, roles, password_hash, created_at)"
+              " VALUES ('lead', 'auditor', %s, 0)")
+
+
+def _exercise_first_release_database(url: str) -> None:
+    for _ in range(2):  # opening it again finds the column already there
+        store = AccountStore(url)
+        try:
+            service = AccountService(store)
+            assert service.authenticate("lead", PASSWORD).roles == {"auditor"}
+            service.change_password("lead", NEW_PASSWORD)
+            service.change_password("lead", PASSWORD)
+            assert service.existing("lead").session_generation > 0
+        finally:
+            store.close()
+
+
+def test_a_database_from_before_session_generations_keeps_working_on_sqlite(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "central.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(_FIRST_SCHEMA)
+        conn.execute(_FIRST_ROW.replace("%s", "?"), (hash_password(PASSWORD),))
+    conn.close()
+    _exercise_first_release_database(f"sqlite:///{db}")
+
+
+def test_a_database_from_before_session_generations_keeps_working_on_postgres(postgres) -> None:
+    import psycopg
+
+    url = postgres.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_FIRST_SCHEMA)
+        conn.execute(_FIRST_ROW, (hash_password(PASSWORD),))
+    _exercise_first_release_database(url)
 
 
 def test_repeated_wrong_passwords_lock_the_account(tmp_path: Path) -> None:
@@ -228,3 +284,119 @@ def test_a_page_without_a_sign_in_rule_stops_the_app_starting(tmp_path) -> None:
     app.register_blueprint(Blueprint("library_admin", __name__))
     with pytest.raises(RuntimeError, match="library_admin"):
         auth.check_classified(app)
+
+
+def _accounts_cli(app: Flask, *args: str) -> int:
+    """``python -m central accounts ...`` on the app's own database, as an administrator on the server would."""
+    command, *rest = args
+    return main(["accounts", command, "--database", app.config["DATABASE"], *rest])
+
+
+def _type_passwords(monkeypatch: pytest.MonkeyPatch, *typed: str) -> list[str]:
+    """Answer the terminal's password prompts in order; returns the prompts shown."""
+    answers, prompts = iter(typed), []
+
+    def getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr("getpass.getpass", getpass)
+    return prompts
+
+
+def _refused_to_sign_in(response) -> bool:  # type: ignore[no-untyped-def]
+    return response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_disabling_an_account_ends_its_session_and_stops_sign_in(app: Flask, anonymous: FlaskClient,
+                                                                 capsys) -> None:
+    client = signed_in(app, "auditor1", ["auditor"])
+    assert client.get("/audit").status_code == 200
+    assert _accounts_cli(app, "disable", "auditor1") == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "disabled central account auditor1" in out and "accounts enable auditor1" in out
+    assert _refused_to_sign_in(client.get("/audit"))
+    refused = log_in(anonymous, "auditor1")
+    assert refused.status_code == 401 and WRONG in refused.get_data(as_text=True)
+    assert _accounts_cli(app, "list") == 0
+    assert "auditor1\tauditor\tdisabled" in capsys.readouterr().out
+
+
+def test_enabling_restores_sign_in_but_not_the_sessions_from_before(app: Flask, anonymous: FlaskClient,
+                                                                   capsys) -> None:
+    client = signed_in(app, "auditor1", ["auditor"])
+    assert _accounts_cli(app, "disable", "auditor1") == 0
+    assert _accounts_cli(app, "enable", "auditor1") == 0
+    assert "enabled central account auditor1" in capsys.readouterr().out
+    assert _refused_to_sign_in(client.get("/audit"))
+    assert log_in(anonymous, "auditor1").status_code == 302
+    assert anonymous.get("/audit").status_code == 200
+    assert _accounts_cli(app, "enable", "auditor1") == 0
+    assert "was not disabled; nothing changed" in capsys.readouterr().out
+
+
+def test_a_new_password_ends_sessions_from_before_even_a_copied_cookie(app: Flask, anonymous: FlaskClient,
+                                                                      monkeypatch, capsys) -> None:
+    client = signed_in(app, "auditor1", ["auditor"])
+    thief = copied_session(app, client)
+    assert thief.get("/audit").status_code == 200
+    prompts = _type_passwords(monkeypatch, NEW_PASSWORD, NEW_PASSWORD)
+    assert _accounts_cli(app, "password", "auditor1") == 0
+    assert prompts == ["New password for auditor1: ", "Same password again: "]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "changed the password of central account auditor1" in out
+    assert _refused_to_sign_in(thief.get("/audit")) and _refused_to_sign_in(client.get("/audit"))
+    assert log_in(anonymous, "auditor1", PASSWORD).status_code == 401
+    assert log_in(anonymous, "auditor1", NEW_PASSWORD).status_code == 302
+    assert anonymous.get("/audit").status_code == 200
+
+
+def test_a_new_password_lifts_a_lock(app: Flask, anonymous: FlaskClient, monkeypatch) -> None:
+    add_account(app, "auditor1", ["auditor"])
+    for _ in range(LOCKOUT_AFTER):
+        log_in(anonymous, "auditor1", "not-the-password")
+    assert "locked" in log_in(anonymous, "auditor1").get_data(as_text=True)
+    _type_passwords(monkeypatch, NEW_PASSWORD, NEW_PASSWORD)
+    assert _accounts_cli(app, "password", "auditor1") == 0
+    assert log_in(anonymous, "auditor1", NEW_PASSWORD).status_code == 302
+
+
+def test_a_new_password_for_a_disabled_account_says_it_is_still_disabled(app: Flask, monkeypatch, capsys) -> None:
+    add_account(app, "auditor1", ["auditor"])
+    assert _accounts_cli(app, "disable", "auditor1") == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO(NEW_PASSWORD + "\n"))
+    assert _accounts_cli(app, "password", "auditor1", "--password-stdin") == 0
+    assert "still disabled (python -m central accounts enable auditor1)" in capsys.readouterr().out
+    assert log_in(app.test_client(), "auditor1", NEW_PASSWORD).status_code == 401
+
+
+@pytest.mark.parametrize(("typed", "message"), [
+    ((NEW_PASSWORD, NEW_PASSWORD + "x"), "the two passwords differ; the password was not changed."),
+    (("too-short", "too-short"), "at least 12 characters. Nothing was changed."),
+])
+def test_a_refused_new_password_changes_nothing(app: Flask, monkeypatch, capsys, typed, message) -> None:
+    client = signed_in(app, "auditor1", ["auditor"])
+    _type_passwords(monkeypatch, *typed)
+    assert _accounts_cli(app, "password", "auditor1") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert client.get("/audit").status_code == 200  # the session survives: nothing changed
+    assert log_in(app.test_client(), "auditor1", PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("command", ["disable", "enable", "password"])
+def test_an_unknown_account_name_is_refused_in_one_line(app: Flask, monkeypatch, capsys, command) -> None:
+    prompts = _type_passwords(monkeypatch, NEW_PASSWORD, NEW_PASSWORD)
+    assert _accounts_cli(app, command, "nobody") == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "There is no account called nobody" in captured.err and "Nothing was changed." in captured.err
+    assert prompts == []  # refused before asking for a password
+
+
+def test_a_session_from_before_session_generations_must_sign_in_again(app: Flask) -> None:
+    """Cookies issued before central kept a generation carry none: refused, so no session escapes ending."""
+    client = signed_in(app, "auditor1", ["auditor"])
+    with client.session_transaction() as session:
+        del session["generation"]
+    assert _refused_to_sign_in(client.get("/audit"))
