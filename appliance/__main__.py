@@ -7,6 +7,11 @@ arrive in the signed configuration from central.
 ``python -m appliance selftest --config FILE [--probe PHOTO --expect SUBJECT] [--mqtt-timeout S]``
 is the update agent's health check of a newly installed release (``appliance.services.selftest``):
 one line per check, exit 1 if any failed. It reads the device's data and never writes to it.
+
+``python -m appliance retention purge --config FILE`` destroys, once, the retained images of every viable
+match older than central's retention period (``appliance.services.retention``; the running desk does this
+itself at start and hourly): one line per purged case, or "nothing to purge". It refuses while the desk
+service is running, since only one process may append to the device's audit log.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     selftest.add_argument("--expect", metavar="SUBJECT_REF", help="The subject the probe must find at rank 1.")
     selftest.add_argument("--mqtt-timeout", type=float, default=10.0, metavar="S",
                           help="Seconds to wait for the broker (default 10).")
+    retention = sub.add_parser("retention", help="Viable matches' retention period (central's signed configuration).")
+    ret_sub = retention.add_subparsers(dest="retention_command", required=True)
+    purge = ret_sub.add_parser("purge", help="Destroy now the retained images of viable matches past the period "
+                                             "(with the desk service stopped).")
+    purge.add_argument("--config", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "selftest" and (args.probe is None) != (args.expect is None):
         parser.error("give --probe and --expect together")
@@ -61,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "accounts":
             return _accounts(args, settings)
+        if args.command == "retention":
+            return _retention_purge(settings)
         from appliance.web import create_app
 
         app = create_app(settings)
@@ -143,6 +155,56 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
         return 0
     finally:
         db.close()
+
+
+def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
+    """Run the retention purge once against the device database; one line per case (stdout)."""
+    from appliance.services.audit import AuditLog
+    from appliance.services.retention import NO_PERIOD, RetentionError, RetentionService, ServiceLock
+    from appliance.storage.cases import CaseStore
+    from appliance.storage.desk_config import DeskConfigStore
+    from appliance.storage.device_db import DB_NAME, DeviceDatabase
+    from appliance.storage.outbox import Outbox
+    from appliance.storage.signing_key import load_or_create_signing_key
+    from provisioning.keys import tpm_for_policy
+
+    if not (settings.data_dir / DB_NAME).exists():  # never create an empty device database here
+        print(f"retention purge not run: there is no device database in {settings.data_dir}.", file=sys.stderr)
+        return 2
+    lock = ServiceLock(settings.data_dir)
+    if not lock.acquire():
+        print("retention purge not run: the desk service is running on this device and purges by itself "
+              "(at start and every hour); stop the service to run it by hand.", file=sys.stderr)
+        return 1
+    try:
+        tpm = tpm_for_policy(settings.keys.protection)
+        db = DeviceDatabase(settings.data_dir, tpm)
+        try:
+            audit = AuditLog(settings.device_id, Outbox(db, load_or_create_signing_key(settings.data_dir, tpm)))
+            service = RetentionService(CaseStore(db), DeskConfigStore(db), audit)
+            if service.period_days() is None:
+                print(f"nothing to purge: {NO_PERIOD}")
+                return 0
+            try:
+                purged = service.purge()
+            except RetentionError as e:
+                for case in e.purged:
+                    print(case.line())
+                if e.purged:
+                    audit.checkpoint()
+                print(f"retention purge incomplete: {e}", file=sys.stderr)
+                return 1
+            for case in purged:
+                print(case.line())
+            if purged:
+                audit.checkpoint()  # sign the new events now, as the service does when it stops
+            else:
+                print(f"nothing to purge (retention period {service.period_days()} days)")
+            return 0
+        finally:
+            db.close()
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":

@@ -106,10 +106,12 @@ class Thresholds(_Strict):
 
 
 class Retention(_Strict):
-    """Retention periods. Stored and shown on the desk; not yet enforced by a purge job (docs/fleet.md)."""
+    """Retention periods, enforced on the desk: at start and hourly, every case closed with a viable match more
+    than ``viable_match_days`` ago loses its probe image, face thumbnail and candidate list; the case record
+    and the Match Report's text stay (appliance.services.retention, docs/desk-workflow.md)."""
 
     viable_match_days: int = Field(ge=1, le=3650, description="How long a viable match's probe image, "
-                                   "thumbnail and Match Report are kept.")
+                                   "thumbnail and candidate list are kept (the Match Report's text stays).")
 
 
 class DeskConfig(_Strict):

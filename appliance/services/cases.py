@@ -9,7 +9,9 @@ The probe image, template and face crops are held in the encrypted device
 database only while the case is open. Closing with no viable match destroys
 them at once (``CaseStore.destroy_biometrics``); closing with a viable match
 keeps the probe image and face thumbnail with the Match Report (the policy
-allows retaining a viable match) and destroys the template and crops.
+allows retaining a viable match) and destroys the template and crops. What a
+viable match kept is destroyed in turn when central's retention period
+(``retention.viable_match_days``) ends: ``appliance.services.retention``.
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ OPEN_STATES = frozenset({State.AWAITING_APPROVAL, State.APPROVED, State.PROBE_CA
                          State.AWAITING_PEER_REVIEW, State.AWAITING_MATCH_REPORT})
 
 RETENTION_VIABLE = ("Viable match: the probe image and face thumbnail are kept with the Match Report and the "
-                    "candidate list as the basis of the intelligence lead, under the force's custody record "
-                    "retention rules. The probe template and any other face crops were destroyed.")
+                    "candidate list as the basis of the intelligence lead, until the retention period the force "
+                    "sets for viable matches ends; then they are destroyed. The probe template and any other "
+                    "face crops were destroyed.")
 RETENTION_NONE = ("No viable match: the probe image, its template, face crops and the candidate list were "
                   "destroyed. Only this record of who searched, when, why and with what outcome remains.")
 

@@ -8,12 +8,18 @@ survive in the -wal file and (until checkpointed) in the main file's old
 pages. ``secure_delete`` (on whenever SQLCipher has a key) zeroes the freed
 space, so after this the bytes are gone from the database file, its WAL and
 the journal.
+
+A viable match's probe image, face thumbnail and candidate list stay until
+the retention period central sets ends; ``purge_retained`` then destroys them
+the same way, and records when in ``biometrics_destroyed_at`` (the case row
+and the Match Report's text stay; see ``appliance.services.retention``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +47,8 @@ CREATE TABLE IF NOT EXISTS cases (
     apparent_under_18 INTEGER, apparent_under_16 INTEGER,
     library_version INTEGER, searched_at REAL,
     adjudicated_by TEXT, adjudicated_at REAL, doubts TEXT,
-    outcome TEXT, closed_at REAL, retention TEXT
+    outcome TEXT, closed_at REAL, retention TEXT,
+    biometrics_destroyed_at REAL
 );
 CREATE TABLE IF NOT EXISTS case_probes (
     case_id TEXT PRIMARY KEY,
@@ -68,8 +75,11 @@ CREATE TABLE IF NOT EXISTS match_reports (
 );
 """
 
-# Biometric tables: everything here is destroyed when a case closes without a viable match.
+# Biometric tables: everything here is destroyed when a case closes without a viable match, and when a
+# viable match's retention period ends.
 BIOMETRIC_TABLES = ("case_probes", "case_crops", "case_candidates")
+# Columns added after the first release: (name, declaration), added to an older database when it is opened.
+_ADDED_COLUMNS = (("biometrics_destroyed_at", "REAL"),)
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,10 @@ class CaseStore:
         self._db = db
         with db.lock:
             db.conn.executescript(_SCHEMA)
+            have = {row[1] for row in db.conn.execute("PRAGMA table_info(cases)")}
+            for name, declaration in _ADDED_COLUMNS:
+                if name not in have:
+                    db.conn.execute(f"ALTER TABLE cases ADD COLUMN {name} {declaration}")
             db.conn.commit()
 
     # The case record -------------------------------------------------------
@@ -221,6 +235,56 @@ class CaseStore:
                 destroyed = ["probe image", "probe template", "probe face thumbnail", "face crops",
                              "candidate list"]
             conn.commit()
+            self._checkpoint()
+        return destroyed
+
+    def retained_due(self, state: str, closed_before: float) -> list[dict[str, Any]]:
+        """Cases in ``state`` closed before ``closed_before`` whose retained biometrics are not yet destroyed."""
+        with self._db.lock:
+            cur = self._db.conn.execute(
+                "SELECT * FROM cases WHERE state = ? AND closed_at IS NOT NULL AND closed_at < ?"
+                " AND biometrics_destroyed_at IS NULL ORDER BY closed_at, case_id", (state, closed_before))
+            rows = cur.fetchall()
+            names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def purge_retained(self, case_id: str, now: float, retention: str,
+                       record: Callable[[list[str]], object]) -> list[str] | None:
+        """Destroy what a viable match kept (probe image, thumbnail, candidate list, anything left) at the end
+        of its retention period; mark the case; return what was destroyed, or None if already done.
+
+        ``record(destroyed)`` writes the audit event inside the same transaction: the outbox commits on this
+        shared connection, so the deletion, the case's mark and its audit event are committed together or
+        not at all (a crash cannot leave data destroyed with no event, nor an event for data still held).
+        Then the WAL is checkpointed with TRUNCATE, as for a no-viable-match deletion.
+        """
+        with self._db.lock:
+            conn = self._db.conn
+            try:
+                row = conn.execute("SELECT biometrics_destroyed_at FROM cases WHERE case_id = ?",
+                                   (case_id,)).fetchone()
+                if row is None or row[0] is not None:
+                    return None
+                probe = conn.execute("SELECT image IS NOT NULL, template IS NOT NULL, thumbnail IS NOT NULL"
+                                     " FROM case_probes WHERE case_id = ?", (case_id,)).fetchone()
+                crops = conn.execute("SELECT count(*) FROM case_crops WHERE case_id = ?", (case_id,)).fetchone()[0]
+                candidates = conn.execute("SELECT count(*) FROM case_candidates WHERE case_id = ?",
+                                          (case_id,)).fetchone()[0]
+                destroyed = [name for name, held in (
+                    ("probe image", probe is not None and probe[0]),
+                    ("probe template", probe is not None and probe[1]),
+                    ("probe face thumbnail", probe is not None and probe[2]),
+                    ("face crops", crops > 0),
+                    (f"candidate list ({candidates} candidates)", candidates > 0)) if held]
+                for table in BIOMETRIC_TABLES:
+                    conn.execute(f"DELETE FROM {table} WHERE case_id = ?", (case_id,))
+                conn.execute("UPDATE cases SET biometrics_destroyed_at = ?, retention = ? WHERE case_id = ?",
+                             (now, retention, case_id))
+                record(destroyed)  # commits everything above with the audit event
+                conn.commit()  # in case ``record`` did not write through this connection
+            except BaseException:
+                conn.rollback()
+                raise
             self._checkpoint()
         return destroyed
 

@@ -24,6 +24,7 @@ from appliance.services.health import HealthReporter
 from appliance.services.library import LibraryHolder
 from appliance.services.peer_review import CentralPeerReviewChannel, LocalPeerReviewChannel, PeerReviewChannel
 from appliance.services.policy import PolicyRefusal
+from appliance.services.retention import RetentionService, ServiceLock
 from appliance.services.wipe import WITHDRAWN_MESSAGE, WipeService, is_withdrawn, load_command_key
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
@@ -176,6 +177,19 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
         "cases": case_service,
     })
     sessions.purge()
+    # Central's retention period for viable matches: enforced now, then hourly (appliance.services.retention).
+    # The lock tells ``python -m appliance retention purge`` that this process owns the audit chain.
+    service_lock = ServiceLock(settings.data_dir)
+    if not service_lock.acquire():
+        logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
+    retention = RetentionService(case_store, desk_config, audit)
+    if wipe is not None:
+        wipe.on_withdrawn(retention.stop)
+    app.extensions["rfr"].update({"retention": retention, "service_lock": service_lock})
+    try:
+        retention.purge()
+    except Exception:
+        logger.exception("retention purge at start failed; it is tried again in the background")
     from appliance.web.sessions import ServerSessionInterface
 
     app.session_interface = ServerSessionInterface(sessions, secure=settings.auth.secure_cookie)
@@ -185,6 +199,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
         publisher.start()
         if updater is not None and settings.updates is not None:
             updater.start_polling(settings.updates.poll_interval_s)
+        retention.start()
 
     from appliance.web import auth, cases, desk
 

@@ -15,6 +15,7 @@ from appliance.services.accounts import AccountService, LoginRefusedError
 from appliance.services.cases import (
     RETENTION_NONE,
     STATE_LABELS,
+    Case,
     CaseError,
     CaseService,
     MatchReportInvalid,
@@ -34,6 +35,7 @@ from appliance.services.policy import (
     check_can_view_case,
     required_approval,
 )
+from appliance.services.retention import RetentionService, day
 from appliance.web.auth import current_user, login_required
 from models.errors import ImageRejectedError, NoFaceError
 
@@ -46,6 +48,12 @@ def cases() -> CaseService:
 
 def accounts() -> AccountService:
     return current_app.extensions["rfr"]["accounts"]
+
+
+def retention_notice(case: Case) -> str | None:
+    """When a retained viable match's images will be destroyed, or that no retention period is set."""
+    retention: RetentionService | None = current_app.extensions["rfr"].get("retention")
+    return retention.notice(case) if retention is not None else None
 
 
 def _page(case_id: str, status: int = 200, error: str | None = None, errors: dict[str, str] | None = None,
@@ -67,7 +75,7 @@ def _page(case_id: str, status: int = 200, error: str | None = None, errors: dic
         report=cases().match_report(case_id), error=error, errors=errors or {}, values=values or {},
         reasons=REASON_LABELS, checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS,
         decisions=DECISION_LABELS, report_fields=MATCH_REPORT_FIELDS, State=State, Decision=Decision,
-        retention_none=RETENTION_NONE,
+        retention_none=RETENTION_NONE, retention_notice=retention_notice(case),
     ), status
 
 
@@ -264,7 +272,10 @@ def _image_access(case_id: str) -> None:
     user = current_user()
     if not can_see_images(user.role):
         raise PolicyRefusal("Images are shown only to the people taking part in the search.")
-    cases().get(case_id)
+    case = cases().get(case_id)
+    if case.row.get("biometrics_destroyed_at") is not None:
+        abort(404, "The images of this case were destroyed at the end of the retention period, on "
+                   f"{day(case.biometrics_destroyed_at)}.")
 
 
 @bp.get("/<case_id>/probe.jpg")

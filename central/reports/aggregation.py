@@ -27,7 +27,8 @@ as written by the appliance's case service):
   ``completed``; ``peer_review_results``: a completed review with ``viable > 0`` is
   ``viable_confirmed``, otherwise ``no_viable``.
 - ``match_reports``: ``match_report``/``recorded``.
-- ``deletions``: ``deletion``/``destroyed`` by ``why`` (``no viable match``, ``withdrawn``)
+- ``deletions``: ``deletion``/``destroyed`` by ``why`` (``no viable match``, ``withdrawn``,
+  ``retention period ended``: a viable match's images destroyed when its retention period ended)
   and ``deletion``/``partial_viable_match_retained`` (template and crops destroyed, probe kept).
 - ``refusals``: ``approval``/``refused`` and ``advice_refused``, ``peer_review``/``refused``,
   ``search_refused`` by outcome (``policy``, ``probe_quality``, ``no_face``, ``image_rejected``),
@@ -53,7 +54,7 @@ REASONS = ("concealing_identity", "false_details", "not_in_period")
 AGE_BANDS = ("under_13", "13_15", "16_17", "18_plus", "unknown", "not_recorded")
 FLAGS = ("yes", "no", "unknown")
 PEER_RESULTS = ("viable_confirmed", "no_viable")
-DELETIONS = ("no_viable_match", "withdrawn", "viable_match_partial", "other")
+DELETIONS = ("no_viable_match", "withdrawn", "viable_match_partial", "retention_expired", "other")
 REFUSALS = ("approval_refused", "technical_advice_refused", "peer_review_refused", "search_refused_policy",
             "search_refused_probe_quality", "search_refused_no_face", "search_refused_image_rejected",
             "request_refused", "library_update_refused", "other")
@@ -182,7 +183,8 @@ def _deletion(event: Mapping[str, Any]) -> str:
         return "viable_match_partial"
     if event["outcome"] == "destroyed":
         why = event["details"].get("why")
-        return {"no viable match": "no_viable_match", "withdrawn": "withdrawn"}.get(why, "other")
+        return {"no viable match": "no_viable_match", "withdrawn": "withdrawn",
+                "retention period ended": "retention_expired"}.get(why, "other")
     return "other"
 
 

@@ -56,6 +56,7 @@ CATEGORIES = {
     "no_viable": "No candidate viable",
     "withdrawn": "Request withdrawn",
     "viable_match_partial": "Viable match: template and crops destroyed, probe kept with the Match Report",
+    "retention_expired": "Viable match: probe image and candidate list destroyed at the end of the retention period",
     "approval_refused": "Approval refused (rank or own request)",
     "technical_advice_refused": "Technical advice refused (not a technical adviser)",
     "peer_review_refused": "Peer review refused (not allowed to review)",

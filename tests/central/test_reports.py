@@ -79,6 +79,8 @@ def seed(store: AuditStore) -> Seeder:
     s.add(a, "peer_review", "completed", actor="TA Dan Brown", channel="local", viable=1, **c)
     s.add(a, "match_report", "recorded", candidate_rank=1, **c)
     s.add(a, "deletion", "partial_viable_match_retained", destroyed={"template": 1}, **c)
+    # Its retention period ends inside the quarter: counted on its own, and the case stays a viable match.
+    s.add(a, "deletion", "destroyed", why="retention period ended", destroyed=["probe image"], **c)
     # A3: concealing, under 13, technical advice, superintendent; waiting for peer review at quarter end.
     c = s.case(a, "CASEA3")
     s.add(a, "submission", "awaiting_approval", reason="concealing_identity", age_band="under_13", **c)
@@ -158,7 +160,8 @@ def test_quarter_figures_match_the_hand_count(app_store: AuditStore, seeded: See
     assert (f.peer_reviews_requested, f.peer_reviews_completed) == (3, 2)
     assert f.peer_review_results == {"viable_confirmed": 1, "no_viable": 1}
     assert f.match_reports == 1
-    assert f.deletions == {"no_viable_match": 2, "withdrawn": 1, "viable_match_partial": 1, "other": 0}
+    assert f.deletions == {"no_viable_match": 2, "withdrawn": 1, "viable_match_partial": 1, "retention_expired": 1,
+                           "other": 0}
     assert {k: v for k, v in f.refusals.items() if v} == {
         "approval_refused": 1, "peer_review_refused": 1, "search_refused_policy": 1,
         "search_refused_probe_quality": 1}
