@@ -26,7 +26,7 @@ SPACE = "ip"  # templates are unit vectors: inner product is cosine similarity
 M = 32
 EF_CONSTRUCTION = 250
 BUILD_CHUNK = 50_000  # templates per add_items call when building from a file (~37 MB at 192-D)
-SEARCH_EF = 64  # at least k is used; at 1M templates ef=64 gave mate recall@50 0.995 (ef=50: 0.989)
+SEARCH_EF = 64  # at least k is used; at 1M, 20,000 probes: mate recall@50 0.993 at ef=64, 0.987 at ef=50
 CHUNK_BYTES = 64 * 1024 * 1024
 _SER_VERSION = 1
 
