@@ -8,6 +8,12 @@ and after a resend interval; central stores requests idempotently by
 ``request_id`` and answers a repeat of a decided request with its outcome
 again. The row also maps an outcome's ``request_id`` back to its case, so an
 outcome for a request this device never made is refused.
+
+Once a request is answered (or retired by a newer one for the same case) its
+payload, the candidates' subject references, scores and the officer's
+reasoning, is blanked: nothing reads it again (a repeated outcome is
+recognised by ``answered_at`` alone), and the case's own records hold what
+must be kept. Only the request id and case id stay, to recognise repeats.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ CREATE TABLE IF NOT EXISTS peer_review_outbox (
     answered_at REAL
 );
 CREATE INDEX IF NOT EXISTS peer_review_outbox_by_case ON peer_review_outbox (case_id);
+UPDATE peer_review_outbox SET payload = x'' WHERE answered_at IS NOT NULL AND length(payload) > 0;
 """
 
 
@@ -52,7 +59,7 @@ class PeerReviewOutbox:
         """Queue a request; an older unanswered one for the same case (left by a crash mid-adjudication)
         is retired, so only the newest request's outcome can decide the case."""
         with self._db.lock:
-            self._db.conn.execute("UPDATE peer_review_outbox SET answered_at = ? WHERE case_id = ?"
+            self._db.conn.execute("UPDATE peer_review_outbox SET answered_at = ?, payload = x'' WHERE case_id = ?"
                                   " AND answered_at IS NULL", (now, case_id))
             self._db.conn.execute(
                 "INSERT INTO peer_review_outbox (request_id, case_id, payload, queued_at) VALUES (?, ?, ?, ?)",
@@ -83,8 +90,8 @@ class PeerReviewOutbox:
     def mark_answered(self, request_id: str, now: float) -> bool:
         """True the first time: a repeated outcome finds the request answered already."""
         with self._db.lock:
-            cur = self._db.conn.execute("UPDATE peer_review_outbox SET answered_at = ? WHERE request_id = ?"
-                                        " AND answered_at IS NULL", (now, request_id))
+            cur = self._db.conn.execute("UPDATE peer_review_outbox SET answered_at = ?, payload = x''"
+                                        " WHERE request_id = ? AND answered_at IS NULL", (now, request_id))
             self._db.conn.commit()
         return cur.rowcount == 1
 

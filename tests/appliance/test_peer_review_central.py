@@ -135,6 +135,12 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
                                     decisions={2: "not_viable"}, notes="Different ear shape.").to_bytes()
         assert channel.receive_outcome(payload) == "repeat"
         assert len([e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]) == 1
+        # Answered: the desk's copy of the request (references, scores, reasoning) is blanked.
+        db = app.extensions["rfr"]["db"]
+        with db.lock:
+            kept = db.conn.execute("SELECT payload FROM peer_review_outbox WHERE request_id = ?",
+                                   (request.request_id,)).fetchone()
+        assert kept is not None and bytes(kept[0]) == b""
     finally:
         stop_desk(app)
 
