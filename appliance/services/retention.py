@@ -140,7 +140,7 @@ class RetentionService:
 
     def notice(self, case: Case) -> str | None:
         """For a viable match still holding its images: when they will be destroyed, or that no period is set."""
-        if case.state is not State.CLOSED_VIABLE or case.row.get("biometrics_destroyed_at") is not None:
+        if case.state is not State.CLOSED_VIABLE or case.biometrics_destroyed_at is not None:
             return None
         days = self.period_days()
         if days is None:

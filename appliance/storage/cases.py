@@ -230,8 +230,7 @@ class CaseStore:
                 conn.execute("DELETE FROM case_crops WHERE case_id = ?", (case_id,))
                 destroyed = ["probe template", "face crops"]
             else:
-                for table in BIOMETRIC_TABLES:
-                    conn.execute(f"DELETE FROM {table} WHERE case_id = ?", (case_id,))
+                self._delete_biometric_rows(case_id)
                 destroyed = ["probe image", "probe template", "probe face thumbnail", "face crops",
                              "candidate list"]
             conn.commit()
@@ -276,8 +275,7 @@ class CaseStore:
                     ("probe face thumbnail", probe is not None and probe[2]),
                     ("face crops", crops > 0),
                     (f"candidate list ({candidates} candidates)", candidates > 0)) if held]
-                for table in BIOMETRIC_TABLES:
-                    conn.execute(f"DELETE FROM {table} WHERE case_id = ?", (case_id,))
+                self._delete_biometric_rows(case_id)
                 conn.execute("UPDATE cases SET biometrics_destroyed_at = ?, retention = ? WHERE case_id = ?",
                              (now, retention, case_id))
                 record(destroyed)  # commits everything above with the audit event
@@ -287,6 +285,12 @@ class CaseStore:
                 raise
             self._checkpoint()
         return destroyed
+
+    def _delete_biometric_rows(self, case_id: str) -> None:
+        """Every row of the case in every biometric table: the one deletion both closing with no viable match
+        and the end of a viable match's retention period use (the caller holds the lock and commits)."""
+        for table in BIOMETRIC_TABLES:
+            self._db.conn.execute(f"DELETE FROM {table} WHERE case_id = ?", (case_id,))
 
     def _checkpoint(self) -> None:
         busy, _, _ = self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -273,7 +273,7 @@ def _image_access(case_id: str) -> None:
     if not can_see_images(user.role):
         raise PolicyRefusal("Images are shown only to the people taking part in the search.")
     case = cases().get(case_id)
-    if case.row.get("biometrics_destroyed_at") is not None:
+    if case.biometrics_destroyed_at is not None:
         abort(404, "The images of this case were destroyed at the end of the retention period, on "
                    f"{day(case.biometrics_destroyed_at)}.")
 
