@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from appliance.updates.settings import UpdateSettings
 from core.settings import StrictModel, load_settings
 from core.topics import validate_device_id
+from transport.settings import MqttSettings
 
 
 class LibrarySettings(StrictModel):
@@ -20,23 +21,13 @@ class LibrarySettings(StrictModel):
     )
 
 
-class MqttSettings(StrictModel):
-    host: str = "127.0.0.1"
-    port: int = Field(default=18830, ge=1, le=65535)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    # Mutual TLS with the fleet PKI (python -m provisioning device-install prints these). All three or none:
-    # none keeps plain TCP, for the loopback development broker only.
-    ca_file: Path | None = Field(default=None, description="The fleet CA bundle (pki/ca.pem) the broker must chain to.")
-    cert_file: Path | None = Field(default=None, description="This device's certificate (pki/device.crt).")
-    key_file: Path | None = Field(default=None, description="This device's private key (pki/device.key), a 0600 "
-                                 "file or sealed to the TPM as device.key.tpm-pub/.tpm-priv.")
+class DeskMqttSettings(MqttSettings):
+    """The desk's broker: the loopback development broker unless set; for the fleet broker give the mutual-TLS
+    files ``python -m provisioning device-install`` prints (pki/ca.pem, pki/device.crt, pki/device.key)."""
 
-    @model_validator(mode="after")
-    def _tls_all_or_none(self) -> MqttSettings:
-        given = [f for f in ("ca_file", "cert_file", "key_file") if getattr(self, f) is not None]
-        if given and len(given) != 3:
-            raise ValueError("give ca_file, cert_file and key_file together (or none for plain TCP)")
-        return self
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=18830, ge=1, le=65535, description="Broker TCP port.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
 
 
 class WebSettings(StrictModel):
@@ -94,7 +85,7 @@ class ApplianceSettings(StrictModel):
     device_id: str
     data_dir: Path = Field(description="Device database and keys live here.")
     library: LibrarySettings
-    mqtt: MqttSettings = MqttSettings()
+    mqtt: DeskMqttSettings = DeskMqttSettings()
     web: WebSettings
     search: SearchSettings = SearchSettings()
     auth: AuthSettings = AuthSettings()

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from central.publish.settings import PublishSettings
 from central.reports.settings import ReportsSettings
 from core.settings import StrictModel, load_settings
+from transport.settings import MqttSettings
 
 ENV_PREFIX = "RFR_CENTRAL"
 
 
-class MqttSettings(StrictModel):
+class CentralMqttSettings(MqttSettings):
     """Where the broker is, and the identity central's ingest holds a session under."""
 
-    host: str = Field(description="Broker host name or address.")
-    port: int = Field(ge=1, le=65535, description="Broker TCP port.")
     client_id: str = Field(
         default="central-ingest",
         min_length=1,
@@ -35,17 +34,6 @@ class MqttSettings(StrictModel):
         description="How long the broker keeps central's session and queued events after a "
         "disconnect. Longer than any planned outage of central.",
     )
-    # Mutual TLS with the fleet PKI (python -m provisioning init-ca makes central's certificate): all three or none.
-    ca_file: Path | None = Field(default=None, description="The fleet CA bundle (ca.pem) the broker must chain to.")
-    cert_file: Path | None = Field(default=None, description="Central's client certificate (central/central.crt).")
-    key_file: Path | None = Field(default=None, description="Central's private key (central/central.key, 0600).")
-
-    @model_validator(mode="after")
-    def _tls_all_or_none(self) -> MqttSettings:
-        given = [f for f in ("ca_file", "cert_file", "key_file") if getattr(self, f) is not None]
-        if given and len(given) != 3:
-            raise ValueError("give ca_file, cert_file and key_file together (or none for plain TCP)")
-        return self
 
 
 class IngestSettings(StrictModel):
@@ -107,7 +95,7 @@ class CentralSettings(StrictModel):
         description="Audit store URL: sqlite:///absolute/path.db or postgresql://user@host/db. "
         "Default: sqlite in data_dir/central.db.",
     )
-    mqtt: MqttSettings
+    mqtt: CentralMqttSettings
     ingest: IngestSettings = IngestSettings()
     publish: PublishSettings = PublishSettings()
     reports: ReportsSettings = ReportsSettings()

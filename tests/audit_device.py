@@ -16,7 +16,7 @@ from pathlib import Path
 
 from appliance.comms.mqtt import AuditPublisher
 from appliance.services.audit import AuditLog
-from appliance.settings import MqttSettings
+from appliance.settings import DeskMqttSettings
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     outbox = Outbox(DeviceDatabase(Path(data_dir)), checkpoint_every=50)
     log = AuditLog(device_id, outbox)
-    publisher = AuditPublisher(MqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,
+    publisher = AuditPublisher(DeskMqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,
                                resend_after_s=3.0, checkpoint_idle_s=0.5)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from appliance.settings import MqttSettings
+from appliance.settings import DeskMqttSettings
 from appliance.storage.outbox import Outbox
 from core.audit.ack import Ack
 from core.errors import WireFormatError
@@ -51,7 +51,7 @@ Sender = Callable[[Publish, int], None]
 
 
 class AuditPublisher:
-    def __init__(self, settings: MqttSettings, device_id: str, outbox: Outbox, *,
+    def __init__(self, settings: DeskMqttSettings, device_id: str, outbox: Outbox, *,
                  resend_after_s: float = RESEND_AFTER_S, window: int = WINDOW,
                  checkpoint_idle_s: float = CHECKPOINT_IDLE_S,
                  handlers: Mapping[str, Callable[[bytes], None]] | None = None,

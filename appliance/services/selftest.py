@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.settings import ApplianceSettings, MqttSettings
+from appliance.settings import ApplianceSettings, DeskMqttSettings
 from library.snapshot import Snapshot, read_key_file
 from library.store import POINTER
 from models.pipeline import FacePipeline
@@ -208,7 +208,7 @@ def _read_connack(sock: socket.socket) -> int:
     return body[1]
 
 
-def check_mqtt(settings: MqttSettings, device_id: str, timeout_s: float) -> CheckResult:
+def check_mqtt(settings: DeskMqttSettings, device_id: str, timeout_s: float) -> CheckResult:
     """Reach the broker the way the desk does, without touching the desk's own session.
 
     Plain TCP (the development broker, client ids as given): a full MQTT v5 CONNECT as

@@ -38,7 +38,7 @@ from central.fleet.health import HealthIngest, is_health_topic
 from central.ingest.handler import Incoming, MessageHandler
 from central.peer_review.ingest import PeerReviewIngest, is_request_topic
 from central.peer_review.store import PeerReviewStore
-from central.settings import MqttSettings
+from central.settings import CentralMqttSettings
 from core.audit.ack import Ack
 from core.topics import (
     HEALTH_SUBSCRIPTION,
@@ -61,7 +61,7 @@ _OUTCOME_POLL_S = 0.5  # how often decided peer review outcomes are looked for
 class AuditIngest:
     """One ingest worker: subscribes to every device's audit and checkpoint topics and stores what arrives."""
 
-    def __init__(self, settings: MqttSettings, store: SqlAuditStore, *, client_id: str | None = None,
+    def __init__(self, settings: CentralMqttSettings, store: SqlAuditStore, *, client_id: str | None = None,
                  shared_group: str | None = None, ack_interval_s: float = 0.2,
                  peer_reviews: PeerReviewStore | None = None) -> None:
         """``peer_reviews`` defaults to a store of its own in the audit store's database."""
@@ -289,7 +289,7 @@ class AuditIngest:
         self._last_ack = time.monotonic()
 
 
-def publish_once(settings: MqttSettings, topic: str, payload: bytes, *, client_id: str | None = None,
+def publish_once(settings: CentralMqttSettings, topic: str, payload: bytes, *, client_id: str | None = None,
                  timeout_s: float = 10.0) -> bool:
     """Connect, publish one QoS 1 message, and return True only if the broker's PUBACK says it was accepted.
 

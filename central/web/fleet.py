@@ -29,7 +29,7 @@ from werkzeug.wrappers import Response
 from central.fleet.revoke import PkiTarget, RevocationError, load_command_key, revoke_device
 from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
-from central.settings import FleetSettings, MqttSettings
+from central.settings import CentralMqttSettings, FleetSettings
 from central.web.auth import signed_in_user
 from central.web.stores import audit_store
 from core.errors import WireFormatError
@@ -43,10 +43,10 @@ bp = Blueprint("fleet", __name__, url_prefix="/fleet")
 @dataclass(frozen=True)
 class FleetConfig:
     settings: FleetSettings
-    mqtt: MqttSettings | None  # how to reach the broker for the wipe; None: no wipe is sent
+    mqtt: CentralMqttSettings | None  # how to reach the broker for the wipe; None: no wipe is sent
 
 
-def init_app(app: Flask, settings: FleetSettings | None, mqtt: MqttSettings | None) -> None:
+def init_app(app: Flask, settings: FleetSettings | None, mqtt: CentralMqttSettings | None) -> None:
     """``FLEET`` in the app config (tests) overrides the settings file's ``[fleet]`` and ``[mqtt]``."""
     app.extensions["central.fleet"] = app.config.get("FLEET") or FleetConfig(settings or FleetSettings(), mqtt)
     app.register_blueprint(bp)

@@ -19,7 +19,7 @@ from appliance.web import create_app
 from central.audit.storage import open_store
 from central.ingest.mqtt import AuditIngest
 from central.peer_review.store import PeerReviewStore
-from central.settings import MqttSettings as CentralMqtt
+from central.settings import CentralMqttSettings as CentralMqtt
 from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex

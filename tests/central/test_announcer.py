@@ -14,7 +14,7 @@ from central.ingest.mqtt import AuditIngest
 from central.publish.announcer import ANNOUNCEMENT_FILE, Announcer
 from central.publish.repository import init_repository
 from central.publish.settings import PublishSettings
-from central.settings import MqttSettings
+from central.settings import CentralMqttSettings
 from core.library_announce import LibraryAnnouncement
 from core.topics import library_announce_topic
 
@@ -22,7 +22,8 @@ from core.topics import library_announce_topic
 def test_new_announcement_is_retained_for_desks_that_connect_later(tmp_path, mosquitto):
     repo = init_repository(tmp_path / "repo", tmp_path / "root-keys", PublishSettings())
     store = open_store(tmp_path / "central.db")
-    ingest = AuditIngest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-announce")
+    ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store,
+                         client_id="central-announce")
     ingest.start()
     try:
         assert ingest.wait_connected(10)

@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from central.audit.storage import SqlAuditStore, open_store
 from central.ingest.mqtt import AuditIngest
-from central.settings import MqttSettings
+from central.settings import CentralMqttSettings
 from core.audit.ack import Ack
 from core.events import MAX_PAYLOAD_BYTES, AuditEvent
 from core.topics import ack_topic, audit_topic, checkpoint_topic
@@ -26,9 +26,9 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture
-def mqtt_settings(mosquitto) -> MqttSettings:
+def mqtt_settings(mosquitto) -> CentralMqttSettings:
     # A fresh client id per test: the broker's persistent sessions outlive a single test.
-    return MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"central-test-{next(_ids)}")
+    return CentralMqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"central-test-{next(_ids)}")
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def store(tmp_path: Path) -> Iterator[SqlAuditStore]:
 
 
 @pytest.fixture
-def ingest(mqtt_settings: MqttSettings, store: SqlAuditStore) -> Iterator[AuditIngest]:
+def ingest(mqtt_settings: CentralMqttSettings, store: SqlAuditStore) -> Iterator[AuditIngest]:
     ingest = AuditIngest(mqtt_settings, store)
     ingest.start()
     assert ingest.wait_connected(10), "ingest did not connect to the test broker"
@@ -160,7 +160,7 @@ def test_shared_subscription_workers_store_each_event_once(backend, request, mos
     writers = [ChainWriter(f"desk-share-{i}") for i in range(4)]
     for w in writers:
         stores[0].register_device(w.device_id, w.public_hex)
-    workers = [AuditIngest(MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"{group}-{i}"),
+    workers = [AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"{group}-{i}"),
                            s, shared_group=group) for i, s in enumerate(stores)]
     for w in workers:
         w.start()
@@ -199,7 +199,7 @@ def refusing_broker(tmp_path) -> Iterator[tuple[str, int]]:
 
 def test_refused_connection_is_not_connected(refusing_broker, store, caplog: pytest.LogCaptureFixture) -> None:
     host, port = refusing_broker
-    ingest = AuditIngest(MqttSettings(host=host, port=port), store)
+    ingest = AuditIngest(CentralMqttSettings(host=host, port=port), store)
     ingest.start()
     try:
         assert ingest.wait_connected(2) is False

@@ -14,7 +14,7 @@ from flask import Flask
 from appliance.web import create_app
 from central.audit.storage import SqlAuditStore, open_store
 from central.ingest.mqtt import AuditIngest
-from central.settings import MqttSettings as CentralMqtt
+from central.settings import CentralMqttSettings as CentralMqtt
 from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex

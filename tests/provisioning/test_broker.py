@@ -163,12 +163,12 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
     """The real appliance sender and central ingest, configured only through their settings' TLS fields."""
     from appliance.comms.mqtt import AuditPublisher
     from appliance.services.audit import AuditLog
-    from appliance.settings import MqttSettings
+    from appliance.settings import DeskMqttSettings
     from appliance.storage.device_db import DeviceDatabase
     from appliance.storage.outbox import Outbox
     from central.audit.storage import open_store
     from central.ingest.mqtt import AuditIngest
-    from central.settings import MqttSettings as CentralMqtt
+    from central.settings import CentralMqttSettings as CentralMqtt
     from core.audit.checkpoint import public_key_hex
     from tests.appliance.test_sync import wait_until
 
@@ -182,7 +182,7 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
                                      key_file=layout.central_key), store)
     outbox = Outbox(DeviceDatabase(tmp_path / "device"))
     store.register_device("desk-tpm", public_key_hex(outbox.public_key))
-    publisher = AuditPublisher(MqttSettings(host="127.0.0.1", port=fleet_broker.devices.port, ca_file=pki.ca,
+    publisher = AuditPublisher(DeskMqttSettings(host="127.0.0.1", port=fleet_broker.devices.port, ca_file=pki.ca,
                                             cert_file=pki.cert, key_file=pki.key), "desk-tpm", outbox)
     ingest.start()
     publisher.start()
@@ -203,7 +203,7 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
 def test_tls_settings_must_come_together():
     from pydantic import ValidationError
 
-    from appliance.settings import MqttSettings
+    from appliance.settings import DeskMqttSettings
 
     with pytest.raises(ValidationError, match="give ca_file, cert_file and key_file together"):
-        MqttSettings(ca_file="ca.pem")
+        DeskMqttSettings(ca_file="ca.pem")

@@ -19,7 +19,7 @@ from central.audit.storage import open_store
 from central.fleet.revoke import PkiTarget, generate_command_key, load_command_key, revoke_device
 from central.ingest.handler import Incoming, MessageHandler
 from central.ingest.mqtt import publish_once
-from central.settings import MqttSettings as CentralMqtt
+from central.settings import CentralMqttSettings as CentralMqtt
 from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex

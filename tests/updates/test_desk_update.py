@@ -14,7 +14,7 @@ from central.audit.storage import open_store
 from central.ingest.mqtt import AuditIngest
 from central.publish.announcer import ANNOUNCEMENT_FILE, Announcer
 from central.publish.describe import describe_full
-from central.settings import MqttSettings
+from central.settings import CentralMqttSettings
 from core.library_announce import LibraryAnnouncement
 from library.records import ReferenceRecord
 from library.snapshot import SnapshotWriter, new_key, write_key_file
@@ -45,7 +45,7 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
     app = create_app(settings, pipeline=pipeline, start_sync=True)
     rfr = app.extensions["rfr"]
     store = open_store(tmp_path / "central.db")
-    ingest = AuditIngest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-upd")
+    ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-upd")
     ingest.start()
     try:
         assert rfr["library"].current.version == 1
