@@ -20,15 +20,16 @@ def test_import_contracts_are_kept():
 def _importers_of(module: str) -> set[str]:
     pattern = re.compile(rf"^\s*(from|import)\s+{re.escape(module)}\b", re.MULTILINE)
     found = set()
-    for package in ("core", "supply", "models", "library", "provisioning", "appliance", "central"):
+    for package in ("core", "supply", "models", "library", "provisioning", "transport", "appliance", "central",
+                    "firmware"):
         for path in (ROOT / package).rglob("*.py"):
             if pattern.search(path.read_text()):
                 found.add(str(path.relative_to(ROOT)))
     return found
 
 
-def test_paho_is_imported_in_one_module_per_side():
-    assert _importers_of("paho") == {"appliance/comms/mqtt.py", "central/ingest/mqtt.py"}
+def test_paho_is_imported_in_one_module():
+    assert _importers_of("paho") == {"transport/mqtt.py"}
 
 
 def test_topics_are_built_only_in_core_topics():

@@ -1,1 +1,1 @@
-"""The appliance's links to central. Only ``comms.mqtt`` imports paho."""
+"""The appliance's links to central. ``comms.mqtt`` holds the MQTT one; the connection itself is ``transport.mqtt``."""

@@ -1,5 +1,5 @@
 """Getting events from the broker into central's stores.
 
-Only ``central.ingest.mqtt`` imports paho; everything else sees the ingest
-through ``central.ingest.status.IngestStatus``.
+``central.ingest.mqtt`` holds central's topic table over the shared connection (``transport.mqtt``, the
+only paho importer); everything else sees the ingest through ``central.ingest.status.IngestStatus``.
 """

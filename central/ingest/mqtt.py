@@ -1,10 +1,9 @@
-"""Audit events from the broker into the audit store: central's only paho importer.
+"""Audit events from the broker into the audit store, with central's topic table.
 
-Each worker holds a persistent MQTT v5 session under a fixed client id, so
-QoS 1 messages published while central is down wait at the broker. One thread
-owns each client: it runs paho's loop, gathers messages into small batches,
-stores a batch in one transaction and only then sends the PUBACKs (manual
-ack), so a crash before the commit leaves the messages with the broker.
+Each worker holds a persistent MQTT v5 session under a fixed client id (``transport.mqtt``), so
+QoS 1 messages published while central is down wait at the broker. The connection's one thread
+gathers messages into small batches, stores a batch in one transaction and only then sends the
+PUBACKs (manual ack), so a crash before the commit leaves the messages with the broker.
 
 After storing, the worker tells each device how much of its chain is stored
 with no gap (``core.audit.ack``), and the device drops those outbox rows.
@@ -15,23 +14,17 @@ processes) can share the topics with an MQTT v5 shared subscription
 delivery harmless.
 
 The worker also takes the desks' peer review requests (``central.peer_review``)
-and sends the outcomes the reviewers have decided, QoS 1 to each device's
-outcome topic; the database is the queue between the reviewers' page and here.
+and heartbeats (``central.fleet.health``), and sends the outcomes the reviewers
+have decided, QoS 1 to each device's outcome topic; the database is the queue
+between the reviewers' page and here.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
-from typing import Any
-
-from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from collections.abc import Callable
 
 from central.audit.storage import SqlAuditStore
 from central.fleet.health import HealthIngest, is_health_topic
@@ -47,15 +40,16 @@ from core.topics import (
     ack_topic,
     shared,
 )
-from provisioning.tls import client_context
+from transport.mqtt import ConnectionHooks, Message, MqttConnection
+from transport.mqtt import publish_once as _publish_once
 
 logger = logging.getLogger(__name__)
 
-_QOS = 1
 _BATCH_MAX = 500
 _BATCH_AGE_S = 0.05
 _RECEIVE_MAXIMUM = 1000  # how many unacked messages the broker may send us at once (one batch's worth)
 _OUTCOME_POLL_S = 0.5  # how often decided peer review outcomes are looked for
+_STORE_DOWN_PAUSE_S = 1.0  # after a batch could not be stored: reconnect (the broker redelivers) after this
 
 
 class AuditIngest:
@@ -65,41 +59,39 @@ class AuditIngest:
                  shared_group: str | None = None, ack_interval_s: float = 0.2,
                  peer_reviews: PeerReviewStore | None = None) -> None:
         """``peer_reviews`` defaults to a store of its own in the audit store's database."""
-        self._settings = settings
         self._handler = MessageHandler(store)
         self._own_reviews = peer_reviews is None
         self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), store)
-        self._last_outcome_poll = 0.0
-        self._client_id = client_id or settings.client_id
-        self._subscriptions = [shared(shared_group, s) if shared_group else s
-                               for s in (*INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION,
-                                         HEALTH_SUBSCRIPTION)]
         self._health = HealthIngest(store)
+        # The topic table: requests and heartbeats are taken one by one, by the first route whose test their
+        # topic passes; everything else is for the audit handler (which refuses wrong topics), one batch at once.
+        self._routes: tuple[tuple[Callable[[str], bool], Callable[[str, bytes], object]], ...] = (
+            (is_request_topic, self._reviews.handle),
+            (is_health_topic, self._health.handle),
+        )
+        self._last_outcome_poll = 0.0
+        client_id = client_id or settings.client_id
+        subscriptions = [shared(shared_group, s) if shared_group else s
+                         for s in (*INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION, HEALTH_SUBSCRIPTION)]
         self._ack_interval_s = ack_interval_s
-        self._connected = threading.Event()
-        self._stop = threading.Event()
-        self._granted: set[int] = set()
-        self._pending_sub: set[int] = set()
-        self._batch: list[MQTTMessage] = []
+        self._batch: list[Message] = []
         self._batch_started = 0.0
         self._dirty: set[str] = set()
         self._last_ack = 0.0
-        self._client = Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                              protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
-        self._client.max_inflight_messages_set(200)
-        if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:
-            # Mutual TLS with central's fleet certificate (its CN is the broker user the ACL grants central's rights).
-            self._client.tls_set_context(client_context(settings.ca_file, settings.cert_file, settings.key_file))
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
         self._retained: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"ingest-{self._client_id}", daemon=True)
+        # Mutual TLS, when set, is with central's fleet certificate (its CN is the broker user the ACL grants
+        # central's rights).
+        self._link = MqttConnection(
+            settings, client_id=client_id, owner="central", thread_name=f"ingest-{client_id}",
+            session_expiry_s=settings.session_expiry_s, subscriptions=subscriptions,
+            receive_maximum=_RECEIVE_MAXIMUM, max_inflight=200, manual_ack=True,
+            hooks=ConnectionHooks(on_message=self._on_message, on_turn=self._on_turn, on_lost=self._on_lost,
+                                  on_closing=self._on_closing, poll_s=self._poll_s))
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        """Connected, with every subscription granted."""
+        return self._link.subscribed
 
     @property
     def received(self) -> int:
@@ -126,135 +118,68 @@ class AuditIngest:
 
     def start(self) -> None:
         """Connect in the background; the worker keeps reconnecting until ``stop``."""
-        self._thread.start()
+        self._link.start()
 
     def stop(self) -> None:
         """Store what is batched, disconnect; the broker keeps the session."""
-        self._stop.set()
-        self._thread.join(timeout=15)
-        self._connected.clear()
+        self._link.stop(timeout=15)
         if self._own_reviews:
             self._reviews.store.close()
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the broker has accepted the connection and granted the subscriptions."""
-        return self._connected.wait(timeout)
+        return self._link.wait_subscribed(timeout)
 
-    # --- paho callbacks, run by the worker thread inside client.loop() ---
+    # --- hooks, run by the worker thread (the connection's) ---
 
-    def _on_connect(self, client: Client, userdata: Any, flags: ConnectFlags, reason_code: ReasonCode,
-                    properties: Properties | None) -> None:
-        if reason_code.is_failure:
-            # A refused connection is not a connection (unlike Frigate's _on_connect).
-            logger.error("broker %s:%s refused central's connection: %s",
-                         self._settings.host, self._settings.port, reason_code)
-            return
-        logger.info("connected to broker %s:%s as %s (session present: %s)",
-                    self._settings.host, self._settings.port, self._client_id, flags.session_present)
-        # Subscribing again on a resumed session is harmless and covers a session the broker lost.
-        self._pending_sub.clear()
-        for sub in self._subscriptions:
-            result, mid = client.subscribe(sub, qos=_QOS)
-            if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                logger.error("could not send subscription for %s: %s", sub, result)
-            self._pending_sub.add(mid)
-
-    def _on_subscribe(self, client: Client, userdata: Any, mid: int, reason_codes: list[ReasonCode],
-                      properties: Properties | None) -> None:
-        code = reason_codes[0]
-        if code.is_failure:
-            logger.error("broker refused subscription: %s", code)
-            return
-        if code.value < _QOS:
-            logger.warning("subscription granted only QoS %s", code.value)
-        self._pending_sub.discard(mid)
-        if not self._pending_sub:
-            self._connected.set()  # ready to receive: every subscription granted
-
-    def _on_disconnect(self, client: Client, userdata: Any, flags: DisconnectFlags, reason_code: ReasonCode,
-                       properties: Properties | None) -> None:
-        self._connected.clear()
-        if reason_code.is_failure:
-            logger.warning("disconnected from broker: %s; reconnecting", reason_code)
-
-    def _on_message(self, client: Client, userdata: Any, msg: MQTTMessage) -> None:
+    def _on_message(self, message: Message) -> None:
         if not self._batch:
             self._batch_started = time.monotonic()
-        self._batch.append(msg)
+        self._batch.append(message)
 
-    # --- the worker thread ---
+    def _poll_s(self) -> float:
+        return 0.005 if self._batch else 0.05
 
-    def _connect(self) -> bool:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self._settings.session_expiry_s
-        props.ReceiveMaximum = _RECEIVE_MAXIMUM
-        try:
-            self._client.connect(self._settings.host, self._settings.port, keepalive=30, clean_start=False,
-                                 properties=props)
-        except OSError as e:
-            logger.debug("cannot reach broker %s:%s: %s", self._settings.host, self._settings.port, e)
-            return False
-        return True
+    def _on_lost(self) -> None:
+        # Unacked messages stay with the broker and come again in the resumed session.
+        self._batch.clear()
 
-    def _run(self) -> None:
-        backoff = 0.5
-        socket_open = False
-        while not self._stop.is_set():
-            if not socket_open:
-                socket_open = self._connect()
-                if not socket_open:
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
-                    continue
-                backoff = 0.5
-            rc = self._client.loop(timeout=0.005 if self._batch else 0.05)
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                # Unacked messages stay with the broker and come again in the resumed session.
-                self._batch.clear()
-                self._connected.clear()
-                socket_open = False
-                continue
-            now = time.monotonic()
-            due = self._batch and (len(self._batch) >= _BATCH_MAX or now - self._batch_started >= _BATCH_AGE_S)
-            if due and not self._flush():
-                self._client.disconnect()
-                self._client.loop(timeout=0.1)
-                socket_open = False
-                self._stop.wait(1.0)
-                continue
-            if self._dirty and now - self._last_ack >= self._ack_interval_s:
-                self._send_acks()
-            if self._connected.is_set():
-                self._send_retained()
-                if now - self._last_outcome_poll >= _OUTCOME_POLL_S:
-                    self._send_outcomes()
-        if socket_open:
-            if self._batch:
-                self._flush()
-            if self._dirty:
-                self._send_acks()
-            self._client.disconnect()
-            self._client.loop(timeout=0.2)
-        # paho closes its sockets only in loop_stop() or at garbage collection; we never call loop_start().
-        self._client._reset_sockets()
+    def _on_turn(self) -> None:
+        now = time.monotonic()
+        due = self._batch and (len(self._batch) >= _BATCH_MAX or now - self._batch_started >= _BATCH_AGE_S)
+        if due and not self._flush():
+            self._link.drop(pause_s=_STORE_DOWN_PAUSE_S)
+            return
+        if self._dirty and now - self._last_ack >= self._ack_interval_s:
+            self._send_acks()
+        if self._link.subscribed:
+            self._send_retained()
+            if now - self._last_outcome_poll >= _OUTCOME_POLL_S:
+                self._send_outcomes()
+
+    def _on_closing(self) -> None:
+        if self._batch:
+            self._flush()
+        if self._dirty:
+            self._send_acks()
 
     def _flush(self) -> bool:
         batch, self._batch = self._batch, []
         try:
+            audit: list[Incoming] = []
             for m in batch:
-                if is_request_topic(m.topic):
-                    self._reviews.handle(m.topic, m.payload)
-                elif is_health_topic(m.topic):
-                    self._health.handle(m.topic, m.payload)
-            touched = self._handler.handle([Incoming(m.topic, m.payload) for m in batch
-                                            if not is_request_topic(m.topic) and not is_health_topic(m.topic)])
+                take = next((handle for test, handle in self._routes if test(m.topic)), None)
+                if take is None:
+                    audit.append(Incoming(m.topic, m.payload))
+                else:
+                    take(m.topic, m.payload)
+            touched = self._handler.handle(audit)
         except Exception:
             # Not acknowledged: reconnecting makes the broker redeliver; devices resend anyway.
             logger.exception("could not store a batch of %s messages; left unacknowledged", len(batch))
             return False
         for m in batch:
-            if m.qos > 0:
-                self._client.ack(m.mid, m.qos)
+            self._link.ack(m)
         self._dirty |= touched
         return True
 
@@ -265,15 +190,14 @@ class AuditIngest:
     def _send_retained(self) -> None:
         while not self._retained.empty():
             topic, payload = self._retained.get_nowait()
-            self._client.publish(topic, payload, qos=_QOS, retain=True)
+            self._link.publish(topic, payload, retain=True)
 
     def _send_outcomes(self) -> None:
         """Send each decided peer review outcome not yet sent (QoS 1, not retained)."""
         self._last_outcome_poll = time.monotonic()
         try:
             for request_id, topic, payload in self._reviews.store.claim_due():
-                info = self._client.publish(topic, payload, qos=_QOS)
-                self._reviews.store.sent(request_id, info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS)
+                self._reviews.store.sent(request_id, self._link.publish(topic, payload))
         except Exception:  # the store is down: the outcomes wait there, the audit ingest goes on
             logger.exception("could not send peer review outcomes; will try again")
 
@@ -284,50 +208,15 @@ class AuditIngest:
             if head is None:
                 continue
             ack = Ack(device, head.contiguous_seq, head.checkpoint_stored)
-            self._client.publish(ack_topic(device), ack.to_bytes(), qos=_QOS)
+            self._link.publish(ack_topic(device), ack.to_bytes())
         self._dirty.clear()
         self._last_ack = time.monotonic()
 
 
 def publish_once(settings: CentralMqttSettings, topic: str, payload: bytes, *, client_id: str | None = None,
                  timeout_s: float = 10.0) -> bool:
-    """Connect, publish one QoS 1 message, and return True only if the broker's PUBACK says it was accepted.
-
-    For one-off commands (a device wipe from ``python -m central devices revoke`` or the fleet page),
-    which must not depend on an ingest worker running in the same process. The reason code is checked
-    because paho reports success for a publish the ACL refused (docs/fleet.md).
-    """
-    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"{settings.client_id}-command",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:
-        client.tls_set_context(client_context(settings.ca_file, settings.cert_file, settings.key_file))
-    done = threading.Event()
-    connected = threading.Event()
-    outcome: dict[str, bool] = {}
-
-    def on_connect(c: Client, u: Any, f: ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
-        if not rc.is_failure:
-            connected.set()
-
-    def on_publish(c: Client, u: Any, mid: int, rc: ReasonCode, p: Properties | None) -> None:
-        outcome["ok"] = not rc.is_failure
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_publish = on_publish
-    try:
-        client.connect(settings.host, settings.port, keepalive=30)
-    except OSError as e:
-        logger.error("cannot reach broker %s:%s to publish on %s: %s", settings.host, settings.port, topic, e)
-        client._reset_sockets()
-        return False
-    client.loop_start()
-    try:
-        if not connected.wait(timeout_s):
-            logger.error("broker %s:%s did not accept the connection", settings.host, settings.port)
-            return False
-        client.publish(topic, payload, qos=_QOS)
-        return done.wait(timeout_s) and outcome.get("ok", False)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    """Publish one command (a device wipe from ``python -m central devices revoke`` or the fleet page) and
+    return True only if the broker accepted it; it must not depend on an ingest worker running in the same
+    process, so it has a connection of its own (client id ``<client_id>-command``)."""
+    return _publish_once(settings, topic, payload, client_id=client_id or f"{settings.client_id}-command",
+                         timeout_s=timeout_s)

@@ -1,4 +1,4 @@
-"""What the rest of central may know about the ingest, without importing paho."""
+"""What the rest of central may know about the ingest, without reaching into the connection."""
 
 from __future__ import annotations
 
