@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from appliance.comms.mqtt import AuditPublisher
+from appliance.comms.mqtt import CentralLink
 from appliance.services.audit import AuditLog
 from appliance.settings import DeskMqttSettings
 from appliance.storage.device_db import DeviceDatabase
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     outbox = Outbox(DeviceDatabase(Path(data_dir)), checkpoint_every=50)
     log = AuditLog(device_id, outbox)
-    publisher = AuditPublisher(DeskMqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,
+    publisher = CentralLink(DeskMqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,
                                resend_after_s=3.0, checkpoint_idle_s=0.5)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

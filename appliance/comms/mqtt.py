@@ -1,6 +1,6 @@
 """The desk's link to central: the audit outbox out, central's acks in, and the further topics both ways.
 
-``AuditPublisher`` holds the desk's one MQTT connection (``transport.mqtt``: fixed client id, persistent
+``CentralLink`` holds the desk's one MQTT connection (``transport.mqtt``: fixed client id, persistent
 MQTT v5 session, QoS 1). Its topic table sends central's acks to the outbox and every other subscribed
 topic (peer review outcomes, library announcements, signed wipe commands) to the service that handles
 it; its senders drain the further outgoing queues (peer review requests, heartbeats). Everything here
@@ -43,7 +43,7 @@ Publish = Callable[[str, bytes], bool]
 Sender = Callable[[Publish, int], None]
 
 
-class AuditPublisher:
+class CentralLink:
     """Everything the desk sends to central and receives from it over the broker."""
 
     def __init__(self, settings: DeskMqttSettings, device_id: str, outbox: Outbox, *,

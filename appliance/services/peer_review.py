@@ -105,7 +105,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
     """Peer review by the facial recognition team at central, over MQTT.
 
     ``send_request`` only queues (``PeerReviewOutbox``); ``drain`` is run by the
-    comms thread (an ``AuditPublisher`` sender) and ``receive_outcome`` is the
+    comms thread (a ``CentralLink`` sender) and ``receive_outcome`` is the
     handler for this device's outcome topic. An outcome is applied only if it
     names this device and answers a request this device queued, with a decision
     for exactly the candidates in question; a repeat is ignored.
@@ -218,7 +218,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
         return "applied"
 
     def handle_outcome(self, payload: bytes) -> None:
-        """The ``AuditPublisher`` handler for this device's outcome topic."""
+        """The ``CentralLink`` handler for this device's outcome topic."""
         self.receive_outcome(payload)
 
     def outcome(self, case_id: str) -> PeerReviewOutcome | None:

@@ -16,7 +16,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
 
-from appliance.comms.mqtt import AuditPublisher
+from appliance.comms.mqtt import CentralLink
 from appliance.services.accounts import AccountService, SessionManager
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseError, CaseService
@@ -134,7 +134,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     key_paths = [db.key_path, settings.data_dir / SIGNING_KEY_NAME]
     if settings.mqtt.key_file is not None:
         key_paths.append(settings.mqtt.key_file)
-    last_ack: list[AuditPublisher] = []  # the publisher, once made (the reporter is one of its senders)
+    last_ack: list[CentralLink] = []  # the publisher, once made (the reporter is one of its senders)
     health = HealthReporter(settings.device_id, settings.data_dir, outbox, library,
                             interval_s=settings.health.interval_s, key_paths=key_paths,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
@@ -146,7 +146,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
                            trees=[store.root], files=[settings.library.path])
         handlers[fleet_command_topic(settings.device_id)] = wipe.handle
         senders.append(wipe.drain)  # last: after it runs the database is closed
-    publisher = AuditPublisher(settings.mqtt, settings.device_id, outbox, handlers=handlers, senders=senders)
+    publisher = CentralLink(settings.mqtt, settings.device_id, outbox, handlers=handlers, senders=senders)
     last_ack.append(publisher)
     if wipe is not None:
         wipe.on_withdrawn(publisher.request_stop)

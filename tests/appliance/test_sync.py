@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from appliance.comms.mqtt import AuditPublisher
+from appliance.comms.mqtt import CentralLink
 from appliance.services.audit import AuditLog
 from appliance.settings import DeskMqttSettings
 from appliance.storage.device_db import DeviceDatabase
@@ -85,7 +85,7 @@ def test_events_are_stored_by_central_and_leave_the_outbox_only_when_central_ack
     store, _ingest = central
     outbox, log = device(tmp_path)
     store.register_device("desk-sync-01", public_key_hex(outbox.public_key))
-    publisher = AuditPublisher(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
+    publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
     publisher.start()
     try:
         assert publisher.wait_connected(10)
@@ -111,7 +111,7 @@ def test_a_broker_puback_alone_does_not_empty_the_outbox(tmp_path, mosquitto):
     client.connect(mosquitto.host, mosquitto.port)
     client.subscribe(audit_topic("desk-sync-01"), qos=1)
     client.loop_start()
-    publisher = AuditPublisher(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
+    publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
     publisher.start()
     try:
         assert publisher.wait_connected(10)
@@ -134,7 +134,7 @@ def test_events_made_while_the_broker_is_down_arrive_later(tmp_path):
     outbox, log = device(tmp_path)
     store = open_store(tmp_path / "central.db")
     store.register_device("desk-sync-01", public_key_hex(outbox.public_key))
-    publisher = AuditPublisher(DeskMqttSettings(host=broker.host, port=broker.port), "desk-sync-01", outbox)
+    publisher = CentralLink(DeskMqttSettings(host=broker.host, port=broker.port), "desk-sync-01", outbox)
     publisher.start()
     ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-late"), store)
     try:

@@ -161,7 +161,7 @@ def test_a_revoked_device_cannot_connect_after_the_crl_is_reloaded(fleet_broker,
 def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual_tls(
         fleet_broker, swtpm, tmp_path, monkeypatch):
     """The real appliance sender and central ingest, configured only through their settings' TLS fields."""
-    from appliance.comms.mqtt import AuditPublisher
+    from appliance.comms.mqtt import CentralLink
     from appliance.services.audit import AuditLog
     from appliance.settings import DeskMqttSettings
     from appliance.storage.device_db import DeviceDatabase
@@ -182,7 +182,7 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
                                      key_file=layout.central_key), store)
     outbox = Outbox(DeviceDatabase(tmp_path / "device"))
     store.register_device("desk-tpm", public_key_hex(outbox.public_key))
-    publisher = AuditPublisher(DeskMqttSettings(host="127.0.0.1", port=fleet_broker.devices.port, ca_file=pki.ca,
+    publisher = CentralLink(DeskMqttSettings(host="127.0.0.1", port=fleet_broker.devices.port, ca_file=pki.ca,
                                             cert_file=pki.cert, key_file=pki.key), "desk-tpm", outbox)
     ingest.start()
     publisher.start()
