@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, session, url_for
 
 from appliance.services.accounts import AccountService, LoginRefusedError, User
+from core.redirects import safe_next
 
 bp = Blueprint("auth", __name__)
 
@@ -51,9 +52,7 @@ def current_user() -> User:
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return url_for("desk.home")
+    return safe_next(value) or url_for("desk.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -19,6 +19,7 @@ from tests.appliance.desk_helpers import (
     add_users,
     approved_case,
     case_id_from,
+    csrf_from,
     fast_kdf,
 )
 
@@ -80,6 +81,18 @@ def test_wrong_password_is_announced_and_audited_then_locks_the_account(desk_app
     locked = desk.login("officer", PASSWORD)
     assert locked.status_code == 401 and "locked" in locked.get_data(as_text=True)
     assert [e["outcome"] for e in events(desk_app, "login")] == ["refused"] * 6
+
+
+@pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "//evil.example",
+                                    "/%5Cevil.example", "https://evil.example/"])
+def test_sign_in_never_sends_anyone_off_site_or_fails_on_a_crafted_next(desk_app, target):
+    # /%09/evil.example used to become "Location: //evil.example"; %0a gave a 500.
+    desk = Desk(desk_app)
+    desk.token = csrf_from(desk.client.get("/login").get_data(as_text=True))
+    response = desk.client.post(f"/login?next={target}", data={"username": "officer", "password": PASSWORD,
+                                                               "csrf_token": desk.token})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
 
 
 def test_session_cookie_is_opaque_rotated_at_login_and_ended_at_logout(desk_app):
