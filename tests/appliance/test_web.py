@@ -402,3 +402,16 @@ def test_static_files_are_served_from_memory_and_never_outside_their_folder(app)
     assert client.get("/static/../__init__.py").status_code == 404
     assert client.get("/static/%2e%2e/settings.py").status_code == 404
     assert client.get("/static/nothing-here.js").status_code == 404
+
+
+def test_unknown_and_over_long_static_names_are_404s_that_grow_nothing(app):
+    # A 300-character name gave a 500 (the file system refused the name); every miss was cached for good.
+    from appliance.web import assets
+
+    client = app.test_client()
+    before = assets.served_names()
+    assert client.get("/static/" + "a" * 300 + ".css").status_code == 404
+    assert client.get("/static/" + "/".join(["d" * 250] * 20)).status_code == 404
+    for i in range(2000):
+        assert client.get(f"/static/missing-{i}.js").status_code == 404
+    assert assets.served_names() == before == {"app.css", "camera.js"}
