@@ -97,11 +97,11 @@ def test_sign_in_never_sends_anyone_off_site_or_fails_on_a_crafted_next(desk_app
 
 def test_session_cookie_is_opaque_rotated_at_login_and_ended_at_logout(desk_app):
     desk = Desk(desk_app)
-    desk.get("/login")  # an anonymous session, holding only the sign-in form's CSRF token
-    before = desk.client.get_cookie("rfr_session").value
+    desk.get("/login")  # before sign-in only the form's CSRF token is kept, in a signed cookie
+    assert desk.client.get_cookie("rfr_session") is None and desk.client.get_cookie("rfr_signin") is not None
     desk.login("officer")
     after = desk.client.get_cookie("rfr_session").value
-    assert before != after and "officer" not in after
+    assert "officer" not in after and desk.client.get_cookie("rfr_signin") is None
     cookie = desk.client.get_cookie("rfr_session")
     assert cookie.http_only and cookie.same_site == "Strict"
     assert desk.get("/").status_code == 200
@@ -110,6 +110,25 @@ def test_session_cookie_is_opaque_rotated_at_login_and_ended_at_logout(desk_app)
     thief.set_cookie("rfr_session", after)
     assert thief.get("/").status_code == 302, "the old session id must be dead after sign-out"
     assert [e["actor"] for e in events(desk_app, "logout")] == ["officer"]
+
+
+def test_anonymous_visits_write_no_session_rows(desk_app):
+    # Every anonymous GET /login used to write (and fsync) a session row, purged only at start.
+    db = desk_app.extensions["rfr"]["db"]
+
+    def rows() -> int:
+        with db.lock:
+            return db.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    before = rows()
+    for _ in range(50):
+        assert desk_app.test_client().get("/login").status_code == 200
+    assert rows() == before
+    forged = desk_app.test_client()
+    forged.set_cookie("rfr_signin", "eyJjc3JmX3Rva2VuIjoieCJ9.forged.signature")
+    assert forged.get("/login").status_code == 200 and rows() == before
+    desk = Desk(desk_app)
+    assert desk.login("officer").status_code == 302 and rows() == before + 1
 
 
 def test_idle_session_ends(desk_app):
