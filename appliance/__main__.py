@@ -160,11 +160,12 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
 def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
     """Run the retention purge once against the device database; one line per case (stdout)."""
     from appliance.services.audit import AuditLog
-    from appliance.services.retention import NO_PERIOD, RetentionError, RetentionService, ServiceLock
+    from appliance.services.retention import NO_PERIOD, RetentionError, RetentionService
     from appliance.storage.cases import CaseStore
     from appliance.storage.desk_config import DeskConfigStore
     from appliance.storage.device_db import DB_NAME, DeviceDatabase
     from appliance.storage.outbox import Outbox
+    from appliance.storage.service_lock import ServiceLock
     from appliance.storage.signing_key import load_or_create_signing_key
     from provisioning.keys import tpm_for_policy
 

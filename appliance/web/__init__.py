@@ -24,7 +24,7 @@ from appliance.services.health import HealthReporter
 from appliance.services.library import LibraryHolder
 from appliance.services.peer_review import CentralPeerReviewChannel, LocalPeerReviewChannel, PeerReviewChannel
 from appliance.services.policy import PolicyRefusal
-from appliance.services.retention import RetentionService, ServiceLock
+from appliance.services.retention import RetentionService
 from appliance.services.wipe import WITHDRAWN_MESSAGE, WipeService, is_withdrawn, load_command_key
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
@@ -34,6 +34,7 @@ from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
+from appliance.storage.service_lock import ServiceLock
 from appliance.storage.signing_key import KEY_NAME as SIGNING_KEY_NAME
 from appliance.storage.signing_key import load_or_create_signing_key
 from appliance.updates.config import ConfigUpdater
