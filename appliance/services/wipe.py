@@ -37,7 +37,7 @@ from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from core.audit.checkpoint import public_key_from_bytes
 from core.audit.errors import KeyFormatError
-from core.errors import SettingsError, WireFormatError
+from core.errors import CustodyRfrError, SettingsError, WireFormatError
 from core.files import atomic_write
 from core.fleet import CommandRefused, FleetCommand, NonceLedger
 from provisioning.keys import destroy_secret
@@ -49,6 +49,10 @@ PENDING = "WIPE-PENDING"
 NONCES = "fleet-command-nonces.json"
 REPORT_GRACE_S = 5.0
 WITHDRAWN_MESSAGE = "This device has been withdrawn. Call the RFR helpdesk."
+
+
+class DeskWithdrawnError(CustodyRfrError):
+    """The desk finished a wipe while starting: there is nothing left to open."""
 
 
 def is_withdrawn(data_dir: Path) -> bool:

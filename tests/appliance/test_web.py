@@ -37,7 +37,7 @@ def subjects_in_order(html: str) -> list[str]:
 
 def events(app, type_: str) -> list[dict]:
     out = []
-    for p in app.extensions["rfr"]["outbox"].pending(limit=1000):
+    for p in app.extensions["desk"].outbox.pending(limit=1000):
         event = json.loads(p.payload)
         if event["type"] == type_:
             out.append(event)
@@ -45,7 +45,7 @@ def events(app, type_: str) -> list[dict]:
 
 
 def state_of(app, case_id: str) -> str:
-    return app.extensions["rfr"]["cases"].get(case_id).state.value
+    return app.extensions["desk"].cases.get(case_id).state.value
 
 
 def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
@@ -114,7 +114,7 @@ def test_session_cookie_is_opaque_rotated_at_login_and_ended_at_logout(desk_app)
 
 def test_anonymous_visits_write_no_session_rows(desk_app):
     # Every anonymous GET /login used to write (and fsync) a session row, purged only at start.
-    db = desk_app.extensions["rfr"]["db"]
+    db = desk_app.extensions["desk"].db
 
     def rows() -> int:
         with db.lock:
@@ -133,7 +133,7 @@ def test_anonymous_visits_write_no_session_rows(desk_app):
 
 def test_idle_session_ends(desk_app):
     desk = Desk(desk_app, "officer")
-    sessions = desk_app.extensions["rfr"]["sessions"]
+    sessions = desk_app.extensions["desk"].sessions
     real = sessions._clock
     sessions._clock = lambda: real() + 16 * 60
     try:
@@ -164,7 +164,7 @@ def test_submission_approval_search_candidates_and_no_match(desk_app, face_photo
     html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
     order = subjects_in_order(html)
     assert order[:2] == ["DEMO-OBAMA", "DEMO-OBAMA"]
-    assert len(order) == min(10, desk_app.extensions["rfr"]["library"].current.count)
+    assert len(order) == min(10, desk_app.extensions["desk"].library.current.count)
     assert "A high rank or a close likeness does not make a candidate viable" in html
     assert "not evidence" in html and "Time lapse to the probe" in html and "Score band" in html
     assert "Subject's age at the reference image" in html and "Reference image quality" in html
@@ -202,7 +202,7 @@ def test_viable_match_needs_a_complete_match_report_and_is_retained(desk_app, fa
               "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
     assert desk.post(f"/cases/{case_id}/match-report", report).status_code == 302
     assert state_of(desk_app, case_id) == "closed_viable"
-    service = desk_app.extensions["rfr"]["cases"]
+    service = desk_app.extensions["desk"].cases
     probe = service.probe(case_id)
     assert probe.image and probe.thumbnail and probe.template is None, "template destroyed, image retained"
     page = desk.get(f"/cases/{case_id}").get_data(as_text=True)
@@ -255,7 +255,7 @@ def test_no_search_or_photo_before_approval(desk_app, face_photo):
     assert desk.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 409
     refused = desk.post(f"/cases/{case_id}/search")
     assert refused.status_code == 403 and "has not been approved" in refused.get_data(as_text=True)
-    assert desk_app.extensions["rfr"]["cases"].probe(case_id) is None
+    assert desk_app.extensions["desk"].cases.probe(case_id) is None
     assert events(desk_app, "search") == []
     assert events(desk_app, "search_refused")[-1]["outcome"] == "policy"
 
@@ -404,7 +404,7 @@ def test_quality_report_is_shown_before_the_search(desk_app, face_photo):
 def test_a_failed_quality_check_blocks_the_search(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
     desk.upload(case_id, face_photo("obama3.jpg").read_bytes())
-    db = desk_app.extensions["rfr"]["db"]
+    db = desk_app.extensions["desk"].db
     with db.lock:
         db.conn.execute("UPDATE case_probes SET quality = ? WHERE case_id = ?",
                         (json.dumps({"verdict": "fail", "reasons": ["The face is too dark."]}), case_id))
