@@ -166,7 +166,7 @@ def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
     from appliance.storage.device_db import DB_NAME, DeviceDatabase
     from appliance.storage.outbox import Outbox
     from appliance.storage.signing_key import load_or_create_signing_key
-    from provisioning.keys import tpm_for_policy
+    from devicekeys.keys import tpm_for_policy
 
     if not (settings.data_dir / DB_NAME).exists():  # never create an empty device database here
         print(f"retention purge not run: there is no device database in {settings.data_dir}.", file=sys.stderr)

@@ -32,7 +32,7 @@ from appliance.storage.outbox import Outbox
 from core.audit.ack import Ack
 from core.errors import WireFormatError
 from core.topics import ack_topic, audit_topic, checkpoint_topic
-from provisioning.tls import client_context
+from devicekeys.tls import client_context
 
 logger = logging.getLogger(__name__)
 

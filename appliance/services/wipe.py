@@ -33,7 +33,7 @@ from core.audit.checkpoint import public_key_from_bytes
 from core.audit.errors import KeyFormatError
 from core.errors import SettingsError, WireFormatError
 from core.fleet import CommandRefused, FleetCommand, NonceLedger
-from provisioning.keys import destroy_secret
+from devicekeys.keys import destroy_secret
 
 logger = logging.getLogger(__name__)
 

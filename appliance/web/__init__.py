@@ -39,10 +39,10 @@ from appliance.storage.signing_key import load_or_create_signing_key
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.updater import LibraryUpdater
 from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
+from devicekeys.keys import tpm_for_policy
 from library.snapshot import read_key_file
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
-from provisioning.keys import tpm_for_policy
 
 logger = logging.getLogger(__name__)
 

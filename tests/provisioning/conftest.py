@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from devicekeys.tpm import Tpm
 from provisioning.ca import init_ca
-from provisioning.tpm import Tpm
 from tests.broker import free_port
 from tests.provisioning.fleet import TlsBroker
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devicekeys.tls import client_context
 from provisioning import broker, device, issue, tokens
 from provisioning.ca import IssuingCa
 from provisioning.ledger import Ledger
-from provisioning.tls import client_context
 from tests.broker import MOSQUITTO, free_port, stop_process, wait_listening
 
 
