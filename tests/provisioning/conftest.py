@@ -16,7 +16,7 @@ import pytest
 
 from devicekeys.tpm import Tpm
 from provisioning.ca import init_ca
-from tests.broker import free_port
+from testbed.ports import free_port
 from tests.provisioning.fleet import TlsBroker
 
 

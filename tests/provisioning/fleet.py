@@ -17,7 +17,8 @@ from devicekeys.tls import client_context
 from provisioning import broker, device, issue, tokens
 from provisioning.ca import IssuingCa
 from provisioning.ledger import Ledger
-from tests.broker import MOSQUITTO, free_port, stop_process, wait_listening
+from testbed.mosquitto import MOSQUITTO, stop_process, wait_listening
+from testbed.ports import free_port
 
 
 def enrol(ca_dir: Path, data_dir: Path, device_id: str, tpm=None) -> device.DevicePki:

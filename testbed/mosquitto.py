@@ -1,4 +1,4 @@
-"""A real Mosquitto broker for tests: own config, own port, own directory.
+"""A real Mosquitto broker for tests and benchmarks: own config, own port, own directory.
 
 Started as root, mosquitto drops to the ``mosquitto`` user, so its directory
 is handed to that user when it exists.
@@ -13,16 +13,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.ports import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(process: subprocess.Popen[bytes], host: str, ports: list[int], log: Callable[[], str],
@@ -88,6 +84,49 @@ class Broker:
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
         wait_listening(self.process, self.host, [self.port], lambda: self.log)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+@dataclass
+class PersistentBroker:
+    """Mosquitto with persistence on and autosave every second, so kill -9 loses at most ~1 s of state."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    autosave_s: int = 1
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        path = self.workdir / "mosquitto.log"
+        return path.read_text() if path.exists() else ""
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval {self.autosave_s}\n"
+            "max_queued_messages 0\nmax_inflight_messages 0\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")
+        if os.getuid() == 0:
+            try:
+                entry = pwd.getpwnam("mosquitto")
+                os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+            except KeyError:
+                pass
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_listening(self.process, self.host, [self.port], lambda: self.log)
+
+    def kill(self) -> None:
+        """kill -9: no chance to save."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
     def stop(self) -> None:
         stop_process(self.process)
