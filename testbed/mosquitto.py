@@ -6,6 +6,7 @@ is handed to that user when it exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.ports import free_port
+from testbed.processes import stop_process
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -39,17 +41,21 @@ def wait_listening(process: subprocess.Popen[bytes], host: str, ports: list[int]
                 time.sleep(0.05)
 
 
-def stop_process(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM, then SIGKILL after 10 s; close the stderr pipe the fixtures read start-up errors from."""
-    if process and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    if process and process.stderr:
-        process.stderr.close()
+def _log(workdir: Path) -> str:
+    path = workdir / "mosquitto.log"
+    return path.read_text() if path.exists() else ""
+
+
+def _launch(workdir: Path, config: str, *, stderr: int) -> subprocess.Popen[bytes]:
+    """Write ``config`` into ``workdir`` and start mosquitto on it. Run as root, the broker drops to the
+    ``mosquitto`` user, so the folder (its log and persistence) is handed to that user when it exists."""
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(config)
+    if os.getuid() == 0:
+        with contextlib.suppress(KeyError):
+            entry = pwd.getpwnam("mosquitto")
+            os.chown(workdir, entry.pw_uid, entry.pw_gid)
+    return subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 @dataclass
@@ -62,27 +68,17 @@ class Broker:
 
     @property
     def log(self) -> str:
-        path = self.workdir / "mosquitto.log"
-        return path.read_text() if path.exists() else ""
+        return _log(self.workdir)
 
     def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
+        self.process = _launch(self.workdir, (
             f"listener {self.port} {self.host}\n"
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}\n"
             "persistence false\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
             "max_packet_size 1048576\n"
-        )
-        try:
-            entry = pwd.getpwnam("mosquitto")
-            if os.getuid() == 0:
-                os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-        except KeyError:
-            pass
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
+        ), stderr=subprocess.PIPE)
         wait_listening(self.process, self.host, [self.port], lambda: self.log)
 
     def stop(self) -> None:
@@ -101,25 +97,16 @@ class PersistentBroker:
 
     @property
     def log(self) -> str:
-        path = self.workdir / "mosquitto.log"
-        return path.read_text() if path.exists() else ""
+        return _log(self.workdir)
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
+        self.process = _launch(self.workdir, (
             f"listener {self.port} {self.host}\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.workdir}/\nautosave_interval {self.autosave_s}\n"
             "max_queued_messages 0\nmax_inflight_messages 0\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")
-        if os.getuid() == 0:
-            try:
-                entry = pwd.getpwnam("mosquitto")
-                os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-            except KeyError:
-                pass
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+            f"log_dest file {self.workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n"
+        ), stderr=subprocess.DEVNULL)
         wait_listening(self.process, self.host, [self.port], lambda: self.log)
 
     def kill(self) -> None:

@@ -17,8 +17,9 @@ from devicekeys.tls import client_context
 from provisioning import broker, device, issue, tokens
 from provisioning.ca import IssuingCa
 from provisioning.ledger import Ledger
-from testbed.mosquitto import MOSQUITTO, stop_process, wait_listening
+from testbed.mosquitto import MOSQUITTO, wait_listening
 from testbed.ports import free_port
+from testbed.processes import stop_process
 
 
 def enrol(ca_dir: Path, data_dir: Path, device_id: str, tpm=None) -> device.DevicePki:
