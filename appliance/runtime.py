@@ -38,10 +38,10 @@ from appliance.storage.signing_key import load_or_create_signing_key
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.updater import LibraryUpdater
 from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
+from devicekeys.keys import tpm_for_policy
 from library.snapshot import read_key_file
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
-from provisioning.keys import tpm_for_policy
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class DeviceRecords:
 
 
 def open_records(settings: ApplianceSettings) -> DeviceRecords:
-    """The device database and its audit log, keys through ``provisioning.keys``: sealed to the TPM when the
+    """The device database and its audit log, keys through ``devicekeys.keys``: sealed to the TPM when the
     ``[keys]`` protection allows one (docs/fleet.md), the same TPM for the database key and the signing key."""
     tpm = tpm_for_policy(settings.keys.protection)
     db = DeviceDatabase(settings.data_dir, tpm)

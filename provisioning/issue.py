@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from core.topics import is_service_identity
+from devicekeys.files import write_atomic
 from provisioning import tokens
 from provisioning.ca import CURVE, IssuingCa, cert_pem, common_name
 from provisioning.errors import RequestError
-from provisioning.files import write_atomic
 from provisioning.ledger import Ledger
 
 DEVICE_DAYS = 365

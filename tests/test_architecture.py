@@ -20,7 +20,7 @@ def test_import_contracts_are_kept():
 def _importers_of(module: str) -> set[str]:
     pattern = re.compile(rf"^\s*(from|import)\s+{re.escape(module)}\b", re.MULTILINE)
     found = set()
-    for package in ("core", "supply", "models", "library", "provisioning", "appliance", "central"):
+    for package in ("core", "supply", "models", "library", "devicekeys", "provisioning", "appliance", "central"):
         for path in (ROOT / package).rglob("*.py"):
             if pattern.search(path.read_text()):
                 found.add(str(path.relative_to(ROOT)))

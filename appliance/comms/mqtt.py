@@ -32,7 +32,7 @@ from appliance.storage.outbox import Outbox
 from core.audit.ack import Ack
 from core.errors import WireFormatError
 from core.topics import ack_topic, audit_topic, checkpoint_topic
-from provisioning.tls import client_context
+from devicekeys.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class AuditPublisher:
                                    protocol=mqtt.MQTTv5)
         self._client.max_inflight_messages_set(100)
         if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:
-            # Mutual TLS: a sealed key is unsealed into memory only (see provisioning.tls).
+            # Mutual TLS: a sealed key is unsealed into memory only (see devicekeys.tls).
             self._client.tls_set_context(client_context(settings.ca_file, settings.cert_file, settings.key_file))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from appliance.settings import ApplianceSettings, MqttSettings
+from devicekeys.tls import client_context
 from library.snapshot import Snapshot, read_key_file
 from library.store import POINTER
 from models.pipeline import FacePipeline
-from provisioning.tls import client_context
 
 SELFTEST_CLIENT_SUFFIX = "-selftest"
 #: After a TLS 1.3 handshake the broker checks our certificate and sends an alert if it refuses it; a

@@ -40,7 +40,7 @@ from core.audit.errors import KeyFormatError
 from core.errors import CustodyRfrError, SettingsError, WireFormatError
 from core.files import atomic_write
 from core.fleet import CommandRefused, FleetCommand, NonceLedger
-from provisioning.keys import destroy_secret
+from devicekeys.keys import destroy_secret
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from core.topics import (
     ack_topic,
     shared,
 )
-from provisioning.tls import client_context
+from devicekeys.tls import client_context
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,11 @@ from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex
 from core.peer_review import PeerReviewOutcome, PeerReviewRequest
 from core.topics import peer_review_outcome_topic, peer_review_request_topic
+from testbed.mosquitto import Broker
+from testbed.ports import free_port
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import Desk, add_users, approved_case, fast_kdf
 from tests.audit_support import wait_for
-from tests.broker import Broker, free_port
 from tests.central_signin import signed_in
 
 _ids = itertools.count(1)

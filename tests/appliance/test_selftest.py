@@ -23,8 +23,8 @@ from appliance.settings import ApplianceSettings
 from appliance.storage.device_db import DB_NAME
 from provisioning.ca import CaLayout, init_ca
 from provisioning.ledger import Ledger
+from testbed.ports import free_port
 from tests.appliance.conftest import appliance_settings
-from tests.broker import free_port
 from tests.provisioning.desks import copy_library
 from tests.provisioning.fleet import TlsBroker, enrol
 

@@ -20,7 +20,7 @@ from firmware.agent.config import AgentConfig
 from firmware.release.build import build_bundle, build_wheel, settings_schema
 from firmware.release.repository import ReleaseRepository, init_release_repository
 from firmware.version import Version
-from tests.broker import free_port
+from testbed.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "health_probe.py"

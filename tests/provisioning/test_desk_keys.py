@@ -6,9 +6,9 @@ import pytest
 
 from appliance.runtime import open_desk
 from appliance.storage.device_db import DeviceDatabase
-from provisioning.errors import KeyProtectionError
-from provisioning.keys import tpm_for_policy
-from provisioning.tpm import DEVICE
+from devicekeys.errors import KeyProtectionError
+from devicekeys.keys import tpm_for_policy
+from devicekeys.tpm import DEVICE
 from tests.appliance.conftest import appliance_settings
 
 
