@@ -11,7 +11,7 @@ one line per check, exit 1 if any failed. It reads the device's data and never w
 ``python -m appliance retention purge --config FILE`` destroys, once, the retained images of every viable
 match older than central's retention period (``appliance.services.retention``; the running desk does this
 itself at start and hourly): one line per purged case, or "nothing to purge". It refuses while the desk
-service is running, since only one process may append to the device's audit log.
+service is running, since the service purges by itself (``appliance.storage.service_lock``).
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def _selftest(args: argparse.Namespace) -> int:
         return _selftest_failed([f"settings: FAILED: {e}"])
     print(f"settings: ok ({args.config}, device {settings.device_id})", flush=True)
     try:
-        # The web layer imports everything the service needs (Flask, the services, storage): a release
-        # missing a dependency fails here rather than after the switch. Imported here, not in the
-        # selftest service, because nothing inside the appliance may import the web layer.
+        # The runtime and the web layer import everything the service needs (Flask, the services, storage,
+        # comms, updates): a release missing a dependency fails here rather than after the switch. Imported
+        # here, not in the selftest service, because nothing below them may import either.
+        import appliance.runtime
         import appliance.web
     except Exception as e:  # an import error of any kind is the finding
         return _selftest_failed([f"service: FAILED: the desk application does not import: {type(e).__name__}: {e}"])
@@ -159,14 +160,12 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
 
 def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
     """Run the retention purge once against the device database; one line per case (stdout)."""
-    from appliance.services.audit import AuditLog
-    from appliance.services.retention import NO_PERIOD, RetentionError, RetentionService, ServiceLock
+    from appliance.runtime import open_records
+    from appliance.services.retention import NO_PERIOD, RetentionError, RetentionService
     from appliance.storage.cases import CaseStore
     from appliance.storage.desk_config import DeskConfigStore
-    from appliance.storage.device_db import DB_NAME, DeviceDatabase
-    from appliance.storage.outbox import Outbox
-    from appliance.storage.signing_key import load_or_create_signing_key
-    from provisioning.keys import tpm_for_policy
+    from appliance.storage.device_db import DB_NAME
+    from appliance.storage.service_lock import ServiceLock
 
     if not (settings.data_dir / DB_NAME).exists():  # never create an empty device database here
         print(f"retention purge not run: there is no device database in {settings.data_dir}.", file=sys.stderr)
@@ -177,10 +176,9 @@ def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
               "(at start and every hour); stop the service to run it by hand.", file=sys.stderr)
         return 1
     try:
-        tpm = tpm_for_policy(settings.keys.protection)
-        db = DeviceDatabase(settings.data_dir, tpm)
+        records = open_records(settings)  # the device database and audit chain, opened as the desk opens them
+        db, audit = records.db, records.audit
         try:
-            audit = AuditLog(settings.device_id, Outbox(db, load_or_create_signing_key(settings.data_dir, tpm)))
             service = RetentionService(CaseStore(db), DeskConfigStore(db), audit)
             if service.period_days() is None:
                 print(f"nothing to purge: {NO_PERIOD}")

@@ -102,6 +102,11 @@ class ApplianceSettings(StrictModel):
     def model_post_init(self, _context: object) -> None:
         validate_device_id(self.device_id)
 
+    @property
+    def library_store_dir(self) -> Path:
+        """Where installed library versions live: the desk installs there and the selftest reads the same place."""
+        return self.library.store_dir or self.data_dir / "library"
+
 
 def load(path: Path | None, environ: dict[str, str] | None = None) -> ApplianceSettings:
     return load_settings(ApplianceSettings, path, "RFR_APPLIANCE", environ)

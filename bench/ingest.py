@@ -13,7 +13,7 @@ publishing events sealed into a per-device hash chain with an Ed25519-signed
 checkpoint every 100 events.
 
 1. Throughput, for SQLite and then PostgreSQL (a throwaway cluster from
-   ``tests/postgres.py``): events per second from the first publish until
+   ``testbed/postgres.py``): events per second from the first publish until
    every event is stored.
 2. Drain: with central stopped (its session kept by the broker), the 20
    devices publish 100,000 events: a one-hour outage at ~28 events/s across
@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from central.audit.storage import open_store  # noqa: E402
-from tests.audit_support import ChainWriter, PersistentBroker  # noqa: E402
+from testbed.chain_writer import ChainWriter  # noqa: E402
+from testbed.mosquitto import PersistentBroker  # noqa: E402
 
 DEVICES = 20
 PUBLISHERS = 4
@@ -187,7 +188,7 @@ def main() -> int:
                                  workers=args.workers)
         print(json.dumps({"sqlite": results["sqlite"]}), flush=True)
         if not args.skip_postgres:
-            from tests.postgres import start_postgres
+            from testbed.postgres import start_postgres
 
             pg = start_postgres()
             results["postgres"] = _run(broker, pg.create_database(), workdir, "tp-pg", args.per_device,

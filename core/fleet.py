@@ -11,9 +11,12 @@ forgery, a command meant for another desk, a stale one and a replay (:class:`Non
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -21,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from core.audit.chain import canonical_json
 from core.errors import CustodyRfrError, WireFormatError
+from core.files import atomic_write
 from core.topics import validate_device_id
 from core.wire import decode_object
 
@@ -34,6 +38,8 @@ COMMANDS = frozenset({"wipe"})
 #: command for an offline desk waits at the broker, so minutes rather than seconds.
 COMMAND_WINDOW = timedelta(minutes=15)
 _COMMAND_LABEL = "custody-rfr fleet command v1"
+
+logger = logging.getLogger(__name__)
 
 
 class CommandRefused(CustodyRfrError):
@@ -210,11 +216,29 @@ def _is_hex(value: str) -> bool:
 
 class NonceLedger:
     """The nonces of commands already accepted within the window; older ones age out because a command
-    that old is refused as stale anyway. Kept in memory: after a restart the window alone protects."""
+    that old is refused as stale anyway.
 
-    def __init__(self, window: timedelta = COMMAND_WINDOW) -> None:
+    With a ``path`` the ledger is kept on disk (written and fsynced before a command is accepted), so a
+    command accepted just before a power cut is not accepted a second time when the broker redelivers it
+    after the restart, still inside its window.
+    """
+
+    def __init__(self, window: timedelta = COMMAND_WINDOW, path: Path | None = None) -> None:
         self._window = window
-        self._seen: dict[str, datetime] = {}
+        self._path = path
+        self._seen: dict[str, datetime] = self._load() if path is not None else {}
+
+    def _load(self) -> dict[str, datetime]:
+        assert self._path is not None
+        try:
+            raw = json.loads(self._path.read_text(encoding="utf-8"))
+            return {str(n): _time(t, "nonce time") for n, t in raw.items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, AttributeError, WireFormatError) as e:
+            # Refusing every command would stop a wipe; accepting a replay is what the window limits.
+            logger.warning("the fleet command nonce file %s is unreadable (%s); starting it afresh", self._path, e)
+            return {}
 
     def check_and_add(self, command: FleetCommand, now: datetime | None = None) -> None:
         moment = now or _now()
@@ -222,3 +246,5 @@ class NonceLedger:
         if command.nonce in self._seen:
             raise CommandRefused(f"The {command.command} command with nonce {command.nonce} was already used.")
         self._seen[command.nonce] = moment
+        if self._path is not None:
+            atomic_write(self._path, json.dumps({n: t.isoformat() for n, t in self._seen.items()}).encode(), 0o600)

@@ -1,8 +1,9 @@
 """Private signing keys of TUF roles on disk: written owner-only, read back as signers.
 
-Central's library repository and the firmware release repository keep their
-online role keys the same way; each wraps ``SigningKeyError`` in its own error
-family with advice for its own operators.
+Every repository built on ``tufrepo.repository.SignedRepository`` (central's
+library repository, the firmware release repository) keeps its role keys this
+way; ``SignedRepository.load_signer`` wraps ``SigningKeyError`` in the
+repository's own error family with advice for its own operators.
 """
 
 from __future__ import annotations

@@ -33,6 +33,17 @@ HEALTH = "health"
 HEALTH_SUBSCRIPTION = f"{ROOT}/devices/+/{HEALTH}"
 
 
+# Names central's own broker clients and certificates use. Mosquitto's client ids are one namespace across
+# listeners and a desk's certificate CN is its user name and client id, so a desk enrolled as
+# "central-ingest" would take over central's persistent session and its ACL block. No device id may be one.
+SERVICE_IDENTITY = "central"
+
+
+def is_service_identity(name: str) -> bool:
+    """True for the names reserved to central: ``central`` and anything beginning ``central-``."""
+    return name == SERVICE_IDENTITY or name.startswith(f"{SERVICE_IDENTITY}-")
+
+
 def validate_device_id(device_id: str) -> str:
     """Device ids become topic levels and certificate names, so no wildcards or slashes."""
     if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):

@@ -9,13 +9,65 @@ is refused the same way, with the same kind of message, whatever it claims to be
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from core.errors import WireFormatError
 
+# Caps on a payload's shape, checked before the JSON parser builds anything. A payload under the
+# byte limit can still be hostile in shape: 16 KB of ``[[[[`` makes the standard parser recurse
+# until RecursionError, which is not a ValueError and escaped every caller. No message of ours
+# nests deeper than a few levels or carries more than a few hundred keys.
+MAX_DEPTH = 16
+MAX_KEYS = 2000
+MAX_STRING_CHARS = 64 * 1024
+
+_STRUCTURAL = re.compile(r'[\[\]{}:"]')
+_STRING_END = re.compile(r'["\\]')
+
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not allowed")
+
+
+def check_shape(text: str, what: str, *, max_depth: int = MAX_DEPTH, max_keys: int = MAX_KEYS,
+                max_string: int = MAX_STRING_CHARS) -> None:
+    """Refuse nesting, key counts and string lengths past the caps without building any object.
+
+    A linear scan that skips over string contents, so brackets inside strings do not count.
+    Malformed JSON that passes is left to the parser to refuse.
+    """
+    depth = keys = 0
+    pos = 0
+    end = len(text)
+    while True:
+        m = _STRUCTURAL.search(text, pos)
+        if m is None:
+            return
+        char = m.group()
+        pos = m.end()
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise WireFormatError(f"{what} is nested more than {max_depth} levels deep.")
+        elif char in "]}":
+            depth -= 1
+        elif char == ":":
+            keys += 1
+            if keys > max_keys:
+                raise WireFormatError(f"{what} has more than {max_keys} keys.")
+        else:
+            start = pos
+            while True:
+                s = _STRING_END.search(text, pos)
+                if s is None:
+                    return  # unterminated: the parser says so
+                if s.group() == '"':
+                    pos = s.end()
+                    break
+                pos = min(s.end() + 1, end)
+            if pos - 1 - start > max_string:
+                raise WireFormatError(f"{what} has a text value longer than {max_string} characters.")
 
 
 def decode_object(payload: bytes, limit: int, what: str, *, version: int | None = None,
@@ -30,8 +82,13 @@ def decode_object(payload: bytes, limit: int, what: str, *, version: int | None 
     if len(payload) > limit:
         raise WireFormatError(f"{what} is {len(payload)} bytes; the limit is {limit}.")
     try:
-        obj = json.loads(payload, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError) as e:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WireFormatError(f"{what} is not valid JSON: {e}") from e
+    check_shape(text, what)
+    try:
+        obj = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:
         raise WireFormatError(f"{what} is not valid JSON: {e}") from e
     if not isinstance(obj, dict):
         raise WireFormatError(f"{what} must be a JSON object.")

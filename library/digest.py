@@ -16,18 +16,31 @@ pass for audits and tests.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 
 from library.records import ReferenceRecord
 
-if TYPE_CHECKING:
-    from library.snapshot import Snapshot
-
 _RECORD_DOMAIN = b"custody-rfr/library-record/v1\n"
 _CONTENT_DOMAIN = b"custody-rfr/library-content/v1\n"
+
+
+class DigestedRecords(Protocol):
+    """What the content digest reads from a library version: ``library.snapshot.Snapshot`` has this shape,
+    and the snapshot module builds on this one, so the shape is stated here."""
+
+    embedder_id: str
+    dim: int
+
+    def record_digests(self) -> Iterator[tuple[str, bytes]]:
+        """(source, stored record digest) in source order."""
+        ...
+
+    def entries(self) -> Iterator[tuple[ReferenceRecord, np.ndarray, bytes, bytes]]:
+        """(record, template, thumbnail, stored record digest) in source order."""
+        ...
 
 
 def _field(value: str | bytes | None) -> bytes:
@@ -65,12 +78,12 @@ def combine(embedder_id: str, dim: int, entries: Iterable[tuple[str, bytes]]) ->
     return h.hexdigest()
 
 
-def content_digest(snapshot: Snapshot) -> str:
+def content_digest(snapshot: DigestedRecords) -> str:
     """The digest from the stored record digests (fast; trusts what the writer stored)."""
     return combine(snapshot.embedder_id, snapshot.dim, snapshot.record_digests())
 
 
-def recompute_content_digest(snapshot: Snapshot) -> str:
+def recompute_content_digest(snapshot: DigestedRecords) -> str:
     """The digest from every record's actual content; raises if a stored record digest is wrong."""
     def entries() -> Iterable[tuple[str, bytes]]:
         for record, template, thumbnail, stored in snapshot.entries():

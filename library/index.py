@@ -98,31 +98,75 @@ def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int
         for name, nbytes in sizes.items():
             if arrays[name].nbytes != nbytes:
                 raise _damaged(f"{name} holds {arrays[name].nbytes} bytes, expected {nbytes}")
-        levels = arrays["element_levels"].view(np.int32)[:n]
-        max_level = int(scalars["max_level"])
-        if n and (levels.min() < 0 or levels.max() != max_level or not 0 <= int(scalars["enterpoint_node"]) < n):
-            raise _damaged("levels or entry point out of range")
+        all_levels = arrays["element_levels"].view(np.int32)
+        levels = all_levels[:n]
+        # hnswlib's loader walks element_levels up to max_elements but has link offsets only for the first
+        # cur_element_count nodes: a level past the count makes it copy from outside the link array.
+        if cap > n and all_levels[n:].any():
+            raise _damaged("levels are set for nodes the index does not hold")
+        max_level, entry = int(scalars["max_level"]), int(scalars["enterpoint_node"])
+        if n:
+            if levels.min() < 0 or levels.max() != max_level or not 0 <= entry < n:
+                raise _damaged("levels or entry point out of range")
+            # Search descends from the entry point through every level down from max_level.
+            if int(levels[entry]) != max_level:
+                raise _damaged("the entry point is not on the top level")
         if arrays["link_lists"].nbytes != int(levels.sum()) * links_per:
             raise _damaged("upper-level links have the wrong size")
-        internal = arrays["label_lookup_internal"].view(np.uint32)
-        if n and int(internal.max()) >= n:
-            raise _damaged("a label points outside the index")
+        _check_labels(arrays, scalars, n, per_elem)
         level0 = arrays["data_level0"].view(np.uint8).reshape(n, per_elem)[:, :off_data].copy().view(np.uint32)
-        _check_links(level0, m0, n)
+        _check_links(level0, m0, np.zeros(n, dtype=np.int32), levels)
         if arrays["link_lists"].nbytes:
-            _check_links(arrays["link_lists"].view(np.uint32).reshape(-1, m + 1), m, n)
+            blocks = arrays["link_lists"].view(np.uint32).reshape(-1, m + 1)
+            _check_links(blocks, m, _block_levels(levels), levels)
     except (KeyError, ValueError, TypeError) as e:
         raise _damaged(f"unreadable state: {e}") from e
 
 
-def _check_links(blocks: np.ndarray, max_links: int, n: int) -> None:
-    """Each block is [count (low 16 bits), neighbour ids...]: counts within M and ids within the index."""
+def _block_levels(levels: np.ndarray) -> np.ndarray:
+    """The level of each upper-level link block, in the loader's order: node by node, levels 1..L."""
+    counts = levels[levels > 0].astype(np.int64)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return (np.arange(int(counts.sum())) - starts + 1).astype(np.int32)
+
+
+def _check_labels(arrays: dict[str, np.ndarray], scalars: dict[str, Any], n: int, per_elem: int) -> None:
+    """The label map is a one-to-one pairing of n labels with the n internal ids, as the graph's own labels say."""
+    external = arrays["label_lookup_external"].view(np.uint64)
+    internal = arrays["label_lookup_internal"].view(np.uint32)
+    if n == 0:
+        return
+    if int(internal.max()) >= n:
+        raise _damaged("a label points outside the index")
+    if not np.array_equal(np.sort(internal), np.arange(n, dtype=np.uint32)):
+        raise _damaged("the label map does not name each node once")
+    if np.unique(external).size != n:
+        raise _damaged("the label map names a label twice")
+    offset = int(scalars["label_offset"])
+    rows = arrays["data_level0"].view(np.uint8).reshape(n, per_elem)
+    stored = rows[:, offset:offset + 8].copy().view(np.uint64).ravel()
+    if not np.array_equal(stored[internal], external):
+        raise _damaged("the label map disagrees with the graph's labels")
+
+
+def _check_links(blocks: np.ndarray, max_links: int, block_levels: np.ndarray, levels: np.ndarray) -> None:
+    """Each block is [count (low 16 bits), neighbour ids...]: counts within M, ids within the index, and
+    every neighbour present on the block's level (search reads the neighbour's links at that level)."""
+    n = levels.size
+    if not blocks.size:
+        return
     counts = blocks[:, 0] & 0xFFFF
-    if blocks.size and int(counts.max()) > max_links:
+    if int(counts.max()) > max_links:
         raise _damaged("a node has more links than the graph allows")
     used = np.arange(max_links)[None, :] < counts[:, None]
-    if blocks.size and used.any() and int(blocks[:, 1:][used].max()) >= n:
+    if not used.any():
+        return
+    targets = blocks[:, 1:][used]
+    if int(targets.max()) >= n:
         raise _damaged("a link points outside the index")
+    needed = np.broadcast_to(block_levels[:, None], used.shape)[used]
+    if (levels[targets] < needed).any():
+        raise _damaged("a link names a level its target does not have")
 
 
 def join_state(scalars_json: str, arrays: dict[str, np.ndarray], dim: int) -> hnswlib.Index:

@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from core.errors import CustodyRfrError
-from provisioning import broker, crl, device, issue, keys, tokens
+from devicekeys import keys
+from provisioning import broker, crl, device, issue, tokens
 from provisioning.ca import CaLayout, IssuingCa, init_ca
 from provisioning.errors import CaError
 from provisioning.ledger import Ledger

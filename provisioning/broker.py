@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.topics import ROOT
+from devicekeys.files import write_atomic, write_private
 from provisioning.ca import CaLayout, IssuingCa
 from provisioning.crl import write_crl
 from provisioning.errors import CaError
-from provisioning.files import write_atomic, write_private
 from provisioning.ledger import Ledger
 
 

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.topics import validate_device_id
+from devicekeys.files import write_atomic, write_private
 from provisioning.errors import CaError
-from provisioning.files import write_atomic, write_private
 
 ROOT_DAYS = 20 * 365
 ISSUING_DAYS = 5 * 365

@@ -16,9 +16,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from devicekeys.files import write_atomic
 from provisioning.ca import IssuingCa
 from provisioning.errors import CaError
-from provisioning.files import write_atomic
 from provisioning.ledger import Ledger
 
 DEFAULT_VALIDITY = timedelta(days=7)

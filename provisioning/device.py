@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from core.topics import validate_device_id
+from devicekeys.files import write_atomic
+from devicekeys.keys import KeyProtection, seal_private_key
+from devicekeys.tpm import Tpm
 from provisioning.ca import cert_pem, common_name, new_key
 from provisioning.errors import BundleError, CaError
-from provisioning.files import write_atomic
-from provisioning.keys import KeyProtection, seal_private_key
-from provisioning.tpm import Tpm
 
 
 @dataclass(frozen=True)

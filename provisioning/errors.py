@@ -1,4 +1,8 @@
-"""The provisioning error family: every message says what a technician can do about it."""
+"""The provisioning error family: every message says what a technician can do about it.
+
+A key that cannot be sealed or unsealed is ``devicekeys.errors.KeyProtectionError``, raised by the key code
+the desk runs as well.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,3 @@ class RequestError(ProvisioningError):
 
 class BundleError(ProvisioningError):
     """What central sent the device does not belong to this device or does not chain to the fleet CA."""
-
-
-class KeyProtectionError(ProvisioningError):
-    """A key cannot be sealed or unsealed (no TPM where one was used, tools failing, damaged blobs)."""

@@ -17,10 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from core.topics import is_service_identity
+from devicekeys.files import write_atomic
 from provisioning import tokens
 from provisioning.ca import CURVE, IssuingCa, cert_pem, common_name
 from provisioning.errors import RequestError
-from provisioning.files import write_atomic
 from provisioning.ledger import Ledger
 
 DEVICE_DAYS = 365
@@ -62,6 +63,9 @@ def issue_device_certificate(ca: IssuingCa, ledger: Ledger, csr_pem: bytes, toke
     """Check the request against the token, consume the token, sign a client certificate and record it."""
     moment = now or datetime.now(UTC)
     device_id = tokens.token_device(ledger, token, now=moment)
+    if device_id == ca.central_name or is_service_identity(device_id):
+        # A token can predate this rule (or a renamed central): the name is checked again at issue.
+        raise RequestError(f"{device_id!r} is reserved for central; make a token for another device id.")
     csr = check_request(csr_pem, device_id)
     key = csr.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)  # check_request made sure

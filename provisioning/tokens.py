@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from core.topics import validate_device_id
+from core.topics import is_service_identity, validate_device_id
 from provisioning.errors import TokenError
 from provisioning.ledger import Ledger
 
@@ -29,7 +29,7 @@ def new_token(ledger: Ledger, device_id: str, *, valid_for: timedelta = DEFAULT_
     """A fresh token for ``device_id``, shown once. ``reserved`` holds service names (central's CN)
     that no device may take, since the broker would grant that name central's rights."""
     validate_device_id(device_id)
-    if device_id in reserved:
+    if device_id in reserved or is_service_identity(device_id):
         raise TokenError(f"{device_id!r} is reserved for a service; choose another device id.")
     if not timedelta(0) < valid_for <= MAX_VALIDITY:
         raise TokenError(f"A token may be valid for at most {MAX_VALIDITY.days} days.")

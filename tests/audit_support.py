@@ -1,53 +1,18 @@
-"""Helpers for audit tests: a pure chain writer standing in for a device, a persistent broker, a TCP proxy."""
+"""Helpers for audit tests: waiting for a condition, and a TCP proxy that can cut the link.
+
+The chain writer standing in for a device and the persistent broker are in ``testbed``, which the
+ingest benchmark uses as well.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
 import select
 import socket
-import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from core.audit import chain
-from core.audit.checkpoint import Checkpoint, public_key_hex
-from core.events import AuditEvent
-from tests.broker import MOSQUITTO, free_port, stop_process
-
-
-@dataclass
-class ChainWriter:
-    """Builds a device's sealed events and signed checkpoints in memory (no appliance needed)."""
-
-    device_id: str
-    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
-    seq: int = 0
-    head: str = ""
-
-    def __post_init__(self) -> None:
-        self.head = chain.genesis_hash(self.device_id)
-
-    @property
-    def public_hex(self) -> str:
-        return public_key_hex(self.key.public_key())
-
-    def event(self, type: str = "search", actor: str = "pc1", outcome: str = "candidates_shown",
-              **details: object) -> AuditEvent:
-        self.seq += 1
-        e = chain.seal(AuditEvent(device_id=self.device_id, seq=self.seq, type=type, actor=actor, outcome=outcome,
-                                  details=dict(details)), self.head)
-        assert e.hash is not None
-        self.head = e.hash
-        return e
-
-    def checkpoint(self) -> Checkpoint:
-        return Checkpoint.sign(self.key, self.device_id, self.seq, self.head)
+from testbed.ports import free_port
 
 
 def wait_for(condition, timeout: float = 15.0, step: float = 0.05) -> bool:
@@ -57,52 +22,6 @@ def wait_for(condition, timeout: float = 15.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return bool(condition())
-
-
-@dataclass
-class PersistentBroker:
-    """Mosquitto with persistence on and autosave every second, so kill -9 loses at most ~1 s of state."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    host: str = "127.0.0.1"
-    autosave_s: int = 1
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval {self.autosave_s}\n"
-            "max_queued_messages 0\nmax_inflight_messages 0\n"
-            f"log_dest file {self.workdir / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")
-        if os.getuid() == 0:
-            try:
-                entry = pwd.getpwnam("mosquitto")
-                os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
-            except KeyError:
-                pass
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        if not wait_for(self._listening, 10):
-            raise RuntimeError(f"mosquitto did not listen on {self.port}")
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """kill -9: no chance to save."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        stop_process(self.process)
 
 
 class TcpProxy:

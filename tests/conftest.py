@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Broker, free_port
+from testbed.mosquitto import Broker
+from testbed.ports import free_port
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "faces" / "dev"
 _FR = "face_recognition-1.3.0/tests/test_images/"
@@ -87,7 +88,7 @@ def demo_library(pipeline, face_photo, tmp_path_factory):
 def postgres():
     """A throwaway PostgreSQL cluster (initdb in a temp dir, unix socket only, free port);
     ``postgres.create_database()`` gives a fresh database URL per test."""
-    from tests.postgres import start_postgres
+    from testbed.postgres import start_postgres
 
     server = start_postgres()
     yield server

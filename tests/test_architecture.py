@@ -20,8 +20,8 @@ def test_import_contracts_are_kept():
 def _importers_of(module: str) -> set[str]:
     pattern = re.compile(rf"^\s*(from|import)\s+{re.escape(module)}\b", re.MULTILINE)
     found = set()
-    for package in ("core", "supply", "models", "library", "provisioning", "transport", "appliance", "central",
-                    "firmware"):
+    for package in ("core", "supply", "models", "library", "devicekeys", "provisioning", "transport", "appliance",
+                    "central", "firmware"):
         for path in (ROOT / package).rglob("*.py"):
             if pattern.search(path.read_text()):
                 found.add(str(path.relative_to(ROOT)))

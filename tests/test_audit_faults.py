@@ -31,7 +31,8 @@ from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_ke
 from central.audit.__main__ import verify_file
 from central.audit.export import to_jsonl
 from central.audit.storage import EventFilter, open_store
-from tests.audit_support import PersistentBroker, TcpProxy, wait_for
+from testbed.mosquitto import PersistentBroker
+from tests.audit_support import TcpProxy, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CUT_S = float(os.environ.get("RFR_FAULT_CUT_S", "120"))

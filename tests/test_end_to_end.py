@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.ports import free_port
 from tests.appliance.http_desk import HttpDesk, create_accounts
-from tests.broker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from provisioning.tls import client_context
+from devicekeys.tls import client_context
 from transport.settings import MqttSettings
 
 logger = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class MqttConnection:
 
 def _new_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = False) -> Client:
     """A paho MQTT v5 client, with mutual TLS when the settings give the files (a sealed key is unsealed
-    into memory only: ``provisioning.tls``)."""
+    into memory only: ``devicekeys.tls``)."""
     client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5,
                     manual_ack=manual_ack)
     if settings.ca_file is not None and settings.cert_file is not None and settings.key_file is not None:

@@ -21,6 +21,7 @@ from appliance.settings import AuthSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from core import passwords
 from core.errors import CustodyRfrError
+from core.lockout import NOT_LOCKED, LockoutRule
 from core.passwords import DUMMY_HASH, verify_password
 
 Clock = Callable[[], float]
@@ -49,6 +50,7 @@ class AccountService:
     def __init__(self, store: AccountStore, sessions: SessionStore, settings: AuthSettings,
                  clock: Clock = time.time) -> None:
         self._store, self._sessions, self.settings, self._clock = store, sessions, settings, clock
+        self._lockout = LockoutRule(after=settings.lockout_after, minutes=settings.lockout_minutes)
 
     def add(self, username: str, role: str, password: str) -> User:
         username = username.strip()
@@ -76,21 +78,20 @@ class AccountService:
         if row is None or row.disabled:
             verify_password(password, DUMMY_HASH)
             raise LoginRefusedError("The username or password is wrong.")
-        if row.locked_until > now:
-            minutes = max(1, round((row.locked_until - now) / 60))
-            raise LoginRefusedError(f"This account is locked after {self.settings.lockout_after} wrong passwords. "
+        minutes = self._lockout.minutes_left(row.locked_until, now)
+        if minutes is not None:
+            raise LoginRefusedError(f"This account is locked after {self._lockout.after} wrong passwords. "
                                     f"Try again in {minutes} minutes, or ask the device administrator.")
         if not verify_password(password, row.password_hash):
-            failed = row.failed_logins + 1
-            if failed >= self.settings.lockout_after:
-                self._store.set_failures(row.username, 0, now + self.settings.lockout_minutes * 60)
+            failures = self._lockout.after_failure(row.failed_logins, now)
+            self._store.set_failures(row.username, failures.count, failures.locked_until)
+            if failures.locked:
                 self._sessions.delete_user(row.username)
                 raise LoginRefusedError(
-                    f"The password is wrong. The account is now locked for {self.settings.lockout_minutes} minutes.")
-            self._store.set_failures(row.username, failed, 0)
+                    f"The password is wrong. The account is now locked for {self._lockout.minutes} minutes.")
             raise LoginRefusedError("The username or password is wrong.")
         if row.failed_logins:
-            self._store.set_failures(row.username, 0, 0)
+            self._store.set_failures(row.username, 0, NOT_LOCKED)
         return User(row.username, Role(row.role))
 
     def user(self, username: str) -> User | None:

@@ -60,6 +60,7 @@ from core.errors import CustodyRfrError
 from library.errors import SnapshotError
 from library.records import ReferenceRecord
 from models.errors import ImageRejectedError, NoFaceError
+from models.image import encode_pixels
 from models.pipeline import FacePipeline
 
 logger = logging.getLogger(__name__)
@@ -248,6 +249,8 @@ class CaseService:
                               custody_ref=case.custody_ref, bytes_received=len(data))
             raise
         now = self._clock()
+        # Keep the pixels, never the upload: its metadata may carry where and with what it was taken.
+        data = encode_pixels(result.image)
         if face_index is None and len(result.faces) > 1:
             crops = [self.pipeline.thumbnail_jpeg(result.image, f, size=112) for f in result.faces]
             self.store.put_probe(case_id, ProbeRow(data, None, None, None, None, len(result.faces)), now)

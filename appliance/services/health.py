@@ -21,8 +21,8 @@ from appliance.services.library import LibraryHolder
 from appliance.storage.outbox import Outbox
 from core.fleet import Heartbeat
 from core.topics import health_topic
-from provisioning.errors import KeyProtectionError
-from provisioning.keys import MODE_FILE, MODE_TPM, protection
+from devicekeys.errors import KeyProtectionError
+from devicekeys.keys import MODE_FILE, MODE_TPM, protection
 
 logger = logging.getLogger(__name__)
 

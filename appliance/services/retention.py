@@ -13,7 +13,7 @@ destroyed, committed in the same transaction as the deletion.
 
 It runs when the desk starts, then every hour in a background thread
 (``PURGE_INTERVAL_S``); ``python -m appliance retention purge`` runs it once by
-hand while the desk service is stopped (``ServiceLock``).
+hand while the desk service is stopped (``appliance.storage.service_lock``).
 
 What is destroyed, and what is kept:
 
@@ -51,16 +51,12 @@ one is.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 from appliance.services.audit import AuditLog
@@ -78,7 +74,6 @@ WHY = "retention period ended"
 RETAINED = ["case record", "Match Report text", "peer review record", "audit events"]
 NO_PERIOD = ("no retention period has been applied on this desk (central's signed configuration sets "
              "retention.viable_match_days): viable matches' images are kept until one is")
-LOCK_NAME = "service.lock"
 
 
 def day(ts: float) -> str:
@@ -216,38 +211,3 @@ class RetentionService:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
-
-
-class ServiceLock:
-    """An advisory lock on ``data_dir/service.lock``, held by the running desk service.
-
-    The service keeps its audit chain's head in memory, so another process appending audit events to
-    the same device database (``python -m appliance retention purge``) would leave the service unable
-    to record anything until it restarts. The command takes this lock first and refuses while the
-    service holds it. The file holds nothing; the lock ends with the process (or ``release``).
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = Path(data_dir) / LOCK_NAME
-        self._fd: int | None = None
-        self._finalizer: weakref.finalize | None = None
-
-    def acquire(self) -> bool:
-        """True if this process now holds the lock; False if another holder has it."""
-        if self._fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        self._finalizer = weakref.finalize(self, os.close, fd)
-        return True
-
-    def release(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # closes the descriptor, which releases the lock
-        self._fd, self._finalizer = None, None

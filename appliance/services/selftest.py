@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from appliance.settings import ApplianceSettings, DeskMqttSettings
+from devicekeys.tls import client_context
 from library.snapshot import Snapshot, read_key_file
 from library.store import POINTER
 from models.pipeline import FacePipeline
-from provisioning.tls import client_context
 
 SELFTEST_CLIENT_SUFFIX = "-selftest"
 #: After a TLS 1.3 handshake the broker checks our certificate and sends an alert if it refuses it; a
@@ -94,7 +94,7 @@ def check_models(load: Callable[[], FacePipeline]) -> tuple[CheckResult, FacePip
 def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
     """The snapshot the desk searches: the store's current version, or, before the desk's first start has
     installed anything, the provisioned file it will install. Read without ``LibraryStore`` (see above)."""
-    root = settings.library.store_dir or settings.data_dir / "library"
+    root = settings.library_store_dir
     try:
         pointer = json.loads((root / POINTER).read_text(encoding="utf-8"))
     except FileNotFoundError:

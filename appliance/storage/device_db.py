@@ -1,6 +1,6 @@
 """The device's own encrypted database: the audit log, its outbox, and later accounts.
 
-Its SQLCipher key is stored through ``provisioning.keys``: sealed to the TPM when
+Its SQLCipher key is stored through ``devicekeys.keys``: sealed to the TPM when
 the desk's key policy gives one (no key file on disk at all), else a 0600 file
 that the health report flags as weaker. WAL with ``synchronous = FULL`` means a
 committed audit event survives power loss.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import sqlcipher3
 
+from devicekeys.keys import load_or_create_secret
+from devicekeys.tpm import Tpm
 from library import cipher
-from provisioning.keys import load_or_create_secret
-from provisioning.tpm import Tpm
 
 KEY_NAME = "device.key"
 DB_NAME = "device.db"

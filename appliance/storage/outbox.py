@@ -10,15 +10,21 @@ An outbox row references a log row and is deleted only when central's
 application-level ack says the event is stored with no gap before it; a
 broker PUBACK is not enough, since a broker can lose what it acknowledged
 (``kill -9`` between autosaves). The log itself is never deleted.
+
+The chain's head is read from the database inside each append's write transaction, never kept in
+memory: a second process appending to the same device database links its events to the same chain
+instead of forking it or locking the desk out.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from appliance.storage import audit_log
@@ -27,6 +33,7 @@ from appliance.storage.signing_key import load_or_create_signing_key
 from core.audit import chain
 from core.audit.checkpoint import Checkpoint
 from core.audit.verify import VerifyReport
+from core.errors import CustodyRfrError
 from core.events import AuditEvent
 
 logger = logging.getLogger(__name__)
@@ -41,6 +48,10 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
 CHECKPOINT_EVERY = 100
 
 
+class AuditLogBusyError(CustodyRfrError):
+    """Another process held the device database's write lock past the busy timeout: nothing was recorded."""
+
+
 @dataclass(frozen=True)
 class PendingEvent:
     seq: int
@@ -48,7 +59,14 @@ class PendingEvent:
 
 
 class Outbox:
-    """The device's audit log and its queue to central (one per device database)."""
+    """The device's audit log and its queue to central (one per device database).
+
+    Any number of processes may append to the same device database: each append takes the database's
+    write lock first (``BEGIN IMMEDIATE``) and reads the chain's head inside that transaction, so it
+    links to the event committed last by whichever process wrote it. Nothing about the chain is kept
+    in memory, so an append never links to a head another process has moved on from (the log's
+    append-only trigger would refuse it anyway: it accepts only the next sequence number).
+    """
 
     def __init__(self, db: DeviceDatabase, signing_key: Ed25519PrivateKey | None = None,
                  *, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
@@ -58,12 +76,6 @@ class Outbox:
         with db.lock:
             db.conn.executescript(audit_log.SCHEMA + _SCHEMA)
             db.conn.commit()
-            row = db.conn.execute("SELECT seq, hash, payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            cp = db.conn.execute("SELECT IFNULL(MAX(seq), 0) FROM audit_checkpoints").fetchone()
-        self._head_seq = row[0] if row else 0
-        self._head_hash: str | None = row[1] if row else None
-        self._device_id: str | None = AuditEvent.from_bytes(bytes(row[2])).device_id if row else None
-        self._signed_seq = int(cp[0])
         self._last_append = time.monotonic()
         self._listeners: list[Callable[[], None]] = []
 
@@ -74,11 +86,13 @@ class Outbox:
 
     @property
     def head_seq(self) -> int:
-        return self._head_seq
+        with self._db.lock:
+            return self._sequences()[0]
 
     @property
     def signed_seq(self) -> int:
-        return self._signed_seq
+        with self._db.lock:
+            return self._sequences()[1]
 
     def on_append(self, callback: Callable[[], None]) -> None:
         """Wake a sender when an event is queued, instead of it polling."""
@@ -86,34 +100,63 @@ class Outbox:
 
     def append(self, build: Callable[[int], AuditEvent]) -> AuditEvent:
         """Give the next sequence number to ``build``; log, link and queue its event atomically."""
+        with self._write() as conn:
+            head_seq, head_hash, device_id = self._head()
+            seq = head_seq + 1
+            event = build(seq)
+            if device_id is not None and event.device_id != device_id:
+                raise ValueError(f"this log belongs to {device_id}, not {event.device_id}")
+            prev = head_hash if head_hash is not None else chain.genesis_hash(event.device_id)
+            sealed = chain.seal(event, prev)
+            assert sealed.hash is not None
+            conn.execute("INSERT INTO audit_log (seq, event_id, hash, payload) VALUES (?, ?, ?, ?)",
+                         (seq, sealed.event_id, sealed.hash, sealed.to_bytes()))
+            conn.execute("INSERT INTO audit_outbox (kind, seq) VALUES ('event', ?)", (seq,))
+            if seq % self._checkpoint_every == 0:
+                self._insert_checkpoint(sealed.device_id, seq, sealed.hash)
+        self._last_append = time.monotonic()
+        for callback in self._listeners:
+            callback()
+        return sealed
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlcipher3.Connection]:
+        """One transaction that holds the database's write lock before it reads the head, committed at the end.
+
+        Called inside a transaction the caller already opened with a write (``CaseStore.purge_retained``
+        deletes a case's rows, then records the deletion), the write lock is already held, and the caller's
+        writes commit, or roll back, together with the event.
+        """
         conn = self._db.conn
         with self._db.lock:
-            seq = self._head_seq + 1
-            event = build(seq)
-            if self._device_id is not None and event.device_id != self._device_id:
-                raise ValueError(f"this log belongs to {self._device_id}, not {event.device_id}")
-            prev = self._head_hash if self._head_hash is not None else chain.genesis_hash(event.device_id)
-            sealed = chain.seal(event, prev)
-            payload = sealed.to_bytes()
-            assert sealed.hash is not None
+            if not conn.in_transaction:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout while another process writes
+                except sqlcipher3.OperationalError as e:
+                    if getattr(e, "sqlite_errorcode", None) != sqlcipher3.SQLITE_BUSY:
+                        raise
+                    raise AuditLogBusyError(
+                        f"The audit log in {self._db.path} is being written by another process that did not "
+                        "finish in time; this event was not recorded. Try again.") from e
             try:
-                conn.execute("INSERT INTO audit_log (seq, event_id, hash, payload) VALUES (?, ?, ?, ?)",
-                             (seq, sealed.event_id, sealed.hash, payload))
-                conn.execute("INSERT INTO audit_outbox (kind, seq) VALUES ('event', ?)", (seq,))
-                signed = seq % self._checkpoint_every == 0
-                if signed:
-                    self._insert_checkpoint(sealed.device_id, seq, sealed.hash)
+                yield conn
                 conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
-            self._head_seq, self._head_hash, self._device_id = seq, sealed.hash, sealed.device_id
-            if signed:
-                self._signed_seq = seq
-            self._last_append = time.monotonic()
-        for callback in self._listeners:
-            callback()
-        return sealed
+
+    def _head(self) -> tuple[int, str | None, str | None]:
+        """(seq, hash, device id) of the newest logged event, as committed by any process; (0, None, None)."""
+        row = self._db.conn.execute("SELECT seq, hash, payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, None, None
+        return int(row[0]), str(row[1]), AuditEvent.from_bytes(bytes(row[2])).device_id
+
+    def _sequences(self) -> tuple[int, int]:
+        """(newest event, newest checkpoint): two index look-ups, cheap enough for the sender's every turn."""
+        row = self._db.conn.execute("SELECT (SELECT IFNULL(MAX(seq), 0) FROM audit_log),"
+                                    " (SELECT IFNULL(MAX(seq), 0) FROM audit_checkpoints)").fetchone()
+        return int(row[0]), int(row[1])
 
     def _insert_checkpoint(self, device_id: str, seq: int, head: str) -> Checkpoint:
         cp = Checkpoint.sign(self._key, device_id, seq, head)
@@ -124,17 +167,14 @@ class Outbox:
     def sign_tail(self, min_idle_s: float = 0.0) -> Checkpoint | None:
         """Sign the head if events after the last checkpoint have been idle ``min_idle_s``."""
         with self._db.lock:
-            if self._head_seq <= self._signed_seq or self._device_id is None or self._head_hash is None:
+            head_seq, signed_seq = self._sequences()
+            if head_seq <= signed_seq or time.monotonic() - self._last_append < min_idle_s:
                 return None
-            if time.monotonic() - self._last_append < min_idle_s:
-                return None
-            try:
-                cp = self._insert_checkpoint(self._device_id, self._head_seq, self._head_hash)
-                self._db.conn.commit()
-            except BaseException:
-                self._db.conn.rollback()
-                raise
-            self._signed_seq = self._head_seq
+            with self._write():  # read again under the write lock: another process may have signed or appended
+                head_seq, head_hash, device_id = self._head()
+                if head_seq <= self._sequences()[1] or device_id is None or head_hash is None:
+                    return None
+                cp = self._insert_checkpoint(device_id, head_seq, head_hash)
         for callback in self._listeners:
             callback()
         return cp
@@ -165,11 +205,12 @@ class Outbox:
     def acknowledge_through(self, events_through: int, checkpoint_through: int) -> int:
         """Central holds every event up to ``events_through``: drop those rows. Returns rows removed."""
         with self._db.lock:
-            if events_through > self._head_seq or checkpoint_through > self._head_seq:
+            head_seq = self._sequences()[0]
+            if events_through > head_seq or checkpoint_through > head_seq:
                 logger.warning("ack claims seq %s/%s beyond our head %s; ignoring the excess",
-                               events_through, checkpoint_through, self._head_seq)
-            events_through = min(events_through, self._head_seq)
-            checkpoint_through = min(checkpoint_through, self._head_seq)
+                               events_through, checkpoint_through, head_seq)
+            events_through = min(events_through, head_seq)
+            checkpoint_through = min(checkpoint_through, head_seq)
             cur = self._db.conn.execute(
                 "DELETE FROM audit_outbox WHERE (kind = 'event' AND seq <= ?) OR (kind = 'checkpoint' AND seq <= ?)",
                 (events_through, checkpoint_through))
@@ -183,4 +224,6 @@ class Outbox:
 
     def verify(self) -> VerifyReport:
         """Check the whole local log against its hashes and signed checkpoints."""
-        return audit_log.verify(self._db, self._device_id or "unknown", self._key.public_key())
+        with self._db.lock:
+            device_id = self._head()[2]
+        return audit_log.verify(self._db, device_id or "unknown", self._key.public_key())

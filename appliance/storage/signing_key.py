@@ -1,6 +1,6 @@
 """The device's Ed25519 audit signing key, sealed to the TPM or in a 0600 file beside the device database.
 
-The key is stored through ``provisioning.keys`` (sealed when the desk's key policy gives a
+The key is stored through ``devicekeys.keys`` (sealed when the desk's key policy gives a
 TPM, else a 0600 file reported as weaker in the health heartbeat). The public half is written
 next to it (``audit-signing.pub``, PEM) so provisioning can register it with central
 (``python -m central devices register``).
@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.audit.checkpoint import public_key_pem
 from core.audit.errors import KeyFormatError
-from provisioning.keys import load_or_create_secret
-from provisioning.tpm import Tpm
+from devicekeys.keys import load_or_create_secret
+from devicekeys.tpm import Tpm
 
 KEY_NAME = "audit-signing.key"
 PUBLIC_NAME = "audit-signing.pub"

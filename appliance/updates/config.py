@@ -29,10 +29,11 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import Updater
 
 from appliance.storage.desk_config import AppliedConfig, DeskConfigStore
+from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
 from appliance.updates.trust import UpdateError, UpdateRefusedError, UpdateUnavailableError, explain_tuf_error
-from appliance.updates.updater import ACTOR, AuditLike
 from core.desk_config import MAX_CONFIG_BYTES, ConfigTargetInfo, DeskConfig, config_digest, is_config
 from core.errors import WireFormatError
+from tufrepo.failures import TufError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class ConfigUpdater:
         self._store = store
         self._audit = audit
         self._clock = clock
-        self._last_refusal: tuple[str, str | None] | None = None
+        self._refusals = RefusalRecord(audit, AUDIT_TYPE, "configuration")
         self.last_result: ConfigResult | None = None
 
     def applied_version(self) -> int:
@@ -125,7 +126,7 @@ class ConfigUpdater:
                 result = self._apply(updater, offer, applied)
         except UpdateRefusedError as e:
             result = ConfigResult("refused", applied.version if applied else 0, str(e), target, e.reason)
-            self._audit_refusal(result)
+            self._refusals.record(result.reason, result.target, result.message, config_version=result.version)
         except UpdateError as e:
             result = ConfigResult("unavailable", applied.version if applied else 0, str(e), target, e.reason)
             logger.warning("configuration update unavailable: %s", e)
@@ -171,7 +172,7 @@ class ConfigUpdater:
                 f"central signed it as (an old configuration replayed under a new name?). It was not applied. "
                 f"{keeps} Tell the RFR team.", "result_mismatch")
         changes = self._store.apply(config, offer.info.digest, self._clock())
-        self._last_refusal = None
+        self._refusals.clear()
         previous = applied.version if applied else None
         logger.info("configuration v%d applied from %s", config.version, offer.name)
         self._audit.record(AUDIT_TYPE, ACTOR, "ok", config_version=config.version, previous_version=previous,
@@ -198,7 +199,7 @@ class ConfigUpdater:
             path.unlink(missing_ok=True)
 
     @staticmethod
-    def _explain(error: Exception, applied: AppliedConfig | None) -> UpdateError:
+    def _explain(error: TufError, applied: AppliedConfig | None) -> UpdateError:
         """TUF's verdict with the library wording replaced: the reason codes are the same as for libraries."""
         explained = explain_tuf_error(error, 0)
         message = f"The signed configuration failed verification ({error}). Nothing was applied. {_keeps(applied)}"
@@ -206,12 +207,3 @@ class ConfigUpdater:
             return ConfigRefusedError(message, explained.reason)
         return UpdateUnavailableError(f"Could not download the configuration from central ({error}). "
                                       f"{_keeps(applied)} The desk tries again later.")
-
-    def _audit_refusal(self, result: ConfigResult) -> None:
-        key = (result.reason or "", result.target)
-        if key == self._last_refusal:
-            return
-        self._last_refusal = key
-        logger.warning("configuration refused (%s): %s", result.reason, result.message)
-        self._audit.record(AUDIT_TYPE, ACTOR, "refused", reason=result.reason, message=result.message[:1000],
-                           config_version=result.version, target=result.target)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tuf.api import exceptions as tuf_errors
-
 from core.errors import CustodyRfrError
 from core.library_announce import LibraryTargetInfo
+from tufrepo.failures import TufError, TufFailure
 
 _KEEPS = "This desk keeps using library version {version}."
 
@@ -151,37 +150,15 @@ def check_claims(offer: Offer, version: int, digest: str, embedder_id: str, prev
         )
 
 
-# TUF's error classes, most specific first, with what each means at a custody desk.
-_TUF_EXPLANATIONS: tuple[tuple[type[Exception], str, str], ...] = (
-    (tuf_errors.ExpiredMetadataError, "expired_metadata",
-     "Central's signed library list has expired ({detail}). Either central has stopped re-signing it or "
-     "something between this desk and central is replaying old data (a freeze). Nothing was installed."),
-    (tuf_errors.EqualVersionNumberError, "metadata_rollback",
-     "Central sent a signed library list that contradicts one already seen ({detail}). Nothing was installed."),
-    (tuf_errors.BadVersionNumberError, "metadata_rollback",
-     "Central's signed library list is older than one this desk has already seen ({detail}): a rollback. "
-     "Nothing was installed."),
-    (tuf_errors.UnsignedMetadataError, "bad_signature",
-     "The library list is not signed by central's keys ({detail}): it was altered or signed with the wrong "
-     "key. Nothing was installed."),
-    (tuf_errors.LengthOrHashMismatchError, "altered_download",
-     "A downloaded file does not match what central signed ({detail}): it was altered, truncated or mixed "
-     "with files from another publication. It was discarded."),
-    (tuf_errors.DownloadLengthMismatchError, "oversized_download",
-     "A download was larger than central signed for ({detail}); it was stopped and discarded."),
-    (tuf_errors.RepositoryError, "bad_metadata",
-     "Central's signed library list failed verification ({detail}). Nothing was installed."),
-)
+# What the desk calls the signed list and the download in ``TufFailure``'s sentences.
+_LISTING, _DOWNLOAD = "library list", "library update"
 
 
-def explain_tuf_error(error: Exception, installed_version: int) -> UpdateError:
+def explain_tuf_error(error: TufError, installed_version: int) -> UpdateError:
     """Turn a python-tuf exception into an error worded for the desk, keeping its type family."""
     keeps = _KEEPS.format(version=installed_version)
-    for cls, reason, text in _TUF_EXPLANATIONS:
-        if isinstance(error, cls):
-            return VerificationRefusedError(f"{text.format(detail=error)} {keeps} Tell the RFR team if this "
-                                            f"happens again.", reason)
-    if isinstance(error, tuf_errors.DownloadError):
-        return UpdateUnavailableError(f"Could not download the library update from central ({error}). {keeps} "
-                                      f"The desk tries again later.")
-    return UpdateError(f"The library update failed ({error}). {keeps}")
+    failure = TufFailure.of(error, listing=_LISTING, download=_DOWNLOAD)
+    if failure.refused:
+        return VerificationRefusedError(f"{failure.message} {keeps} Tell the RFR team if this happens again.",
+                                        failure.reason)
+    return UpdateUnavailableError(f"{failure.message} {keeps} The desk tries again later.")

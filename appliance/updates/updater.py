@@ -24,12 +24,14 @@ import ssl
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
+from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
+from appliance.updates.config import ConfigUpdater
 from appliance.updates.fetcher import ResumingFetcher
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.trust import (
@@ -52,12 +54,8 @@ from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbac
 from library.snapshot import Snapshot
 from library.store import LibraryStore
 
-if TYPE_CHECKING:  # config.py imports this module for ACTOR and AuditLike
-    from appliance.updates.config import ConfigUpdater
-
 logger = logging.getLogger(__name__)
 
-ACTOR = "system"
 MAX_STEPS = 8  # deltas chained in one check before giving the desk back
 
 
@@ -68,12 +66,6 @@ class LibraryHolderLike(Protocol):
     def current(self) -> Snapshot: ...
 
     def swap(self, new: Snapshot) -> Snapshot: ...
-
-
-class AuditLike(Protocol):
-    """``appliance.services.audit.AuditLog``."""
-
-    def record(self, type: str, actor: str, outcome: str, **details: Any) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -109,7 +101,7 @@ class LibraryUpdater:
         self.config = config
         self._lock = threading.Lock()
         self._retired: list[Snapshot] = []
-        self._last_refusal: tuple[str, str | None] | None = None
+        self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,7 +141,8 @@ class LibraryUpdater:
             except UpdateRefusedError as e:
                 result = UpdateResult("refused", self._holder.current.version, str(e),
                                       current.version, e.target, e.reason)
-                self._audit_refusal(result)
+                self._refusals.record(result.reason, result.target, result.message,
+                                      installed_version=result.installed_version)
             except UpdateError as e:
                 result = UpdateResult("unavailable", self._holder.current.version, str(e),
                                       current.version, None, e.reason)
@@ -304,7 +297,7 @@ class LibraryUpdater:
         finally:
             path.unlink(missing_ok=True)
         self._retire(old)
-        self._last_refusal = None
+        self._refusals.clear()
         logger.info("library v%d installed from %s", new.version, offer.name)
         self._audit.record("library_update", ACTOR, "ok", library_version=new.version,
                            previous_version=old.version, kind=offer.info.kind, target=offer.name,
@@ -345,15 +338,3 @@ class LibraryUpdater:
         for snapshot in self._retired:
             snapshot.close()
         self._retired = [old]
-
-    def _audit_refusal(self, result: UpdateResult) -> None:
-        """Record a refusal once, not on every poll while the same problem lasts."""
-        key = (result.reason or "", result.target)
-        if key == self._last_refusal:
-            return
-        self._last_refusal = key
-        logger.warning("library update refused (%s): %s", result.reason, result.message)
-        self._audit.record("library_update_refused", ACTOR, "refused", reason=result.reason,
-                           message=result.message[:1000], installed_version=result.installed_version,
-                           target=result.target)
-

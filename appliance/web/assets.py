@@ -7,7 +7,6 @@ from functools import cache
 from pathlib import Path
 
 from flask import Blueprint, Response, abort
-from werkzeug.security import safe_join
 
 from supply.pinned import member
 
@@ -29,16 +28,27 @@ def htmx_js() -> Response:
 
 
 @cache
-def _static(filename: str) -> tuple[bytes, str] | None:
-    path = safe_join(str(STATIC_DIR), filename)
-    if path is None or not Path(path).is_file():
-        return None
-    return Path(path).read_bytes(), mimetypes.guess_type(path)[0] or "application/octet-stream"
+def _files() -> dict[str, tuple[bytes, str]]:
+    """Every file shipped in ``static/``, read once: the fixed set a request can name.
+
+    A lookup in this table touches neither the disk nor a cache, so a flood of made-up or
+    over-long names costs nothing and grows nothing (a per-name cache used to keep every miss).
+    """
+    files = {}
+    for path in sorted(STATIC_DIR.rglob("*")):
+        if path.is_file():
+            name = path.relative_to(STATIC_DIR).as_posix()
+            files[name] = (path.read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream")
+    return files
+
+
+def served_names() -> frozenset[str]:
+    return frozenset(_files())
 
 
 def static_file(filename: str) -> Response:
-    """The app's own CSS and JS, read once and answered from memory."""
-    found = _static(filename)
+    """The app's own CSS and JS, answered from memory."""
+    found = _files().get(filename)
     if found is None:
         abort(404, "There is no such file on this device.")
     data, mimetype = found

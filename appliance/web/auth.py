@@ -6,19 +6,21 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
 from appliance.services.accounts import AccountService, LoginRefusedError, User
+from appliance.web import current_desk
+from core.redirects import safe_next
 
 bp = Blueprint("auth", __name__)
 
 
 def accounts() -> AccountService:
-    return current_app.extensions["rfr"]["accounts"]
+    return current_desk().accounts
 
 
 def audit(type: str, actor: str, outcome: str, **details: Any) -> None:
-    current_app.extensions["rfr"]["audit"].record(type, actor, outcome, **details)
+    current_desk().audit.record(type, actor, outcome, **details)
 
 
 def load_user() -> None:
@@ -51,9 +53,7 @@ def current_user() -> User:
 
 
 def _safe_next(value: str | None) -> str:
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return url_for("desk.home")
+    return safe_next(value) or url_for("desk.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
 from appliance.services.accounts import AccountService, LoginRefusedError
 from appliance.services.cases import (
@@ -35,7 +35,8 @@ from appliance.services.policy import (
     check_can_view_case,
     required_approval,
 )
-from appliance.services.retention import RetentionService, day
+from appliance.services.retention import day
+from appliance.web import current_desk
 from appliance.web.auth import current_user, login_required
 from models.errors import ImageRejectedError, NoFaceError
 
@@ -43,17 +44,16 @@ bp = Blueprint("cases", __name__, url_prefix="/cases")
 
 
 def cases() -> CaseService:
-    return current_app.extensions["rfr"]["cases"]
+    return current_desk().cases
 
 
 def accounts() -> AccountService:
-    return current_app.extensions["rfr"]["accounts"]
+    return current_desk().accounts
 
 
 def retention_notice(case: Case) -> str | None:
     """When a retained viable match's images will be destroyed, or that no retention period is set."""
-    retention: RetentionService | None = current_app.extensions["rfr"].get("retention")
-    return retention.notice(case) if retention is not None else None
+    return current_desk().retention.notice(case)
 
 
 def _page(case_id: str, status: int = 200, error: str | None = None, errors: dict[str, str] | None = None,

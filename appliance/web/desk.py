@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.services.cases import STATE_LABELS, CaseService, State, SubmissionInvalid
 from appliance.services.policy import (
@@ -14,6 +14,7 @@ from appliance.services.policy import (
     check_can_submit,
     validate_submission,
 )
+from appliance.web import current_desk
 from appliance.web.auth import current_user, login_required
 
 bp = Blueprint("desk", __name__)
@@ -21,7 +22,7 @@ APPROVERS = (Role.INSPECTOR, Role.SUPERINTENDENT)
 
 
 def cases() -> CaseService:
-    return current_app.extensions["rfr"]["cases"]
+    return current_desk().cases
 
 
 @bp.get("/")
@@ -42,7 +43,7 @@ def home():  # type: ignore[no-untyped-def]
         sections.append(("Your cases", [c for c in everything if c.submitted_by == user.username]))
     if user.role is Role.AUDITOR:
         sections.append(("All cases on this device (read only)", everything))
-    accounts = current_app.extensions["rfr"]["accounts"].list() if user.role is Role.DEVICE_ADMIN else None
+    accounts = current_desk().accounts.list() if user.role is Role.DEVICE_ADMIN else None
     return render_template("home.html", sections=sections, state_labels=STATE_LABELS, accounts=accounts,
                            can_submit=user.role not in (Role.TECHNICAL_ADVISER, Role.AUDITOR, Role.DEVICE_ADMIN))
 

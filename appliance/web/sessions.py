@@ -5,6 +5,11 @@ cannot be ended from the server and outlives a sign-out if copied. Here the
 data (username, CSRF token) lives in the encrypted device database via
 ``SessionManager``, which applies the idle and absolute timeouts; sign-in
 rotates the token (no session fixation) and sign-out deletes the row.
+
+Only a signed-in session gets a row. Before sign-in the only thing kept is the sign-in
+form's CSRF token, and writing (and fsyncing) a row for it let anyone fill the device
+database by fetching ``/login`` in a loop; it travels instead in a short-lived cookie signed
+with the app's secret key, and is dropped at sign-in.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from typing import Any
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import CallbackDict
 
 from appliance.services.accounts import SessionManager
 
 COOKIE_NAME = "rfr_session"
+SIGNIN_COOKIE = "rfr_signin"
+_SIGNIN_SALT = "rfr-desk-signin-form"
+SIGNED_IN_KEY = "username"
 
 
 class ServerSession(CallbackDict[str, Any], SessionMixin):
@@ -46,29 +55,50 @@ class ServerSessionInterface(SessionInterface):
     def __init__(self, manager: SessionManager, secure: bool) -> None:
         self.manager, self.secure = manager, secure
 
+    def _signin_serializer(self, app: Flask) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(app.secret_key or "", salt=_SIGNIN_SALT)
+
+    def _cookie(self, response: Response, name: str, value: str | None) -> None:
+        if value is None:
+            response.delete_cookie(name, path="/", httponly=True, samesite="Strict", secure=self.secure)
+        else:
+            response.set_cookie(name, value, path="/", httponly=True, samesite="Strict", secure=self.secure)
+
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         token = request.cookies.get(COOKIE_NAME)
-        if not token:
-            return ServerSession()
-        data = self.manager.load(token)
-        if data is None:
-            return ServerSession(expired=True)
-        return ServerSession(data, token=token)
+        if token:
+            data = self.manager.load(token)
+            if data is None:
+                return ServerSession(expired=True)
+            return ServerSession(data, token=token)
+        signin = request.cookies.get(SIGNIN_COOKIE)
+        if signin:
+            try:
+                data = self._signin_serializer(app).loads(signin, max_age=self.manager.idle_s)
+            except BadSignature:
+                return ServerSession()
+            if isinstance(data, dict) and SIGNED_IN_KEY not in data:
+                return ServerSession(data)
+        return ServerSession()
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         assert isinstance(session, ServerSession)
         if session.ended:
             if session.token:
                 self.manager.end(session.token)
-            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Strict", secure=self.secure)
+            self._cookie(response, COOKIE_NAME, None)
             return
-        if session.rotate or (session.token is None and session):
+        if SIGNED_IN_KEY in session and (session.rotate or session.token is None):
             if session.token:
                 self.manager.end(session.token)
-            token = self.manager.create(dict(session))
-            response.set_cookie(COOKIE_NAME, token, path="/", httponly=True, samesite="Strict", secure=self.secure)
+            self._cookie(response, COOKIE_NAME, self.manager.create(dict(session)))
+            self._cookie(response, SIGNIN_COOKIE, None)
             return
         if session.token:
             self.manager.save(session.token, dict(session))  # also marks the session as used now
-        elif session.expired:
-            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Strict", secure=self.secure)
+            return
+        if session.expired:
+            self._cookie(response, COOKIE_NAME, None)
+        if session.modified and session:
+            self._cookie(response, SIGNIN_COOKIE, self._signin_serializer(app).dumps(dict(session)))
+

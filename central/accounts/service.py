@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from central.accounts.store import AccountRow, AccountStore
 from core.desk_config import USERNAME
 from core.errors import CustodyRfrError
+from core.lockout import NOT_LOCKED, LockoutRule
 from core.passwords import DUMMY_HASH, hash_password, verify_password
 
 ROLES = ("auditor", "peer_reviewer", "fleet_admin")
 MIN_PASSWORD_LENGTH = 12
-LOCKOUT_AFTER = 5
-LOCKOUT_MINUTES = 15
+LOCKOUT = LockoutRule(after=5, minutes=15)
 Clock = Callable[[], float]
 
 WRONG = "The username or password is wrong."
@@ -103,20 +103,19 @@ class AccountService:
         if row is None or row.disabled:
             verify_password(password, DUMMY_HASH)
             raise LoginRefusedError(WRONG)
-        if row.locked_until > now:
-            minutes = max(1, round((row.locked_until - now) / 60))
-            raise LoginRefusedError(f"This account is locked after {LOCKOUT_AFTER} wrong passwords. "
+        minutes = LOCKOUT.minutes_left(row.locked_until, now)
+        if minutes is not None:
+            raise LoginRefusedError(f"This account is locked after {LOCKOUT.after} wrong passwords. "
                                     f"Try again in {minutes} minutes, or ask the RFR team's administrator.")
         if not verify_password(password, row.password_hash):
-            failed = row.failed_logins + 1
-            if failed >= LOCKOUT_AFTER:
-                self._store.set_failures(row.username, 0, now + LOCKOUT_MINUTES * 60)
-                raise LoginRefusedError(f"The password is wrong. The account is now locked for {LOCKOUT_MINUTES} "
+            failures = LOCKOUT.after_failure(row.failed_logins, now)
+            self._store.set_failures(row.username, failures.count, failures.locked_until)
+            if failures.locked:
+                raise LoginRefusedError(f"The password is wrong. The account is now locked for {LOCKOUT.minutes} "
                                         "minutes.")
-            self._store.set_failures(row.username, failed, 0)
             raise LoginRefusedError(WRONG)
         if row.failed_logins:
-            self._store.set_failures(row.username, 0, 0)
+            self._store.set_failures(row.username, 0, NOT_LOCKED)
         return Account(row.username, row.roles, row.session_generation)
 
     def account(self, username: str) -> Account | None:

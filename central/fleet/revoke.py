@@ -25,9 +25,9 @@ from core.audit.checkpoint import public_key_pem
 from core.errors import CustodyRfrError
 from core.fleet import FleetCommand
 from core.topics import fleet_command_topic, validate_device_id
+from devicekeys.files import write_atomic, write_private
 from provisioning.ca import IssuingCa
 from provisioning.crl import reload_broker, write_crl
-from provisioning.files import write_atomic, write_private
 from provisioning.ledger import Ledger
 
 logger = logging.getLogger(__name__)

@@ -21,12 +21,14 @@ from pathlib import Path
 
 from central.publish import describe
 from central.publish.announcer import ANNOUNCEMENT_FILE  # the running server retains it on MQTT
-from central.publish.repository import PublishError, TufRepository, atomic_write, init_repository, utc_now
+from central.publish.repository import PublishError, TufRepository, init_repository
 from central.publish.settings import PublishSettings, load
 from core.desk_config import hash_password
 from core.errors import CustodyRfrError
+from core.files import atomic_write
 from core.library_announce import LibraryAnnouncement
 from library.snapshot import read_key_file
+from tufrepo.repository import utc_now
 
 ROOT_WARNING = timedelta(days=30)
 

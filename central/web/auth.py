@@ -34,6 +34,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from central.accounts.service import ROLES, Account, AccountService, LoginRefusedError
+from core.redirects import safe_next
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +111,9 @@ def home_for(user: Account) -> str | None:
     return None
 
 
-def _safe_next(value: str | None) -> str | None:
-    """Only a path on this site: never ``//host``, a scheme, or a backslash browsers treat as a slash."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value \
-            and not any(c in value for c in "\r\n\t"):
-        return value
-    return None
-
-
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
-    next_url = _safe_next(request.args.get("next"))
+    next_url = safe_next(request.args.get("next"))
     if request.method == "GET":
         user = current_user()
         target = (next_url or home_for(user)) if user is not None else None

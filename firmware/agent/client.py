@@ -3,8 +3,9 @@
 ngclient checks the root chain, signatures and thresholds of every role,
 versions never going back, expiry, and the target's length and sha256. This
 module only lists what the verified targets metadata offers and maps TUF's
-errors to the agent's two families: refused (an attack or a mistake, the
-desk keeps its version) and unavailable (try again later).
+errors, through the one table in ``tufrepo.failures``, to the agent's two
+families: refused (an attack or a mistake, the desk keeps its version) and
+unavailable (try again later).
 """
 
 from __future__ import annotations
@@ -19,28 +20,17 @@ from tuf.ngclient import Updater
 from firmware.agent.state import Offer
 from firmware.errors import FirmwareError, UpdateRefusedError, UpdateUnavailableError
 from firmware.version import Version
+from tufrepo.failures import TufError, TufFailure
 
 logger = logging.getLogger(__name__)
 
 
-def explain(error: Exception) -> UpdateRefusedError | UpdateUnavailableError:
+def explain(error: TufError) -> UpdateRefusedError | UpdateUnavailableError:
     """A TUF error as the agent's own, with a reason word and a message a person can act on."""
-    if isinstance(error, tuf_errors.DownloadLengthMismatchError):
-        return UpdateRefusedError("oversized_download", f"A download was larger than signed ({error}); discarded.")
-    if isinstance(error, tuf_errors.DownloadError):
-        return UpdateUnavailableError(f"Could not reach the release repository ({error}); will try again later.")
-    if isinstance(error, tuf_errors.LengthOrHashMismatchError):
-        return UpdateRefusedError("altered_download", f"A downloaded file does not match what central signed "
-                                                      f"({error}): it was altered or truncated.")
-    if isinstance(error, tuf_errors.BadVersionNumberError):
-        return UpdateRefusedError("metadata_rollback", f"The signed release list is older than one this desk has "
-                                                       f"already seen ({error}).")
-    if isinstance(error, tuf_errors.ExpiredMetadataError):
-        return UpdateRefusedError("expired_metadata", f"The signed release list has expired ({error}).")
-    if isinstance(error, tuf_errors.UnsignedMetadataError):
-        return UpdateRefusedError("bad_signature", f"The release list is not signed by the release keys this "
-                                                   f"desk trusts ({error}).")
-    return UpdateRefusedError("repository_error", f"The release repository is not valid ({error}).")
+    failure = TufFailure.of(error, listing="release list", download="release")
+    if failure.refused:
+        return UpdateRefusedError(failure.reason, failure.message)
+    return UpdateUnavailableError(f"{failure.message} The agent tries again at its next run.")
 
 
 class ReleaseClient:

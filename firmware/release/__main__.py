@@ -18,7 +18,7 @@ from pathlib import Path
 from firmware.bundle import extract_bundle
 from firmware.errors import FirmwareError
 from firmware.release.build import build_bundle
-from firmware.release.repository import ReleaseRepository, init_release_repository, load_signer
+from firmware.release.repository import ReleaseRepository, init_release_repository
 from firmware.version import Version
 
 
@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="rfr-release-check-") as tmp:
                 manifest = extract_bundle(args.bundle, Path(tmp))  # version comes from the bundle, not the CLI
             target = repo.publish(args.bundle, manifest.version, manifest.min_from,
-                                  [load_signer(k) for k in args.release_key])
+                                  [ReleaseRepository.load_signer(k) for k in args.release_key])
             print(f"published {target.path} (version {manifest.version}, {target.length} bytes)")
         elif args.command == "withdraw":
-            ReleaseRepository(args.repo).withdraw(Version(args.version), [load_signer(k) for k in args.release_key])
+            repo = ReleaseRepository(args.repo)
+            repo.withdraw(Version(args.version), [ReleaseRepository.load_signer(k) for k in args.release_key])
             print(f"withdrew {args.version}")
         elif args.command == "refresh-timestamp":
-            ReleaseRepository(args.repo).refresh_timestamp()
+            ReleaseRepository(args.repo).refresh()
             print("timestamp re-signed")
         else:
             published = ReleaseRepository(args.repo).published()

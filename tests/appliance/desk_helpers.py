@@ -44,7 +44,7 @@ def fast_kdf(monkeypatch: Any) -> None:
 
 
 def add_users(app: Flask, users: dict[str, str] = USERS) -> None:
-    accounts = app.extensions["rfr"]["accounts"]
+    accounts = app.extensions["desk"].accounts
     for name, role in users.items():
         accounts.add(name, role, PASSWORD)
 

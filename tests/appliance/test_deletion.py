@@ -13,6 +13,7 @@ import base64
 import logging
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 import cv2
@@ -76,7 +77,7 @@ def test_no_viable_match_destroys_probe_template_and_crops_everywhere(desk_app, 
     since = time.time() - 1
     data_dir = tmp_path / "device"
     key = cipher.read_key_file(data_dir / "device.key")
-    service = desk_app.extensions["rfr"]["cases"]
+    service = desk_app.extensions["desk"].cases
 
     desk, case_id = approved_case(desk_app)
     jpeg = unique_probe(face_photo)
@@ -84,10 +85,10 @@ def test_no_viable_match_destroys_probe_template_and_crops_everywhere(desk_app, 
     probe = service.probe(case_id)
     thumbnail = desk.get(f"/cases/{case_id}/probe.jpg").data
     assert thumbnail == probe.thumbnail
-    needles = runs(jpeg, 48) + runs(probe.template, 32) + runs(thumbnail, 32)
+    needles = runs(probe.image, 48) + runs(probe.template, 32) + runs(thumbnail, 32)
 
     # Control: while the case is open, the scanner does find the biometrics in the decrypted database.
-    desk_app.extensions["rfr"]["db"].conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    desk_app.extensions["desk"].db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert "device.db (decrypted pages)" in places_holding(needles, data_dir, key, caplog.text, since)
 
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
@@ -100,12 +101,12 @@ def test_no_viable_match_destroys_probe_template_and_crops_everywhere(desk_app, 
     assert "Closed: no viable match" in page and "were destroyed" in page
     assert places_holding(needles, data_dir, key, caplog.text, since) == []
     # Logically gone too, and the images are no longer served.
-    conn = desk_app.extensions["rfr"]["db"].conn
+    conn = desk_app.extensions["desk"].db.conn
     for table in BIOMETRIC_TABLES:
         assert conn.execute(f"SELECT count(*) FROM {table} WHERE case_id = ?", (case_id,)).fetchone()[0] == 0
     assert desk.get(f"/cases/{case_id}/probe.jpg").status_code == 404
     # Only the audit record remains: who, when, why, outcome.
-    deletion = [p.payload for p in desk_app.extensions["rfr"]["outbox"].pending(limit=500)
+    deletion = [p.payload for p in desk_app.extensions["desk"].outbox.pending(limit=500)
                 if b'"type":"deletion"' in p.payload]
     assert len(deletion) == 1 and case_id.encode() in deletion[0] and b'"destroyed"' in deletion[0]
 
@@ -116,14 +117,47 @@ def test_withdrawing_a_case_destroys_its_photo(desk_app, face_photo, tmp_path):
     desk, case_id = approved_case(desk_app)
     jpeg = unique_probe(face_photo)
     desk.upload(case_id, jpeg)
+    stored = desk_app.extensions["desk"].cases.probe(case_id).image
     assert desk.post(f"/cases/{case_id}/withdraw").status_code == 302
     assert "Withdrawn" in desk.get(f"/cases/{case_id}").get_data(as_text=True)
     plain = database_plaintext(data_dir / "device.db", key) + wal_plaintext(data_dir / "device.db-wal", key)
-    assert not any(n in plain for n in runs(jpeg, 48))
+    assert not any(n in plain for n in runs(stored, 48) + runs(jpeg, 48))
+
+
+def gps_tagged_jpeg(face_photo) -> tuple[bytes, list[bytes]]:
+    """A face photo carrying EXIF with a GPS position, a camera serial number and a maker note."""
+    from PIL import Image
+
+    image = Image.open(face_photo("obama3.jpg"))
+    exif = Image.Exif()
+    exif[0x010F] = "ACME-CUSTODY-CAM"                     # Make
+    exif[0xA431] = "SERIAL-7731-XQZ"                      # BodySerialNumber
+    exif[0x8825] = {1: "N", 2: (51.0, 30.0, 26.46), 3: "W", 4: (0.0, 7.0, 39.9)}  # GPS: a street in London
+    out = BytesIO()
+    image.save(out, "JPEG", quality=92, exif=exif, comment=b"CUSTODY-SUITE-B-DESK-4")
+    data = out.getvalue()
+    markers = [b"ACME-CUSTODY-CAM", b"SERIAL-7731-XQZ", b"CUSTODY-SUITE-B-DESK-4", b"Exif\x00\x00"]
+    assert all(m in data for m in markers)  # the control: the upload does carry them
+    return data, markers
+
+
+def test_the_stored_probe_keeps_pixels_and_no_metadata(desk_app, face_photo, tmp_path):
+    # The upload's EXIF (GPS position, camera serial) used to be stored with the probe (fails on the old code).
+    data_dir = tmp_path / "device"
+    key = cipher.read_key_file(data_dir / "device.key")
+    desk, case_id = approved_case(desk_app)
+    upload, markers = gps_tagged_jpeg(face_photo)
+    assert desk.upload(case_id, upload).status_code == 200
+    stored = desk_app.extensions["desk"].cases.probe(case_id).image
+    assert stored.startswith(b"\x89PNG")
+    desk_app.extensions["desk"].db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    plain = database_plaintext(data_dir / "device.db", key) + wal_plaintext(data_dir / "device.db-wal", key)
+    assert runs(stored, 48)[0] in plain  # the scanner sees the stored probe
+    assert [m for m in markers if m in plain] == []
 
 
 def test_multi_face_crops_are_destroyed_once_a_face_is_chosen(desk_app, group_photo):
-    service = desk_app.extensions["rfr"]["cases"]
+    service = desk_app.extensions["desk"].cases
     desk, case_id = approved_case(desk_app)
     html = desk.upload(case_id, group_photo.read_bytes()).get_data(as_text=True)
     assert "Which face is the detainee?" in html

@@ -25,10 +25,11 @@ from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex
 from core.peer_review import PeerReviewOutcome, PeerReviewRequest
 from core.topics import peer_review_outcome_topic, peer_review_request_topic
+from testbed.mosquitto import Broker
+from testbed.ports import free_port
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import Desk, add_users, approved_case, fast_kdf
 from tests.audit_support import wait_for
-from tests.broker import Broker, free_port
 from tests.central_signin import signed_in
 
 _ids = itertools.count(1)
@@ -47,7 +48,7 @@ def desk_app(tmp_path: Path, library, pipeline, port: int, monkeypatch) -> tuple
 
 
 def stop_desk(app: Flask) -> None:
-    app.extensions["rfr"]["publisher"].stop()
+    app.extensions["desk"].mqtt.stop()
 
 
 def to_peer_review(app: Flask, photo: bytes) -> str:
@@ -55,7 +56,7 @@ def to_peer_review(app: Flask, photo: bytes) -> str:
     desk, case_id = approved_case(app)
     assert desk.upload(case_id, photo).status_code == 200
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
-    ranks = [c.rank for c in app.extensions["rfr"]["cases"].candidates(case_id)]
+    ranks = [c.rank for c in app.extensions["desk"].cases.candidates(case_id)]
     decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-2": "needs_peer_review"}
     assert desk.post(f"/cases/{case_id}/adjudicate", {**decisions, "doubts": "Ear shape differs."}).status_code == 302
     assert state(app, case_id) == "awaiting_peer_review"
@@ -63,11 +64,11 @@ def to_peer_review(app: Flask, photo: bytes) -> str:
 
 
 def state(app: Flask, case_id: str) -> str:
-    return app.extensions["rfr"]["cases"].get(case_id).state.value
+    return app.extensions["desk"].cases.get(case_id).state.value
 
 
 def audit_events(app: Flask, type_: str) -> list[dict]:
-    db = app.extensions["rfr"]["db"]
+    db = app.extensions["desk"].db
     with db.lock:
         rows = db.conn.execute("SELECT payload FROM audit_log ORDER BY seq").fetchall()
     return [e for e in (json.loads(bytes(r[0])) for r in rows) if e["type"] == type_]
@@ -95,10 +96,10 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
     web, _ingest = central
     app, device = desk_app(tmp_path, demo_library, pipeline, mosquitto.port, monkeypatch)
     web.extensions["central.audit_store"].register_device(
-        device, public_key_hex(app.extensions["rfr"]["outbox"].public_key))
+        device, public_key_hex(app.extensions["desk"].outbox.public_key))
     reviews: PeerReviewStore = web.extensions["central.peer_reviews"]
     try:
-        assert app.extensions["rfr"]["publisher"].wait_connected(10)
+        assert app.extensions["desk"].mqtt.wait_connected(10)
         case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
         # The request reaches central: references and reasoning, no images.
         assert wait_for(lambda: len(reviews.pending()) == 1, timeout=10)
@@ -122,21 +123,21 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         assert response.status_code == 302
         # The outcome reaches the desk: the case closes and the probe is destroyed as usual.
         assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
-        assert app.extensions["rfr"]["cases"].probe(case_id) is None
+        assert app.extensions["desk"].cases.probe(case_id) is None
         completed = [e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]
         assert [(e["actor"], e["details"]["channel"]) for e in completed] == [("dr.r.reviewer", "central")]
         # The outcome is applied on the MQTT thread: the deletion's audit event may land just after the state.
         assert wait_for(lambda: [e["outcome"] for e in audit_events(app, "deletion")] == ["destroyed"], timeout=10)
-        assert app.extensions["rfr"]["cases"].peer_review(case_id).reviewer == "dr.r.reviewer"
+        assert app.extensions["desk"].cases.peer_review(case_id).reviewer == "dr.r.reviewer"
         assert wait_for(lambda: any(e["action"] == "outcome_sent" for e in reviews.log(request.request_id)))
         # A repeated outcome is ignored.
-        channel = app.extensions["rfr"]["cases"].channel
+        channel = app.extensions["desk"].cases.channel
         payload = PeerReviewOutcome(device_id=device, request_id=request.request_id, reviewer="Dr R Reviewer",
                                     decisions={2: "not_viable"}, notes="Different ear shape.").to_bytes()
         assert channel.receive_outcome(payload) == "repeat"
         assert len([e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]) == 1
         # Answered: the desk's copy of the request (references, scores, reasoning) is blanked.
-        db = app.extensions["rfr"]["db"]
+        db = app.extensions["desk"].db
         with db.lock:
             kept = db.conn.execute("SELECT payload FROM peer_review_outbox WHERE request_id = ?",
                                    (request.request_id,)).fetchone()
@@ -155,7 +156,7 @@ def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
     spy.subscribe(peer_review_request_topic(device), qos=1)
     spy.loop_start()
     try:
-        assert app.extensions["rfr"]["publisher"].wait_connected(10)
+        assert app.extensions["desk"].mqtt.wait_connected(10)
         case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
         sent = PeerReviewRequest.from_bytes(requests.get(timeout=10))
 
@@ -164,7 +165,7 @@ def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
                           decisions={2: "not_viable"}, notes="Different ear shape.")
             return PeerReviewOutcome(**{**values, **over}).to_bytes()
 
-        channel = app.extensions["rfr"]["cases"].channel
+        channel = app.extensions["desk"].cases.channel
         forged = [outcome(device_id="desk-someone-else"), outcome(request_id=str(uuid.uuid4())),
                   outcome(decisions={1: "not_viable"}), b'{"v": 1, "outcome": "confirmed_not_viable"}']
         for payload in forged:
@@ -172,7 +173,7 @@ def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
         for payload in forged:  # the same checks, seen directly
             assert channel.receive_outcome(payload) == "refused"
         assert state(app, case_id) == "awaiting_peer_review"
-        assert app.extensions["rfr"]["cases"].probe(case_id) is not None
+        assert app.extensions["desk"].cases.probe(case_id) is not None
         # Unanswered, the request is sent again (resend_after_s = 2); a genuine outcome then closes the case.
         assert PeerReviewRequest.from_bytes(requests.get(timeout=10)).request_id == sent.request_id
         spy.publish(peer_review_outcome_topic(device), outcome(), qos=1).wait_for_publish(5)
@@ -191,12 +192,12 @@ def test_a_request_made_while_the_broker_is_down_reaches_central_later(
     app, device = desk_app(tmp_path, demo_library, pipeline, broker.port, monkeypatch)
     db = tmp_path / "central.db"
     store = open_store(db)
-    store.register_device(device, public_key_hex(app.extensions["rfr"]["outbox"].public_key))
+    store.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
     ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-pr-late"), store)
     reviews = PeerReviewStore(db)
     try:
         case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
-        assert not app.extensions["rfr"]["publisher"].connected
+        assert not app.extensions["desk"].mqtt.connected
         broker.start()
         ingest.start()
         assert wait_for(lambda: len(reviews.pending()) == 1, timeout=30)

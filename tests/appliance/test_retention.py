@@ -88,9 +88,9 @@ def desk_app(app: Flask, monkeypatch, clock: Clock) -> Flask:
     """The desk with its users, the case service on the test clock and a retention job on the same clock."""
     fast_kdf(monkeypatch)
     add_users(app)
-    rfr = app.extensions["rfr"]
-    rfr["cases"]._clock = clock  # the desk's clock: what closed_at is stamped with
-    rfr["retention"] = RetentionService(rfr["cases"].store, rfr["desk_config"], rfr["audit"], clock=clock)
+    rfr = app.extensions["desk"]
+    rfr.cases._clock = clock  # the desk's clock: what closed_at is stamped with
+    rfr.retention = RetentionService(rfr.cases.store, rfr.desk_config, rfr.audit, clock=clock)
     return app
 
 
@@ -99,7 +99,7 @@ def searched(app: Flask, jpeg: bytes) -> tuple[Desk, str, list[int]]:
     assert desk.upload(case_id, jpeg).status_code == 200
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
     assert desk.get(f"/cases/{case_id}/candidates").status_code == 200
-    ranks = [c.rank for c in app.extensions["rfr"]["cases"].candidates(case_id)]
+    ranks = [c.rank for c in app.extensions["desk"].cases.candidates(case_id)]
     assert ranks, "the demo library should give candidates for obama3.jpg"
     return desk, case_id, ranks
 
@@ -110,24 +110,24 @@ def closed_viable(app: Flask, jpeg: bytes) -> tuple[Desk, str]:
     decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-1": "viable"}
     assert desk.post(f"/cases/{case_id}/adjudicate", decisions).status_code == 302
     assert desk.post(f"/cases/{case_id}/match-report", {"rank": "1", **MATCH_REPORT}).status_code == 302
-    assert app.extensions["rfr"]["cases"].get(case_id).state == "closed_viable"
+    assert app.extensions["desk"].cases.get(case_id).state == "closed_viable"
     return desk, case_id
 
 
 def closed_no_match(app: Flask, jpeg: bytes) -> tuple[Desk, str]:
     desk, case_id, ranks = searched(app, jpeg)
     assert desk.post(f"/cases/{case_id}/adjudicate", {f"decision-{r}": "not_viable" for r in ranks}).status_code == 302
-    assert app.extensions["rfr"]["cases"].get(case_id).state == "closed_no_match"
+    assert app.extensions["desk"].cases.get(case_id).state == "closed_no_match"
     return desk, case_id
 
 
 def events(app: Flask, type_: str, case_id: str) -> list[AuditEvent]:
-    found = [AuditEvent.from_bytes(p.payload) for p in app.extensions["rfr"]["outbox"].pending(limit=1000)]
+    found = [AuditEvent.from_bytes(p.payload) for p in app.extensions["desk"].outbox.pending(limit=1000)]
     return [e for e in found if e.type == type_ and e.details.get("case_id") == case_id]
 
 
 def biometric_rows(app: Flask, case_id: str) -> dict[str, int]:
-    conn = app.extensions["rfr"]["db"].conn
+    conn = app.extensions["desk"].db.conn
     return {t: conn.execute(f"SELECT count(*) FROM {t} WHERE case_id = ?", (case_id,)).fetchone()[0]
             for t in BIOMETRIC_TABLES}
 
@@ -138,9 +138,9 @@ def test_viable_match_past_the_period_is_destroyed_everywhere_and_audited(desk_a
     since = time.time() - 1
     data_dir = tmp_path / "device"
     key = cipher.read_key_file(data_dir / "device.key")
-    rfr = desk_app.extensions["rfr"]
-    service, retention = rfr["cases"], rfr["retention"]
-    apply_config(rfr["desk_config"], 2, days=90)
+    rfr = desk_app.extensions["desk"]
+    service, retention = rfr.cases, rfr.retention
+    apply_config(rfr.desk_config, 2, days=90)
 
     # Day 0: a viable match closes. Day 60: another viable match, and a case with no viable match.
     old_jpeg, new_jpeg = unique_probe(face_photo), unique_probe(face_photo)
@@ -161,7 +161,7 @@ def test_viable_match_past_the_period_is_destroyed_everywhere_and_audited(desk_a
     page = desk.get(f"/cases/{old}").get_data(as_text=True)
     assert f"These images will be destroyed on {day(old_closed_at + 90 * DAY_S)}" in page
     # Control: the retained images are in the decrypted database, so the scanner can see them.
-    rfr["db"].conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    rfr.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert "device.db (decrypted pages)" in places_holding(old_needles, data_dir, key, caplog.text, since)
 
     # Day 91: the first viable match is past 90 days; the second (31 days) is not.
@@ -187,7 +187,7 @@ def test_viable_match_past_the_period_is_destroyed_everywhere_and_audited(desk_a
     assert event.details["destroyed"] == purged[0].destroyed
     assert event.details["viable_match_days"] == 90 and event.details["config_version"] == 2
     assert "Match Report text" in event.details["retained"]
-    assert rfr["audit"].verify().ok
+    assert rfr.audit.verify().ok
 
     # The case page says plainly what happened and when; the images are not served, with the reason.
     page = desk.get(f"/cases/{old}").get_data(as_text=True)
@@ -221,26 +221,26 @@ def test_viable_match_past_the_period_is_destroyed_everywhere_and_audited(desk_a
 
 
 def test_without_a_configuration_nothing_is_purged_and_the_desk_says_so(desk_app, face_photo, clock, caplog):
-    rfr = desk_app.extensions["rfr"]
+    rfr = desk_app.extensions["desk"]
     desk, case_id = closed_viable(desk_app, unique_probe(face_photo))
     clock.days_from_now(3650)
     with caplog.at_level(logging.WARNING, logger="appliance.services.retention"):
-        assert rfr["retention"].purge() == []
+        assert rfr.retention.purge() == []
     assert "no retention period has been applied" in caplog.text
-    assert rfr["cases"].probe(case_id).image
+    assert rfr.cases.probe(case_id).image
     assert events(desk_app, "deletion", case_id)[-1].outcome == "partial_viable_match_retained"
     page = desk.get(f"/cases/{case_id}").get_data(as_text=True)
     assert "kept with the Match Report" in page and "No retention period has been set on this desk" in page
 
     # A configuration arrives: the next run destroys what is already past its period.
-    apply_config(rfr["desk_config"], 1, days=30)
-    assert [p.case_id for p in rfr["retention"].purge()] == [case_id]
-    assert rfr["cases"].probe(case_id) is None
+    apply_config(rfr.desk_config, 1, days=30)
+    assert [p.case_id for p in rfr.retention.purge()] == [case_id]
+    assert rfr.cases.probe(case_id) is None
 
 
 def write_settings(path: Path, app: Flask) -> Path:
     """The desk's settings as its TOML file (what ``--config`` names)."""
-    s = app.extensions["rfr"]["settings"]
+    s = app.extensions["desk"].settings
     path.write_text("\n".join([
         f'device_id = "{s.device_id}"', f'data_dir = "{s.data_dir}"', "",
         "[library]", f'path = "{s.library.path}"', f'key_file = "{s.library.key_file}"', "",
@@ -250,21 +250,20 @@ def write_settings(path: Path, app: Flask) -> Path:
 
 
 def test_the_command_purges_once_and_says_what_it_did(desk_app, face_photo, clock, capsys, tmp_path):
-    rfr = desk_app.extensions["rfr"]
-    settings = rfr["settings"]
+    rfr = desk_app.extensions["desk"]
+    settings = rfr.settings
     config = write_settings(tmp_path / "appliance.toml", desk_app)
     clock.days_from_now(-100)  # the case closed 100 days ago
     _, case_id = closed_viable(desk_app, unique_probe(face_photo))
-    closed_at = rfr["cases"].get(case_id).closed_at
+    closed_at = rfr.cases.get(case_id).closed_at
     capsys.readouterr()
 
-    # While the desk service runs it owns the audit log: the command refuses and changes nothing.
+    # While the desk service runs it purges by itself: the command refuses and changes nothing.
     assert appliance_main(["retention", "purge", "--config", str(config)]) == 1
     assert "the desk service is running" in capsys.readouterr().err
-    assert rfr["cases"].probe(case_id) is not None
+    assert rfr.cases.probe(case_id) is not None
 
-    rfr["service_lock"].release()  # the service stops
-    rfr["db"].close()
+    rfr.close()  # the service stops
     assert appliance_main(["retention", "purge", "--config", str(config)]) == 0
     assert capsys.readouterr().out.startswith("nothing to purge: no retention period has been applied")
 
@@ -299,14 +298,14 @@ class BrokenAudit:
 
 
 def test_a_purge_that_cannot_be_audited_destroys_nothing(desk_app, face_photo, clock):
-    rfr = desk_app.extensions["rfr"]
+    rfr = desk_app.extensions["desk"]
     _, case_id = closed_viable(desk_app, unique_probe(face_photo))
-    apply_config(rfr["desk_config"], 1, days=30)
+    apply_config(rfr.desk_config, 1, days=30)
     clock.days_from_now(31)
-    broken = RetentionService(rfr["cases"].store, rfr["desk_config"], BrokenAudit(), clock=clock)  # type: ignore[arg-type]
+    broken = RetentionService(rfr.cases.store, rfr.desk_config, BrokenAudit(), clock=clock)  # type: ignore[arg-type]
     with pytest.raises(RetentionError, match=f"not: {case_id} .OSError: disk full"):
         broken.purge()
-    assert rfr["cases"].probe(case_id).image and rfr["cases"].candidates(case_id)
-    assert rfr["cases"].get(case_id).biometrics_destroyed_at is None
-    assert [p.case_id for p in rfr["retention"].purge()] == [case_id]  # the next run does it, audited
+    assert rfr.cases.probe(case_id).image and rfr.cases.candidates(case_id)
+    assert rfr.cases.get(case_id).biometrics_destroyed_at is None
+    assert [p.case_id for p in rfr.retention.purge()] == [case_id]  # the next run does it, audited
     assert len([e for e in events(desk_app, "deletion", case_id) if e.actor == "system"]) == 1

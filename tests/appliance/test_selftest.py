@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from appliance.runtime import open_desk
 from appliance.services.selftest import CheckResult, run_selftest
 from appliance.settings import ApplianceSettings
 from appliance.storage.device_db import DB_NAME
-from appliance.web import create_app
 from provisioning.ca import CaLayout, init_ca
 from provisioning.ledger import Ledger
+from testbed.ports import free_port
 from tests.appliance.conftest import appliance_settings
-from tests.broker import free_port
 from tests.provisioning.desks import copy_library
 from tests.provisioning.fleet import TlsBroker, enrol
 
@@ -55,8 +55,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def started_once(tmp_path: Path, demo_library, pipeline, **over: object) -> ApplianceSettings:
     """A desk that has run once (device database created, library installed into its store) and stopped."""
     settings = appliance_settings(tmp_path, copy_library(tmp_path, demo_library), **over)
-    app = create_app(settings, pipeline=pipeline, start_sync=False)
-    app.extensions["rfr"]["db"].close()
+    open_desk(settings, pipeline=pipeline).close()
     return settings
 
 
@@ -97,16 +96,16 @@ def test_without_a_probe_a_stored_template_finds_itself(tmp_path, demo_library, 
 @pytest.mark.models
 def test_running_desk_keeps_its_broker_session(tmp_path, demo_library, pipeline, mosquitto):
     settings = appliance_settings(tmp_path, copy_library(tmp_path, demo_library), mqtt_port=mosquitto.port)
-    app = create_app(settings, pipeline=pipeline, start_sync=True)
-    publisher = app.extensions["rfr"]["publisher"]
+    desk = open_desk(settings, pipeline=pipeline)
+    desk.start()
+    publisher = desk.mqtt
     try:
         assert publisher.wait_connected(10)
         results = run(settings, pipeline)
         assert results["mqtt"].ok, results["mqtt"]
         assert publisher.connected and publisher.sessions == 1  # not kicked off, not reconnected
     finally:
-        publisher.stop()
-        app.extensions["rfr"]["db"].close()
+        desk.close()
 
 
 @pytest.mark.models
@@ -184,8 +183,9 @@ def tls_settings(tmp_path: Path, demo_library, pki, port: int, device_id: str) -
 def test_tls_checks_the_handshake_only_and_the_desk_keeps_its_session(tmp_path, demo_library, pipeline, fleet):
     pki = enrol(fleet.ca_dir, tmp_path / "device", "desk-tls-01")
     settings = tls_settings(tmp_path, demo_library, pki, fleet.devices.port, "desk-tls-01")
-    app = create_app(settings, pipeline=pipeline, start_sync=True)
-    publisher = app.extensions["rfr"]["publisher"]
+    desk = open_desk(settings, pipeline=pipeline)
+    desk.start()
+    publisher = desk.mqtt
     try:
         assert publisher.wait_connected(10)
         mqtt = run(settings, pipeline)["mqtt"]
@@ -193,8 +193,7 @@ def test_tls_checks_the_handshake_only_and_the_desk_keeps_its_session(tmp_path, 
         assert "handshake with the device certificate accepted; no MQTT CONNECT" in mqtt.detail
         assert publisher.connected and publisher.sessions == 1
     finally:
-        publisher.stop()
-        app.extensions["rfr"]["db"].close()
+        desk.close()
 
 
 @pytest.mark.models

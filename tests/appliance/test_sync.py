@@ -22,7 +22,8 @@ from central.settings import CentralMqttSettings as CentralMqtt
 from core.audit.checkpoint import public_key_hex
 from core.events import AuditEvent
 from core.topics import audit_topic
-from tests.broker import Broker, free_port
+from testbed.mosquitto import Broker
+from testbed.ports import free_port
 
 _ids = itertools.count(1)
 

@@ -19,6 +19,7 @@ from tests.appliance.desk_helpers import (
     add_users,
     approved_case,
     case_id_from,
+    csrf_from,
     fast_kdf,
 )
 
@@ -36,7 +37,7 @@ def subjects_in_order(html: str) -> list[str]:
 
 def events(app, type_: str) -> list[dict]:
     out = []
-    for p in app.extensions["rfr"]["outbox"].pending(limit=1000):
+    for p in app.extensions["desk"].outbox.pending(limit=1000):
         event = json.loads(p.payload)
         if event["type"] == type_:
             out.append(event)
@@ -44,7 +45,7 @@ def events(app, type_: str) -> list[dict]:
 
 
 def state_of(app, case_id: str) -> str:
-    return app.extensions["rfr"]["cases"].get(case_id).state.value
+    return app.extensions["desk"].cases.get(case_id).state.value
 
 
 def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
@@ -82,13 +83,25 @@ def test_wrong_password_is_announced_and_audited_then_locks_the_account(desk_app
     assert [e["outcome"] for e in events(desk_app, "login")] == ["refused"] * 6
 
 
+@pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "//evil.example",
+                                    "/%5Cevil.example", "https://evil.example/"])
+def test_sign_in_never_sends_anyone_off_site_or_fails_on_a_crafted_next(desk_app, target):
+    # /%09/evil.example used to become "Location: //evil.example"; %0a gave a 500.
+    desk = Desk(desk_app)
+    desk.token = csrf_from(desk.client.get("/login").get_data(as_text=True))
+    response = desk.client.post(f"/login?next={target}", data={"username": "officer", "password": PASSWORD,
+                                                               "csrf_token": desk.token})
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
 def test_session_cookie_is_opaque_rotated_at_login_and_ended_at_logout(desk_app):
     desk = Desk(desk_app)
-    desk.get("/login")  # an anonymous session, holding only the sign-in form's CSRF token
-    before = desk.client.get_cookie("rfr_session").value
+    desk.get("/login")  # before sign-in only the form's CSRF token is kept, in a signed cookie
+    assert desk.client.get_cookie("rfr_session") is None and desk.client.get_cookie("rfr_signin") is not None
     desk.login("officer")
     after = desk.client.get_cookie("rfr_session").value
-    assert before != after and "officer" not in after
+    assert "officer" not in after and desk.client.get_cookie("rfr_signin") is None
     cookie = desk.client.get_cookie("rfr_session")
     assert cookie.http_only and cookie.same_site == "Strict"
     assert desk.get("/").status_code == 200
@@ -99,9 +112,28 @@ def test_session_cookie_is_opaque_rotated_at_login_and_ended_at_logout(desk_app)
     assert [e["actor"] for e in events(desk_app, "logout")] == ["officer"]
 
 
+def test_anonymous_visits_write_no_session_rows(desk_app):
+    # Every anonymous GET /login used to write (and fsync) a session row, purged only at start.
+    db = desk_app.extensions["desk"].db
+
+    def rows() -> int:
+        with db.lock:
+            return db.conn.execute("SELECT count(*) FROM sessions").fetchone()[0]
+
+    before = rows()
+    for _ in range(50):
+        assert desk_app.test_client().get("/login").status_code == 200
+    assert rows() == before
+    forged = desk_app.test_client()
+    forged.set_cookie("rfr_signin", "eyJjc3JmX3Rva2VuIjoieCJ9.forged.signature")
+    assert forged.get("/login").status_code == 200 and rows() == before
+    desk = Desk(desk_app)
+    assert desk.login("officer").status_code == 302 and rows() == before + 1
+
+
 def test_idle_session_ends(desk_app):
     desk = Desk(desk_app, "officer")
-    sessions = desk_app.extensions["rfr"]["sessions"]
+    sessions = desk_app.extensions["desk"].sessions
     real = sessions._clock
     sessions._clock = lambda: real() + 16 * 60
     try:
@@ -132,7 +164,7 @@ def test_submission_approval_search_candidates_and_no_match(desk_app, face_photo
     html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
     order = subjects_in_order(html)
     assert order[:2] == ["DEMO-OBAMA", "DEMO-OBAMA"]
-    assert len(order) == min(10, desk_app.extensions["rfr"]["library"].current.count)
+    assert len(order) == min(10, desk_app.extensions["desk"].library.current.count)
     assert "A high rank or a close likeness does not make a candidate viable" in html
     assert "not evidence" in html and "Time lapse to the probe" in html and "Score band" in html
     assert "Subject's age at the reference image" in html and "Reference image quality" in html
@@ -170,7 +202,7 @@ def test_viable_match_needs_a_complete_match_report_and_is_retained(desk_app, fa
               "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
     assert desk.post(f"/cases/{case_id}/match-report", report).status_code == 302
     assert state_of(desk_app, case_id) == "closed_viable"
-    service = desk_app.extensions["rfr"]["cases"]
+    service = desk_app.extensions["desk"].cases
     probe = service.probe(case_id)
     assert probe.image and probe.thumbnail and probe.template is None, "template destroyed, image retained"
     page = desk.get(f"/cases/{case_id}").get_data(as_text=True)
@@ -223,7 +255,7 @@ def test_no_search_or_photo_before_approval(desk_app, face_photo):
     assert desk.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 409
     refused = desk.post(f"/cases/{case_id}/search")
     assert refused.status_code == 403 and "has not been approved" in refused.get_data(as_text=True)
-    assert desk_app.extensions["rfr"]["cases"].probe(case_id) is None
+    assert desk_app.extensions["desk"].cases.probe(case_id) is None
     assert events(desk_app, "search") == []
     assert events(desk_app, "search_refused")[-1]["outcome"] == "policy"
 
@@ -372,7 +404,7 @@ def test_quality_report_is_shown_before_the_search(desk_app, face_photo):
 def test_a_failed_quality_check_blocks_the_search(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
     desk.upload(case_id, face_photo("obama3.jpg").read_bytes())
-    db = desk_app.extensions["rfr"]["db"]
+    db = desk_app.extensions["desk"].db
     with db.lock:
         db.conn.execute("UPDATE case_probes SET quality = ? WHERE case_id = ?",
                         (json.dumps({"verdict": "fail", "reasons": ["The face is too dark."]}), case_id))
@@ -389,3 +421,16 @@ def test_static_files_are_served_from_memory_and_never_outside_their_folder(app)
     assert client.get("/static/../__init__.py").status_code == 404
     assert client.get("/static/%2e%2e/settings.py").status_code == 404
     assert client.get("/static/nothing-here.js").status_code == 404
+
+
+def test_unknown_and_over_long_static_names_are_404s_that_grow_nothing(app):
+    # A 300-character name gave a 500 (the file system refused the name); every miss was cached for good.
+    from appliance.web import assets
+
+    client = app.test_client()
+    assert client.get("/static/" + "a" * 300 + ".css").status_code == 404
+    assert client.get("/static/" + "/".join(["d" * 250] * 20)).status_code == 404
+    before = assets.served_names()
+    for i in range(2000):
+        assert client.get(f"/static/missing-{i}.js").status_code == 404
+    assert assets.served_names() == before == {"app.css", "camera.js"}

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from central.__main__ import main
-from central.accounts.service import LOCKOUT_AFTER, WRONG, AccountService, LoginRefusedError
+from central.accounts.service import LOCKOUT, WRONG, AccountService, LoginRefusedError
 from central.accounts.store import AccountStore
 from central.peer_review.store import PeerReviewStore
 from central.web.auth import MAX_SESSION_HOURS
@@ -131,7 +131,7 @@ def test_repeated_wrong_passwords_lock_the_account(tmp_path: Path) -> None:
     service = AccountService(store, clock=lambda: now[0])
     try:
         service.add("auditor1", ["auditor"], PASSWORD)
-        for _ in range(LOCKOUT_AFTER - 1):
+        for _ in range(LOCKOUT.after - 1):
             with pytest.raises(LoginRefusedError, match="wrong"):
                 service.authenticate("auditor1", "not-the-password")
         with pytest.raises(LoginRefusedError, match="now locked"):
@@ -353,7 +353,7 @@ def test_a_new_password_ends_sessions_from_before_even_a_copied_cookie(app: Flas
 
 def test_a_new_password_lifts_a_lock(app: Flask, anonymous: FlaskClient, monkeypatch) -> None:
     add_account(app, "auditor1", ["auditor"])
-    for _ in range(LOCKOUT_AFTER):
+    for _ in range(LOCKOUT.after):
         log_in(anonymous, "auditor1", "not-the-password")
     assert "locked" in log_in(anonymous, "auditor1").get_data(as_text=True)
     _type_passwords(monkeypatch, NEW_PASSWORD, NEW_PASSWORD)

@@ -19,8 +19,10 @@ from central.settings import CentralMqttSettings
 from core.audit.ack import Ack
 from core.events import MAX_PAYLOAD_BYTES, AuditEvent
 from core.topics import ack_topic, audit_topic, checkpoint_topic
-from tests.audit_support import ChainWriter, wait_for
-from tests.broker import Broker, free_port
+from testbed.chain_writer import ChainWriter
+from testbed.mosquitto import Broker
+from testbed.ports import free_port
+from tests.audit_support import wait_for
 
 _ids = itertools.count(1)
 

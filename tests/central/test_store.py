@@ -11,7 +11,7 @@ import pytest
 
 from central.audit.storage import EventFilter, SqlAuditStore, open_store
 from core.audit import chain
-from tests.audit_support import ChainWriter
+from testbed.chain_writer import ChainWriter
 
 NOW = datetime.now(UTC)
 

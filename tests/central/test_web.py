@@ -165,7 +165,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.audit_support import ChainWriter  # noqa: E402
+from testbed.chain_writer import ChainWriter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -67,3 +67,18 @@ def test_a_signed_wipe_verifies_only_for_its_device_its_key_and_its_time():
     ledger.check_and_add(cmd, NOW)
     with pytest.raises(CommandRefused, match="already used"):
         ledger.check_and_add(cmd, NOW + timedelta(seconds=5))
+
+
+def test_a_nonce_ledger_on_disk_refuses_a_replay_after_a_restart(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    command = FleetCommand.sign(key, "desk-01", "wipe")
+    NonceLedger(path=tmp_path / "nonces.json").check_and_add(command)
+    with pytest.raises(CommandRefused, match="already used"):
+        NonceLedger(path=tmp_path / "nonces.json").check_and_add(command)
+
+
+def test_an_unreadable_nonce_file_is_started_afresh_rather_than_refusing_every_command(tmp_path):
+    (tmp_path / "nonces.json").write_text("{not json")
+    command = FleetCommand.sign(Ed25519PrivateKey.generate(), "desk-01", "wipe")
+    NonceLedger(path=tmp_path / "nonces.json").check_and_add(command)
+    assert command.nonce in (tmp_path / "nonces.json").read_text()

@@ -41,3 +41,32 @@ def test_encoder_refuses_nan_and_oversize():
         encode_object({"x": float("nan")}, 100, "Thing")
     with pytest.raises(WireFormatError, match="limit"):
         encode_object({"x": "y" * 200}, 100, "Thing")
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_deep_nesting_is_refused_as_a_wire_error_not_a_recursion_error(parse):
+    # 16 KB of brackets used to raise RecursionError from json, which no caller caught.
+    with pytest.raises(WireFormatError):
+        parse(b"[" * 16_000)
+    with pytest.raises(WireFormatError):
+        parse(b'{"v": 1, "details": ' + b'{"a": ' * 500 + b"1" + b"}" * 501)
+
+
+def test_shape_caps_name_what_was_too_big():
+    with pytest.raises(WireFormatError, match="nested more than 16 levels"):
+        decode_object(b'{"a": ' + b"[" * 17 + b"]" * 17 + b"}", 10_000, "Thing")
+    many = b"{" + b",".join(b'"k%d": 1' % i for i in range(2001)) + b"}"
+    with pytest.raises(WireFormatError, match="more than 2000 keys"):
+        decode_object(many, 100_000, "Thing")
+    with pytest.raises(WireFormatError, match="text value longer than"):
+        decode_object(b'{"a": "' + b"x" * 70_000 + b'"}', 100_000, "Thing")
+
+
+def test_brackets_and_escaped_quotes_inside_strings_do_not_count_towards_depth():
+    text = '{"a": "' + "[{" * 100 + '\\"' + '", "b": [[["\\\\"]]]}'
+    assert decode_object(text.encode(), 10_000, "Thing") == {"a": "[{" * 100 + '"', "b": [[["\\"]]]}
+
+
+def test_unterminated_string_is_refused_as_invalid_json():
+    with pytest.raises(WireFormatError, match="not valid JSON"):
+        decode_object(b'{"a": "abc\\', 100, "Thing")

@@ -18,9 +18,9 @@ from securesystemslib.signer import CryptoSigner
 from firmware.agent.agent import UpdateAgent
 from firmware.agent.config import AgentConfig
 from firmware.release.build import build_bundle, build_wheel, settings_schema
-from firmware.release.repository import ReleaseRepository, init_release_repository, load_signer
+from firmware.release.repository import ReleaseRepository, init_release_repository
 from firmware.version import Version
-from tests.broker import free_port
+from testbed.ports import free_port
 
 HERE = Path(__file__).resolve().parent
 PROBE = HERE / "health_probe.py"
@@ -65,7 +65,7 @@ def release(tmp_path: Path) -> Iterator[Release]:
     """A fresh release repository (2-of-3 release keys) served by a real ``python -m http.server``."""
     repo_dir = tmp_path / "release-repo"
     repo = init_release_repository(repo_dir, tmp_path / "offline-root", tmp_path / "release-keys")
-    signers = [load_signer(tmp_path / "release-keys" / f"release-{i}.pem") for i in (1, 2, 3)]
+    signers = [ReleaseRepository.load_signer(tmp_path / "release-keys" / f"release-{i}.pem") for i in (1, 2, 3)]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                                "--directory", str(repo_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

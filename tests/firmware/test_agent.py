@@ -15,7 +15,7 @@ from tuf.api.metadata import Metadata, Targets
 from firmware.agent.agent import UpdateAgent
 from firmware.agent.slots import slot_version
 from firmware.errors import ReleaseError
-from firmware.release.repository import init_release_repository, load_signer
+from firmware.release.repository import ReleaseRepository, init_release_repository
 from firmware.version import Version
 from tests.firmware.conftest import PROBE, Release, agent_config
 
@@ -122,7 +122,7 @@ def test_first_boot_that_never_confirms_rolls_back_after_the_deadline(release: R
 def test_release_signed_with_library_keys_is_refused(release: Release, bundle, desk: Path, tmp_path):
     """Targets metadata signed by another repository's (the library signers') key is not a release."""
     init_release_repository(tmp_path / "library-repo", tmp_path / "lib-root", tmp_path / "lib-keys")
-    library_key = load_signer(tmp_path / "lib-keys" / "release-1.pem")
+    library_key = ReleaseRepository.load_signer(tmp_path / "lib-keys" / "release-1.pem")
     with pytest.raises(ReleaseError, match="not release keys"):
         release.repo.publish(bundle("1.1.0"), Version("1.1.0"), None, [library_key, release.signers[0]])
     # A hostile publisher bypasses the check: sign the release list with the library key anyway.
@@ -135,7 +135,7 @@ def test_release_signed_with_library_keys_is_refused(release: Release, bundle, d
     md = Metadata[Targets].from_bytes(path.read_bytes())
     md.signatures.clear()
     md.sign(library_key)
-    md.sign(load_signer(tmp_path / "lib-keys" / "release-2.pem"), append=True)
+    md.sign(ReleaseRepository.load_signer(tmp_path / "lib-keys" / "release-2.pem"), append=True)
     path.write_bytes(md.to_bytes())
     result = UpdateAgent(agent_config(desk, release, tmp_path / "fail")).check()
     assert result.outcome == "refused"

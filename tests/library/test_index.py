@@ -1,5 +1,6 @@
 """The stored index is authenticated and checked before hnswlib's loader sees it."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,78 @@ def test_index_altered_inside_the_file_is_refused_by_its_digest(tmp_path: Path) 
     conn.close()
     with pytest.raises(SnapshotError, match="does not match its digest"):
         Snapshot.open(path, key)
+
+
+def _levels_of(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    return arrays["element_levels"].view(np.int32)
+
+
+def _with_levels(arrays: dict[str, np.ndarray], levels: np.ndarray) -> None:
+    arrays["element_levels"] = levels.astype(np.int32).view(arrays["element_levels"].dtype)
+
+
+def test_entry_point_below_the_top_level_is_refused() -> None:
+    # hnswlib searches from the entry point down from max_level: an entry point without that level
+    # read links from outside its allocation and crashed the process at the first search.
+    scalars, arrays = _state(400)
+    state = json.loads(scalars)
+    levels = _levels_of(arrays)
+    other = next(i for i in range(400) if levels[i] < state["max_level"])
+    state["enterpoint_node"] = other
+    with pytest.raises(SnapshotError, match="entry point is not on the top level"):
+        index.join_state(json.dumps(state), arrays, DIM)
+
+
+def test_upper_level_link_to_a_node_without_that_level_is_refused() -> None:
+    scalars, arrays = _state(400)
+    levels = _levels_of(arrays)[:400]
+    blocks = arrays["link_lists"].view(np.uint32).reshape(-1, index.M + 1).copy()
+    level_of_block = index._block_levels(levels)
+    ground = int(np.flatnonzero(levels == 0)[0])
+    row = int(np.flatnonzero(level_of_block >= 1)[0])
+    blocks[row, 0] = max(int(blocks[row, 0]) & 0xFFFF, 1)
+    blocks[row, 1] = ground
+    arrays["link_lists"] = blocks.reshape(-1).view(arrays["link_lists"].dtype)
+    with pytest.raises(SnapshotError, match="names a level its target does not have"):
+        index.join_state(scalars, arrays, DIM)
+
+
+def test_levels_past_the_element_count_are_refused() -> None:
+    vectors = unit_vectors(50)
+    hnsw = index.build_index(vectors, np.arange(1, 51, dtype=np.uint64))
+    hnsw.resize_index(80)
+    scalars, arrays = index.split_state(hnsw)
+    levels = _levels_of(arrays).copy()
+    levels[70] = 3
+    _with_levels(arrays, levels)
+    with pytest.raises(SnapshotError, match="levels are set for nodes the index does not hold"):
+        index.join_state(scalars, arrays, DIM)
+
+
+@pytest.mark.parametrize(("damage", "message"), [("duplicate_node", "does not name each node once"),
+                                                  ("duplicate_label", "names a label twice"),
+                                                  ("swapped", "disagrees with the graph's labels")])
+def test_label_map_must_pair_each_node_with_its_own_label(damage: str, message: str) -> None:
+    scalars, arrays = _state()
+    external = arrays["label_lookup_external"].copy()
+    internal = arrays["label_lookup_internal"].copy()
+    if damage == "duplicate_node":
+        internal[3] = internal[4]
+    elif damage == "duplicate_label":
+        external[3] = external[4]
+    else:
+        external[3], external[4] = external[4], external[3]
+    arrays["label_lookup_external"], arrays["label_lookup_internal"] = external, internal
+    with pytest.raises(SnapshotError, match=message):
+        index.join_state(scalars, arrays, DIM)
+
+
+def test_a_checked_state_with_deletions_still_loads_and_searches() -> None:
+    vectors = unit_vectors(300)
+    hnsw = index.build_index(vectors, np.arange(1, 301, dtype=np.uint64))
+    for label in range(1, 301, 3):
+        hnsw.mark_deleted(label)
+    scalars, arrays = index.split_state(hnsw)
+    restored = index.join_state(scalars, arrays, DIM)
+    labels, _ = index.search(restored, vectors[1], 5, live=200)
+    assert labels[0] == 2 and all(int(x) % 3 != 1 for x in labels)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from devicekeys.tpm import Tpm
 from provisioning.ca import init_ca
-from provisioning.tpm import Tpm
-from tests.broker import free_port
+from testbed.ports import free_port
+from testbed.processes import stop_process
 from tests.provisioning.fleet import TlsBroker
 
 
@@ -74,14 +75,7 @@ def running_swtpm() -> Iterator[Tpm]:
             time.sleep(0.1)
         yield tpm
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
+        stop_process(process)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -63,6 +63,6 @@ def live_desk(tmp_path: Path, library: tuple[Path, Path], pipeline, port: int, c
                                   **over)
     app = create_app(settings, pipeline=pipeline, start_sync=False)
     app.config["TESTING"] = True
-    central.store.register_device(device, public_key_hex(app.extensions["rfr"]["outbox"].public_key))
-    app.extensions["rfr"]["publisher"].start()
+    central.store.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
+    app.extensions["desk"].mqtt.start()
     return app, device

@@ -13,11 +13,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devicekeys.tls import client_context
 from provisioning import broker, device, issue, tokens
 from provisioning.ca import IssuingCa
 from provisioning.ledger import Ledger
-from provisioning.tls import client_context
-from tests.broker import MOSQUITTO, free_port, stop_process, wait_listening
+from testbed.mosquitto import MOSQUITTO, wait_listening
+from testbed.ports import free_port
+from testbed.processes import stop_process
 
 
 def enrol(ca_dir: Path, data_dir: Path, device_id: str, tpm=None) -> device.DevicePki:

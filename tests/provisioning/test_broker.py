@@ -17,10 +17,10 @@ from core.topics import (
     peer_review_outcome_topic,
     peer_review_request_topic,
 )
+from devicekeys.tls import client_context
 from provisioning.__main__ import main
 from provisioning.ca import CaLayout, init_ca
 from provisioning.device import DevicePki
-from provisioning.tls import client_context
 from tests.provisioning.fleet import Probe, TlsBroker, enrol
 
 NOT_AUTHORIZED = 135

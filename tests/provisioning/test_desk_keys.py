@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from appliance.runtime import open_desk
 from appliance.storage.device_db import DeviceDatabase
-from appliance.web import create_app
-from provisioning.errors import KeyProtectionError
-from provisioning.keys import tpm_for_policy
-from provisioning.tpm import DEVICE
+from devicekeys.errors import KeyProtectionError
+from devicekeys.keys import tpm_for_policy
+from devicekeys.tpm import DEVICE
 from tests.appliance.conftest import appliance_settings
 
 
@@ -16,19 +16,19 @@ def test_a_desk_with_a_tpm_seals_its_keys_and_still_opens_its_database(
         swtpm, tmp_path, demo_library, pipeline, monkeypatch):
     monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)  # how the desk finds its TPM
     settings = appliance_settings(tmp_path, demo_library, keys={"protection": "tpm"})
-    app = create_app(settings, pipeline=pipeline, start_sync=False)
+    desk = open_desk(settings, pipeline=pipeline)
     data = settings.data_dir
     for name in ("device.key", "audit-signing.key"):
         assert not (data / name).exists(), f"{name} is on disk in plaintext"
         assert (data / f"{name}.tpm-pub").exists() and (data / f"{name}.tpm-priv").exists()
-    assert app.extensions["rfr"]["health"].build().key_protection == "tpm"
-    events = app.extensions["rfr"]["outbox"].depth()
-    key = app.extensions["rfr"]["outbox"].public_key
-    app.extensions["rfr"]["db"].close()
-    again = create_app(settings, pipeline=pipeline, start_sync=False)  # unseals both keys again
-    assert again.extensions["rfr"]["outbox"].depth() == events + 1  # the old rows are readable, one more event
-    assert again.extensions["rfr"]["outbox"].public_key == key
-    again.extensions["rfr"]["db"].close()
+    assert desk.health.build().key_protection == "tpm"
+    events = desk.outbox.depth()
+    key = desk.outbox.public_key
+    desk.close()
+    again = open_desk(settings, pipeline=pipeline)  # unseals both keys again
+    assert again.outbox.depth() == events + 1  # the old rows are readable, one more event
+    assert again.outbox.public_key == key
+    again.close()
 
 
 def test_a_file_key_moves_into_the_tpm_and_policy_tpm_refuses_to_start_without_one(swtpm, tmp_path, monkeypatch):

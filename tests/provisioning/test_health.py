@@ -23,7 +23,7 @@ def test_a_desks_heartbeat_reaches_the_fleet_page_with_its_flags(tmp_path, demo_
             assert wait_for(lambda: len(central.store.health_history(device)) >= 2, timeout=10)
             latest = central.store.latest_health()[device]
             assert latest["key_protection"] == "file"  # no TPM here: reported, and flagged as weaker
-            assert latest["library_version"] == app.extensions["rfr"]["library"].current.version
+            assert latest["library_version"] == app.extensions["desk"].library.current.version
             assert latest["software_version"] == "0.1.0" and latest["disk_total_bytes"] > 0
             assert latest["clock_offset_s"] is not None and abs(latest["clock_offset_s"]) < 5
             page = signed_in(central.web).get("/fleet").get_data(as_text=True)
@@ -32,7 +32,7 @@ def test_a_desks_heartbeat_reaches_the_fleet_page_with_its_flags(tmp_path, demo_
             history = signed_in(central.web).get(f"/fleet/{device}").get_data(as_text=True)
             assert history.count("<tr><td>") >= 2 and "Revoke " + device in history
         finally:
-            app.extensions["rfr"]["publisher"].stop()
+            app.extensions["desk"].mqtt.stop()
     assert central.ingest.rejected == 0
 
 

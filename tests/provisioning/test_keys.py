@@ -8,9 +8,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from provisioning import keys
-from provisioning.errors import KeyProtectionError
-from provisioning.tpm import DEVICE, Tpm
+from devicekeys import keys
+from devicekeys.errors import KeyProtectionError
+from devicekeys.tpm import DEVICE, Tpm
 from tests.provisioning.conftest import running_swtpm
 
 

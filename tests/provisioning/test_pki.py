@@ -169,3 +169,26 @@ def test_the_device_refuses_a_certificate_from_another_ca(ca_dir, tmp_path):
     (tmp_path / "bundle-desk-01" / "ca.pem").write_bytes((ca_dir / "ca.pem").read_bytes())
     with pytest.raises(BundleError, match="not issued by the fleet CA"):
         device.install_bundle(tmp_path / "desk-01", "desk-01", tmp_path / "bundle-desk-01")
+
+
+@pytest.mark.parametrize("name", ["central", "central-ingest", "central-ingest-2", "central-ingest-command"])
+def test_centrals_broker_identities_cannot_be_given_to_a_desk(ca_dir, name):
+    # Without `reserved` (a caller other than the CLI) a desk could be enrolled as central's MQTT client id
+    # and take over its persistent session on the broker.
+    with _ledger(ca_dir) as ledger, pytest.raises(TokenError, match="reserved"):
+        tokens.new_token(ledger, name)
+
+
+def test_a_token_made_for_a_reserved_name_before_the_rule_issues_nothing(ca_dir, tmp_path):
+    ca = IssuingCa.load(ca_dir)
+    with _ledger(ca_dir) as ledger:
+        moment = datetime.now(UTC)
+        token = "old-token-for-central-ingest"
+        with ledger.conn:  # as a ledger from before the rule would hold it
+            ledger.conn.execute(
+                "INSERT INTO tokens (token_hash, device_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (tokens._hash(token), "central-ingest", moment.isoformat(), (moment + timedelta(days=1)).isoformat()))
+        pki, _ = device.keygen(tmp_path / "desk", "central-ingest", None)
+        with pytest.raises(RequestError, match="reserved for central"):
+            issue.issue_device_certificate(ca, ledger, pki.csr.read_bytes(), token)
+        assert ledger.certificates() == []

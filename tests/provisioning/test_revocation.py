@@ -33,7 +33,7 @@ from tests.provisioning.fleet import Probe, enrol
 
 
 def _audit_types(app) -> list[tuple[str, str]]:
-    db = app.extensions["rfr"]["db"]
+    db = app.extensions["desk"].db
     with db.lock:
         rows = db.conn.execute("SELECT payload FROM audit_log ORDER BY seq").fetchall()
     return [(e["type"], e["outcome"]) for e in (json.loads(bytes(r[0])) for r in rows)]
@@ -45,32 +45,32 @@ def test_revoking_a_live_desk_wipes_it_and_its_report_reaches_central(tmp_path, 
     with running_central(tmp_path, mosquitto.port) as central:
         app, device = live_desk(tmp_path, demo_library, pipeline, mosquitto.port, central,
                                 fleet_command_public_key=public)
-        rfr = app.extensions["rfr"]
-        data = rfr["settings"].data_dir
+        rfr = app.extensions["desk"]
+        data = rfr.settings.data_dir
         try:
-            assert rfr["publisher"].wait_connected(10)
-            assert wait_for(lambda: rfr["outbox"].depth() == 0, timeout=10)  # library_loaded is at central
+            assert rfr.mqtt.wait_connected(10)
+            assert wait_for(lambda: rfr.outbox.depth() == 0, timeout=10)  # library_loaded is at central
             config = tmp_path / "central.toml"
             config.write_text(f'data_dir = "{tmp_path}"\ndatabase = "sqlite:///{central.db}"\n'
                               f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
                               f'[fleet]\ncommand_key = "{command_key}"\n[web]\nsecret_key = "{"s" * 20}"\n')
             assert central_main(["devices", "revoke", "--id", device, "--config", str(config),
                                  "--by", "Sgt Test", "--reason", "stolen"]) == 0
-            assert rfr["wipe"].withdrawn.wait(15)
+            assert rfr.wipe.withdrawn.wait(15)
             for gone in ("device.db", "device.key", "audit-signing.key", "library"):
                 assert not (data / gone).exists(), gone
-            assert not rfr["settings"].library.key_file.exists() and not rfr["settings"].library.path.exists()
+            assert not rfr.settings.library.key_file.exists() and not rfr.settings.library.path.exists()
             page = app.test_client().get("/login")
             assert page.status_code == 410 and "This device has been withdrawn" in page.get_data(as_text=True)
-            assert wait_for(lambda: not rfr["publisher"].connected, timeout=10)  # went silent
+            assert wait_for(lambda: not rfr.mqtt.connected, timeout=10)  # went silent
             wiped = central.store.query()
             assert next(e["type"] for e in wiped if e["device_id"] == device) == "device_wiped"
             fleet = signed_in(central.web).get(f"/fleet/{device}").get_data(as_text=True)
             assert "revoked" in fleet and "Sgt Test: stolen" in fleet
         finally:
-            rfr["publisher"].stop()
+            rfr.mqtt.stop()
     # Restarted, the desk serves only the withdrawn page: nothing is left to open.
-    again = create_app(rfr["settings"], pipeline=pipeline, start_sync=False)
+    again = create_app(rfr.settings, pipeline=pipeline, start_sync=False)
     assert again.test_client().get("/").status_code == 410
 
 
@@ -82,31 +82,31 @@ def test_forged_wrong_device_and_stale_wipes_are_refused_and_the_desk_is_intact(
     with running_central(tmp_path, mosquitto.port) as central:
         app, device = live_desk(tmp_path, demo_library, pipeline, mosquitto.port, central,
                                 fleet_command_public_key=public)
-        rfr = app.extensions["rfr"]
+        rfr = app.extensions["desk"]
         try:
-            assert rfr["publisher"].wait_connected(10)
+            assert rfr.mqtt.wait_connected(10)
             # An ack back means the broker has processed the desk's subscriptions (sent before its events).
-            assert wait_for(lambda: rfr["outbox"].depth() == 0, timeout=10)
+            assert wait_for(lambda: rfr.outbox.depth() == 0, timeout=10)
             mqtt = CentralMqtt(host="127.0.0.1", port=mosquitto.port)
             topic = fleet_command_topic(device)
             for command in (FleetCommand.sign(forger, device, "wipe"),
                             FleetCommand.sign(key, "desk-someone-else", "wipe"),
                             FleetCommand.sign(key, device, "wipe", now=datetime.now(UTC) - timedelta(hours=2))):
                 assert publish_once(mqtt, topic, command.to_bytes())
-            assert wait_for(lambda: len(rfr["wipe"].refused) == 3, timeout=10)
-            assert [r.split(" ")[-1] for r in rfr["wipe"].refused[:1]] == ["key."]
-            assert "not this device" in rfr["wipe"].refused[1] and "stale" in rfr["wipe"].refused[2]
+            assert wait_for(lambda: len(rfr.wipe.refused) == 3, timeout=10)
+            assert [r.split(" ")[-1] for r in rfr.wipe.refused[:1]] == ["key."]
+            assert "not this device" in rfr.wipe.refused[1] and "stale" in rfr.wipe.refused[2]
             time.sleep(0.5)
-            assert not rfr["wipe"].withdrawn.is_set()
-            data = rfr["settings"].data_dir
+            assert not rfr.wipe.withdrawn.is_set()
+            data = rfr.settings.data_dir
             assert (data / "device.db").exists() and (data / "device.key").exists() and (data / "library").is_dir()
             assert app.test_client().get("/login").status_code == 200
             assert _audit_types(app).count(("request_refused", "fleet_command_refused")) == 3
             # A valid command accepted once is not accepted again (replay of the same nonce).
             valid = FleetCommand.sign(key, device, "wipe").to_bytes()
-            assert rfr["wipe"].handle(valid) and not rfr["wipe"].handle(valid)
+            assert rfr.wipe.handle(valid) and not rfr.wipe.handle(valid)
         finally:
-            rfr["publisher"].stop()
+            rfr.mqtt.stop()
 
 
 def test_events_from_a_revoked_desk_are_rejected_and_flagged_on_the_audit_page(tmp_path):
@@ -187,3 +187,63 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
         assert "Revoke desk-07" not in done.get_data(as_text=True)
     finally:
         close_stores(web)
+
+
+def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_path, demo_library, pipeline, mosquitto):
+    """kill -9 in the grace period used to leave keys and data in place for good (the CRL then keeps the command
+    from arriving again); the acceptance is now durable and the next start finishes the wipe before serving."""
+    import subprocess
+    import sys
+
+    from testbed.ports import free_port
+    from tests.appliance.conftest import appliance_settings
+    from tests.provisioning.desks import copy_library
+
+    real = tmp_path / "fleet-command.pem"
+    public = generate_command_key(real)
+    library, key = copy_library(tmp_path, demo_library)
+    data, port, device = tmp_path / "device", free_port(), "desk-powercut"
+    config = tmp_path / "appliance.toml"
+    config.write_text(
+        f'device_id = "{device}"\ndata_dir = "{data}"\nfleet_command_public_key = "{public}"\n'
+        f'[library]\npath = "{library}"\nkey_file = "{key}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
+        f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n')
+    log = (tmp_path / "desk.log").open("wb")
+    desk = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # No central here, so nothing acknowledges the wipe report: the desk waits out its grace period.
+        assert wait_for(lambda: _answers(f"http://127.0.0.1:{port}/login") or desk.poll() is not None, timeout=90)
+        assert desk.poll() is None, (tmp_path / "desk.log").read_text()
+        command = FleetCommand.sign(load_command_key(real), device, "wipe").to_bytes()
+        mqtt = CentralMqtt(host="127.0.0.1", port=mosquitto.port)
+        assert wait_for(lambda: publish_once(mqtt, fleet_command_topic(device), command) and
+                        (data / "WIPE-PENDING").exists(), timeout=20)
+        desk.kill()  # the power cut, inside the grace period
+        desk.wait(10)
+    finally:
+        if desk.poll() is None:
+            desk.kill()
+        log.close()
+    assert (data / "device.key").exists() and (data / "device.db").exists(), "the cut came before the wipe"
+    settings = appliance_settings(tmp_path, (library, key), mqtt_port=mosquitto.port, device_id=device,
+                                  fleet_command_public_key=public)
+    again = create_app(settings, pipeline=pipeline, start_sync=False)
+    assert again.test_client().get("/login").status_code == 410
+    for gone in ("device.db", "device.key", "audit-signing.key", "library", "WIPE-PENDING"):
+        assert not (data / gone).exists(), gone
+    assert not key.exists() and not library.exists() and (data / "WITHDRAWN").exists()
+    # The same command redelivered after the restart is not accepted again (its nonce is on disk until the wipe).
+    assert create_app(settings, pipeline=pipeline, start_sync=False).test_client().get("/").status_code == 410
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+        return True
+    except (urllib.error.URLError, ConnectionError):
+        return False

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from core.topics import HEALTH_SUBSCRIPTION, health_topic
 from provisioning.ca import CaLayout
+from testbed.mosquitto import Broker
+from testbed.ports import free_port
 from tests.appliance.test_sync import wait_until
-from tests.broker import Broker, free_port
 from tests.provisioning.fleet import TlsBroker, enrol
 from transport.mqtt import ConnectionHooks, Message, MqttConnection, publish_once
 from transport.settings import MqttSettings

@@ -77,11 +77,11 @@ def app(tmp_path: Path, central: Central, demo_library, pipeline) -> Iterator[Fl
         "central_url": central.url, "trusted_root": tmp_path / "1.root.json", "poll_interval_s": 0})
     application = create_app(settings, pipeline=pipeline, start_sync=False, test_config={"TESTING": True})
     yield application
-    application.extensions["rfr"]["updater"].stop()
+    application.extensions["desk"].updater.stop()
 
 
 def check(app: Flask) -> ConfigResult:
-    updater = app.extensions["rfr"]["updater"]
+    updater = app.extensions["desk"].updater
     updater.check_now()
     result = updater.config.last_result
     assert result is not None
@@ -89,7 +89,7 @@ def check(app: Flask) -> ConfigResult:
 
 
 def events(app: Flask, type_: str) -> list[AuditEvent]:
-    found = [AuditEvent.from_bytes(p.payload) for p in app.extensions["rfr"]["outbox"].pending(limit=1000)]
+    found = [AuditEvent.from_bytes(p.payload) for p in app.extensions["desk"].outbox.pending(limit=1000)]
     return [e for e in found if e.type == type_]
 
 
@@ -143,9 +143,9 @@ def test_a_newer_config_announced_disables_an_account_and_ends_its_session(app, 
     publish(central, write(configs, document(2, staff, top_k=5)))
     announcement = json.loads((central.repo.repo_dir / "announcement.json").read_bytes())
     assert (announcement["kind"], announcement["library_version"]) == ("config", 2)
-    app.extensions["rfr"]["updater"].on_announcement((central.repo.repo_dir / "announcement.json").read_bytes())
+    app.extensions["desk"].updater.on_announcement((central.repo.repo_dir / "announcement.json").read_bytes())
 
-    assert app.extensions["rfr"]["desk_config"].top_k(10) == 5
+    assert app.extensions["desk"].desk_config.top_k(10) == 5
     assert officer.get("/").status_code == 302  # signed out
     response = Desk(app).login("officer")
     assert response.status_code == 401 and "The username or password is wrong" in response.get_data(as_text=True)
@@ -159,7 +159,7 @@ def test_an_announcement_of_an_applied_config_does_not_check_again(app, central,
     publish(central, write(configs, document(1)))
     check(app)
     repeat = LibraryAnnouncement.now(1, "config-v000001.json", "config", "sha256:" + "0" * 64).to_bytes()
-    assert app.extensions["rfr"]["updater"].on_announcement(repeat) is None
+    assert app.extensions["desk"].updater.on_announcement(repeat) is None
 
 
 # --- refused: nothing applied, the reason audited -------------------------------------------------
@@ -187,7 +187,7 @@ def test_a_withdrawn_newer_config_is_a_rollback_and_refused(app, central, config
     assert check(app).version == 2
     TufRepository(central.repo.repo_dir).withdraw("config-v000002.json")  # validly re-signed, offers v1 only
     assert_refused(app, check(app), "rollback", "Central offers configuration version 1 at most", version=2)
-    assert app.extensions["rfr"]["desk_config"].top_k(10) == 7
+    assert app.extensions["desk"].desk_config.top_k(10) == 7
 
 
 def test_an_old_config_replayed_under_a_new_signed_name_is_refused(app, central, configs):
@@ -199,7 +199,7 @@ def test_an_old_config_replayed_under_a_new_signed_name_is_refused(app, central,
     repo.publish(first, ConfigTargetInfo(3, config_digest(first.read_bytes())))
     assert_refused(app, check(app), "result_mismatch", "holds configuration version 1, not the version 3",
                    version=2)
-    assert app.extensions["rfr"]["desk_config"].top_k(10) == 6
+    assert app.extensions["desk"].desk_config.top_k(10) == 6
 
 
 def test_a_tampered_config_target_is_refused_by_tuf(app, central, configs):
@@ -208,7 +208,7 @@ def test_a_tampered_config_target_is_refused_by_tuf(app, central, configs):
     served.write_bytes(served.read_bytes().replace(b'"top_k": 3', b'"top_k": 9'))  # same length
     assert_refused(app, check(app), "altered_download", "The signed configuration failed verification", 0)
     assert not can_sign_in(app, "admin")
-    assert app.extensions["rfr"]["desk_config"].applied() is None
+    assert app.extensions["desk"].desk_config.applied() is None
 
 
 def test_a_config_signed_by_the_wrong_key_is_refused(app, central, configs):
@@ -216,12 +216,12 @@ def test_a_config_signed_by_the_wrong_key_is_refused(app, central, configs):
     repo._signers["targets"] = CryptoSigner.generate_ed25519()  # an attacker's key
     path = write(configs, document(1))
     repo.publish(path, ConfigTargetInfo.of(path.read_bytes()))
-    updater = app.extensions["rfr"]["updater"]
+    updater = app.extensions["desk"].updater
     library = updater.check_now()
     assert (library.outcome, library.reason) == ("refused", "bad_signature")  # the whole target list is refused
     assert updater.config.last_result is None  # nothing unverified reaches the configuration step
     assert not can_sign_in(app, "officer")
-    assert app.extensions["rfr"]["desk_config"].applied() is None
+    assert app.extensions["desk"].desk_config.applied() is None
 
 
 def test_a_config_with_an_unknown_role_is_refused_whole(app, central, configs):
@@ -233,7 +233,7 @@ def test_a_config_with_an_unknown_role_is_refused_whole(app, central, configs):
     repo.publish(bad, ConfigTargetInfo(2, config_digest(bad.read_bytes())))
     assert_refused(app, check(app), "invalid_config", "unknown role 'chief_constable'", version=1)
     assert not can_sign_in(app, "newcomer")
-    assert app.extensions["rfr"]["desk_config"].top_k(10) == 3
+    assert app.extensions["desk"].desk_config.top_k(10) == 3
     assert check(app).outcome == "refused"
     assert len([e for e in events(app, "config_change") if e.outcome == "refused"]) == 1  # audited once
 

@@ -1,5 +1,5 @@
 """The whole update path on a running desk: central publishes a signed library, retains its
-announcement on a real Mosquitto, the desk app hears it, fetches over HTTP through TUF, verifies,
+announcement on a real Mosquitto, the desk hears it, fetches over HTTP through TUF, verifies,
 installs and swaps the new version in while it keeps serving, and audits the installed version."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import json
 import time
 from pathlib import Path
 
+from appliance.runtime import open_desk
 from appliance.settings import ApplianceSettings
-from appliance.web import create_app
 from central.audit.storage import open_store
 from central.ingest.mqtt import AuditIngest
 from central.publish.announcer import ANNOUNCEMENT_FILE, Announcer
@@ -42,14 +42,14 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
         "updates": {"central_url": central.url, "poll_interval_s": 0,
                     "trusted_root": central.repo.metadata_dir / "1.root.json"},
     })
-    app = create_app(settings, pipeline=pipeline, start_sync=True)
-    rfr = app.extensions["rfr"]
+    desk = open_desk(settings, pipeline=pipeline)
+    desk.start()
     store = open_store(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-upd")
     ingest.start()
     try:
-        assert rfr["library"].current.version == 1
-        assert rfr["publisher"].wait_connected(10) and ingest.wait_connected(10)
+        assert desk.library.current.version == 1
+        assert desk.mqtt.wait_connected(10) and ingest.wait_connected(10)
 
         info = describe_full(v2, key)
         central.repo.publish(v2, info)
@@ -58,19 +58,18 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
         assert Announcer(central.repo.repo_dir, central.repo.settings, ingest.publish_retained).check_once()
 
         deadline = time.monotonic() + 30
-        while rfr["library"].current.version != 2 and time.monotonic() < deadline:
+        while desk.library.current.version != 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert rfr["library"].current.version == 2
-        subjects = {c.record.subject_ref for c in rfr["library"].current.search(
+        assert desk.library.current.version == 2
+        subjects = {c.record.subject_ref for c in desk.library.current.search(
             pipeline.process(face_photo("obama2.jpg").read_bytes()).template, k=2)}
         assert subjects == {"DEMO-OBAMA", "DEMO-BIDEN"}
-        assert rfr["library_store"].current_version() == 2
+        assert desk.library_store.current_version() == 2
         # This desk is not registered at central, so its events stay queued in its outbox to be read here.
-        events = [json.loads(p.payload) for p in rfr["outbox"].pending(limit=1000)]
+        events = [json.loads(p.payload) for p in desk.outbox.pending(limit=1000)]
         updates = [e for e in events if e["type"] == "library_update"]
         assert updates and updates[-1]["details"]["library_version"] == 2
     finally:
-        rfr["updater"].stop()
-        rfr["publisher"].stop()
+        desk.close()
         ingest.stop()
         store.close()

@@ -15,13 +15,14 @@ from tuf.ngclient import Updater
 
 from central.publish.__main__ import main
 from central.publish.describe import describe_delta, describe_full
-from central.publish.repository import PublishError, TufRepository, init_repository, utc_now
+from central.publish.repository import PublishError, TufRepository, init_repository
 from central.publish.settings import PublishSettings
 from central.web import close_stores, create_app
 from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot, write_key_file
 from tests.updates.conftest import EMBEDDER, Central
+from tufrepo.repository import utc_now
 
 
 def read_json(path: Path) -> dict:
@@ -109,16 +110,6 @@ def test_repository_refuses_an_online_key_root_does_not_trust(tmp_path):
     (repo.repo_dir / "keys" / "snapshot.pem").write_bytes(CryptoSigner.generate_ed25519().private_bytes)
     with pytest.raises(PublishError, match=r"keys/snapshot\.pem is not the snapshot key that root trusts"):
         TufRepository(repo.repo_dir)
-
-
-def test_refresh_resigns_timestamp_and_snapshot_only_when_due(tmp_path):
-    repo = init_repository(tmp_path / "repo", tmp_path / "offline")
-    assert repo.refresh() == ["timestamp"]
-    later = TufRepository(repo.repo_dir, clock=lambda: utc_now() + timedelta(days=5))
-    assert later.refresh() == ["snapshot", "timestamp"]
-    much_later = TufRepository(repo.repo_dir, clock=lambda: utc_now() + timedelta(days=60))
-    assert much_later.refresh() == ["targets", "snapshot", "timestamp"]
-    assert much_later.versions() == {"root": 1, "targets": 2, "snapshot": 3, "timestamp": 4}
 
 
 def test_cli_init_publish_refresh_status(tmp_path, make_library, library_key, capsys):

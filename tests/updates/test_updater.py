@@ -24,13 +24,14 @@ from appliance.updates.fetcher import ResumingFetcher
 from appliance.updates.settings import UpdateSettings
 from appliance.updates.updater import LibraryUpdater, UpdateResult
 from central.publish.describe import describe_delta, describe_full
-from central.publish.repository import TufRepository, utc_now
+from central.publish.repository import TufRepository
 from core.events import AuditEvent
 from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot
 from library.store import LibraryStore
 from tests.updates.conftest import EMBEDDER, Central, CuttingProxy, members, vector
+from tufrepo.repository import utc_now
 
 
 @dataclass

@@ -21,8 +21,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from provisioning.errors import KeyProtectionError
-from provisioning.files import write_private
+from devicekeys.errors import KeyProtectionError
+from devicekeys.files import write_private
 
 _PRIMARY = ["tpm2_createprimary", "-Q", "-C", "o", "-g", "sha256", "-G", "ecc256:aes128cfb", "-c", "primary.ctx"]
 _TIMEOUT_S = 60

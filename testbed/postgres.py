@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for tests: own directory, own port, unix socket only.
+"""A throwaway PostgreSQL cluster for tests and benchmarks: own directory, own port, unix socket only.
 
 Never the machine's own server: ``initdb`` makes a fresh cluster in a temp
 directory, listening on no TCP address at all (``listen_addresses=''``) and on
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 
-from tests.broker import free_port
+from testbed.ports import free_port
 
 
 def _pg_bin() -> Path:

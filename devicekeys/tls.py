@@ -14,8 +14,8 @@ import os
 import ssl
 from pathlib import Path
 
-from provisioning.errors import KeyProtectionError
-from provisioning.keys import private_key_pem
+from devicekeys.errors import KeyProtectionError
+from devicekeys.keys import private_key_pem
 
 
 def client_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SSLContext:

@@ -20,9 +20,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from provisioning.errors import KeyProtectionError
-from provisioning.files import write_private
-from provisioning.tpm import Tpm, find_tcti
+from devicekeys.errors import KeyProtectionError
+from devicekeys.files import write_private
+from devicekeys.tpm import Tpm, find_tcti
 
 MODE_TPM = "tpm"
 MODE_FILE = "file"

@@ -1,0 +1,191 @@
+"""The desk's runtime, wired in one place: keys, device database, audit chain, library, services, MQTT link.
+
+``open_desk`` builds everything a running desk holds and returns it as a ``Desk``; ``Desk.start``
+starts its background work (the MQTT link, library update polling, the hourly retention purge) and
+``Desk.close`` stops it. The web layer (``appliance.web.create_app``) only puts pages on a desk, and
+``python -m appliance retention purge`` opens just the part it writes to (``open_records``), so every
+process that touches the device builds it the same way.
+
+This module sits at the top of the appliance beside ``web``: it imports the services, comms, storage
+and updates layers to wire them, and nothing below it imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from appliance.comms.mqtt import CentralLink
+from appliance.services.accounts import AccountService, SessionManager
+from appliance.services.audit import AuditLog
+from appliance.services.cases import CaseService
+from appliance.services.health import HealthReporter
+from appliance.services.library import LibraryHolder
+from appliance.services.peer_review import CentralPeerReviewChannel, LocalPeerReviewChannel, PeerReviewChannel
+from appliance.services.retention import RetentionService
+from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, WipeService, load_command_key
+from appliance.settings import ApplianceSettings
+from appliance.storage.accounts import AccountStore, SessionStore
+from appliance.storage.cases import CaseStore
+from appliance.storage.desk_config import DeskConfigStore
+from appliance.storage.device_db import DeviceDatabase
+from appliance.storage.outbox import Outbox
+from appliance.storage.peer_review_outbox import PeerReviewOutbox
+from appliance.storage.peer_reviews import PeerReviewStore
+from appliance.storage.service_lock import ServiceLock
+from appliance.storage.signing_key import KEY_NAME as SIGNING_KEY_NAME
+from appliance.storage.signing_key import load_or_create_signing_key
+from appliance.updates.config import ConfigUpdater
+from appliance.updates.updater import LibraryUpdater
+from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
+from devicekeys.keys import tpm_for_policy
+from library.snapshot import read_key_file
+from library.store import LibraryStore
+from models.pipeline import FacePipeline
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceRecords:
+    """The encrypted device database and the audit chain in it: what every process that writes to the device opens."""
+
+    db: DeviceDatabase
+    outbox: Outbox
+    audit: AuditLog
+
+
+def open_records(settings: ApplianceSettings) -> DeviceRecords:
+    """The device database and its audit log, keys through ``devicekeys.keys``: sealed to the TPM when the
+    ``[keys]`` protection allows one (docs/fleet.md), the same TPM for the database key and the signing key."""
+    tpm = tpm_for_policy(settings.keys.protection)
+    db = DeviceDatabase(settings.data_dir, tpm)
+    outbox = Outbox(db, load_or_create_signing_key(settings.data_dir, tpm))
+    return DeviceRecords(db, outbox, AuditLog(settings.device_id, outbox))
+
+
+@dataclass
+class Desk:
+    """Everything a running desk holds; the web layer and the tests reach the device through it."""
+
+    settings: ApplianceSettings
+    pipeline: FacePipeline
+    library_store: LibraryStore
+    library: LibraryHolder
+    db: DeviceDatabase
+    outbox: Outbox
+    audit: AuditLog
+    desk_config: DeskConfigStore
+    updater: LibraryUpdater | None
+    health: HealthReporter
+    wipe: WipeService | None
+    mqtt: CentralLink
+    accounts: AccountService
+    sessions: SessionManager
+    cases: CaseService
+    retention: RetentionService
+    service_lock: ServiceLock
+
+    def start(self) -> None:
+        """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
+        self.mqtt.start()
+        if self.updater is not None and self.settings.updates is not None:
+            self.updater.start_polling(self.settings.updates.poll_interval_s)
+        self.retention.start()
+
+    def close(self) -> None:
+        """Stop the background work, then close the library and the device database and release the lock."""
+        self.mqtt.stop()
+        if self.updater is not None:
+            self.updater.stop()
+        self.retention.stop()
+        self.library.current.close()
+        self.db.close()
+        self.service_lock.release()
+
+
+def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None) -> Desk:
+    """Wire the desk from its settings: the library first (nothing is created on disk if it does not open),
+    then the device's records, the services and the MQTT link. Background work waits for ``Desk.start``.
+
+    ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own.
+    """
+    pipeline = pipeline or FacePipeline.load()
+    key = read_key_file(settings.library.key_file)
+    # Versions live in the device's library store; the file named in settings is the one shipped at
+    # provisioning, installed on first start. Updates from central then move the store forward.
+    store = LibraryStore(settings.library_store_dir)
+    if store.current_version() is None:
+        store.install_full(settings.library.path, key, expected_embedder=pipeline.embedder_id)
+    snapshot = store.open_current(key, expected_embedder=pipeline.embedder_id)
+    records = open_records(settings)
+    db, outbox, audit = records.db, records.outbox, records.audit
+    library = LibraryHolder(snapshot)
+    desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
+    updater = None
+    if settings.updates is not None:
+        updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
+                                               library_key=key, embedder_id=pipeline.embedder_id,
+                                               holder=library, audit=audit,
+                                               config=ConfigUpdater(desk_config, audit))
+    handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
+    # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
+    reviews, case_store = PeerReviewStore(db), CaseStore(db)
+    channel: PeerReviewChannel = LocalPeerReviewChannel(reviews)
+    central_reviews: CentralPeerReviewChannel | None = None
+    if settings.peer_review.channel == "central":
+        channel = central_reviews = CentralPeerReviewChannel(
+            settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
+            resend_after_s=settings.peer_review.resend_after_s)
+        handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
+    senders = [central_reviews.drain] if central_reviews else []
+    key_paths = [db.key_path, settings.data_dir / SIGNING_KEY_NAME]
+    if settings.mqtt.key_file is not None:
+        key_paths.append(settings.mqtt.key_file)
+    last_ack: list[CentralLink] = []  # the publisher, once made (the reporter is one of its senders)
+    health = HealthReporter(settings.device_id, settings.data_dir, outbox, library,
+                            interval_s=settings.health.interval_s, key_paths=key_paths,
+                            last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
+    senders.append(health.send)
+    wipe: WipeService | None = None
+    if settings.fleet_command_public_key is not None:
+        wipe = WipeService(settings.device_id, load_command_key(settings.fleet_command_public_key), audit, outbox,
+                           db, secrets=[*key_paths[1:], settings.library.key_file],
+                           trees=[store.root], files=[settings.library.path])
+        if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
+            snapshot.close()
+            raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
+        handlers[fleet_command_topic(settings.device_id)] = wipe.handle
+        senders.append(wipe.drain)  # last: after it runs the database is closed
+    publisher = CentralLink(settings.mqtt, settings.device_id, outbox, handlers=handlers, senders=senders)
+    last_ack.append(publisher)
+    if wipe is not None:
+        wipe.on_withdrawn(publisher.request_stop)
+        if updater is not None:
+            wipe.on_withdrawn(updater.stop)
+    # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
+    sessions = SessionManager(SessionStore(db), settings.auth)
+    case_service = CaseService(case_store, reviews, channel, pipeline, library, audit,
+                               lambda: desk_config.top_k(settings.search.top_k))
+    if central_reviews is not None:
+        central_reviews.bind(case_service.apply_peer_review)
+    accounts = AccountService(AccountStore(db), SessionStore(db), settings.auth)
+    sessions.purge()
+    # Central's retention period for viable matches: enforced now, then hourly (appliance.services.retention).
+    # The lock tells ``python -m appliance retention purge`` that this process purges by itself.
+    service_lock = ServiceLock(settings.data_dir)
+    if not service_lock.acquire():
+        logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
+    retention = RetentionService(case_store, desk_config, audit)
+    if wipe is not None:
+        wipe.on_withdrawn(retention.stop)
+    try:
+        retention.purge()
+    except Exception:
+        logger.exception("retention purge at start failed; it is tried again in the background")
+    audit.record("library_loaded", "system", "ok", library_version=snapshot.version, records=snapshot.count,
+                 embedder=snapshot.embedder_id)
+    return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, db=db, outbox=outbox,
+                audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
+                accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
+                service_lock=service_lock)

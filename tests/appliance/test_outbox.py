@@ -1,0 +1,92 @@
+"""One audit chain, however many processes append to the device database.
+
+The outbox reads the chain's head inside each append's write transaction (``BEGIN IMMEDIATE``), so a
+second appender, such as a command run beside the desk, links to the same chain: no fork, no gap, and
+the desk is not locked out of its own log afterwards.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+
+from appliance.services.audit import AuditLog
+from appliance.storage import audit_log
+from appliance.storage.device_db import DeviceDatabase
+from appliance.storage.outbox import AuditLogBusyError, Outbox
+from core.audit.verify import EventRecord, verify_records
+from tests.appliance.audit_writer import CHECKPOINT_EVERY
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICE = "desk-writers-01"
+
+
+def _events(db: DeviceDatabase) -> list:
+    return [r.event for r in audit_log.records(db) if isinstance(r, EventRecord)]
+
+
+def test_an_outbox_opened_before_another_appended_links_to_the_newer_head(tmp_path: Path) -> None:
+    first_db, second_db = DeviceDatabase(tmp_path / "device"), DeviceDatabase(tmp_path / "device")
+    first = AuditLog(DEVICE, Outbox(first_db, checkpoint_every=3))
+    second = AuditLog(DEVICE, Outbox(second_db, checkpoint_every=3))  # opened on the same, empty log
+    for _ in range(2):
+        first.record("search", "pc-first", "candidates_shown")
+        second.record("search", "pc-second", "candidates_shown")
+    second.checkpoint()
+    first.checkpoint()  # the head is signed already: nothing to add
+    events = _events(first_db)
+    assert [(e.seq, e.actor) for e in events] == [(1, "pc-first"), (2, "pc-second"), (3, "pc-first"),
+                                                 (4, "pc-second")]
+    report = first.verify()
+    assert report.ok and (report.events, report.checkpoints) == (4, 2), report.findings
+
+
+def test_two_processes_appending_at_once_make_one_verifiable_chain(tmp_path: Path) -> None:
+    data, go, count = tmp_path / "device", tmp_path / "go", 150
+    db = DeviceDatabase(data)
+    outbox = Outbox(db)  # the keys exist before the writers start, as on a provisioned desk
+    AuditLog(DEVICE, outbox).record("library_loaded", "system", "ok")
+    writers = [subprocess.Popen([sys.executable, "-m", "tests.appliance.audit_writer", str(data), DEVICE, actor,
+                                 str(count), str(go)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for actor in ("writer-a", "writer-b")]
+    try:
+        for writer in writers:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "ready", writer.stderr
+        go.touch()
+        outputs = [writer.communicate(timeout=120) for writer in writers]
+    finally:
+        for writer in writers:
+            writer.kill()
+            writer.wait()
+    assert [w.returncode for w in writers] == [0, 0], [err[-2000:] for _, err in outputs]
+
+    events = _events(db)
+    assert [e.seq for e in events] == list(range(1, 2 * count + 2))
+    actors = [e.actor for e in events[1:]]
+    assert actors.count("writer-a") == actors.count("writer-b") == count
+    assert sum(a != b for a, b in pairwise(actors)) > 2  # they really took turns
+    # core's verifier, as central and an auditor run it: every link, every checkpoint, and a signed tail.
+    report = verify_records(audit_log.records(db), {DEVICE: outbox.public_key}, require_signed_tail=True)
+    assert report.ok, report.findings
+    assert report.events == 2 * count + 1 and report.checkpoints >= (2 * count + 1) // CHECKPOINT_EVERY
+    # The first process carries on: its next event links to the writers' last one.
+    assert AuditLog(DEVICE, outbox).record("search", "pc-after", "no_candidates").seq == 2 * count + 2
+    assert outbox.verify().ok
+    db.close()
+
+
+def test_an_appender_that_cannot_get_the_write_lock_is_refused_and_records_nothing(tmp_path: Path) -> None:
+    holder_db, waiter_db = DeviceDatabase(tmp_path / "device"), DeviceDatabase(tmp_path / "device")
+    waiter = AuditLog(DEVICE, Outbox(waiter_db))
+    waiter.record("library_loaded", "system", "ok")
+    waiter_db.conn.execute("PRAGMA busy_timeout = 200")
+    holder_db.conn.execute("BEGIN IMMEDIATE")  # another process in the middle of a long write
+    with pytest.raises(AuditLogBusyError, match=r"another process .* this event was not recorded"):
+        waiter.record("search", "pc-waiting", "candidates_shown")
+    holder_db.conn.rollback()
+    assert waiter.record("search", "pc-waiting", "candidates_shown").seq == 2  # no gap, no fork
+    assert waiter.verify().ok
