@@ -33,9 +33,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from central.audit.storage import SqlAuditStore
-from central.fleet.health import HealthIngest, is_health_topic
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.handler import Incoming, MessageHandler
+from central.ingest.health import HealthIngest, is_health_topic
 from central.peer_review.ingest import PeerReviewIngest, is_request_topic
 from central.peer_review.store import PeerReviewStore
 from central.settings import MqttSettings
@@ -61,20 +63,23 @@ _OUTCOME_POLL_S = 0.5  # how often decided peer review outcomes are looked for
 class AuditIngest:
     """One ingest worker: subscribes to every device's audit and checkpoint topics and stores what arrives."""
 
-    def __init__(self, settings: MqttSettings, store: SqlAuditStore, *, client_id: str | None = None,
+    def __init__(self, settings: MqttSettings, store: AuditStore, *, client_id: str | None = None,
                  shared_group: str | None = None, ack_interval_s: float = 0.2,
                  peer_reviews: PeerReviewStore | None = None) -> None:
-        """``peer_reviews`` defaults to a store of its own in the audit store's database."""
+        """The registry and health stores are the worker's own, in the audit store's database, as is
+        ``peer_reviews`` unless one is given."""
         self._settings = settings
-        self._handler = MessageHandler(store)
+        self._registry = RegistryStore(store.url)
+        self._health_store = HealthStore(store.url)
+        self._handler = MessageHandler(store, self._registry)
         self._own_reviews = peer_reviews is None
-        self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), store)
+        self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), self._registry, store)
         self._last_outcome_poll = 0.0
         self._client_id = client_id or settings.client_id
         self._subscriptions = [shared(shared_group, s) if shared_group else s
                                for s in (*INGEST_SUBSCRIPTIONS, PEER_REVIEW_REQUEST_SUBSCRIPTION,
                                          HEALTH_SUBSCRIPTION)]
-        self._health = HealthIngest(store)
+        self._health = HealthIngest(self._health_store, self._registry, store)
         self._ack_interval_s = ack_interval_s
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -135,6 +140,8 @@ class AuditIngest:
         self._connected.clear()
         if self._own_reviews:
             self._reviews.store.close()
+        self._registry.close()
+        self._health_store.close()
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the broker has accepted the connection and granted the subscriptions."""
