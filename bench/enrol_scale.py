@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from central.library.distributed import DaskTemplater, cluster_client, local_inference_threads
-from central.library.enrol import enrol, iter_images
+from central.enrolment.distributed import DaskTemplater, cluster_client, local_inference_threads
+from central.enrolment.enrol import enrol, iter_images
 from library.digest import content_digest
 from library.snapshot import Snapshot, read_key_file
 

@@ -41,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from central.audit.storage import open_store  # noqa: E402
+from central.audit.store import AuditStore  # noqa: E402
+from central.fleet.registry_store import RegistryStore  # noqa: E402
 from testbed.chain_writer import ChainWriter  # noqa: E402
 from testbed.mosquitto import PersistentBroker  # noqa: E402
 
@@ -118,10 +119,12 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
          workers: int) -> dict[str, float]:
     """Publish ``per_device`` events from 20 devices; time until all are stored. ``offline``: central is down
     while they are published (the outage), and the clock starts when it comes back."""
-    store = open_store(url)
+    store = AuditStore(url)
     writers = [ChainWriter(f"{prefix}-{i:02d}") for i in range(DEVICES)]
+    registry = RegistryStore(url)
     for w in writers:
-        store.register_device(w.device_id, w.public_hex)
+        registry.register_device(w.device_id, w.public_hex)
+    registry.close()
     central = Central(workdir, broker, url, workers)
     central.start()  # creates the persistent session and subscriptions
     if offline:

@@ -23,7 +23,8 @@ import sys
 import threading
 from pathlib import Path
 
-from central.audit.storage import SqlAuditStore, open_store
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.mqtt import AuditIngest
 from central.ingest.status import IngestPool
 from central.publish.announcer import Announcer
@@ -37,13 +38,13 @@ logger = logging.getLogger("central")
 _CONNECT_WAIT_S = 10.0
 
 
-def _start_workers(settings: CentralSettings) -> tuple[IngestPool, list[AuditIngest], list[SqlAuditStore]]:
+def _start_workers(settings: CentralSettings) -> tuple[IngestPool, list[AuditIngest], list[AuditStore]]:
     """One store connection and one persistent session per worker, with stable client ids."""
     workers: list[AuditIngest] = []
-    stores: list[SqlAuditStore] = []
+    stores: list[AuditStore] = []
     n = settings.ingest.workers
     for i in range(n):
-        store = open_store(settings.database_url)
+        store = AuditStore(settings.database_url)
         client_id = settings.mqtt.client_id if n == 1 else f"{settings.mqtt.client_id}-{i + 1}"
         worker = AuditIngest(settings.mqtt, store, client_id=client_id, shared_group=settings.ingest.shared_group,
                              ack_interval_s=settings.ingest.ack_interval_s)
@@ -56,7 +57,7 @@ def _start_workers(settings: CentralSettings) -> tuple[IngestPool, list[AuditIng
     return IngestPool(list(workers)), workers, stores
 
 
-def _stop_workers(workers: list[AuditIngest], stores: list[SqlAuditStore]) -> None:
+def _stop_workers(workers: list[AuditIngest], stores: list[AuditStore]) -> None:
     for w in workers:
         w.stop()
     for s in stores:
@@ -110,22 +111,22 @@ def _register(config: Path | None, database: str | None, device_id: str, key_fil
         print(f"central: public key file {key_file} does not exist", file=sys.stderr)
         return 2
     url = database or load(config).database_url
-    store = open_store(url)
+    registry = RegistryStore(url)
     try:
-        store.register_device(device_id, public_key_hex(key))
+        registry.register_device(device_id, public_key_hex(key))
     finally:
-        store.close()
+        registry.close()
     print(f"registered {device_id} with Ed25519 key {public_key_hex(key)[:16]}…")
     return 0
 
 
 def _list_devices(config: Path | None, database: str | None) -> int:
-    store = open_store(database or load(config).database_url)
+    registry = RegistryStore(database or load(config).database_url)
     try:
-        for device, key in store.registered_devices().items():
+        for device, key in registry.registered_devices().items():
             print(f"{device}\t{key}")
     finally:
-        store.close()
+        registry.close()
     return 0
 
 
@@ -134,7 +135,7 @@ def _revoke(config: Path | None, database: str | None, device_id: str, by: str, 
     from central.ingest.mqtt import publish_once
 
     settings = load(config) if config else None
-    store = open_store(database or (settings.database_url if settings else ""))
+    registry = RegistryStore(database or (settings.database_url if settings else ""))
     key = send = pki = None
     if settings is not None:
         fleet, mqtt = settings.fleet, settings.mqtt
@@ -142,9 +143,10 @@ def _revoke(config: Path | None, database: str | None, device_id: str, by: str, 
         send = lambda topic, payload: publish_once(mqtt, topic, payload)  # noqa: E731
         pki = PkiTarget(fleet.ca_dir, fleet.broker_dir, fleet.broker_pid_file) if fleet.ca_dir else None
     try:
-        result = revoke_device(store, device_id, revoked_by=by, reason=reason, command_key=key, send=send, pki=pki)
+        result = revoke_device(registry, device_id, revoked_by=by, reason=reason, command_key=key, send=send,
+                               pki=pki)
     finally:
-        store.close()
+        registry.close()
     print(result.summary())
     return 0 if (result.wipe_sent or key is None) else 1
 

@@ -58,8 +58,8 @@ if [ ! -f "$VAR/library/demo.db" ]; then
   echo "run: building the demo library (first run only)"
   faces=()
   [ -d ../shared/faces/dev ] && faces=(--faces ../shared/faces/dev)
-  $PY -m central.library demo-import --out "$VAR/demo-import" "${faces[@]}"
-  $PY -m central.library enrol --images "$VAR/demo-import/images" --csv "$VAR/demo-import/subjects.csv" \
+  $PY -m central.enrolment demo-import --out "$VAR/demo-import" "${faces[@]}"
+  $PY -m central.enrolment enrol --images "$VAR/demo-import/images" --csv "$VAR/demo-import/subjects.csv" \
       --out "$VAR/library/demo.db" --key-file "$VAR/library/demo.key"
 fi
 

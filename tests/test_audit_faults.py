@@ -30,7 +30,9 @@ from appliance.storage.outbox import Outbox
 from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_key
 from central.audit.__main__ import verify_file
 from central.audit.export import to_jsonl
-from central.audit.storage import EventFilter, open_store
+from central.audit.filter import EventFilter
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from testbed.mosquitto import PersistentBroker
 from tests.audit_support import TcpProxy, wait_for
 
@@ -96,7 +98,8 @@ class Rig:
         proc.wait()
 
     def assert_everything_arrived_once(self, total: int, timeout: float = 60) -> None:
-        store = open_store(self.db_url)
+        store = AuditStore(self.db_url)
+        registry = RegistryStore(self.db_url)
         try:
             def settled() -> bool:
                 head = store.head(self.device_id)
@@ -107,10 +110,11 @@ class Rig:
             assert sorted(r["seq"] for r in rows) == list(range(1, total + 1))  # each exactly once
             assert store.findings() == [] and store.gaps(self.device_id) == []
             export = self.tmp / "export.jsonl"
-            export.write_text("".join(to_jsonl(store.export_records(EventFilter()), {})))
+            export.write_text("".join(to_jsonl(store.export_records(EventFilter(), registry.registered_devices()), {})))
             ok, lines = verify_file(export, {})
             assert ok, lines
         finally:
+            registry.close()
             store.close()
         # The device keeps nothing central has not confirmed, and keeps everything else.
         assert self.device is not None

@@ -66,8 +66,8 @@ def central_auditor(base: str) -> urllib.request.OpenerDirector:
 @pytest.fixture
 def system(tmp_path: Path, mosquitto):
     """Central and one appliance as separate processes, with a library built by central's command."""
-    run("-m", "central.library", "demo-import", "--out", str(tmp_path / "import"))
-    run("-m", "central.library", "enrol", "--images", str(tmp_path / "import" / "images"),
+    run("-m", "central.enrolment", "demo-import", "--out", str(tmp_path / "import"))
+    run("-m", "central.enrolment", "enrol", "--images", str(tmp_path / "import" / "images"),
         "--csv", str(tmp_path / "import" / "subjects.csv"),
         "--out", str(tmp_path / "lib.db"), "--key-file", str(tmp_path / "lib.key"))
     central_port, appliance_port = free_port(), free_port()

@@ -1,4 +1,4 @@
-"""Central's accounts in the audit store's database (SQLite or PostgreSQL, like the other stores).
+"""Central's accounts in central's one database (SQLite or PostgreSQL, like the other stores).
 
 One row per person: roles as a sorted comma-separated list, the scrypt hash
 (``core.passwords``), and the failure count and lock time that make password
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central.database import SqlStore
+from central.database import Dialect, SqlStore
 from core.errors import CustodyRfrError
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS central_accounts (
@@ -51,9 +51,9 @@ class AccountRow:
     session_generation: int
 
 
-def _schema(pg: bool) -> list[str]:
+def _schema(dialect: Dialect) -> list[str]:
     # PostgreSQL adds a missing column idempotently under SqlStore's advisory lock; SQLite cannot, see _upgrade_sqlite.
-    if not pg:
+    if not dialect.postgres:
         return [_SCHEMA]
     return [_SCHEMA, *(f"ALTER TABLE central_accounts ADD COLUMN IF NOT EXISTS {name} {kind}"
                        for name, kind in _ADDED_COLUMNS)]
@@ -64,7 +64,7 @@ class AccountStore(SqlStore):
 
     def __init__(self, url: str | Path) -> None:
         super().__init__(url, schema=_schema, lock_id=772003, error=AccountStoreError, what="account store")
-        if not self._pg:
+        if not self.dialect.postgres:
             try:
                 self._upgrade_sqlite()
             except Exception as e:  # sqlite3.Error: the same one line as a store that cannot open
@@ -74,17 +74,11 @@ class AccountStore(SqlStore):
     def _upgrade_sqlite(self) -> None:
         """Add columns an older database lacks; BEGIN IMMEDIATE so two central processes starting together
         cannot both try (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
-        with self._lock:
-            self._execute("BEGIN IMMEDIATE")
-            try:
-                present = {row[1] for row in self._execute("PRAGMA table_info(central_accounts)").fetchall()}
-                for name, kind in _ADDED_COLUMNS:
-                    if name not in present:
-                        self._execute(f"ALTER TABLE central_accounts ADD COLUMN {name} {kind}")
-            except BaseException:
-                self._execute("ROLLBACK")
-                raise
-            self._execute("COMMIT")
+        with self._write_transaction():
+            present = {row[1] for row in self._execute("PRAGMA table_info(central_accounts)").fetchall()}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in present:
+                    self._execute(f"ALTER TABLE central_accounts ADD COLUMN {name} {kind}")
 
     def get(self, username: str) -> AccountRow | None:
         with self._lock:

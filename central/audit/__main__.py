@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from central.audit.export import parse_export, to_csv, to_jsonl
-from central.audit.storage import EventFilter, open_store
+from central.audit.filter import EventFilter
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
 from core.audit.verify import UNSIGNED_TAIL, verify_records
 from core.errors import CustodyRfrError
@@ -68,13 +70,18 @@ def main(argv: list[str] | None = None) -> int:
             for line in lines:
                 print(line)
             return 0 if ok else 1
-        store = open_store(args.database)
+        store = AuditStore(args.database)
         try:
+            registry = RegistryStore(args.database)
+            try:
+                keys = registry.registered_devices()
+            finally:
+                registry.close()
             flt = EventFilter(device_id=args.device, actor=args.actor, type=args.type, outcome=args.outcome,
                               since=args.since, until=args.until)
             writer = to_csv if args.out.suffix == ".csv" else to_jsonl
             with args.out.open("w", encoding="utf-8", newline="") as fh:
-                fh.writelines(writer(store.export_records(flt), flt.as_dict()))
+                fh.writelines(writer(store.export_records(flt, keys), flt.as_dict()))
         finally:
             store.close()
         print(f"wrote {args.out}")

@@ -1,1 +1,2 @@
-"""The fleet as central sees it: desks' heartbeats, their status flags, revocation and the signed wipe."""
+"""The fleet as central sees it: the device registry and revocations, the desks' heartbeats, their status
+flags, and revoking a desk with a signed wipe. (Heartbeats arrive through ``central.ingest.health``.)"""

@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from central.audit.storage import SqlAuditStore
+from central.fleet.registry_store import RegistryStore
 from core.audit.checkpoint import public_key_pem
 from core.errors import CustodyRfrError
 from core.fleet import FleetCommand
@@ -109,15 +109,15 @@ def _revoke_certificates(device_id: str, pki: PkiTarget, now: datetime) -> tuple
     return serials, reloaded
 
 
-def revoke_device(store: SqlAuditStore, device_id: str, *, revoked_by: str, reason: str,
+def revoke_device(registry: RegistryStore, device_id: str, *, revoked_by: str, reason: str,
                   command_key: Ed25519PrivateKey | None, send: Send | None, pki: PkiTarget | None,
                   now: datetime | None = None) -> Revocation:
     """Revoke ``device_id`` (registered with central); see the module docstring for the order."""
     validate_device_id(device_id)
-    if store.public_key(device_id) is None:
+    if registry.public_key(device_id) is None:
         raise RevocationError(f"{device_id} is not registered with central; check the device id.")
     moment = now or datetime.now(UTC)
-    result = Revocation(device_id, store.revoke_device(device_id, revoked_by, reason, moment))
+    result = Revocation(device_id, registry.revoke_device(device_id, revoked_by, reason, moment))
     if command_key is not None and send is not None:
         command = FleetCommand.sign(command_key, device_id, "wipe", now=moment)
         result.wipe_sent = send(fleet_command_topic(device_id), command.to_bytes())

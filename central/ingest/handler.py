@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central.audit.storage import SqlAuditStore
+from central.audit.store import AuditStore
+from central.fleet.registry_store import REVOKED_FINDING, REVOKED_REASON, RegistryStore
 from core.audit.checkpoint import Checkpoint, public_key_from_bytes
 from core.audit.errors import KeyFormatError, SignatureError
 from core.errors import WireFormatError
@@ -30,10 +31,6 @@ from core.events import AuditEvent
 from core.topics import AUDIT, parse_device_topic
 
 logger = logging.getLogger(__name__)
-
-
-REVOKED_REASON = "device revoked"
-REVOKED_FINDING = "revoked_device_message"
 
 
 class RevokedDeviceMessage(WireFormatError):
@@ -65,8 +62,8 @@ class IngestCounters:
 class MessageHandler:
     """Validates and stores batches; thread-safe counters for status pages."""
 
-    def __init__(self, store: SqlAuditStore) -> None:
-        self.store = store
+    def __init__(self, store: AuditStore, registry: RegistryStore) -> None:
+        self.store, self._registry = store, registry
         self.counters = IngestCounters()
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._lock = threading.Lock()
@@ -75,7 +72,7 @@ class MessageHandler:
         key = self._keys.get(device)
         if key is not None:
             return key
-        hex_key = self.store.public_key(device)
+        hex_key = self._registry.public_key(device)
         if hex_key is None:
             raise WireFormatError(f"Device {device!r} is not registered with central; its messages are refused.")
         try:
@@ -117,7 +114,7 @@ class MessageHandler:
         events: list[AuditEvent] = []
         checkpoints: list[Checkpoint] = []
         rejected = 0
-        revoked = frozenset(self.store.revocations()) if batch else frozenset()
+        revoked = frozenset(self._registry.revocations()) if batch else frozenset()
         for msg in batch:
             try:
                 item = self._parse(msg, revoked)

@@ -14,7 +14,7 @@ processes) can share the topics with an MQTT v5 shared subscription
 delivery harmless.
 
 The worker also takes the desks' peer review requests (``central.peer_review``)
-and heartbeats (``central.fleet.health``), and sends the outcomes the reviewers
+and heartbeats (``central.ingest.health``), and sends the outcomes the reviewers
 have decided, QoS 1 to each device's outcome topic; the database is the queue
 between the reviewers' page and here.
 """
@@ -26,9 +26,11 @@ import queue
 import time
 from collections.abc import Callable
 
-from central.audit.storage import SqlAuditStore
-from central.fleet.health import HealthIngest, is_health_topic
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.handler import Incoming, MessageHandler
+from central.ingest.health import HealthIngest, is_health_topic
 from central.peer_review.ingest import PeerReviewIngest, is_request_topic
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralMqttSettings
@@ -55,14 +57,17 @@ _STORE_DOWN_PAUSE_S = 1.0  # after a batch could not be stored: reconnect (the b
 class AuditIngest:
     """One ingest worker: subscribes to every device's audit and checkpoint topics and stores what arrives."""
 
-    def __init__(self, settings: CentralMqttSettings, store: SqlAuditStore, *, client_id: str | None = None,
+    def __init__(self, settings: CentralMqttSettings, store: AuditStore, *, client_id: str | None = None,
                  shared_group: str | None = None, ack_interval_s: float = 0.2,
                  peer_reviews: PeerReviewStore | None = None) -> None:
-        """``peer_reviews`` defaults to a store of its own in the audit store's database."""
-        self._handler = MessageHandler(store)
+        """The registry and health stores are the worker's own, in the audit store's database, as is
+        ``peer_reviews`` unless one is given."""
+        self._registry = RegistryStore(store.url)
+        self._health_store = HealthStore(store.url)
+        self._handler = MessageHandler(store, self._registry)
         self._own_reviews = peer_reviews is None
-        self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), store)
-        self._health = HealthIngest(store)
+        self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), self._registry, store)
+        self._health = HealthIngest(self._health_store, self._registry, store)
         # The topic table: requests and heartbeats are taken one by one, by the first route whose test their
         # topic passes; everything else is for the audit handler (which refuses wrong topics), one batch at once.
         self._routes: tuple[tuple[Callable[[str], bool], Callable[[str, bytes], object]], ...] = (
@@ -125,6 +130,8 @@ class AuditIngest:
         self._link.stop(timeout=15)
         if self._own_reviews:
             self._reviews.store.close()
+        self._registry.close()
+        self._health_store.close()
 
     def wait_connected(self, timeout: float) -> bool:
         """True once the broker has accepted the connection and granted the subscriptions."""

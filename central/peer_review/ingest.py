@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from central.audit.storage import SqlAuditStore
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.peer_review.store import PeerReviewStore
 from core.errors import WireFormatError
 from core.peer_review import PeerReviewRequest
@@ -27,15 +28,15 @@ def is_request_topic(topic: str) -> bool:
 
 
 class PeerReviewIngest:
-    def __init__(self, store: PeerReviewStore, audit: SqlAuditStore) -> None:
-        self.store, self._audit = store, audit
+    def __init__(self, store: PeerReviewStore, registry: RegistryStore, audit: AuditStore) -> None:
+        self.store, self._registry, self._audit = store, registry, audit
 
     def handle(self, topic: str, payload: bytes, received_at: datetime | None = None) -> str:
         """Store one request: "new", "repeat", "conflict" or "rejected". Raises only if a store fails."""
         when = received_at or datetime.now(UTC)
         try:
             device = device_from_peer_review_request_topic(topic)
-            if self._audit.public_key(device) is None:
+            if self._registry.public_key(device) is None:
                 raise WireFormatError(f"Device {device!r} is not registered with central; its messages are refused.")
             request = PeerReviewRequest.from_bytes(payload)
             if request.device_id != device:

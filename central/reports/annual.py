@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from central.audit.storage import SqlAuditStore
+from central.audit.store import AuditStore
 from central.reports import periods
 from central.reports.aggregation import Figures, aggregate
 from central.reports.libraries import LibraryComposition, LibrarySource, describe
@@ -37,7 +37,7 @@ def composition_date(period: periods.Period, today: date) -> date:
     return min((period.end - timedelta(days=1)).date(), today)
 
 
-def build(store: SqlAuditStore, year: int, libraries: Sequence[LibrarySource], today: date) -> AnnualReport:
+def build(store: AuditStore, year: int, libraries: Sequence[LibrarySource], today: date) -> AnnualReport:
     """The report for calendar ``year``: every desk's events, and each library's composition."""
     period = periods.year(year)
     as_of = composition_date(period, today)

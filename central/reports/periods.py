@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from central.audit.storage import EventFilter, SqlAuditStore
+from central.audit.filter import EventFilter
+from central.audit.store import AuditStore
 
 _PAGE = 5000
 _FIRST_YEAR, _LAST_YEAR = 2000, 2999
@@ -58,7 +59,7 @@ def year(value: int) -> Period:
     return Period(str(value), datetime(value, 1, 1, tzinfo=UTC), datetime(value + 1, 1, 1, tzinfo=UTC))
 
 
-def events_in(store: SqlAuditStore, period: Period, devices: Sequence[str] = ()) -> list[dict[str, Any]]:
+def events_in(store: AuditStore, period: Period, devices: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every stored event in ``period`` from ``devices`` (all devices when empty), page by page."""
     out: list[dict[str, Any]] = []
     for device in sorted(set(devices)) or [None]:

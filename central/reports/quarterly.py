@@ -12,7 +12,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from central.audit.storage import SqlAuditStore
+from central.audit.store import AuditStore
 from central.reports import periods
 from central.reports.aggregation import Figures, aggregate, rows
 
@@ -26,7 +26,7 @@ class QuarterlyReport:
     figures: Figures
 
 
-def build(store: SqlAuditStore, year: int, quarter: int, devices: Sequence[str] = ()) -> QuarterlyReport:
+def build(store: AuditStore, year: int, quarter: int, devices: Sequence[str] = ()) -> QuarterlyReport:
     """The report for ``quarter`` of ``year`` over ``devices`` (all when empty)."""
     period = periods.quarter(year, quarter)
     return QuarterlyReport(period, tuple(sorted(set(devices))), aggregate(periods.events_in(store, period, devices)))

@@ -16,7 +16,9 @@ from htmx_flask import Htmx
 
 from central.accounts.service import AccountService
 from central.accounts.store import AccountStore
-from central.audit.storage import open_store
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralSettings, load
@@ -52,7 +54,9 @@ def create_app(
     if test_config:
         app.config.update(test_config)
 
-    app.extensions["central.audit_store"] = open_store(app.config["DATABASE"])
+    app.extensions["central.audit_store"] = AuditStore(app.config["DATABASE"])
+    app.extensions["central.registry"] = RegistryStore(app.config["DATABASE"])
+    app.extensions["central.health_store"] = HealthStore(app.config["DATABASE"])
     app.extensions["central.ingest"] = ingest
     app.extensions["central.peer_reviews"] = PeerReviewStore(app.config["DATABASE"])
     Htmx(app)
@@ -82,6 +86,8 @@ def create_app(
 
 
 def close_stores(app: Flask) -> None:
-    """Close the database connections ``create_app`` opened (the audit, peer-review and account stores)."""
-    for name in ("central.audit_store", "central.peer_reviews", "central.account_store"):
+    """Close the database connections ``create_app`` opened (the audit, registry, health, peer-review and
+    account stores)."""
+    for name in ("central.audit_store", "central.registry", "central.health_store", "central.peer_reviews",
+                 "central.account_store"):
         app.extensions[name].close()

@@ -17,9 +17,9 @@ from htmx_flask import request
 from werkzeug.wrappers import Response
 
 from central.audit.export import to_csv, to_jsonl
-from central.audit.storage import EventFilter
+from central.audit.filter import EventFilter
 from central.web.auth import current_user, home_for
-from central.web.stores import audit_store
+from central.web.stores import audit_store, registry_store
 from core.errors import WireFormatError
 from core.events import EVENT_TYPES
 from core.topics import validate_device_id
@@ -115,7 +115,7 @@ def export(fmt: str) -> Response:
     flt, _raw = _filters()
     store = audit_store()
     writer = to_csv if fmt == "csv" else to_jsonl
-    body = writer(store.export_records(flt), flt.as_dict())
+    body = writer(store.export_records(flt, registry_store().registered_devices()), flt.as_dict())
     mimetype = "text/csv" if fmt == "csv" else "application/x-ndjson"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     response = current_app.response_class(body, mimetype=mimetype)

@@ -31,7 +31,7 @@ from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
 from central.settings import CentralMqttSettings, FleetSettings
 from central.web.auth import signed_in_user
-from central.web.stores import audit_store
+from central.web.stores import health_store, registry_store
 from core.errors import WireFormatError
 from core.topics import validate_device_id
 
@@ -77,15 +77,15 @@ def _device(device_id: str) -> str:
         validate_device_id(device_id)
     except WireFormatError as e:
         abort(404, str(e))
-    if audit_store().public_key(device_id) is None:
+    if registry_store().public_key(device_id) is None:
         abort(404, f"There is no registered device {device_id!r}.")
     return device_id
 
 
 @bp.get("")
 def index() -> str:
-    store, config = audit_store(), _config()
-    rows = fleet_status(sorted(store.registered_devices()), store.latest_health(), store.revocations(),
+    registry, config = registry_store(), _config()
+    rows = fleet_status(sorted(registry.registered_devices()), health_store().latest_health(), registry.revocations(),
                         now=datetime.now(UTC), published_library=_published_library(),
                         stale_after=config.settings.stale_after_intervals,
                         min_free_disk=config.settings.min_free_disk)
@@ -94,19 +94,19 @@ def index() -> str:
 
 @bp.get("/<device_id>")
 def device(device_id: str) -> str:
-    store, config = audit_store(), _config()
+    health, config = health_store(), _config()
     _device(device_id)
-    status = fleet_status([device_id], store.latest_health(), store.revocations(), now=datetime.now(UTC),
+    status = fleet_status([device_id], health.latest_health(), registry_store().revocations(), now=datetime.now(UTC),
                           published_library=_published_library(),
                           stale_after=config.settings.stale_after_intervals,
                           min_free_disk=config.settings.min_free_disk)[0]
-    return render_template("fleet/device.html", s=status, history=store.health_history(device_id),
+    return render_template("fleet/device.html", s=status, history=health.health_history(device_id),
                            messages=get_flashed_messages(), errors={})
 
 
 @bp.post("/<device_id>/revoke")
 def revoke(device_id: str) -> Response | tuple[str, int]:
-    store, config = audit_store(), _config()
+    registry, health, config = registry_store(), health_store(), _config()
     _device(device_id)
     by = signed_in_user().username
     reason = request.form.get("reason", "").strip()
@@ -117,12 +117,12 @@ def revoke(device_id: str) -> Response | tuple[str, int]:
     if confirm != device_id:
         errors["confirm"] = f"Type the desk id {device_id} to confirm: revocation cannot be undone."
     if errors:
-        status = fleet_status([device_id], store.latest_health(), store.revocations(), now=datetime.now(UTC),
+        status = fleet_status([device_id], health.latest_health(), registry.revocations(), now=datetime.now(UTC),
                               published_library=None)[0]
-        return render_template("fleet/device.html", s=status, history=store.health_history(device_id),
+        return render_template("fleet/device.html", s=status, history=health.health_history(device_id),
                                messages=[], errors=errors), 422
     try:
-        result = revoke_device(store, device_id, revoked_by=by, reason=reason, **revocation_means(config))
+        result = revoke_device(registry, device_id, revoked_by=by, reason=reason, **revocation_means(config))
     except RevocationError as e:
         abort(409, str(e))
     flash(result.summary())

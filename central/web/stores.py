@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from flask import current_app
 
-from central.audit.storage import SqlAuditStore
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.status import IngestStatus
 
 
-def audit_store() -> SqlAuditStore:
-    store: SqlAuditStore = current_app.extensions["central.audit_store"]
+def audit_store() -> AuditStore:
+    store: AuditStore = current_app.extensions["central.audit_store"]
+    return store
+
+
+def registry_store() -> RegistryStore:
+    store: RegistryStore = current_app.extensions["central.registry"]
+    return store
+
+
+def health_store() -> HealthStore:
+    store: HealthStore = current_app.extensions["central.health_store"]
     return store
 
 

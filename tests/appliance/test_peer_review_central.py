@@ -16,7 +16,8 @@ from flask import Flask
 from paho.mqtt.enums import CallbackAPIVersion
 
 from appliance.web import create_app
-from central.audit.storage import open_store
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.mqtt import AuditIngest
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralMqttSettings as CentralMqtt
@@ -78,7 +79,7 @@ def audit_events(app: Flask, type_: str) -> list[dict]:
 def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
     """Central's ingest worker and web app on one SQLite database, on the session broker."""
     db = tmp_path / "central.db"
-    store = open_store(db)
+    store = AuditStore(db)
     ingest = AuditIngest(CentralMqtt(host=mosquitto.host, port=mosquitto.port,
                                      client_id=f"central-pr-{next(_ids)}"), store)
     ingest.start()
@@ -95,7 +96,7 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         tmp_path, demo_library, pipeline, mosquitto, central, face_photo, monkeypatch) -> None:
     web, _ingest = central
     app, device = desk_app(tmp_path, demo_library, pipeline, mosquitto.port, monkeypatch)
-    web.extensions["central.audit_store"].register_device(
+    web.extensions["central.registry"].register_device(
         device, public_key_hex(app.extensions["desk"].outbox.public_key))
     reviews: PeerReviewStore = web.extensions["central.peer_reviews"]
     try:
@@ -191,8 +192,10 @@ def test_a_request_made_while_the_broker_is_down_reaches_central_later(
     broker.workdir.chmod(0o777)
     app, device = desk_app(tmp_path, demo_library, pipeline, broker.port, monkeypatch)
     db = tmp_path / "central.db"
-    store = open_store(db)
-    store.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
+    store = AuditStore(db)
+    registry = RegistryStore(db)
+    registry.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
+    registry.close()
     ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-pr-late"), store)
     reviews = PeerReviewStore(db)
     try:

@@ -16,7 +16,8 @@ from appliance.services.audit import AuditLog
 from appliance.settings import DeskMqttSettings
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
-from central.audit.storage import open_store
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.mqtt import AuditIngest
 from central.settings import CentralMqttSettings as CentralMqtt
 from core.audit.checkpoint import public_key_hex
@@ -42,10 +43,19 @@ def device(tmp_path: Path, device_id: str = "desk-sync-01") -> tuple[Outbox, Aud
     return outbox, AuditLog(device_id, outbox)
 
 
+def register(store: AuditStore, device_id: str, public_key: str) -> None:
+    """Register the desk's key in the registry beside ``store``, as ``python -m central devices register`` does."""
+    registry = RegistryStore(store.url)
+    try:
+        registry.register_device(device_id, public_key)
+    finally:
+        registry.close()
+
+
 @pytest.fixture
 def central(tmp_path, mosquitto):
     """Central's real ingest and store, on the session broker, with a fresh client id."""
-    store = open_store(tmp_path / "central.db")
+    store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqtt(host=mosquitto.host, port=mosquitto.port,
                                      client_id=f"central-sync-{next(_ids)}"), store)
     ingest.start()
@@ -85,7 +95,7 @@ def test_a_checkpoint_is_signed_every_n_events_and_when_idle(tmp_path):
 def test_events_are_stored_by_central_and_leave_the_outbox_only_when_central_acks(tmp_path, mosquitto, central):
     store, _ingest = central
     outbox, log = device(tmp_path)
-    store.register_device("desk-sync-01", public_key_hex(outbox.public_key))
+    register(store, "desk-sync-01", public_key_hex(outbox.public_key))
     publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
     publisher.start()
     try:
@@ -133,8 +143,8 @@ def test_events_made_while_the_broker_is_down_arrive_later(tmp_path):
     broker.workdir.mkdir()
     broker.workdir.chmod(0o777)
     outbox, log = device(tmp_path)
-    store = open_store(tmp_path / "central.db")
-    store.register_device("desk-sync-01", public_key_hex(outbox.public_key))
+    store = AuditStore(tmp_path / "central.db")
+    register(store, "desk-sync-01", public_key_hex(outbox.public_key))
     publisher = CentralLink(DeskMqttSettings(host=broker.host, port=broker.port), "desk-sync-01", outbox)
     publisher.start()
     ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-late"), store)

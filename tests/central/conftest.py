@@ -1,4 +1,4 @@
-"""Fixtures for central: a fresh audit store and app per test, signed-in clients, events to put in them."""
+"""Fixtures for central: a fresh database and app per test, signed-in clients, events to put in them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.web import close_stores, create_app
 from core.events import AuditEvent
 from tests.central_signin import signed_in
@@ -38,11 +39,28 @@ def make_event() -> Callable[..., AuditEvent]:
     return make
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty central database, once as an SQLite file and once in PostgreSQL: one test covers both forms."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'central.db'}"
+    url: str = request.getfixturevalue("postgres").create_database()
+    return url
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[AuditStore]:
     s = AuditStore(tmp_path / "central.db")
     yield s
     s.close()
+
+
+@pytest.fixture
+def registry(store: AuditStore) -> Iterator[RegistryStore]:
+    """The device registry in the ``store`` fixture's database."""
+    r = RegistryStore(store.url)
+    yield r
+    r.close()
 
 
 @pytest.fixture
@@ -69,6 +87,12 @@ def anonymous(app: Flask) -> FlaskClient:
 def app_store(app: Flask) -> AuditStore:
     store: AuditStore = app.extensions["central.audit_store"]
     return store
+
+
+@pytest.fixture
+def app_registry(app: Flask) -> RegistryStore:
+    registry: RegistryStore = app.extensions["central.registry"]
+    return registry
 
 
 def _blank_jpeg() -> bytes:

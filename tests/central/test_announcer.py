@@ -9,7 +9,7 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from central.audit.storage import open_store
+from central.audit.store import AuditStore
 from central.ingest.mqtt import AuditIngest
 from central.publish.announcer import ANNOUNCEMENT_FILE, Announcer
 from central.publish.repository import init_repository
@@ -21,7 +21,7 @@ from core.topics import library_announce_topic
 
 def test_new_announcement_is_retained_for_desks_that_connect_later(tmp_path, mosquitto):
     repo = init_repository(tmp_path / "repo", tmp_path / "root-keys", PublishSettings())
-    store = open_store(tmp_path / "central.db")
+    store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store,
                          client_id="central-announce")
     ingest.start()

@@ -4,7 +4,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-from central.library.__main__ import main
+from central.enrolment.__main__ import main
 from library.composition import age_band, composition, image_age
 from library.records import ReferenceRecord
 from library.snapshot import Snapshot, SnapshotWriter, new_key, write_key_file

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from central.library.__main__ import main
-from central.library.distributed import DaskTemplater, cluster_client
-from central.library.enrol import EnrolError, EnrolReport, enrol
+from central.enrolment.__main__ import main
+from central.enrolment.distributed import DaskTemplater, cluster_client
+from central.enrolment.enrol import EnrolError, EnrolReport, enrol
 from library.composition import composition
 from library.digest import content_digest, recompute_content_digest
 from library.snapshot import Snapshot, read_key_file

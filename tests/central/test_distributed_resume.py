@@ -1,9 +1,9 @@
 """A killed enrolment coordinator resumes from its last checkpoint (the national-scale enrolment issue).
 
-``python -m central.library enrol --workers 2`` runs as a real process with a
+``python -m central.enrolment enrol --workers 2`` runs as a real process with a
 local Dask cluster (its nannies and workers are its child processes). The
 ``RFR_ENROL_COMMIT_EVERY`` / ``RFR_ENROL_HOLD_AFTER`` seams in
-``central.library.enrol`` make it checkpoint every 4 records and stop after 10
+``central.enrolment.enrol`` make it checkpoint every 4 records and stop after 10
 (8 committed, 2 in an open transaction), where it is SIGKILLed: no clean-up
 code runs. The rerun with ``--resume`` must finish the same library an
 uninterrupted in-process build makes, with every image exactly once.
@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from central.library.enrol import COMMIT_EVERY_ENV, HOLD_AFTER_ENV, enrol, iter_images
+from central.enrolment.enrol import COMMIT_EVERY_ENV, HOLD_AFTER_ENV, enrol, iter_images
 from library import cipher
 from library.digest import content_digest
 from library.snapshot import Snapshot, read_key_file
@@ -37,7 +37,7 @@ JPEG_SOI = b"\xff\xd8\xff"
 
 
 def _command(images: Path, out: Path, key_file: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "central.library", "enrol", "--images", str(images), "--out", str(out),
+    return [sys.executable, "-m", "central.enrolment", "enrol", "--images", str(images), "--out", str(out),
             "--key-file", str(key_file), "--workers", "2", "--batch-size", "2", "--no-progress", *extra]
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from central.library.__main__ import main
-from central.library.demo import build_demo_import
-from central.library.enrol import EnrolError, enrol, read_manifest
+from central.enrolment.__main__ import main
+from central.enrolment.demo import build_demo_import
+from central.enrolment.enrol import EnrolError, enrol, read_manifest
 from library.snapshot import Snapshot, read_key_file
 from models.quality import QualityReport
 

@@ -7,13 +7,13 @@ import json
 import queue
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from central.audit.storage import SqlAuditStore, open_store
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.mqtt import AuditIngest
 from central.settings import CentralMqttSettings
 from core.audit.ack import Ack
@@ -34,14 +34,7 @@ def mqtt_settings(mosquitto) -> CentralMqttSettings:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqlAuditStore]:
-    s = open_store(tmp_path / "central.db")
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def ingest(mqtt_settings: CentralMqttSettings, store: SqlAuditStore) -> Iterator[AuditIngest]:
+def ingest(mqtt_settings: CentralMqttSettings, store: AuditStore) -> Iterator[AuditIngest]:
     ingest = AuditIngest(mqtt_settings, store)
     ingest.start()
     assert ingest.wait_connected(10), "ingest did not connect to the test broker"
@@ -67,9 +60,9 @@ def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
 
 
 @pytest.fixture
-def desk(store: SqlAuditStore) -> ChainWriter:
+def desk(registry: RegistryStore) -> ChainWriter:
     w = ChainWriter(f"desk-{next(_ids)}")
-    store.register_device(w.device_id, w.public_hex)
+    registry.register_device(w.device_id, w.public_hex)
     return w
 
 
@@ -95,12 +88,12 @@ def test_event_published_twice_is_stored_once_and_acked(ingest, publisher, store
 
 
 def test_bad_messages_are_rejected_and_counted_and_good_ones_around_them_are_kept(
-    ingest, publisher, store, desk
+    ingest, publisher, store, registry, desk
 ) -> None:
     topic = audit_topic(desk.device_id)
     stranger = ChainWriter("desk-unregistered")
     other = ChainWriter("desk-other")
-    store.register_device(other.device_id, other.public_hex)
+    registry.register_device(other.device_id, other.public_hex)
     good = [desk.event() for _ in range(3)]
     unsealed = AuditEvent(device_id=desk.device_id, seq=99, type="search", actor="pc1", outcome="x")
     forged_cp = replace(desk.checkpoint(), signature="0" * 128)
@@ -134,8 +127,10 @@ def test_bad_messages_are_rejected_and_counted_and_good_ones_around_them_are_kep
 
 
 def test_events_published_while_central_is_down_arrive_later(mqtt_settings, publisher, tmp_path, desk) -> None:
-    store = open_store(tmp_path / "queued.db")
-    store.register_device(desk.device_id, desk.public_hex)
+    store = AuditStore(tmp_path / "queued.db")
+    registry = RegistryStore(store.url)
+    registry.register_device(desk.device_id, desk.public_hex)
+    registry.close()
     first = AuditIngest(mqtt_settings, store)
     first.start()
     assert first.wait_connected(10)
@@ -153,15 +148,14 @@ def test_events_published_while_central_is_down_arrive_later(mqtt_settings, publ
         store.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_shared_subscription_workers_store_each_event_once(backend, request, mosquitto, publisher, tmp_path) -> None:
-    url = (f"sqlite:///{tmp_path / 'c.db'}" if backend == "sqlite"
-           else request.getfixturevalue("postgres").create_database())
+def test_shared_subscription_workers_store_each_event_once(database_url, mosquitto, publisher) -> None:
     group = f"g{next(_ids)}"
-    stores = [open_store(url) for _ in range(3)]
+    stores = [AuditStore(database_url) for _ in range(3)]
     writers = [ChainWriter(f"desk-share-{i}") for i in range(4)]
+    registry = RegistryStore(database_url)
     for w in writers:
-        stores[0].register_device(w.device_id, w.public_hex)
+        registry.register_device(w.device_id, w.public_hex)
+    registry.close()
     workers = [AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"{group}-{i}"),
                            s, shared_group=group) for i, s in enumerate(stores)]
     for w in workers:

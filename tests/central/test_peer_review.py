@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.peer_review.ingest import PeerReviewIngest
 from central.peer_review.store import PeerReviewError, PeerReviewStore
 from core.peer_review import CandidateSummary, PeerReviewOutcome, PeerReviewRequest
@@ -59,16 +60,8 @@ def _exercise_store(store: PeerReviewStore) -> None:
     assert store.get(req.request_id).sends == 2
 
 
-def test_store_keeps_one_decision_and_queues_the_outcome_on_sqlite(tmp_path) -> None:
-    store = PeerReviewStore(f"sqlite:///{tmp_path / 'central.db'}")
-    try:
-        _exercise_store(store)
-    finally:
-        store.close()
-
-
-def test_store_keeps_one_decision_and_queues_the_outcome_on_postgres(postgres) -> None:
-    store = PeerReviewStore(postgres.create_database())
+def test_store_keeps_one_decision_and_queues_the_outcome(database_url: str) -> None:
+    store = PeerReviewStore(database_url)
     try:
         _exercise_store(store)
     finally:
@@ -77,14 +70,15 @@ def test_store_keeps_one_decision_and_queues_the_outcome_on_postgres(postgres) -
 
 def test_ingest_refuses_unregistered_forged_and_malformed_requests(tmp_path) -> None:
     audit = AuditStore(tmp_path / "central.db")
+    registry = RegistryStore(audit.url)
     store = PeerReviewStore(audit.url)
     try:
-        ingest = PeerReviewIngest(store, audit)
+        ingest = PeerReviewIngest(store, registry, audit)
         req = make_request()
         topic = peer_review_request_topic("desk-a")
         assert ingest.handle(topic, req.to_bytes()) == "rejected"  # desk-a not registered yet
-        audit.register_device("desk-a", "00" * 32)
-        audit.register_device("desk-b", "11" * 32)
+        registry.register_device("desk-a", "00" * 32)
+        registry.register_device("desk-b", "11" * 32)
         assert ingest.handle(peer_review_request_topic("desk-b"), req.to_bytes()) == "rejected"  # forged origin
         assert ingest.handle(topic, b'{"v": 1}') == "rejected"
         assert ingest.handle(topic, req.to_bytes()) == "new"
@@ -94,6 +88,7 @@ def test_ingest_refuses_unregistered_forged_and_malformed_requests(tmp_path) -> 
         assert [r.device_id for r in store.pending()] == ["desk-a"]
     finally:
         store.close()
+        registry.close()
         audit.close()
 
 

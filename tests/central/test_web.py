@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from flask.testing import FlaskClient
 
 from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from supply import pinned
 from tests.central_signin import signed_in
 
@@ -170,10 +171,10 @@ from testbed.chain_writer import ChainWriter  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _seed(store: AuditStore) -> ChainWriter:
+def _seed(store: AuditStore, registry: RegistryStore) -> ChainWriter:
     """Device desk-x: 9 events by three users, checkpoints after 4 and 9."""
     w = ChainWriter("desk-x")
-    store.register_device(w.device_id, w.public_hex)
+    registry.register_device(w.device_id, w.public_hex)
     events, cps = [], []
     for i in range(9):
         events.append(w.event(actor=f"pc{i % 3}", type="search" if i % 2 else "login",
@@ -189,8 +190,9 @@ def _verify(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, check=False)
 
 
-def test_filters_by_user_type_outcome_and_time(client: FlaskClient, app_store: AuditStore) -> None:
-    _seed(app_store)
+def test_filters_by_user_type_outcome_and_time(client: FlaskClient, app_store: AuditStore,
+                                               app_registry: RegistryStore) -> None:
+    _seed(app_store, app_registry)
     page = client.get("/audit?actor=pc1&type=search").get_data(as_text=True)
     assert page.count("<td>pc1</td>") == 2 and "<td>pc0</td>" not in page
     assert "2 match the filter" in page
@@ -201,8 +203,9 @@ def test_filters_by_user_type_outcome_and_time(client: FlaskClient, app_store: A
     assert client.get("/audit?type=reboot").status_code == 400
 
 
-def test_chain_status_and_findings_are_shown(client: FlaskClient, app_store: AuditStore) -> None:
-    w = _seed(app_store)
+def test_chain_status_and_findings_are_shown(client: FlaskClient, app_store: AuditStore,
+                                             app_registry: RegistryStore) -> None:
+    w = _seed(app_store, app_registry)
     w.event()
     later = w.event()
     app_store.add_batch([later], [], datetime.now(UTC))  # seq 10 never arrives
@@ -211,8 +214,9 @@ def test_chain_status_and_findings_are_shown(client: FlaskClient, app_store: Aud
     assert "<td>10</td>" in page  # the missing seq is named
 
 
-def test_exports_verify_offline_in_both_formats(client: FlaskClient, app_store: AuditStore, tmp_path: Path) -> None:
-    _seed(app_store)
+def test_exports_verify_offline_in_both_formats(client: FlaskClient, app_store: AuditStore,
+                                                app_registry: RegistryStore, tmp_path: Path) -> None:
+    _seed(app_store, app_registry)
     for fmt in ("csv", "jsonl"):
         response = client.get(f"/audit/export.{fmt}?actor=pc1")
         assert response.status_code == 200
@@ -231,8 +235,9 @@ def test_exports_verify_offline_in_both_formats(client: FlaskClient, app_store: 
     (lambda lines: [ln for ln in lines if '"seq":3,' not in ln], "position 5: device desk-x seq 4: gap"),
     (lambda lines: [*lines[:4], lines[3], *lines[4:]], "position 5: device desk-x seq 2: duplicate"),
 ])
-def test_tampered_export_fails_with_the_position_and_reason(client, app_store, tmp_path, tamper, expected) -> None:
-    _seed(app_store)
+def test_tampered_export_fails_with_the_position_and_reason(client, app_store, app_registry, tmp_path, tamper,
+                                                            expected) -> None:
+    _seed(app_store, app_registry)
     lines = client.get("/audit/export.jsonl").get_data(as_text=True).splitlines()
     path = tmp_path / "export.jsonl"
     path.write_text("\n".join(tamper(lines)) + "\n")
@@ -241,11 +246,11 @@ def test_tampered_export_fails_with_the_position_and_reason(client, app_store, t
     assert f"FAIL {expected}" in result.stdout, result.stdout
 
 
-def test_verify_with_a_pinned_key_refuses_a_re_signed_export(client, app_store, tmp_path) -> None:
+def test_verify_with_a_pinned_key_refuses_a_re_signed_export(client, app_store, app_registry, tmp_path) -> None:
     """Whoever rewrites an export can swap the key inside it; pinning the device's real key catches that."""
     from core.audit.checkpoint import public_key_pem
 
-    _seed(app_store)
+    _seed(app_store, app_registry)
     path = tmp_path / "export.jsonl"
     path.write_bytes(client.get("/audit/export.jsonl").data)
     impostor = ChainWriter("desk-x")

@@ -12,7 +12,9 @@ from pathlib import Path
 from flask import Flask
 
 from appliance.web import create_app
-from central.audit.storage import SqlAuditStore, open_store
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import RegistryStore
 from central.ingest.mqtt import AuditIngest
 from central.settings import CentralMqttSettings as CentralMqtt
 from central.web import close_stores
@@ -25,7 +27,9 @@ from tests.appliance.conftest import appliance_settings
 class Central:
     web: Flask
     ingest: AuditIngest
-    store: SqlAuditStore
+    store: AuditStore
+    registry: RegistryStore
+    health: HealthStore
     db: Path
 
 
@@ -33,7 +37,7 @@ class Central:
 def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Central]:
     """Central's ingest worker and web app on one SQLite database, on the plain test broker."""
     db = tmp_path / "central.db"
-    store = open_store(db)
+    store, registry, health = AuditStore(db), RegistryStore(db), HealthStore(db)
     ingest = AuditIngest(CentralMqtt(host="127.0.0.1", port=port, client_id=f"central-{uuid.uuid4().hex[:8]}"),
                          store)
     ingest.start()
@@ -41,10 +45,11 @@ def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Cen
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(db), **config})
     try:
-        yield Central(web, ingest, store, db)
+        yield Central(web, ingest, store, registry, health, db)
     finally:
         ingest.stop()
-        store.close()
+        for each in (store, registry, health):
+            each.close()
         close_stores(web)
 
 
@@ -63,6 +68,6 @@ def live_desk(tmp_path: Path, library: tuple[Path, Path], pipeline, port: int, c
                                   **over)
     app = create_app(settings, pipeline=pipeline, start_sync=False)
     app.config["TESTING"] = True
-    central.store.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
+    central.registry.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
     app.extensions["desk"].mqtt.start()
     return app, device

@@ -166,7 +166,8 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
     from appliance.settings import DeskMqttSettings
     from appliance.storage.device_db import DeviceDatabase
     from appliance.storage.outbox import Outbox
-    from central.audit.storage import open_store
+    from central.audit.store import AuditStore
+    from central.fleet.registry_store import RegistryStore
     from central.ingest.mqtt import AuditIngest
     from central.settings import CentralMqttSettings as CentralMqtt
     from core.audit.checkpoint import public_key_hex
@@ -176,12 +177,14 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
     pki = enrol(fleet_broker.ca_dir, fleet_broker.ca_dir.parent / "desk-tpm", "desk-tpm", tpm=swtpm)
     assert not pki.key.exists()  # sealed: no key file for paho; it is unsealed into memory
     layout = CaLayout(fleet_broker.ca_dir)
-    store = open_store(tmp_path / "central.db")
+    store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqtt(host="127.0.0.1", port=fleet_broker.central.port, client_id="central-e2e",
                                      ca_file=layout.bundle, cert_file=layout.central_cert,
                                      key_file=layout.central_key), store)
     outbox = Outbox(DeviceDatabase(tmp_path / "device"))
-    store.register_device("desk-tpm", public_key_hex(outbox.public_key))
+    registry = RegistryStore(store.url)
+    registry.register_device("desk-tpm", public_key_hex(outbox.public_key))
+    registry.close()
     publisher = CentralLink(DeskMqttSettings(host="127.0.0.1", port=fleet_broker.devices.port, ca_file=pki.ca,
                                             cert_file=pki.cert, key_file=pki.key), "desk-tpm", outbox)
     ingest.start()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from central.audit.storage import open_store
-from central.fleet.health import HealthIngest
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import RegistryStore
+from central.ingest.health import HealthIngest
 from central.web import close_stores
 from central.web import create_app as create_central
 from core.fleet import Heartbeat
@@ -20,8 +22,8 @@ def test_a_desks_heartbeat_reaches_the_fleet_page_with_its_flags(tmp_path, demo_
         app, device = live_desk(tmp_path, demo_library, pipeline, mosquitto.port, central,
                                 health={"interval_s": 0.3})
         try:
-            assert wait_for(lambda: len(central.store.health_history(device)) >= 2, timeout=10)
-            latest = central.store.latest_health()[device]
+            assert wait_for(lambda: len(central.health.health_history(device)) >= 2, timeout=10)
+            latest = central.health.latest_health()[device]
             assert latest["key_protection"] == "file"  # no TPM here: reported, and flagged as weaker
             assert latest["library_version"] == app.extensions["desk"].library.current.version
             assert latest["software_version"] == "0.1.0" and latest["disk_total_bytes"] > 0
@@ -46,10 +48,11 @@ def _beat(device: str, when: datetime, **over) -> bytes:
 
 
 def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
-    store = open_store(tmp_path / "central.db")
+    db = tmp_path / "central.db"
+    store, registry, health = AuditStore(db), RegistryStore(db), HealthStore(db)
     for d in ("desk-fresh", "desk-stale", "desk-full", "desk-old", "desk-silent"):
-        store.register_device(d, "00" * 32)
-    ingest = HealthIngest(store)
+        registry.register_device(d, "00" * 32)
+    ingest = HealthIngest(health, registry, store)
     now = datetime.now(UTC)
     assert ingest.handle(health_topic("desk-fresh"), _beat("desk-fresh", now), now)
     assert ingest.handle(health_topic("desk-stale"), _beat("desk-stale", now), now - timedelta(minutes=4))
@@ -59,7 +62,8 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
     assert not ingest.handle(health_topic("desk-fresh"), _beat("desk-full", now), now)  # speaks for another
     assert [r["reason"][:30] for r in store.rejections()] == [
         "Heartbeat claims device 'desk-", "Device 'desk-nobody' is not re"]
-    store.close()
+    for each in (store, registry, health):
+        each.close()
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:

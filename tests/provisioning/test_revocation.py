@@ -15,7 +15,8 @@ from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from appliance.web import create_app
 from central.__main__ import main as central_main
-from central.audit.storage import open_store
+from central.audit.store import AuditStore
+from central.fleet.registry_store import RegistryStore
 from central.fleet.revoke import PkiTarget, generate_command_key, load_command_key, revoke_device
 from central.ingest.handler import Incoming, MessageHandler
 from central.ingest.mqtt import publish_once
@@ -115,12 +116,13 @@ def test_events_from_a_revoked_desk_are_rejected_and_flagged_on_the_audit_page(t
     log.record("search", "PC 1", "candidates_shown")
     log.record("device_wiped", "central", "wipe_accepted")
     payloads = [p.payload for p in outbox.pending(limit=10, from_seq=1)]
-    store = open_store(tmp_path / "central.db")
-    store.register_device("desk-gone", public_key_hex(outbox.public_key))
-    store.revoke_device("desk-gone", "Sgt Test", "stolen")
-    MessageHandler(store).handle([Incoming(audit_topic("desk-gone"), p) for p in payloads])
+    store, registry = AuditStore(tmp_path / "central.db"), RegistryStore(tmp_path / "central.db")
+    registry.register_device("desk-gone", public_key_hex(outbox.public_key))
+    registry.revoke_device("desk-gone", "Sgt Test", "stolen")
+    MessageHandler(store, registry).handle([Incoming(audit_topic("desk-gone"), p) for p in payloads])
     assert [e["type"] for e in store.query()] == ["device_wiped"]  # only its wipe report is kept
     assert store.rejections()[0]["reason"].startswith("device revoked: desk-gone sent a search event")
+    registry.close()
     store.close()
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(tmp_path / "central.db")})
@@ -143,11 +145,11 @@ def test_central_revocation_sends_the_wipe_then_the_broker_refuses_the_desk(flee
     assert fleet_broker.process is not None
     pid_file = tmp_path / "mosquitto.pid"
     pid_file.write_text(str(fleet_broker.process.pid))
-    store = open_store(tmp_path / "central.db")
-    store.register_device("desk-revoked", "00" * 32)
+    registry = RegistryStore(tmp_path / "central.db")
+    registry.register_device("desk-revoked", "00" * 32)
     key = Ed25519PrivateKey.generate()
     try:
-        result = revoke_device(store, "desk-revoked", revoked_by="Sgt Test", reason="stolen", command_key=key,
+        result = revoke_device(registry, "desk-revoked", revoked_by="Sgt Test", reason="stolen", command_key=key,
                                send=lambda t, p: publish_once(mqtt, t, p),
                                pki=PkiTarget(fleet_broker.ca_dir, fleet_broker.workdir, pid_file))
         assert result.wipe_sent and len(result.certificates) == 1 and result.broker_reloaded
@@ -162,14 +164,14 @@ def test_central_revocation_sends_the_wipe_then_the_broker_refuses_the_desk(flee
         finally:
             again.close()
     finally:
-        store.close()
+        registry.close()
     assert Path(layout.crl).exists()
 
 
 def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_id(tmp_path):
-    store = open_store(tmp_path / "central.db")
-    store.register_device("desk-07", "00" * 32)
-    store.close()
+    registry = RegistryStore(tmp_path / "central.db")
+    registry.register_device("desk-07", "00" * 32)
+    registry.close()
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                       "DATABASE": str(tmp_path / "central.db")})
     client = signed_in(web, "sgt.test", ["fleet_admin"])
@@ -180,10 +182,10 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
         token = page.split('name="csrf_token" value="')[1].split('"')[0]
         wrong = client.post("/fleet/desk-07/revoke", data={**form, "confirm": "desk-7", "csrf_token": token})
         assert wrong.status_code == 422 and "Type the desk id desk-07" in wrong.get_data(as_text=True)
-        assert web.extensions["central.audit_store"].revocations() == {}
+        assert web.extensions["central.registry"].revocations() == {}
         done = client.post("/fleet/desk-07/revoke", data={**form, "csrf_token": token}, follow_redirects=True)
         assert done.status_code == 200 and "desk-07 revoked, no wipe sent." in done.get_data(as_text=True)
-        assert web.extensions["central.audit_store"].revocations()["desk-07"]["revoked_by"] == "sgt.test"
+        assert web.extensions["central.registry"].revocations()["desk-07"]["revoked_by"] == "sgt.test"
         assert "Revoke desk-07" not in done.get_data(as_text=True)
     finally:
         close_stores(web)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appliance.runtime import open_desk
 from appliance.settings import ApplianceSettings
-from central.audit.storage import open_store
+from central.audit.store import AuditStore
 from central.ingest.mqtt import AuditIngest
 from central.publish.announcer import ANNOUNCEMENT_FILE, Announcer
 from central.publish.describe import describe_full
@@ -44,7 +44,7 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
     })
     desk = open_desk(settings, pipeline=pipeline)
     desk.start()
-    store = open_store(tmp_path / "central.db")
+    store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-upd")
     ingest.start()
     try:

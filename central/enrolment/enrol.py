@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from central.library.progress import ProgressBar
+from central.enrolment.progress import ProgressBar
 from core.errors import CustodyRfrError
 from library.records import AGE_BANDS, ETHNICITY_CODES, SEXES, UNKNOWN, ReferenceRecord
 from library.snapshot import BUILDING_SUFFIX, SnapshotWriter, new_key, read_key_file, write_key_file
@@ -370,7 +370,7 @@ def enrol(
     """Enrol every usable image under ``images_dir`` into a new snapshot at ``out``.
 
     ``pipeline`` is a face pipeline (run here) or a ``Templater`` such as the
-    Dask one in ``central.library.distributed``; either way this process is the
+    Dask one in ``central.enrolment.distributed``; either way this process is the
     only writer, and records go in in the order of ``iter_images``, so both
     give the same library. Existing files are never overwritten: a key file
     protects a snapshot, and replacing it would make that snapshot unreadable.

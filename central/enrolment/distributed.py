@@ -40,7 +40,7 @@ from typing import Any
 import dask
 from distributed import Client, Future, LocalCluster, Security
 
-from central.library.enrol import EnrolError, Templated, template_image
+from central.enrolment.enrol import EnrolError, Templated, template_image
 
 logger = logging.getLogger(__name__)
 

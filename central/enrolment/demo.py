@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from central.library.enrol import CSV_HEADER, EnrolError
+from central.enrolment.enrol import CSV_HEADER, EnrolError
 from supply import pinned
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""``python -m central.library``: build reference-library snapshots, deltas and composition reports.
+"""``python -m central.enrolment``: build reference-library snapshots, deltas and composition reports.
 
     enrol --images DIR [--csv FILE] --out SNAPSHOT_DB --key-file KEYFILE [--version N]
           [--resume] [--reuse-key] [--no-progress]
@@ -13,7 +13,7 @@ per-image problems and bad manifest rows never stop an enrolment and are
 listed in the summary. ``enrol`` runs in this process by default; with
 ``--workers N`` (a local Dask cluster) or ``--scheduler`` (an existing one) the
 face pipeline runs on Dask workers and this process still writes the library,
-which comes out the same (``central.library.distributed``).
+which comes out the same (``central.enrolment.distributed``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from central.library.demo import build_demo_import
-from central.library.enrol import EnrolReport, Manifest, enrol, read_manifest
+from central.enrolment.demo import build_demo_import
+from central.enrolment.enrol import EnrolReport, Manifest, enrol, read_manifest
 from core.errors import CustodyRfrError
 from library.composition import composition
 from library.delta import make_delta
@@ -68,7 +68,7 @@ def _run_enrol(args: argparse.Namespace, manifest: Manifest) -> EnrolReport:
                      progress=not args.no_progress)
     from distributed import Security
 
-    from central.library.distributed import DaskTemplater, cluster_client, local_inference_threads
+    from central.enrolment.distributed import DaskTemplater, cluster_client, local_inference_threads
 
     security = None
     if args.tls_ca_file or args.tls_cert or args.tls_key:
@@ -84,7 +84,7 @@ def _run_enrol(args: argparse.Namespace, manifest: Manifest) -> EnrolReport:
 
 def _enrol(args: argparse.Namespace) -> int:
     if args.scheduler and args.workers:
-        print("central.library: give --scheduler (an existing cluster) or --workers (a local one), not both.",
+        print("central.enrolment: give --scheduler (an existing cluster) or --workers (a local one), not both.",
               file=sys.stderr)
         return 2
     manifest = read_manifest(args.csv) if args.csv else Manifest()
@@ -138,7 +138,7 @@ def _demo_import(args: argparse.Namespace) -> int:
     print(f"Demo import: {demo.subjects} subjects, {demo.images} images in {demo.images_dir}")
     print(f"Metadata: {demo.csv_path}; {len(demo.probes)} probe images kept out of the library in "
           f"{demo.probes[0].parent if demo.probes else '-'}")
-    print(f"Next: python -m central.library enrol --images {demo.images_dir} --csv {demo.csv_path} "
+    print(f"Next: python -m central.enrolment enrol --images {demo.images_dir} --csv {demo.csv_path} "
           f"--out library-v1.db --key-file library-v1.key")
     if args.faces:
         print("These images are for internal evaluation only: never commit this folder.")
@@ -146,7 +146,7 @@ def _demo_import(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m central.library",
+    parser = argparse.ArgumentParser(prog="python -m central.enrolment",
                                      description="Build reference-library snapshots, deltas and reports.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("enrol", help="enrol a folder of <subject>/<image> files into a new snapshot")
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except CustodyRfrError as e:
-        print(f"central.library: {e}", file=sys.stderr)
+        print(f"central.enrolment: {e}", file=sys.stderr)
         return 2
     return code
 

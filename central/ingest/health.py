@@ -1,4 +1,4 @@
-"""Heartbeats from the broker into the ``device_health`` history (no paho here).
+"""Heartbeats from the broker into the fleet's health store (``central.fleet.health_store``; no paho here).
 
 Like every other message, a heartbeat is distrusted: the topic names the device, the payload
 must parse strictly and name the same device, the device must be registered and not revoked.
@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from central.audit.storage import SqlAuditStore
-from central.ingest.handler import REVOKED_FINDING, REVOKED_REASON
+from central.audit.store import AuditStore
+from central.fleet.health_store import HealthStore
+from central.fleet.registry_store import REVOKED_FINDING, REVOKED_REASON, RegistryStore
 from core.errors import WireFormatError
 from core.fleet import Heartbeat
 from core.topics import HEALTH, ROOT, device_from_health_topic
@@ -30,23 +31,24 @@ def is_health_topic(topic: str) -> bool:
 
 
 class HealthIngest:
-    """Stores valid heartbeats; counts and records the rest."""
+    """Stores valid heartbeats; counts the rest and records them with the audit store's rejections."""
 
-    def __init__(self, store: SqlAuditStore, history: timedelta = HISTORY) -> None:
-        self.store = store
+    def __init__(self, store: HealthStore, registry: RegistryStore, audit: AuditStore,
+                 history: timedelta = HISTORY) -> None:
+        self.store, self._registry, self._audit = store, registry, audit
         self._history = history
         self.stored = 0
         self.rejected = 0
 
     def _parse(self, topic: str, payload: bytes) -> Heartbeat:
         device = device_from_health_topic(topic)
-        if self.store.public_key(device) is None:
+        if self._registry.public_key(device) is None:
             raise WireFormatError(f"Device {device!r} is not registered with central; its messages are refused.")
         beat = Heartbeat.from_bytes(payload)
         if beat.device_id != device:
             raise WireFormatError(f"Heartbeat claims device {beat.device_id!r} but was published by {device!r}.")
-        if device in self.store.revocations():
-            self.store.record_finding(device, None, REVOKED_FINDING,
+        if device in self._registry.revocations():
+            self._audit.record_finding(device, None, REVOKED_FINDING,
                                       f"{REVOKED_REASON}: {device} sent a heartbeat after it was revoked")
             raise WireFormatError(f"{REVOKED_REASON}: {device} sent a heartbeat after it was revoked")
         return beat
@@ -59,7 +61,7 @@ class HealthIngest:
         except WireFormatError as e:
             self.rejected += 1
             logger.warning("rejected heartbeat on %s: %s", topic[:200], e)
-            self.store.record_rejection(topic, str(e), len(payload), received_at=now)
+            self._audit.record_rejection(topic, str(e), len(payload), received_at=now)
             return False
         observed = (datetime.fromisoformat(beat.sent_at) - now).total_seconds()
         row = {k: v for k, v in beat.to_dict().items() if k != "v"}
