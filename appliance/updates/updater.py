@@ -30,10 +30,10 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
+from appliance.settings import UpdateSettings
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.fetcher import ResumingFetcher
-from appliance.updates.settings import UpdateSettings
 from appliance.updates.trust import (
     DeltaBaseRefusedError,
     InstalledLibrary,

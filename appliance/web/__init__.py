@@ -11,12 +11,12 @@ import logging
 from io import BytesIO
 from typing import IO, Any
 
-from flask import Flask, Request, Response, current_app, g, render_template, request
+from flask import Flask, Request, Response, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
 
-from appliance.runtime import Desk, open_desk
+from appliance.runtime import open_desk
 from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
@@ -53,12 +53,6 @@ def _withdrawn_app() -> Flask:
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-
-def current_desk() -> Desk:
-    """The desk the current app was built on (``appliance.runtime``): what the blueprints act on."""
-    desk: Desk = current_app.extensions["desk"]
-    return desk
 
 
 def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None,

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Response, g, redirect, render_template, request, session, url_for
 
 from appliance.services.accounts import AccountService, LoginRefusedError, User
-from appliance.web import current_desk
+from appliance.web.context import current_desk
 from core.redirects import safe_next
 
 bp = Blueprint("auth", __name__)

@@ -36,8 +36,8 @@ from appliance.services.policy import (
     required_approval,
 )
 from appliance.services.retention import day
-from appliance.web import current_desk
 from appliance.web.auth import current_user, login_required
+from appliance.web.context import current_desk
 from models.errors import ImageRejectedError, NoFaceError
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")

@@ -14,8 +14,8 @@ from appliance.services.policy import (
     check_can_submit,
     validate_submission,
 )
-from appliance.web import current_desk
 from appliance.web.auth import current_user, login_required
+from appliance.web.context import current_desk
 
 bp = Blueprint("desk", __name__)
 APPROVERS = (Role.INSPECTOR, Role.SUPERINTENDENT)

@@ -18,10 +18,10 @@ from securesystemslib.signer import CryptoSigner
 
 from appliance.services.audit import AuditLog
 from appliance.services.library import LibraryHolder
+from appliance.settings import UpdateSettings
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from appliance.updates.fetcher import ResumingFetcher
-from appliance.updates.settings import UpdateSettings
 from appliance.updates.updater import LibraryUpdater, UpdateResult
 from central.publish.describe import describe_delta, describe_full
 from central.publish.repository import TufRepository
