@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from central.database import Dialect, SqlStore, StoreError, iso
+from core.errors import WireFormatError
 
 #: The rejection reason (and finding message prefix) for anything a revoked desk still sends.
 REVOKED_REASON = "device revoked"
@@ -52,6 +53,13 @@ class RegistryStore(SqlStore):
                 " registered_at = excluded.registered_at",
                 (device_id, public_key_hex, iso(when or datetime.now(UTC))))
             self._key_cache.pop(device_id, None)
+
+    def require_registered(self, device_id: str) -> str:
+        """The registered key (hex); a message from a device central does not know is refused as malformed."""
+        key = self.public_key(device_id)
+        if key is None:
+            raise WireFormatError(f"Device {device_id!r} is not registered with central; its messages are refused.")
+        return key
 
     def public_key(self, device_id: str) -> str | None:
         """The registered key (hex), or None: an unregistered device's messages are refused."""

@@ -72,9 +72,7 @@ class MessageHandler:
         key = self._keys.get(device)
         if key is not None:
             return key
-        hex_key = self._registry.public_key(device)
-        if hex_key is None:
-            raise WireFormatError(f"Device {device!r} is not registered with central; its messages are refused.")
+        hex_key = self._registry.require_registered(device)
         try:
             key = public_key_from_bytes(hex_key.encode())
         except KeyFormatError as e:

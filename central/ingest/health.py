@@ -42,8 +42,7 @@ class HealthIngest:
 
     def _parse(self, topic: str, payload: bytes) -> Heartbeat:
         device = device_from_health_topic(topic)
-        if self._registry.public_key(device) is None:
-            raise WireFormatError(f"Device {device!r} is not registered with central; its messages are refused.")
+        self._registry.require_registered(device)
         beat = Heartbeat.from_bytes(payload)
         if beat.device_id != device:
             raise WireFormatError(f"Heartbeat claims device {beat.device_id!r} but was published by {device!r}.")

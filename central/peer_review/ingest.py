@@ -36,8 +36,7 @@ class PeerReviewIngest:
         when = received_at or datetime.now(UTC)
         try:
             device = device_from_peer_review_request_topic(topic)
-            if self._registry.public_key(device) is None:
-                raise WireFormatError(f"Device {device!r} is not registered with central; its messages are refused.")
+            self._registry.require_registered(device)
             request = PeerReviewRequest.from_bytes(payload)
             if request.device_id != device:
                 raise WireFormatError(f"Request claims device {request.device_id!r} but was published by {device!r}.")
