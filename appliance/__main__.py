@@ -1,4 +1,4 @@
-"""``python -m appliance serve --config FILE``: run the desk UI and the audit sender.
+"""``python -m appliance serve --config FILE``: run the desk UI (gunicorn, HTTPS only) and the audit sender.
 
 ``python -m appliance accounts add --config FILE --username U --role ROLE [--password-stdin]``
 is the device administrator's command for creating accounts, until accounts
@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import ssl
 import sys
 from pathlib import Path
 
 from core.errors import CustodyRfrError
+from webserver.server import check_tls, https_url, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,17 +75,26 @@ def main(argv: list[str] | None = None) -> int:
             return _accounts(args, settings)
         if args.command == "retention":
             return _retention_purge(settings)
-        from appliance.web import create_app
-
-        app = create_app(settings)
+        context = check_tls(settings.web)
     except CustodyRfrError as e:
         print(f"appliance cannot start: {e}", file=sys.stderr)
         return 2
-    from werkzeug.serving import run_simple
+    return _serve(settings, context)
 
-    print(f"appliance {settings.device_id}: http://{settings.web.host}:{settings.web.port}/", flush=True)
-    run_simple(settings.web.host, settings.web.port, app, threaded=True, use_reloader=False)
-    return 0
+
+def _serve(settings, context: ssl.SSLContext) -> int:  # type: ignore[no-untyped-def]
+    """The desk under gunicorn over HTTPS: ONE worker process, since the device database, its audit chain and
+    the MQTT link have one writer per process; ``[web] threads`` threads serve the desk's people at once."""
+    from appliance.web import create_app
+
+    def close_desk(app) -> None:  # type: ignore[no-untyped-def]
+        desk = app.extensions.get("desk")
+        if desk is not None:
+            desk.close()
+
+    print(f"appliance {settings.device_id}: {https_url(settings.web)}", flush=True)
+    return serve(lambda: create_app(settings), settings.web, context, workers=1, name="appliance",
+                 on_worker_exit=close_desk)
 
 
 def _selftest(args: argparse.Namespace) -> int:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.settings import StrictModel, load_settings
 from core.topics import validate_device_id
 from transport.settings import MqttSettings
+from webserver.settings import ServedWebSettings
 
 
 class UpdateSettings(StrictModel):
@@ -24,7 +25,12 @@ class UpdateSettings(StrictModel):
         description="central's 1.root.json, copied onto the desk at provisioning: the trust anchor for every "
         "update. Used only on first contact; afterwards the verified copy under data_dir/updates is used.",
     )
-    ca_file: Path | None = Field(default=None, description="CA certificate(s) for central's HTTPS certificate.")
+    ca_file: Path | None = Field(default=None, description="CA certificate(s) for central's HTTPS certificate "
+                                  "(the fleet CA bundle, pki/ca.pem, when central's certificate is from it).")
+    cert_file: Path | None = Field(default=None, description="This desk's fleet certificate (pki/device.crt), shown "
+                                   "to central: /tuf serves only enrolled, unrevoked desks.")
+    key_file: Path | None = Field(default=None, description="Its private key (pki/device.key: a 0600 file, or "
+                                  "sealed to the TPM and unsealed into memory only).")
     poll_interval_s: int = Field(
         default=900, ge=0, le=86400,
         description="Check this often even without an announcement (0: only on announcements). Keep it well "
@@ -34,6 +40,12 @@ class UpdateSettings(StrictModel):
                                  description="No single download may exceed this, whatever a server sends.")
     timeout_s: int = Field(default=30, ge=1, le=600, description="Network timeout for each request.")
     max_resumes: int = Field(default=5, ge=0, le=100, description="Resumes of one download after a cut link.")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> UpdateSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give cert_file and key_file together")
+        return self
 
 
 class LibrarySettings(StrictModel):
@@ -53,11 +65,14 @@ class DeskMqttSettings(MqttSettings):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
 
 
-class WebSettings(StrictModel):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+class WebSettings(ServedWebSettings):
+    """The desk UI: gunicorn over HTTPS with the desk's web certificate from enrolment (pki/web.crt), in one
+    worker process (the device database and MQTT link have one writer per process) with ``threads`` threads."""
+
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTPS port; no plain-HTTP port is opened.")
     secret_key: str = Field(min_length=16, description="Signs session cookies and CSRF tokens.")
-    max_upload_mb: int = Field(default=20, ge=1, le=100)
+    max_upload_mb: int = Field(default=20, ge=1, le=100, description="Largest request body (a probe photo); "
+                               "larger is refused before it is read.")
 
 
 class SearchSettings(StrictModel):

@@ -9,9 +9,11 @@ CRL and broker reload, as ``[fleet]`` configures; see docs/fleet.md) and
 creates a sign-in for the web interface with one or more roles (auditor,
 peer_reviewer, fleet_admin) and ``accounts list`` shows them; ``accounts
 disable``/``enable`` and ``accounts password`` end an account's sessions at
-once, for someone who left or a password that leaked. Werkzeug's server is enough for a handful of RFR staff on
-the management network; a production WSGI server can replace it without
-touching the app.
+once, for someone who left or a password that leaked. ``serve`` runs the web
+interface under gunicorn over HTTPS only (``webserver.server``): ``[web]
+workers`` processes forked from the one holding the ingest, bounded threads,
+request-line and header limits, HSTS; desks fetch ``/tuf`` with their fleet
+client certificate (``[web] client_ca_file``, the CRL).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -26,12 +29,13 @@ from pathlib import Path
 from central.audit.store import AuditStore
 from central.fleet.registry_store import RegistryStore
 from central.ingest.mqtt import AuditIngest
-from central.ingest.status import IngestPool
+from central.ingest.status import IngestPool, SharedIngestStatus
 from central.publish.announcer import Announcer
 from central.settings import CentralSettings, load
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
-from core.errors import CustodyRfrError
+from core.errors import CustodyRfrError, SettingsError
 from core.topics import validate_device_id
+from webserver.server import check_tls, https_url, serve
 
 logger = logging.getLogger("central")
 
@@ -64,29 +68,45 @@ def _stop_workers(workers: list[AuditIngest], stores: list[AuditStore]) -> None:
         s.close()
 
 
+def _tls(settings: CentralSettings) -> ssl.SSLContext:
+    """The web server's TLS context, and the /tuf client check's files, validated before anything starts."""
+    from provisioning.fleet_clients import ClientRefused, FleetClients
+
+    context = check_tls(settings.web, client_ca_file=settings.web.client_ca_file)
+    if settings.web.client_ca_file is not None and settings.tuf_crl_file is not None:
+        try:
+            FleetClients(settings.web.client_ca_file, settings.tuf_crl_file).check_crl()
+        except ClientRefused as e:
+            raise SettingsError(f"[web] /tuf client check: {e}") from e
+    return context
+
+
 def _serve(config: Path) -> int:
-    from central.web import create_app
+    from central.web import close_stores, create_app
 
     settings = load(config)
+    context = _tls(settings)
     pool, workers, stores = _start_workers(settings)
-    app = create_app(settings, ingest=pool)
-    url = f"http://{settings.web.host}:{settings.web.port}/"
+    status = SharedIngestStatus()
+    status.follow(pool)
     print(f"central: audit ingest from {settings.mqtt.host}:{settings.mqtt.port} into "
-          f"{settings.database_url.split('?')[0]}; web interface at {url}", flush=True)
-    # A service manager stops us with SIGTERM: leave through ``finally`` so batches are stored and sessions close.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+          f"{settings.database_url.split('?')[0]}; web interface at {https_url(settings.web, '/login')} "
+          f"({settings.web.workers} workers x {settings.web.threads} threads)", flush=True)
     announcer = None
     if settings.publish.repo_dir is not None:
         # Worker 0 owns the MQTT link that retains announcements for the fleet.
         announcer = Announcer(settings.publish.repo_dir, settings.publish, workers[0].publish_retained)
         announcer.start()
     try:
-        app.run(host=settings.web.host, port=settings.web.port, threaded=True, use_reloader=False)
+        # gunicorn's master runs here, beside the ingest; it stops on SIGTERM or SIGINT after the web
+        # workers finish their requests, and then ``finally`` stores the last batches and closes the sessions.
+        return serve(lambda: create_app(settings, ingest=status), settings.web, context,
+                     workers=settings.web.workers, name="central", on_worker_exit=close_stores)
     finally:
         if announcer is not None:
             announcer.stop()
+        status.stop()
         _stop_workers(workers, stores)
-    return 0
 
 
 def _ingest(config: Path) -> int:

@@ -15,6 +15,7 @@ from central.publish.settings import PublishSettings
 from central.reports.settings import ReportsSettings
 from core.settings import StrictModel, load_settings
 from transport.settings import MqttSettings
+from webserver.settings import ServedWebSettings
 
 ENV_PREFIX = "RFR_CENTRAL"
 
@@ -57,11 +58,18 @@ class IngestSettings(StrictModel):
     )
 
 
-class WebSettings(StrictModel):
-    """The RFR team's web interface."""
+class WebSettings(ServedWebSettings):
+    """The RFR team's web interface and the desks' /tuf repository: gunicorn over HTTPS, ``workers`` processes."""
 
-    host: str = Field(default="127.0.0.1", description="Address to listen on.")
-    port: int = Field(default=8100, ge=1, le=65535, description="Port to listen on.")
+    port: int = Field(default=8100, ge=1, le=65535, description="HTTPS port; no plain-HTTP port is opened.")
+    workers: int = Field(default=2, ge=1, le=16, description="Web worker processes (each with ``threads`` "
+                         "threads and its own database connections).")
+    client_ca_file: Path | None = Field(
+        default=None, description="The fleet CA bundle (ca.pem): desks present certificates from it to fetch "
+        "/tuf. Absent: /tuf serves nobody.")
+    crl_file: Path | None = Field(
+        default=None, description="The fleet CRL checked for every /tuf request (default: [fleet] ca_dir's "
+        "crl.pem); a revoked desk gets nothing.")
     secret_key: str = Field(
         min_length=16,
         description="Signs sessions and CSRF tokens; a long random string kept out of version control.",
@@ -103,6 +111,13 @@ class CentralSettings(StrictModel):
     web: WebSettings
 
     @property
+    def tuf_crl_file(self) -> Path | None:
+        """The CRL /tuf checks: ``[web] crl_file``, else the one the fleet CA in ``[fleet] ca_dir`` writes."""
+        if self.web.crl_file is not None:
+            return self.web.crl_file
+        return self.fleet.ca_dir / "crl.pem" if self.fleet.ca_dir is not None else None
+
+    @property
     def database_url(self) -> str:
         """The store URL to open, defaulting to SQLite in ``data_dir``."""
         return self.database or f"sqlite:///{(self.data_dir / 'central.db').absolute()}"
@@ -110,6 +125,9 @@ class CentralSettings(StrictModel):
     def model_post_init(self, _context: object) -> None:
         if self.ingest.workers > 1 and not self.ingest.shared_group:
             raise ValueError("ingest.workers > 1 needs ingest.shared_group, or every worker stores every event")
+        if self.web.client_ca_file is not None and self.tuf_crl_file is None:
+            raise ValueError("web.client_ca_file needs web.crl_file (or fleet.ca_dir): /tuf checks every desk "
+                             "against the fleet CRL")
 
 
 def load(path: Path | None) -> CentralSettings:

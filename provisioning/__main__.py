@@ -1,7 +1,7 @@
 """``python -m provisioning``: enrol, configure and cut off custody desks, one command per step.
 
 Central's RFR team (on the enrolment host, where the issuing CA lives): ``init-ca``,
-``new-token``, ``issue``, ``broker-config``, ``revoke``, ``crl``. A technician at the desk:
+``new-token``, ``issue``, ``server-cert``, ``broker-config``, ``revoke``, ``crl``. A technician at the desk:
 ``device-keygen``, ``device-install``, ``seal-key``, ``unseal-key``, ``key-protection``.
 Each prints what to do next; errors print one line and exit 2.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from core.errors import CustodyRfrError
 from devicekeys import keys
 from provisioning import broker, crl, device, issue, tokens
-from provisioning.ca import CaLayout, IssuingCa, init_ca
+from provisioning.ca import SERVICE_DAYS, CaLayout, IssuingCa, init_ca
 from provisioning.errors import CaError
 from provisioning.ledger import Ledger
 
@@ -53,10 +53,11 @@ def _new_token(a: argparse.Namespace) -> None:
 
 def _device_keygen(a: argparse.Namespace) -> None:
     tpm = keys.open_tpm(a.tcti, allow=not a.no_tpm)
-    pki, mode = device.keygen(a.data_dir, a.device_id, tpm)
+    pki, mode = device.keygen(a.data_dir, a.device_id, tpm, a.web_name)
     where = f"sealed to the TPM ({tpm.tcti})" if tpm else "in a 0600 file (no TPM: weaker, reported in health)"
     print(f"Key for {a.device_id} made and kept {where}; request at {pki.csr} (mode: {mode.mode}).")
-    print(f"Next: send {pki.csr} with the enrolment token to central's `issue`; the private key stays here.")
+    web = f" and {pki.web_csr} (the desk UI's HTTPS, for {', '.join(a.web_name)})" if a.web_name else ""
+    print(f"Next: send {pki.csr}{web} with the enrolment token to central's `issue`; the private keys stay here.")
 
 
 def _issue(a: argparse.Namespace) -> None:
@@ -64,10 +65,13 @@ def _issue(a: argparse.Namespace) -> None:
     csr_pem = a.csr.read_bytes()
     with Ledger(ca.layout.ledger) as ledger:
         token = Path(a.token).read_text().strip() if a.token_file else a.token
-        issued = issue.issue_device_certificate(ca, ledger, csr_pem, token, days=a.valid_days)
+        issued = issue.issue_device_certificate(ca, ledger, csr_pem, token, days=a.valid_days,
+                                                web_csr_pem=a.web_csr.read_bytes() if a.web_csr else None)
     out = issue.write_bundle(a.out, ca, issued, a.tuf_root)
     print(f"Issued certificate {issued.certificate.serial_number:x} to {issued.device_id}, valid until "
-          f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}; bundle in {out}.")
+          f"{issued.certificate.not_valid_after_utc:%Y-%m-%d}"
+          + (f", and web server certificate {issued.web_certificate.serial_number:x}" if issued.web_certificate
+             else "") + f"; bundle in {out}.")
     print(f"Next, at the desk: `python -m provisioning device-install --data-dir DATA --device-id "
           f"{issued.device_id} --bundle {out}`; register its audit key with `python -m central devices register`.")
 
@@ -75,10 +79,21 @@ def _issue(a: argparse.Namespace) -> None:
 def _device_install(a: argparse.Namespace) -> None:
     pki = device.install_bundle(a.data_dir, a.device_id, a.bundle)
     print(f"Installed the fleet CA and {a.device_id}'s certificate in {pki.folder}.")
-    print(f"Next: in the appliance settings set [mqtt] ca_file = \"{pki.ca}\", cert_file = \"{pki.cert}\", "
-          f"key_file = \"{pki.key}\""
-          + (f" and [updates] trusted_root = \"{pki.tuf_root}\"" if pki.tuf_root.exists() else "")
+    print(f"Next: in the appliance settings set [mqtt] and [updates] ca_file = \"{pki.ca}\", cert_file = "
+          f"\"{pki.cert}\", key_file = \"{pki.key}\""
+          + (f", [updates] trusted_root = \"{pki.tuf_root}\"" if pki.tuf_root.exists() else "")
+          + (f", [web] cert_file = \"{pki.web_cert}\", key_file = \"{pki.web_key}\"" if pki.web_cert.exists()
+             else "")
           + "; then restart the appliance.")
+
+
+def _server_cert(a: argparse.Namespace) -> None:
+    ca = IssuingCa.load(a.ca_dir)
+    with Ledger(ca.layout.ledger) as ledger:
+        cert, key = issue.issue_server_certificate(ca, ledger, a.name, a.out, days=a.valid_days)
+    print(f"Web server certificate for {', '.join(a.name)} in {cert}, its key in {key} (0600).")
+    print(f"Next: in central's settings set [web] cert_file = \"{cert}\", key_file = \"{key}\", client_ca_file = "
+          f"\"{ca.layout.bundle}\"; desks trust it through {ca.layout.bundle} ([updates] ca_file).")
 
 
 def _broker_config(a: argparse.Namespace) -> None:
@@ -162,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-id", required=True)
     p.add_argument("--tcti", help="TPM to use (default: TPM2TOOLS_TCTI, then /dev/tpmrm0)")
     p.add_argument("--no-tpm", action="store_true", help="keep the key in a 0600 file even if a TPM exists")
+    p.add_argument("--web-name", action="append", default=[], help="a host name or address people use for the "
+                   "desk UI: also make the desk web server's key and request (repeat for several)")
     p.set_defaults(run=_device_keygen)
 
     p = sub.add_parser("issue", help="issue a device certificate against its request and enrolment token")
@@ -169,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csr", type=Path, required=True)
     p.add_argument("--token", required=True, help="the token, or a file holding it with --token-file")
     p.add_argument("--token-file", action="store_true", help="--token names a file")
+    p.add_argument("--web-csr", type=Path, help="the desk's web.csr: also issue its HTTPS server certificate")
     p.add_argument("--tuf-root", type=Path, help="central's 1.root.json, the desk's trust anchor for updates")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to carry to the desk")
     p.add_argument("--valid-days", type=int, default=issue.DEVICE_DAYS)
@@ -179,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device-id", required=True)
     p.add_argument("--bundle", type=Path, required=True)
     p.set_defaults(run=_device_install)
+
+    p = sub.add_parser("server-cert", help="a web server certificate (and key) for central's HTTPS")
+    p.add_argument("--ca-dir", type=Path, required=True)
+    p.add_argument("--name", action="append", required=True, help="host name or address (repeat for several)")
+    p.add_argument("--out", type=Path, required=True, help="directory for server.crt and server.key")
+    p.add_argument("--valid-days", type=int, default=SERVICE_DAYS)
+    p.set_defaults(run=_server_cert)
 
     p = sub.add_parser("broker-config", help="write Mosquitto's config, ACL, certificates and CRL")
     p.add_argument("--ca-dir", type=Path, required=True)

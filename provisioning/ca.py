@@ -170,12 +170,13 @@ class IssuingCa:
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                                   critical=False))
         if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]),
+            builder = builder.add_extension(x509.SubjectAlternativeName([general_name(n) for n in names]),
                                             critical=False)
         return builder.sign(self.key, hashes.SHA256())
 
 
-def _general_name(name: str) -> x509.GeneralName:
+def general_name(name: str) -> x509.GeneralName:
+    """An IP address entry for an address, a DNS entry for anything else (subjectAltName)."""
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:

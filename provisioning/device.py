@@ -7,6 +7,7 @@ under ``<data_dir>/pki/``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from core.topics import validate_device_id
 from devicekeys.files import write_atomic
 from devicekeys.keys import KeyProtection, seal_private_key
 from devicekeys.tpm import Tpm
-from provisioning.ca import cert_pem, common_name, new_key
+from provisioning.ca import cert_pem, common_name, general_name, new_key
 from provisioning.errors import BundleError, CaError
 
 
@@ -56,17 +57,46 @@ class DevicePki:
     def tuf_root(self) -> Path:
         return self.folder / "tuf-root.json"
 
+    @property
+    def web_key(self) -> Path:
+        """The desk web server's own key (HTTPS for the desk UI), kept like ``key``; never the client key."""
+        return self.folder / "web.key"
 
-def keygen(data_dir: Path, device_id: str, tpm: Tpm | None) -> tuple[DevicePki, KeyProtection]:
-    """A new P-256 key (sealed or 0600) and a request naming ``device_id``, signed by that key."""
+    @property
+    def web_csr(self) -> Path:
+        return self.folder / "web.csr"
+
+    @property
+    def web_cert(self) -> Path:
+        """The web server certificate then the issuing CA: ``[web] cert_file``."""
+        return self.folder / "web.crt"
+
+
+def _request(path: Path, key: ec.EllipticCurvePrivateKey, device_id: str, names: Sequence[str] = ()) -> None:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([general_name(n) for n in names]), critical=False)
+    write_atomic(path, builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+def keygen(data_dir: Path, device_id: str, tpm: Tpm | None,
+           web_names: Sequence[str] = ()) -> tuple[DevicePki, KeyProtection]:
+    """A new P-256 key (sealed or 0600) and a request naming ``device_id``, signed by that key.
+
+    With ``web_names`` (the host names and addresses people type to reach the desk UI) a second key and
+    request are made for the desk's HTTPS server: a server certificate is never the client key's, so a
+    leaked web key cannot sign in to the broker or fetch updates.
+    """
     validate_device_id(device_id)
     pki = DevicePki(Path(data_dir))
     key = new_key()
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
-           .sign(key, hashes.SHA256()))
     mode = seal_private_key(pki.key, key, tpm)
-    write_atomic(pki.csr, csr.public_bytes(serialization.Encoding.PEM))
+    _request(pki.csr, key, device_id)
+    if web_names:
+        web_key = new_key()
+        seal_private_key(pki.web_key, web_key, tpm)
+        _request(pki.web_csr, web_key, device_id, web_names)
     return pki, mode
 
 
@@ -82,8 +112,10 @@ def _issuer_of(cert: x509.Certificate, chain: list[x509.Certificate]) -> x509.Ce
 
 
 def verify_device_certificate(cert: x509.Certificate, chain: list[x509.Certificate], device_id: str,
-                              public_key: ec.EllipticCurvePublicKey, now: datetime | None = None) -> None:
-    """Refuse a certificate that is for another device, for another key, expired, or not from the CA."""
+                              public_key: ec.EllipticCurvePublicKey, now: datetime | None = None, *,
+                              usage_oid: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH) -> None:
+    """Refuse a certificate that is for another device, for another key, expired, not for ``usage_oid``
+    (client, or the web server's server certificate), or not from the CA."""
     name = common_name(cert)
     if name != device_id:
         raise BundleError(f"The certificate is for {name!r}, not this device ({device_id!r}): "
@@ -99,8 +131,9 @@ def verify_device_certificate(cert: x509.Certificate, chain: list[x509.Certifica
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         usage = None
-    if usage is None or ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
-        raise BundleError("The certificate is not a client certificate.")
+    if usage is None or usage_oid not in usage:
+        kind = "client" if usage_oid == ExtendedKeyUsageOID.CLIENT_AUTH else "server"
+        raise BundleError(f"The certificate is not a {kind} certificate.")
     issuer = _issuer_of(cert, chain)
     if issuer.subject != issuer.issuer:  # the issuing CA: it must chain to a root in the bundle
         _issuer_of(issuer, chain)
@@ -123,8 +156,32 @@ def install_bundle(data_dir: Path, device_id: str, bundle_dir: Path) -> DevicePk
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise CaError(f"{pki.csr} is not an EC request; run device-keygen again.")
     verify_device_certificate(cert, chain, device_id, public_key)
+    web = _checked_web_certificate(pki, bundle, device_id, chain)
     write_atomic(pki.ca, b"".join(cert_pem(c) for c in chain))
     write_atomic(pki.cert, cert_pem(cert))
+    if web is not None:
+        write_atomic(pki.web_cert, web)
     if (bundle / "tuf-root.json").exists():
         write_atomic(pki.tuf_root, (bundle / "tuf-root.json").read_bytes())
     return pki
+
+
+def _checked_web_certificate(pki: DevicePki, bundle: Path, device_id: str,
+                             chain: list[x509.Certificate]) -> bytes | None:
+    """The bundle's web.crt (leaf and issuing CA), checked against this desk's own web request; None if absent."""
+    if not (bundle / "web.crt").exists():
+        return None
+    try:
+        pem = (bundle / "web.crt").read_bytes()
+        leaf = x509.load_pem_x509_certificates(pem)[0]
+        request = x509.load_pem_x509_csr(pki.web_csr.read_bytes())
+    except FileNotFoundError as e:
+        raise BundleError(f"{e.filename} is missing: the bundle has a web certificate but this desk made no web "
+                          "request; run device-keygen with --web-name.") from e
+    except (ValueError, IndexError) as e:
+        raise BundleError(f"The web certificate in {bundle} is damaged: {e}") from e
+    public_key = request.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise CaError(f"{pki.web_csr} is not an EC request; run device-keygen again.")
+    verify_device_certificate(leaf, chain, device_id, public_key, usage_oid=ExtendedKeyUsageOID.SERVER_AUTH)
+    return pem

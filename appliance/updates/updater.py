@@ -49,6 +49,8 @@ from appliance.updates.trust import (
 from core.desk_config import is_config
 from core.errors import SettingsError, WireFormatError
 from core.library_announce import LibraryAnnouncement, LibraryTargetInfo
+from devicekeys.errors import KeyProtectionError
+from devicekeys.tls import client_context
 from library.delta import read_delta_info
 from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
@@ -115,7 +117,14 @@ class LibraryUpdater:
             trusted_root = Path(settings.trusted_root).read_bytes()
         except OSError as e:
             raise SettingsError(f"updates.trusted_root: cannot read {settings.trusted_root} ({e}).") from e
-        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        # Central serves /tuf only to enrolled desks: the fetcher shows the desk's fleet certificate (its key
+        # unsealed into memory when it is sealed to the TPM, as for the broker).
+        try:
+            context = (client_context(settings.ca_file, settings.cert_file, settings.key_file)
+                       if settings.cert_file is not None and settings.key_file is not None
+                       else ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None))
+        except (KeyProtectionError, OSError, ssl.SSLError) as e:
+            raise SettingsError(f"updates: the TLS files do not load: {e}") from e
         fetcher = ResumingFetcher(timeout_s=settings.timeout_s, max_resumes=settings.max_resumes,
                                   max_bytes=settings.max_download_mb * 1024 * 1024, ssl_context=context)
         base = settings.central_url.rstrip("/")

@@ -44,6 +44,8 @@ def create_app(
             SECRET_KEY=settings.web.secret_key,
             DATABASE=settings.database_url,
             TUF_REPO_DIR=str(settings.publish.repo_dir) if settings.publish.repo_dir else None,
+            TUF_CLIENT_CA=settings.web.client_ca_file,
+            TUF_CRL_FILE=settings.tuf_crl_file,
             REPORT_LIBRARIES=list(settings.reports.libraries),
         )
     app.config.update(
@@ -80,7 +82,8 @@ def create_app(
     app.register_blueprint(reports.bp)
     app.register_blueprint(vendor.bp)
     fleet.init_app(app, settings.fleet if settings else None, settings.mqtt if settings else None)
-    updates.init_app(app)  # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO)
+    # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO), for enrolled desks only
+    updates.init_app(app)
     auth.check_classified(app)
     return app
 

@@ -1,7 +1,14 @@
-"""Serve the TUF repository to desks: ``/tuf/metadata/<name>`` and ``/tuf/targets/<name>``.
+"""Serve the TUF repository to enrolled desks: ``/tuf/metadata/<name>`` and ``/tuf/targets/<name>``.
 
-Nothing here needs to be trusted: every byte a desk downloads is checked
-against signed metadata, so this blueprint only has to hand out files. It
+Every byte a desk downloads is checked against signed metadata, so the
+integrity of the files needs no trust in this server. Who may download them
+does: the targets are the encrypted national library and the desks'
+configuration. Every request must therefore come with a client certificate
+from the fleet PKI (the server asks for one on the TLS handshake; the
+application checks it again here, chain and usage, and against the fleet CRL:
+``provisioning.fleet_clients``), or it gets a 403 with nothing of the
+repository in it. Without ``TUF_CLIENT_CA`` and ``TUF_CRL_FILE`` (``[web]
+client_ca_file`` and the CRL) nobody is served. It
 still serves only the two public folders (never ``keys/``), refuses names
 that could leave them, and answers single HTTP Range requests (206, or 416
 past the end) so a desk whose link drops half-way through a large library
@@ -11,6 +18,7 @@ owns the open file, so a desk hanging up mid-download never leaks it.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -20,7 +28,13 @@ from flask import Blueprint, Flask, abort, current_app, request
 from werkzeug.security import safe_join
 from werkzeug.wrappers import Response
 
+from provisioning.fleet_clients import ClientRefused, FleetClients
+
+logger = logging.getLogger(__name__)
+
 bp = Blueprint("updates", __name__, url_prefix="/tuf")
+CLIENT_CERT = "SSL_CLIENT_CERT"  # set by the server from the TLS peer (webserver.server, Werkzeug), never by a client
+REFUSED = "Library updates are served only to enrolled desks presenting their fleet certificate."
 
 ENV_VAR = "RFR_CENTRAL_TUF_REPO"
 # Metadata: "timestamp.json", "3.snapshot.json"; targets: "<sha256>.library-v000002.db". Flat names only.
@@ -31,7 +45,22 @@ CHUNK_BYTES = 256 * 1024
 def init_app(app: Flask) -> None:
     """Register the blueprint; the repository folder is ``TUF_REPO_DIR`` (or ``RFR_CENTRAL_TUF_REPO``)."""
     app.config.setdefault("TUF_REPO_DIR", os.environ.get(ENV_VAR) or None)
+    ca, crl = app.config.get("TUF_CLIENT_CA"), app.config.get("TUF_CRL_FILE")
+    app.extensions["central.fleet_clients"] = FleetClients(Path(ca), Path(crl)) if ca and crl else None
     app.register_blueprint(bp)
+
+
+@bp.before_request
+def require_enrolled_desk() -> None:
+    """A 403 unless the TLS peer is an enrolled desk whose certificate is not revoked."""
+    clients: FleetClients | None = current_app.extensions.get("central.fleet_clients")
+    if clients is None:
+        abort(403, REFUSED)
+    try:
+        clients.check(request.environ.get(CLIENT_CERT))
+    except ClientRefused as e:
+        logger.warning("refused %s %s from %s: %s", request.method, request.path, request.remote_addr, e)
+        abort(403, REFUSED)
 
 
 def _chunks(path: Path, start: int, length: int) -> Iterator[bytes]:
