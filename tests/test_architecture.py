@@ -17,7 +17,8 @@ def test_import_contracts_are_kept():
     assert "6 kept, 0 broken" in result.stdout
 
 
-PRODUCT_PACKAGES = ("core", "supply", "models", "library", "devicekeys", "provisioning", "transport", "tufrepo", "webserver",
+PRODUCT_PACKAGES = ("core", "supply", "models", "library", "devicekeys", "provisioning", "transport", "tufrepo",
+                    "webserver",
                     "appliance", "central", "firmware", "testbed", "bench")
 
 

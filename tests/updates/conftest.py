@@ -1,4 +1,9 @@
-"""Fixtures for library updates: real libraries, a real TUF repository, central's app on a real port.
+"""Fixtures for library updates: real libraries, a real TUF repository, central's app on a real HTTPS port.
+
+Central's ``/tuf`` serves only enrolled desks, so the server here asks for a client certificate from a
+real fleet PKI (``tests.fleet_tls``) and the test desks show theirs (``central.desk_tls``). The whole
+served path (gunicorn, ``python -m central serve``) is in ``test_distribution.py``; here Werkzeug's
+server with the same TLS context keeps each updater test quick.
 
 Libraries are built with ``SnapshotWriter`` from synthetic unit vectors (no face
 models needed). Record ``i`` always has the same template, so a search for it
@@ -10,6 +15,7 @@ three kinds of change.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,8 +27,11 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from central.publish.repository import TufRepository, init_repository
 from central.web import close_stores, create_app
+from devicekeys.tls import server_context
 from library.records import ReferenceRecord
 from library.snapshot import SnapshotWriter, new_key
+from provisioning.device import DevicePki
+from tests.fleet_tls import FleetPki
 
 DIM = 192
 EMBEDDER = "test-embedder@1"
@@ -66,11 +75,28 @@ def make_library(tmp_path: Path, library_key: bytes) -> Callable[..., Path]:
 
 @dataclass
 class Central:
-    """Central's repository, served over HTTP by central's own Flask app."""
+    """Central's repository, served over HTTPS by central's own Flask app, to enrolled desks."""
 
     repo: TufRepository
     url: str
     server: BaseWSGIServer
+    fleet: FleetPki
+    desk: DevicePki
+
+    @property
+    def desk_tls(self) -> ssl.SSLContext:
+        """An enrolled desk's TLS: trusts the fleet CA, shows its fleet certificate."""
+        return self.fleet.desk_tls(self.desk)
+
+    def cutting_proxy(self, cut_after: int) -> CuttingProxy:
+        """A proxy between an enrolled desk and this central that cuts the first download after ``cut_after``."""
+        front = server_context(self.fleet.server_cert, self.fleet.server_key, self.fleet.bundle)
+        return CuttingProxy(self.server.port, cut_after, tls=(front, self.desk_tls))
+
+    @property
+    def desk_settings(self) -> dict[str, Path]:
+        """The ``[updates]`` TLS keys of that desk."""
+        return self.fleet.update_settings(self.desk)
 
     @property
     def metadata_url(self) -> str:
@@ -81,20 +107,30 @@ class Central:
         return f"{self.url}/tuf/targets/"
 
 
-def serve(app: object) -> tuple[BaseWSGIServer, threading.Thread]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)  # type: ignore[arg-type]
+def serve(app: object, ssl_context: ssl.SSLContext | None = None) -> tuple[BaseWSGIServer, threading.Thread]:
+    server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return server, thread
 
 
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory) -> tuple[FleetPki, DevicePki]:
+    """A fleet CA, central's web certificate for the loopback, and one enrolled desk."""
+    root = tmp_path_factory.mktemp("fleet")
+    pki = FleetPki.create(root)
+    return pki, pki.enrol(root / "desk", "desk-test-01")
+
+
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
+def central(tmp_path: Path, fleet) -> Iterator[Central]:
+    pki, desk = fleet
     repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
     app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
-                                  "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir)})
-    server, thread = serve(app)
-    yield Central(repo, f"http://127.0.0.1:{server.port}", server)
+                                  "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir),
+                                  "TUF_CLIENT_CA": pki.bundle, "TUF_CRL_FILE": pki.crl})
+    server, thread = serve(app, server_context(pki.server_cert, pki.server_key, pki.bundle))
+    yield Central(repo, f"https://127.0.0.1:{server.port}", server, pki, desk)
     server.shutdown()
     thread.join()
     server.server_close()
@@ -108,8 +144,12 @@ class CuttingProxy:
     desk on a flaky line sees it, between it and a healthy central.
     """
 
-    def __init__(self, upstream_port: int, cut_after: int, match: bytes = b"/tuf/targets/", cuts: int = 1) -> None:
+    def __init__(self, upstream_port: int, cut_after: int, match: bytes = b"/tuf/targets/", cuts: int = 1, *,
+                 tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None) -> None:
+        """``tls``: (the context the desk meets, the desk's own towards central): the proxy ends TLS on both
+        sides, to read the request lines and cut the plaintext, as a cut link cuts the records."""
         self.upstream_port, self.cut_after, self.match, self.cuts = upstream_port, cut_after, match, cuts
+        self.tls = tls
         self.requests: list[bytes] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -125,7 +165,16 @@ class CuttingProxy:
             threading.Thread(target=self._handle, args=(client,), daemon=True).start()
 
     def _handle(self, client: socket.socket) -> None:
-        with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+        upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+        if self.tls is not None:
+            try:
+                client = self.tls[0].wrap_socket(client, server_side=True)
+            except (ssl.SSLError, OSError):
+                client.close()
+                upstream.close()
+                return
+            upstream = self.tls[1].wrap_socket(upstream, server_hostname="127.0.0.1")
+        with client, upstream:
             request = b""
             while b"\r\n\r\n" not in request:
                 data = client.recv(65536)

@@ -74,7 +74,8 @@ def app(tmp_path: Path, central: Central, demo_library, pipeline) -> Iterator[Fl
     """A provisioned desk pointed at central's repository; no check has run yet (no threads started)."""
     (tmp_path / "1.root.json").write_bytes(central.repo.root_bytes)
     settings = appliance_settings(tmp_path, demo_library, updates={
-        "central_url": central.url, "trusted_root": tmp_path / "1.root.json", "poll_interval_s": 0})
+        "central_url": central.url, "trusted_root": tmp_path / "1.root.json", "poll_interval_s": 0,
+        **central.desk_settings})
     application = create_app(settings, pipeline=pipeline, start_sync=False, test_config={"TESTING": True})
     yield application
     application.extensions["desk"].updater.stop()

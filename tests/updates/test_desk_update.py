@@ -39,7 +39,7 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
         "library": {"path": v1, "key_file": tmp_path / "lib.key"},
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
         "web": {"secret_key": "test-secret-key-0123456789"},
-        "updates": {"central_url": central.url, "poll_interval_s": 0,
+        "updates": {"central_url": central.url, "poll_interval_s": 0, **central.desk_settings,
                     "trusted_root": central.repo.metadata_dir / "1.root.json"},
     })
     desk = open_desk(settings, pipeline=pipeline)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import stat
-import urllib.error
-import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import pytest
 from securesystemslib.signer import CryptoSigner
 from tuf.ngclient import Updater
 
+from appliance.updates.fetcher import ResumingFetcher
 from central.publish.__main__ import main
 from central.publish.describe import describe_delta, describe_full
 from central.publish.repository import PublishError, TufRepository, init_repository
@@ -21,6 +20,7 @@ from central.web import close_stores, create_app
 from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot, write_key_file
+from tests.fleet_tls import https_get
 from tests.updates.conftest import EMBEDDER, Central
 from tufrepo.repository import utc_now
 
@@ -149,18 +149,13 @@ def test_cli_prints_one_actionable_line_on_errors(tmp_path, make_library, capsys
 # --- serving ---------------------------------------------------------------------------------------
 
 
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, dict(e.headers), e.read()
-
 
 def test_central_serves_metadata_and_ranges_of_targets(central: Central, make_library, library_key):
     library = make_library(1)
     central.repo.publish(library, describe_full(library, library_key))
+    def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        return https_get(url, central.desk_tls, headers)
+
     status, headers, body = get(central.metadata_url + "timestamp.json")
     assert status == 200 and headers["Content-Type"] == "application/json"
     assert body == (central.repo.metadata_dir / "timestamp.json").read_bytes()
@@ -180,24 +175,40 @@ def test_central_serves_metadata_and_ranges_of_targets(central: Central, make_li
     "/tuf/targets/../keys/targets.pem", "/tuf/keys/targets.pem", "/tuf/metadata/.hidden", "/tuf/metadata/2.root.json",
 ])
 def test_central_serves_nothing_outside_metadata_and_targets(central: Central, path):
-    status, _, body = get(central.url + path)
+    status, _, body = https_get(central.url + path, central.desk_tls)
     assert status == 404 and b"PRIVATE KEY" not in body
 
 
-def test_without_a_repository_central_serves_no_updates(tmp_path, monkeypatch):
+def test_without_a_repository_central_serves_no_updates(tmp_path, monkeypatch, fleet):
     monkeypatch.delenv("RFR_CENTRAL_TUF_REPO", raising=False)
+    pki, desk = fleet
     app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
-                                  "DATABASE": str(tmp_path / "central.db")})
-    response = app.test_client().get("/tuf/metadata/timestamp.json")
+                                  "DATABASE": str(tmp_path / "central.db"), "TUF_CLIENT_CA": pki.bundle,
+                                  "TUF_CRL_FILE": pki.crl})
+    client = app.test_client()
+    response = client.get("/tuf/metadata/timestamp.json", environ_base={"SSL_CLIENT_CERT": desk.cert.read_text()})
     close_stores(app)
     assert response.status_code == 404
     assert "does not publish library updates" in response.get_data(as_text=True)
+
+
+def test_without_client_certificate_checking_central_serves_nobody(tmp_path, fleet, make_library, library_key):
+    """Central started without [web] client_ca_file: /tuf is closed, even to a desk's certificate."""
+    _pki, desk = fleet
+    repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+                                  "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir)})
+    response = app.test_client().get("/tuf/metadata/1.root.json",
+                                     environ_base={"SSL_CLIENT_CERT": desk.cert.read_text()})
+    close_stores(app)
+    assert response.status_code == 403 and b"_type" not in response.data
 
 
 def test_a_tuf_client_verifies_what_central_publishes(central: Central, make_library, library_key, tmp_path):
     library = make_library(1)
     central.repo.publish(library, describe_full(library, library_key))
     updater = Updater(str(tmp_path / "client"), central.metadata_url, str(tmp_path / "dl"), central.targets_url,
+                      fetcher=ResumingFetcher(ssl_context=central.desk_tls),
                       bootstrap=central.repo.root_bytes)
     updater.refresh()
     info = updater.get_targetinfo("library-v000001.db")

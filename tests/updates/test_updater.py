@@ -30,7 +30,7 @@ from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot
 from library.store import LibraryStore
-from tests.updates.conftest import EMBEDDER, Central, CuttingProxy, members, vector
+from tests.updates.conftest import EMBEDDER, Central, members, vector
 from tufrepo.repository import utc_now
 
 
@@ -102,7 +102,7 @@ def make_desk(root: Path, central: Central, key: bytes, first_library: Path, met
         metadata_url=metadata_url or central.metadata_url, targets_url=targets_url or central.targets_url,
         state_dir=root / "updates", store=store, library_key=key, embedder_id=EMBEDDER, holder=holder,
         audit=AuditLog("desk-test-01", outbox), trusted_root=central.repo.root_bytes,
-        fetcher=ResumingFetcher(retry_delay_s=0.01, timeout_s=10))
+        fetcher=ResumingFetcher(retry_delay_s=0.01, timeout_s=10, ssl_context=central.desk_tls))
     return Desk(updater, holder, store, outbox, root)
 
 
@@ -184,7 +184,8 @@ def wait_for_version(holder: LibraryHolder, version: int, timeout: float = 20) -
 def test_from_settings_and_an_announcement_wakes_the_background_thread(tmp_path, central, publisher, library_key):
     publisher.full(1)
     (tmp_path / "1.root.json").write_bytes(central.repo.root_bytes)
-    settings = UpdateSettings(central_url=central.url, trusted_root=tmp_path / "1.root.json", poll_interval_s=0)
+    settings = UpdateSettings(central_url=central.url, trusted_root=tmp_path / "1.root.json", poll_interval_s=0,
+                              **central.desk_settings)
     store = LibraryStore(tmp_path / "device" / "library")
     store.install_full(publisher.make_library(1), library_key, expected_embedder=EMBEDDER)
     holder = LibraryHolder(store.open_current(library_key, EMBEDDER))
@@ -206,9 +207,9 @@ def test_from_settings_and_an_announcement_wakes_the_background_thread(tmp_path,
 def test_download_resumes_after_the_connection_is_cut(tmp_path, central, publisher, library_key):
     publisher.full(1)
     name = publisher.full(2)
-    proxy = CuttingProxy(central.server.port, cut_after=publisher.served(name).stat().st_size // 2)
+    proxy = central.cutting_proxy(cut_after=publisher.served(name).stat().st_size // 2)
     try:
-        url = f"http://127.0.0.1:{proxy.port}"
+        url = f"https://127.0.0.1:{proxy.port}"
         desk = make_desk(tmp_path / "device", central, library_key, publisher.make_library(1),
                          f"{url}/tuf/metadata/", f"{url}/tuf/targets/")
         result = desk.updater.check_now()
