@@ -1,7 +1,8 @@
 """The whole system as a newcomer runs it: real broker, real processes, real models, real files.
 
 Central's enrol command builds an encrypted library from registry-package photos; central and the
-appliance run as their own processes (``python -m central serve``, ``python -m appliance serve``);
+appliance run as their own processes (``python -m central serve``, ``python -m appliance serve``: gunicorn
+over HTTPS, with certificates from a fleet CA made by ``provisioning``, the desk's issued at its enrolment);
 an officer submits a case, an Inspector approves it, and a probe of an enrolled person is searched;
 the right person ranks first and the search's audit event is stored and listed by central, read by an
 auditor signed in to central with an account made by ``python -m central accounts add``.
@@ -11,10 +12,10 @@ from __future__ import annotations
 
 import http.cookiejar
 import re
+import ssl
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,8 @@ import pytest
 
 from testbed.ports import free_port
 from tests.appliance.http_desk import HttpDesk, create_accounts
+from tests.fleet_tls import FleetPki, desk_web_toml, https_get, start_served, stop_served, wait_https
+from tests.fleet_tls import opener as fleet_opener
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,28 +40,16 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     return result
 
 
-def wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer")
-
-
-def central_auditor(base: str) -> urllib.request.OpenerDirector:
+def central_auditor(base: str, context: ssl.SSLContext) -> urllib.request.OpenerDirector:
     """An opener that keeps central's session cookie, signed in through the real form (with its CSRF token)."""
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    opener = fleet_opener(context, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
     form = opener.open(base + "/login").read().decode()
     token = re.search(r'name="csrf_token" value="([^"]+)"', form)
     assert token, "central's sign-in form carries no CSRF token"
     body = urllib.parse.urlencode({"csrf_token": token.group(1), "username": "auditor",
                                    "password": CENTRAL_PASSWORD}).encode()
-    page = opener.open(base + "/login", data=body).read().decode()  # follows the redirect to /audit
+    signin = urllib.request.Request(base + "/login", data=body, headers={"Referer": base + "/login"})
+    page = opener.open(signin).read().decode()  # follows the redirect to /audit
     assert "Signed in as <strong>auditor</strong>" in page
     return opener
 
@@ -71,16 +62,18 @@ def system(tmp_path: Path, mosquitto):
         "--csv", str(tmp_path / "import" / "subjects.csv"),
         "--out", str(tmp_path / "lib.db"), "--key-file", str(tmp_path / "lib.key"))
     central_port, appliance_port = free_port(), free_port()
+    pki = FleetPki.create(tmp_path / "fleet")
+    desk_pki = pki.enrol(tmp_path / "appliance", "desk-e2e-01", web=True)
     (tmp_path / "central.toml").write_text(
         f'data_dir = "{tmp_path / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-e2e"\n'
-        f'[web]\nport = {central_port}\nsecret_key = "e2e-secret-key-0123456789"\n'
+        f'[web]\nport = {central_port}\nsecret_key = "e2e-secret-key-0123456789"\n' + pki.central_web_toml()
     )
     (tmp_path / "appliance.toml").write_text(
         f'device_id = "desk-e2e-01"\ndata_dir = "{tmp_path / "appliance"}"\n'
         f'[library]\npath = "{tmp_path / "lib.db"}"\nkey_file = "{tmp_path / "lib.key"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'[web]\nport = {appliance_port}\nsecret_key = "e2e-secret-key-0123456789"\n'
+        f'[web]\nport = {appliance_port}\nsecret_key = "e2e-secret-key-0123456789"\n' + desk_web_toml(desk_pki)
     )
     # Provisioning: the appliance's audit signing key is made and registered with central before first start;
     # central refuses audit messages from devices it has no key for.
@@ -92,36 +85,31 @@ def system(tmp_path: Path, mosquitto):
     run("-m", "central", "accounts", "add", "--config", str(tmp_path / "central.toml"), "--username", "auditor",
         "--role", "auditor", "--password-stdin", stdin=CENTRAL_PASSWORD + "\n")
     create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
-    logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("central", "appliance")}  # noqa: SIM115
-    procs = {
-        name: subprocess.Popen([sys.executable, "-m", name, "serve", "--config", str(tmp_path / f"{name}.toml")],
-                               cwd=ROOT, stdout=logs[name], stderr=subprocess.STDOUT)
-        for name in ("central", "appliance")
-    }
+    logs = {name: tmp_path / f"{name}.log" for name in ("central", "appliance")}
+    procs = {name: start_served(name, tmp_path / f"{name}.toml", logs[name]) for name in ("central", "appliance")}
     try:
-        wait_for(f"http://127.0.0.1:{central_port}/healthz", procs["central"])
-        wait_for(f"http://127.0.0.1:{appliance_port}/login", procs["appliance"])
-        yield {"central": f"http://127.0.0.1:{central_port}", "appliance": f"http://127.0.0.1:{appliance_port}",
-               "tmp": tmp_path}
+        wait_https(f"https://127.0.0.1:{central_port}/healthz", pki.trust(), procs["central"], logs["central"])
+        wait_https(f"https://127.0.0.1:{appliance_port}/login", pki.trust(), procs["appliance"], logs["appliance"])
+        yield {"central": f"https://127.0.0.1:{central_port}", "appliance": f"https://127.0.0.1:{appliance_port}",
+               "tmp": tmp_path, "trust": pki.trust()}
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=20)
-        for fh in logs.values():
-            fh.close()
+        codes = {name: stop_served(proc) for name, proc in procs.items()}
+        assert codes == {"central": 0, "appliance": 0}, {n: logs[n].read_text()[-3000:] for n in logs}
 
 
 def test_probe_ranks_the_enrolled_person_first_and_central_records_the_search(system, face_photo):
-    officer = HttpDesk(system["appliance"], "officer")
+    # The desk's page comes over HTTPS with its enrolment certificate (trusted through the fleet CA) and HSTS.
+    status, headers, _ = https_get(system["appliance"] + "/login", system["trust"])
+    assert status == 200 and headers["Server"] == "gunicorn" and headers["Strict-Transport-Security"]
+    officer = HttpDesk(system["appliance"], "officer", system["trust"])
     case_id = officer.submit()
-    HttpDesk(system["appliance"], "inspector").approve(case_id)
+    HttpDesk(system["appliance"], "inspector", system["trust"]).approve(case_id)
     html = officer.search(case_id, face_photo("obama3.jpg").read_bytes())  # his other photos are enrolled
     ranked = re.findall(r'data-subject="([^"]+)"', html)
     assert ranked[0] == "DEMO-OBAMA"
     assert len(ranked) == 10 and len(set(ranked)) > 2  # distractors are listed below him
 
-    central = central_auditor(system["central"])
+    central = central_auditor(system["central"], system["trust"])
     deadline = time.monotonic() + 30
     audit_page = ""
     while time.monotonic() < deadline:

@@ -117,7 +117,9 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     def security_headers(response):  # type: ignore[no-untyped-def]
         response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # Same-origin only: over HTTPS Flask-WTF also checks that a form's Referer is this desk, which
+        # "no-referrer" would make every form fail; other sites still get no referrer at all.
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Frame-Options"] = "DENY"
         response.headers.setdefault("Cache-Control", "no-store")
         return response

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.cookiejar
 import io
 import re
+import ssl
 import subprocess
 import sys
 import urllib.parse
@@ -35,9 +36,11 @@ def create_accounts(config: Path, accounts: dict[str, str]) -> None:
 class HttpDesk:
     """One signed-in person with their own cookie jar."""
 
-    def __init__(self, base: str, username: str) -> None:
+    def __init__(self, base: str, username: str, context: ssl.SSLContext | None = None) -> None:
+        """``context``: the TLS trust for an ``https://`` desk (the fleet CA its web certificate is from)."""
         self.base = base
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                                  urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
         page = self._open("/login")
         self._open("/login", {"username": username, "password": PASSWORD, "csrf_token": self._token(page)})
         self.token = self._token(self._open("/"))
@@ -50,7 +53,9 @@ class HttpDesk:
 
     def _open(self, path: str, form: dict[str, object] | None = None) -> str:
         data = urllib.parse.urlencode(form, doseq=True).encode() if form is not None else None
-        with self.opener.open(urllib.request.Request(self.base + path, data=data)) as response:
+        # A browser sends its page as Referer (same-origin policy); over HTTPS Flask-WTF checks it.
+        request = urllib.request.Request(self.base + path, data=data, headers={"Referer": self.base + "/"})
+        with self.opener.open(request) as response:
             self.url = response.geturl()
             return response.read().decode()
 
@@ -67,6 +72,7 @@ class HttpDesk:
         boundary, body = encode_multipart({"probe": FileStorage(io.BytesIO(photo), filename="p.jpg"),
                                            "csrf_token": self.token})
         request = urllib.request.Request(f"{self.base}/cases/{case_id}/probe", data=body, method="POST", headers={
-            "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true"})
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "HX-Request": "true",
+            "Referer": self.base + "/"})
         self.opener.open(request).read()
         return self._open(f"/cases/{case_id}/search", {"csrf_token": self.token})
