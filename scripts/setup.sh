@@ -17,6 +17,8 @@ command -v tpm2_createprimary >/dev/null 2>&1 || need_apt+=(tpm2-tools)
 # The firmware image recipe (its build runs only with RFR_BUILD_IMAGE=1).
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# certutil: the browser tests trust the demo fleet CA in a throwaway NSS database, as a force would install it.
+command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 # The tests start their own PostgreSQL cluster (initdb in a temp dir): the server binaries must exist.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)

@@ -1,24 +1,38 @@
-"""Browser tests: the desk app on a live port, driven by Debian's Chromium through Playwright.
+"""Browser tests: the desk as it is served (``python -m appliance serve``: gunicorn over HTTPS with the
+web certificate from its enrolment), driven by Debian's Chromium through Playwright.
 
 No browser is ever downloaded: pytest-playwright's launch arguments are
 overridden to use /usr/bin/chromium, with a fake camera (a test pattern) so
-getUserMedia works headless. axe-core (pinned npm package) is served by the
-app only in testing mode, so accessibility checks run under the real CSP.
+getUserMedia works headless. Chromium trusts the fleet CA the way a force
+installs it: imported with ``certutil`` into the NSS database of a throwaway
+HOME (no certificate error is ignored). axe-core (pinned npm package) is
+served to the page by Playwright at the desk's own ``/vendor/axe.min.js``,
+so accessibility checks run under the real CSP.
 """
 
 from __future__ import annotations
 
-import threading
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+from playwright.sync_api import Playwright, sync_playwright
 
 import appliance.services.accounts as accounts_mod
-from appliance.web import create_app
-from tests.appliance.conftest import appliance_settings
-from tests.appliance.desk_helpers import PASSWORD, USERS, add_users
+from appliance.services.accounts import AccountService
+from appliance.settings import ApplianceSettings
+from appliance.settings import load as load_settings
+from appliance.storage.accounts import AccountStore, SessionStore
+from appliance.storage.device_db import DeviceDatabase
+from provisioning.ca import CaLayout
+from provisioning.device import DevicePki
+from supply.pinned import member
+from testbed.ports import free_port
+from tests.appliance.desk_helpers import PASSWORD, USERS
+from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, wait_https
 
 CHROMIUM = Path("/usr/bin/chromium")
 # axe impacts that fail a page (WCAG 2.2 AA checks included in axe's defaults).
@@ -26,35 +40,83 @@ BLOCKING = {"serious", "critical"}
 
 
 @pytest.fixture(scope="session")
-def browser_type_launch_args() -> dict[str, object]:
+def fleet(tmp_path_factory) -> tuple[FleetPki, DevicePki]:
+    """The fleet CA and the desk enrolled with its web certificate for 127.0.0.1 and localhost."""
+    root = tmp_path_factory.mktemp("ui-fleet")
+    pki = FleetPki.create(root)
+    return pki, pki.enrol(root / "device", "desk-test-01", web=True)
+
+
+@pytest.fixture(scope="session")
+def browser_home(tmp_path_factory, fleet) -> Path:
+    """A HOME whose NSS database trusts the fleet root CA for TLS servers (Chromium on Linux reads it)."""
+    if shutil.which("certutil") is None:
+        pytest.skip("certutil is not installed (apt-get install libnss3-tools)")
+    home = tmp_path_factory.mktemp("ui-home")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "RFR fleet root (test)",
+                    "-i", str(CaLayout(fleet[0].ca_dir).root_cert)], check=True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def playwright(fleet) -> Iterator[Playwright]:
+    """Playwright's own HTTP client (``page.request``, Node) trusts the same fleet CA, through
+    NODE_EXTRA_CA_CERTS, which Node reads only when the driver starts: so it is set before."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NODE_EXTRA_CA_CERTS", str(fleet[0].bundle))
+        driver = sync_playwright().start()
+    yield driver
+    driver.stop()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_home) -> dict[str, object]:
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    return {"executable_path": str(CHROMIUM), "headless": True,
+    return {"executable_path": str(CHROMIUM), "headless": True, "env": {**os.environ, "HOME": str(browser_home)},
             "args": ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]}
 
 
-@pytest.fixture(scope="session")
-def live_app(tmp_path_factory, demo_library, pipeline):
-    tmp = tmp_path_factory.mktemp("ui-appliance")
-    app = create_app(appliance_settings(tmp, demo_library), pipeline=pipeline, start_sync=False,
-                     test_config={"TESTING": True, "RFR_AXE": True})
+def _add_accounts(settings: ApplianceSettings) -> None:
+    """The test accounts, written into the device database before the desk starts (cheap hashes: the cost is
+    stored with each hash, so sign-in works the same)."""
+    db = DeviceDatabase(settings.data_dir)
     saved = accounts_mod._N
-    accounts_mod._N = 2**10  # cheap hashes for the test accounts only; stored hashes carry their own cost
+    accounts_mod._N = 2**10
     try:
-        add_users(app)
+        service = AccountService(AccountStore(db), SessionStore(db), settings.auth)
+        for name, role in USERS.items():
+            service.add(name, role, PASSWORD)
     finally:
         accounts_mod._N = saved
-    return app
+        db.close()
 
 
 @pytest.fixture(scope="session")
-def live_server(live_app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, live_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+def live_server(tmp_path_factory, demo_library, mosquitto, fleet) -> Iterator[str]:
+    """``python -m appliance serve`` over HTTPS on a free port; its base URL."""
+    pki, desk = fleet
+    root = tmp_path_factory.mktemp("ui-appliance")
+    port = free_port()
+    data_dir = desk.data_dir
+    config = root / "appliance.toml"
+    config.write_text(
+        f'device_id = "desk-test-01"\ndata_dir = "{data_dir}"\n'
+        f'[library]\npath = "{demo_library[0]}"\nkey_file = "{demo_library[1]}"\n'
+        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
+        f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n' + desk_web_toml(desk))
+    _add_accounts(load_settings(config))
+    log = root / "appliance.log"
+    proc = start_served("appliance", config, log)
+    base = f"https://127.0.0.1:{port}"
+    try:
+        wait_https(base + "/login", pki.trust(), proc, log)
+        yield base
+    finally:
+        assert stop_served(proc) == 0, log.read_text()[-3000:]
 
 
 class Person:
@@ -63,6 +125,9 @@ class Person:
     def __init__(self, browser, base: str, username: str) -> None:  # type: ignore[no-untyped-def]
         self.base, self.username = base, username
         self.context = browser.new_context()
+        # axe-core for the accessibility checks, answered at the desk's own origin (so the page's CSP applies).
+        self.context.route("**/vendor/axe.min.js", lambda route: route.fulfill(
+            body=member("axe-core", "package/axe.min.js").read_bytes(), content_type="text/javascript"))
         self.page = self.context.new_page()
         self.csp_errors: list[str] = []
         self.page.on("console", lambda m: self.csp_errors.append(m.text)

@@ -159,7 +159,9 @@ def test_refused_without_approval(people, live_server):
     forged = officer.page.request.post(f"{live_server}/cases/{case_id}/search")
     assert forged.status == 400  # no CSRF token: refused before anything else
     token = officer.page.locator("input[name=csrf_token]").first.get_attribute("value")
-    refused = officer.page.request.post(f"{live_server}/cases/{case_id}/search", headers={"X-CSRFToken": token})
+    # With the token and the Referer a browser sends (over HTTPS Flask-WTF checks it), the rule itself refuses.
+    refused = officer.page.request.post(f"{live_server}/cases/{case_id}/search",
+                                        headers={"X-CSRFToken": token, "Referer": live_server + "/"})
     assert refused.status == 403 and "has not been approved" in refused.text()
 
 
