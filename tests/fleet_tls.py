@@ -8,7 +8,10 @@ the CRL as ``python -m provisioning revoke`` does.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -141,3 +144,14 @@ def stop_served(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     return proc.wait()
+
+
+def power_cut(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server and its worker processes at once, as a power cut would stop them."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+    proc.kill()
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(10)

@@ -29,6 +29,7 @@ from core.topics import audit_topic, fleet_command_topic
 from provisioning.ca import CaLayout
 from tests.audit_support import wait_for
 from tests.central_signin import signed_in
+from tests.fleet_tls import FleetPki, desk_web_toml, power_cut, start_served, wait_https
 from tests.provisioning.desks import live_desk, running_central
 from tests.provisioning.fleet import Probe, enrol
 
@@ -194,9 +195,6 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
 def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_path, demo_library, pipeline, mosquitto):
     """kill -9 in the grace period used to leave keys and data in place for good (the CRL then keeps the command
     from arriving again); the acceptance is now durable and the next start finishes the wipe before serving."""
-    import subprocess
-    import sys
-
     from testbed.ports import free_port
     from tests.appliance.conftest import appliance_settings
     from tests.provisioning.desks import copy_library
@@ -206,28 +204,25 @@ def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_pa
     library, key = copy_library(tmp_path, demo_library)
     data, port, device = tmp_path / "device", free_port(), "desk-powercut"
     config = tmp_path / "appliance.toml"
+    fleet = FleetPki.create(tmp_path / "fleet")
+    web = desk_web_toml(fleet.enrol(data, device, web=True))
     config.write_text(
         f'device_id = "{device}"\ndata_dir = "{data}"\nfleet_command_public_key = "{public}"\n'
         f'[library]\npath = "{library}"\nkey_file = "{key}"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
-        f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n')
-    log = (tmp_path / "desk.log").open("wb")
-    desk = subprocess.Popen([sys.executable, "-m", "appliance", "serve", "--config", str(config)],
-                            stdout=log, stderr=subprocess.STDOUT)
+        f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n' + web)
+    desk = start_served("appliance", config, tmp_path / "desk.log")
     try:
         # No central here, so nothing acknowledges the wipe report: the desk waits out its grace period.
-        assert wait_for(lambda: _answers(f"http://127.0.0.1:{port}/login") or desk.poll() is not None, timeout=90)
-        assert desk.poll() is None, (tmp_path / "desk.log").read_text()
+        wait_https(f"https://127.0.0.1:{port}/login", fleet.trust(), desk, tmp_path / "desk.log", timeout=90)
         command = FleetCommand.sign(load_command_key(real), device, "wipe").to_bytes()
         mqtt = CentralMqtt(host="127.0.0.1", port=mosquitto.port)
         assert wait_for(lambda: publish_once(mqtt, fleet_command_topic(device), command) and
                         (data / "WIPE-PENDING").exists(), timeout=20)
-        desk.kill()  # the power cut, inside the grace period
-        desk.wait(10)
+        power_cut(desk)  # inside the grace period: the server and its worker
     finally:
         if desk.poll() is None:
-            desk.kill()
-        log.close()
+            power_cut(desk)
     assert (data / "device.key").exists() and (data / "device.db").exists(), "the cut came before the wipe"
     settings = appliance_settings(tmp_path, (library, key), mqtt_port=mosquitto.port, device_id=device,
                                   fleet_command_public_key=public)
@@ -239,13 +234,3 @@ def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_pa
     # The same command redelivered after the restart is not accepted again (its nonce is on disk until the wipe).
     assert create_app(settings, pipeline=pipeline, start_sync=False).test_client().get("/").status_code == 410
 
-
-def _answers(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        urllib.request.urlopen(url, timeout=2).close()
-        return True
-    except (urllib.error.URLError, ConnectionError):
-        return False
