@@ -1,4 +1,5 @@
-"""``python -m firmware.launch --ready-url URL -- CMD...``: run the appliance under systemd's notify and watchdog.
+"""``python -m firmware.launch --ready-url URL [--ca-file PEM] -- CMD...``: run the appliance under systemd's notify
+and watchdog.
 
 The appliance itself does not speak the sd_notify protocol, so this small
 parent does: it starts ``CMD``, tells systemd READY=1 once ``URL`` answers,
@@ -6,6 +7,11 @@ then sends WATCHDOG=1 every half ``WATCHDOG_USEC`` for as long as the URL
 keeps answering. If the appliance hangs, the pings stop and systemd kills
 and restarts the unit (WatchdogSec); if it exits, so does this, with its
 status. Only the standard library: it must work whatever release is in the slot.
+
+The desk serves HTTPS only, with its certificate from the fleet CA: ``--ca-file``
+(the desk's pki/ca.pem) is what the certificate must chain to. The host name is
+not checked: this is a liveness check over the loopback, and the certificate
+names what people type to reach the desk.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,10 +41,10 @@ def sd_notify(message: str) -> bool:
     return True
 
 
-def answers(url: str, timeout: float) -> bool:
+def answers(url: str, timeout: float, context: ssl.SSLContext | None = None) -> bool:
     """Any HTTP answer (even 401/404) means the web server's threads are alive."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout):
+        with urllib.request.urlopen(url, timeout=timeout, context=context):
             return True
     except urllib.error.HTTPError:
         return True
@@ -48,12 +55,17 @@ def answers(url: str, timeout: float) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m firmware.launch", description=__doc__)
     parser.add_argument("--ready-url", required=True)
+    parser.add_argument("--ca-file", help="CA bundle the desk's HTTPS certificate chains to (pki/ca.pem)")
     parser.add_argument("--start-timeout", type=float, default=180.0)
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("give the command to run after --")
+    context = None
+    if args.ca_file:
+        context = ssl.create_default_context(cafile=args.ca_file)
+        context.check_hostname = False
     child = subprocess.Popen(command)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, _f: child.send_signal(s))
@@ -61,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.monotonic() + args.start_timeout
     ready = False
     while child.poll() is None:
-        if answers(args.ready_url, timeout=min(interval, 5.0)):
+        if answers(args.ready_url, timeout=min(interval, 5.0), context=context):
             sd_notify("WATCHDOG=1" if ready else f"READY=1\nMAINPID={os.getpid()}")
             ready = True
         elif not ready and time.monotonic() > deadline:

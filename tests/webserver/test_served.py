@@ -173,3 +173,14 @@ def test_central_with_a_key_that_is_not_the_certificates_does_not_start(tmp_path
     result = _serve_exits(config)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "do not load together" in result.stderr
+
+
+def test_the_firmware_launchers_ready_check_trusts_the_fleet_ca_only(central):
+    """systemd's readiness and watchdog pings (firmware.launch) follow the HTTPS server with the fleet CA."""
+    from firmware.launch import answers
+
+    context = ssl.create_default_context(cafile=str(central.pki.bundle))
+    context.check_hostname = False
+    assert answers(central.url + "/login", timeout=5, context=context)
+    assert not answers(central.url + "/login", timeout=5)  # the system's CAs do not know the fleet's
+    assert not answers(f"http://127.0.0.1:{central.port}/login", timeout=5)  # no plain HTTP at all
