@@ -89,8 +89,9 @@ class AuthSettings(StrictModel):
     lockout_after: int = Field(default=5, ge=1, le=50, description="Wrong passwords in a row that lock an account.")
     lockout_minutes: int = Field(default=15, ge=1, le=1440, description="How long a locked account stays locked.")
     min_password_length: int = Field(default=12, ge=8, le=128)
-    secure_cookie: bool = Field(default=False, description="Send the session cookie over HTTPS only "
-                                                            "(turn on when the desk UI is served over TLS).")
+    secure_cookie: bool = Field(default=False, description="Send the session cookie over HTTPS only. "
+                                "`python -m appliance serve` is HTTPS only and always sets it; off is for the "
+                                "Flask test client alone.")
 
 
 class PeerReviewSettings(StrictModel):

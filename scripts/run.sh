@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: a Mosquitto broker with the project's own config,
 # central, and one appliance with a demo library built from registry-package photos.
+# Both web interfaces are served as in production (gunicorn, HTTPS only), with certificates from a
+# demo fleet CA made here with `python -m provisioning`; trust var/pki/ca/root.crt in the browser.
 # Ctrl-C stops everything. State lives in var/ (delete it to start again from nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,25 @@ PY=.venv/bin/python
 mkdir -p "$VAR/broker" "$VAR/central" "$VAR/appliance" "$VAR/library" "$VAR/log"
 [ -f "$VAR/secret" ] || $PY -c 'import secrets; print(secrets.token_hex(32))' > "$VAR/secret"
 SECRET=$(cat "$VAR/secret")
+
+# The demo fleet CA (once), central's web certificate, and the desk enrolled with its web certificate, as
+# docs/fleet.md describes (keys in 0600 files here: --no-tpm). The CRL is re-signed at every start: it lasts 7 days.
+PKI=$VAR/pki
+if [ ! -f "$PKI/ca/ca.json" ]; then
+  $PY -m provisioning init-ca --ca-dir "$PKI/ca" --organisation "Demo Constabulary" --broker-name 127.0.0.1 >/dev/null
+  $PY -m provisioning server-cert --ca-dir "$PKI/ca" --name 127.0.0.1 --name localhost --out "$PKI/central-web" \
+      >/dev/null
+fi
+$PY -m provisioning crl --ca-dir "$PKI/ca" >/dev/null
+if [ ! -f "$VAR/appliance/pki/web.crt" ]; then
+  token=$($PY -m provisioning new-token --ca-dir "$PKI/ca" --device-id desk-demo-01 2>/dev/null)
+  $PY -m provisioning device-keygen --data-dir "$VAR/appliance" --device-id desk-demo-01 --no-tpm \
+      --web-name 127.0.0.1 --web-name localhost >/dev/null
+  $PY -m provisioning issue --ca-dir "$PKI/ca" --csr "$VAR/appliance/pki/device.csr" \
+      --web-csr "$VAR/appliance/pki/web.csr" --token "$token" --out "$PKI/bundle-desk-demo-01" >/dev/null
+  $PY -m provisioning device-install --data-dir "$VAR/appliance" --device-id desk-demo-01 \
+      --bundle "$PKI/bundle-desk-demo-01" >/dev/null
+fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -42,6 +63,10 @@ port = $BROKER_PORT
 host = "127.0.0.1"
 port = $CENTRAL_PORT
 secret_key = "$SECRET"
+cert_file = "$PKI/central-web/server.crt"
+key_file = "$PKI/central-web/server.key"
+client_ca_file = "$PKI/ca/ca.pem"
+crl_file = "$PKI/ca/crl.pem"
 CONF
 # Demo accounts for central's web interface, each created only if missing (the same demo password).
 existing=$($PY -m central accounts list --config "$VAR/central.toml" | cut -f1)
@@ -76,6 +101,8 @@ port = $BROKER_PORT
 host = "127.0.0.1"
 port = $APPLIANCE_PORT
 secret_key = "$SECRET"
+cert_file = "$VAR/appliance/pki/web.crt"
+key_file = "$VAR/appliance/pki/web.key"
 [peer_review]
 channel = "central"
 CONF
@@ -98,13 +125,16 @@ GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $PY -m appliance serve --config "$VAR/appl
     > "$VAR/log/appliance.log" 2>&1 &
 pids+=($!)
 
-$PY - "http://127.0.0.1:$APPLIANCE_PORT/login" "http://127.0.0.1:$CENTRAL_PORT/healthz" <<'WAIT'
-import sys, time, urllib.request
-for url in sys.argv[1:]:
+$PY - "$PKI/ca/ca.pem" "https://127.0.0.1:$APPLIANCE_PORT/login" "https://127.0.0.1:$CENTRAL_PORT/healthz" <<'WAIT'
+import ssl, sys, time, urllib.error, urllib.request
+trust = ssl.create_default_context(cafile=sys.argv[1])
+for url in sys.argv[2:]:
     for _ in range(240):
         try:
-            urllib.request.urlopen(url, timeout=2)
+            urllib.request.urlopen(url, timeout=2, context=trust)
             break
+        except urllib.error.HTTPError:
+            break  # it answers (a 503 while central reaches the broker is still an answer)
         except OSError:
             time.sleep(0.5)
     else:
@@ -113,9 +143,12 @@ WAIT
 cat <<MSG
 
 custody-rfr is running (logs in var/log/, Ctrl-C stops everything):
-  Appliance (custody desk):   http://127.0.0.1:$APPLIANCE_PORT/
-  Central (audit, peer review): http://127.0.0.1:$CENTRAL_PORT/login
+  Appliance (custody desk):   https://127.0.0.1:$APPLIANCE_PORT/
+  Central (audit, peer review): https://127.0.0.1:$CENTRAL_PORT/login
   MQTT broker:                127.0.0.1:$BROKER_PORT
+Both are HTTPS only (no plain-HTTP port), with certificates from the demo fleet CA. Trust it in your browser:
+  $PKI/ca/root.crt   (e.g. Chromium: certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n rfr-demo -i $PKI/ca/root.crt;
+                      Firefox: Settings > Certificates > Import; curl: --cacert $PKI/ca/ca.pem)
 Demo accounts on the appliance (password demo-password-1234): officer, officer2, inspector,
   superintendent, adviser, adviser2, auditor, admin
 Demo accounts on central (same password): auditor (audit, exports, reports), reviewer (peer review),

@@ -102,6 +102,7 @@ def test_probe_ranks_the_enrolled_person_first_and_central_records_the_search(sy
     status, headers, _ = https_get(system["appliance"] + "/login", system["trust"])
     assert status == 200 and headers["Server"] == "gunicorn" and headers["Strict-Transport-Security"]
     officer = HttpDesk(system["appliance"], "officer", system["trust"])
+    assert [c.secure for c in officer.cookies] == [True]  # the served desk's session cookie is HTTPS-only
     case_id = officer.submit()
     HttpDesk(system["appliance"], "inspector", system["trust"]).approve(case_id)
     html = officer.search(case_id, face_photo("obama3.jpg").read_bytes())  # his other photos are enrolled

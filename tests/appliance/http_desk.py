@@ -39,8 +39,9 @@ class HttpDesk:
     def __init__(self, base: str, username: str, context: ssl.SSLContext | None = None) -> None:
         """``context``: the TLS trust for an ``https://`` desk (the fleet CA its web certificate is from)."""
         self.base = base
+        self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
-                                                  urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+                                                  urllib.request.HTTPCookieProcessor(self.cookies))
         page = self._open("/login")
         self._open("/login", {"username": username, "password": PASSWORD, "csrf_token": self._token(page)})
         self.token = self._token(self._open("/"))
