@@ -104,3 +104,82 @@ def test_the_module_runs_as_a_command():
     result = subprocess.run([sys.executable, "-m", "provisioning", "--help"], cwd=ROOT, capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0 and "device-keygen" in result.stdout
+
+
+def test_the_desk_web_certificate_is_issued_with_its_enrolment_and_serves_https(tmp_path, capsys):
+    """device-keygen --web-name, issue --web-csr, device-install: the desk ends with a server certificate for its
+    names, on a key of its own, that a client trusting the fleet CA accepts for those names only."""
+    import socket
+    import ssl
+    import threading
+
+    from devicekeys.tls import server_context
+
+    ca, desk = tmp_path / "ca", tmp_path / "desk"
+    run(capsys, "init-ca", "--ca-dir", ca, "--organisation", "T", "--broker-name", "127.0.0.1")
+    token = run(capsys, "new-token", "--ca-dir", ca, "--device-id", "desk-07")[1].strip()
+    code, out, _ = run(capsys, "device-keygen", "--data-dir", desk, "--device-id", "desk-07", "--no-tpm",
+                       "--web-name", "127.0.0.1", "--web-name", "desk-07.custody.example")
+    assert code == 0 and "web.csr" in out
+    code, _, err = run(capsys, "issue", "--ca-dir", ca, "--csr", desk / "pki" / "device.csr", "--token", token,
+                       "--web-csr", desk / "pki" / "web.csr", "--out", tmp_path / "bundle")
+    assert code == 0, err
+    code, out, _ = run(capsys, "device-install", "--data-dir", desk, "--device-id", "desk-07",
+                       "--bundle", tmp_path / "bundle")
+    assert code == 0 and f'[web] cert_file = "{desk / "pki" / "web.crt"}"' in out
+
+    web = x509.load_pem_x509_certificates((desk / "pki" / "web.crt").read_bytes())
+    client = x509.load_pem_x509_certificate((desk / "pki" / "device.crt").read_bytes())
+    assert len(web) == 2 and web[0].public_key() != client.public_key()  # the chain, and a key of its own
+    names = web[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(n) for n in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1"}
+    assert names.get_values_for_type(x509.DNSName) == ["desk-07.custody.example"]
+
+    context = server_context(desk / "pki" / "web.crt", desk / "pki" / "web.key")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+
+        for hostname, ok in (("127.0.0.1", True), ("other.example", False)):
+            thread = threading.Thread(target=accept)
+            thread.start()
+            trust = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                if ok:
+                    trust.wrap_socket(raw, server_hostname=hostname).close()
+                else:
+                    with pytest.raises(ssl.SSLCertVerificationError):
+                        trust.wrap_socket(raw, server_hostname=hostname)
+            thread.join()
+
+
+def test_a_web_request_without_names_is_refused_and_keeps_the_token(tmp_path, capsys):
+    from provisioning import device
+
+    ca, desk = tmp_path / "ca", tmp_path / "desk"
+    run(capsys, "init-ca", "--ca-dir", ca, "--organisation", "T", "--broker-name", "127.0.0.1")
+    token = run(capsys, "new-token", "--ca-dir", ca, "--device-id", "desk-07")[1].strip()
+    pki, _ = device.keygen(desk, "desk-07", None)
+    args = ("issue", "--ca-dir", ca, "--csr", pki.csr, "--token", token, "--out", tmp_path / "bundle")
+    code, _, err = run(capsys, *args, "--web-csr", pki.csr)  # the client request again: no names, same key
+    assert code == 2 and "names no host" in err and err.count("\n") == 1
+    assert run(capsys, *args)[0] == 0  # the token was not used up
+
+
+def test_server_cert_makes_centrals_https_certificate(tmp_path, capsys):
+    ca = tmp_path / "ca"
+    run(capsys, "init-ca", "--ca-dir", ca, "--organisation", "T", "--broker-name", "127.0.0.1")
+    code, out, _ = run(capsys, "server-cert", "--ca-dir", ca, "--name", "central.rfr.example", "--name", "10.0.0.9",
+                       "--out", tmp_path / "web")
+    assert code == 0 and "client_ca_file" in out
+    leaf = x509.load_pem_x509_certificates((tmp_path / "web" / "server.crt").read_bytes())[0]
+    usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usage
+    assert (tmp_path / "web" / "server.key").stat().st_mode & 0o777 == 0o600

@@ -184,3 +184,15 @@ def test_the_firmware_launchers_ready_check_trusts_the_fleet_ca_only(central):
     assert answers(central.url + "/login", timeout=5, context=context)
     assert not answers(central.url + "/login", timeout=5)  # the system's CAs do not know the fleet's
     assert not answers(f"http://127.0.0.1:{central.port}/login", timeout=5)  # no plain HTTP at all
+
+
+def test_the_desk_without_a_certificate_does_not_start(tmp_path):
+    config = tmp_path / "appliance.toml"
+    config.write_text(f'device_id = "desk-01"\ndata_dir = "{tmp_path}"\n'
+                      f'[library]\npath = "{tmp_path / "lib.db"}"\nkey_file = "{tmp_path / "lib.key"}"\n'
+                      f'[web]\nport = {free_port()}\nsecret_key = "test-secret-key-0123456789"\n')
+    result = subprocess.run([sys.executable, "-m", "appliance", "serve", "--config", str(config)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "appliance cannot start: [web] cert_file and key_file are not set" in result.stderr
+    assert not (tmp_path / "device.db").exists()  # nothing was opened
