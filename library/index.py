@@ -119,7 +119,7 @@ def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int
         if arrays["link_lists"].nbytes:
             blocks = arrays["link_lists"].view(np.uint32).reshape(-1, m + 1)
             _check_links(blocks, m, _block_levels(levels), levels)
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError) as e:  # OverflowError: int() of an infinite float
         raise _damaged(f"unreadable state: {e}") from e
 
 
@@ -169,10 +169,15 @@ def _check_links(blocks: np.ndarray, max_links: int, block_levels: np.ndarray, l
         raise _damaged("a link names a level its target does not have")
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
 def join_state(scalars_json: str, arrays: dict[str, np.ndarray], dim: int) -> hnswlib.Index:
     try:
-        state: dict[str, Any] = json.loads(scalars_json)
-    except ValueError as e:
+        # NaN and Infinity are not JSON and never written by split_state.
+        state: dict[str, Any] = json.loads(scalars_json, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:
         raise _damaged(str(e)) from e
     check_state(state, arrays, dim)
     try:

@@ -145,3 +145,14 @@ def test_a_checked_state_with_deletions_still_loads_and_searches() -> None:
     restored = index.join_state(scalars, arrays, DIM)
     labels, _ = index.search(restored, vectors[1], 5, live=200)
     assert labels[0] == 2 and all(int(x) % 3 != 1 for x in labels)
+
+
+@pytest.mark.parametrize("name", ["M", "cur_element_count", "max_level", "enterpoint_node", "max_elements"])
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_non_finite_scalars_are_refused_as_damage(name: str, value: str) -> None:
+    """json.loads reads Infinity and NaN, and int(inf) raises OverflowError, which escaped check_state
+    (found by tests/library/test_index_properties.py)."""
+    scalars, arrays = _state(20)
+    text = scalars.replace(f'"{name}": ', f'"{name}": {value}, "was_{name}": ', 1)
+    with pytest.raises(SnapshotError, match="damaged"):
+        index.join_state(text, arrays, DIM)
