@@ -93,6 +93,7 @@ def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int
                 raise _damaged(f"{name} is {scalars[name]!r}, expected {value!r}")
         if not (0 < m <= 512 and 0 <= n <= cap):
             raise _damaged("implausible sizes")
+        _check_flags(scalars, n)
         sizes = {"data_level0": n * per_elem, "label_lookup_external": n * 8, "label_lookup_internal": n * 4,
                  "element_levels": cap * 4}
         for name, nbytes in sizes.items():
@@ -121,6 +122,30 @@ def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int
             _check_links(blocks, m, _block_levels(levels), levels)
     except (KeyError, ValueError, TypeError, OverflowError) as e:  # OverflowError: int() of an infinite float
         raise _damaged(f"unreadable state: {e}") from e
+
+
+def _check_flags(scalars: dict[str, Any], n: int) -> None:
+    """The loader's flags and the build parameters a later add_items uses, as split_state writes them.
+
+    With ``index_inited`` false hnswlib restores no graph at all and the first search dereferences it.
+    """
+    flags = {"index_inited": True, "normalize": False, "ep_added": n > 0}  # normalize is for "cosine" only
+    for name, value in flags.items():
+        if scalars[name] is not value:
+            raise _damaged(f"{name} is {scalars[name]!r}, expected {value!r}")
+    for name in ("has_deletions", "allow_replace_deleted"):
+        if not isinstance(scalars[name], bool):
+            raise _damaged(f"{name} is not true or false")
+    for name, low, high in (("num_threads", -1, 1024), ("ef", 1, 1_000_000), ("ef_construction", 1, 1_000_000),
+                            ("seed", 0, 2**64 - 1)):
+        value = scalars[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _damaged(f"{name} is {value!r}, outside {low}..{high}")
+    if scalars["num_threads"] == 0:  # -1 is hnswlib's "all cores"; 0 is never written
+        raise _damaged("num_threads is 0")
+    mult = scalars["mult"]  # 1/ln(M): the spread of random levels for nodes added later
+    if not isinstance(mult, float) or not 0 < mult <= 2:
+        raise _damaged(f"mult is {mult!r}")
 
 
 def _block_levels(levels: np.ndarray) -> np.ndarray:

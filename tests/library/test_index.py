@@ -156,3 +156,27 @@ def test_non_finite_scalars_are_refused_as_damage(name: str, value: str) -> None
     text = scalars.replace(f'"{name}": ', f'"{name}": {value}, "was_{name}": ', 1)
     with pytest.raises(SnapshotError, match="damaged"):
         index.join_state(text, arrays, DIM)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("index_inited", False),  # hnswlib restores no graph, and the first search dereferences it: a segfault
+        ("index_inited", 1),
+        ("normalize", True),
+        ("ep_added", False),
+        ("has_deletions", "no"),
+        ("num_threads", 10**9),
+        ("ef_construction", 0),
+        ("mult", 1e300),
+        ("mult", -1.0),
+        ("seed", "x"),
+    ],
+)
+def test_loader_flags_and_build_parameters_are_checked(name: str, value: object) -> None:
+    """The scalars check_state did not look at. index_inited false passed the check and segfaulted the first
+    search (found by tests/library/test_index_properties.py); the others feed hnswlib's later add_items."""
+    scalars, arrays = _state(20)
+    state = json.loads(scalars) | {name: value}
+    with pytest.raises(SnapshotError, match="damaged"):
+        index.join_state(json.dumps(state), arrays, DIM)
