@@ -180,3 +180,14 @@ def test_loader_flags_and_build_parameters_are_checked(name: str, value: object)
     state = json.loads(scalars) | {name: value}
     with pytest.raises(SnapshotError, match="damaged"):
         index.join_state(json.dumps(state), arrays, DIM)
+
+
+@pytest.mark.parametrize(("name", "value"), [("mult", 1 / np.log(32) + 1e-12), ("ef_construction", 31)])
+def test_parameters_hnswlib_rebuilds_and_compares_are_refused_before_its_loader(name: str, value: object) -> None:
+    """hnswlib rebuilds the index from M and ef_construction, compares, and throws on a mismatch after allocating
+    about 2.6 MB that it never frees: the fuzzer's index target grew past 2.5 GB. check_state refuses these first."""
+    scalars, arrays = _state(20)
+    state = json.loads(scalars) | {name: float(value) if name == "mult" else value}
+    with pytest.raises(SnapshotError, match=name) as refused:
+        index.join_state(json.dumps(state), arrays, DIM)
+    assert "Unpickle" not in str(refused.value)
