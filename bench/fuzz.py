@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.fuzz list                     # the targets and what each checks
     .venv/bin/python -m bench.fuzz seed                     # write seed inputs from the project's own encoders
+    .venv/bin/python -m bench.fuzz summary                  # the last run of each target, as a Markdown table
     nice -n 19 .venv/bin/python -m bench.fuzz event --runs 1000000
     nice -n 19 .venv/bin/python -m bench.fuzz all --runs 1000000   # every target in turn, one process each
 
@@ -640,6 +641,22 @@ def run(name: str, runs: int, extra: list[str]) -> dict[str, Any]:
     return result
 
 
+def summary(names: list[str]) -> str:
+    """The last run of each target (var/fuzz/<target>/result.json) as the Markdown table in docs/fuzzing.md."""
+    lines = ["| target | executions | cov | ft | corpus files (bytes) | crashes | wall time |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for name in names:
+        path = WORK / name / "result.json"
+        if not path.exists():
+            lines.append(f"| {name} | not run | | | | | |")
+            continue
+        r = json.loads(path.read_text())
+        crashes = ", ".join(r["crashes"]) or "none"
+        lines.append(f"| {name} | {r['executions']:,} | {r['cov']} | {r['ft']} | {r['corpus']} ({r['corpus_bytes']:,}) "
+                     f"| {crashes} | {r['wall_s'] // 60} min {r['wall_s'] % 60:02d} s |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_child"]:
@@ -647,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         _fuzz_in_process(name, args)
         return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", help="a target name, 'all', 'list' or 'seed'")
+    parser.add_argument("target", help="a target name, 'all', 'list', 'seed' or 'summary'")
     parser.add_argument("--runs", type=int, default=1_000_000, help="executions per target (default 1,000,000)")
     parser.add_argument("extra", nargs="*", help="further libFuzzer flags, after --")
     opts = parser.parse_args(argv)
@@ -658,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if opts.target == "seed":
         write_seeds(names)
+        return 0
+    if opts.target == "summary":
+        print(summary(names))
         return 0
     if opts.target != "all" and opts.target not in names:
         parser.error(f"unknown target {opts.target!r}; one of {', '.join(names)}")
