@@ -159,7 +159,7 @@ class FleetCommand:
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
-        if self.command not in COMMANDS:
+        if not isinstance(self.command, str) or self.command not in COMMANDS:
             raise WireFormatError(f"Unknown fleet command {self.command!r}.")
         _time(self.issued_at, "issued_at")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):

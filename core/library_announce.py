@@ -89,7 +89,7 @@ class LibraryTargetInfo:
     base_digest: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise WireFormatError(f"Target kind {self.kind!r} is not one of {sorted(KINDS)}.")
         _positive_int(self.library_version, "Library version")
         if not isinstance(self.embedder_id, str) or not 0 < len(self.embedder_id) <= 200:
@@ -144,7 +144,7 @@ class LibraryAnnouncement:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise WireFormatError("Announced library version must be a positive integer.")
         validate_target_name(self.target)
-        if self.kind not in ANNOUNCED_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in ANNOUNCED_KINDS:
             raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(ANNOUNCED_KINDS)}.")
         _digest(self.result_digest, "Announced result digest")
         if not isinstance(self.published_at, str) or len(self.published_at) > 40:
