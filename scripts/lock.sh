@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 tools=${RFR_LOCK_VENV:-.venv-lock}
 [ -x "$tools/bin/uv" ] || { python3 -m venv "$tools"; "$tools/bin/python" -m pip install -q "uv==0.13.9"; }
 "$tools/bin/uv" pip compile pyproject.toml --extra dev --extra bench --python-version 3.11 \
+  --constraint scripts/lock-constraints.txt \
   --generate-hashes --no-header --quiet --output-file requirements.lock
 # pip itself is locked apart: setup.sh upgrades to it before installing the lock.
 echo "pip==26.3" | "$tools/bin/uv" pip compile - --python-version 3.11 --generate-hashes --no-header --quiet \
