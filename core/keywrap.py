@@ -241,7 +241,7 @@ _KEYS_FIELDS = frozenset({"v", "kind", "library_id", "key_id", "wrapped"})
 
 @dataclass(frozen=True)
 class KeysDocument:
-    """One content key wrapped to every trusted desk: what central publishes as the TUF target ``keys-<key id>.json``."""
+    """One content key wrapped to every trusted desk: central publishes it as the TUF target ``keys-<key id>.json``."""
 
     library_id: str
     key_id: str
