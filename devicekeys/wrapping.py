@@ -18,7 +18,7 @@ from core.errors import WireFormatError
 from core.keywrap import public_key_from_hex, public_key_hex
 from devicekeys.errors import KeyProtectionError
 from devicekeys.files import write_atomic
-from devicekeys.keys import load_or_create_secret
+from devicekeys.keys import load_or_create_secret, protection
 from devicekeys.tpm import Tpm
 
 KEY_NAME = "library-wrap.key"
@@ -50,6 +50,15 @@ def load_or_create_wrapping_key(path: Path, tpm: Tpm | None) -> X25519PrivateKey
     if not public.exists() or public.read_text() != text:
         write_atomic(public, text.encode())
     return key
+
+
+def exists(path: Path) -> bool:
+    """Whether a key-wrapping key was made here (in either form)."""
+    try:
+        protection(path)
+    except KeyProtectionError:
+        return False
+    return True
 
 
 def read_public_key(path: Path) -> X25519PublicKey:
