@@ -56,6 +56,15 @@ class LibrarySettings(StrictModel):
         default=None, description="Where installed library versions live (default: data_dir/library)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_key_file(cls, data: object) -> object:
+        if isinstance(data, dict) and "key_file" in data:
+            raise ValueError("key_file is no longer read: a desk gets its library key wrapped to its own key "
+                             "(wrapped_key, from `python -m central devices wrap-library-key`); a plain key file "
+                             "only as insecure_plain_key_file, for development (docs/fleet.md)")
+        return data
+
     @model_validator(mode="after")
     def _one_key(self) -> LibrarySettings:
         if (self.wrapped_key is None) == (self.insecure_plain_key_file is None):

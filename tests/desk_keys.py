@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from appliance.storage.library_keys import FOLDER, LibraryKeys
 from core.keywrap import wrap
 from devicekeys.tpm import Tpm
 from devicekeys.wrapping import default_path, load_or_create_wrapping_key
@@ -23,3 +24,13 @@ def provision_library_key(data_dir: Path, device_id: str, key_file: Path, librar
     path = Path(data_dir) / "pki" / "library.wrapped"
     path.write_text(wrapped.to_text() + "\n")
     return path
+
+
+def desk_keyring(root: Path, device_id: str, key: bytes, library_id: str = "national") -> LibraryKeys:
+    """A desk's keyring in ``root`` holding ``key`` as its provisioned library key, wrapped to a fresh key-wrapping
+    key (what ``open_library_keys`` builds from settings, for tests that wire the updater by hand)."""
+    private = load_or_create_wrapping_key(default_path(root), None)
+    keys = LibraryKeys(Path(root) / FOLDER, device_id, library_id, private)
+    keys.provisioned = keys.add_wrapped(wrap(key, private.public_key(), desk_id=device_id, library_id=library_id),
+                                        keep=False)
+    return keys

@@ -130,12 +130,12 @@ def publish_library(repo: TufRepository, registry: RegistryStore, file: Path, ki
                                f"base is under the old key). Publish the full library of this version instead.")
         rekeyed_from = key_id(key)
         key = rekey_lineage(file, key_file, key)
+    info = describe.describe_full(file, key) if kind == "full" else describe.describe_delta(file, key)
     recipients = _recipients(registry)
     try:
         document = KeysDocument.build(key, recipients, library_id)
     except WireFormatError as e:
         raise PublishError(f"{e} Register the desks' key-wrapping keys (devices register --wrap-key) first.") from e
-    info = describe.describe_full(file, key) if kind == "full" else describe.describe_delta(file, key)
     keys_target = publish_keys(repo, document)
     repo.publish(file, info)
     registry.record_grants(document.key_id, sorted(recipients))
