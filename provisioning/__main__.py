@@ -52,7 +52,8 @@ def _new_token(a: argparse.Namespace) -> None:
 
 
 def _device_keygen(a: argparse.Namespace) -> None:
-    tpm = keys.open_tpm(a.tcti, allow=not a.no_tpm, auth_file=keys.device_auth_file(a.data_dir))
+    # The desk's own policy: PCR 7 and the authorisation value from DATA/tpm-auth.secret (made only if sealing).
+    tpm = keys.tpm_for_policy(keys.MODE_FILE if a.no_tpm else "auto", a.tcti, data_dir=a.data_dir)
     pki, mode = device.keygen(a.data_dir, a.device_id, tpm)
     where = (f"sealed to the TPM ({tpm.tcti}, PCR {tpm.policy.pcrs} and an authorisation value)" if tpm
              else "in 0600 files (no TPM: weaker, reported in health)")

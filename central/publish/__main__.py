@@ -28,8 +28,7 @@ from central.fleet.registry_store import RegistryStore
 from central.publish import keys
 from central.publish.announcer import ANNOUNCEMENT_FILE  # the running server retains it on MQTT
 from central.publish.repository import PublishError, TufRepository, init_repository
-from central.publish.settings import PublishSettings, load
-from central.settings import load as load_central
+from central.publish.settings import PublishSettings, load, load_database_url
 from core.desk_config import hash_password
 from core.errors import CustodyRfrError
 from core.files import atomic_write
@@ -129,12 +128,11 @@ def run(argv: list[str] | None = None) -> int:
 
 def _database(args: argparse.Namespace) -> str:
     """Central's database (the device registry): ``--database``, else the one central's settings name."""
-    if args.database:
-        return str(args.database)
-    if args.config is None:
+    url = args.database or load_database_url(args.config)
+    if url is None:
         raise PublishError("publishing needs central's device registry, to wrap keys for each desk: "
                            "give --database URL or --config central.toml.")
-    return load_central(args.config).database_url
+    return str(url)
 
 
 def _publish_library(repo: TufRepository, registry: RegistryStore, args: argparse.Namespace) -> None:
