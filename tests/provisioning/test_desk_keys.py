@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from appliance.runtime import open_desk
-from appliance.settings import ApplianceSettings
+from appliance.settings import ApplianceSettings, LibrarySettings
 from appliance.storage.device_db import DeviceDatabase
 from devicekeys.errors import KeyProtectionError
 from devicekeys.keys import sealed_policy, tpm_for_policy
@@ -60,8 +60,8 @@ def test_the_heartbeat_counts_every_key_the_library_key_included(swtpm, tmp_path
                                                                  monkeypatch):
     """The old heartbeat said "tpm" while the library key sat in a plain, fleet-wide file beside the desk."""
     monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)
-    plain = appliance_settings(tmp_path / "plain", demo_library, keys={"protection": "tpm"},
-                               library={"path": demo_library[0], "insecure_plain_key_file": demo_library[1]})
+    plain = appliance_settings(tmp_path / "plain", demo_library, keys={"protection": "tpm"}).model_copy(update={
+        "library": LibrarySettings(path=demo_library[0], insecure_plain_key_file=demo_library[1])})
     desk = open_desk(plain, pipeline=pipeline)
     try:
         assert desk.health.build().key_protection == "insecure"  # every other key is sealed: still reported
