@@ -1,8 +1,9 @@
 """The device's side of enrolment: make its own key and request, then install what central sent.
 
-The private key is generated on the desk and never leaves it: it is sealed to the TPM where
-there is one (else a 0600 file), and only the certificate request goes to central. Files live
-under ``<data_dir>/pki/``.
+The private keys are generated on the desk and never leave it: the TLS key and the X25519
+key-wrapping key (``devicekeys.wrapping``) are sealed to the TPM where there is one (else 0600
+files); only the certificate request and the wrapping key's public half go to central. Files
+live under ``<data_dir>/pki/``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from core.topics import validate_device_id
 from devicekeys.files import write_atomic
 from devicekeys.keys import KeyProtection, seal_private_key
 from devicekeys.tpm import Tpm
+from devicekeys.wrapping import default_path as wrap_key_path
+from devicekeys.wrapping import load_or_create_wrapping_key, public_path
 from provisioning.ca import cert_pem, common_name, general_name, new_key
 from provisioning.errors import BundleError, CaError
 
@@ -58,6 +61,16 @@ class DevicePki:
         return self.folder / "tuf-root.json"
 
     @property
+    def wrap_key(self) -> Path:
+        """The key-wrapping key central wraps library keys to (sealed: ``.tpm-pub``/``.tpm-priv``)."""
+        return wrap_key_path(self.data_dir)
+
+    @property
+    def wrap_public(self) -> Path:
+        """Its public half (64 hex digits), registered at central with ``devices register --wrap-key``."""
+        return public_path(self.wrap_key)
+
+    @property
     def web_key(self) -> Path:
         """The desk web server's own key (HTTPS for the desk UI), kept like ``key``; never the client key."""
         return self.folder / "web.key"
@@ -82,7 +95,8 @@ def _request(path: Path, key: ec.EllipticCurvePrivateKey, device_id: str, names:
 
 def keygen(data_dir: Path, device_id: str, tpm: Tpm | None,
            web_names: Sequence[str] = ()) -> tuple[DevicePki, KeyProtection]:
-    """A new P-256 key (sealed or 0600) and a request naming ``device_id``, signed by that key.
+    """A new P-256 key (sealed or 0600) and a request naming ``device_id``, signed by that key; and the
+    desk's key-wrapping key (made once, kept if it exists: central may already have wrapped keys to it).
 
     With ``web_names`` (the host names and addresses people type to reach the desk UI) a second key and
     request are made for the desk's HTTPS server: a server certificate is never the client key's, so a
@@ -92,6 +106,7 @@ def keygen(data_dir: Path, device_id: str, tpm: Tpm | None,
     pki = DevicePki(Path(data_dir))
     key = new_key()
     mode = seal_private_key(pki.key, key, tpm)
+    load_or_create_wrapping_key(pki.wrap_key, tpm)
     _request(pki.csr, key, device_id)
     if web_names:
         web_key = new_key()

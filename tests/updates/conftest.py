@@ -80,6 +80,7 @@ class Central:
     repo: TufRepository
     url: str
     server: BaseWSGIServer
+    database: str  # central's database: the device registry publishing wraps keys for
     fleet: FleetPki
     desk: DevicePki
 
@@ -130,7 +131,7 @@ def central(tmp_path: Path, fleet) -> Iterator[Central]:
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir),
                                   "TUF_CLIENT_CA": pki.bundle, "TUF_CRL_FILE": pki.crl})
     server, thread = serve(app, server_context(pki.server_cert, pki.server_key, pki.bundle))
-    yield Central(repo, f"https://127.0.0.1:{server.port}", server, pki, desk)
+    yield Central(repo, f"https://127.0.0.1:{server.port}", server, f"sqlite:///{tmp_path / 'central.db'}", pki, desk)
     server.shutdown()
     thread.join()
     server.server_close()
