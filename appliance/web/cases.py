@@ -102,6 +102,8 @@ def advice(case_id: str):  # type: ignore[no-untyped-def]
 def approve(case_id: str):  # type: ignore[no-untyped-def]
     """The approver confirms with their own password on this device, then the policy decides."""
     user = current_user()
+    # A case this user may not open is not there: no password is checked against it.
+    cases().open_case(case_id, user, "approval")
     try:
         accounts().authenticate(user.username, request.form.get("password", ""))
     except LoginRefusedError as e:
