@@ -160,10 +160,19 @@ def cases(desk_app, face_photo) -> dict[str, str]:
     return {"A": a, "B": b, "C": c}
 
 
-def test_the_matrix_covers_every_route_and_nothing_else(desk_app):
-    served = routes(desk_app)
-    assert served - set(MATRIX) == set(), "routes with no entry in MATRIX: decide who may use them"
-    assert set(MATRIX) - served == set(), "MATRIX entries for routes that no longer exist"
+def unlisted(app: Flask) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(routes the app serves with no MATRIX entry, MATRIX entries for routes it no longer serves)."""
+    served = routes(app)
+    return served - set(MATRIX), set(MATRIX) - served
+
+
+def test_the_matrix_covers_every_route_and_nothing_else(desk_app) -> None:
+    assert unlisted(desk_app) == (set(), set()), "decide who may use each new route, in MATRIX"
+
+
+def test_a_route_added_without_an_entry_is_caught(desk_app) -> None:
+    desk_app.add_url_rule("/new-page", "new_page", lambda: "new", methods=["GET", "POST"])
+    assert unlisted(desk_app)[0] == {("GET", "/new-page"), ("POST", "/new-page")}
 
 
 def test_every_role_and_relation_gets_what_the_matrix_says(desk_app, cases):
