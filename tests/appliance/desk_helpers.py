@@ -132,3 +132,8 @@ def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
     assert desk.upload(case_id, photo).status_code == 200
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
     return desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
+
+
+def same_page(html: str) -> str:
+    """The page without its CSRF tokens, which carry a timestamp and differ on every request."""
+    return re.sub(r'("X-CSRFToken": "|name="csrf_token" value=")[^"]+', r"\1", html)

@@ -7,8 +7,6 @@ must be recorded as ``access_refused`` with who and what. Real models, library a
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from tests.appliance.desk_helpers import (
@@ -20,6 +18,7 @@ from tests.appliance.desk_helpers import (
     case_id_from,
     events,
     fast_kdf,
+    same_page,
     state_of,
     subjects_in_order,
     to_candidates,
@@ -42,11 +41,6 @@ def desk_app(app, monkeypatch):
     fast_kdf(monkeypatch)
     add_users(app, {**USERS, **OTHERS})
     return app
-
-
-def same_page(html: str) -> str:
-    """The page without its CSRF tokens, which carry a timestamp and differ on every request."""
-    return re.sub(r'("X-CSRFToken": "|name="csrf_token" value=")[^"]+', r"\1", html)
 
 
 def refused_like_missing(desk: Desk, path: str, case_id: str) -> None:

@@ -39,10 +39,12 @@ from tests.appliance.desk_helpers import (
     csrf_from,
     events,
     fast_kdf,
+    same_page,
     state_of,
     subjects_in_order,
     to_candidates,
 )
+from tests.url_map import STATE_CHANGING, state_changing_endpoints, unlisted
 
 # column -> (party user, other user of the same role)
 ROLES = {
@@ -86,16 +88,10 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/cases/<case_id>/peer-review"):        "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
     ("POST", "/cases/<case_id>/withdraw"):           "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
 }
-STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 MISSING_CASE = "0000FFFF"
 REPORT = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
           "time_lapse": "About 3 years.", "lighting": "Even in both.", "other_factors": "None seen.",
           "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
-
-
-def routes(app: Flask) -> set[tuple[str, str]]:
-    """(method, rule) for every route the app serves, leaving out Flask's automatic HEAD and OPTIONS."""
-    return {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods or () if m not in ("HEAD", "OPTIONS")}
 
 
 def url(rule: str, case_id: str = MISSING_CASE) -> str:
@@ -109,10 +105,6 @@ def cells(row: str) -> dict[str, tuple[str, str]]:
     assert len(parts) == len(COLUMNS), row
     return {column: tuple(cell.split("/")) if "/" in cell else (cell, cell)  # type: ignore[misc]
             for column, cell in zip(COLUMNS, parts, strict=True)}
-
-
-def same_page(html: str) -> str:
-    return re.sub(r'("X-CSRFToken": "|name="csrf_token" value=")[^"]+', r"\1", html)
 
 
 def snapshot(app: Flask) -> list[tuple[Any, ...]]:
@@ -160,19 +152,13 @@ def cases(desk_app, face_photo) -> dict[str, str]:
     return {"A": a, "B": b, "C": c}
 
 
-def unlisted(app: Flask) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(routes the app serves with no MATRIX entry, MATRIX entries for routes it no longer serves)."""
-    served = routes(app)
-    return served - set(MATRIX), set(MATRIX) - served
-
-
 def test_the_matrix_covers_every_route_and_nothing_else(desk_app) -> None:
-    assert unlisted(desk_app) == (set(), set()), "decide who may use each new route, in MATRIX"
+    assert unlisted(desk_app, MATRIX) == (set(), set()), "decide who may use each new route, in MATRIX"
 
 
 def test_a_route_added_without_an_entry_is_caught(desk_app) -> None:
     desk_app.add_url_rule("/new-page", "new_page", lambda: "new", methods=["GET", "POST"])
-    assert unlisted(desk_app)[0] == {("GET", "/new-page"), ("POST", "/new-page")}
+    assert unlisted(desk_app, MATRIX)[0] == {("GET", "/new-page"), ("POST", "/new-page")}
 
 
 def test_every_role_and_relation_gets_what_the_matrix_says(desk_app, cases):
@@ -298,7 +284,7 @@ def _searched_until(app: Flask, state: str) -> tuple[Desk, str]:
 
 def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(desk_app, face_photo, group_photo):
     attempts = _attempts(desk_app, face_photo, group_photo)
-    changing = {r.endpoint for r in desk_app.url_map.iter_rules() if STATE_CHANGING & set(r.methods or ())}
+    changing = state_changing_endpoints(desk_app)
     assert changing == set(attempts), "every state-changing route needs an attempt here"
     stranger_token = Desk(desk_app, "officer_b").token  # a real token, of another session
     for endpoint, attempt in attempts.items():

@@ -23,6 +23,7 @@ from flask.testing import FlaskClient
 from central.web import close_stores, create_app
 from core.peer_review import CandidateSummary, PeerReviewRequest
 from tests.central_signin import PASSWORD, add_account, csrf_token, log_in
+from tests.url_map import STATE_CHANGING, state_changing_endpoints, unlisted
 
 ROLES = {"auditor": ("aud1", "aud2"), "peer_reviewer": ("rev1", "rev2"), "fleet_admin": ("fleet1", "fleet2")}
 COLUMNS = ("anonymous", *ROLES)
@@ -60,7 +61,6 @@ MATRIX: dict[tuple[str, str], str] = {
 # HEAD /login runs the sign-in *post* branch (the view tests ``method == "GET"``): a blank sign-in attempt
 # is refused and logged. The sign-in view belongs to the sign-in throttling work (issue 15, point 5).
 KNOWN_WRONG = {("HEAD", "/login"): "401"}
-STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def review_request() -> PeerReviewRequest:
@@ -98,11 +98,6 @@ def url(rule: str) -> str:
     return re.sub(r"<[^>]+>", lambda m: values[m.group(0)], rule) + query.get(rule.split(".")[0], "")
 
 
-def routes(app: Flask) -> set[tuple[str, str]]:
-    """(method, rule) for every route the app serves, leaving out Flask's automatic HEAD and OPTIONS."""
-    return {(m, r.rule) for r in app.url_map.iter_rules() for m in r.methods or () if m not in ("HEAD", "OPTIONS")}
-
-
 class Person:
     """One browser: its client and the CSRF token of its session (signed in as ``username``, or not)."""
 
@@ -135,19 +130,13 @@ def state(app: Flask) -> tuple[Any, ...]:
             DEVICE in app.extensions["central.registry"].revocations())
 
 
-def unlisted(app: Flask) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-    """(routes the app serves with no MATRIX entry, MATRIX entries for routes it no longer serves)."""
-    served = routes(app)
-    return served - set(MATRIX), set(MATRIX) - served
-
-
 def test_the_matrix_covers_every_route_and_nothing_else(matrix_app: Flask) -> None:
-    assert unlisted(matrix_app) == (set(), set()), "decide who may use each new route, in MATRIX"
+    assert unlisted(matrix_app, MATRIX) == (set(), set()), "decide who may use each new route, in MATRIX"
 
 
 def test_a_route_added_without_an_entry_is_caught(matrix_app: Flask) -> None:
     matrix_app.add_url_rule("/new-page", "new_page", lambda: "new", methods=["GET", "POST"])
-    assert unlisted(matrix_app)[0] == {("GET", "/new-page"), ("POST", "/new-page")}
+    assert unlisted(matrix_app, MATRIX)[0] == {("GET", "/new-page"), ("POST", "/new-page")}
 
 
 def test_every_role_gets_what_the_matrix_says(matrix_app: Flask) -> None:
@@ -184,7 +173,7 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(matrix
         "fleet.revoke": ("fleet1", f"/fleet/{DEVICE}/revoke", {"reason": "Stolen from the custody suite.",
                                                                "confirm": DEVICE}),
     }
-    changing = {r.endpoint for r in matrix_app.url_map.iter_rules() if STATE_CHANGING & set(r.methods or ())}
+    changing = state_changing_endpoints(matrix_app)
     assert changing == set(attempts), "every state-changing route needs an attempt here"
     stranger_token = Person(matrix_app, "aud2").token  # a real token, of another session
     for endpoint, (username, path, form) in attempts.items():
