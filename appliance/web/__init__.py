@@ -17,6 +17,7 @@ from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
 
 from appliance.runtime import open_desk
+from appliance.services.access import CaseNotFound
 from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
@@ -133,6 +134,11 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     @app.errorhandler(PolicyRefusal)
     def refused(e: PolicyRefusal):  # type: ignore[no-untyped-def]
         return render_error(403, str(e))
+
+    @app.errorhandler(CaseNotFound)
+    def no_such_case(e: CaseNotFound):  # type: ignore[no-untyped-def]
+        # The same page whether the case does not exist or is not this user's to open.
+        return render_error(404, str(e))
 
     @app.errorhandler(CaseError)
     def case_error(e: CaseError):  # type: ignore[no-untyped-def]

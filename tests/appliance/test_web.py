@@ -20,7 +20,11 @@ from tests.appliance.desk_helpers import (
     approved_case,
     case_id_from,
     csrf_from,
+    events,
     fast_kdf,
+    state_of,
+    subjects_in_order,
+    to_candidates,
 )
 
 
@@ -29,29 +33,6 @@ def desk_app(app, monkeypatch):
     fast_kdf(monkeypatch)
     add_users(app)
     return app
-
-
-def subjects_in_order(html: str) -> list[str]:
-    return re.findall(r'<fieldset class="candidate" data-subject="([^"]+)"', html)
-
-
-def events(app, type_: str) -> list[dict]:
-    out = []
-    for p in app.extensions["desk"].outbox.pending(limit=1000):
-        event = json.loads(p.payload)
-        if event["type"] == type_:
-            out.append(event)
-    return out
-
-
-def state_of(app, case_id: str) -> str:
-    return app.extensions["desk"].cases.get(case_id).state.value
-
-
-def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
-    assert desk.upload(case_id, photo).status_code == 200
-    assert desk.post(f"/cases/{case_id}/search").status_code == 302
-    return desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
 
 
 # ---- Sign-in, sessions, headers -------------------------------------------------------------------
@@ -280,7 +261,7 @@ def test_approver_must_reenter_their_own_password(desk_app):
 def test_roles_below_inspector_cannot_approve(desk_app, role_user):
     case_id = case_id_from(Desk(desk_app, "officer").submit())
     response = Desk(desk_app, role_user).post(f"/cases/{case_id}/approve", {"password": PASSWORD})
-    assert response.status_code == 403
+    assert response.status_code == 404, "not a case they take part in: it is not shown to exist"
     assert state_of(desk_app, case_id) == "awaiting_approval"
 
 
@@ -289,9 +270,12 @@ def test_under_13_needs_a_superintendent(desk_app):
     case_id = case_id_from(officer.submit(age_band="under_13"))
     page = officer.get(f"/cases/{case_id}").get_data(as_text=True)
     assert "Superintendent or above" in page
-    response = Desk(desk_app, "inspector").post(f"/cases/{case_id}/approve", {"password": PASSWORD})
-    assert response.status_code == 403 and "Superintendent" in response.get_data(as_text=True)
+    inspector = Desk(desk_app, "inspector")
+    assert case_id not in inspector.get("/").get_data(as_text=True), "shown only to who may approve it"
+    response = inspector.post(f"/cases/{case_id}/approve", {"password": PASSWORD})
+    assert response.status_code == 404
     assert state_of(desk_app, case_id) == "awaiting_approval"
+    assert case_id in Desk(desk_app, "super").get("/").get_data(as_text=True)
     assert Desk(desk_app, "super").post(f"/cases/{case_id}/approve", {"password": PASSWORD}).status_code == 302
     assert state_of(desk_app, case_id) == "approved"
 
@@ -316,30 +300,35 @@ def test_gender_reassignment_needs_technical_advice(desk_app):
 
 
 def test_auditor_is_read_only(desk_app):
-    case_id = case_id_from(Desk(desk_app, "officer").submit(age_band="13_15"))
+    officer = Desk(desk_app, "officer")
+    case_id = case_id_from(officer.submit(age_band="13_15"))
     auditor = Desk(desk_app, "auditor")
     assert auditor.get("/cases/new").status_code == 403
     assert auditor.submit().status_code == 403
+    assert case_id not in auditor.get("/").get_data(as_text=True), "open cases are not the auditor's"
+    assert auditor.get(f"/cases/{case_id}").status_code == 404
+    assert officer.post(f"/cases/{case_id}/withdraw").status_code == 302
     home = auditor.get("/").get_data(as_text=True)
-    assert "All cases on this device (read only)" in home and case_id in home
+    assert "Closed cases on this device (read only)" in home and case_id in home
     assert auditor.get(f"/cases/{case_id}").status_code == 200
     assert auditor.post(f"/cases/{case_id}/search").status_code == 403
-    assert auditor.get(f"/cases/{case_id}/probe.jpg").status_code == 403
+    assert auditor.get(f"/cases/{case_id}/probe.jpg").status_code == 404
 
 
 def test_device_admin_manages_accounts_but_cannot_see_cases(desk_app):
     case_id = case_id_from(Desk(desk_app, "officer").submit())
     admin = Desk(desk_app, "admin")
     assert "Accounts on this device" in admin.get("/").get_data(as_text=True)
-    assert admin.get(f"/cases/{case_id}").status_code == 403
+    assert admin.get(f"/cases/{case_id}").status_code == 404
     assert admin.submit().status_code == 403
 
 
 def test_another_officer_cannot_run_someone_elses_search(desk_app, face_photo):
     _, case_id = approved_case(desk_app)
     other = Desk(desk_app, "officer2")
-    assert other.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 403
-    assert other.post(f"/cases/{case_id}/search").status_code == 403
+    assert other.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 404
+    assert other.post(f"/cases/{case_id}/search").status_code == 404
+    assert desk_app.extensions["desk"].cases.probe(case_id) is None
 
 
 def test_submission_errors_are_listed_and_announced(desk_app):
