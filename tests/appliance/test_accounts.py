@@ -37,7 +37,7 @@ def parts(tmp_path, monkeypatch):
     db = DeviceDatabase(tmp_path)
     clock = Clock()
     settings = AuthSettings()
-    service = AccountService(AccountStore(db), SessionStore(db), settings, clock=clock)
+    service = AccountService(AccountStore(db), settings, clock=clock)
     yield service, SessionManager(SessionStore(db), settings, clock=clock), clock, db
     db.close()
 

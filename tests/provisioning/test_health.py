@@ -64,7 +64,7 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
         "Heartbeat claims device 'desk-", "Device 'desk-nobody' is not re"]
     for each in (store, registry, health):
         each.close()
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:
         page = signed_in(web).get("/fleet").get_data(as_text=True)
