@@ -96,7 +96,7 @@ class Central:
             f'data_dir = "{workdir}"\ndatabase = "{url}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "bench-central-{abs(hash(url))}"\n'
             f"[ingest]\nworkers = {workers}{group}\n"
-            '[web]\nsecret_key = "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c"\n')
+            '[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n')
         self.log = workdir / "central.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

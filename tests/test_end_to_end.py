@@ -74,7 +74,7 @@ def system(tmp_path: Path, mosquitto):
     (tmp_path / "central.toml").write_text(
         f'data_dir = "{tmp_path / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-e2e"\n'
-        f'[web]\nport = {central_port}\nsecret_key = "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c"\n'
+        f'[web]\nport = {central_port}\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
         'secure_cookie = false\n'  # this test signs in over plain HTTP; the served system uses TLS
     )
     (tmp_path / "appliance.toml").write_text(

@@ -84,7 +84,7 @@ def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
                                      client_id=f"central-pr-{next(_ids)}"), store)
     ingest.start()
     assert ingest.wait_connected(10)
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(db)})
     yield web, ingest
     ingest.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -10,17 +11,18 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 from flask.testing import FlaskClient
 
-from central.accounts.session_store import SessionStore
 from central.web import close_stores, create_app
 from tests.central_signin import add_account, copied_session, csrf_token, log_in, signed_in
 
-SECRET = "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c"
+SECRET = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"
 
 
 def _rows(app: Flask) -> list[tuple]:
-    store: SessionStore = app.extensions["central.session_store"]
-    with store._lock:
-        return list(store._execute("SELECT username, data, created_at, last_seen FROM central_sessions").fetchall())
+    """The session rows, read from the database file as an administrator would."""
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        rows = db.execute("SELECT username, data, created_at, last_seen FROM central_sessions").fetchall()
+    db.close()
+    return rows
 
 
 def _refused(response) -> bool:  # type: ignore[no-untyped-def]
@@ -102,9 +104,9 @@ def test_a_session_ends_when_idle_or_too_old(app: Flask, column: str) -> None:
     client = signed_in(app, "auditor1", ["auditor"])
     assert client.get("/audit").status_code == 200
     limit = app.config["SESSION_IDLE_MINUTES"] * 60 if column == "last_seen" else app.config["SESSION_HOURS"] * 3600
-    store: SessionStore = app.extensions["central.session_store"]
-    with store._lock:
-        store._execute(f"UPDATE central_sessions SET {column} = {column} - ?", (limit + 1,))
+    with sqlite3.connect(app.config["DATABASE"]) as db:
+        db.execute(f"UPDATE central_sessions SET {column} = {column} - ?", (limit + 1,))
+    db.close()
     assert _refused(client.get("/audit"))
     assert _rows(app) == []
 

@@ -21,7 +21,7 @@ data_dir = "/tmp/central"
 host = "broker.local"
 port = 8883
 [web]
-secret_key = "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c"
+secret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"
 """
 
 

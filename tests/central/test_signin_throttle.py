@@ -47,14 +47,14 @@ def test_unknown_wrong_and_throttled_get_the_same_reply(app: Flask, clock: Clock
     add_account(app, "auditor1", ["auditor"])
     add_account(app, "auditor2", ["auditor"])
     stranger = _from(app, "198.51.100.66")
-    unknown = _reply(log_in(stranger, "nobody", PASSWORD), "nobody")
+    unknown = _reply(log_in(stranger, "no.such.person", PASSWORD), "no.such.person")
     wrong = _reply(log_in(stranger, "auditor1", "not-the-password"), "auditor1")
     for _ in range(6):
         log_in(stranger, "auditor1", "not-the-password")
     throttled = _reply(log_in(stranger, "auditor1", PASSWORD), "auditor1")  # even the right password waits
     assert unknown == wrong == throttled
     assert unknown[0] == 401 and "too many attempts" in unknown[1]
-    assert "locked" not in unknown[1]
+    assert "This account is locked" not in unknown[1] and "now locked" not in unknown[1]
 
 
 def test_a_strangers_failures_do_not_keep_the_owner_out(app: Flask, clock: Clock) -> None:

@@ -87,7 +87,7 @@ def test_healthz_is_degraded_while_ingest_is_disconnected(tmp_path) -> None:
         received = 0
         rejected = 0
 
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "c.db")}, ingest=Down())
     response = app.test_client().get("/healthz")
     assert response.status_code == 503

@@ -64,7 +64,7 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
         "Heartbeat claims device 'desk-", "Device 'desk-nobody' is not re"]
     for each in (store, registry, health):
         each.close()
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:
         page = signed_in(web).get("/fleet").get_data(as_text=True)

@@ -91,7 +91,7 @@ def serve(app: object) -> tuple[BaseWSGIServer, threading.Thread]:
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[Central]:
     repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir)})
     server, thread = serve(app)
     yield Central(repo, f"http://127.0.0.1:{server.port}", server)

@@ -186,7 +186,7 @@ def test_central_serves_nothing_outside_metadata_and_targets(central: Central, p
 
 def test_without_a_repository_central_serves_no_updates(tmp_path, monkeypatch):
     monkeypatch.delenv("RFR_CENTRAL_TUF_REPO", raising=False)
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "5f0c2a9e7b1d4c86a3e09f2b6d4c1a7e8b3f5d2c9a0e6b4f1d7c3a8e2b5f9d0c",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db")})
     response = app.test_client().get("/tuf/metadata/timestamp.json")
     close_stores(app)
