@@ -21,7 +21,9 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.passwords import DUMMY_HASH, verify_password
 
@@ -130,6 +132,29 @@ class Attempt:
     store: Counter | None = None
 
 
+class AccountLike(Protocol):
+    """What the throttle reads of a stored account (both products' account rows have these)."""
+
+    @property
+    def username(self) -> str: ...
+    @property
+    def password_hash(self) -> str: ...
+    @property
+    def failed_logins(self) -> int: ...
+    @property
+    def locked_until(self) -> float: ...
+    @property
+    def disabled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Who a refused attempt was for (the account, or ``UNKNOWN_ACCOUNT``) and why, for the audit log only."""
+
+    actor: str
+    reason: str
+
+
 class SignInThrottle:
     """The account rule and the address counters together, and the order of checks both sign-ins follow."""
 
@@ -158,6 +183,19 @@ class SignInThrottle:
             self.addresses.failed(address, now)
             return Attempt("wrong password", self.account_rule.after_failure(account, now))
         return Attempt(None, Counter() if account.failures else None)
+
+    def check(self, row: AccountLike | None, password: str, address: str | None, now: float,
+              set_failures: Callable[[str, int, float], None]) -> Refusal | None:
+        """``attempt`` for a stored account (None: no such name): stores the account's new count through
+        ``set_failures(username, failures, refused_until)`` and says why it was refused, or None if not."""
+        counter = Counter(row.failed_logins, row.locked_until) if row is not None else None
+        usable_hash = row.password_hash if row is not None and not row.disabled else None
+        attempt = self.attempt(counter, usable_hash, password, address, now)
+        if attempt.store is not None and row is not None:
+            set_failures(row.username, attempt.store.failures, attempt.store.refused_until)
+        if attempt.refused is None and row is not None:
+            return None
+        return Refusal(row.username if row is not None else UNKNOWN_ACCOUNT, attempt.refused or "unknown account")
 
 
 def sign_in_throttle(*, free: int = 5, first_delay_s: float = 1.0, account_max_s: float = 60.0,

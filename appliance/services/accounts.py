@@ -21,7 +21,7 @@ from appliance.settings import AuthSettings
 from appliance.storage.accounts import AccountStore
 from core import passwords
 from core.errors import CustodyRfrError
-from core.throttle import REFUSED, UNKNOWN_ACCOUNT, Counter, sign_in_throttle
+from core.throttle import REFUSED, sign_in_throttle
 
 Clock = Callable[[], float]
 _N = passwords.SCRYPT_N  # the cost of new hashes; tests lower it, stored hashes carry their own
@@ -80,13 +80,10 @@ class AccountService:
         password. Every path costs one scrypt hash, so the timing tells nothing either."""
         now = self._clock()
         row = self._store.get(username.strip())
-        counter = Counter(row.failed_logins, row.locked_until) if row is not None else None
-        usable_hash = row.password_hash if row is not None and not row.disabled else None
-        attempt = self._throttle.attempt(counter, usable_hash, password, address, now)
-        if attempt.store is not None and row is not None:
-            self._store.set_failures(row.username, attempt.store.failures, attempt.store.refused_until)
-        if attempt.refused is not None or row is None:
-            raise LoginRefusedError(row.username if row is not None else UNKNOWN_ACCOUNT, attempt.refused or "")
+        refusal = self._throttle.check(row, password, address, now, self._store.set_failures)
+        if refusal is not None:
+            raise LoginRefusedError(refusal.actor, refusal.reason)
+        assert row is not None, "the throttle refuses a name with no account"
         return User(row.username, Role(row.role))
 
     def user(self, username: str) -> User | None:

@@ -22,7 +22,7 @@ from central.accounts.store import AccountRow, AccountStore
 from core.desk_config import USERNAME
 from core.errors import CustodyRfrError
 from core.passwords import hash_password
-from core.throttle import REFUSED, UNKNOWN_ACCOUNT, Counter, SignInThrottle, sign_in_throttle
+from core.throttle import REFUSED, SignInThrottle, sign_in_throttle
 
 ROLES = ("auditor", "peer_reviewer", "fleet_admin")
 MIN_PASSWORD_LENGTH = 12
@@ -107,13 +107,10 @@ class AccountService:
         now = self._clock()
         name = username.strip()
         row = self._store.get(name) if USERNAME.fullmatch(name) else None
-        counter = Counter(row.failed_logins, row.locked_until) if row is not None else None
-        usable_hash = row.password_hash if row is not None and not row.disabled else None
-        attempt = self._throttle.attempt(counter, usable_hash, password, address, now)
-        if attempt.store is not None and row is not None:
-            self._store.set_failures(row.username, attempt.store.failures, attempt.store.refused_until)
-        if attempt.refused is not None or row is None:
-            raise LoginRefusedError(row.username if row is not None else UNKNOWN_ACCOUNT, attempt.refused or "")
+        refusal = self._throttle.check(row, password, address, now, self._store.set_failures)
+        if refusal is not None:
+            raise LoginRefusedError(refusal.actor, refusal.reason)
+        assert row is not None, "the throttle refuses a name with no account"
         return Account(row.username, row.roles, row.session_generation)
 
     def account(self, username: str) -> Account | None:
