@@ -19,7 +19,6 @@ import pytest
 from flask import Flask
 from securesystemslib.signer import CryptoSigner
 
-from appliance.services.accounts import verify_password
 from appliance.services.policy import Role
 from appliance.updates.config import ConfigResult
 from appliance.web import create_app
@@ -29,6 +28,7 @@ from core.desk_config import ROLES, ConfigTargetInfo, DeskConfig, config_digest,
 from core.errors import WireFormatError
 from core.events import AuditEvent
 from core.library_announce import LibraryAnnouncement
+from core.passwords import verify_password
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case
 from tests.updates.conftest import Central
