@@ -86,9 +86,10 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     except DeskWithdrawnError:
         return _withdrawn_app()
     app.extensions["desk"] = desk
-    from appliance.web.sessions import ServerSessionInterface
+    from websession.interface import ServerSessionInterface
 
-    app.session_interface = ServerSessionInterface(desk.sessions, secure=settings.auth.secure_cookie)
+    app.session_interface = ServerSessionInterface(desk.sessions, secure=settings.auth.secure_cookie,
+                                                  cookie="rfr_session", signin_cookie="rfr_signin")
     if start_sync:
         desk.start()
 

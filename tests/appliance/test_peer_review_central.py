@@ -84,7 +84,7 @@ def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
                                      client_id=f"central-pr-{next(_ids)}"), store)
     ingest.start()
     assert ingest.wait_connected(10)
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(db)})
     yield web, ingest
     ingest.stop()

@@ -7,6 +7,7 @@ rule in ``appliance.services.policy`` or ``cases`` makes one of these fail.
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import cv2
@@ -53,15 +54,62 @@ def test_every_page_needs_sign_in_and_the_login_page_is_labelled(desk_app):
     assert htmx.status_code == 401 and htmx.headers["HX-Redirect"].startswith("/login")
 
 
-def test_wrong_password_is_announced_and_audited_then_locks_the_account(desk_app):
-    desk = Desk(desk_app)
-    response = desk.login("officer", "not the password")
-    assert response.status_code == 401 and 'role="alert"' in response.get_data(as_text=True)
-    for _ in range(4):
-        desk.login("officer", "not the password")
-    locked = desk.login("officer", PASSWORD)
-    assert locked.status_code == 401 and "locked" in locked.get_data(as_text=True)
-    assert [e["outcome"] for e in events(desk_app, "login")] == ["refused"] * 6
+UNKNOWN_TYPED = "Hunter2-typed-in-the-wrong-box"
+
+
+def _from(app, address: str) -> Desk:
+    desk = Desk(app)
+    desk.client.environ_base["REMOTE_ADDR"] = address
+    return desk
+
+
+def _reply(response, typed: str) -> tuple[int, str]:
+    """Status and page without what differs by design (the CSRF token, the name typed back)."""
+    page = re.sub(r'name="csrf_token" value="[^"]+"|"X-CSRFToken": "[^"]+"', "", response.get_data(as_text=True))
+    return response.status_code, page.replace(typed, "NAME")
+
+
+@pytest.fixture
+def clock(desk_app):
+    """The desk's sign-in on a clock the test moves."""
+    accounts = desk_app.extensions["desk"].accounts
+    now = [accounts._clock()]
+    real, accounts._clock = accounts._clock, lambda: now[0]
+    yield now
+    accounts._clock = real
+
+
+def test_unknown_wrong_and_throttled_get_one_reply_and_only_known_names_are_audited(desk_app, clock, caplog):
+    caplog.set_level(logging.DEBUG)
+    stranger = _from(desk_app, "10.0.0.66")
+    unknown = _reply(stranger.login(UNKNOWN_TYPED, PASSWORD), UNKNOWN_TYPED)
+    wrong = _reply(stranger.login("inspector", "not the password"), "inspector")
+    assert wrong[0] == 401 and 'role="alert"' in wrong[1]
+    for _ in range(6):
+        stranger.login("inspector", "not the password")
+    throttled = _reply(stranger.login("inspector", PASSWORD), "inspector")  # even the right password waits
+    assert unknown == wrong == throttled
+    assert "too many attempts" in unknown[1] and "This account is locked" not in unknown[1]
+    refusals = events(desk_app, "login")
+    assert [e["outcome"] for e in refusals] == ["refused"] * 9
+    assert refusals[0]["actor"] == "(unknown account)" and {e["actor"] for e in refusals[1:]} == {"inspector"}
+    assert [e["details"]["reason"] for e in refusals].count("throttled") >= 2
+    assert all(e["details"]["address"] == "10.0.0.66" for e in refusals)
+    payloads = [p.payload for p in desk_app.extensions["desk"].outbox.pending(limit=1000)]
+    assert not any(UNKNOWN_TYPED in str(p) for p in payloads)
+    assert UNKNOWN_TYPED not in caplog.text
+
+
+def test_a_strangers_failures_neither_end_sessions_nor_keep_the_owner_out(desk_app, clock):
+    owner = _from(desk_app, "10.0.0.7")
+    assert owner.login("inspector").status_code == 302
+    stranger = _from(desk_app, "10.0.0.66")
+    for _ in range(30):
+        assert stranger.login("inspector", "not the password").status_code == 401
+        clock[0] += 1
+    assert owner.get("/").status_code == 200  # the stranger ended no session
+    clock[0] += 61  # the account's wait is capped at a minute
+    assert _from(desk_app, "10.0.0.7").login("inspector").status_code == 302
 
 
 @pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "//evil.example",

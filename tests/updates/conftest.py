@@ -92,7 +92,7 @@ def serve(app: object) -> tuple[BaseWSGIServer, threading.Thread]:
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[Central]:
     repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir)})
     server, thread = serve(app)
     yield Central(repo, f"http://127.0.0.1:{server.port}", server, f"sqlite:///{tmp_path / 'central.db'}")

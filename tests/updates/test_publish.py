@@ -205,7 +205,7 @@ def test_central_serves_nothing_outside_metadata_and_targets(central: Central, p
 
 def test_without_a_repository_central_serves_no_updates(tmp_path, monkeypatch):
     monkeypatch.delenv("RFR_CENTRAL_TUF_REPO", raising=False)
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db")})
     response = app.test_client().get("/tuf/metadata/timestamp.json")
     close_stores(app)
