@@ -143,12 +143,12 @@ def _selftest_failed(lines: list[str], *, printed: bool = False) -> int:
 def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
     """Create or list accounts in the device database; prints one line a person can act on."""
     from appliance.services.accounts import AccountError, AccountService
-    from appliance.storage.accounts import AccountStore, SessionStore
+    from appliance.storage.accounts import AccountStore
     from appliance.storage.device_db import DeviceDatabase
 
     db = DeviceDatabase(settings.data_dir)
     try:
-        service = AccountService(AccountStore(db), SessionStore(db), settings.auth)
+        service = AccountService(AccountStore(db), settings.auth)
         if args.accounts_command == "list":
             for user in service.list():
                 print(f"{user.username}\t{user.role.value}")

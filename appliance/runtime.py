@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from appliance.comms.mqtt import CentralLink
-from appliance.services.accounts import AccountService, SessionManager
+from appliance.services.accounts import AccountService
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
 from appliance.services.health import HealthReporter
@@ -43,6 +43,7 @@ from devicekeys.keys import AUTH_FILE_NAME
 from devicekeys.tpm import Tpm
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
+from websession.manager import SessionManager
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +172,13 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
         if updater is not None:
             wipe.on_withdrawn(updater.stop)
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
-    sessions = SessionManager(SessionStore(db), settings.auth)
+    sessions = SessionManager(SessionStore(db), idle_s=settings.auth.idle_timeout_minutes * 60,
+                              absolute_s=settings.auth.absolute_timeout_hours * 3600)
     case_service = CaseService(case_store, reviews, channel, pipeline, library, audit,
                                lambda: desk_config.top_k(settings.search.top_k))
     if central_reviews is not None:
         central_reviews.bind(case_service.apply_peer_review)
-    accounts = AccountService(AccountStore(db), SessionStore(db), settings.auth)
+    accounts = AccountService(AccountStore(db), settings.auth)
     sessions.purge()
     # Central's retention period for viable matches: enforced now, then hourly (appliance.services.retention).
     # The lock tells ``python -m appliance retention purge`` that this process purges by itself.

@@ -115,8 +115,14 @@ class AuthSettings(StrictModel):
                                       description="A session unused for this long ends (unattended desk).")
     absolute_timeout_hours: int = Field(default=8, ge=1, le=24,
                                         description="Any session ends this long after sign-in (one shift).")
-    lockout_after: int = Field(default=5, ge=1, le=50, description="Wrong passwords in a row that lock an account.")
-    lockout_minutes: int = Field(default=15, ge=1, le=1440, description="How long a locked account stays locked.")
+    throttle_after: int = Field(default=5, ge=1, le=50, description="Wrong passwords in a row (for an account, or "
+                                "from one address) before each further attempt must wait; the wait doubles from "
+                                "one second with every further wrong password.")
+    throttle_account_max_s: float = Field(default=60, ge=1, le=3600, description="The longest an account's "
+                                          "attempts wait: kept short, so a stranger's guesses cannot keep its "
+                                          "owner out.")
+    throttle_address_max_s: float = Field(default=900, ge=1, le=86400, description="The longest attempts from "
+                                          "one client address wait (the guesser's side of the throttle).")
     min_password_length: int = Field(default=12, ge=8, le=128)
     secure_cookie: bool = Field(default=False, description="Send the session cookie over HTTPS only. "
                                 "`python -m appliance serve` is HTTPS only and always sets it; off is for the "

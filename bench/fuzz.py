@@ -433,8 +433,8 @@ def _seeds_target_custom() -> list[bytes]:
     from core.desk_config import ConfigTargetInfo
     from core.library_announce import LibraryTargetInfo
 
-    infos = [LibraryTargetInfo("full", 3, "emb@1", "sha256:" + "d" * 64),
-             LibraryTargetInfo("delta", 4, "emb@1", "sha256:" + "e" * 64, 3, "sha256:" + "d" * 64),
+    infos = [LibraryTargetInfo("full", 3, "emb@1", "sha256:" + "d" * 64, "0f" * 16),
+             LibraryTargetInfo("delta", 4, "emb@1", "sha256:" + "e" * 64, "0f" * 16, 3, "sha256:" + "d" * 64),
              ConfigTargetInfo(2, "sha256:" + "f" * 64)]
     return [json.dumps(i.to_dict(), sort_keys=True).encode() for i in infos]
 

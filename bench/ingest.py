@@ -96,7 +96,7 @@ class Central:
             f'data_dir = "{workdir}"\ndatabase = "{url}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "bench-central-{abs(hash(url))}"\n'
             f"[ingest]\nworkers = {workers}{group}\n"
-            '[web]\nsecret_key = "bench-secret-key-0123456789"\n')
+            '[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n')
         self.log = workdir / "central.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

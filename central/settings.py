@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from central.publish.settings import PublishSettings, database_url
 from central.reports.settings import ReportsSettings
@@ -58,6 +58,33 @@ class IngestSettings(StrictModel):
     )
 
 
+#: The placeholder in central.example.toml (and the one it had before): never a key a server may start with.
+EXAMPLE_SECRET_KEYS = frozenset({"paste-the-output-of-python-secrets-token-hex-32-here",
+                                 "change-me-change-me-change-me"})
+MIN_SECRET_KEY_LENGTH = 43  # 32 random bytes as token_urlsafe; token_hex(32) gives 64
+MIN_SECRET_KEY_SYMBOLS = 12  # distinct characters: "x" * 64 or "abab..." is not random
+MAKE_SECRET_KEY = "python -c \"import secrets; print(secrets.token_hex(32))\""
+
+
+def check_secret_key(key: str) -> str:
+    """The key, if it could be 32 random bytes; else ``ValueError`` with one line saying how to make one.
+
+    The key signs the sign-in form's CSRF cookie and the CSRF tokens (sessions themselves are rows in
+    the database), so a guessable key lets a stranger forge those: the example, an empty key and
+    anything shorter or plainer than 32 random bytes are refused at start.
+    """
+    key = key.strip()
+    if not key:
+        problem = "is empty"
+    elif key in EXAMPLE_SECRET_KEYS:
+        problem = "is the example's"
+    elif len(key) < MIN_SECRET_KEY_LENGTH or len(set(key)) < MIN_SECRET_KEY_SYMBOLS:
+        problem = f"is shorter or plainer than 32 random bytes ({MIN_SECRET_KEY_LENGTH}+ varied characters)"
+    else:
+        return key
+    raise ValueError(f"the web secret_key {problem}; make one with: {MAKE_SECRET_KEY}")
+
+
 class WebSettings(ServedWebSettings):
     """The RFR team's web interface and the desks' /tuf repository: gunicorn over HTTPS, ``workers`` processes."""
 
@@ -71,9 +98,22 @@ class WebSettings(ServedWebSettings):
         default=None, description="The fleet CRL checked for every /tuf request (default: [fleet] ca_dir's "
         "crl.pem); a revoked desk gets nothing.")
     secret_key: str = Field(
-        min_length=16,
-        description="Signs sessions and CSRF tokens; a long random string kept out of version control.",
+        description="Signs the CSRF tokens and the sign-in form's cookie: 32 random bytes kept out of version "
+        f"control, made with {MAKE_SECRET_KEY}. The example's, an empty or a short key is refused at start.",
     )
+    secure_cookie: bool = Field(
+        default=True,
+        description="Send cookies over HTTPS only. Turn off only for a test over plain HTTP: central is served "
+        "over TLS, and a cookie sent in clear can be copied off the network.",
+    )
+    session_idle_minutes: int = Field(
+        default=30, ge=1, le=240, description="A session unused for this long ends (an unattended screen).")
+    session_hours: int = Field(default=12, ge=1, le=24, description="Any session ends this long after sign-in.")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _random_enough(cls, key: str) -> str:
+        return check_secret_key(key)
 
 
 class FleetSettings(StrictModel):

@@ -27,7 +27,7 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 # Every action at the desk, including the ones that were refused: an auditor must be
 # able to show that each search and each decision was recorded.
 EVENT_TYPES = frozenset({
-    "login", "logout", "submission", "approval", "search", "search_refused", "candidate_viewed",
+    "login", "logout", "submission", "approval", "search", "search_refused", "candidate_viewed", "access_refused",
     "adjudication", "match_report", "peer_review", "deletion", "library_loaded", "library_update",
     "library_update_refused", "config_change", "request_refused", "device_wiped",
 })

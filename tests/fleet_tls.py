@@ -30,6 +30,7 @@ from provisioning.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+CENTRAL_SECRET = "9f2c4e6a8b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d1f3a5c7e9b0d2f"  # 32 random bytes
 
 
 @dataclass(frozen=True)

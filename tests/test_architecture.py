@@ -18,8 +18,7 @@ def test_import_contracts_are_kept():
 
 
 PRODUCT_PACKAGES = ("core", "supply", "models", "library", "devicekeys", "provisioning", "transport", "tufrepo",
-                    "webserver",
-                    "appliance", "central", "firmware", "testbed", "bench")
+                    "websession", "webserver", "appliance", "central", "firmware", "testbed", "bench")
 
 
 def _import_cycles(graph) -> list[list[str]]:  # type: ignore[no-untyped-def]

@@ -59,7 +59,7 @@ class Rig:
         config.write_text(
             f'data_dir = "{self.tmp / "central"}"\n'
             f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\nclient_id = "central-{self.device_id}"\n'
-            '[ingest]\nack_interval_s = 0.1\n[web]\nsecret_key = "fault-test-secret-0123456789"\n')
+            '[ingest]\nack_interval_s = 0.1\n[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n')
         log = (self.tmp / "central.log").open("ab")
         self.central = subprocess.Popen([sys.executable, "-m", "central", "ingest", "--config", str(config)],
                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

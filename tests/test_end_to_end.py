@@ -68,7 +68,8 @@ def system(tmp_path: Path, mosquitto):
     (tmp_path / "central.toml").write_text(
         f'data_dir = "{tmp_path / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-e2e"\n'
-        f'[web]\nport = {central_port}\nsecret_key = "e2e-secret-key-0123456789"\n' + pki.central_web_toml()
+        f'[web]\nport = {central_port}\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
+        + pki.central_web_toml()
     )
     (tmp_path / "appliance.toml").write_text(
         f'device_id = "desk-e2e-01"\ndata_dir = "{tmp_path / "appliance"}"\n'

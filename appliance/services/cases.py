@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from appliance.services.access import Access, CaseAccess, CaseNotFound, CaseParties, case_access
 from appliance.services.accounts import User
 from appliance.services.audit import AuditLog
 from appliance.services.candidate_view import CandidateView, describe
@@ -49,6 +50,7 @@ from appliance.services.policy import (
     check_case_owner,
     check_peer_reviewer,
     check_technical_adviser,
+    may_approve_for,
     needs_peer_review,
     required_approval,
     validate_match_report,
@@ -143,6 +145,64 @@ class Case:
                           bool(self.row["predates_reassignment"]))
 
 
+class CaseFile:
+    """One case as one person may see it: built only by ``CaseService.open_case``, after the access check.
+
+    The pages and image routes read a case only through this, so what they can show is bounded by the
+    access the service granted: a part above it comes back empty, whatever a template asks for.
+    """
+
+    def __init__(self, service: CaseService, case: Case, user: User, access: Access) -> None:
+        self._service, self.case, self.user, self.access = service, case, user, access
+
+    @property
+    def images(self) -> bool:
+        return self.access >= Access.IMAGES
+
+    @property
+    def record(self) -> bool:
+        """The written record beyond the submission: candidate list, peer review, Match Report, summary."""
+        return self.access >= Access.RECORD
+
+    @property
+    def is_owner(self) -> bool:
+        return self.case.submitted_by == self.user.username
+
+    @property
+    def may_approve(self) -> bool:
+        """Whether to offer the approval form (the service still checks everything when it is sent)."""
+        return not self.is_owner and may_approve_for(self.user.role, Role(self.case.required_role))
+
+    @property
+    def is_adviser(self) -> bool:
+        return self.user.role is Role.TECHNICAL_ADVISER
+
+    def probe(self) -> ProbeRow | None:
+        return self._service.store.probe(self.case.case_id) if self.images else None
+
+    def crop_count(self) -> int:
+        return self._service.store.crop_count(self.case.case_id) if self.images else 0
+
+    def crop(self, index: int) -> bytes | None:
+        return self._service.store.crop(self.case.case_id, index) if self.images else None
+
+    def reference_thumbnail(self, rank: int) -> bytes | None:
+        """A candidate's reference image; ``CaseError`` when it is no longer on this device."""
+        return self._service._reference(self.case, rank)[1] if self.images else None
+
+    def candidate_ranks(self) -> list[int]:
+        return [c.rank for c in self._service.store.candidates(self.case.case_id)] if self.record else []
+
+    def candidate_views(self) -> list[CandidateView]:
+        return self._service.candidate_views(self.case.case_id) if self.record else []
+
+    def review(self) -> PeerReviewRow | None:
+        return self._service.reviews.get(self.case.case_id) if self.record else None
+
+    def match_report(self) -> dict[str, Any] | None:
+        return self._service.store.match_report(self.case.case_id) if self.record else None
+
+
 @dataclass(frozen=True)
 class CaptureResult:
     """After a photo is taken: either the face needs choosing, or the probe is ready to search."""
@@ -159,13 +219,41 @@ class CaseService:
         # ``top_k`` may be a callable: central's signed configuration can change it while the desk runs.
         self.store, self.reviews, self.channel = store, reviews, channel
         self.pipeline, self.library, self.audit, self.top_k, self._clock = pipeline, library, audit, top_k, clock
+        self.access = CaseAccess(audit)
 
     # Reading -------------------------------------------------------------------
     def get(self, case_id: str) -> Case:
+        """The case, for the desk itself (retention, peer review outcomes, tests): no person, no access check."""
         row = self.store.get(case_id)
         if row is None:
-            raise CaseError("There is no case with that number on this device.")
+            raise CaseNotFound()
         return Case(row)
+
+    def open_case(self, case_id: str, user: User, action: str, need: Access = Access.DETAILS) -> CaseFile:
+        """The case as ``user`` may see it, when their access reaches ``need``; else ``CaseNotFound`` (audited)."""
+        row = self.store.get(case_id)
+        case = Case(row) if row is not None else None
+        level = self.access.require(user, case_id, self._parties(case) if case else None, need, action,
+                                    custody_ref=case.custody_ref if case else None)
+        assert case is not None  # require() refuses a case that does not exist
+        return CaseFile(self, case, user, level)
+
+    def visible(self, user: User) -> list[Case]:
+        """Every case ``user`` may open, for their home page: a list must not show what its links would refuse."""
+        return [c for c in self.list() if case_access(user, self._parties(c)) is not Access.NONE]
+
+    def _parties(self, case: Case) -> CaseParties:
+        review = self.reviews.get(case.case_id)
+        local = LocalPeerReviewChannel.name
+        return CaseParties(
+            submitted_by=case.submitted_by, approved_by=case.approved_by, advice_by=case.advice_by,
+            advice_required=bool(case.advice_required), required_role=Role(case.required_role),
+            adjudicated_by=case.adjudicated_by,
+            peer_reviewer=review.reviewer if review is not None and review.channel == local else None,
+            awaiting_approval=case.state is State.AWAITING_APPROVAL,
+            awaiting_local_peer_review=(case.state is State.AWAITING_PEER_REVIEW
+                                        and isinstance(self.channel, LocalPeerReviewChannel)),
+            closed=not case.is_open)
 
     def list(self) -> list[Case]:
         return [Case(r) for r in self.store.list()]
@@ -206,6 +294,7 @@ class CaseService:
         return self.get(case_id)
 
     def record_advice(self, case_id: str, user: User, text: str) -> Case:
+        self.open_case(case_id, user, "technical advice")
         case = self._open(case_id, State.AWAITING_APPROVAL)
         try:
             check_technical_adviser(user.role)
@@ -221,6 +310,7 @@ class CaseService:
 
     def approve(self, case_id: str, user: User) -> Case:
         """Approve as ``user``, who has just re-entered their own password on this device."""
+        self.open_case(case_id, user, "approval")
         case = self._open(case_id, State.AWAITING_APPROVAL)
         req = required_approval(case.submission)
         try:
@@ -237,7 +327,7 @@ class CaseService:
     # Probe capture and search ----------------------------------------------------
     def capture(self, case_id: str, user: User, data: bytes, face_index: int | None = None) -> CaptureResult:
         """Template the photo (or the chosen face of a photo already taken) and hold it for the search."""
-        case = self._owned(case_id, user, State.APPROVED, State.PROBE_CAPTURED)
+        case = self._owned(case_id, user, "photo", State.APPROVED, State.PROBE_CAPTURED)
         self._require_approval(case, user)
         try:
             result = self.pipeline.process(data, face_index=face_index)
@@ -265,6 +355,7 @@ class CaseService:
         return CaptureResult(len(result.faces), False, quality)
 
     def choose_face(self, case_id: str, user: User, face_index: int) -> CaptureResult:
+        self._owned(case_id, user, "choose face", State.APPROVED, State.PROBE_CAPTURED)
         probe = self.store.probe(case_id)
         if probe is None:
             raise CaseError("Take the photo first.")
@@ -272,7 +363,7 @@ class CaseService:
 
     def search(self, case_id: str, user: User) -> list[CandidateRow]:
         """Search the library with the held template: only for an approved case, by its owner."""
-        case = self.get(case_id)
+        case = self.open_case(case_id, user, "search").case
         try:
             check_case_owner(user.username, case.submitted_by, user.role)
             if case.state is State.AWAITING_APPROVAL or not case.approved_by:
@@ -308,10 +399,13 @@ class CaseService:
                           apparent_under_16=_unflag(case.apparent_under_16))
         return rows
 
-    def candidates_viewed(self, case_id: str, user: User) -> None:
-        case = self.get(case_id)
-        self.audit.record("candidate_viewed", user.username, "shown", case_id=case_id, custody_ref=case.custody_ref,
-                          candidates=len(self.store.candidates(case_id)))
+    def view_candidates(self, case_id: str, user: User) -> CaseFile:
+        """The candidates page: for those who may see the faces, and every viewing is recorded."""
+        file = self.open_case(case_id, user, "candidates page", Access.IMAGES)
+        if file.case.state is State.CANDIDATES_SHOWN:
+            self.audit.record("candidate_viewed", user.username, "shown", case_id=case_id,
+                              custody_ref=file.case.custody_ref, candidates=len(self.store.candidates(case_id)))
+        return file
 
     def candidate_views(self, case_id: str) -> list[CandidateView]:
         """Every candidate with the facts the adjudicator must weigh, from the library version searched."""
@@ -329,9 +423,9 @@ class CaseService:
             views.append(describe(c.rank, c.score, record, probe_date, self.pipeline.embedder_manifest, c.decision))
         return views
 
-    def reference(self, case_id: str, rank: int) -> tuple[Any, bytes]:
+    def _reference(self, case: Case, rank: int) -> tuple[Any, bytes]:
         """The library record and thumbnail of one candidate, from the library version that was searched."""
-        case = self.get(case_id)
+        case_id = case.case_id
         snapshot = self.library.current
         if case.library_version != snapshot.version:
             raise CaseError("The reference library was updated after this search; its images are no longer "
@@ -346,7 +440,7 @@ class CaseService:
 
     # Adjudication ------------------------------------------------------------------
     def adjudicate(self, case_id: str, user: User, decisions: dict[int, str], doubts: str) -> Case:
-        case = self._owned(case_id, user, State.CANDIDATES_SHOWN)
+        case = self._owned(case_id, user, "adjudication", State.CANDIDATES_SHOWN)
         ranks = {c.rank for c in self.store.candidates(case_id)}
         if set(decisions) != ranks or any(d not in set(Decision) for d in decisions.values()):
             raise CaseError("Mark every candidate as viable, not viable or needs peer review.")
@@ -368,6 +462,7 @@ class CaseService:
 
     def record_local_peer_review(self, case_id: str, user: User, decisions: dict[int, str], notes: str) -> Case:
         """Offline fallback: a technical adviser on the device records the outcome, then it is applied."""
+        self.open_case(case_id, user, "peer review")
         case = self._open(case_id, State.AWAITING_PEER_REVIEW)
         if not isinstance(self.channel, LocalPeerReviewChannel):
             raise CaseError("Peer reviews for this device are done by the facial recognition team at central.")
@@ -404,7 +499,7 @@ class CaseService:
         return self._close_no_match(case_id, actor, "no viable match")
 
     def submit_match_report(self, case_id: str, user: User, rank: int, fields: dict[str, str]) -> Case:
-        case = self._owned(case_id, user, State.AWAITING_MATCH_REPORT)
+        case = self._owned(case_id, user, "match report", State.AWAITING_MATCH_REPORT)
         viable = {c.rank for c in self.store.candidates(case_id) if c.decision == Decision.VIABLE}
         if rank not in viable:
             raise CaseError("Choose one of the candidates marked viable for the Match Report.")
@@ -425,7 +520,8 @@ class CaseService:
 
     def withdraw(self, case_id: str, user: User) -> Case:
         """The owner ends an open case before adjudication (e.g. identity found another way)."""
-        case = self._owned(case_id, user, State.AWAITING_APPROVAL, State.APPROVED, State.PROBE_CAPTURED)
+        case = self._owned(case_id, user, "withdrawal", State.AWAITING_APPROVAL, State.APPROVED,
+                           State.PROBE_CAPTURED)
         return self._close_no_match(case_id, user.username, "withdrawn", state=State.WITHDRAWN, case=case)
 
     def _close_no_match(self, case_id: str, actor: str, why: str, state: State = State.CLOSED_NO_MATCH,
@@ -445,8 +541,8 @@ class CaseService:
             raise CaseError(f"This case is at the step '{STATE_LABELS[case.state]}': that cannot be done now.")
         return case
 
-    def _owned(self, case_id: str, user: User, *states: State) -> Case:
-        case = self.get(case_id)
+    def _owned(self, case_id: str, user: User, action: str, *states: State) -> Case:
+        case = self.open_case(case_id, user, action).case
         try:
             check_case_owner(user.username, case.submitted_by, user.role)
         except PolicyRefusal as e:

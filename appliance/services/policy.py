@@ -266,16 +266,10 @@ def validate_match_report(fields: dict[str, str]) -> dict[str, str]:
             if len(fields.get(name, "").strip()) < 3}
 
 
-def check_can_view_case(role: Role) -> None:
-    """Everyone but the device administrator may read case records (the auditor read-only)."""
-    if role is Role.DEVICE_ADMIN:
-        raise PolicyRefusal("The device administrator manages accounts and cannot see custody cases.")
-
-
-def can_see_images(role: Role) -> bool:
-    """Probe and reference images are shown to those who take part in the search, not to auditors."""
-    return role not in (Role.DEVICE_ADMIN, Role.AUDITOR)
-
-
 def can_approve(role: Role) -> bool:
     return role in _APPROVAL_RANK
+
+
+def may_approve_for(role: Role, min_role: Role) -> bool:
+    """Whether ``role`` has the rank to approve a search that needs ``min_role`` or above."""
+    return _APPROVAL_RANK.get(role, 0) >= _APPROVAL_RANK.get(min_role, len(_APPROVAL_RANK) + 1)

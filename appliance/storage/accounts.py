@@ -1,20 +1,20 @@
 """Accounts and server-side sessions in the encrypted device database.
 
-Rows only: the rules (password hashing, lockout, timeouts) live in
+Rows only: the rules (password hashing, the sign-in throttle, timeouts) live in
 ``appliance.services.accounts``. A session row is keyed by the SHA-256 of the
-cookie's random token, so a copy of the database cannot be replayed as a
+cookie's random token (``websession``), so a copy of the database cannot be replayed as a
 cookie. Times are UNIX seconds passed in by the caller, so tests can move the
 clock without sleeping.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from appliance.storage.device_db import DeviceDatabase
+from websession.manager import SessionRow, token_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     role TEXT NOT NULL,
     password_hash TEXT NOT NULL,
     failed_logins INTEGER NOT NULL DEFAULT 0,
-    locked_until REAL NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0,  -- until when attempts wait (core.throttle); the name predates it
     created_at REAL NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0
 );
@@ -43,17 +43,6 @@ class AccountRow:
     failed_logins: int
     locked_until: float
     disabled: bool
-
-
-@dataclass(frozen=True)
-class SessionRow:
-    data: dict[str, Any]
-    created_at: float
-    last_seen: float
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class AccountStore:
@@ -124,12 +113,6 @@ class SessionStore:
     def delete(self, token: str) -> None:
         with self._db.lock:
             self._db.conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
-            self._db.conn.commit()
-
-    def delete_user(self, username: str) -> None:
-        """End every session of one user (used when an account is locked or its password changes)."""
-        with self._db.lock:
-            self._db.conn.execute("DELETE FROM sessions WHERE json_extract(data, '$.username') = ?", (username,))
             self._db.conn.commit()
 
     def purge(self, idle_before: float, created_before: float) -> None:

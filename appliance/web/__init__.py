@@ -17,6 +17,7 @@ from htmx_flask import Htmx
 from werkzeug.exceptions import HTTPException
 
 from appliance.runtime import open_desk
+from appliance.services.access import CaseNotFound
 from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
@@ -85,9 +86,10 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     except DeskWithdrawnError:
         return _withdrawn_app()
     app.extensions["desk"] = desk
-    from appliance.web.sessions import ServerSessionInterface
+    from websession.interface import ServerSessionInterface
 
-    app.session_interface = ServerSessionInterface(desk.sessions, secure=settings.auth.secure_cookie)
+    app.session_interface = ServerSessionInterface(desk.sessions, secure=settings.auth.secure_cookie,
+                                                  cookie="rfr_session", signin_cookie="rfr_signin")
     if start_sync:
         desk.start()
 
@@ -135,6 +137,11 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     @app.errorhandler(PolicyRefusal)
     def refused(e: PolicyRefusal):  # type: ignore[no-untyped-def]
         return render_error(403, str(e))
+
+    @app.errorhandler(CaseNotFound)
+    def no_such_case(e: CaseNotFound):  # type: ignore[no-untyped-def]
+        # The same page whether the case does not exist or is not this user's to open.
+        return render_error(404, str(e))
 
     @app.errorhandler(CaseError)
     def case_error(e: CaseError):  # type: ignore[no-untyped-def]

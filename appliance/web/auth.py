@@ -65,9 +65,10 @@ def login():  # type: ignore[no-untyped-def]
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         try:
-            user = accounts().authenticate(username, request.form.get("password", ""))
+            user = accounts().authenticate(username, request.form.get("password", ""), request.remote_addr)
         except LoginRefusedError as e:
-            audit("login", username[:64] or "(blank)", "refused", reason=str(e)[:180])
+            # A name that matches no account is not recorded as typed: it may be a password typed in the wrong box.
+            audit("login", e.actor, "refused", reason=e.reason, address=request.remote_addr or "")
             return render_template("login.html", error=str(e), username=username, notice=None), 401
         session.clear()
         session["username"] = user.username

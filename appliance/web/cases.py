@@ -2,7 +2,10 @@
 
 Each route asks ``CaseService`` to take the step; refusals (``PolicyRefusal``)
 and out-of-order steps (``CaseError``) come back as the case page with the
-message in an alert, so the officer sees why and what to do next.
+message in an alert, so the officer sees why and what to do next. Who may open
+a case at all is the service's decision (``appliance.services.access``): pages
+and images are read only through the ``CaseFile`` it hands back, and a case the
+user may not open is a 404 exactly like a number that names no case.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
 
+from appliance.services.access import Access
 from appliance.services.accounts import AccountService, LoginRefusedError
 from appliance.services.cases import (
     RETENTION_NONE,
     STATE_LABELS,
     Case,
     CaseError,
+    CaseFile,
     CaseService,
     MatchReportInvalid,
     State,
@@ -29,10 +34,6 @@ from appliance.services.policy import (
     REASON_LABELS,
     Decision,
     PolicyRefusal,
-    Role,
-    can_approve,
-    can_see_images,
-    check_can_view_case,
     required_approval,
 )
 from appliance.services.retention import day
@@ -58,21 +59,15 @@ def retention_notice(case: Case) -> str | None:
 
 def _page(case_id: str, status: int = 200, error: str | None = None, errors: dict[str, str] | None = None,
           values: dict[str, Any] | None = None) -> tuple[str, int]:
-    user = current_user()
-    check_can_view_case(user.role)
-    case = cases().get(case_id)
-    images = can_see_images(user.role)
-    probe = cases().probe(case_id) if images else None
-    review = cases().peer_review(case_id)
-    views = cases().candidate_views(case_id) if case.state in (State.AWAITING_PEER_REVIEW,
-                                                                State.AWAITING_MATCH_REPORT,
-                                                                State.CLOSED_VIABLE) else []
+    file = cases().open_case(case_id, current_user(), "case page")
+    case = file.case
+    views = file.candidate_views() if case.state in (State.AWAITING_PEER_REVIEW, State.AWAITING_MATCH_REPORT,
+                                                     State.CLOSED_VIABLE) else []
     return render_template(
         "case.html", case=case, state_label=STATE_LABELS[case.state], req=required_approval(case.submission),
-        is_owner=case.submitted_by == user.username, can_approve=can_approve(user.role),
-        is_adviser=user.role is Role.TECHNICAL_ADVISER, images=images, probe=probe,
-        crops=cases().store.crop_count(case_id) if images else 0, review=review, views=views,
-        report=cases().match_report(case_id), error=error, errors=errors or {}, values=values or {},
+        is_owner=file.is_owner, can_approve=file.may_approve, is_adviser=file.is_adviser,
+        images=file.images, probe=file.probe(), crops=file.crop_count(), review=file.review(), views=views,
+        report=file.match_report(), summary=file.record, error=error, errors=errors or {}, values=values or {},
         reasons=REASON_LABELS, checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS,
         decisions=DECISION_LABELS, report_fields=MATCH_REPORT_FIELDS, State=State, Decision=Decision,
         retention_none=RETENTION_NONE, retention_notice=retention_notice(case),
@@ -107,6 +102,8 @@ def advice(case_id: str):  # type: ignore[no-untyped-def]
 def approve(case_id: str):  # type: ignore[no-untyped-def]
     """The approver confirms with their own password on this device, then the policy decides."""
     user = current_user()
+    # A case this user may not open is not there: no password is checked against it.
+    cases().open_case(case_id, user, "approval")
     try:
         accounts().authenticate(user.username, request.form.get("password", ""))
     except LoginRefusedError as e:
@@ -119,9 +116,8 @@ def approve(case_id: str):  # type: ignore[no-untyped-def]
 
 
 def _probe_partial(case_id: str, status: int = 200, error: str | None = None):  # type: ignore[no-untyped-def]
-    probe = cases().probe(case_id)
-    case = cases().get(case_id)
-    body = render_template("_probe.html", case=case, probe=probe, crops=cases().store.crop_count(case_id),
+    file = cases().open_case(case_id, current_user(), "photo")
+    body = render_template("_probe.html", case=file.case, probe=file.probe(), crops=file.crop_count(),
                            error=error, State=State)
     if request.headers.get("HX-Request"):
         return body, status
@@ -170,38 +166,31 @@ def search(case_id: str):  # type: ignore[no-untyped-def]
 @bp.get("/<case_id>/candidates")
 @login_required
 def candidates(case_id: str):  # type: ignore[no-untyped-def]
-    user = current_user()
-    check_can_view_case(user.role)
-    case = cases().get(case_id)
-    if not can_see_images(user.role):
-        raise PolicyRefusal("Candidates are shown only to the people taking part in the search.")
-    if case.state is not State.CANDIDATES_SHOWN:
+    file = cases().view_candidates(case_id, current_user())
+    if file.case.state is not State.CANDIDATES_SHOWN:
         return redirect(url_for("cases.show", case_id=case_id))
-    cases().candidates_viewed(case_id, user)
-    return _candidates_page(case_id)
+    return _candidates_page(file)
 
 
-def _candidates_page(case_id: str, status: int = 200, error: str | None = None,
+def _candidates_page(file: CaseFile, status: int = 200, error: str | None = None,
                      values: dict[str, Any] | None = None) -> tuple[str, int]:
-    case = cases().get(case_id)
-    return render_template("candidates.html", case=case, views=cases().candidate_views(case_id),
-                           probe=cases().probe(case_id), age_bands=AGE_BAND_LABELS, decisions=DECISION_LABELS,
-                           is_owner=case.submitted_by == current_user().username, error=error,
-                           values=values or {}), status
+    return render_template("candidates.html", case=file.case, views=file.candidate_views(), probe=file.probe(),
+                           age_bands=AGE_BAND_LABELS, decisions=DECISION_LABELS, is_owner=file.is_owner,
+                           error=error, values=values or {}), status
 
 
 @bp.post("/<case_id>/adjudicate")
 @login_required
 def adjudicate(case_id: str):  # type: ignore[no-untyped-def]
-    ranks = [c.rank for c in cases().candidates(case_id)]
-    decisions = {r: request.form.get(f"decision-{r}", "") for r in ranks}
+    file = cases().open_case(case_id, current_user(), "adjudication")
+    decisions = {r: request.form.get(f"decision-{r}", "") for r in file.candidate_ranks()}
     doubts = request.form.get("doubts", "")
     try:
         cases().adjudicate(case_id, current_user(), decisions, doubts)
     except PolicyRefusal as e:
         return _refusal(case_id, e)
     except CaseError as e:
-        return _candidates_page(case_id, 422, error=str(e), values={"decisions": decisions, "doubts": doubts})
+        return _candidates_page(file, 422, error=str(e), values={"decisions": decisions, "doubts": doubts})
     return redirect(url_for("cases.show", case_id=case_id))
 
 
@@ -224,7 +213,7 @@ def match_report(case_id: str):  # type: ignore[no-untyped-def]
 @bp.post("/<case_id>/peer-review")
 @login_required
 def peer_review(case_id: str):  # type: ignore[no-untyped-def]
-    review = cases().peer_review(case_id)
+    review = cases().open_case(case_id, current_user(), "peer review").review()
     ranks = review.ranks if review else []
     decisions = {r: request.form.get(f"review-{r}", "") for r in ranks}
     try:
@@ -248,14 +237,12 @@ def withdraw(case_id: str):  # type: ignore[no-untyped-def]
 @login_required
 def summary(case_id: str):  # type: ignore[no-untyped-def]
     """The printable case summary (the export): every page of it says 'intelligence lead only'."""
-    user = current_user()
-    check_can_view_case(user.role)
-    case = cases().get(case_id)
-    views = cases().candidate_views(case_id) if case.state in (State.AWAITING_MATCH_REPORT,
-                                                                State.CLOSED_VIABLE) else []
+    file = cases().open_case(case_id, current_user(), "summary", Access.RECORD)
+    case = file.case
+    views = file.candidate_views() if case.state in (State.AWAITING_MATCH_REPORT, State.CLOSED_VIABLE) else []
     return render_template("summary.html", case=case, state_label=STATE_LABELS[case.state],
-                           req=required_approval(case.submission), review=cases().peer_review(case_id),
-                           report=cases().match_report(case_id), views=views, reasons=REASON_LABELS,
+                           req=required_approval(case.submission), review=file.review(),
+                           report=file.match_report(), views=views, reasons=REASON_LABELS,
                            checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS, decisions=DECISION_LABELS,
                            report_fields=MATCH_REPORT_FIELDS)
 
@@ -268,37 +255,34 @@ def _jpeg(data: bytes | None) -> Response:
     return response
 
 
-def _image_access(case_id: str) -> None:
-    user = current_user()
-    if not can_see_images(user.role):
-        raise PolicyRefusal("Images are shown only to the people taking part in the search.")
-    case = cases().get(case_id)
-    if case.biometrics_destroyed_at is not None:
+def _images(case_id: str, action: str) -> CaseFile:
+    """The case, for someone who may see its images, while they are still held on this device."""
+    file = cases().open_case(case_id, current_user(), action, Access.IMAGES)
+    if file.case.biometrics_destroyed_at is not None:
         abort(404, "The images of this case were destroyed at the end of the retention period, on "
-                   f"{day(case.biometrics_destroyed_at)}.")
+                   f"{day(file.case.biometrics_destroyed_at)}.")
+    return file
 
 
 @bp.get("/<case_id>/probe.jpg")
 @login_required
 def probe_image(case_id: str) -> Response:
-    _image_access(case_id)
-    probe = cases().probe(case_id)
+    probe = _images(case_id, "probe image").probe()
     return _jpeg(probe.thumbnail if probe else None)
 
 
 @bp.get("/<case_id>/faces/<int:index>.jpg")
 @login_required
 def face_image(case_id: str, index: int) -> Response:
-    _image_access(case_id)
-    return _jpeg(cases().store.crop(case_id, index))
+    return _jpeg(_images(case_id, "face image").crop(index))
 
 
 @bp.get("/<case_id>/candidates/<int:rank>.jpg")
 @login_required
 def reference_image(case_id: str, rank: int) -> Response:
-    _image_access(case_id)
+    file = _images(case_id, "reference image")
     try:
-        _, jpeg = cases().reference(case_id, rank)
+        jpeg = file.reference_thumbnail(rank)
     except CaseError as e:
         abort(404, str(e))
     return _jpeg(jpeg)

@@ -11,6 +11,8 @@ from appliance.services.policy import (
     REASON_LABELS,
     Role,
     Submission,
+    can_approve,
+    can_run_desk,
     check_can_submit,
     validate_submission,
 )
@@ -18,7 +20,6 @@ from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
 
 bp = Blueprint("desk", __name__)
-APPROVERS = (Role.INSPECTOR, Role.SUPERINTENDENT)
 
 
 def cases() -> CaseService:
@@ -29,9 +30,9 @@ def cases() -> CaseService:
 @login_required
 def home():  # type: ignore[no-untyped-def]
     user = current_user()
-    everything = cases().list()
+    everything = cases().visible(user)  # only what this user may open (appliance.services.access)
     sections: list[tuple[str, list]] = []  # (heading, cases)
-    if user.role in APPROVERS:
+    if can_approve(user.role):
         sections.append(("Waiting for your approval", [c for c in everything if c.state is State.AWAITING_APPROVAL
                                                        and c.submitted_by != user.username]))
     if user.role is Role.TECHNICAL_ADVISER:
@@ -39,13 +40,13 @@ def home():  # type: ignore[no-untyped-def]
                                                           and c.advice_required and not c.advice_by]))
         sections.append(("Waiting for peer review", [c for c in everything
                                                      if c.state is State.AWAITING_PEER_REVIEW]))
-    if user.role not in (Role.TECHNICAL_ADVISER, Role.AUDITOR, Role.DEVICE_ADMIN):
+    if can_run_desk(user.role):
         sections.append(("Your cases", [c for c in everything if c.submitted_by == user.username]))
     if user.role is Role.AUDITOR:
-        sections.append(("All cases on this device (read only)", everything))
+        sections.append(("Closed cases on this device (read only)", everything))
     accounts = current_desk().accounts.list() if user.role is Role.DEVICE_ADMIN else None
     return render_template("home.html", sections=sections, state_labels=STATE_LABELS, accounts=accounts,
-                           can_submit=user.role not in (Role.TECHNICAL_ADVISER, Role.AUDITOR, Role.DEVICE_ADMIN))
+                           can_submit=can_run_desk(user.role))
 
 
 def _form_context(errors: dict[str, str] | None = None, values: dict[str, object] | None = None) -> dict[str, object]:

@@ -1,11 +1,12 @@
-"""Who may use central's web interface: account creation, password checks with lockout, roles.
+"""Who may use central's web interface: account creation, password checks with a throttle, roles.
 
 Roles follow the RFR team's separation of duties: an ``auditor`` reads the
 audit trail, exports and reports; a ``peer_reviewer`` decides desks' peer
 review requests; a ``fleet_admin`` runs the fleet pages (health, revocation).
 One person may hold several. An unknown username costs the same scrypt hash as
-a known one, so timing does not reveal which accounts exist, and repeated
-wrong passwords lock the account for a while, as on the desks. Disabling an
+a known one, so timing does not reveal which accounts exist, and wrong passwords
+slow further attempts on the account and from the client's address by the same
+rule as the desks (``core.throttle``), never locking anyone out. Disabling an
 account or giving it a new password ends its sessions at their next request
 (a session remembers the account's session generation from sign-in), so a
 leaked password or copied cookie can be shut out without waiting 12 hours.
@@ -20,15 +21,12 @@ from dataclasses import dataclass
 from central.accounts.store import AccountRow, AccountStore
 from core.desk_config import USERNAME
 from core.errors import CustodyRfrError
-from core.lockout import NOT_LOCKED, LockoutRule
-from core.passwords import DUMMY_HASH, hash_password, verify_password
+from core.passwords import hash_password
+from core.throttle import REFUSED, SignInThrottle, sign_in_throttle
 
 ROLES = ("auditor", "peer_reviewer", "fleet_admin")
 MIN_PASSWORD_LENGTH = 12
-LOCKOUT = LockoutRule(after=5, minutes=15)
 Clock = Callable[[], float]
-
-WRONG = "The username or password is wrong."
 
 
 class AccountError(CustodyRfrError):
@@ -36,7 +34,12 @@ class AccountError(CustodyRfrError):
 
 
 class LoginRefusedError(CustodyRfrError):
-    """Sign-in failed: wrong username or password, or the account is locked."""
+    """Sign-in failed. The message is the same whatever the reason (``core.throttle.REFUSED``);
+    ``actor`` (the account, or ``UNKNOWN_ACCOUNT``) and ``reason`` are for the log only."""
+
+    def __init__(self, actor: str, reason: str) -> None:
+        super().__init__(REFUSED)
+        self.actor, self.reason = actor, reason
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,10 @@ class Account:
 
 
 class AccountService:
-    def __init__(self, store: AccountStore, clock: Clock = time.time) -> None:
+    def __init__(self, store: AccountStore, clock: Clock = time.time, throttle: SignInThrottle | None = None) -> None:
+        """``throttle`` holds the per-address counters of this process; the per-account ones are in the store."""
         self._store, self._clock = store, clock
+        self._throttle = throttle or sign_in_throttle()
 
     def add(self, username: str, roles: Iterable[str], password: str) -> Account:
         username = username.strip()
@@ -74,7 +79,7 @@ class AccountService:
         return [Account(a.username, a.roles, a.session_generation, a.disabled) for a in self._store.all()]
 
     def change_password(self, username: str, password: str) -> Account:
-        """Also lifts a lock: the administrator setting the password has already vouched for the person."""
+        """Also clears the account's wrong-password count: the administrator has vouched for the person."""
         row = self._existing(username)
         _check_password(password)
         if not self._store.set_password(row.username, hash_password(password)):
@@ -95,27 +100,17 @@ class AccountService:
             raise _unknown(row.username)
         return row.disabled
 
-    def authenticate(self, username: str, password: str) -> Account:
-        """The account, or ``LoginRefusedError``; a lock refuses even the right password until it expires."""
+    def authenticate(self, username: str, password: str, address: str | None = None) -> Account:
+        """The account, or ``LoginRefusedError``. Each wrong password delays further attempts on the account
+        and from ``address`` (the client's); a delayed attempt is refused unchecked, even with the right
+        password. Every path costs one scrypt hash, so the timing tells nothing either."""
         now = self._clock()
         name = username.strip()
         row = self._store.get(name) if USERNAME.fullmatch(name) else None
-        if row is None or row.disabled:
-            verify_password(password, DUMMY_HASH)
-            raise LoginRefusedError(WRONG)
-        minutes = LOCKOUT.minutes_left(row.locked_until, now)
-        if minutes is not None:
-            raise LoginRefusedError(f"This account is locked after {LOCKOUT.after} wrong passwords. "
-                                    f"Try again in {minutes} minutes, or ask the RFR team's administrator.")
-        if not verify_password(password, row.password_hash):
-            failures = LOCKOUT.after_failure(row.failed_logins, now)
-            self._store.set_failures(row.username, failures.count, failures.locked_until)
-            if failures.locked:
-                raise LoginRefusedError(f"The password is wrong. The account is now locked for {LOCKOUT.minutes} "
-                                        "minutes.")
-            raise LoginRefusedError(WRONG)
-        if row.failed_logins:
-            self._store.set_failures(row.username, 0, NOT_LOCKED)
+        refusal = self._throttle.check(row, password, address, now, self._store.set_failures)
+        if refusal is not None:
+            raise LoginRefusedError(refusal.actor, refusal.reason)
+        assert row is not None, "the throttle refuses a name with no account"
         return Account(row.username, row.roles, row.session_generation)
 
     def account(self, username: str) -> Account | None:

@@ -1,13 +1,16 @@
 """Central's accounts in central's one database (SQLite or PostgreSQL, like the other stores).
 
 One row per person: roles as a sorted comma-separated list, the scrypt hash
-(``core.passwords``), and the failure count and lock time that make password
-guessing slow. Keeping accounts in central's own database means one backup and
-one ``DATABASE`` URL hold everything an auditor needs to know about who did what.
+(``core.passwords``), and the wrong-password count and the time until which
+further attempts wait (``core.throttle``; the column is still called
+``locked_until``) that make password guessing slow. Keeping accounts in central's
+own database means one backup and one ``DATABASE`` URL hold everything an
+auditor needs to know about who did what.
 
 ``session_generation`` goes up whenever the account's sessions must end for good
 (a new password, disabling): a session carries the value it signed in with, and
-a copied cookie stops working at once instead of at the 12-hour cap.
+the account's rows in ``central_sessions`` are deleted in the same transaction,
+so a copied cookie stops working at once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.accounts.session_store import SCHEMA as SESSION_SCHEMA
 from central.database import Dialect, SqlStore, added_columns
 from core.errors import CustodyRfrError
 
@@ -53,7 +57,7 @@ class AccountRow:
 
 def _schema(dialect: Dialect) -> list[str]:
     # PostgreSQL adds a missing column idempotently under SqlStore's advisory lock; SQLite after opening.
-    return [_SCHEMA, *added_columns(dialect, "central_accounts", _ADDED_COLUMNS)]
+    return [_SCHEMA, *added_columns(dialect, "central_accounts", _ADDED_COLUMNS), *SESSION_SCHEMA]
 
 
 class AccountStore(SqlStore):
@@ -92,19 +96,24 @@ class AccountStore(SqlStore):
                           (failed_logins, locked_until, username))
 
     def set_password(self, username: str, password_hash: str) -> bool:
-        """The new hash, a clean failure count and a new session generation in one statement; False if unknown."""
-        with self._lock:
+        """The new hash, a clean failure count and a new session generation, and the account's sessions
+        deleted, in one transaction; False if unknown."""
+        with self._write_transaction():
             cur = self._execute("UPDATE central_accounts SET password_hash = ?, failed_logins = 0, locked_until = 0,"
                                 " session_generation = session_generation + 1 WHERE username = ?",
                                 (password_hash, username))
+            self._execute("DELETE FROM central_sessions WHERE username = ?", (username,))
         return bool(cur.rowcount == 1)
 
     def set_disabled(self, username: str, disabled: bool) -> bool:
-        """Disabling also moves the session generation on, so enabling again does not revive old cookies."""
-        with self._lock:
+        """Disabling also moves the session generation on and deletes the account's sessions, so enabling
+        again does not revive old cookies."""
+        with self._write_transaction():
             cur = self._execute("UPDATE central_accounts SET disabled = ?,"
                                 " session_generation = session_generation + ? WHERE username = ?",
                                 (int(disabled), int(disabled), username))
+            if disabled:
+                self._execute("DELETE FROM central_sessions WHERE username = ?", (username,))
         return bool(cur.rowcount == 1)
 
 

@@ -32,7 +32,8 @@ as written by the appliance's case service):
   and ``deletion``/``partial_viable_match_retained`` (template and crops destroyed, probe kept).
 - ``refusals``: ``approval``/``refused`` and ``advice_refused``, ``peer_review``/``refused``,
   ``search_refused`` by outcome (``policy``, ``probe_quality``, ``no_face``, ``image_rejected``),
-  ``request_refused``, ``library_update_refused``.
+  ``request_refused``, ``library_update_refused``, ``access_refused`` (a case opened by someone not
+  taking part in it, or a case number that names none).
 - ``library_versions``: per ``library_version`` of ``search`` events, the searches and the
   number of devices that searched it; ``library_updates``: ``library_update``/``ok``.
 
@@ -57,7 +58,7 @@ PEER_RESULTS = ("viable_confirmed", "no_viable")
 DELETIONS = ("no_viable_match", "withdrawn", "viable_match_partial", "retention_expired", "other")
 REFUSALS = ("approval_refused", "technical_advice_refused", "peer_review_refused", "search_refused_policy",
             "search_refused_probe_quality", "search_refused_no_face", "search_refused_image_rejected",
-            "request_refused", "library_update_refused", "other")
+            "request_refused", "library_update_refused", "access_refused", "other")
 
 #: Every count-table field of ``Figures`` and the only keys it may hold, in display order.
 VOCABULARIES: dict[str, tuple[str, ...]] = {
@@ -173,7 +174,7 @@ def _refusal(event: Mapping[str, Any]) -> str | None:
         return "peer_review_refused"
     if kind == "search_refused":
         return _SEARCH_REFUSALS.get(outcome, "other")
-    if kind in ("request_refused", "library_update_refused"):
+    if kind in ("request_refused", "library_update_refused", "access_refused"):
         return str(kind)
     return None
 

@@ -66,6 +66,7 @@ CATEGORIES = {
     "search_refused_image_rejected": "Search refused: file not a usable photo",
     "request_refused": "Request refused by a desk",
     "library_update_refused": "Library update refused by a desk (failed verification)",
+    "access_refused": "Case not opened: the person was not taking part in it, or no such case",
 }
 
 

@@ -15,13 +15,16 @@ from flask_wtf import CSRFProtect
 from htmx_flask import Htmx
 
 from central.accounts.service import AccountService
+from central.accounts.session_store import SessionStore
 from central.accounts.store import AccountStore
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
 from central.fleet.registry_store import RegistryStore
 from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
-from central.settings import CentralSettings, load
+from central.settings import CentralSettings, check_secret_key, load
+from core.errors import SettingsError
+from websession.manager import SessionManager
 
 
 def create_app(
@@ -34,14 +37,20 @@ def create_app(
 
     Without ``settings`` and without a ``DATABASE`` in ``test_config``, settings come from
     the ``RFR_CENTRAL__*`` environment, so a misconfigured server fails at start, not on
-    the first request.
+    the first request. A ``SECRET_KEY`` that is not 32 random bytes is refused here too
+    (``SettingsError``), however it was given.
     """
     app = Flask(__name__)
+    # Cookies over HTTPS only unless a plain-HTTP test says otherwise; the timeouts of [web] by default.
+    app.config.update(SESSION_COOKIE_SECURE=True, SESSION_IDLE_MINUTES=30, SESSION_HOURS=12)
     if settings is None and not (test_config and "DATABASE" in test_config):
         settings = load(None)
     if settings is not None:
         app.config.from_mapping(
             SECRET_KEY=settings.web.secret_key,
+            SESSION_COOKIE_SECURE=settings.web.secure_cookie,
+            SESSION_IDLE_MINUTES=settings.web.session_idle_minutes,
+            SESSION_HOURS=settings.web.session_hours,
             DATABASE=settings.database_url,
             TUF_REPO_DIR=str(settings.publish.repo_dir) if settings.publish.repo_dir else None,
             TUF_CLIENT_CA=settings.web.client_ca_file,
@@ -49,12 +58,17 @@ def create_app(
             REPORT_LIBRARIES=list(settings.reports.libraries),
         )
     app.config.update(
+        SESSION_COOKIE_NAME="rfr_central_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         AUDIT_PAGE_SIZE=100,
     )
     if test_config:
         app.config.update(test_config)
+    try:
+        check_secret_key(str(app.config.get("SECRET_KEY") or ""))
+    except ValueError as e:
+        raise SettingsError(f"Central cannot start: {e}") from e
 
     app.extensions["central.audit_store"] = AuditStore(app.config["DATABASE"])
     app.extensions["central.registry"] = RegistryStore(app.config["DATABASE"])
@@ -70,8 +84,11 @@ def create_app(
     errors.init_app(app)
     security.init_app(app)
     app.extensions["central.account_store"] = AccountStore(app.config["DATABASE"])
+    app.extensions["central.session_store"] = SessionStore(app.config["DATABASE"])
+    sessions = SessionManager(app.extensions["central.session_store"], idle_s=app.config["SESSION_IDLE_MINUTES"] * 60,
+                              absolute_s=app.config["SESSION_HOURS"] * 3600)
     # Staff pages by role; /healthz, static files and the desks' /tuf repository stay open (see auth).
-    auth.init_app(app, AccountService(app.extensions["central.account_store"]),
+    auth.init_app(app, AccountService(app.extensions["central.account_store"]), sessions,
                   {audit.bp.name: "auditor", reports.bp.name: "auditor", peer_review.bp.name: "peer_reviewer",
                    fleet.bp.name: "fleet_admin"},
                   open_blueprints=frozenset({health.bp.name, vendor.bp.name, updates.bp.name}),
@@ -89,8 +106,8 @@ def create_app(
 
 
 def close_stores(app: Flask) -> None:
-    """Close the database connections ``create_app`` opened (the audit, registry, health, peer-review and
-    account stores)."""
+    """Close the database connections ``create_app`` opened (the audit, registry, health, peer-review,
+    account and session stores)."""
     for name in ("central.audit_store", "central.registry", "central.health_store", "central.peer_reviews",
-                 "central.account_store"):
+                 "central.account_store", "central.session_store"):
         app.extensions[name].close()

@@ -1,23 +1,29 @@
 """Sign-in and sign-out for central's web interface, and the role guard every staff page sits behind.
 
-The session cookie (signed with ``SECRET_KEY``, HttpOnly, SameSite=Strict)
-holds only the username, when they signed in and the account's session
-generation then; each request reloads the account, so a changed role applies
-at once, a disabled account or a new password (a new generation) ends every
-session made before, even a copied cookie, and a session ends after
-``MAX_SESSION_HOURS`` however active. ``init_app`` guards whole blueprints:
+Sessions are rows in central's database (``central.accounts.session_store``,
+through ``websession``): the cookie (Secure, HttpOnly, SameSite=Strict) holds
+only a random token, so nobody can mint one, whatever they know of the secret
+key, and signing out deletes the row, so a copied cookie dies with it. The row
+holds the username and the account's session generation at sign-in; each
+request reloads the account, so a changed role applies at once, and a disabled
+account or a new password (a new generation, and its rows deleted) ends every
+session made before. A session ends after ``[web] session_idle_minutes`` unused
+and ``session_hours`` after sign-in however active. Wrong passwords slow
+further attempts (``core.throttle``) rather than lock anyone out, and every
+refusal gets the same reply. ``init_app`` guards whole blueprints:
 not signed in goes to ``/login?next=...`` (a same-site path only, so a link
 cannot send staff elsewhere after signing in); signed in without the role is a
 403 in the usual error shape. ``/healthz``, static files and the ``/tuf``
 repository the desks fetch from stay open: they carry no personal data and
 desks prove nothing by cookie (TUF signatures protect those files). Each
-sign-in, refusal and sign-out is logged to ``central.web.auth``.
+sign-in, refusal (throttled ones included) and sign-out is logged to
+``central.web.auth``; a typed name that matches no account is logged as
+``(unknown account)``, never as typed (it may be a password in the wrong box).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import (
     Blueprint,
@@ -35,12 +41,13 @@ from werkzeug.wrappers import Response
 
 from central.accounts.service import ROLES, Account, AccountService, LoginRefusedError
 from core.redirects import safe_next
+from websession.interface import ServerSessionInterface
+from websession.manager import SessionManager
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-MAX_SESSION_HOURS = 12
 ROLE_NAMES = {"auditor": "auditor", "peer_reviewer": "peer reviewer", "fleet_admin": "fleet administrator"}
 # Where each role lands after signing in without a ``next``, in this order of preference.
 _HOME = (("auditor", "audit.events"), ("peer_reviewer", "peer_review.index"), ("fleet_admin", "fleet.index"))
@@ -51,27 +58,31 @@ def accounts() -> AccountService:
     return service
 
 
+def sessions() -> SessionManager:
+    manager: SessionManager = current_app.extensions["central.sessions"]
+    return manager
+
+
 def current_user() -> Account | None:
     user: Account | None = g.get("user")
     return user
 
 
 def _load_user() -> None:
-    """The signed-in account for this request, or None (no, expired or withdrawn session).
+    """The signed-in account for this request, or None (no, timed-out or withdrawn session).
 
-    A session without a generation (signed in before central kept one) is withdrawn too: one more
-    sign-in, rather than a cookie nothing could end.
+    A session whose account has since been disabled or given a new password (its generation moved
+    on) is deleted, not just ignored.
     """
     g.user = None
-    username, since, generation = session.get("user"), session.get("signed_in_at"), session.get("generation")
-    if not isinstance(username, str) or not isinstance(since, (int, float)):
+    username, generation = session.get("username"), session.get("generation")
+    if not isinstance(username, str):
         return
-    if time.time() - since > MAX_SESSION_HOURS * 3600 or type(generation) is not int:
-        session.clear()
-        return
-    g.user = accounts().for_session(username, generation)
+    if type(generation) is int:
+        g.user = accounts().for_session(username, generation)
     if g.user is None:
         session.clear()
+        session.end()  # type: ignore[attr-defined]
 
 
 def _guard() -> Response | None:
@@ -123,14 +134,16 @@ def login() -> Response | tuple[str, int] | str:
     username = request.form.get("username", "").strip()[:64]
     password = request.form.get("password", "")
     try:
-        user = accounts().authenticate(username, password)
+        user = accounts().authenticate(username, password, request.remote_addr)
     except LoginRefusedError as e:
-        logger.warning("central sign-in refused for %r from %s: %s", username or "(blank)", request.remote_addr, e)
+        # e.actor: the account, or "(unknown account)" for a name that matches none; never the name as typed.
+        logger.warning("central sign-in refused for %s from %s: %s", e.actor, request.remote_addr, e.reason)
         return render_template("login.html", error=str(e), username=username, next_url=next_url), 401
     session.clear()  # a fresh session (and CSRF token) for the new sign-in
-    session["user"] = user.username
-    session["signed_in_at"] = time.time()
+    session["username"] = user.username
     session["generation"] = user.session_generation
+    session.regenerate()  # type: ignore[attr-defined]
+    sessions().purge()  # rows past their timeouts go at each sign-in, so the table holds live sessions only
     logger.info("central sign-in: %s (%s) from %s", user.username, ", ".join(sorted(user.roles)),
                 request.remote_addr)
     return redirect(next_url or home_for(user) or url_for("auth.login"))
@@ -140,19 +153,25 @@ def login() -> Response | tuple[str, int] | str:
 def logout() -> Response:
     user = current_user()
     session.clear()
+    session.end()  # type: ignore[attr-defined]
     if user is not None:
         logger.info("central sign-out: %s", user.username)
     return redirect(url_for("auth.login"))
 
 
-def init_app(app: Flask, service: AccountService, role_for_blueprint: dict[str, str], *,
+def init_app(app: Flask, service: AccountService, sessions: SessionManager, role_for_blueprint: dict[str, str], *,
              open_blueprints: frozenset[str], open_endpoints: frozenset[str] = frozenset()) -> None:
     """Sign-in for ``app``: each blueprint in ``role_for_blueprint`` needs that role, except
     ``open_endpoints``; ``open_blueprints`` (health, vendor assets, the desks' /tuf) need no sign-in,
-    and anything else is refused until it is classified."""
+    and anything else is refused until it is classified. Sessions are ``sessions``' rows, the cookie
+    named by ``SESSION_COOKIE_NAME`` carrying only a token (Secure unless ``SESSION_COOKIE_SECURE`` is off)."""
     if not set(role_for_blueprint.values()) <= set(ROLES):
         raise ValueError(f"Unknown role in {role_for_blueprint}")
     app.extensions["central.accounts"] = service
+    app.extensions["central.sessions"] = sessions
+    app.session_interface = ServerSessionInterface(sessions, secure=app.config["SESSION_COOKIE_SECURE"],
+                                                   cookie=app.config["SESSION_COOKIE_NAME"],
+                                                   signin_cookie=app.config["SESSION_COOKIE_NAME"] + "_signin")
     app.extensions["central.role_for_blueprint"] = dict(role_for_blueprint)
     app.extensions["central.open_blueprints"] = open_blueprints | {bp.name}
     app.extensions["central.open_endpoints"] = open_endpoints

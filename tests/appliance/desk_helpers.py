@@ -7,6 +7,7 @@ taken, the way tests/test_end_to_end.py must now do before it can search.
 
 from __future__ import annotations
 
+import json
 import re
 from io import BytesIO
 from typing import Any
@@ -106,3 +107,33 @@ def approved_case(app: Flask, officer: str = "officer", approver: str = "inspect
     response = boss.post(f"/cases/{case_id}/approve", {"password": PASSWORD})
     assert response.status_code == 302, response.get_data(as_text=True)
     return desk, case_id
+
+
+def subjects_in_order(html: str) -> list[str]:
+    return re.findall(r'<fieldset class="candidate" data-subject="([^"]+)"', html)
+
+
+def events(app: Flask, type_: str) -> list[dict[str, Any]]:
+    """The desk's audit events of one type, as queued for central."""
+    out = []
+    for p in app.extensions["desk"].outbox.pending(limit=1000):
+        event = json.loads(p.payload)
+        if event["type"] == type_:
+            out.append(event)
+    return out
+
+
+def state_of(app: Flask, case_id: str) -> str:
+    return str(app.extensions["desk"].cases.get(case_id).state.value)
+
+
+def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
+    """Upload the photo, search, and return the candidates page."""
+    assert desk.upload(case_id, photo).status_code == 200
+    assert desk.post(f"/cases/{case_id}/search").status_code == 302
+    return desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
+
+
+def same_page(html: str) -> str:
+    """The page without its CSRF tokens, which carry a timestamp and differ on every request."""
+    return re.sub(r'("X-CSRFToken": "|name="csrf_token" value=")[^"]+', r"\1", html)

@@ -1,4 +1,4 @@
-"""Accounts: scrypt hashes, lockout, session timeouts, and the device administrator's command."""
+"""Accounts: scrypt hashes, the sign-in throttle, session timeouts, and the device administrator's command."""
 
 from __future__ import annotations
 
@@ -8,18 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from appliance.services.accounts import (
-    AccountError,
-    AccountService,
-    LoginRefusedError,
-    SessionManager,
-    verify_password,
-)
+from appliance.services.accounts import AccountError, AccountService, LoginRefusedError
 from appliance.settings import AuthSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.device_db import DeviceDatabase
+from core.passwords import verify_password
+from core.throttle import REFUSED
 from tests.appliance.desk_helpers import fast_kdf
 from tests.desk_keys import provision_library_key
+from websession.manager import SessionManager
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,8 +35,9 @@ def parts(tmp_path, monkeypatch):
     db = DeviceDatabase(tmp_path)
     clock = Clock()
     settings = AuthSettings()
-    service = AccountService(AccountStore(db), SessionStore(db), settings, clock=clock)
-    yield service, SessionManager(SessionStore(db), settings, clock=clock), clock, db
+    service = AccountService(AccountStore(db), settings, clock=clock)
+    yield service, SessionManager(SessionStore(db), idle_s=settings.idle_timeout_minutes * 60,
+                                  absolute_s=settings.absolute_timeout_hours * 3600, clock=clock), clock, db
     db.close()
 
 
@@ -62,24 +60,25 @@ def test_account_rules(parts):
         service.add("sam", "auditor", "a long passphrase here")
 
 
-def test_lockout_after_repeated_failures_refuses_even_the_right_password(parts):
+def test_repeated_failures_make_further_attempts_wait_even_with_the_right_password(parts):
     service, _, clock, _ = parts
     service.add("sam", "custody_officer", "a long passphrase here")
-    for _ in range(4):
-        with pytest.raises(LoginRefusedError, match="wrong"):
-            service.authenticate("sam", "guess")
-    with pytest.raises(LoginRefusedError, match="now locked"):
-        service.authenticate("sam", "guess")
-    with pytest.raises(LoginRefusedError, match="locked"):
-        service.authenticate("sam", "a long passphrase here")
-    clock.now += 15 * 60 + 1
-    assert service.authenticate("sam", "a long passphrase here").username == "sam"
+    for _ in range(5):
+        with pytest.raises(LoginRefusedError) as refused:
+            service.authenticate("sam", "guess", "10.0.0.66")
+        assert refused.value.reason == "wrong password"
+    with pytest.raises(LoginRefusedError) as refused:
+        service.authenticate("sam", "a long passphrase here", "10.0.0.7")
+    assert (refused.value.reason, refused.value.actor, str(refused.value)) == ("throttled", "sam", REFUSED)
+    clock.now += 1  # the first wait is a second, not a quarter of an hour
+    assert service.authenticate("sam", "a long passphrase here", "10.0.0.7").username == "sam"
 
 
-def test_unknown_user_gets_the_same_message(parts):
+def test_unknown_user_gets_the_same_message_and_is_not_named(parts):
     service, *_ = parts
-    with pytest.raises(LoginRefusedError, match="username or password is wrong"):
+    with pytest.raises(LoginRefusedError) as refused:
         service.authenticate("nobody", "whatever")
+    assert str(refused.value) == REFUSED and refused.value.actor == "(unknown account)"
 
 
 def test_sessions_end_after_idle_and_absolute_timeouts(parts):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import tempfile
 import time
 from io import BytesIO
@@ -57,7 +58,9 @@ def places_holding(needles: list[bytes], data_dir: Path, key: bytes, log_text: s
     for path in data_dir.rglob("*"):
         if path.is_file():
             haystacks[f"raw {path.name}"] = path.read_bytes()
-    for path in Path(tempfile.gettempdir()).rglob("*"):
+    # os.walk skips folders that vanish under it (another process's temporary folder), where rglob raised.
+    temp_files = (Path(folder) / name for folder, _, names in os.walk(tempfile.gettempdir()) for name in names)
+    for path in temp_files:
         try:
             if path.is_file() and path.stat().st_mtime >= since and path.stat().st_size < 200 * 2**20:
                 haystacks[f"temp file {path}"] = path.read_bytes()

@@ -84,7 +84,7 @@ def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
                                      client_id=f"central-pr-{next(_ids)}"), store)
     ingest.start()
     assert ingest.wait_connected(10)
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(db)})
     yield web, ingest
     ingest.stop()
@@ -108,12 +108,13 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         assert (request.device_id, request.case_id, request.ranks) == (device, case_id, [2])
         assert request.doubts == "Ear shape differs." and request.library_version
         assert all(c["subject_ref"].startswith("DEMO-") for c in request.candidates)
-        # The desk's advisers are told central decides, are offered no local form, and cannot post one.
-        page = Desk(app, "adviser").get(f"/cases/{case_id}").get_data(as_text=True)
+        # The officer is told central decides; the review is not the desk's advisers' to see or post.
+        page = Desk(app, "officer").get(f"/cases/{case_id}").get_data(as_text=True)
         assert "gone to the facial recognition team at central" in page
         assert "Record the peer review" not in page
+        assert Desk(app, "adviser").get(f"/cases/{case_id}").status_code == 404
         assert Desk(app, "adviser").post(f"/cases/{case_id}/peer-review", {
-            "review-2": "not_viable", "notes": "Looked at it closely."}).status_code == 409
+            "review-2": "not_viable", "notes": "Looked at it closely."}).status_code == 404
         # A reviewer records the outcome on central's page.
         client = signed_in(web, "dr.r.reviewer", ["peer_reviewer"])
         page = client.get(f"/peer-review/{request.request_id}").get_data(as_text=True)

@@ -7,6 +7,7 @@ rule in ``appliance.services.policy`` or ``cases`` makes one of these fail.
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import cv2
@@ -20,7 +21,11 @@ from tests.appliance.desk_helpers import (
     approved_case,
     case_id_from,
     csrf_from,
+    events,
     fast_kdf,
+    state_of,
+    subjects_in_order,
+    to_candidates,
 )
 
 
@@ -29,29 +34,6 @@ def desk_app(app, monkeypatch):
     fast_kdf(monkeypatch)
     add_users(app)
     return app
-
-
-def subjects_in_order(html: str) -> list[str]:
-    return re.findall(r'<fieldset class="candidate" data-subject="([^"]+)"', html)
-
-
-def events(app, type_: str) -> list[dict]:
-    out = []
-    for p in app.extensions["desk"].outbox.pending(limit=1000):
-        event = json.loads(p.payload)
-        if event["type"] == type_:
-            out.append(event)
-    return out
-
-
-def state_of(app, case_id: str) -> str:
-    return app.extensions["desk"].cases.get(case_id).state.value
-
-
-def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
-    assert desk.upload(case_id, photo).status_code == 200
-    assert desk.post(f"/cases/{case_id}/search").status_code == 302
-    return desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
 
 
 # ---- Sign-in, sessions, headers -------------------------------------------------------------------
@@ -72,15 +54,62 @@ def test_every_page_needs_sign_in_and_the_login_page_is_labelled(desk_app):
     assert htmx.status_code == 401 and htmx.headers["HX-Redirect"].startswith("/login")
 
 
-def test_wrong_password_is_announced_and_audited_then_locks_the_account(desk_app):
-    desk = Desk(desk_app)
-    response = desk.login("officer", "not the password")
-    assert response.status_code == 401 and 'role="alert"' in response.get_data(as_text=True)
-    for _ in range(4):
-        desk.login("officer", "not the password")
-    locked = desk.login("officer", PASSWORD)
-    assert locked.status_code == 401 and "locked" in locked.get_data(as_text=True)
-    assert [e["outcome"] for e in events(desk_app, "login")] == ["refused"] * 6
+UNKNOWN_TYPED = "Hunter2-typed-in-the-wrong-box"
+
+
+def _from(app, address: str) -> Desk:
+    desk = Desk(app)
+    desk.client.environ_base["REMOTE_ADDR"] = address
+    return desk
+
+
+def _reply(response, typed: str) -> tuple[int, str]:
+    """Status and page without what differs by design (the CSRF token, the name typed back)."""
+    page = re.sub(r'name="csrf_token" value="[^"]+"|"X-CSRFToken": "[^"]+"', "", response.get_data(as_text=True))
+    return response.status_code, page.replace(typed, "NAME")
+
+
+@pytest.fixture
+def clock(desk_app):
+    """The desk's sign-in on a clock the test moves."""
+    accounts = desk_app.extensions["desk"].accounts
+    now = [accounts._clock()]
+    real, accounts._clock = accounts._clock, lambda: now[0]
+    yield now
+    accounts._clock = real
+
+
+def test_unknown_wrong_and_throttled_get_one_reply_and_only_known_names_are_audited(desk_app, clock, caplog):
+    caplog.set_level(logging.DEBUG)
+    stranger = _from(desk_app, "10.0.0.66")
+    unknown = _reply(stranger.login(UNKNOWN_TYPED, PASSWORD), UNKNOWN_TYPED)
+    wrong = _reply(stranger.login("inspector", "not the password"), "inspector")
+    assert wrong[0] == 401 and 'role="alert"' in wrong[1]
+    for _ in range(6):
+        stranger.login("inspector", "not the password")
+    throttled = _reply(stranger.login("inspector", PASSWORD), "inspector")  # even the right password waits
+    assert unknown == wrong == throttled
+    assert "too many attempts" in unknown[1] and "This account is locked" not in unknown[1]
+    refusals = events(desk_app, "login")
+    assert [e["outcome"] for e in refusals] == ["refused"] * 9
+    assert refusals[0]["actor"] == "(unknown account)" and {e["actor"] for e in refusals[1:]} == {"inspector"}
+    assert [e["details"]["reason"] for e in refusals].count("throttled") >= 2
+    assert all(e["details"]["address"] == "10.0.0.66" for e in refusals)
+    payloads = [p.payload for p in desk_app.extensions["desk"].outbox.pending(limit=1000)]
+    assert not any(UNKNOWN_TYPED in str(p) for p in payloads)
+    assert UNKNOWN_TYPED not in caplog.text
+
+
+def test_a_strangers_failures_neither_end_sessions_nor_keep_the_owner_out(desk_app, clock):
+    owner = _from(desk_app, "10.0.0.7")
+    assert owner.login("inspector").status_code == 302
+    stranger = _from(desk_app, "10.0.0.66")
+    for _ in range(30):
+        assert stranger.login("inspector", "not the password").status_code == 401
+        clock[0] += 1
+    assert owner.get("/").status_code == 200  # the stranger ended no session
+    clock[0] += 61  # the account's wait is capped at a minute
+    assert _from(desk_app, "10.0.0.7").login("inspector").status_code == 302
 
 
 @pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "//evil.example",
@@ -280,7 +309,7 @@ def test_approver_must_reenter_their_own_password(desk_app):
 def test_roles_below_inspector_cannot_approve(desk_app, role_user):
     case_id = case_id_from(Desk(desk_app, "officer").submit())
     response = Desk(desk_app, role_user).post(f"/cases/{case_id}/approve", {"password": PASSWORD})
-    assert response.status_code == 403
+    assert response.status_code == 404, "not a case they take part in: it is not shown to exist"
     assert state_of(desk_app, case_id) == "awaiting_approval"
 
 
@@ -289,9 +318,12 @@ def test_under_13_needs_a_superintendent(desk_app):
     case_id = case_id_from(officer.submit(age_band="under_13"))
     page = officer.get(f"/cases/{case_id}").get_data(as_text=True)
     assert "Superintendent or above" in page
-    response = Desk(desk_app, "inspector").post(f"/cases/{case_id}/approve", {"password": PASSWORD})
-    assert response.status_code == 403 and "Superintendent" in response.get_data(as_text=True)
+    inspector = Desk(desk_app, "inspector")
+    assert case_id not in inspector.get("/").get_data(as_text=True), "shown only to who may approve it"
+    response = inspector.post(f"/cases/{case_id}/approve", {"password": PASSWORD})
+    assert response.status_code == 404
     assert state_of(desk_app, case_id) == "awaiting_approval"
+    assert case_id in Desk(desk_app, "super").get("/").get_data(as_text=True)
     assert Desk(desk_app, "super").post(f"/cases/{case_id}/approve", {"password": PASSWORD}).status_code == 302
     assert state_of(desk_app, case_id) == "approved"
 
@@ -316,30 +348,35 @@ def test_gender_reassignment_needs_technical_advice(desk_app):
 
 
 def test_auditor_is_read_only(desk_app):
-    case_id = case_id_from(Desk(desk_app, "officer").submit(age_band="13_15"))
+    officer = Desk(desk_app, "officer")
+    case_id = case_id_from(officer.submit(age_band="13_15"))
     auditor = Desk(desk_app, "auditor")
     assert auditor.get("/cases/new").status_code == 403
     assert auditor.submit().status_code == 403
+    assert case_id not in auditor.get("/").get_data(as_text=True), "open cases are not the auditor's"
+    assert auditor.get(f"/cases/{case_id}").status_code == 404
+    assert officer.post(f"/cases/{case_id}/withdraw").status_code == 302
     home = auditor.get("/").get_data(as_text=True)
-    assert "All cases on this device (read only)" in home and case_id in home
+    assert "Closed cases on this device (read only)" in home and case_id in home
     assert auditor.get(f"/cases/{case_id}").status_code == 200
     assert auditor.post(f"/cases/{case_id}/search").status_code == 403
-    assert auditor.get(f"/cases/{case_id}/probe.jpg").status_code == 403
+    assert auditor.get(f"/cases/{case_id}/probe.jpg").status_code == 404
 
 
 def test_device_admin_manages_accounts_but_cannot_see_cases(desk_app):
     case_id = case_id_from(Desk(desk_app, "officer").submit())
     admin = Desk(desk_app, "admin")
     assert "Accounts on this device" in admin.get("/").get_data(as_text=True)
-    assert admin.get(f"/cases/{case_id}").status_code == 403
+    assert admin.get(f"/cases/{case_id}").status_code == 404
     assert admin.submit().status_code == 403
 
 
 def test_another_officer_cannot_run_someone_elses_search(desk_app, face_photo):
     _, case_id = approved_case(desk_app)
     other = Desk(desk_app, "officer2")
-    assert other.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 403
-    assert other.post(f"/cases/{case_id}/search").status_code == 403
+    assert other.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 404
+    assert other.post(f"/cases/{case_id}/search").status_code == 404
+    assert desk_app.extensions["desk"].cases.probe(case_id) is None
 
 
 def test_submission_errors_are_listed_and_announced(desk_app):

@@ -65,7 +65,7 @@ def registry(store: AuditStore) -> Iterator[RegistryStore]:
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db")})
     yield app
     close_stores(app)

@@ -294,7 +294,7 @@ def libraries(tmp_path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def public_app(tmp_path: Path, libraries: list[dict[str, Any]]) -> Flask:
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db"), "REPORT_LIBRARIES": libraries})
     seed(app.extensions["central.audit_store"])
     yield app

@@ -87,7 +87,7 @@ def test_healthz_is_degraded_while_ingest_is_disconnected(tmp_path) -> None:
         received = 0
         rejected = 0
 
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "x" * 20,
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "c.db")}, ingest=Down())
     response = app.test_client().get("/healthz")
     assert response.status_code == 503

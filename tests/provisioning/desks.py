@@ -42,7 +42,7 @@ def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Cen
                          store)
     ingest.start()
     assert ingest.wait_connected(10)
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(db), **config})
     try:
         yield Central(web, ingest, store, registry, health, db)

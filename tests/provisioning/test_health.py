@@ -65,7 +65,7 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
         "Heartbeat claims device 'desk-", "Device 'desk-nobody' is not re"]
     for each in (store, registry, health):
         each.close()
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:
         page = signed_in(web).get("/fleet").get_data(as_text=True)

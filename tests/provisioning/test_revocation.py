@@ -55,7 +55,8 @@ def test_revoking_a_live_desk_wipes_it_and_its_report_reaches_central(tmp_path, 
             config = tmp_path / "central.toml"
             config.write_text(f'data_dir = "{tmp_path}"\ndatabase = "sqlite:///{central.db}"\n'
                               f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
-                              f'[fleet]\ncommand_key = "{command_key}"\n[web]\nsecret_key = "{"s" * 20}"\n')
+                              f'[fleet]\ncommand_key = "{command_key}"\n'
+                              '[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n')
             assert central_main(["devices", "revoke", "--id", device, "--config", str(config),
                                  "--by", "Sgt Test", "--reason", "stolen"]) == 0
             assert rfr.wipe.withdrawn.wait(15)
@@ -126,7 +127,7 @@ def test_events_from_a_revoked_desk_are_rejected_and_flagged_on_the_audit_page(t
     assert store.rejections()[0]["reason"].startswith("device revoked: desk-gone sent a search event")
     registry.close()
     store.close()
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(tmp_path / "central.db")})
     try:
         page = signed_in(web).get("/audit").get_data(as_text=True)
@@ -174,7 +175,7 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
     registry = RegistryStore(tmp_path / "central.db")
     registry.register_device("desk-07", "00" * 32)
     registry.close()
-    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                       "DATABASE": str(tmp_path / "central.db")})
     client = signed_in(web, "sgt.test", ["fleet_admin"])
     try:

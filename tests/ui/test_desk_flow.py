@@ -177,13 +177,15 @@ def test_refused_self_approval(people, live_server, accessible):
 def test_refused_under_13_by_an_inspector(people, live_server, accessible):
     officer = people("officer")
     case_id = submit_request(officer.page, live_server, age_band="under_13")
+    expect(officer.page.locator("#step-h + p")).to_contain_text("Superintendent or above")
     inspector = people("inspector")
-    approve(inspector.page, live_server, case_id)
-    alert = inspector.page.locator("#error-summary")
-    expect(alert).to_contain_text("Superintendent")
-    expect(alert).to_have_attribute("role", "alert")
+    expect(inspector.page.get_by_role("link", name=f"Case {case_id}")).to_have_count(0)
+    inspector.goto(f"/cases/{case_id}")  # not the Inspector's to approve: as if there were no such case
+    expect(inspector.page.get_by_role("alert")).to_contain_text("There is no case with that number")
     accessible(inspector.page)
-    approve(people("super").page, live_server, case_id)
+    super_ = people("super")
+    approve(super_.page, live_server, case_id)
+    expect(super_.page.locator("#case-state")).to_contain_text("Approved")
 
 
 def test_refused_disability_without_technical_advice(people, live_server, accessible):

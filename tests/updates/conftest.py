@@ -127,7 +127,7 @@ def fleet(tmp_path_factory) -> tuple[FleetPki, DevicePki]:
 def central(tmp_path: Path, fleet) -> Iterator[Central]:
     pki, desk = fleet
     repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir),
                                   "TUF_CLIENT_CA": pki.bundle, "TUF_CRL_FILE": pki.crl})
     server, thread = serve(app, server_context(pki.server_cert, pki.server_key, pki.bundle))

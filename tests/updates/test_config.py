@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flask import Flask
 from securesystemslib.signer import CryptoSigner
 
-from appliance.services.accounts import verify_password
 from appliance.services.policy import Role
 from appliance.settings import ApplianceSettings
 from appliance.updates.config import ConfigResult
@@ -33,6 +32,7 @@ from core.errors import WireFormatError
 from core.events import AuditEvent
 from core.keywrap import SealedDocument, public_key_hex, recipients_from_hex
 from core.library_announce import LibraryAnnouncement
+from core.passwords import verify_password
 from devicekeys.wrapping import public_path, read_public_key
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case

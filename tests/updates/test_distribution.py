@@ -16,7 +16,8 @@ from central.publish.repository import TufRepository, init_repository
 from core.library_announce import LibraryAnnouncement
 from library.snapshot import new_key, write_key_file
 from testbed.ports import free_port
-from tests.fleet_tls import FleetPki, start_served, stop_served, wait_https
+from tests.desk_keys import provision_library_key
+from tests.fleet_tls import CENTRAL_SECRET, FleetPki, start_served, stop_served, wait_https
 from tests.updates.test_desk_update import build
 
 
@@ -39,7 +40,7 @@ def test_an_enrolled_desk_updates_over_mutual_tls_and_a_revoked_one_gets_nothing
         f'data_dir = "{tmp_path / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-dist"\n'
         f'[publish]\nrepo_dir = "{repo.repo_dir}"\n'
-        f'[web]\nport = {port}\nsecret_key = "dist-secret-key-0123456789abcdef"\nworkers = 2\n'
+        f'[web]\nport = {port}\nsecret_key = "{CENTRAL_SECRET}"\nworkers = 2\n'
         + pki.central_web_toml())
     key = new_key()
     write_key_file(tmp_path / "lib.key", key)
@@ -56,7 +57,8 @@ def test_an_enrolled_desk_updates_over_mutual_tls_and_a_revoked_one_gets_nothing
         wait_https(url + "/healthz", pki.trust(), central, log)
         settings = ApplianceSettings.model_validate({
             "device_id": "desk-dist-01", "data_dir": tmp_path / "device",
-            "library": {"path": v1, "key_file": tmp_path / "lib.key"},
+            "library": {"path": v1, "wrapped_key": provision_library_key(tmp_path / "device", "desk-dist-01",
+                                                                         tmp_path / "lib.key")},
             "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
             "web": {"secret_key": "test-secret-key-0123456789"},
             "updates": {"central_url": url, "poll_interval_s": 0, "trusted_root": repo.metadata_dir / "1.root.json",

@@ -201,7 +201,7 @@ def test_central_serves_nothing_outside_metadata_and_targets(central: Central, p
 def test_without_a_repository_central_serves_no_updates(tmp_path, monkeypatch, fleet):
     monkeypatch.delenv("RFR_CENTRAL_TUF_REPO", raising=False)
     pki, desk = fleet
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_CLIENT_CA": pki.bundle,
                                   "TUF_CRL_FILE": pki.crl})
     client = app.test_client()
@@ -215,7 +215,7 @@ def test_without_client_certificate_checking_central_serves_nobody(tmp_path, fle
     """Central started without [web] client_ca_file: /tuf is closed, even to a desk's certificate."""
     _pki, desk = fleet
     repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
-    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir)})
     response = app.test_client().get("/tuf/metadata/1.root.json",
                                      environ_base={"SSL_CLIENT_CERT": desk.cert.read_text()})

@@ -19,15 +19,16 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**
                            | st.text(max_size=12), lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
 digests = st.from_regex(r"\Asha256:[0-9a-f]{64}\Z")
+key_ids = st.from_regex(r"\A[0-9a-f]{32}\Z")
 fulls = st.builds(LibraryTargetInfo, kind=st.just("full"), library_version=st.integers(1, 10**6),
-                  embedder_id=st.text(min_size=1, max_size=30), result_digest=digests)
+                  embedder_id=st.text(min_size=1, max_size=30), result_digest=digests, key_id=key_ids)
 
 
 @st.composite
 def deltas(draw: st.DrawFn) -> LibraryTargetInfo:
     base = draw(st.integers(1, 10**6 - 1))
     return LibraryTargetInfo("delta", draw(st.integers(base + 1, 10**6)), draw(st.text(min_size=1, max_size=30)),
-                             draw(digests), base, draw(digests))
+                             draw(digests), draw(key_ids), base, draw(digests))
 
 
 configs = st.builds(ConfigTargetInfo, config_version=st.integers(1, 10**6), digest=digests)

@@ -23,7 +23,7 @@ import pytest
 from central.publish.repository import init_repository
 from provisioning.device import DevicePki
 from testbed.ports import free_port
-from tests.fleet_tls import ROOT, FleetPki, https_get, start_served, stop_served, wait_https
+from tests.fleet_tls import CENTRAL_SECRET, ROOT, FleetPki, https_get, start_served, stop_served, wait_https
 
 
 @dataclass
@@ -48,7 +48,7 @@ def central(tmp_path_factory, mosquitto) -> Iterator[Served]:
         f'data_dir = "{root / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-served"\n'
         f'[publish]\nrepo_dir = "{repo.repo_dir}"\n'
-        f'[web]\nport = {port}\nsecret_key = "served-secret-key-0123456789abcdef"\nworkers = 2\nthreads = 4\n'
+        f'[web]\nport = {port}\nsecret_key = "{CENTRAL_SECRET}"\nworkers = 2\nthreads = 4\n'
         + pki.central_web_toml())
     log = root / "central.log"
     proc = start_served("central", config, log)
@@ -156,7 +156,7 @@ def _serve_exits(config: Path) -> subprocess.CompletedProcess[str]:
 def test_central_without_a_certificate_does_not_start(tmp_path):
     config = tmp_path / "central.toml"
     config.write_text(f'data_dir = "{tmp_path}"\n[mqtt]\nhost = "127.0.0.1"\nport = 9\n'
-                      f'[web]\nport = {free_port()}\nsecret_key = "served-secret-key-0123456789abcdef"\n')
+                      f'[web]\nport = {free_port()}\nsecret_key = "{CENTRAL_SECRET}"\n')
     result = _serve_exits(config)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
@@ -168,7 +168,7 @@ def test_central_with_a_key_that_is_not_the_certificates_does_not_start(tmp_path
     other = FleetPki.create(tmp_path / "other")
     config = tmp_path / "central.toml"
     config.write_text(f'data_dir = "{tmp_path}"\n[mqtt]\nhost = "127.0.0.1"\nport = 9\n'
-                      f'[web]\nport = {free_port()}\nsecret_key = "served-secret-key-0123456789abcdef"\n'
+                      f'[web]\nport = {free_port()}\nsecret_key = "{CENTRAL_SECRET}"\n'
                       f'cert_file = "{pki.server_cert}"\nkey_file = "{other.server_key}"\n')
     result = _serve_exits(config)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
@@ -189,7 +189,7 @@ def test_the_firmware_launchers_ready_check_trusts_the_fleet_ca_only(central):
 def test_the_desk_without_a_certificate_does_not_start(tmp_path):
     config = tmp_path / "appliance.toml"
     config.write_text(f'device_id = "desk-01"\ndata_dir = "{tmp_path}"\n'
-                      f'[library]\npath = "{tmp_path / "lib.db"}"\nkey_file = "{tmp_path / "lib.key"}"\n'
+                      f'[library]\npath = "{tmp_path / "lib.db"}"\nwrapped_key = "{tmp_path / "lib.wrapped"}"\n'
                       f'[web]\nport = {free_port()}\nsecret_key = "test-secret-key-0123456789"\n')
     result = subprocess.run([sys.executable, "-m", "appliance", "serve", "--config", str(config)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)

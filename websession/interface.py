@@ -1,13 +1,15 @@
 """Flask sessions kept on the server: the cookie carries only a random token.
 
 Flask's default session is a signed cookie holding the data itself, which
-cannot be ended from the server and outlives a sign-out if copied. Here the
-data (username, CSRF token) lives in the encrypted device database via
-``SessionManager``, which applies the idle and absolute timeouts; sign-in
-rotates the token (no session fixation) and sign-out deletes the row.
+cannot be ended from the server and outlives a sign-out if copied (and anyone
+holding the secret key can forge one). Here the data (username, CSRF token)
+lives in the product's database via ``SessionManager``, which applies the idle
+and absolute timeouts; sign-in rotates the token (no session fixation) and
+sign-out deletes the row. Both cookies are HttpOnly, SameSite=Strict and, unless
+a plain-HTTP test turns it off, Secure.
 
 Only a signed-in session gets a row. Before sign-in the only thing kept is the sign-in
-form's CSRF token, and writing (and fsyncing) a row for it let anyone fill the device
+form's CSRF token, and writing (and fsyncing) a row for it let anyone fill the
 database by fetching ``/login`` in a loop; it travels instead in a short-lived cookie signed
 with the app's secret key, and is dropped at sign-in.
 """
@@ -21,11 +23,10 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.datastructures import CallbackDict
 
-from appliance.services.accounts import SessionManager
+from websession.manager import SessionManager
 
-COOKIE_NAME = "rfr_session"
-SIGNIN_COOKIE = "rfr_signin"
-_SIGNIN_SALT = "rfr-desk-signin-form"
+_SIGNIN_SALT = "rfr-signin-form"
+#: The session key that marks a signed-in session (the only kind that gets a row).
 SIGNED_IN_KEY = "username"
 
 
@@ -52,8 +53,10 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
 
 
 class ServerSessionInterface(SessionInterface):
-    def __init__(self, manager: SessionManager, secure: bool) -> None:
-        self.manager, self.secure = manager, secure
+    """``cookie`` carries a signed-in session's token, ``signin_cookie`` the sign-in form's CSRF token."""
+
+    def __init__(self, manager: SessionManager, *, secure: bool, cookie: str, signin_cookie: str) -> None:
+        self.manager, self.secure, self.cookie, self.signin_cookie = manager, secure, cookie, signin_cookie
 
     def _signin_serializer(self, app: Flask) -> URLSafeTimedSerializer:
         return URLSafeTimedSerializer(app.secret_key or "", salt=_SIGNIN_SALT)
@@ -65,13 +68,13 @@ class ServerSessionInterface(SessionInterface):
             response.set_cookie(name, value, path="/", httponly=True, samesite="Strict", secure=self.secure)
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
-        token = request.cookies.get(COOKIE_NAME)
+        token = request.cookies.get(self.cookie)
         if token:
             data = self.manager.load(token)
             if data is None:
                 return ServerSession(expired=True)
             return ServerSession(data, token=token)
-        signin = request.cookies.get(SIGNIN_COOKIE)
+        signin = request.cookies.get(self.signin_cookie)
         if signin:
             try:
                 data = self._signin_serializer(app).loads(signin, max_age=self.manager.idle_s)
@@ -86,19 +89,19 @@ class ServerSessionInterface(SessionInterface):
         if session.ended:
             if session.token:
                 self.manager.end(session.token)
-            self._cookie(response, COOKIE_NAME, None)
+            self._cookie(response, self.cookie, None)
             return
         if SIGNED_IN_KEY in session and (session.rotate or session.token is None):
             if session.token:
                 self.manager.end(session.token)
-            self._cookie(response, COOKIE_NAME, self.manager.create(dict(session)))
-            self._cookie(response, SIGNIN_COOKIE, None)
+            self._cookie(response, self.cookie, self.manager.create(dict(session)))
+            self._cookie(response, self.signin_cookie, None)
             return
         if session.token:
             self.manager.save(session.token, dict(session))  # also marks the session as used now
             return
         if session.expired:
-            self._cookie(response, COOKIE_NAME, None)
+            self._cookie(response, self.cookie, None)
         if session.modified and session:
-            self._cookie(response, SIGNIN_COOKIE, self._signin_serializer(app).dumps(dict(session)))
+            self._cookie(response, self.signin_cookie, self._signin_serializer(app).dumps(dict(session)))
 
