@@ -122,8 +122,8 @@ def test_open_routes_need_no_sign_in(anonymous: FlaskClient) -> None:
     assert css.status_code == 200
     css.close()
     assert anonymous.get("/login").status_code == 200
-    # The desks' TUF repository answers (here: no repository configured), never with a sign-in redirect.
-    assert anonymous.get("/tuf/metadata/timestamp.json").status_code == 404
+    # The desks' TUF repository needs no sign-in but a desk's fleet certificate: refused, never a sign-in redirect.
+    assert anonymous.get("/tuf/metadata/timestamp.json").status_code == 403
 
 
 def test_sign_in_goes_to_next_and_shows_who_is_signed_in(app: Flask, anonymous: FlaskClient) -> None:

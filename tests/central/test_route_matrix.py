@@ -37,8 +37,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/static/<path:filename>"):    "200  200     200      200    200",
     ("GET", "/static/vendor/<name>"):      "200  200     200      200    200",
     ("GET", "/healthz"):                   "200  200     200      200    200",
-    ("GET", "/tuf/metadata/<name>"):       "200  200     200      200    200",
-    ("GET", "/tuf/targets/<name>"):        "200  200     200      200    200",
+    # /tuf answers only a desk's fleet client certificate (tests/webserver, tests/updates), never a session.
+    ("GET", "/tuf/metadata/<name>"):       "403  403     403      403    403",
+    ("GET", "/tuf/targets/<name>"):        "403  403     403      403    403",
     ("GET", "/login"):                     "200  302     302      302    200",
     ("POST", "/login"):                    "401  401     401      401    200",
     ("POST", "/logout"):                   "302  302     302      302    200",
