@@ -121,8 +121,11 @@ class AuthSettings(StrictModel):
     throttle_account_max_s: float = Field(default=60, ge=1, le=3600, description="The longest an account's "
                                           "attempts wait: kept short, so a stranger's guesses cannot keep its "
                                           "owner out.")
-    throttle_address_max_s: float = Field(default=900, ge=1, le=86400, description="The longest attempts from "
-                                          "one client address wait (the guesser's side of the throttle).")
+    throttle_address_max_s: float = Field(default=60, ge=1, le=86400, description="The longest attempts from "
+                                          "one client address wait (the guesser's side of the throttle). Every "
+                                          "officer at a desk signs in from its one screen, so a shift's typos add "
+                                          "up there: a minute at most keeps the desk usable, and still limits a "
+                                          "guesser to about one password a minute.")
     min_password_length: int = Field(default=12, ge=8, le=128)
     secure_cookie: bool = Field(default=False, description="Send the session cookie over HTTPS only. "
                                 "`python -m appliance serve` is HTTPS only and always sets it; off is for the "

@@ -125,7 +125,7 @@ def home_for(user: Account) -> str | None:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
     next_url = safe_next(request.args.get("next"))
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD show the form; only a POST signs in
         user = current_user()
         target = (next_url or home_for(user)) if user is not None else None
         if target:
