@@ -12,9 +12,11 @@ import contextlib
 import http.client
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -156,3 +158,20 @@ def power_cut(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     proc.wait(10)
+
+
+def handshake(server: ssl.SSLContext, client: ssl.SSLContext, hostname: str = "127.0.0.1") -> None:
+    """One TLS handshake over the loopback between the two contexts; raises the client's error if it fails."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with contextlib.suppress(ssl.SSLError, OSError), server.wrap_socket(conn, server_side=True):
+                pass
+
+        thread = threading.Thread(target=accept)
+        thread.start()
+        try:
+            with socket.create_connection(listener.getsockname()) as raw:
+                client.wrap_socket(raw, server_hostname=hostname).close()
+        finally:
+            thread.join(10)

@@ -109,11 +109,10 @@ def test_the_module_runs_as_a_command():
 def test_the_desk_web_certificate_is_issued_with_its_enrolment_and_serves_https(tmp_path, capsys):
     """device-keygen --web-name, issue --web-csr, device-install: the desk ends with a server certificate for its
     names, on a key of its own, that a client trusting the fleet CA accepts for those names only."""
-    import socket
     import ssl
-    import threading
 
     from devicekeys.tls import server_context
+    from tests.fleet_tls import handshake
 
     ca, desk = tmp_path / "ca", tmp_path / "desk"
     run(capsys, "init-ca", "--ca-dir", ca, "--organisation", "T", "--broker-name", "127.0.0.1")
@@ -136,28 +135,10 @@ def test_the_desk_web_certificate_is_issued_with_its_enrolment_and_serves_https(
     assert names.get_values_for_type(x509.DNSName) == ["desk-07.custody.example"]
 
     context = server_context(desk / "pki" / "web.crt", desk / "pki" / "web.key")
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-
-        def accept() -> None:
-            conn, _ = listener.accept()
-            try:
-                with context.wrap_socket(conn, server_side=True):
-                    pass
-            except (ssl.SSLError, OSError):
-                pass
-
-        for hostname, ok in (("127.0.0.1", True), ("other.example", False)):
-            thread = threading.Thread(target=accept)
-            thread.start()
-            trust = ssl.create_default_context(cafile=str(ca / "ca.pem"))
-            with socket.create_connection(("127.0.0.1", port)) as raw:
-                if ok:
-                    trust.wrap_socket(raw, server_hostname=hostname).close()
-                else:
-                    with pytest.raises(ssl.SSLCertVerificationError):
-                        trust.wrap_socket(raw, server_hostname=hostname)
-            thread.join()
+    trust = ssl.create_default_context(cafile=str(ca / "ca.pem"))
+    handshake(context, trust, "127.0.0.1")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(context, trust, "other.example")
 
 
 def test_a_web_request_without_names_is_refused_and_keeps_the_token(tmp_path, capsys):

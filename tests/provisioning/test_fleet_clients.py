@@ -52,3 +52,18 @@ def test_an_expired_or_foreign_crl_refuses_everyone(fleet, tmp_path):
     pki.crl.unlink()
     with pytest.raises(ClientRefused, match="cannot be read"):
         clients.check(desk.cert.read_text())
+
+
+def test_a_desk_web_key_sealed_to_the_tpm_serves_https(tmp_path, swtpm, monkeypatch):
+    """The desk's web key sealed to a (software) TPM is unsealed into memory for the server, as the broker key is."""
+    import ssl
+
+    from devicekeys.keys import protection
+    from devicekeys.tls import server_context
+    from tests.fleet_tls import handshake
+
+    pki = FleetPki.create(tmp_path)
+    desk = pki.enrol(tmp_path / "desk", "desk-08", web=True, tpm=swtpm)
+    assert protection(desk.web_key).mode == "tpm" and not desk.web_key.exists()
+    monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)  # how the desk's service finds its TPM
+    handshake(server_context(desk.web_cert, desk.web_key), ssl.create_default_context(cafile=str(pki.bundle)))
