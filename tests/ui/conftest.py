@@ -25,13 +25,14 @@ import appliance.services.accounts as accounts_mod
 from appliance.services.accounts import AccountService
 from appliance.settings import ApplianceSettings
 from appliance.settings import load as load_settings
-from appliance.storage.accounts import AccountStore, SessionStore
+from appliance.storage.accounts import AccountStore
 from appliance.storage.device_db import DeviceDatabase
 from provisioning.ca import CaLayout
 from provisioning.device import DevicePki
 from supply.pinned import member
 from testbed.ports import free_port
 from tests.appliance.desk_helpers import PASSWORD, USERS
+from tests.desk_keys import provision_library_key
 from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, wait_https
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -87,7 +88,7 @@ def _add_accounts(settings: ApplianceSettings) -> None:
     saved = accounts_mod._N
     accounts_mod._N = 2**10
     try:
-        service = AccountService(AccountStore(db), SessionStore(db), settings.auth)
+        service = AccountService(AccountStore(db), settings.auth)
         for name, role in USERS.items():
             service.add(name, role, PASSWORD)
     finally:
@@ -105,7 +106,8 @@ def live_server(tmp_path_factory, demo_library, mosquitto, fleet) -> Iterator[st
     config = root / "appliance.toml"
     config.write_text(
         f'device_id = "desk-test-01"\ndata_dir = "{data_dir}"\n'
-        f'[library]\npath = "{demo_library[0]}"\nkey_file = "{demo_library[1]}"\n'
+        f'[library]\npath = "{demo_library[0]}"\n'
+        f'wrapped_key = "{provision_library_key(data_dir, "desk-test-01", demo_library[1])}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n' + desk_web_toml(desk))
     _add_accounts(load_settings(config))
