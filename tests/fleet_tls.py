@@ -89,6 +89,18 @@ class FleetPki:
         """The ``[updates]`` TLS keys a desk is configured with after enrolment."""
         return {"ca_file": pki.ca, "cert_file": pki.cert, "key_file": pki.key}
 
+    def central_config(self, root: Path, broker, port: int, repo_dir: Path, client_id: str) -> Path:  # type: ignore[no-untyped-def]
+        """``root/central.toml`` for ``python -m central serve`` on ``port``: the broker, the TUF repository,
+        HTTPS with this PKI's certificate, /tuf for its desks, two web workers."""
+        config = Path(root) / "central.toml"
+        config.write_text(
+            f'data_dir = "{Path(root) / "central"}"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\n'
+            f'[publish]\nrepo_dir = "{repo_dir}"\n'
+            f'[web]\nport = {port}\nsecret_key = "{CENTRAL_SECRET}"\nworkers = 2\nthreads = 4\n'
+            + self.central_web_toml())
+        return config
+
     def central_web_toml(self) -> str:
         """Central's ``[web]`` TLS lines (inside its [web] section)."""
         return (f'cert_file = "{self.server_cert}"\nkey_file = "{self.server_key}"\n'

@@ -1,6 +1,7 @@
 """The whole update path on a running desk: central publishes a signed library, retains its
-announcement on a real Mosquitto, the desk hears it, fetches over HTTP through TUF, verifies,
-installs and swaps the new version in while it keeps serving, and audits the installed version."""
+announcement on a real Mosquitto, the desk hears it, fetches over HTTPS with its fleet certificate
+through TUF, verifies, installs and swaps the new version in while it keeps serving, and audits the
+installed version."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from core.library_announce import LibraryAnnouncement
 from library.snapshot import new_key, write_key_file
 from testbed.ports import free_port
 from tests.desk_keys import provision_library_key
-from tests.fleet_tls import CENTRAL_SECRET, FleetPki, start_served, stop_served, wait_https
+from tests.fleet_tls import FleetPki, start_served, stop_served, wait_https
 from tests.updates.test_desk_update import build
 
 
@@ -35,13 +35,7 @@ def test_an_enrolled_desk_updates_over_mutual_tls_and_a_revoked_one_gets_nothing
     desk_pki = pki.enrol(tmp_path / "device", "desk-dist-01")
     repo = init_repository(tmp_path / "repo", tmp_path / "offline-root-keys")
     port = free_port()
-    config = tmp_path / "central.toml"
-    config.write_text(
-        f'data_dir = "{tmp_path / "central"}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-dist"\n'
-        f'[publish]\nrepo_dir = "{repo.repo_dir}"\n'
-        f'[web]\nport = {port}\nsecret_key = "{CENTRAL_SECRET}"\nworkers = 2\n'
-        + pki.central_web_toml())
+    config = pki.central_config(tmp_path, mosquitto, port, repo.repo_dir, "central-dist")
     key = new_key()
     write_key_file(tmp_path / "lib.key", key)
     v1 = build(pipeline, face_photo, tmp_path / "v1.db", key, 1, [("DEMO-BIDEN", "biden.jpg")])

@@ -1,4 +1,4 @@
-"""The desk's updater against central's real repository over HTTP: installs, and every attack refused.
+"""The desk's updater against central's real repository over HTTPS: installs, and every attack refused.
 
 Each refusal test checks what a technician or auditor could observe: the
 result's message and reason, the ``library_update_refused`` audit event, and

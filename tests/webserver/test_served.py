@@ -43,13 +43,7 @@ def central(tmp_path_factory, mosquitto) -> Iterator[Served]:
     desk = pki.enrol(root / "desk", "desk-served-01")
     repo = init_repository(root / "repo", root / "offline-root-keys")
     port = free_port()
-    config = root / "central.toml"
-    config.write_text(
-        f'data_dir = "{root / "central"}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-served"\n'
-        f'[publish]\nrepo_dir = "{repo.repo_dir}"\n'
-        f'[web]\nport = {port}\nsecret_key = "{CENTRAL_SECRET}"\nworkers = 2\nthreads = 4\n'
-        + pki.central_web_toml())
+    config = pki.central_config(root, mosquitto, port, repo.repo_dir, "central-served")
     log = root / "central.log"
     proc = start_served("central", config, log)
     url = f"https://127.0.0.1:{port}"
