@@ -78,7 +78,7 @@ class Desk:
     desk_config: DeskConfigStore
     updater: LibraryUpdater | None
     health: HealthReporter
-    wipe: WipeService | None
+    wipe: WipeService
     mqtt: CentralLink
     accounts: AccountService
     sessions: SessionManager
@@ -118,6 +118,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if store.current_version() is None:
         store.install_full(settings.library.path, key, expected_embedder=pipeline.embedder_id)
     snapshot = store.open_current(key, expected_embedder=pipeline.embedder_id)
+    central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings)
     db, outbox, audit = records.db, records.outbox, records.audit
     library = LibraryHolder(snapshot)
@@ -126,7 +127,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if settings.updates is not None:
         updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
                                                library_key=key, embedder_id=pipeline.embedder_id,
-                                               holder=library, audit=audit,
+                                               holder=library, audit=audit, central_key=central_key,
                                                config=ConfigUpdater(desk_config, audit))
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
     # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
@@ -136,7 +137,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if settings.peer_review.channel == "central":
         channel = central_reviews = CentralPeerReviewChannel(
             settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
-            resend_after_s=settings.peer_review.resend_after_s)
+            central_key=central_key, resend_after_s=settings.peer_review.resend_after_s)
         handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
     senders = [central_reviews.drain] if central_reviews else []
     key_paths = [db.key_path, settings.data_dir / SIGNING_KEY_NAME]
@@ -147,22 +148,20 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                             interval_s=settings.health.interval_s, key_paths=key_paths,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
     senders.append(health.send)
-    wipe: WipeService | None = None
-    if settings.fleet_command_public_key is not None:
-        wipe = WipeService(settings.device_id, load_command_key(settings.fleet_command_public_key), audit, outbox,
-                           db, secrets=[*key_paths[1:], settings.library.key_file],
-                           trees=[store.root], files=[settings.library.path])
-        if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
-            snapshot.close()
-            raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
-        handlers[fleet_command_topic(settings.device_id)] = wipe.handle
-        senders.append(wipe.drain)  # last: after it runs the database is closed
-    publisher = CentralLink(settings.mqtt, settings.device_id, outbox, handlers=handlers, senders=senders)
+    wipe = WipeService(settings.device_id, central_key, audit, outbox, db,
+                       secrets=[*key_paths[1:], settings.library.key_file], trees=[store.root],
+                       files=[settings.library.path])
+    if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
+        snapshot.close()
+        raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
+    handlers[fleet_command_topic(settings.device_id)] = wipe.handle
+    senders.append(wipe.drain)  # last: after it runs the database is closed
+    publisher = CentralLink(settings.mqtt, settings.device_id, outbox, central_key=central_key, handlers=handlers,
+                            senders=senders)
     last_ack.append(publisher)
-    if wipe is not None:
-        wipe.on_withdrawn(publisher.request_stop)
-        if updater is not None:
-            wipe.on_withdrawn(updater.stop)
+    wipe.on_withdrawn(publisher.request_stop)
+    if updater is not None:
+        wipe.on_withdrawn(updater.stop)
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), settings.auth)
     case_service = CaseService(case_store, reviews, channel, pipeline, library, audit,
@@ -177,8 +176,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if not service_lock.acquire():
         logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
     retention = RetentionService(case_store, desk_config, audit)
-    if wipe is not None:
-        wipe.on_withdrawn(retention.stop)
+    wipe.on_withdrawn(retention.stop)
     try:
         retention.purge()
     except Exception:

@@ -4,7 +4,8 @@ Both are pure data with strict parsing (exact field set, types, ranges, a size c
 audit event: a malformed message is refused with a reason, never half-used.
 
 A command (today only ``wipe``) is signed with central's fleet-command Ed25519 key, whose
-public half each desk receives at provisioning. The signed statement is labelled, names the
+public half each desk receives at provisioning (``core.signed``, the same key and rule as central's
+acks, peer review outcomes and announcements). The signed statement is labelled, names the
 one device it is for, when it was issued and a random nonce, so the desk can refuse a
 forgery, a command meant for another desk, a stale one and a replay (:class:`NonceLedger`).
 """
@@ -19,12 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.audit.chain import canonical_json
 from core.errors import CustodyRfrError, WireFormatError
 from core.files import atomic_write
+from core.signed import UnsignedMessageError, is_signature_text, sign, verify
 from core.topics import validate_device_id
 from core.wire import decode_object
 
@@ -37,7 +38,7 @@ COMMANDS = frozenset({"wipe"})
 #: How old (or how far in the future) a command may be when it arrives. Clocks on desks drift, and a
 #: command for an offline desk waits at the broker, so minutes rather than seconds.
 COMMAND_WINDOW = timedelta(minutes=15)
-_COMMAND_LABEL = "custody-rfr fleet command v1"
+COMMAND_STATEMENT = "custody-rfr fleet command v1"
 
 logger = logging.getLogger(__name__)
 
@@ -164,30 +165,28 @@ class FleetCommand:
         _time(self.issued_at, "issued_at")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):
             raise WireFormatError("Command nonce must be 32 lower-case hex digits.")
-        if not isinstance(self.signature, str) or len(self.signature) != 128 or not _is_hex(self.signature):
+        if not is_signature_text(self.signature):
             raise WireFormatError("Command signature must be 128 lower-case hex digits.")
 
-    @staticmethod
-    def statement(device_id: str, command: str, issued_at: str, nonce: str) -> bytes:
-        """The exact bytes signed, labelled so they can never pass for other signed data."""
-        return canonical_json({"statement": _COMMAND_LABEL, "device_id": device_id, "command": command,
-                               "issued_at": issued_at, "nonce": nonce})
+    def _signed_fields(self) -> dict[str, str]:
+        """What the signature covers (``core.signed``, labelled ``COMMAND_STATEMENT``): all but the signature."""
+        return {"device_id": self.device_id, "command": self.command, "issued_at": self.issued_at,
+                "nonce": self.nonce}
 
     @classmethod
     def sign(cls, key: Ed25519PrivateKey, device_id: str, command: str, *, now: datetime | None = None,
              nonce: str | None = None) -> FleetCommand:
         issued_at = (now or _now()).astimezone(UTC).isoformat(timespec="milliseconds")
         nonce = nonce or secrets.token_hex(16)
-        signature = key.sign(cls.statement(device_id, command, issued_at, nonce)).hex()
-        return cls(device_id=device_id, command=command, issued_at=issued_at, nonce=nonce, signature=signature)
+        fields = {"device_id": device_id, "command": command, "issued_at": issued_at, "nonce": nonce}
+        return cls(**fields, signature=sign(key, COMMAND_STATEMENT, fields))
 
     def verify(self, public_key: Ed25519PublicKey, *, device_id: str, now: datetime | None = None,
                window: timedelta = COMMAND_WINDOW) -> None:
         """Raise :class:`CommandRefused` unless central signed exactly this command, for ``device_id``, lately."""
         try:
-            public_key.verify(bytes.fromhex(self.signature),
-                              self.statement(self.device_id, self.command, self.issued_at, self.nonce))
-        except InvalidSignature as e:
+            verify(public_key, COMMAND_STATEMENT, self._signed_fields(), self.signature, f"{self.command} command")
+        except UnsignedMessageError as e:
             raise CommandRefused(f"The {self.command} command is not signed by central's fleet-command key.") from e
         if self.device_id != device_id:
             raise CommandRefused(f"The {self.command} command is for {self.device_id}, not this device ({device_id}).")

@@ -6,10 +6,14 @@ appliance reads back before deciding whether a target fits the installed
 library. ``LibraryAnnouncement`` is central's retained MQTT message saying
 "version N is published".
 
-The announcement is only a hint that it is worth checking now. It is not
-signed and the appliance never installs anything because of it: it triggers a
-TUF refresh, and only targets verified against the signed metadata are
-installed. Parsing is still strict (exact fields, types, size cap), because
+The announcement is only a hint that it is worth checking now: the appliance
+never installs anything because of it, it triggers a TUF refresh, and only
+targets verified against the signed metadata are installed. The running
+central server still signs it with its fleet-command key when it publishes it
+(``core.signed``, statement ``ANNOUNCEMENT_STATEMENT``; the file written by
+``python -m central.publish`` is the unsigned body), so a forged announcement
+triggers nothing at all on a desk. It is for the whole fleet, so it names no
+device. Parsing is still strict (exact fields, types, size cap), because
 a retained message reaches every desk and a malformed one must be refused with
 a reason rather than half-understood.
 
@@ -26,11 +30,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from core.errors import WireFormatError
+from core.signed import open_sealed, seal
 from core.wire import decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 2048
+ANNOUNCEMENT_STATEMENT = "custody-rfr library announcement v1"
 KINDS = frozenset({"full", "delta"})
 ANNOUNCED_KINDS = KINDS | {"config"}  # core.desk_config.CONFIG_KIND; never a library target kind
 _FIELDS = {"v", "library_version", "target", "kind", "result_digest", "published_at"}
@@ -176,5 +184,17 @@ class LibraryAnnouncement:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> LibraryAnnouncement:
+        """Parse the unsigned body (``announcement.json``); on the desk use :meth:`from_signed`."""
         obj = decode_object(payload, MAX_PAYLOAD_BYTES, "Announcement", version=SCHEMA_VERSION, fields=_FIELDS)
         return cls(**obj)
+
+    @staticmethod
+    def seal(payload: bytes, key: Ed25519PrivateKey) -> bytes:
+        """The announcement body signed by central, as it is retained for the fleet."""
+        return seal(key, ANNOUNCEMENT_STATEMENT, payload, limit=MAX_PAYLOAD_BYTES, what="Announcement")
+
+    @classmethod
+    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> LibraryAnnouncement:
+        """An announcement central signed (``WireFormatError`` otherwise, before any of it is believed)."""
+        return cls.from_bytes(open_sealed(payload, central_key, ANNOUNCEMENT_STATEMENT, limit=MAX_PAYLOAD_BYTES,
+                                          what="Announcement"))

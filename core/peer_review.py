@@ -8,6 +8,9 @@ version searched, so a reviewer at central can look the subjects up in the
 reference library there; the probe never leaves the device
 (docs/desk-workflow.md, "Peer review by central").
 
+The outcome is signed by central's fleet-command key (``core.signed``) when it is
+sent, and names its device, so only central can close a case on a desk.
+
 Parsing is strict like ``core.events``: exact field sets, bounded sizes and
 lengths, and the outcome's summary must agree with its per-candidate
 decisions, so a malformed or half-filled message is refused with a reason.
@@ -21,13 +24,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from core.errors import WireFormatError
+from core.signed import open_sealed, seal
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_OUTCOME_BYTES = 16 * 1024
+#: The label of central's signature on an outcome (``core.signed``): it closes or escalates a case.
+OUTCOME_STATEMENT = "custody-rfr peer review outcome v1"
 MAX_CANDIDATES = 50
 MAX_TEXT = 4000  # doubts and reviewer's notes
 MAX_NAME = 200
@@ -219,7 +227,19 @@ class PeerReviewOutcome:
                 "decisions": {str(r): d for r, d in sorted(self.decisions.items())}, "notes": self.notes}
 
     def to_bytes(self) -> bytes:
+        """The unsigned outcome, as central stores it until it is sent (then :meth:`seal` signs it)."""
         return encode_object(self.to_dict(), MAX_OUTCOME_BYTES, "Peer review outcome")
+
+    @staticmethod
+    def seal(payload: bytes, key: Ed25519PrivateKey) -> bytes:
+        """A stored outcome's bytes signed by central, as they are sent to the device it names."""
+        return seal(key, OUTCOME_STATEMENT, payload, limit=MAX_OUTCOME_BYTES, what="Peer review outcome")
+
+    @classmethod
+    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> PeerReviewOutcome:
+        """An outcome central signed (``WireFormatError`` otherwise, before any of it is believed)."""
+        return cls.from_bytes(open_sealed(payload, central_key, OUTCOME_STATEMENT, limit=MAX_OUTCOME_BYTES,
+                                          what="Peer review outcome"))
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> PeerReviewOutcome:

@@ -1,23 +1,38 @@
-"""Central's acknowledgement: "everything up to here from you is stored".
+"""Central's acknowledgement: "everything up to here from you is stored", signed by central.
 
 It is cumulative (like a TCP ack): ``events_through`` is the highest sequence
 number below which central holds every event with no gap, so a device may drop
 those outbox rows knowing a lost or reordered ack costs nothing but a resend.
 ``checkpoint_through`` is the newest checkpoint stored; a checkpoint covers
 the whole chain before it, so older unsent ones are not needed.
+
+Because an ack deletes pending audit events on the desk, it is signed with
+central's fleet-command key (``core.signed``, statement ``ACK_STATEMENT``) and
+names the device it is for. It also carries ``head_hash``, the hash of event
+``events_through`` as central stored it: the chain makes that hash stand for
+every event before it, so the desk can check that central holds exactly the
+events it logged (and not merely a claim about how many) before deleting any.
+``issued_at`` lets the desk tell a fresh ack from a replayed one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
-from core.audit.chain import canonical_json
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from core.errors import WireFormatError
+from core.signed import open_sealed, seal
 from core.topics import validate_device_id
-from core.wire import decode_object
+from core.wire import decode_object, encode_object
 
-ACK_VERSION = 1
+ACK_VERSION = 2
 MAX_ACK_BYTES = 512
+ACK_STATEMENT = "custody-rfr audit ack v1"
+_FIELDS = {"v", "device_id", "events_through", "checkpoint_through", "head_hash", "issued_at"}
+_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -25,24 +40,52 @@ class Ack:
     device_id: str
     events_through: int
     checkpoint_through: int
+    head_hash: str  # the hash of event ``events_through`` (the chain's genesis hash when it is 0)
+    issued_at: str
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
         for name in ("events_through", "checkpoint_through"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise WireFormatError(f"Ack field {name!r} must be a non-negative integer.")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+                raise WireFormatError(f"Ack field {name!r} must be a non-negative 64-bit integer.")
+        if not isinstance(self.head_hash, str) or not _HASH.fullmatch(self.head_hash):
+            raise WireFormatError("Ack head hash must be 64 lower-case hex digits.")
+        self.issued()
+
+    def issued(self) -> datetime:
+        """When central made the ack (its clock)."""
+        if not isinstance(self.issued_at, str) or len(self.issued_at) > 40:
+            raise WireFormatError("Ack issued_at must be an ISO 8601 time.")
+        try:
+            moment = datetime.fromisoformat(self.issued_at)
+        except ValueError as e:
+            raise WireFormatError(f"Ack issued_at is not an ISO 8601 time: {e}") from e
+        if moment.tzinfo is None:
+            raise WireFormatError("Ack issued_at must carry a time zone.")
+        return moment
+
+    @classmethod
+    def now(cls, device_id: str, events_through: int, checkpoint_through: int, head_hash: str) -> Ack:
+        return cls(device_id, events_through, checkpoint_through, head_hash,
+                   datetime.now(UTC).isoformat(timespec="microseconds"))
 
     def to_bytes(self) -> bytes:
-        return canonical_json({"v": ACK_VERSION, "device_id": self.device_id,
-                               "events_through": self.events_through,
-                               "checkpoint_through": self.checkpoint_through})
+        """The unsigned body (what the signature covers)."""
+        return encode_object({"v": ACK_VERSION, **asdict(self)}, MAX_ACK_BYTES, "Ack")
+
+    def signed(self, key: Ed25519PrivateKey) -> bytes:
+        """What central publishes: the body with its signature."""
+        return seal(key, ACK_STATEMENT, self.to_bytes(), limit=MAX_ACK_BYTES, what="Ack")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Ack:
-        obj = decode_object(payload, MAX_ACK_BYTES, "Ack", version=ACK_VERSION)
-        try:
-            return cls(device_id=obj["device_id"], events_through=obj["events_through"],
-                       checkpoint_through=obj["checkpoint_through"])
-        except KeyError as e:
-            raise WireFormatError(f"Ack is missing {e}.") from e
+        """Parse an unsigned body; on the desk use :meth:`from_signed`."""
+        obj = decode_object(payload, MAX_ACK_BYTES, "Ack", version=ACK_VERSION, fields=_FIELDS)
+        return cls(**obj)
+
+    @classmethod
+    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> Ack:
+        """An ack central signed; raises ``WireFormatError`` (``core.signed.UnsignedMessageError`` when the
+        signature is missing or not central's) before anything in it is believed."""
+        return cls.from_bytes(open_sealed(payload, central_key, ACK_STATEMENT, limit=MAX_ACK_BYTES, what="Ack"))

@@ -6,9 +6,11 @@ import pytest
 
 from appliance.settings import ApplianceSettings
 from appliance.web import create_app
+from tests.fleet_key import write_command_key
 
 
 def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, **over) -> ApplianceSettings:
+    """A desk's settings; it trusts the test central's fleet-command key (``tests.fleet_key``) unless told otherwise."""
     data = {
         "device_id": "desk-test-01",
         "data_dir": tmp_path / "device",
@@ -16,6 +18,8 @@ def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: in
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         "web": {"secret_key": "test-secret-key-0123456789"},
     }
+    if "fleet_command_public_key" not in over:
+        data["fleet_command_public_key"] = write_command_key(tmp_path / "central-key")[1]
     data.update(over)
     return ApplianceSettings.model_validate(data)
 
