@@ -121,8 +121,9 @@ class AuditIngest:
 
     @property
     def rejected(self) -> int:
-        """Messages refused as malformed, oversized, unsigned, unregistered or on a wrong topic."""
-        return self._handler.counters.rejected
+        """Messages refused as malformed, oversized, unsigned, unregistered or on a wrong topic, or because
+        handling them failed: audit events and checkpoints, heartbeats and peer review requests alike."""
+        return self._handler.counters.rejected + self._health.rejected + self._reviews.rejected
 
     @property
     def duplicates(self) -> int:
