@@ -27,7 +27,7 @@ from core.errors import CustodyRfrError, WireFormatError
 from core.files import atomic_write
 from core.signed import UnsignedMessageError, is_signature_text, sign, verify
 from core.topics import validate_device_id
-from core.wire import decode_object
+from core.wire import aware_time, decode_object
 
 HEARTBEAT_VERSION = 1
 MAX_HEARTBEAT_BYTES = 2048
@@ -49,18 +49,6 @@ class CommandRefused(CustodyRfrError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _time(value: object, name: str) -> datetime:
-    if not isinstance(value, str) or len(value) > 40:
-        raise WireFormatError(f"{name} must be an ISO 8601 time.")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise WireFormatError(f"{name} is not an ISO 8601 time: {e}") from e
-    if moment.tzinfo is None:
-        raise WireFormatError(f"{name} must carry a time zone.")
-    return moment
 
 
 def _int(value: object, name: str, *, optional: bool = False) -> None:
@@ -107,7 +95,7 @@ class Heartbeat:
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
-        _time(self.sent_at, "sent_at")
+        aware_time(self.sent_at, "sent_at")
         _num(self.interval_s, "interval_s")
         if not 0 < self.interval_s <= 86400:
             raise WireFormatError("Heartbeat interval must be between 0 and 86400 seconds.")
@@ -162,7 +150,7 @@ class FleetCommand:
         validate_device_id(self.device_id)
         if self.command not in COMMANDS:
             raise WireFormatError(f"Unknown fleet command {self.command!r}.")
-        _time(self.issued_at, "issued_at")
+        aware_time(self.issued_at, "issued_at")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):
             raise WireFormatError("Command nonce must be 32 lower-case hex digits.")
         if not is_signature_text(self.signature):
@@ -190,7 +178,7 @@ class FleetCommand:
             raise CommandRefused(f"The {self.command} command is not signed by central's fleet-command key.") from e
         if self.device_id != device_id:
             raise CommandRefused(f"The {self.command} command is for {self.device_id}, not this device ({device_id}).")
-        age = (now or _now()) - _time(self.issued_at, "issued_at")
+        age = (now or _now()) - aware_time(self.issued_at, "issued_at")
         if abs(age) > window:
             raise CommandRefused(f"The {self.command} command was issued {age} ago, outside the "
                                  f"{window} window: stale or replayed.")
@@ -231,7 +219,7 @@ class NonceLedger:
         assert self._path is not None
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
-            return {str(n): _time(t, "nonce time") for n, t in raw.items()}
+            return {str(n): aware_time(t, "nonce time") for n, t in raw.items()}
         except FileNotFoundError:
             return {}
         except (ValueError, AttributeError, WireFormatError) as e:

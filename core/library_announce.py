@@ -28,13 +28,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import Any, ClassVar
 
 from core.errors import WireFormatError
-from core.signed import open_sealed, seal
-from core.wire import decode_object, encode_object
+from core.signed import SignedByCentral
+from core.wire import aware_time, decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 2048
@@ -138,8 +136,12 @@ class LibraryTargetInfo:
 
 
 @dataclass(frozen=True)
-class LibraryAnnouncement:
-    """What central announces after publishing a library version."""
+class LibraryAnnouncement(SignedByCentral):
+    """What central announces after publishing a library version (retained signed: ``seal``, ``from_signed``)."""
+
+    STATEMENT: ClassVar[str] = ANNOUNCEMENT_STATEMENT
+    MAX_BYTES: ClassVar[int] = MAX_PAYLOAD_BYTES
+    WHAT: ClassVar[str] = "Announcement"
 
     library_version: int
     target: str
@@ -155,14 +157,7 @@ class LibraryAnnouncement:
         if self.kind not in ANNOUNCED_KINDS:
             raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(ANNOUNCED_KINDS)}.")
         _digest(self.result_digest, "Announced result digest")
-        if not isinstance(self.published_at, str) or len(self.published_at) > 40:
-            raise WireFormatError("Announced publication time is malformed.")
-        try:
-            when = datetime.fromisoformat(self.published_at)
-        except ValueError as e:
-            raise WireFormatError(f"Announced publication time is malformed: {e}") from e
-        if when.tzinfo is None:
-            raise WireFormatError("Announced publication time must carry a time zone.")
+        aware_time(self.published_at, "Announced publication time")
 
     @classmethod
     def now(cls, library_version: int, target: str, kind: str, result_digest: str) -> LibraryAnnouncement:
@@ -188,13 +183,3 @@ class LibraryAnnouncement:
         obj = decode_object(payload, MAX_PAYLOAD_BYTES, "Announcement", version=SCHEMA_VERSION, fields=_FIELDS)
         return cls(**obj)
 
-    @staticmethod
-    def seal(payload: bytes, key: Ed25519PrivateKey) -> bytes:
-        """The announcement body signed by central, as it is retained for the fleet."""
-        return seal(key, ANNOUNCEMENT_STATEMENT, payload, limit=MAX_PAYLOAD_BYTES, what="Announcement")
-
-    @classmethod
-    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> LibraryAnnouncement:
-        """An announcement central signed (``WireFormatError`` otherwise, before any of it is believed)."""
-        return cls.from_bytes(open_sealed(payload, central_key, ANNOUNCEMENT_STATEMENT, limit=MAX_PAYLOAD_BYTES,
-                                          what="Announcement"))

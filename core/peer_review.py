@@ -22,12 +22,10 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import Any, ClassVar
 
 from core.errors import WireFormatError
-from core.signed import open_sealed, seal
+from core.signed import SignedByCentral
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
 
@@ -190,8 +188,13 @@ class PeerReviewRequest:
 
 
 @dataclass(frozen=True)
-class PeerReviewOutcome:
-    """The reviewer's decision for each candidate in question, who decided, when and why."""
+class PeerReviewOutcome(SignedByCentral):
+    """The reviewer's decision for each candidate in question, who decided, when and why; stored unsigned at
+    central and sent signed (``seal``, ``from_signed``)."""
+
+    STATEMENT: ClassVar[str] = OUTCOME_STATEMENT
+    MAX_BYTES: ClassVar[int] = MAX_OUTCOME_BYTES
+    WHAT: ClassVar[str] = "Peer review outcome"
 
     device_id: str
     request_id: str
@@ -227,19 +230,8 @@ class PeerReviewOutcome:
                 "decisions": {str(r): d for r, d in sorted(self.decisions.items())}, "notes": self.notes}
 
     def to_bytes(self) -> bytes:
-        """The unsigned outcome, as central stores it until it is sent (then :meth:`seal` signs it)."""
+        """The unsigned outcome, as central stores it until it is sent (then ``seal`` signs it)."""
         return encode_object(self.to_dict(), MAX_OUTCOME_BYTES, "Peer review outcome")
-
-    @staticmethod
-    def seal(payload: bytes, key: Ed25519PrivateKey) -> bytes:
-        """A stored outcome's bytes signed by central, as they are sent to the device it names."""
-        return seal(key, OUTCOME_STATEMENT, payload, limit=MAX_OUTCOME_BYTES, what="Peer review outcome")
-
-    @classmethod
-    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> PeerReviewOutcome:
-        """An outcome central signed (``WireFormatError`` otherwise, before any of it is believed)."""
-        return cls.from_bytes(open_sealed(payload, central_key, OUTCOME_STATEMENT, limit=MAX_OUTCOME_BYTES,
-                                          what="Peer review outcome"))
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> PeerReviewOutcome:

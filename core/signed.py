@@ -12,14 +12,15 @@ signature made for one type can therefore never pass for another, even where the
 match, and a desk-specific message names its ``device_id`` inside the signed fields.
 
 ``seal`` and ``open_sealed`` carry the signature as one more field, ``signature``, of the message's
-JSON object; ``sign`` and ``verify`` are the primitives (``core.fleet.FleetCommand`` keeps its own
+JSON object, and :class:`SignedByCentral` gives a message type ``seal`` and ``from_signed`` with its
+own label; ``sign`` and ``verify`` are the primitives (``core.fleet.FleetCommand`` keeps its own
 field layout and uses them directly). The desk verifies before it parses the message's meaning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -83,3 +84,27 @@ def open_sealed(payload: bytes, public_key: Ed25519PublicKey, label: str, *, lim
     signature = obj.pop(SIGNATURE_FIELD, None)
     verify(public_key, label, obj, signature, what.lower())
     return encode_object(obj, limit, what)
+
+
+class SignedByCentral:
+    """A message type central signs: ``STATEMENT`` labels its signatures, ``MAX_BYTES`` and ``WHAT`` are its
+    body's size limit and name; ``from_bytes`` is its strict parser of the unsigned body."""
+
+    STATEMENT: ClassVar[str]
+    MAX_BYTES: ClassVar[int]
+    WHAT: ClassVar[str]
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def seal(cls, payload: bytes, key: Ed25519PrivateKey) -> bytes:
+        """An unsigned body of this type signed by central, as it is sent."""
+        return seal(key, cls.STATEMENT, payload, limit=cls.MAX_BYTES, what=cls.WHAT)
+
+    @classmethod
+    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> Self:
+        """A message of this type central signed; ``WireFormatError`` (:class:`UnsignedMessageError` for a
+        missing or foreign signature) otherwise, before any of it is believed."""
+        return cls.from_bytes(open_sealed(payload, central_key, cls.STATEMENT, limit=cls.MAX_BYTES, what=cls.WHAT))

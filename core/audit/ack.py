@@ -20,13 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import ClassVar
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core.errors import WireFormatError
-from core.signed import open_sealed, seal
+from core.signed import SignedByCentral
 from core.topics import validate_device_id
-from core.wire import decode_object, encode_object
+from core.wire import aware_time, decode_object, encode_object
 
 ACK_VERSION = 2
 MAX_ACK_BYTES = 512
@@ -36,7 +37,11 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
-class Ack:
+class Ack(SignedByCentral):
+    STATEMENT: ClassVar[str] = ACK_STATEMENT
+    MAX_BYTES: ClassVar[int] = MAX_ACK_BYTES
+    WHAT: ClassVar[str] = "Ack"
+
     device_id: str
     events_through: int
     checkpoint_through: int
@@ -55,15 +60,7 @@ class Ack:
 
     def issued(self) -> datetime:
         """When central made the ack (its clock)."""
-        if not isinstance(self.issued_at, str) or len(self.issued_at) > 40:
-            raise WireFormatError("Ack issued_at must be an ISO 8601 time.")
-        try:
-            moment = datetime.fromisoformat(self.issued_at)
-        except ValueError as e:
-            raise WireFormatError(f"Ack issued_at is not an ISO 8601 time: {e}") from e
-        if moment.tzinfo is None:
-            raise WireFormatError("Ack issued_at must carry a time zone.")
-        return moment
+        return aware_time(self.issued_at, "Ack issued_at")
 
     @classmethod
     def now(cls, device_id: str, events_through: int, checkpoint_through: int, head_hash: str) -> Ack:
@@ -76,16 +73,10 @@ class Ack:
 
     def signed(self, key: Ed25519PrivateKey) -> bytes:
         """What central publishes: the body with its signature."""
-        return seal(key, ACK_STATEMENT, self.to_bytes(), limit=MAX_ACK_BYTES, what="Ack")
+        return self.seal(self.to_bytes(), key)
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Ack:
         """Parse an unsigned body; on the desk use :meth:`from_signed`."""
         obj = decode_object(payload, MAX_ACK_BYTES, "Ack", version=ACK_VERSION, fields=_FIELDS)
         return cls(**obj)
-
-    @classmethod
-    def from_signed(cls, payload: bytes, central_key: Ed25519PublicKey) -> Ack:
-        """An ack central signed; raises ``WireFormatError`` (``core.signed.UnsignedMessageError`` when the
-        signature is missing or not central's) before anything in it is believed."""
-        return cls.from_bytes(open_sealed(payload, central_key, ACK_STATEMENT, limit=MAX_ACK_BYTES, what="Ack"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -41,23 +41,6 @@ def ingest(mqtt_settings: CentralMqttSettings, store: AuditStore) -> Iterator[Au
     assert ingest.wait_connected(10), "ingest did not connect to the test broker"
     yield ingest
     ingest.stop()
-
-
-@pytest.fixture
-def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
-    client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{next(_ids)}",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-
-    def publish(topic: str, payload: bytes) -> None:
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-
-    yield publish
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture

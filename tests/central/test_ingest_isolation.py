@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,23 +34,6 @@ from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY
 
 _ids = itertools.count(1)
 NESTED = b"[" * 16384  # raised RecursionError in the strict decoder before it capped nesting
-
-
-@pytest.fixture
-def publish(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
-    client = Client(CallbackAPIVersion.VERSION2, client_id=f"poison-pub-{next(_ids)}",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-
-    def send(topic: str, payload: bytes) -> None:
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-
-    yield send
-    client.disconnect()
-    client.loop_stop()
 
 
 class AckSpy:
@@ -109,7 +92,7 @@ def seq_too_big(writer: ChainWriter) -> bytes:
 
 
 def test_poison_messages_are_refused_once_and_every_good_event_from_every_desk_is_stored(
-        database_url, mosquitto, publish, acks) -> None:
+        database_url, mosquitto, publisher, acks) -> None:
     store = AuditStore(database_url)
     registry = RegistryStore(database_url)
     desk_a, desk_b = ChainWriter(f"desk-poison-a{next(_ids)}"), ChainWriter(f"desk-poison-b{next(_ids)}")
@@ -134,19 +117,19 @@ def test_poison_messages_are_refused_once_and_every_good_event_from_every_desk_i
             for writer in (desk_a, desk_b):
                 event = writer.event()
                 good.append(event)
-                publish(audit_topic(writer.device_id), event.to_bytes())
-            publish(topic, payload)
+                publisher(audit_topic(writer.device_id), event.to_bytes())
+            publisher(topic, payload)
         for writer in (desk_a, desk_b):
             event = writer.event()
             good.append(event)
-            publish(audit_topic(writer.device_id), event.to_bytes())
-            publish(checkpoint_topic(writer.device_id), writer.checkpoint().to_bytes())
-        publish(health_topic(b), heartbeat(b))
+            publisher(audit_topic(writer.device_id), event.to_bytes())
+            publisher(checkpoint_topic(writer.device_id), writer.checkpoint().to_bytes())
+        publisher(health_topic(b), heartbeat(b))
 
         assert wait_for(lambda: store.count() == len(good), timeout=30), store.rejections()
         assert {r["event_id"] for r in store.query(limit=100)} == {e.event_id for e in good}
-        assert [(h.device_id, h.contiguous_seq, h.checkpoint_seq) for h in store.heads()] == sorted(
-            [(a, 6, 6), (b, 6, 6)])
+        heads = sorted([(a, 6, 6), (b, 6, 6)])
+        assert wait_for(lambda: [(h.device_id, h.contiguous_seq, h.checkpoint_seq) for h in store.heads()] == heads)
         assert wait_for(lambda: ingest.rejected == len(poison))
         # Acknowledged to the broker: a poison message is not delivered (and refused) a second time.
         wait_for(lambda: False, 1.5)
@@ -163,7 +146,7 @@ def test_poison_messages_are_refused_once_and_every_good_event_from_every_desk_i
 
 
 def test_a_locked_database_acknowledges_nothing_and_everything_arrives_once_it_is_free(
-        tmp_path: Path, mosquitto, publish, acks) -> None:
+        tmp_path: Path, mosquitto, publisher, acks) -> None:
     path = tmp_path / "central.db"
     store = AuditStore(path)
     store._db.execute("PRAGMA busy_timeout = 200")  # fail fast while locked, instead of waiting 30 s
@@ -179,10 +162,10 @@ def test_a_locked_database_acknowledges_nothing_and_everything_arrives_once_it_i
         assert ingest.wait_connected(10)
         lock.execute("BEGIN IMMEDIATE")  # another writer holds the database: every write by the ingest fails
         events = [desk.event() for _ in range(3)]
-        publish(audit_topic(desk.device_id), events[0].to_bytes())
-        publish(audit_topic(desk.device_id), seq_too_big(desk))
+        publisher(audit_topic(desk.device_id), events[0].to_bytes())
+        publisher(audit_topic(desk.device_id), seq_too_big(desk))
         for event in events[1:]:
-            publish(audit_topic(desk.device_id), event.to_bytes())
+            publisher(audit_topic(desk.device_id), event.to_bytes())
         wait_for(lambda: False, 3.0)
         assert store.count() == 0 and store.rejection_count() == 0
         assert acks.count == 0, "an ack was sent for events that were not stored"
