@@ -52,8 +52,8 @@ class Ack(SignedByCentral):
         validate_device_id(self.device_id)
         for name in ("events_through", "checkpoint_through"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
-                raise WireFormatError(f"Ack field {name!r} must be a non-negative 64-bit integer.")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise WireFormatError(f"Ack field {name!r} must be a non-negative integer.")
         if not isinstance(self.head_hash, str) or not _HASH.fullmatch(self.head_hash):
             raise WireFormatError("Ack head hash must be 64 lower-case hex digits.")
         self.issued()
