@@ -28,7 +28,8 @@ from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.cases import CaseStore
 from appliance.storage.desk_config import DeskConfigStore
-from appliance.storage.device_db import DeviceDatabase
+from appliance.storage.device_db import DeviceDatabase, desk_tpm
+from appliance.storage.library_keys import open_library_keys
 from appliance.storage.outbox import Outbox
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
@@ -38,8 +39,8 @@ from appliance.storage.signing_key import load_or_create_signing_key
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.updater import LibraryUpdater
 from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
-from devicekeys.keys import tpm_for_policy
-from library.snapshot import read_key_file
+from devicekeys.keys import AUTH_FILE_NAME
+from devicekeys.tpm import Tpm
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
 
@@ -55,10 +56,10 @@ class DeviceRecords:
     audit: AuditLog
 
 
-def open_records(settings: ApplianceSettings) -> DeviceRecords:
+def open_records(settings: ApplianceSettings, tpm: Tpm | None = None) -> DeviceRecords:
     """The device database and its audit log, keys through ``devicekeys.keys``: sealed to the TPM when the
     ``[keys]`` protection allows one (docs/fleet.md), the same TPM for the database key and the signing key."""
-    tpm = tpm_for_policy(settings.keys.protection)
+    tpm = tpm if tpm is not None else desk_tpm(settings)
     db = DeviceDatabase(settings.data_dir, tpm)
     outbox = Outbox(db, load_or_create_signing_key(settings.data_dir, tpm))
     return DeviceRecords(db, outbox, AuditLog(settings.device_id, outbox))
@@ -111,24 +112,26 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own.
     """
     pipeline = pipeline or FacePipeline.load()
-    key = read_key_file(settings.library.key_file)
+    tpm = desk_tpm(settings)
+    keys = open_library_keys(settings, tpm)  # the key-wrapping key unsealed once; library keys unwrapped
     # Versions live in the device's library store; the file named in settings is the one shipped at
     # provisioning, installed on first start. Updates from central then move the store forward.
     store = LibraryStore(settings.library_store_dir)
-    if store.current_version() is None:
-        store.install_full(settings.library.path, key, expected_embedder=pipeline.embedder_id)
-    snapshot = store.open_current(key, expected_embedder=pipeline.embedder_id)
+    if store.current_version() is None and keys.provisioned is not None:
+        store.install_full(settings.library.path, keys.require(keys.provisioned),
+                           expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
+    snapshot = store.open_current(keys.for_current(store), expected_embedder=pipeline.embedder_id)
     central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
-    records = open_records(settings)
+    records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
     library = LibraryHolder(snapshot)
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
     updater = None
     if settings.updates is not None:
         updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
-                                               library_key=key, embedder_id=pipeline.embedder_id,
+                                               keys=keys, embedder_id=pipeline.embedder_id,
                                                holder=library, audit=audit, central_key=central_key,
-                                               config=ConfigUpdater(desk_config, audit))
+                                               config=ConfigUpdater(desk_config, audit, keys))
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
     # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
     reviews, case_store = PeerReviewStore(db), CaseStore(db)
@@ -140,17 +143,21 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
             central_key=central_key, resend_after_s=settings.peer_review.resend_after_s)
         handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
     senders = [central_reviews.drain] if central_reviews else []
-    key_paths = [db.key_path, settings.data_dir / SIGNING_KEY_NAME]
+    # Every key the heartbeat reports on, the library's included: the key-wrapping key opens every library key.
+    key_paths = [db.key_path, settings.data_dir / SIGNING_KEY_NAME, settings.wrapping_key_path]
     if settings.mqtt.key_file is not None:
         key_paths.append(settings.mqtt.key_file)
     last_ack: list[CentralLink] = []  # the publisher, once made (the reporter is one of its senders)
     health = HealthReporter(settings.device_id, settings.data_dir, outbox, library,
                             interval_s=settings.health.interval_s, key_paths=key_paths,
+                            insecure_keys=lambda: keys.insecure,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
     senders.append(health.send)
     wipe = WipeService(settings.device_id, central_key, audit, outbox, db,
-                       secrets=[*key_paths[1:], settings.library.key_file], trees=[store.root],
-                       files=[settings.library.path])
+                       secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
+                                *filter(None, [settings.library.insecure_plain_key_file])],
+                       trees=[store.root, keys.folder],
+                       files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
     if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
         snapshot.close()
         raise DeskWithdrawnError(WITHDRAWN_MESSAGE)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.settings import StrictModel, load_settings
 from core.topics import validate_device_id
+from devicekeys.wrapping import default_path as wrapping_key_default
 from transport.settings import MqttSettings
 
 
@@ -37,11 +38,39 @@ class UpdateSettings(StrictModel):
 
 
 class LibrarySettings(StrictModel):
-    path: Path = Field(description="The library snapshot (SQLCipher file) to search.")
-    key_file: Path = Field(description="Hex key that opens the snapshot (mode 0600).")
+    """The library shipped at provisioning, and the key it opens with: wrapped to this desk, never shared.
+
+    Exactly one of ``wrapped_key`` (the secure form) and ``insecure_plain_key_file`` must be set.
+    """
+
+    path: Path = Field(description="The library snapshot (SQLCipher file) shipped at provisioning.")
+    library_id: str = Field(default="national", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+                            description="The library lineage central wraps keys for (core.keywrap).")
+    wrapped_key: Path | None = Field(
+        default=None, description="The snapshot's content key wrapped to this desk's key-wrapping key, from "
+        "`python -m central devices wrap-library-key` (safe to copy: only this desk's sealed key opens it).")
+    insecure_plain_key_file: Path | None = Field(
+        default=None, description="INSECURE, development only: a plain hex key file that opens the snapshot. "
+        "Whoever copies it reads the library; the heartbeat reports key_protection 'insecure' while it is set.")
     store_dir: Path | None = Field(
         default=None, description="Where installed library versions live (default: data_dir/library)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_key_file(cls, data: object) -> object:
+        if isinstance(data, dict) and "key_file" in data:
+            raise ValueError("key_file is no longer read: a desk gets its library key wrapped to its own key "
+                             "(wrapped_key, from `python -m central devices wrap-library-key`); a plain key file "
+                             "only as insecure_plain_key_file, for development (docs/fleet.md)")
+        return data
+
+    @model_validator(mode="after")
+    def _one_key(self) -> LibrarySettings:
+        if (self.wrapped_key is None) == (self.insecure_plain_key_file is None):
+            raise ValueError("set exactly one of wrapped_key (the library key wrapped to this desk) and "
+                             "insecure_plain_key_file (development only); key_file is no longer read")
+        return self
 
 
 class DeskMqttSettings(MqttSettings):
@@ -89,12 +118,19 @@ class PeerReviewSettings(StrictModel):
 
 
 class KeySettings(StrictModel):
-    """Where the device database key and the audit signing key are kept (docs/fleet.md, key protection)."""
+    """Where the device's keys are kept (docs/fleet.md, key protection): the database key, the audit signing
+    key and the key-wrapping key that opens library keys."""
 
     protection: Literal["auto", "tpm", "file"] = Field(
         default="auto", description="'auto': sealed to the TPM when one is reachable (TPM2TOOLS_TCTI or "
         "/dev/tpmrm0), else 0600 files reported as weaker in the health heartbeat; 'tpm': refuse to start "
         "without a TPM; 'file': never seal (development only).")
+    pcrs: str = Field(default="sha256:7", pattern=r"^sha(1|256|384|512):[0-9]{1,2}(,[0-9]{1,2})*$",
+                      description="PCRs a sealed key is bound to (tpm2-tools selection): the measured boot "
+                      "state it unseals in. Default: PCR 7, Secure Boot state.")
+    wrapping_key: Path | None = Field(
+        default=None, description="The desk's X25519 key-wrapping key (default: data_dir/pki/library-wrap.key, "
+        "made by `python -m provisioning device-keygen`).")
 
 
 class HealthSettings(StrictModel):
@@ -125,6 +161,11 @@ class ApplianceSettings(StrictModel):
 
     def model_post_init(self, _context: object) -> None:
         validate_device_id(self.device_id)
+
+    @property
+    def wrapping_key_path(self) -> Path:
+        """The key-wrapping key: where provisioning made it unless ``[keys] wrapping_key`` says otherwise."""
+        return self.keys.wrapping_key or wrapping_key_default(self.data_dir)
 
     @property
     def library_store_dir(self) -> Path:

@@ -3,7 +3,9 @@
 ``serve`` runs the ingest workers and the web interface; ``ingest`` runs the
 workers alone (to scale out, run several with the same ``ingest.shared_group``);
 ``devices register`` records a device's Ed25519 audit key, without which its
-messages are refused; ``devices revoke`` withdraws a desk (registry, signed wipe,
+messages are refused, and its X25519 key-wrapping key (``--wrap-key``), without which it
+receives no library key; ``devices wrap-library-key`` wraps a lineage key for one desk
+(the library it is provisioned with); ``devices revoke`` withdraws a desk (registry, signed wipe,
 CRL and broker reload, as ``[fleet]`` configures; see docs/fleet.md) and
 ``devices command-key`` makes the key that signs the wipe; ``accounts add``
 creates a sign-in for the web interface with one or more roles (auditor,
@@ -32,9 +34,11 @@ from central.ingest.mqtt import AuditIngest
 from central.ingest.status import IngestPool
 from central.publish.announcer import Announcer
 from central.settings import CentralSettings, load
+from core import keywrap
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
 from core.errors import CustodyRfrError, SettingsError
 from core.topics import validate_device_id
+from devicekeys.files import write_atomic
 
 logger = logging.getLogger("central")
 
@@ -119,20 +123,41 @@ def _ingest(config: Path) -> int:
     return 0
 
 
-def _register(config: Path | None, database: str | None, device_id: str, key_file: Path) -> int:
+def _register(config: Path | None, database: str | None, device_id: str, key_file: Path,
+              wrap_key_file: Path | None) -> int:
+    from devicekeys.wrapping import read_public_key
+
     validate_device_id(device_id)
     try:
         key = public_key_from_bytes(key_file.read_bytes())
     except FileNotFoundError:
         print(f"central: public key file {key_file} does not exist", file=sys.stderr)
         return 2
+    wrap_hex = keywrap.public_key_hex(read_public_key(wrap_key_file)) if wrap_key_file else None
     url = database or load(config).database_url
     registry = RegistryStore(url)
     try:
-        registry.register_device(device_id, public_key_hex(key))
+        registry.register_device(device_id, public_key_hex(key), wrap_public_key_hex=wrap_hex)
     finally:
         registry.close()
-    print(f"registered {device_id} with Ed25519 key {public_key_hex(key)[:16]}…")
+    print(f"registered {device_id} with Ed25519 key {public_key_hex(key)[:16]}…"
+          + (f" and key-wrapping key {wrap_hex[:16]}…" if wrap_hex else ""))
+    return 0
+
+
+def _wrap_library_key(config: Path | None, database: str | None, args: argparse.Namespace) -> int:
+    from central.publish.keys import wrap_for_desk
+    from library.snapshot import read_key_file
+
+    registry = RegistryStore(database or load(config).database_url)
+    try:
+        wrapped = wrap_for_desk(registry, validate_device_id(args.device_id), read_key_file(args.key_file),
+                                args.library_id)
+    finally:
+        registry.close()
+    write_atomic(args.out, wrapped.to_text().encode() + b"\n")
+    print(f"library key {wrapped.key_id[:12]} wrapped for {args.device_id} in {args.out}; give the desk that file "
+          f"and set [library] wrapped_key to it (only that desk's sealed key-wrapping key opens it).")
     return 0
 
 
@@ -250,6 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     reg = dsub.add_parser("register", help="record a device's Ed25519 public key (PEM, raw or hex)")
     reg.add_argument("--id", required=True, dest="device_id")
     reg.add_argument("--public-key", required=True, type=Path, dest="key_file")
+    reg.add_argument("--wrap-key", type=Path, dest="wrap_key_file",
+                     help="the desk's key-wrapping public key (DATA/pki/library-wrap.pub from device-keygen)")
+    wrapk = dsub.add_parser("wrap-library-key", help="wrap a library lineage key for one registered desk")
+    wrapk.add_argument("--id", required=True, dest="device_id")
+    wrapk.add_argument("--key-file", required=True, type=Path, help="the lineage's key file (stays on central)")
+    wrapk.add_argument("--library-id", default="national")
+    wrapk.add_argument("--out", required=True, type=Path, help="the wrapped key file to give the desk")
     lst = dsub.add_parser("list", help="list registered devices")
     rev = dsub.add_parser("revoke", help="withdraw a desk: refuse its messages, send a signed wipe, revoke its "
                           "certificates (as [fleet] in --config says)")
@@ -258,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     rev.add_argument("--reason", default="revoked", help="why (recorded)")
     key = dsub.add_parser("command-key", help="make central's fleet-command signing key (once)")
     key.add_argument("--out", required=True, type=Path)
-    for p in (reg, lst, rev):
+    for p in (reg, wrapk, lst, rev):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
     accounts = sub.add_parser("accounts", help="sign-in accounts for the web interface")
@@ -293,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.config or args.database):
                 parser.error("give --config or --database")
             if args.devices_command == "register":
-                return _register(args.config, args.database, args.device_id, args.key_file)
+                return _register(args.config, args.database, args.device_id, args.key_file, args.wrap_key_file)
+            if args.devices_command == "wrap-library-key":
+                return _wrap_library_key(args.config, args.database, args)
             if args.devices_command == "revoke":
                 return _revoke(args.config, args.database, args.device_id, args.by, args.reason)
             return _list_devices(args.config, args.database)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from central.publish.settings import PublishSettings
+from central.publish.settings import PublishSettings, database_url
 from central.reports.settings import ReportsSettings
 from core.settings import StrictModel, load_settings
 from transport.settings import MqttSettings
@@ -106,7 +106,7 @@ class CentralSettings(StrictModel):
     @property
     def database_url(self) -> str:
         """The store URL to open, defaulting to SQLite in ``data_dir``."""
-        return self.database or f"sqlite:///{(self.data_dir / 'central.db').absolute()}"
+        return database_url(self.database, self.data_dir)
 
     def model_post_init(self, _context: object) -> None:
         if self.ingest.workers > 1 and not self.ingest.shared_group:

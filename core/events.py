@@ -67,7 +67,7 @@ class AuditEvent:
         validate_device_id(self.device_id)
         if not isinstance(self.seq, int) or isinstance(self.seq, bool) or self.seq < 1:
             raise WireFormatError("Event sequence number must be a positive integer.")
-        if self.type not in EVENT_TYPES:
+        if not isinstance(self.type, str) or self.type not in EVENT_TYPES:
             raise WireFormatError(f"Unknown event type {self.type!r}.")
         for name in ("actor", "outcome", "event_id", "occurred_at"):
             value = getattr(self, name)

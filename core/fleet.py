@@ -31,7 +31,10 @@ from core.wire import aware_time, decode_object
 
 HEARTBEAT_VERSION = 1
 MAX_HEARTBEAT_BYTES = 2048
-KEY_PROTECTION_MODES = ("tpm", "file")
+#: "tpm": every device key sealed; "file": at least one in a 0600 file; "insecure": the library key is a plain
+#: key file given through the explicitly insecure setting (the same on every desk given it).
+KEY_PROTECTION_INSECURE = "insecure"
+KEY_PROTECTION_MODES = ("tpm", "file", KEY_PROTECTION_INSECURE)
 COMMAND_VERSION = 1
 MAX_COMMAND_BYTES = 1024
 COMMANDS = frozenset({"wipe"})
@@ -91,7 +94,7 @@ class Heartbeat:
     outbox_depth: int
     since_last_sync_s: float | None  # since central last acknowledged anything; None: never this run
     clock_offset_s: float | None  # device clock minus central's, when the desk can tell; else None
-    key_protection: str  # "tpm" only when every device key is sealed
+    key_protection: str  # "tpm" only when every device key is sealed; "insecure": a plain library key file
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -148,7 +151,7 @@ class FleetCommand:
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
-        if self.command not in COMMANDS:
+        if not isinstance(self.command, str) or self.command not in COMMANDS:
             raise WireFormatError(f"Unknown fleet command {self.command!r}.")
         aware_time(self.issued_at, "issued_at")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):

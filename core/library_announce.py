@@ -75,7 +75,8 @@ def _digest(value: object, what: str) -> str:
     return value
 
 
-_INFO_FULL = {"kind", "library_version", "embedder_id", "result_digest"}
+_INFO_FULL = {"kind", "library_version", "embedder_id", "result_digest", "key_id"}
+_KEY_ID = re.compile(r"^[0-9a-f]{32}$")  # core.keywrap.KEY_ID
 _INFO_DELTA = _INFO_FULL | {"base_version", "base_digest"}
 
 
@@ -85,22 +86,27 @@ class LibraryTargetInfo:
 
     A full snapshot needs nothing installed; a delta applies only on top of the
     library whose content digest is ``base_digest`` and yields ``result_digest``.
+    ``key_id`` names the content key the file is encrypted under (``core.keywrap``):
+    the desk opens it with that key, unwrapped from the signed ``keys-<key_id>.json``.
     """
 
     kind: str
     library_version: int
     embedder_id: str
     result_digest: str
+    key_id: str
     base_version: int | None = None
     base_digest: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise WireFormatError(f"Target kind {self.kind!r} is not one of {sorted(KINDS)}.")
         _positive_int(self.library_version, "Library version")
         if not isinstance(self.embedder_id, str) or not 0 < len(self.embedder_id) <= 200:
             raise WireFormatError("Embedder id must be a non-empty string of at most 200 characters.")
         _digest(self.result_digest, "Result digest")
+        if not isinstance(self.key_id, str) or not _KEY_ID.fullmatch(self.key_id):
+            raise WireFormatError("The library key id must be 32 lower-case hex digits.")
         if self.kind == "delta":
             base = _positive_int(self.base_version, "Delta base version")
             _digest(self.base_digest, "Delta base digest")
@@ -117,7 +123,8 @@ class LibraryTargetInfo:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "library_version": self.library_version,
-                                "embedder_id": self.embedder_id, "result_digest": self.result_digest}
+                                "embedder_id": self.embedder_id, "result_digest": self.result_digest,
+                                "key_id": self.key_id}
         if self.kind == "delta":
             data.update(base_version=self.base_version, base_digest=self.base_digest)
         return data
@@ -154,7 +161,7 @@ class LibraryAnnouncement(SignedByCentral):
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise WireFormatError("Announced library version must be a positive integer.")
         validate_target_name(self.target)
-        if self.kind not in ANNOUNCED_KINDS:
+        if not isinstance(self.kind, str) or self.kind not in ANNOUNCED_KINDS:
             raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(ANNOUNCED_KINDS)}.")
         _digest(self.result_digest, "Announced result digest")
         aware_time(self.published_at, "Announced publication time")

@@ -112,7 +112,7 @@ class CandidateSummary:
         _text("band", self.band, 100)
         if not isinstance(self.score, int | float) or isinstance(self.score, bool) or not math.isfinite(self.score):
             raise WireFormatError("A candidate score must be a finite number.")
-        if self.decision not in CANDIDATE_DECISIONS:
+        if not isinstance(self.decision, str) or self.decision not in CANDIDATE_DECISIONS:
             raise WireFormatError(f"Unknown candidate decision {self.decision!r}.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -215,11 +215,11 @@ class PeerReviewOutcome(SignedByCentral):
                                   f"{MAX_CANDIDATES} candidates.")
         for rank, decision in self.decisions.items():
             _rank(rank)
-            if decision not in REVIEW_DECISIONS:
+            if not isinstance(decision, str) or decision not in REVIEW_DECISIONS:
                 raise WireFormatError(f"A reviewer decides 'viable' or 'not_viable', not {decision!r}.")
         if not self.outcome:
             object.__setattr__(self, "outcome", outcome_of(self.decisions))
-        if self.outcome not in OUTCOMES:
+        if not isinstance(self.outcome, str) or self.outcome not in OUTCOMES:
             raise WireFormatError(f"Unknown peer review outcome {self.outcome!r}.")
         if self.outcome != outcome_of(self.decisions):
             raise WireFormatError(f"The outcome {self.outcome!r} contradicts the candidate decisions.")
@@ -238,7 +238,9 @@ class PeerReviewOutcome(SignedByCentral):
         obj = decode_object(payload, MAX_OUTCOME_BYTES, "Peer review outcome", version=SCHEMA_VERSION,
                             fields=_OUTCOME_FIELDS)
         raw = obj["decisions"]
-        if not isinstance(raw, dict) or not all(isinstance(k, str) and k.isdecimal() and str(int(k)) == k for k in raw):
+        # A rank is at most two digits; the length check comes first because int() refuses over 4300 digits.
+        if not isinstance(raw, dict) or not all(isinstance(k, str) and 0 < len(k) <= 9 and k.isdecimal()
+                                                and str(int(k)) == k for k in raw):
             raise WireFormatError("Peer review decisions must map candidate ranks to decisions.")
         obj["decisions"] = {int(k): v for k, v in raw.items()}
         if not isinstance(obj["outcome"], str) or not obj["outcome"]:

@@ -72,8 +72,12 @@ def check_shape(text: str, what: str, *, max_depth: int = MAX_DEPTH, max_keys: i
 
 
 def decode_object(payload: bytes, limit: int, what: str, *, version: int | None = None,
-                  fields: set[str] | frozenset[str] | None = None) -> dict[str, Any]:
+                  fields: set[str] | frozenset[str] | None = None, max_keys: int = MAX_KEYS,
+                  max_string: int = MAX_STRING_CHARS) -> dict[str, Any]:
     """The payload as a JSON object, after the size cap, strict parsing, version and exact field checks.
+
+    ``max_keys`` and ``max_string`` raise the shape caps for the few documents that are lists by nature
+    (a library key wrapped for every desk of the fleet); messages keep the defaults.
 
     With ``version`` the ``v`` field must equal it and is removed from the result;
     with ``fields`` the object's keys (``v`` included) must be exactly those.
@@ -86,7 +90,7 @@ def decode_object(payload: bytes, limit: int, what: str, *, version: int | None 
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError as e:
         raise WireFormatError(f"{what} is not valid JSON: {e}") from e
-    check_shape(text, what)
+    check_shape(text, what, max_keys=max_keys, max_string=max_string)
     try:
         obj = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as e:

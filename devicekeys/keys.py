@@ -1,9 +1,11 @@
 """Device secrets (the SQLCipher key, the TLS private key) sealed to the TPM, or in a 0600 file.
 
 A secret is named by the path it would have as a file. Sealed, it lives as ``<path>.tpm-pub``
-and ``<path>.tpm-priv`` and only this device's TPM can open it; without a TPM it is the file
-itself, mode 0600, readable by anyone who gets the disk. That fallback is weaker, so
-:func:`protection` reports it and the device's health must show it.
+and ``<path>.tpm-priv`` and only this device's TPM can open it, and only while the policy recorded
+in ``<path>.tpm-policy`` holds (PCR values of measured boot and the device's authorisation value,
+``devicekeys.tpm.SealPolicy``); without a TPM it is the file itself, mode 0600, readable by anyone
+who gets the disk. That fallback is weaker, so :func:`protection` reports it and the device's
+health must show it.
 
 Once a secret is sealed it is never silently read from elsewhere: if the TPM is gone, unsealing
 fails rather than falling back.
@@ -12,7 +14,9 @@ fails rather than falling back.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from devicekeys.errors import KeyProtectionError
 from devicekeys.files import write_private
-from devicekeys.tpm import Tpm, find_tcti
+from devicekeys.tpm import DEFAULT_PCRS, SealPolicy, Tpm, find_tcti
 
 MODE_TPM = "tpm"
 MODE_FILE = "file"
+#: The per-device secret a TPM authorisation value is derived from, in the desk's data folder.
+AUTH_FILE_NAME = "tpm-auth.secret"
 
 
 @dataclass(frozen=True)
@@ -44,10 +50,46 @@ def _blobs(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".tpm-pub"), path.with_name(path.name + ".tpm-priv")
 
 
-def open_tpm(tcti: str | None = None, *, allow: bool = True) -> Tpm | None:
-    """The TPM to seal to, or None for the file fallback (none present, or ``allow`` is False)."""
+def _policy_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".tpm-policy")
+
+
+def _write_policy(path: Path, policy: SealPolicy) -> None:
+    record = {"pcrs": policy.pcrs, "auth_file": str(Path(policy.auth_file).resolve()) if policy.auth_file else None}
+    write_private(_policy_path(path), json.dumps(record).encode() + b"\n")
+
+
+def sealed_policy(path: Path) -> SealPolicy | None:
+    """The policy a sealed secret was sealed under; None for a key sealed before policies existed."""
+    try:
+        record = json.loads(_policy_path(path).read_text())
+        pcrs, auth = record["pcrs"], record["auth_file"]
+        if not (pcrs is None or isinstance(pcrs, str)) or not (auth is None or isinstance(auth, str)):
+            raise ValueError("wrong types")
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise KeyProtectionError(f"The TPM policy record {_policy_path(path)} is damaged ({e}); "
+                                 "re-provision this key.") from e
+    return SealPolicy(pcrs=pcrs, auth_file=Path(auth) if auth else None)
+
+
+def device_auth_file(data_dir: Path) -> Path:
+    """The desk's TPM authorisation secret (32 random bytes, 0600), made on first use."""
+    path = Path(data_dir) / AUTH_FILE_NAME
+    if not path.exists():
+        write_private(path, secrets.token_bytes(32))
+    return path
+
+
+def open_tpm(tcti: str | None = None, *, allow: bool = True, auth_file: Path | None = None,
+             pcrs: str | None = DEFAULT_PCRS) -> Tpm | None:
+    """The TPM to seal to, or None for the file fallback (none present, or ``allow`` is False).
+
+    New secrets are sealed under PCR ``pcrs`` and, with ``auth_file``, the authorisation value from it.
+    """
     found = find_tcti(tcti) if allow else None
-    return Tpm(found) if found else None
+    return Tpm(found, SealPolicy(pcrs=pcrs, auth_file=auth_file)) if found else None
 
 
 def seal_secret(path: Path, secret: bytes, tpm: Tpm | None) -> KeyProtection:
@@ -59,12 +101,13 @@ def seal_secret(path: Path, secret: bytes, tpm: Tpm | None) -> KeyProtection:
     path.parent.mkdir(parents=True, exist_ok=True)
     public, private = _blobs(path)
     if tpm is not None:
+        _write_policy(path, tpm.policy)  # first: blobs are never left without the policy that opens them
         tpm.seal(secret, public, private)
         path.unlink(missing_ok=True)
         return protection(path)
     write_private(path, secret)
-    public.unlink(missing_ok=True)
-    private.unlink(missing_ok=True)
+    for blob in (public, private, _policy_path(path)):
+        blob.unlink(missing_ok=True)
     return protection(path)
 
 
@@ -77,7 +120,7 @@ def unseal_secret(path: Path, tpm: Tpm | None = None) -> bytes:
         if tpm is None:
             raise KeyProtectionError(f"{path} is sealed to a TPM but no TPM is reachable here "
                                      "(set TPM2TOOLS_TCTI or check /dev/tpmrm0).")
-        return tpm.unseal(public, private)
+        return tpm.unseal(public, private, sealed_policy(path))
     try:
         return path.read_bytes()
     except FileNotFoundError as e:
@@ -124,8 +167,12 @@ def fingerprint(secret: bytes) -> str:
 POLICIES = ("auto", "tpm", "file")
 
 
-def tpm_for_policy(policy: str, tcti: str | None = None) -> Tpm | None:
+def tpm_for_policy(policy: str, tcti: str | None = None, *, data_dir: Path | None = None,
+                   pcrs: str | None = DEFAULT_PCRS) -> Tpm | None:
     """The TPM new secrets are sealed to under a desk's ``[keys] protection`` setting.
+
+    With ``data_dir`` each secret is sealed under PCR ``pcrs`` AND the authorisation value derived from the
+    desk's ``tpm-auth.secret`` there (made on first use); without, under the PCRs only.
 
     ``auto`` seals when a TPM is reachable and falls back to 0600 files otherwise (reported as weaker);
     ``tpm`` refuses to start without one, so a desk that must seal never quietly writes plaintext keys;
@@ -135,7 +182,9 @@ def tpm_for_policy(policy: str, tcti: str | None = None) -> Tpm | None:
         raise KeyProtectionError(f"Key protection {policy!r} is not one of {', '.join(POLICIES)}.")
     if policy == MODE_FILE:
         return None
-    tpm = open_tpm(tcti)
+    found = find_tcti(tcti)
+    auth_file = device_auth_file(data_dir) if found and data_dir is not None else None
+    tpm = Tpm(found, SealPolicy(pcrs=pcrs, auth_file=auth_file)) if found else None
     if tpm is None and policy == MODE_TPM:
         raise KeyProtectionError("[keys] protection is 'tpm' but no TPM is reachable "
                                  "(set TPM2TOOLS_TCTI or check /dev/tpmrm0 and tpm2-tools).")
@@ -167,7 +216,7 @@ def destroy_secret(path: Path) -> None:
     """Remove a secret in either form (device wipe). A file is overwritten first; a sealed blob is useless
     without this TPM anyway, so removing it is enough."""
     path = Path(path)
-    for candidate in (path, *_blobs(path)):
+    for candidate in (path, *_blobs(path), _policy_path(path)):
         if candidate.exists():
             size = candidate.stat().st_size
             with open(candidate, "r+b") as fh:

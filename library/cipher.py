@@ -19,6 +19,7 @@ from pathlib import Path
 import sqlcipher3
 
 from library.errors import SnapshotError, SnapshotKeyError
+from library.files import copy_ciphertext, durable_replace
 
 KEY_BYTES = 32
 PAGE_SIZE = 4096
@@ -84,3 +85,26 @@ def connect(path: Path, key: bytes, *, create: bool = False, read_only: bool = F
             f"or the file is damaged. Reinstall the library from central."
         ) from e
     return conn
+
+
+def rekey_copy(src: Path, dst: Path, old_key: bytes, new_key: bytes) -> None:
+    """``dst``: a copy of ``src`` re-encrypted under ``new_key`` (SQLCipher ``PRAGMA rekey``); ``src`` is untouched.
+
+    The copy is made and re-keyed under a temporary name and renamed into place only once it opens with the
+    new key, so a crash leaves either no ``dst`` or a complete one. Every page is rewritten, so nothing of the
+    copy opens with ``old_key`` afterwards.
+    """
+    dst = Path(dst)
+    part = dst.with_name(dst.name + ".rekey")
+    try:
+        copy_ciphertext(Path(src), part)
+        conn = connect(part, old_key)
+        try:
+            conn.execute(f"PRAGMA rekey = \"x'{new_key.hex()}'\"")
+        finally:
+            conn.close()
+        connect(part, new_key, read_only=True).close()
+        durable_replace(part, dst)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise

@@ -82,6 +82,31 @@ def _info(meta: dict[str, str], path: Path) -> DeltaInfo:
         raise DeltaError(f"{path.name} is an incomplete library delta ({e}).") from e
 
 
+def added_record(row: tuple[object, ...], dim: int) -> tuple[ReferenceRecord, np.ndarray, bytes]:
+    """One added record as the delta stores it (``RECORD_COLUMNS``, vector, jpeg, digest), checked, or a DeltaError.
+
+    The row is parsed before its digest can be checked, so a damaged row (a value of the wrong SQLite type, a
+    malformed date, a template that is not whole float32s) must fail as damage too, not as a ValueError.
+    """
+    if len(row) != 12:
+        raise DeltaError(f"A delta record has {len(row)} columns, not 12: the delta is damaged.")
+    *columns, vector_bytes, thumbnail, row_digest = row
+    texts = columns[1:]  # after record_id: subject_ref, sex, ethnicity_code, dates, age_band, source, quality
+    if (not isinstance(columns[0], int) or not all(v is None or isinstance(v, str) for v in texts)
+            or not isinstance(columns[1], str) or not isinstance(columns[7], str)  # subject_ref, source
+            or not all(isinstance(v, bytes) for v in (vector_bytes, thumbnail, row_digest))):
+        raise DeltaError(f"A delta record (id {columns[0]!r}) holds a value of the wrong type: the delta is damaged.")
+    try:
+        record = record_from_row(tuple(columns))
+        vector = np.frombuffer(vector_bytes, dtype=np.float32)
+    except ValueError as e:
+        raise DeltaError(f"A delta record (id {columns[0]!r}) is malformed ({e}): the delta is damaged.") from e
+    vector = check_template(vector, dim)
+    if digest.record_digest(record, vector, thumbnail) != row_digest:
+        raise DeltaError(f"The delta's record {record.source} does not match its digest: the delta is damaged.")
+    return record, vector, thumbnail
+
+
 def _meta(conn: sqlcipher3.Connection, path: Path) -> dict[str, str]:
     try:
         return dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -264,11 +289,7 @@ def _apply(conn: sqlcipher3.Connection, delta: sqlcipher3.Connection, info: Delt
                          "h.jpeg, r.digest FROM records r JOIN templates t USING (record_id) "
                          "JOIN thumbnails h USING (record_id) ORDER BY r.record_id")
     for row in rows:
-        record = record_from_row(row[:9])
-        vector = check_template(np.frombuffer(bytes(row[9]), dtype=np.float32), info.dim)
-        thumbnail = bytes(row[10])
-        if digest.record_digest(record, vector, thumbnail) != bytes(row[11]):
-            raise DeltaError(f"The delta's record {record.source} does not match its digest: the delta is damaged.")
+        record, vector, thumbnail = added_record(tuple(row), info.dim)
         insert_record(conn, next_id, record, vector, thumbnail)
         added_labels.append(next_id)
         added_vectors.append(vector)

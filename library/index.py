@@ -11,6 +11,7 @@ snapshot authenticates the bytes (``library.index_storage``) before that.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -93,6 +94,7 @@ def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int
                 raise _damaged(f"{name} is {scalars[name]!r}, expected {value!r}")
         if not (0 < m <= 512 and 0 <= n <= cap):
             raise _damaged("implausible sizes")
+        _check_flags(scalars, n)
         sizes = {"data_level0": n * per_elem, "label_lookup_external": n * 8, "label_lookup_internal": n * 4,
                  "element_levels": cap * 4}
         for name, nbytes in sizes.items():
@@ -119,8 +121,35 @@ def check_state(scalars: dict[str, Any], arrays: dict[str, np.ndarray], dim: int
         if arrays["link_lists"].nbytes:
             blocks = arrays["link_lists"].view(np.uint32).reshape(-1, m + 1)
             _check_links(blocks, m, _block_levels(levels), levels)
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError) as e:  # OverflowError: int() of an infinite float
         raise _damaged(f"unreadable state: {e}") from e
+
+
+def _check_flags(scalars: dict[str, Any], n: int) -> None:
+    """The loader's flags and the build parameters a later add_items uses, as split_state writes them.
+
+    With ``index_inited`` false hnswlib restores no graph at all and the first search dereferences it.
+    """
+    flags = {"index_inited": True, "normalize": False, "ep_added": n > 0}  # normalize is for "cosine" only
+    for name, value in flags.items():
+        if scalars[name] is not value:
+            raise _damaged(f"{name} is {scalars[name]!r}, expected {value!r}")
+    for name in ("has_deletions", "allow_replace_deleted"):
+        if not isinstance(scalars[name], bool):
+            raise _damaged(f"{name} is not true or false")
+    # hnswlib rebuilds the index from M, ef_construction and max_elements, then compares the state with it and
+    # throws on a mismatch, leaking what it built (about 2.6 MB of locks each time): refuse those first.
+    m = int(scalars["M"])
+    for name, low, high in (("num_threads", -1, 1024), ("ef", 1, 1_000_000), ("ef_construction", m, 1_000_000),
+                            ("seed", 0, 2**64 - 1)):
+        value = scalars[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise _damaged(f"{name} is {value!r}, outside {low}..{high}")
+    if scalars["num_threads"] == 0:  # -1 is hnswlib's "all cores"; 0 is never written
+        raise _damaged("num_threads is 0")
+    mult = scalars["mult"]  # the spread of random levels for nodes added later: exactly 1/ln(M), as hnswlib computes
+    if not isinstance(mult, float) or mult != 1 / math.log(m):
+        raise _damaged(f"mult is {mult!r}, expected {1 / math.log(m)!r}")
 
 
 def _block_levels(levels: np.ndarray) -> np.ndarray:
@@ -169,10 +198,15 @@ def _check_links(blocks: np.ndarray, max_links: int, block_levels: np.ndarray, l
         raise _damaged("a link names a level its target does not have")
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
 def join_state(scalars_json: str, arrays: dict[str, np.ndarray], dim: int) -> hnswlib.Index:
     try:
-        state: dict[str, Any] = json.loads(scalars_json)
-    except ValueError as e:
+        # NaN and Infinity are not JSON and never written by split_state.
+        state: dict[str, Any] = json.loads(scalars_json, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as e:
         raise _damaged(str(e)) from e
     check_state(state, arrays, dim)
     try:

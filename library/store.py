@@ -1,7 +1,11 @@
 """The device's library folder: every installed version, and one pointer saying which is in use.
 
     <root>/versions/<version>.db   complete, verified snapshots (SQLCipher)
-    <root>/current                 JSON {"version", "file", "content_digest"}; replaced atomically
+    <root>/current                 JSON {"version", "file", "content_digest", "key_id"}; replaced atomically
+
+``key_id`` names the content key the current version is encrypted under (``core.keywrap.key_id``):
+a re-keyed lineage changes key with a full version, so the pointer and the key move together.
+A pointer written before key ids has none; the desk then opens it with its provisioned key.
 
 The pointer is the single commit point. A new version is built or copied
 under a temporary name, checked, fsynced and renamed into ``versions/``, and
@@ -90,6 +94,12 @@ class LibraryStore:
         pointer = self._pointer()
         return None if pointer is None else int(pointer["version"])  # type: ignore[call-overload]
 
+    def current_key_id(self) -> str | None:
+        """The key id the current version needs, or None (nothing installed, or installed before key ids)."""
+        pointer = self._pointer()
+        key_id = None if pointer is None else pointer.get("key_id")
+        return key_id if isinstance(key_id, str) else None
+
     def current_path(self) -> Path:
         pointer = self._pointer()
         if pointer is None:
@@ -113,7 +123,7 @@ class LibraryStore:
             )
 
     def install_full(self, src: Path, key: bytes, *, expected_embedder: str | None = None,
-                     expected_digest: str | None = None) -> int:
+                     expected_digest: str | None = None, key_id: str | None = None) -> int:
         """Copy a complete snapshot in and switch to it; returns the new version."""
         with self._locked():
             snapshot = Snapshot.open(src, key, expected_embedder)
@@ -131,12 +141,15 @@ class LibraryStore:
                 part.unlink(missing_ok=True)
                 raise
             self._stage("renamed")
-            self._switch(target, version, content)
+            self._switch(target, version, content, key_id)
             return version
 
     def install_delta(self, delta: Path, key: bytes, *, expected_embedder: str | None = None,
                       expected_digest: str | None = None, index_threads: int = 1) -> int:
-        """Apply a delta to the current version and switch to the result; returns the new version."""
+        """Apply a delta to the current version and switch to the result; returns the new version.
+
+        A delta never changes the content key (a re-key is always a full version), so the key id stays.
+        """
         with self._locked():
             base = self.current_path()
             current = self.current_version()
@@ -156,7 +169,7 @@ class LibraryStore:
             # apply_delta has already proved the rows add up to the signed result digest, from the file it wrote;
             # opening it again here would load a third copy of the index for nothing.
             apply_delta(base, delta, key, target, on_stage=self._stage, index_threads=index_threads)
-            self._switch(target, info.result_version, info.result_digest)
+            self._switch(target, info.result_version, info.result_digest, self.current_key_id())
             return info.result_version
 
     def _verify(self, path: Path, key: bytes, expected_embedder: str | None, expected_digest: str | None) -> str:
@@ -171,8 +184,8 @@ class LibraryStore:
         finally:
             snapshot.close()
 
-    def _switch(self, target: Path, version: int, content_digest: str) -> None:
-        pointer = {"version": version, "file": target.name, "content_digest": content_digest}
+    def _switch(self, target: Path, version: int, content_digest: str, key_id: str | None) -> None:
+        pointer = {"version": version, "file": target.name, "content_digest": content_digest, "key_id": key_id}
         durable_write_text(self.root / POINTER, json.dumps(pointer) + "\n")
         self._stage("switched")
         logger.info("library version %d is now current", version)

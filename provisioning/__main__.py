@@ -52,11 +52,14 @@ def _new_token(a: argparse.Namespace) -> None:
 
 
 def _device_keygen(a: argparse.Namespace) -> None:
-    tpm = keys.open_tpm(a.tcti, allow=not a.no_tpm)
+    # The desk's own policy: PCR 7 and the authorisation value from DATA/tpm-auth.secret (made only if sealing).
+    tpm = keys.tpm_for_policy(keys.MODE_FILE if a.no_tpm else "auto", a.tcti, data_dir=a.data_dir)
     pki, mode = device.keygen(a.data_dir, a.device_id, tpm)
-    where = f"sealed to the TPM ({tpm.tcti})" if tpm else "in a 0600 file (no TPM: weaker, reported in health)"
-    print(f"Key for {a.device_id} made and kept {where}; request at {pki.csr} (mode: {mode.mode}).")
-    print(f"Next: send {pki.csr} with the enrolment token to central's `issue`; the private key stays here.")
+    where = (f"sealed to the TPM ({tpm.tcti}, PCR {tpm.policy.pcrs} and an authorisation value)" if tpm
+             else "in 0600 files (no TPM: weaker, reported in health)")
+    print(f"Keys for {a.device_id} made and kept {where}; request at {pki.csr} (mode: {mode.mode}).")
+    print(f"Next: send {pki.csr} with the enrolment token to central's `issue`, and register {pki.wrap_public} "
+          "with `python -m central devices register --wrap-key`; the private keys stay here.")
 
 
 def _issue(a: argparse.Namespace) -> None:

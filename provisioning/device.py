@@ -1,8 +1,9 @@
 """The device's side of enrolment: make its own key and request, then install what central sent.
 
-The private key is generated on the desk and never leaves it: it is sealed to the TPM where
-there is one (else a 0600 file), and only the certificate request goes to central. Files live
-under ``<data_dir>/pki/``.
+The private keys are generated on the desk and never leave it: the TLS key and the X25519
+key-wrapping key (``devicekeys.wrapping``) are sealed to the TPM where there is one (else 0600
+files); only the certificate request and the wrapping key's public half go to central. Files
+live under ``<data_dir>/pki/``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from core.topics import validate_device_id
 from devicekeys.files import write_atomic
 from devicekeys.keys import KeyProtection, seal_private_key
 from devicekeys.tpm import Tpm
+from devicekeys.wrapping import default_path as wrap_key_path
+from devicekeys.wrapping import load_or_create_wrapping_key, public_path
 from provisioning.ca import cert_pem, common_name, new_key
 from provisioning.errors import BundleError, CaError
 
@@ -56,9 +59,20 @@ class DevicePki:
     def tuf_root(self) -> Path:
         return self.folder / "tuf-root.json"
 
+    @property
+    def wrap_key(self) -> Path:
+        """The key-wrapping key central wraps library keys to (sealed: ``.tpm-pub``/``.tpm-priv``)."""
+        return wrap_key_path(self.data_dir)
+
+    @property
+    def wrap_public(self) -> Path:
+        """Its public half (64 hex digits), registered at central with ``devices register --wrap-key``."""
+        return public_path(self.wrap_key)
+
 
 def keygen(data_dir: Path, device_id: str, tpm: Tpm | None) -> tuple[DevicePki, KeyProtection]:
-    """A new P-256 key (sealed or 0600) and a request naming ``device_id``, signed by that key."""
+    """A new P-256 key (sealed or 0600) and a request naming ``device_id``, signed by that key; and the
+    desk's key-wrapping key (made once, kept if it exists: central may already have wrapped keys to it)."""
     validate_device_id(device_id)
     pki = DevicePki(Path(data_dir))
     key = new_key()
@@ -66,6 +80,7 @@ def keygen(data_dir: Path, device_id: str, tpm: Tpm | None) -> tuple[DevicePki, 
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
            .sign(key, hashes.SHA256()))
     mode = seal_private_key(pki.key, key, tpm)
+    load_or_create_wrapping_key(pki.wrap_key, tpm)
     write_atomic(pki.csr, csr.public_bytes(serialization.Encoding.PEM))
     return pki, mode
 

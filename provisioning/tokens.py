@@ -35,6 +35,8 @@ def new_token(ledger: Ledger, device_id: str, *, valid_for: timedelta = DEFAULT_
         raise TokenError(f"A token may be valid for at most {MAX_VALIDITY.days} days.")
     moment = now or datetime.now(UTC)
     token = secrets.token_urlsafe(24)
+    while token.startswith("-"):  # one in 64 would read as an option on the `issue` command line
+        token = secrets.token_urlsafe(24)
     with ledger.conn:
         ledger.conn.execute("INSERT INTO tokens (token_hash, device_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
                             (_hash(token), device_id, moment.isoformat(), (moment + valid_for).isoformat()))

@@ -75,7 +75,7 @@ data_dir = "$VAR/appliance"
 fleet_command_public_key = "$VAR/central/fleet-command.pem.pub"
 [library]
 path = "$VAR/library/demo.db"
-key_file = "$VAR/library/demo.key"
+wrapped_key = "$VAR/appliance/pki/library.wrapped"
 [mqtt]
 host = "127.0.0.1"
 port = $BROKER_PORT
@@ -86,12 +86,17 @@ secret_key = "$SECRET"
 [peer_review]
 channel = "central"
 CONF
-# Provisioning (demo): the desk's audit signing key is made once and registered with central,
-# which refuses events from devices it does not know.
+# Provisioning (demo): the desk's audit signing key and X25519 key-wrapping key are made once on the desk
+# (sealed to a TPM if there is one) and registered with central, which refuses events from devices it
+# does not know; central wraps the demo library's key to this desk (the desk never gets demo.key).
 $PY -c "from pathlib import Path; from appliance.storage.signing_key import load_or_create_signing_key; \
 load_or_create_signing_key(Path('$VAR/appliance'))"
+[ -f "$VAR/appliance/pki/library-wrap.pub" ] || $PY -m provisioning device-keygen --data-dir "$VAR/appliance" \
+    --device-id desk-demo-01 > /dev/null
 $PY -m central devices register --config "$VAR/central.toml" --id desk-demo-01 \
-    --public-key "$VAR/appliance/audit-signing.pub" > /dev/null
+    --public-key "$VAR/appliance/audit-signing.pub" --wrap-key "$VAR/appliance/pki/library-wrap.pub" > /dev/null
+$PY -m central devices wrap-library-key --config "$VAR/central.toml" --id desk-demo-01 \
+    --key-file "$VAR/library/demo.key" --out "$VAR/appliance/pki/library.wrapped" > /dev/null
 if [ ! -f "$VAR/appliance/demo-accounts" ]; then
   for account in officer:custody_officer officer2:detention_officer inspector:inspector superintendent:superintendent \
                  adviser:technical_adviser adviser2:technical_adviser auditor:auditor admin:device_admin; do

@@ -38,11 +38,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating virtualenv .venv"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml requirements-pip.lock requirements.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  echo "setup: installing Python packages (pinned in pyproject.toml)"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev,bench]"
+  # Every package, transitive ones included, at the version and with the sha256 in the lock files
+  # (scripts/lock.sh makes them); the project itself is then built from the locked setuptools.
+  echo "setup: installing Python packages (requirements.lock, hash-checked)"
+  .venv/bin/pip install -q --require-hashes -r requirements-pip.lock
+  .venv/bin/pip install -q --require-hashes -r requirements.lock
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

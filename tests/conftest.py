@@ -13,9 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from testbed.mosquitto import Broker
 from testbed.ports import free_port
+
+# Property tests (tests/*/test_*_properties.py) keep no example database in the checkout and have no per-example
+# deadline: the machine is shared, and a slow example is not a failure. Each test sets its own max_examples.
+settings.register_profile("custody-rfr", database=None, deadline=None)
+settings.load_profile("custody-rfr")
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "faces" / "dev"
 _FR = "face_recognition-1.3.0/tests/test_images/"

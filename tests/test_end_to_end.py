@@ -74,6 +74,7 @@ def system(tmp_path: Path, mosquitto):
     # Central's fleet-command key signs its acks, outcomes and announcements; the desk is given the public half.
     command_key = tmp_path / "central-keys" / "fleet-command.pem"
     run("-m", "central", "devices", "command-key", "--out", str(command_key))
+    wrapped = tmp_path / "appliance" / "pki" / "library.wrapped"
     (tmp_path / "central.toml").write_text(
         f'data_dir = "{tmp_path / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-e2e"\n'
@@ -83,17 +84,22 @@ def system(tmp_path: Path, mosquitto):
     (tmp_path / "appliance.toml").write_text(
         f'device_id = "desk-e2e-01"\ndata_dir = "{tmp_path / "appliance"}"\n'
         f'fleet_command_public_key = "{command_key}.pub"\n'
-        f'[library]\npath = "{tmp_path / "lib.db"}"\nkey_file = "{tmp_path / "lib.key"}"\n'
+        f'[library]\npath = "{tmp_path / "lib.db"}"\nwrapped_key = "{wrapped}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[web]\nport = {appliance_port}\nsecret_key = "e2e-secret-key-0123456789"\n'
     )
-    # Provisioning: the appliance's audit signing key is made and registered with central before first start;
-    # central refuses audit messages from devices it has no key for.
+    # Provisioning: the appliance's audit signing key and key-wrapping key are made on the desk and registered
+    # with central before first start (central refuses audit messages from devices it has no key for); central
+    # wraps the library key to the desk, which never sees the plain key file.
     from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_key
 
     load_or_create_signing_key(tmp_path / "appliance")
+    run("-m", "provisioning", "device-keygen", "--data-dir", str(tmp_path / "appliance"), "--device-id", "desk-e2e-01")
     run("-m", "central", "devices", "register", "--id", "desk-e2e-01",
-        "--public-key", str(tmp_path / "appliance" / PUBLIC_NAME), "--config", str(tmp_path / "central.toml"))
+        "--public-key", str(tmp_path / "appliance" / PUBLIC_NAME), "--config", str(tmp_path / "central.toml"),
+        "--wrap-key", str(tmp_path / "appliance" / "pki" / "library-wrap.pub"))
+    run("-m", "central", "devices", "wrap-library-key", "--id", "desk-e2e-01", "--key-file", str(tmp_path / "lib.key"),
+        "--out", str(wrapped), "--config", str(tmp_path / "central.toml"))
     run("-m", "central", "accounts", "add", "--config", str(tmp_path / "central.toml"), "--username", "auditor",
         "--role", "auditor", "--password-stdin", stdin=CENTRAL_PASSWORD + "\n")
     create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})

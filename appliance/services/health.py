@@ -19,7 +19,7 @@ from pathlib import Path
 from appliance.comms.mqtt import Publish
 from appliance.services.library import LibraryHolder
 from appliance.storage.outbox import Outbox
-from core.fleet import Heartbeat
+from core.fleet import KEY_PROTECTION_INSECURE, Heartbeat
 from core.topics import health_topic
 from devicekeys.errors import KeyProtectionError
 from devicekeys.keys import MODE_FILE, MODE_TPM, protection
@@ -50,8 +50,14 @@ def memory() -> tuple[int | None, int | None]:
     return values.get("MemAvailable"), values.get("MemTotal")
 
 
-def key_protection(paths: Sequence[Path]) -> str:
-    """"tpm" only when every device key is sealed: one plaintext key is enough to read the desk's data."""
+def key_protection(paths: Sequence[Path], insecure: bool = False) -> str:
+    """"tpm" only when every device key is sealed: one plaintext key is enough to read the desk's data.
+
+    "insecure" whenever the library key came from a plain key file (``[library] insecure_plain_key_file``):
+    worse than "file", because that key is the same on every desk given it and opens the library anywhere.
+    """
+    if insecure:
+        return KEY_PROTECTION_INSECURE
     modes = []
     for path in paths:
         try:
@@ -66,6 +72,7 @@ class HealthReporter:
 
     def __init__(self, device_id: str, data_dir: Path, outbox: Outbox, library: LibraryHolder, *,
                  interval_s: float, key_paths: Sequence[Path], last_ack_at: Callable[[], float | None],
+                 insecure_keys: Callable[[], bool] = lambda: False,
                  clock_offset_s: Callable[[], float | None] = lambda: None) -> None:
         self._device_id = device_id
         self._topic = health_topic(device_id)
@@ -74,6 +81,7 @@ class HealthReporter:
         self._library = library
         self.interval_s = interval_s
         self._key_paths = list(key_paths)
+        self._insecure_keys = insecure_keys
         self._last_ack_at = last_ack_at
         self._clock_offset_s = clock_offset_s
         self._version = software_version()
@@ -91,7 +99,8 @@ class HealthReporter:
             embedder_id=snapshot.embedder_id, disk_free_bytes=disk.free, disk_total_bytes=disk.total,
             memory_available_bytes=available, memory_total_bytes=total, outbox_depth=self._outbox.depth(),
             since_last_sync_s=None if last_ack is None else round(max(0.0, time.time() - last_ack), 3),
-            clock_offset_s=self._clock_offset_s(), key_protection=key_protection(self._key_paths))
+            clock_offset_s=self._clock_offset_s(),
+            key_protection=key_protection(self._key_paths, self._insecure_keys()))
 
     def send(self, publish: Publish, session: int) -> None:
         """The ``senders`` hook: publish when due; a failed publish is tried again on the next turn."""

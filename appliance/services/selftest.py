@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from appliance.settings import ApplianceSettings, DeskMqttSettings
+from appliance.storage.library_keys import open_library_keys
 from devicekeys.tls import client_context
-from library.snapshot import Snapshot, read_key_file
+from library.snapshot import Snapshot
 from library.store import POINTER
 from models.pipeline import FacePipeline
 
@@ -102,11 +103,22 @@ def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
     return root / "versions" / str(pointer["file"]), "installed"
 
 
+def current_library_key_id(settings: ApplianceSettings) -> str | None:
+    """The key id the store's pointer names (None before the first install or for a pointer without one)."""
+    try:
+        pointer = json.loads((settings.library_store_dir / POINTER).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    key_id = pointer.get("key_id")
+    return key_id if isinstance(key_id, str) else None
+
+
 def check_library(settings: ApplianceSettings, embedder_id: str | None) -> tuple[CheckResult, Snapshot | None]:
     """Open the current snapshot with the key; it must load its index and match the installed embedder."""
     try:
         path, origin = current_library_file(settings)
-        key = read_key_file(settings.library.key_file)
+        keys = open_library_keys(settings, None)  # None: a sealed key still unseals; nothing is moved or made
+        key = keys.require(current_library_key_id(settings) or keys.provisioned or "")
         snapshot = Snapshot.open(path, key, expected_embedder=embedder_id)
     except Exception as e:
         return CheckResult("library", False, _failure(e)), None

@@ -13,12 +13,19 @@ from pathlib import Path
 
 import sqlcipher3
 
-from devicekeys.keys import load_or_create_secret
+from appliance.settings import ApplianceSettings
+from devicekeys.keys import load_or_create_secret, tpm_for_policy
 from devicekeys.tpm import Tpm
 from library import cipher
 
 KEY_NAME = "device.key"
 DB_NAME = "device.db"
+
+
+def desk_tpm(settings: ApplianceSettings) -> Tpm | None:
+    """The TPM every desk key is sealed to under ``[keys]`` (docs/fleet.md): PCR policy ``[keys] pcrs`` AND the
+    authorisation value from the desk's ``tpm-auth.secret``; None for 0600 files."""
+    return tpm_for_policy(settings.keys.protection, data_dir=settings.data_dir, pcrs=settings.keys.pcrs)
 
 
 def _new_key_text() -> bytes:

@@ -8,9 +8,12 @@ length and hash) before this module looks at it. Then, in order:
 1. ``choose_config`` (pure): the newest configuration target, only if newer
    than the applied one; if central's newest is older, or the same version
    with other content, that is a rollback or a conflict and is refused.
-2. The verified file must be what its signed description says (digest and
-   version), and must parse with the strict schema in ``core.desk_config``
-   (known roles only, a device administrator kept).
+2. The verified file is sealed (``core.keywrap.SealedDocument``): central
+   encrypted it to every desk it trusted, because it carries account names
+   and password hashes. The desk opens it with its key-wrapping key; then the
+   plaintext must be what its signed description says (digest and version),
+   and must parse with the strict schema in ``core.desk_config`` (known roles
+   only, a device administrator kept).
 3. ``DeskConfigStore.apply`` writes accounts and configuration in one transaction.
 
 Every outcome that changes or refuses something is a ``config_change`` audit
@@ -29,10 +32,12 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient import Updater
 
 from appliance.storage.desk_config import AppliedConfig, DeskConfigStore
+from appliance.storage.library_keys import LibraryKeys
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
 from appliance.updates.trust import UpdateError, UpdateRefusedError, UpdateUnavailableError, explain_tuf_error
 from core.desk_config import MAX_CONFIG_BYTES, ConfigTargetInfo, DeskConfig, config_digest, is_config
 from core.errors import WireFormatError
+from core.keywrap import MAX_SEALED_DOCUMENT_BYTES, SealedDocument, UnwrapError
 from tufrepo.failures import TufError
 
 logger = logging.getLogger(__name__)
@@ -100,9 +105,11 @@ def choose_config(applied: AppliedConfig | None, offers: Iterable[ConfigOffer]) 
 class ConfigUpdater:
     """Chooses, verifies and applies signed configurations for one desk."""
 
-    def __init__(self, store: DeskConfigStore, audit: AuditLike, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: DeskConfigStore, audit: AuditLike, keys: LibraryKeys,
+                 clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._audit = audit
+        self._keys = keys  # the desk's id and key-wrapping key open the sealed document
         self._clock = clock
         self._refusals = RefusalRecord(audit, AUDIT_TYPE, "configuration")
         self.last_result: ConfigResult | None = None
@@ -154,11 +161,12 @@ class ConfigUpdater:
 
     def _apply(self, updater: Updater, offer: ConfigOffer, applied: AppliedConfig | None) -> ConfigResult:
         keeps = _keeps(applied)
-        if offer.length > MAX_CONFIG_BYTES:
-            raise ConfigRefusedError(f"{offer.name} is {offer.length} bytes, over the {MAX_CONFIG_BYTES}-byte "
-                                     f"limit for a configuration; it was not downloaded. {keeps}", "invalid_config")
-        data = self._download(updater, offer, applied)
-        if config_digest(data) != offer.info.digest:
+        if offer.length > MAX_SEALED_DOCUMENT_BYTES:
+            raise ConfigRefusedError(f"{offer.name} is {offer.length} bytes, over the {MAX_SEALED_DOCUMENT_BYTES}-"
+                                     f"byte limit for a sealed configuration; it was not downloaded. {keeps}",
+                                     "invalid_config")
+        data = self._open(offer, self._download(updater, offer, applied), keeps)
+        if len(data) > MAX_CONFIG_BYTES or config_digest(data) != offer.info.digest:
             raise ConfigRefusedError(f"{offer.name} is not what central's signed description says (its digest "
                                      f"differs). It was not applied. {keeps} Tell the RFR team.", "result_mismatch")
         try:
@@ -181,6 +189,24 @@ class ConfigUpdater:
                            accounts_updated=changes.updated, accounts_disabled=changes.disabled)
         return ConfigResult("applied", config.version,
                             f"Configuration version {config.version} applied (was {previous or 'none'}).", offer.name)
+
+    def _open(self, offer: ConfigOffer, sealed: bytes, keeps: str) -> bytes:
+        """The configuration's plaintext, opened with this desk's key-wrapping key."""
+        try:
+            document = SealedDocument.from_bytes(sealed)
+        except WireFormatError as e:
+            raise ConfigRefusedError(f"{offer.name} is not a sealed configuration: {e} Nothing was applied. {keeps}",
+                                     "invalid_config") from e
+        if self._keys.private is None:
+            raise ConfigRefusedError(f"{offer.name} cannot be opened: this desk has no key-wrapping key (run "
+                                     f"`python -m provisioning device-keygen`). Nothing was applied. {keeps}",
+                                     "not_for_this_desk")
+        try:
+            return document.open(self._keys.device_id, self._keys.private)
+        except UnwrapError as e:
+            raise ConfigRefusedError(f"{offer.name} cannot be opened on this desk: {e} Nothing was applied. {keeps} "
+                                     f"Ask the RFR team to publish the configuration again.",
+                                     "not_for_this_desk") from e
 
     def _download(self, updater: Updater, offer: ConfigOffer, applied: AppliedConfig | None) -> bytes:
         target = updater.get_targetinfo(offer.name)

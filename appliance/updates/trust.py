@@ -47,6 +47,13 @@ class ResultMismatchRefusedError(UpdateRefusedError):
     reason = "result_mismatch"
 
 
+class KeyRefusedError(UpdateRefusedError):
+    """The content key of an update was not wrapped for this desk (revoked, or registered too late), or is
+    not published, or does not open: the update stays closed to this desk."""
+
+    reason = "library_key_unavailable"
+
+
 class VerificationRefusedError(UpdateRefusedError):
     """Signed metadata or a download failed TUF verification (signature, expiry, version, length, hash)."""
 
@@ -70,6 +77,7 @@ class InstalledLibrary:
     version: int
     digest: str
     embedder_id: str
+    key_id: str | None = None  # the content key it is encrypted under; a delta must be under the same key
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,8 @@ def choose_update(installed: InstalledLibrary, offers: Iterable[Offer]) -> Offer
     """The newest target this desk can install, ``None`` when up to date, or a refusal.
 
     A delta is usable only on top of exactly the library it was built from
-    (same version and same content digest); a full library always is. At equal
+    (same version, same content digest, same content key: a re-keyed lineage
+    always moves by a full version); a full library always is. At equal
     versions the delta wins because it is smaller. If central's newest version
     is older than the installed one, that is a rollback and is refused, even
     though the metadata is validly signed.
@@ -128,7 +137,8 @@ def choose_update(installed: InstalledLibrary, offers: Iterable[Offer]) -> Offer
 
 
 def _fits(installed: InstalledLibrary, info: LibraryTargetInfo) -> bool:
-    return info.base_version == installed.version and info.base_digest == installed.digest
+    return (info.base_version == installed.version and info.base_digest == installed.digest
+            and info.key_id == installed.key_id)
 
 
 def _short(digest: str | None) -> str:

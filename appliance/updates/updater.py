@@ -3,9 +3,11 @@
 One check (``check_now``): refresh the signed metadata with python-tuf's
 ngclient (the root shipped at provisioning is the trust anchor), choose the
 newest target that fits the installed library (``trust.choose_update``),
-download it through the resuming fetcher, install it through the library
-store, confirm the result is exactly what central signed, then swap it into
-the ``LibraryHolder`` in one step. Any failure leaves the installed library
+make sure the desk holds the content key it is encrypted under (a key it has
+not seen is unwrapped from the signed ``keys-<key id>.json`` target, which
+central wraps for each trusted desk), download it through the resuming
+fetcher, install it through the library store, confirm the result is exactly
+what central signed, then swap it into the ``LibraryHolder`` in one step. Any failure leaves the installed library
 in place and searchable; refusals are written to the audit log with a reason.
 
 The same check then hands the refreshed, verified metadata to the optional
@@ -32,12 +34,14 @@ from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
 from appliance.settings import UpdateSettings
+from appliance.storage.library_keys import LibraryKeys
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.fetcher import ResumingFetcher
 from appliance.updates.trust import (
     DeltaBaseRefusedError,
     InstalledLibrary,
+    KeyRefusedError,
     Offer,
     RollbackRefusedError,
     UpdateError,
@@ -49,6 +53,7 @@ from appliance.updates.trust import (
 )
 from core.desk_config import is_config
 from core.errors import SettingsError, WireFormatError
+from core.keywrap import KEYS_KIND, MAX_KEYS_DOCUMENT_BYTES, KeysDocument, UnwrapError, keys_target_name
 from core.library_announce import LibraryAnnouncement, LibraryTargetInfo
 from library.delta import read_delta_info
 from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
@@ -58,6 +63,11 @@ from library.store import LibraryStore
 logger = logging.getLogger(__name__)
 
 MAX_STEPS = 8  # deltas chained in one check before giving the desk back
+
+
+def _is_keys(custom: object) -> bool:
+    """Whether a target is a keys document (``core.keywrap``), not a library."""
+    return isinstance(custom, dict) and custom.get("kind") == KEYS_KIND
 
 
 class LibraryHolderLike(Protocol):
@@ -85,7 +95,7 @@ class LibraryUpdater:
     """Fetches, verifies and installs library updates for one desk."""
 
     def __init__(self, *, metadata_url: str, targets_url: str, state_dir: Path, store: LibraryStore,
-                 library_key: bytes, embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
+                 keys: LibraryKeys, embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
                  trusted_root: bytes, central_key: Ed25519PublicKey, fetcher: ResumingFetcher | None = None,
                  config: ConfigUpdater | None = None) -> None:
         """``central_key`` is central's fleet-command public key: announcements must carry its signature."""
@@ -95,7 +105,7 @@ class LibraryUpdater:
         self.metadata_dir = Path(state_dir) / "metadata"
         self.download_dir = Path(state_dir) / "downloads"
         self._store = store
-        self._key = library_key
+        self._keys = keys
         self._embedder_id = embedder_id
         self._holder = holder
         self._audit = audit
@@ -110,7 +120,7 @@ class LibraryUpdater:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: UpdateSettings, *, data_dir: Path, store: LibraryStore, library_key: bytes,
+    def from_settings(cls, settings: UpdateSettings, *, data_dir: Path, store: LibraryStore, keys: LibraryKeys,
                       embedder_id: str, holder: LibraryHolderLike, audit: AuditLike, central_key: Ed25519PublicKey,
                       config: ConfigUpdater | None = None) -> LibraryUpdater:
         """The updater as the appliance runs it: state under ``data_dir/updates``, HTTPS with central's CA."""
@@ -123,7 +133,7 @@ class LibraryUpdater:
                                   max_bytes=settings.max_download_mb * 1024 * 1024, ssl_context=context)
         base = settings.central_url.rstrip("/")
         return cls(metadata_url=f"{base}/tuf/metadata/", targets_url=f"{base}/tuf/targets/",
-                   state_dir=Path(data_dir) / "updates", store=store, library_key=library_key,
+                   state_dir=Path(data_dir) / "updates", store=store, keys=keys,
                    embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root,
                    central_key=central_key, fetcher=fetcher, config=config)
 
@@ -236,7 +246,8 @@ class LibraryUpdater:
         installed_names: list[str] = []
         for _ in range(MAX_STEPS):
             current = self._holder.current
-            installed = InstalledLibrary(current.version, current.digest, current.embedder_id)
+            installed = InstalledLibrary(current.version, current.digest, current.embedder_id,
+                                         self._store.current_key_id() or self._keys.provisioned)
             offer = choose_update(installed, offers)
             if offer is None:
                 break
@@ -254,8 +265,8 @@ class LibraryUpdater:
         for name in self._listed():
             try:
                 target = updater.get_targetinfo(name)
-                if target is None or is_config(target.custom):  # configurations: ConfigUpdater
-                    continue
+                if target is None or is_config(target.custom) or _is_keys(target.custom):
+                    continue  # configurations: ConfigUpdater; keys: fetched when a library needs them
                 info = LibraryTargetInfo.from_dict(target.custom)
                 if info.name != name:
                     raise WireFormatError(f"describes itself as {info.name}")
@@ -283,11 +294,12 @@ class LibraryUpdater:
             raise UpdateUnavailableError(f"{offer.name} is no longer offered.")
         path = self.download_dir / offer.name
         try:
+            key = self._content_key(updater, offer, current)
             try:
                 updater.download_target(target, filepath=str(path))
             except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
                 raise explain_tuf_error(e, current.version) from e
-            new = self._install_verified(path, offer, current)
+            new = self._install_verified(path, offer, current, key)
             try:
                 old = self._holder.swap(new)
             except SnapshotError as e:  # the holder refused (not newer, other face model): keep what is searched
@@ -308,7 +320,43 @@ class LibraryUpdater:
                            previous_version=old.version, kind=offer.info.kind, target=offer.name,
                            digest=offer.info.result_digest)
 
-    def _install_verified(self, path: Path, offer: Offer, current: Snapshot) -> Snapshot:
+    def _content_key(self, updater: Updater, offer: Offer, current: Snapshot) -> bytes:
+        """The key ``offer`` is encrypted under: held already, or unwrapped from central's signed keys target.
+
+        A desk central no longer trusts (revoked before this key was made) finds no entry for itself
+        and is refused: the new version stays closed to it.
+        """
+        kid = offer.info.key_id
+        key = self._keys.key(kid)
+        if key is not None:
+            return key
+        keeps = f"The desk keeps using library version {current.version}."
+        name = keys_target_name(kid)
+        try:
+            target = updater.get_targetinfo(name)
+            if target is None:
+                raise KeyRefusedError(f"{offer.name} is encrypted under library key {kid[:12]}, which central has "
+                                      f"not published ({name} is missing). {keeps} Tell the RFR team.")
+            if target.length > MAX_KEYS_DOCUMENT_BYTES:
+                raise KeyRefusedError(f"{name} is {target.length} bytes, over the limit for a keys document. {keeps}")
+            downloaded = Path(updater.download_target(target))
+        except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
+            raise explain_tuf_error(e, current.version) from e
+        try:
+            document = KeysDocument.from_bytes(downloaded.read_bytes())
+            if document.key_id != kid or document.library_id != self._keys.library_id:
+                raise UnwrapError(f"{name} holds key {document.key_id[:12]} of library {document.library_id!r}, not "
+                                  f"key {kid[:12]} of {self._keys.library_id!r}.")
+            self._keys.add_wrapped(document.for_desk(self._keys.device_id))
+        except (WireFormatError, UnwrapError) as e:
+            raise KeyRefusedError(f"{offer.name} cannot be opened on this desk: {e} {keeps} "
+                                  f"Tell the RFR team if this desk should still receive libraries.") from e
+        finally:
+            downloaded.unlink(missing_ok=True)
+        logger.info("library key %s unwrapped from %s", kid[:12], name)
+        return self._keys.require(kid)
+
+    def _install_verified(self, path: Path, offer: Offer, current: Snapshot, key: bytes) -> Snapshot:
         """Check the verified file's own claims, install it through the store, open the result.
 
         Everything that could refuse the file happens before the store moves its
@@ -317,19 +365,19 @@ class LibraryUpdater:
         info = offer.info
         try:
             if info.kind == "delta":
-                delta = read_delta_info(path, self._key)
+                delta = read_delta_info(path, key)
                 check_claims(offer, delta.result_version, delta.result_digest, delta.embedder_id, current.version)
-                self._store.install_delta(path, self._key, expected_embedder=self._embedder_id,
+                self._store.install_delta(path, key, expected_embedder=self._embedder_id,
                                           expected_digest=info.result_digest)
             else:
-                incoming = Snapshot.open(path, self._key)
+                incoming = Snapshot.open(path, key)
                 try:
                     check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
                 finally:
                     incoming.close()
-                self._store.install_full(path, self._key, expected_embedder=self._embedder_id,
-                                         expected_digest=info.result_digest)
-            return self._store.open_current(self._key, self._embedder_id)
+                self._store.install_full(path, key, expected_embedder=self._embedder_id,
+                                         expected_digest=info.result_digest, key_id=info.key_id)
+            return self._store.open_current(key, self._embedder_id)
         except DeltaBaseMismatchError as e:
             raise DeltaBaseRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
         except VersionRollbackError as e:

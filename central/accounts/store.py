@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central.database import Dialect, SqlStore
+from central.database import Dialect, SqlStore, added_columns
 from core.errors import CustodyRfrError
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS central_accounts (
@@ -52,11 +52,8 @@ class AccountRow:
 
 
 def _schema(dialect: Dialect) -> list[str]:
-    # PostgreSQL adds a missing column idempotently under SqlStore's advisory lock; SQLite cannot, see _upgrade_sqlite.
-    if not dialect.postgres:
-        return [_SCHEMA]
-    return [_SCHEMA, *(f"ALTER TABLE central_accounts ADD COLUMN IF NOT EXISTS {name} {kind}"
-                       for name, kind in _ADDED_COLUMNS)]
+    # PostgreSQL adds a missing column idempotently under SqlStore's advisory lock; SQLite after opening.
+    return [_SCHEMA, *added_columns(dialect, "central_accounts", _ADDED_COLUMNS)]
 
 
 class AccountStore(SqlStore):
@@ -64,21 +61,11 @@ class AccountStore(SqlStore):
 
     def __init__(self, url: str | Path) -> None:
         super().__init__(url, schema=_schema, lock_id=772003, error=AccountStoreError, what="account store")
-        if not self.dialect.postgres:
-            try:
-                self._upgrade_sqlite()
-            except Exception as e:  # sqlite3.Error: the same one line as a store that cannot open
-                self.close()
-                raise AccountStoreError(f"Cannot open the account store: {e}") from e
-
-    def _upgrade_sqlite(self) -> None:
-        """Add columns an older database lacks; BEGIN IMMEDIATE so two central processes starting together
-        cannot both try (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
-        with self._write_transaction():
-            present = {row[1] for row in self._execute("PRAGMA table_info(central_accounts)").fetchall()}
-            for name, kind in _ADDED_COLUMNS:
-                if name not in present:
-                    self._execute(f"ALTER TABLE central_accounts ADD COLUMN {name} {kind}")
+        try:
+            self._add_missing_columns("central_accounts", _ADDED_COLUMNS)
+        except Exception as e:  # sqlite3.Error: the same one line as a store that cannot open
+            self.close()
+            raise AccountStoreError(f"Cannot open the account store: {e}") from e
 
     def get(self, username: str) -> AccountRow | None:
         with self._lock:

@@ -5,6 +5,8 @@ published through the broker while the desk may still be connected (Mosquitto ch
 only at the TLS handshake, so a connected desk still receives it). Then the CRL is re-signed
 and the broker reloaded, so the desk can never connect again. A desk that is offline never
 receives the wipe: it is refused at the broker from then on, which is why its keys are sealed.
+Nor can a revocation take back a library key the desk already unwrapped: the registry remembers
+which desks were given each key, and the next publication re-keys (``central/publish/keys.py``).
 
 Without a fleet PKI in central's settings (development), only the registry and the wipe happen.
 """
@@ -60,6 +62,7 @@ class Revocation:
     def summary(self) -> str:
         parts = [f"{self.device_id} revoked" + ("" if self.newly_revoked else " (already)")]
         parts.append("signed wipe sent" if self.wipe_sent else "no wipe sent")
+        parts.append("the next library publication re-keys any library key it held")
         if self.certificates or self.broker_reloaded:
             parts.append(f"{len(self.certificates)} certificate(s) on the CRL"
                          + ("; broker reloaded" if self.broker_reloaded else "; reload the broker"))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.fleet import KEY_PROTECTION_INSECURE
+
 STALE_AFTER_INTERVALS = 3
 MIN_FREE_DISK = 0.10
 
@@ -59,7 +61,9 @@ def device_status(device_id: str, health: Mapping[str, Any] | None, revoked: Map
     unhealthy = []
     if free < min_free_disk:
         unhealthy.append(f"disk {free:.0%} free")
-    if health["key_protection"] != "tpm":
+    if health["key_protection"] == KEY_PROTECTION_INSECURE:
+        unhealthy.append("library key given as a plain key file (insecure setting)")
+    elif health["key_protection"] != "tpm":
         unhealthy.append("keys in files, not sealed to a TPM")
     if unhealthy:
         flags.append("unhealthy")

@@ -1,33 +1,38 @@
 """``python -m central.publish``: create the signed library repository, publish libraries, keep it fresh.
 
     init --repo DIR --root-keys-dir OFFLINE_DIR [--root-keys 3 --root-threshold 2]
-    publish --repo DIR --file LIBRARY_OR_DELTA --kind full|delta --key-file LIBRARY_KEY
-    publish-config --repo DIR --file CONFIG_JSON      (signed desk configuration, docs/fleet.md)
+    publish --repo DIR --file LIBRARY_OR_DELTA --kind full|delta --key-file LIBRARY_KEY [--library-id ID]
+    publish-config --repo DIR --file CONFIG_JSON      (signed desk configuration, sealed to each desk)
     hash-password < PASSWORD                          (an account's password_hash for the configuration)
     refresh-timestamp --repo DIR        (run hourly: desks refuse a timestamp older than a day)
     withdraw --repo DIR --target NAME
     status --repo DIR
 
 Expiry periods come from ``[publish]`` in central's settings file (``--config``) or
-``RFR_CENTRAL__PUBLISH__*``. Problems print one line saying what to do, and exit 1.
+``RFR_CENTRAL__PUBLISH__*``. ``publish`` and ``publish-config`` also read central's device registry
+(``--database``, or the database of ``--config``): the library key is wrapped to every registered,
+unrevoked desk (``keys-<key id>.json``), re-keyed first if a revoked desk held it, and the
+configuration is sealed to the same desks (``central/publish/keys.py``). Problems print one line
+saying what to do, and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from central.publish import describe
+from central.fleet.registry_store import RegistryStore
+from central.publish import keys
 from central.publish.announcer import ANNOUNCEMENT_FILE  # the running server retains it on MQTT
 from central.publish.repository import PublishError, TufRepository, init_repository
-from central.publish.settings import PublishSettings, load
+from central.publish.settings import PublishSettings, load, load_database_url
 from core.desk_config import hash_password
 from core.errors import CustodyRfrError
 from core.files import atomic_write
 from core.library_announce import LibraryAnnouncement
-from library.snapshot import read_key_file
 from tufrepo.repository import utc_now
 
 ROOT_WARNING = timedelta(days=30)
@@ -47,11 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--repo", type=Path, required=True)
     pub.add_argument("--file", type=Path, required=True)
     pub.add_argument("--kind", choices=["full", "delta"], required=True)
-    pub.add_argument("--key-file", type=Path, required=True, help="the library key (reads version and digest)")
+    pub.add_argument("--key-file", type=Path, required=True,
+                     help="the lineage's key file (rotated in place when the publication re-keys)")
+    pub.add_argument("--library-id", default="national", help="the lineage desks know it as ([library] library_id)")
     config = sub.add_parser("publish-config", help="validate and sign a desk configuration (accounts, "
                             "thresholds, retention) as a new target")
     config.add_argument("--repo", type=Path, required=True)
     config.add_argument("--file", type=Path, required=True)
+    for p in (pub, config):
+        p.add_argument("--database", help="central's database URL (default: the one --config names)")
     sub.add_parser("hash-password", help="read a password on stdin, print its hash in the desk's stored format")
     refresh = sub.add_parser("refresh-timestamp", help="re-sign timestamp (and snapshot/targets when due)")
     refresh.add_argument("--repo", type=Path, required=True)
@@ -86,20 +95,15 @@ def run(argv: list[str] | None = None) -> int:
               f"{settings.root_threshold} sign a new root) to offline storage now.")
         return 0
     repo = TufRepository(args.repo, settings)
-    if args.command == "publish":
-        key = read_key_file(args.key_file)
-        if args.kind == "full":
-            info = describe.describe_full(args.file, key)
-        else:
-            info = describe.describe_delta(args.file, key)
-        repo.publish(args.file, info)
-        announcement = LibraryAnnouncement.now(info.library_version, info.name, info.kind, info.result_digest)
-        atomic_write(repo.repo_dir / ANNOUNCEMENT_FILE, announcement.to_bytes())
-        print(f"Published {info.name} (library version {info.library_version}); "
-              f"timestamp version {repo.versions()['timestamp']}. Announcement: "
-              f"{announcement.to_bytes().decode()}")
-    elif args.command == "publish-config":
-        _publish_config(repo, args.file)
+    if args.command in ("publish", "publish-config"):
+        registry = RegistryStore(_database(args))
+        try:
+            if args.command == "publish":
+                _publish_library(repo, registry, args)
+            else:
+                _publish_config(repo, registry, args.file)
+        finally:
+            registry.close()
     elif args.command == "refresh-timestamp":
         signed = repo.refresh()
         expires = repo.expires()
@@ -117,24 +121,54 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{name}  {info.kind} v{info.library_version}  {info.embedder_id}  {info.result_digest}")
         for name, config in sorted(repo.published_configs().items()):
             print(f"{name}  config v{config.config_version}  {config.digest}")
+        for name, kid in sorted(repo.published_keys().items()):
+            print(f"{name}  library key {kid} wrapped for the desks trusted when it was published")
     return 0
 
 
-def _publish_config(repo: TufRepository, file: Path) -> None:
-    """Sign a configuration only if desks would accept it: valid, and newer than every one offered."""
+def _database(args: argparse.Namespace) -> str:
+    """Central's database (the device registry): ``--database``, else the one central's settings name."""
+    url = args.database or load_database_url(args.config)
+    if url is None:
+        raise PublishError("publishing needs central's device registry, to wrap keys for each desk: "
+                           "give --database URL or --config central.toml.")
+    return str(url)
+
+
+def _publish_library(repo: TufRepository, registry: RegistryStore, args: argparse.Namespace) -> None:
+    publication = keys.publish_library(repo, registry, args.file, args.kind, args.key_file, args.library_id)
+    info = publication.info
+    announcement = LibraryAnnouncement.now(info.library_version, info.name, info.kind, info.result_digest)
+    atomic_write(repo.repo_dir / ANNOUNCEMENT_FILE, announcement.to_bytes())
+    print(f"{publication.summary()} Timestamp version {repo.versions()['timestamp']}. Announcement: "
+          f"{announcement.to_bytes().decode()}")
+    if publication.rekeyed_from:
+        print(f"The lineage key in {args.key_file} is new; the old one is kept as {args.key_file}."
+              f"retired-{publication.rekeyed_from} and {args.file} is now encrypted under the new key. Build "
+              f"further versions and deltas with the new key file.")
+
+
+def _publish_config(repo: TufRepository, registry: RegistryStore, file: Path) -> None:
+    """Sign a configuration only if desks would accept it: valid, and newer than every one offered; it is sealed
+    to every trusted desk, so the published target holds no account name or password hash in the clear."""
     try:
-        info = describe.describe_config(file)
+        document = Path(file).read_bytes()
     except OSError as e:
         raise PublishError(f"Cannot read {file}: {e.strerror or e}.") from e
+    sealed, info = keys.seal_config(registry, document)
     newest = max((c.config_version for c in repo.published_configs().values()), default=0)
     if info.config_version <= newest:
         raise PublishError(f"{file} is configuration version {info.config_version}, but version {newest} is "
                            f"already published; desks apply only newer versions. Raise \"version\" above {newest}.")
-    repo.publish(file, info)
+    with tempfile.TemporaryDirectory(prefix="rfr-config-") as work:
+        path = Path(work) / info.name
+        path.write_bytes(sealed)
+        repo.publish(path, info)
     announcement = LibraryAnnouncement.now(info.config_version, info.name, info.kind, info.digest)
     atomic_write(repo.repo_dir / ANNOUNCEMENT_FILE, announcement.to_bytes())
-    print(f"Published {info.name} (configuration version {info.config_version}); timestamp version "
-          f"{repo.versions()['timestamp']}. Desks apply it at their next check.")
+    print(f"Published {info.name} (configuration version {info.config_version}), sealed to "
+          f"{len(registry.wrapping_keys())} desk(s); timestamp version {repo.versions()['timestamp']}. Desks apply "
+          f"it at their next check; a desk registered later needs the next version.")
 
 
 def main(argv: list[str] | None = None) -> int:

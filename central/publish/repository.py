@@ -19,10 +19,15 @@ from tuf.api.metadata import TargetFile
 from central.publish.settings import PublishSettings
 from core.desk_config import ConfigTargetInfo, is_config
 from core.errors import CustodyRfrError
+from core.keywrap import KEYS_KIND, KeysDocument
 from core.library_announce import LibraryTargetInfo, validate_target_name
 from tufrepo.repository import Clock, SignedRepository, utc_now
 
 logger = logging.getLogger(__name__)
+
+
+def _is_keys(custom: object) -> bool:
+    return isinstance(custom, dict) and custom.get("kind") == KEYS_KIND
 
 
 class PublishError(CustodyRfrError):
@@ -51,7 +56,20 @@ class TufRepository(SignedRepository):
     def published(self) -> dict[str, LibraryTargetInfo]:
         """Every library target currently offered, with what it is (configurations are listed apart)."""
         return {name: LibraryTargetInfo.from_dict(tf.custom) for name, tf in self.target_files().items()
-                if not is_config(tf.custom)}
+                if not is_config(tf.custom) and not _is_keys(tf.custom)}
+
+    def published_keys(self) -> dict[str, str]:
+        """Every keys target (``keys-<key id>.json``) offered now, by name, with its key id."""
+        return {name: str(tf.custom["key_id"]) for name, tf in self.target_files().items() if _is_keys(tf.custom)}
+
+    def publish_keys(self, file: Path, document: KeysDocument) -> TargetFile:
+        """Sign ``file`` (the serialised ``document``) as its keys target, replacing an earlier list for that key:
+        new desks join and revoked desks drop out without a new key name."""
+        name = validate_target_name(document.name)
+        target = self.add_target(file, name, {"kind": KEYS_KIND, "key_id": document.key_id,
+                                              "library_id": document.library_id})
+        logger.info("published %s (%d desks, %d bytes)", name, len(document.wrapped), target.length)
+        return target
 
     def published_configs(self) -> dict[str, ConfigTargetInfo]:
         """Every signed desk configuration currently offered."""

@@ -66,3 +66,24 @@ class _PublishSection(StrictModel):
 def load(path: Path | None) -> PublishSettings:
     """``[publish]`` from central's TOML file (optional), overridden by ``RFR_CENTRAL__PUBLISH__*``."""
     return load_settings(_PublishSection, path, "RFR_CENTRAL").publish
+
+
+def database_url(database: str | None, data_dir: Path) -> str:
+    """Central's store URL: ``database`` if set, else SQLite in ``data_dir`` (``CentralSettings.database_url``)."""
+    return database or f"sqlite:///{(Path(data_dir) / 'central.db').absolute()}"
+
+
+class _DatabaseSection(StrictModel):
+    """Where central's database is, from central's file: publishing reads the device registry in it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    data_dir: Path | None = None
+    database: str | None = None
+
+
+def load_database_url(path: Path | None) -> str | None:
+    """The database central's file (or ``RFR_CENTRAL__DATABASE``) names; None if it names none."""
+    section = load_settings(_DatabaseSection, path, "RFR_CENTRAL")
+    if section.database is None and section.data_dir is None:
+        return None
+    return database_url(section.database, section.data_dir or Path("."))

@@ -6,15 +6,18 @@ import pytest
 
 from appliance.settings import ApplianceSettings
 from appliance.web import create_app
+from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 
 
 def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, **over) -> ApplianceSettings:
-    """A desk's settings; it trusts the test central's fleet-command key (``tests.fleet_key``) unless told otherwise."""
+    """A provisioned desk's settings: its own key-wrapping key, the library key wrapped to it (as central does),
+    and the test central's fleet-command public key (``tests.fleet_key``) unless told otherwise."""
+    device_id, data_dir = over.get("device_id", "desk-test-01"), over.get("data_dir", tmp_path / "device")
     data = {
-        "device_id": "desk-test-01",
-        "data_dir": tmp_path / "device",
-        "library": {"path": library[0], "key_file": library[1]},
+        "device_id": device_id,
+        "data_dir": data_dir,
+        "library": {"path": library[0], "wrapped_key": provision_library_key(data_dir, device_id, library[1])},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         "web": {"secret_key": "test-secret-key-0123456789"},
     }

@@ -19,6 +19,7 @@ from appliance.settings import AuthSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.device_db import DeviceDatabase
 from tests.appliance.desk_helpers import fast_kdf
+from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,10 +109,11 @@ def test_session_token_is_not_stored(parts):
 
 def test_device_admin_command_creates_an_account(tmp_path, demo_library):
     config = tmp_path / "appliance.toml"
+    wrapped = provision_library_key(tmp_path / "device", "desk-cli-01", demo_library[1])
     config.write_text(
         f'device_id = "desk-cli-01"\ndata_dir = "{tmp_path / "device"}"\n'
         f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
-        f'[library]\npath = "{demo_library[0]}"\nkey_file = "{demo_library[1]}"\n'
+        f'[library]\npath = "{demo_library[0]}"\nwrapped_key = "{wrapped}"\n'
         f'[web]\nsecret_key = "cli-secret-key-0123456789"\n')
 
     def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -45,3 +45,46 @@ def test_the_first_revocation_is_kept(registry: RegistryStore) -> None:
 def test_a_naive_time_is_refused(registry: RegistryStore) -> None:
     with pytest.raises(ValueError):
         registry.register_device("desk-a", "00" * 32, datetime.now())
+
+
+_FIRST_SCHEMA = """CREATE TABLE audit_devices (
+    device_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, registered_at TEXT NOT NULL)"""
+
+
+def test_a_registry_from_before_wrapping_keys_gains_the_column_in_place(database_url: str) -> None:
+    """A database made before desks had key-wrapping keys: its desks stay registered, and a new registration
+    adds the key (SQLite cannot ADD COLUMN IF NOT EXISTS, PostgreSQL can: both paths run here)."""
+    row = ("INSERT INTO audit_devices (device_id, public_key, registered_at) VALUES (?, ?, ?)",
+           ("desk-old", "00" * 32, "2026-01-01T00:00:00.000+00:00"))
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with sqlite3.connect(database_url[len("sqlite:///"):]) as conn:
+            conn.execute(_FIRST_SCHEMA)
+            conn.execute(*row)
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(database_url, autocommit=True) as pg:
+            pg.execute(_FIRST_SCHEMA)
+            pg.execute(row[0].replace("?", "%s"), row[1])
+    for _ in range(2):  # opening again finds the column already there
+        store = RegistryStore(database_url)
+        try:
+            assert store.public_key("desk-old") == "00" * 32 and store.wrapping_key("desk-old") is None
+            assert store.wrapping_keys() == {}  # no key-wrapping key yet: it receives no library key
+        finally:
+            store.close()
+    store = RegistryStore(database_url)
+    try:
+        store.register_device("desk-old", "00" * 32, wrap_public_key_hex="ab" * 32)
+        store.register_device("desk-old", "11" * 32)  # a re-registration without --wrap-key keeps it
+        assert store.wrapping_keys() == {"desk-old": "ab" * 32}
+        store.record_grants("k" * 32, ["desk-old"])
+        store.record_grants("k" * 32, ["desk-old"])  # a repeat grant is kept once
+        assert store.revoked_holders("k" * 32) == []
+        store.revoke_device("desk-old", "test", "stolen")
+        assert store.revoked_holders("k" * 32) == ["desk-old"] and store.wrapping_keys() == {}
+    finally:
+        store.close()

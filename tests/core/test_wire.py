@@ -70,3 +70,50 @@ def test_brackets_and_escaped_quotes_inside_strings_do_not_count_towards_depth()
 def test_unterminated_string_is_refused_as_invalid_json():
     with pytest.raises(WireFormatError, match="not valid JSON"):
         decode_object(b'{"a": "abc\\', 100, "Thing")
+
+
+def _valid(message: object) -> dict:
+    import json
+
+    return json.loads(message.to_bytes())  # type: ignore[attr-defined]
+
+
+def _hostile_messages() -> list[tuple[object, bytes]]:
+    """Payloads the property tests and the fuzzer found raising TypeError or ValueError instead of WireFormatError."""
+    import json
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from core.peer_review import CandidateSummary
+
+    command = _valid(FleetCommand.sign(Ed25519PrivateKey.generate(), "desk-01", "wipe", now=datetime.now(UTC)))
+    announcement = _valid(LibraryAnnouncement.now(3, "library-v000003.db", "full", "sha256:" + "d" * 64))
+    request = _valid(PeerReviewRequest(device_id="desk-01", case_id="C-1", custody_ref="CR/1", requested_by="o1",
+                                       doubts="Unsure.", ranks=(1,),
+                                       candidates=(CandidateSummary(1, "S-1", 0.9, "strong", "needs_peer_review"),)))
+    outcome = _valid(PeerReviewOutcome(device_id="desk-01", request_id="12345678-1234-4234-8234-123456789abc",
+                                       reviewer="fr1", decisions={1: "viable"}, notes="Same scar."))
+    cases = [
+        (FleetCommand, command | {"command": []}),  # unhashable: `[] in frozenset` is a TypeError
+        (FleetCommand, command | {"command": {}}),
+        (LibraryAnnouncement, announcement | {"kind": ["full"]}),
+        (PeerReviewRequest, request | {"candidates": [request["candidates"][0] | {"decision": []}]}),
+        (PeerReviewOutcome, outcome | {"decisions": {"1" * 5000: "viable"}}),  # past int()'s 4300-digit limit
+    ]
+    return [(cls, json.dumps(obj).encode()) for cls, obj in cases]
+
+
+@pytest.mark.parametrize(("cls", "payload"), _hostile_messages())
+def test_values_of_the_wrong_type_are_wire_errors_not_crashes(cls, payload: bytes) -> None:
+    with pytest.raises(WireFormatError):
+        cls.from_bytes(payload)
+
+
+@pytest.mark.parametrize("kind", [["full"], {"a": 1}])
+def test_target_custom_metadata_with_an_unhashable_kind_is_a_wire_error(kind: object) -> None:
+    from core.library_announce import LibraryTargetInfo
+
+    with pytest.raises(WireFormatError):
+        LibraryTargetInfo.from_dict({"kind": kind, "library_version": 3, "embedder_id": "emb@1",
+                                     "result_digest": "sha256:" + "d" * 64})

@@ -81,6 +81,31 @@ def test_tampered_added_record_is_refused(lineage, tmp_path: Path) -> None:
         apply_delta(v1, tmp_path / "d", key, tmp_path / "out.db")
 
 
+@pytest.mark.parametrize(
+    ("statement", "values"),
+    [
+        ("UPDATE records SET date_of_birth = ? WHERE record_id = 1", ("not a date",)),
+        ("UPDATE records SET sex = ? WHERE record_id = 1", (b"M",)),
+        ("UPDATE templates SET vector = ? WHERE record_id = 1", (b"\x00" * 7,)),
+        ("UPDATE templates SET vector = ? WHERE record_id = 1", ("text, not a template",)),
+        ("UPDATE thumbnails SET jpeg = ? WHERE record_id = 1", (12,)),
+        ("UPDATE records SET digest = ? WHERE record_id = 1", (3.5,)),
+    ],
+)
+def test_malformed_added_record_is_a_delta_error(lineage, tmp_path: Path, statement: str, values: tuple) -> None:
+    """A damaged row (wrong type, bad date, a template that is not whole float32s) is refused as a DeltaError,
+    like any other damage, never a ValueError or TypeError that escapes the updater's handling."""
+    key, _, v1, v2 = lineage
+    make_delta(_open(v1, key), _open(v2, key), tmp_path / "d", key)
+    conn = cipher.connect(tmp_path / "d", key)
+    conn.execute(statement, values)
+    conn.commit()
+    conn.close()
+    with pytest.raises(DeltaError, match="record"):
+        apply_delta(v1, tmp_path / "d", key, tmp_path / "out.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "v1.db", "v2.db"]
+
+
 def test_delta_under_another_key_is_refused(lineage, tmp_path: Path) -> None:
     key, _, v1, v2 = lineage
     make_delta(_open(v1, key), _open(v2, key), tmp_path / "d", key)

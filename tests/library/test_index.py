@@ -145,3 +145,49 @@ def test_a_checked_state_with_deletions_still_loads_and_searches() -> None:
     restored = index.join_state(scalars, arrays, DIM)
     labels, _ = index.search(restored, vectors[1], 5, live=200)
     assert labels[0] == 2 and all(int(x) % 3 != 1 for x in labels)
+
+
+@pytest.mark.parametrize("name", ["M", "cur_element_count", "max_level", "enterpoint_node", "max_elements"])
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e400"])
+def test_non_finite_scalars_are_refused_as_damage(name: str, value: str) -> None:
+    """json.loads reads Infinity and NaN, and int(inf) raises OverflowError, which escaped check_state
+    (found by tests/library/test_index_properties.py)."""
+    scalars, arrays = _state(20)
+    text = scalars.replace(f'"{name}": ', f'"{name}": {value}, "was_{name}": ', 1)
+    with pytest.raises(SnapshotError, match="damaged"):
+        index.join_state(text, arrays, DIM)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("index_inited", False),  # hnswlib restores no graph, and the first search dereferences it: a segfault
+        ("index_inited", 1),
+        ("normalize", True),
+        ("ep_added", False),
+        ("has_deletions", "no"),
+        ("num_threads", 10**9),
+        ("ef_construction", 0),
+        ("mult", 1e300),
+        ("mult", -1.0),
+        ("seed", "x"),
+    ],
+)
+def test_loader_flags_and_build_parameters_are_checked(name: str, value: object) -> None:
+    """The scalars check_state did not look at. index_inited false passed the check and segfaulted the first
+    search (found by tests/library/test_index_properties.py); the others feed hnswlib's later add_items."""
+    scalars, arrays = _state(20)
+    state = json.loads(scalars) | {name: value}
+    with pytest.raises(SnapshotError, match="damaged"):
+        index.join_state(json.dumps(state), arrays, DIM)
+
+
+@pytest.mark.parametrize(("name", "value"), [("mult", 1 / np.log(32) + 1e-12), ("ef_construction", 31)])
+def test_parameters_hnswlib_rebuilds_and_compares_are_refused_before_its_loader(name: str, value: object) -> None:
+    """hnswlib rebuilds the index from M and ef_construction, compares, and throws on a mismatch after allocating
+    about 2.6 MB that it never frees: the fuzzer's index target grew past 2.5 GB. check_state refuses these first."""
+    scalars, arrays = _state(20)
+    state = json.loads(scalars) | {name: float(value) if name == "mult" else value}
+    with pytest.raises(SnapshotError, match=name) as refused:
+        index.join_state(json.dumps(state), arrays, DIM)
+    assert "Unpickle" not in str(refused.value)

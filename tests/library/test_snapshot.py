@@ -153,3 +153,16 @@ def test_serving_snapshot_is_open_read_only(snapshot_file):
     assert snap.search(vectors[5], k=1)[0].record.subject_ref == "SUBJ-0005"
     snap.close()
     assert path.read_bytes() == before
+
+
+def test_a_template_of_huge_values_is_refused_without_an_overflow_warning() -> None:
+    """float32 squares overflowed inside the norm, a RuntimeWarning before the refusal (an error under
+    filterwarnings = error); found by tests/library/test_delta_properties.py."""
+    import warnings
+
+    from library.snapshot import check_template
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SnapshotError, match="not a unit vector"):
+            check_template(np.array([3e38, 0, 0, 0], dtype=np.float32), 4)

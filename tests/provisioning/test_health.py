@@ -50,7 +50,7 @@ def _beat(device: str, when: datetime, **over) -> bytes:
 def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
     db = tmp_path / "central.db"
     store, registry, health = AuditStore(db), RegistryStore(db), HealthStore(db)
-    for d in ("desk-fresh", "desk-stale", "desk-full", "desk-old", "desk-silent"):
+    for d in ("desk-fresh", "desk-stale", "desk-full", "desk-old", "desk-silent", "desk-plainkey"):
         registry.register_device(d, "00" * 32)
     ingest = HealthIngest(health, registry, store)
     now = datetime.now(UTC)
@@ -58,6 +58,7 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
     assert ingest.handle(health_topic("desk-stale"), _beat("desk-stale", now), now - timedelta(minutes=4))
     assert ingest.handle(health_topic("desk-full"), _beat("desk-full", now, disk_free_bytes=5), now)
     assert ingest.handle(health_topic("desk-old"), _beat("desk-old", now, library_version=2), now)
+    assert ingest.handle(health_topic("desk-plainkey"), _beat("desk-plainkey", now, key_protection="insecure"), now)
     assert not ingest.handle(health_topic("desk-nobody"), _beat("desk-nobody", now), now)
     assert not ingest.handle(health_topic("desk-fresh"), _beat("desk-full", now), now)  # speaks for another
     assert [r["reason"][:30] for r in store.rejections()] == [
@@ -79,3 +80,4 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
     assert "unhealthy" in row("desk-full") and "disk 5% free" in row("desk-full")
     assert "old library" in row("desk-old") and "library 2 (newest 3)" in row("desk-old")
     assert "no heartbeat received yet" in row("desk-silent")
+    assert "unhealthy" in row("desk-plainkey") and "plain key file (insecure setting)" in row("desk-plainkey")

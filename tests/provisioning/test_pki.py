@@ -192,3 +192,10 @@ def test_a_token_made_for_a_reserved_name_before_the_rule_issues_nothing(ca_dir,
         with pytest.raises(RequestError, match="reserved for central"):
             issue.issue_device_certificate(ca, ledger, pki.csr.read_bytes(), token)
         assert ledger.certificates() == []
+
+
+def test_a_token_never_starts_with_a_hyphen_so_the_command_line_takes_it(ca_dir):
+    # `issue --token -abc...` failed with "expected one argument" for about one token in 64.
+    with _ledger(ca_dir) as ledger:
+        made = [tokens.new_token(ledger, f"desk-{i:03d}") for i in range(400)]
+    assert not [t for t in made if t.startswith("-")]

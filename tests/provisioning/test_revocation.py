@@ -60,7 +60,8 @@ def test_revoking_a_live_desk_wipes_it_and_its_report_reaches_central(tmp_path, 
             assert rfr.wipe.withdrawn.wait(15)
             for gone in ("device.db", "device.key", "audit-signing.key", "library"):
                 assert not (data / gone).exists(), gone
-            assert not rfr.settings.library.key_file.exists() and not rfr.settings.library.path.exists()
+            assert not rfr.settings.library.path.exists() and not rfr.settings.library.wrapped_key.exists()
+            assert not list((data / "pki").glob("library-wrap.key*")), "the key-wrapping key outlived the wipe"
             page = app.test_client().get("/login")
             assert page.status_code == 410 and "This device has been withdrawn" in page.get_data(as_text=True)
             assert wait_for(lambda: not rfr.mqtt.connected, timeout=10)  # went silent
@@ -183,7 +184,8 @@ def test_the_fleet_pages_revoke_button_needs_its_csrf_token_and_the_typed_desk_i
         assert wrong.status_code == 422 and "Type the desk id desk-07" in wrong.get_data(as_text=True)
         assert web.extensions["central.registry"].revocations() == {}
         done = client.post("/fleet/desk-07/revoke", data={**form, "csrf_token": token}, follow_redirects=True)
-        assert done.status_code == 200 and "desk-07 revoked, no wipe sent." in done.get_data(as_text=True)
+        assert done.status_code == 200
+        assert "desk-07 revoked, no wipe sent, the next library publication re-keys" in done.get_data(as_text=True)
         assert web.extensions["central.registry"].revocations()["desk-07"]["revoked_by"] == "sgt.test"
         assert "Revoke desk-07" not in done.get_data(as_text=True)
     finally:
@@ -196,18 +198,20 @@ def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_pa
     import subprocess
     import sys
 
+    from appliance.settings import load as load_appliance_settings
     from testbed.ports import free_port
-    from tests.appliance.conftest import appliance_settings
+    from tests.desk_keys import provision_library_key
     from tests.provisioning.desks import copy_library
 
     real = tmp_path / "fleet-command.pem"
     public = generate_command_key(real)
     library, key = copy_library(tmp_path, demo_library)
     data, port, device = tmp_path / "device", free_port(), "desk-powercut"
+    wrapped = provision_library_key(data, device, key)
     config = tmp_path / "appliance.toml"
     config.write_text(
         f'device_id = "{device}"\ndata_dir = "{data}"\nfleet_command_public_key = "{public}"\n'
-        f'[library]\npath = "{library}"\nkey_file = "{key}"\n'
+        f'[library]\npath = "{library}"\nwrapped_key = "{wrapped}"\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
         f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n')
     log = (tmp_path / "desk.log").open("wb")
@@ -228,13 +232,13 @@ def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_pa
             desk.kill()
         log.close()
     assert (data / "device.key").exists() and (data / "device.db").exists(), "the cut came before the wipe"
-    settings = appliance_settings(tmp_path, (library, key), mqtt_port=mosquitto.port, device_id=device,
-                                  fleet_command_public_key=public)
+    settings = load_appliance_settings(config)  # the desk's own settings file, as its next start reads it
     again = create_app(settings, pipeline=pipeline, start_sync=False)
     assert again.test_client().get("/login").status_code == 410
-    for gone in ("device.db", "device.key", "audit-signing.key", "library", "WIPE-PENDING"):
+    for gone in ("device.db", "device.key", "audit-signing.key", "library", "WIPE-PENDING", "pki/library-wrap.key",
+                 "tpm-auth.secret"):
         assert not (data / gone).exists(), gone
-    assert not key.exists() and not library.exists() and (data / "WITHDRAWN").exists()
+    assert not wrapped.exists() and not library.exists() and (data / "WITHDRAWN").exists()
     # The same command redelivered after the restart is not accepted again (its nonce is on disk until the wipe).
     assert create_app(settings, pipeline=pipeline, start_sync=False).test_client().get("/").status_code == 410
 

@@ -71,6 +71,7 @@ class Central:
     repo: TufRepository
     url: str
     server: BaseWSGIServer
+    database: str = ""  # central's database: the device registry publishing wraps keys for
 
     @property
     def metadata_url(self) -> str:
@@ -94,7 +95,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
     app = create_app(test_config={"TESTING": True, "SECRET_KEY": "test-secret-key-0123456789",
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo.repo_dir)})
     server, thread = serve(app)
-    yield Central(repo, f"http://127.0.0.1:{server.port}", server)
+    yield Central(repo, f"http://127.0.0.1:{server.port}", server, f"sqlite:///{tmp_path / 'central.db'}")
     server.shutdown()
     thread.join()
     server.server_close()

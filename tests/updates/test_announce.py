@@ -49,15 +49,17 @@ def test_malformed_announcements_are_refused_with_a_reason(payload, reason):
 
 
 def test_target_info_names_and_validation():
-    full = LibraryTargetInfo("full", 2, "emb@1", DIGEST)
-    delta = LibraryTargetInfo("delta", 3, "emb@1", DIGEST, 2, "cd" * 32)
+    full = LibraryTargetInfo("full", 2, "emb@1", DIGEST, "0f" * 16)
+    delta = LibraryTargetInfo("delta", 3, "emb@1", DIGEST, "0f" * 16, 2, "cd" * 32)
     assert (full.name, delta.name) == ("library-v000002.db", "library-v000002-to-v000003.delta")
     assert LibraryTargetInfo.from_dict(delta.to_dict()) == delta
-    assert set(full.to_dict()) == {"kind", "library_version", "embedder_id", "result_digest"}
+    assert set(full.to_dict()) == {"kind", "library_version", "embedder_id", "result_digest", "key_id"}
+    with pytest.raises(WireFormatError, match="key id must be 32"):
+        LibraryTargetInfo("full", 2, "emb@1", DIGEST, "../../etc")
     with pytest.raises(WireFormatError, match="must move forward"):
-        LibraryTargetInfo("delta", 2, "emb@1", DIGEST, 2, DIGEST)
+        LibraryTargetInfo("delta", 2, "emb@1", DIGEST, "0f" * 16, 2, DIGEST)
     with pytest.raises(WireFormatError, match="no base version"):
-        LibraryTargetInfo("full", 2, "emb@1", DIGEST, 1, DIGEST)
+        LibraryTargetInfo("full", 2, "emb@1", DIGEST, "0f" * 16, 1, DIGEST)
     with pytest.raises(WireFormatError, match=r"missing \['base_digest'\]"):
         LibraryTargetInfo.from_dict({k: v for k, v in delta.to_dict().items() if k != "base_digest"})
     with pytest.raises(WireFormatError):

@@ -16,19 +16,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flask import Flask
 from securesystemslib.signer import CryptoSigner
 
 from appliance.services.accounts import verify_password
 from appliance.services.policy import Role
+from appliance.settings import ApplianceSettings
 from appliance.updates.config import ConfigResult
 from appliance.web import create_app
+from central.fleet.registry_store import RegistryStore
 from central.publish.__main__ import main as publish_main
 from central.publish.repository import TufRepository
 from core.desk_config import ROLES, ConfigTargetInfo, DeskConfig, config_digest, hash_password
 from core.errors import WireFormatError
 from core.events import AuditEvent
+from core.keywrap import SealedDocument, public_key_hex, recipients_from_hex
 from core.library_announce import LibraryAnnouncement
+from devicekeys.wrapping import public_path, read_public_key
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case
 from tests.fleet_key import COMMAND_KEY
@@ -60,7 +65,37 @@ def write(folder: Path, doc: dict[str, object]) -> Path:
 
 
 def publish(central: Central, path: Path) -> int:
-    return publish_main(["publish-config", "--repo", str(central.repo.repo_dir), "--file", str(path)])
+    return publish_main(["publish-config", "--repo", str(central.repo.repo_dir), "--file", str(path),
+                         "--database", central.database])
+
+
+def sealed(central: Central, path: Path, configs: Path) -> Path:
+    """``path`` sealed to the registered desks without central's checks (a mistake or a newer central)."""
+    registry = RegistryStore(central.database)
+    try:
+        document = SealedDocument.seal(path.read_bytes(), recipients_from_hex(registry.wrapping_keys().items()))
+    finally:
+        registry.close()
+    out = configs / f"{path.stem}.sealed"
+    out.write_bytes(document.to_bytes())
+    return out
+
+
+def register_other_desk(central: Central) -> None:
+    registry = RegistryStore(central.database)
+    registry.register_device("desk-other", "11" * 32, wrap_public_key_hex=public_key_hex(
+        X25519PrivateKey.generate().public_key()))
+    registry.close()
+
+
+def register(central: Central, settings: ApplianceSettings) -> None:
+    """Provisioning at central: the desk's audit key and key-wrapping key in the registry."""
+    registry = RegistryStore(central.database)
+    try:
+        registry.register_device(settings.device_id, "00" * 32, wrap_public_key_hex=public_key_hex(
+            read_public_key(public_path(settings.wrapping_key_path))))
+    finally:
+        registry.close()
 
 
 @pytest.fixture
@@ -76,6 +111,7 @@ def app(tmp_path: Path, central: Central, demo_library, pipeline) -> Iterator[Fl
     (tmp_path / "1.root.json").write_bytes(central.repo.root_bytes)
     settings = appliance_settings(tmp_path, demo_library, updates={
         "central_url": central.url, "trusted_root": tmp_path / "1.root.json", "poll_interval_s": 0})
+    register(central, settings)
     application = create_app(settings, pipeline=pipeline, start_sync=False, test_config={"TESTING": True})
     yield application
     application.extensions["desk"].updater.stop()
@@ -120,7 +156,9 @@ def candidates_shown(app: Flask, face_photo) -> int:
 def test_central_issues_accounts_and_top_k_and_the_desk_applies_them(app, central, configs, face_photo):
     assert not can_sign_in(app, "officer")
     assert publish(central, write(configs, document(1, top_k=3))) == 0
-    assert any(central.repo.targets_dir.glob("*.config-v000001.json"))
+    served = TufRepository(central.repo.repo_dir).target_path("config-v000001.json").read_bytes()
+    for secret in (b"scrypt$", password_hash().encode()[-64:], b"officer", b"inspector", b"password_hash"):
+        assert secret not in served, f"{secret!r} is readable in the published configuration"
     assert TufRepository(central.repo.repo_dir).published() == {}  # library logic never sees a configuration
 
     result = check(app)
@@ -169,6 +207,9 @@ def test_an_announcement_of_an_applied_config_does_not_check_again(app, central,
 
 
 def test_central_refuses_to_publish_an_older_equal_or_invalid_config(central, configs, capsys):
+    assert publish(central, write(configs, document(2))) == 1
+    assert "no registered, unrevoked desk has a key-wrapping key" in capsys.readouterr().err
+    register_other_desk(central)
     assert publish(central, write(configs, document(2))) == 0
     capsys.readouterr()
     assert publish(central, write(configs, document(2))) == 1
@@ -199,7 +240,7 @@ def test_an_old_config_replayed_under_a_new_signed_name_is_refused(app, central,
     publish(central, write(configs, document(2, top_k=6)))
     assert check(app).version == 2
     repo = TufRepository(central.repo.repo_dir)  # a mistake at central: v1's file signed as version 3
-    repo.publish(first, ConfigTargetInfo(3, config_digest(first.read_bytes())))
+    repo.publish(sealed(central, first, configs), ConfigTargetInfo(3, config_digest(first.read_bytes())))
     assert_refused(app, check(app), "result_mismatch", "holds configuration version 1, not the version 3",
                    version=2)
     assert app.extensions["desk"].desk_config.top_k(10) == 6
@@ -208,7 +249,9 @@ def test_an_old_config_replayed_under_a_new_signed_name_is_refused(app, central,
 def test_a_tampered_config_target_is_refused_by_tuf(app, central, configs):
     publish(central, write(configs, document(1, top_k=3)))
     served = TufRepository(central.repo.repo_dir).target_path("config-v000001.json")
-    served.write_bytes(served.read_bytes().replace(b'"top_k": 3', b'"top_k": 9'))  # same length
+    data = bytearray(served.read_bytes())
+    data[len(data) // 2] ^= 1  # same length
+    served.write_bytes(bytes(data))
     assert_refused(app, check(app), "altered_download", "The signed configuration failed verification", 0)
     assert not can_sign_in(app, "admin")
     assert app.extensions["desk"].desk_config.applied() is None
@@ -218,7 +261,7 @@ def test_a_config_signed_by_the_wrong_key_is_refused(app, central, configs):
     repo = TufRepository(central.repo.repo_dir)
     repo._signers["targets"] = CryptoSigner.generate_ed25519()  # an attacker's key
     path = write(configs, document(1))
-    repo.publish(path, ConfigTargetInfo.of(path.read_bytes()))
+    repo.publish(sealed(central, path, configs), ConfigTargetInfo.of(path.read_bytes()))
     updater = app.extensions["desk"].updater
     library = updater.check_now()
     assert (library.outcome, library.reason) == ("refused", "bad_signature")  # the whole target list is refused
@@ -233,12 +276,22 @@ def test_a_config_with_an_unknown_role_is_refused_whole(app, central, configs):
     bad = write(configs, document(2, [*STAFF, account("newcomer", "custody_officer"),
                                       account("chief", "chief_constable")], top_k=9))
     repo = TufRepository(central.repo.repo_dir)  # bypasses central's own check, as a newer central might
-    repo.publish(bad, ConfigTargetInfo(2, config_digest(bad.read_bytes())))
+    repo.publish(sealed(central, bad, configs), ConfigTargetInfo(2, config_digest(bad.read_bytes())))
     assert_refused(app, check(app), "invalid_config", "unknown role 'chief_constable'", version=1)
     assert not can_sign_in(app, "newcomer")
     assert app.extensions["desk"].desk_config.top_k(10) == 3
     assert check(app).outcome == "refused"
     assert len([e for e in events(app, "config_change") if e.outcome == "refused"]) == 1  # audited once
+
+
+def test_a_desk_central_does_not_trust_cannot_open_the_configuration(app, central, configs):
+    registry = RegistryStore(central.database)
+    registry.revoke_device(app.extensions["desk"].settings.device_id, "test", "stolen")
+    registry.close()
+    register_other_desk(central)
+    assert publish(central, write(configs, document(1))) == 0  # sealed to desk-other only
+    assert_refused(app, check(app), "not_for_this_desk", "was not sealed for desk-test-01", version=0)
+    assert not can_sign_in(app, "officer")
 
 
 # --- the shared definitions -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from central.settings import CentralMqttSettings
 from core.library_announce import LibraryAnnouncement
 from library.records import ReferenceRecord
 from library.snapshot import SnapshotWriter, new_key, write_key_file
+from tests.desk_keys import provision_library_key
 from tests.fleet_key import COMMAND_KEY, write_command_key
 
 
@@ -37,7 +38,8 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
                [("DEMO-BIDEN", "biden.jpg"), ("DEMO-OBAMA", "obama.jpg")])
     settings = ApplianceSettings.model_validate({
         "device_id": "desk-update-01", "data_dir": tmp_path / "device",
-        "library": {"path": v1, "key_file": tmp_path / "lib.key"},
+        "library": {"path": v1, "wrapped_key": provision_library_key(tmp_path / "device", "desk-update-01",
+                                                                     tmp_path / "lib.key")},
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
         "web": {"secret_key": "test-secret-key-0123456789"},
         "fleet_command_public_key": write_command_key(tmp_path / "central-key")[1],

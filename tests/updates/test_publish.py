@@ -10,14 +10,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from securesystemslib.signer import CryptoSigner
 from tuf.ngclient import Updater
 
+from central.fleet.registry_store import RegistryStore
 from central.publish.__main__ import main
 from central.publish.describe import describe_delta, describe_full
 from central.publish.repository import PublishError, TufRepository, init_repository
 from central.publish.settings import PublishSettings
 from central.web import close_stores, create_app
+from core.keywrap import key_id, public_key_hex
 from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot, write_key_file
@@ -81,7 +84,7 @@ def test_publish_full_signs_a_hash_named_target_with_custom_info(tmp_path, make_
     targets = read_json(repo.metadata_dir / "2.targets.json")["signed"]["targets"]
     entry = targets["library-v000001.db"]
     assert entry["custom"] == {"kind": "full", "library_version": 1, "embedder_id": EMBEDDER,
-                               "result_digest": info.result_digest}
+                               "result_digest": info.result_digest, "key_id": key_id(library_key)}
     served = repo.targets_dir / f"{entry['hashes']['sha256']}.library-v000001.db"
     assert served.read_bytes() == library.read_bytes() and entry["length"] == library.stat().st_size
     assert repo.versions() == {"root": 1, "targets": 2, "snapshot": 2, "timestamp": 2}
@@ -112,16 +115,31 @@ def test_repository_refuses_an_online_key_root_does_not_trust(tmp_path):
         TufRepository(repo.repo_dir)
 
 
+def registry_with_desk(tmp_path: Path) -> str:
+    """Central's database with one registered desk that has a key-wrapping key: publishing wraps keys for it."""
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    registry = RegistryStore(url)
+    registry.register_device("desk-a", "00" * 32,
+                             wrap_public_key_hex=public_key_hex(X25519PrivateKey.generate().public_key()))
+    registry.close()
+    return url
+
+
 def test_cli_init_publish_refresh_status(tmp_path, make_library, library_key, capsys):
     repo_dir, key_file = tmp_path / "repo", tmp_path / "lib.key"
     write_key_file(key_file, library_key)
+    database = registry_with_desk(tmp_path)
     assert main(["init", "--repo", str(repo_dir), "--root-keys-dir", str(tmp_path / "offline"),
                  "--root-keys", "5", "--root-threshold", "3"]) == 0
     assert "Move" in capsys.readouterr().out
     assert read_json(repo_dir / "metadata" / "root.json")["signed"]["roles"]["root"]["threshold"] == 3
     assert main(["publish", "--repo", str(repo_dir), "--file", str(make_library(1)), "--kind", "full",
-                 "--key-file", str(key_file)]) == 0
-    assert "Published library-v000001.db (library version 1)" in capsys.readouterr().out
+                 "--key-file", str(key_file)]) == 1
+    assert "needs central's device registry" in capsys.readouterr().err
+    assert main(["publish", "--repo", str(repo_dir), "--file", str(make_library(1)), "--kind", "full",
+                 "--key-file", str(key_file), "--database", database]) == 0
+    out = capsys.readouterr().out
+    assert "Published library-v000001.db (library version 1)" in out and "wrapped for 1 desk(s)" in out
     announcement = LibraryAnnouncement.from_bytes((repo_dir / "announcement.json").read_bytes())
     assert (announcement.library_version, announcement.target, announcement.kind) == (1, "library-v000001.db",
                                                                                         "full")
@@ -129,7 +147,8 @@ def test_cli_init_publish_refresh_status(tmp_path, make_library, library_key, ca
     assert capsys.readouterr().out.startswith("Re-signed timestamp; timestamp valid until")
     assert main(["status", "--repo", str(repo_dir)]) == 0
     out = capsys.readouterr().out
-    assert "timestamp version    3" in out and "library-v000001.db  full v1" in out
+    assert "timestamp version    4" in out and "library-v000001.db  full v1" in out
+    assert f"keys-{key_id(library_key)}.json  library key" in out
 
 
 def test_cli_prints_one_actionable_line_on_errors(tmp_path, make_library, capsys):
@@ -141,7 +160,7 @@ def test_cli_prints_one_actionable_line_on_errors(tmp_path, make_library, capsys
     write_key_file(tmp_path / "wrong.key", bytes(32))
     capsys.readouterr()
     assert main(["publish", "--repo", str(tmp_path / "repo"), "--file", str(make_library(1)), "--kind", "full",
-                 "--key-file", str(tmp_path / "wrong.key")]) == 1
+                 "--key-file", str(tmp_path / "wrong.key"), "--database", registry_with_desk(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("publish: ") and "cannot be opened with this key" in err
 

@@ -21,16 +21,17 @@ from appliance.updates.trust import (
 from core.library_announce import LibraryTargetInfo
 
 D = {v: f"{v:064x}" for v in range(1, 10)}
-INSTALLED = InstalledLibrary(version=2, digest=D[2], embedder_id="emb@1")
+KEY, REKEYED = "a" * 32, "b" * 32
+INSTALLED = InstalledLibrary(version=2, digest=D[2], embedder_id="emb@1", key_id=KEY)
 
 
-def full(version: int, embedder: str = "emb@1") -> Offer:
-    info = LibraryTargetInfo("full", version, embedder, D[version])
+def full(version: int, embedder: str = "emb@1", key_id: str = KEY) -> Offer:
+    info = LibraryTargetInfo("full", version, embedder, D[version], key_id)
     return Offer(info.name, 1000, info)
 
 
-def delta(base: int, result: int, base_digest: str | None = None) -> Offer:
-    info = LibraryTargetInfo("delta", result, "emb@1", D[result], base, base_digest or D[base])
+def delta(base: int, result: int, base_digest: str | None = None, key_id: str = KEY) -> Offer:
+    info = LibraryTargetInfo("delta", result, "emb@1", D[result], key_id, base, base_digest or D[base])
     return Offer(info.name, 100, info)
 
 
@@ -48,6 +49,12 @@ def test_newest_wins_and_a_fitting_delta_beats_a_full_of_the_same_version():
 def test_a_delta_that_does_not_fit_falls_back_to_a_full_library():
     assert choose_update(INSTALLED, [delta(1, 3), full(3)]) == full(3)
     assert choose_update(INSTALLED, [delta(2, 3, base_digest=D[7]), full(3)]) == full(3)
+
+
+def test_a_delta_under_another_content_key_never_fits_so_a_rekey_moves_by_a_full_library():
+    assert choose_update(INSTALLED, [delta(2, 3, key_id=REKEYED), full(3, key_id=REKEYED)]) == full(3, key_id=REKEYED)
+    with pytest.raises(DeltaBaseRefusedError):
+        choose_update(INSTALLED, [delta(2, 3, key_id=REKEYED)])
 
 
 def test_only_unfitting_deltas_are_refused_with_both_versions_named():

@@ -30,6 +30,7 @@ from core.library_announce import LibraryAnnouncement
 from library.delta import make_delta
 from library.snapshot import Snapshot
 from library.store import LibraryStore
+from tests.desk_keys import desk_keyring
 from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY, FORGER
 from tests.updates.conftest import EMBEDDER, Central, CuttingProxy, members, vector
 from tufrepo.repository import utc_now
@@ -93,16 +94,20 @@ def publisher(central, make_library, library_key, tmp_path) -> Publisher:
 
 
 def make_desk(root: Path, central: Central, key: bytes, first_library: Path, metadata_url: str | None = None,
-              targets_url: str | None = None) -> Desk:
-    """A provisioned desk: library v1 installed in its store, central's root shipped, no update run yet."""
+              targets_url: str | None = None, device_id: str = "desk-test-01", install: bool = True) -> Desk:
+    """A provisioned desk: library v1 installed in its store (``install``), the library key wrapped to its own
+    key-wrapping key, central's root shipped, no update run yet. Called again on the same ``root`` with
+    ``install=False`` it is the same desk restarted."""
     store = LibraryStore(root / "library")
-    store.install_full(first_library, key, expected_embedder=EMBEDDER)
-    holder = LibraryHolder(store.open_current(key, EMBEDDER))
+    keys = desk_keyring(root, device_id, key)
+    if install:
+        store.install_full(first_library, key, expected_embedder=EMBEDDER, key_id=keys.provisioned)
+    holder = LibraryHolder(store.open_current(keys.for_current(store), EMBEDDER))
     outbox = Outbox(DeviceDatabase(root))
     updater = LibraryUpdater(
         metadata_url=metadata_url or central.metadata_url, targets_url=targets_url or central.targets_url,
-        state_dir=root / "updates", store=store, library_key=key, embedder_id=EMBEDDER, holder=holder,
-        audit=AuditLog("desk-test-01", outbox), trusted_root=central.repo.root_bytes, central_key=CENTRAL_PUBLIC,
+        state_dir=root / "updates", store=store, keys=keys, embedder_id=EMBEDDER, holder=holder,
+        audit=AuditLog(device_id, outbox), trusted_root=central.repo.root_bytes, central_key=CENTRAL_PUBLIC,
         fetcher=ResumingFetcher(retry_delay_s=0.01, timeout_s=10))
     return Desk(updater, holder, store, outbox, root)
 
@@ -193,7 +198,8 @@ def test_from_settings_and_an_announcement_wakes_the_background_thread(tmp_path,
     store.install_full(publisher.make_library(1), library_key, expected_embedder=EMBEDDER)
     holder = LibraryHolder(store.open_current(library_key, EMBEDDER))
     updater = LibraryUpdater.from_settings(
-        settings, data_dir=tmp_path / "device", store=store, library_key=library_key, embedder_id=EMBEDDER,
+        settings, data_dir=tmp_path / "device", store=store, keys=desk_keyring(tmp_path / "device", "desk-test-01",
+                                                                               library_key), embedder_id=EMBEDDER,
         holder=holder, audit=AuditLog("desk-test-01", Outbox(DeviceDatabase(tmp_path / "device"))),
         central_key=CENTRAL_PUBLIC)
     updater.start_polling(settings.poll_interval_s)
