@@ -24,7 +24,8 @@ contact with central in the heartbeat. A desk without central's public key
 cannot take acks at all, so the key is required.
 
 Every message that arrives is handled on its own: whatever one makes go wrong
-is logged and counted in ``refused``, and the link carries on (an exception
+is logged and counted in ``refused`` (the services log and audit their own
+refusals of outcomes, announcements and commands), and the link carries on (an exception
 escaping here would end the connection's thread, and a retained or queued
 poison message would then stop the desk's audit sender at every start).
 """
@@ -101,7 +102,7 @@ class CentralLink:
         self._newest_ack: datetime | None = None  # issued_at of the newest ack taken: older ones are replays
         self.sent = 0
         self.acked = 0
-        self.refused = 0  # messages from the broker refused (forged, malformed, or their handling failed)
+        self.refused = 0  # acks refused (forged, malformed, not ours) and any message whose handling failed
 
     @property
     def connected(self) -> bool:
