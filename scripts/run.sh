@@ -33,6 +33,10 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 "$MOSQUITTO" -c "$VAR/broker/mosquitto.conf" 2> "$VAR/log/mosquitto.log" &
 pids+=($!)
 
+# Central's fleet-command key (made once) signs its acks, peer review outcomes, announcements and wipes;
+# the desk is given the public half and believes nothing from central without it.
+[ -f "$VAR/central/fleet-command.pem" ] || $PY -m central devices command-key --out "$VAR/central/fleet-command.pem" \
+    > /dev/null
 cat > "$VAR/central.toml" <<CONF
 data_dir = "$VAR/central"
 [mqtt]
@@ -42,6 +46,8 @@ port = $BROKER_PORT
 host = "127.0.0.1"
 port = $CENTRAL_PORT
 secret_key = "$SECRET"
+[fleet]
+command_key = "$VAR/central/fleet-command.pem"
 CONF
 # Demo accounts for central's web interface, each created only if missing (the same demo password).
 existing=$($PY -m central accounts list --config "$VAR/central.toml" | cut -f1)
@@ -66,6 +72,7 @@ fi
 cat > "$VAR/appliance.toml" <<CONF
 device_id = "desk-demo-01"
 data_dir = "$VAR/appliance"
+fleet_command_public_key = "$VAR/central/fleet-command.pem.pub"
 [library]
 path = "$VAR/library/demo.db"
 wrapped_key = "$VAR/appliance/pki/library.wrapped"
