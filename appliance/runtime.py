@@ -80,7 +80,7 @@ class Desk:
     desk_config: DeskConfigStore
     updater: LibraryUpdater | None
     health: HealthReporter
-    wipe: WipeService | None
+    wipe: WipeService
     mqtt: CentralLink
     accounts: AccountService
     sessions: SessionManager
@@ -122,6 +122,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
         store.install_full(settings.library.path, keys.require(keys.provisioned),
                            expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
     snapshot = store.open_current(keys.for_current(store), expected_embedder=pipeline.embedder_id)
+    central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
     library = LibraryHolder(snapshot)
@@ -130,7 +131,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if settings.updates is not None:
         updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
                                                keys=keys, embedder_id=pipeline.embedder_id,
-                                               holder=library, audit=audit,
+                                               holder=library, audit=audit, central_key=central_key,
                                                config=ConfigUpdater(desk_config, audit, keys))
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
     # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
@@ -140,7 +141,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if settings.peer_review.channel == "central":
         channel = central_reviews = CentralPeerReviewChannel(
             settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
-            resend_after_s=settings.peer_review.resend_after_s)
+            central_key=central_key, resend_after_s=settings.peer_review.resend_after_s)
         handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
     senders = [central_reviews.drain] if central_reviews else []
     # Every key the heartbeat reports on, the library's included: the key-wrapping key opens every library key.
@@ -153,24 +154,22 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                             insecure_keys=lambda: keys.insecure,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
     senders.append(health.send)
-    wipe: WipeService | None = None
-    if settings.fleet_command_public_key is not None:
-        wipe = WipeService(settings.device_id, load_command_key(settings.fleet_command_public_key), audit, outbox,
-                           db, secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
-                                        *filter(None, [settings.library.insecure_plain_key_file])],
-                           trees=[store.root, keys.folder],
-                           files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
-        if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
-            snapshot.close()
-            raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
-        handlers[fleet_command_topic(settings.device_id)] = wipe.handle
-        senders.append(wipe.drain)  # last: after it runs the database is closed
-    publisher = CentralLink(settings.mqtt, settings.device_id, outbox, handlers=handlers, senders=senders)
+    wipe = WipeService(settings.device_id, central_key, audit, outbox, db,
+                       secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
+                                *filter(None, [settings.library.insecure_plain_key_file])],
+                       trees=[store.root, keys.folder],
+                       files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
+    if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
+        snapshot.close()
+        raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
+    handlers[fleet_command_topic(settings.device_id)] = wipe.handle
+    senders.append(wipe.drain)  # last: after it runs the database is closed
+    publisher = CentralLink(settings.mqtt, settings.device_id, outbox, central_key=central_key, handlers=handlers,
+                            senders=senders)
     last_ack.append(publisher)
-    if wipe is not None:
-        wipe.on_withdrawn(publisher.request_stop)
-        if updater is not None:
-            wipe.on_withdrawn(updater.stop)
+    wipe.on_withdrawn(publisher.request_stop)
+    if updater is not None:
+        wipe.on_withdrawn(updater.stop)
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), idle_s=settings.auth.idle_timeout_minutes * 60,
                               absolute_s=settings.auth.absolute_timeout_hours * 3600)
@@ -186,8 +185,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if not service_lock.acquire():
         logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
     retention = RetentionService(case_store, desk_config, audit)
-    if wipe is not None:
-        wipe.on_withdrawn(retention.stop)
+    wipe.on_withdrawn(retention.stop)
     try:
         retention.purge()
     except Exception:

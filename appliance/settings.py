@@ -179,9 +179,10 @@ class ApplianceSettings(StrictModel):
     )
     keys: KeySettings = KeySettings()
     health: HealthSettings = HealthSettings()
-    fleet_command_public_key: Path | None = Field(
-        default=None, description="Central's fleet-command public key (PEM, installed at provisioning): only "
-        "commands it signed (a wipe after revocation) are obeyed. Absent: no remote wipe.")
+    fleet_command_public_key: Path = Field(
+        description="Central's fleet-command public key (PEM, installed at provisioning: central's "
+        "fleet-command.pem.pub). Only what it signed is believed: central's acks (which delete pending audit "
+        "events), peer review outcomes, library announcements and fleet commands (a wipe after revocation).")
 
     def model_post_init(self, _context: object) -> None:
         validate_device_id(self.device_id)

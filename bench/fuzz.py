@@ -368,7 +368,8 @@ def _seeds_event() -> list[bytes]:
 def _seeds_ack() -> list[bytes]:
     from core.audit.ack import Ack
 
-    return [Ack("desk-01", 0, 0).to_bytes(), Ack("custody-suite-7", 123456, 120).to_bytes()]
+    return [Ack("desk-01", 0, 0, "0" * 64, "2026-01-02T03:04:05.678+00:00").to_bytes(),
+            Ack("custody-suite-7", 123456, 120, "ab" * 32, "2026-01-02T03:04:05.678901+00:00").to_bytes()]
 
 
 def _seeds_checkpoint() -> list[bytes]:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from central.audit.store import AuditStore  # noqa: E402
 from central.fleet.registry_store import RegistryStore  # noqa: E402
+from central.fleet.revoke import generate_command_key  # noqa: E402
 from testbed.chain_writer import ChainWriter  # noqa: E402
 from testbed.mosquitto import PersistentBroker  # noqa: E402
 
@@ -86,6 +87,14 @@ def _publish(host: str, port: int, devices: list[tuple[str, str]], count: int, r
         client.loop_stop()
 
 
+def command_key(workdir: Path) -> Path:
+    """Central's signing key for acks (ingest will not start without one), made once per bench folder."""
+    key = workdir / "fleet-command.pem"
+    if not key.exists():
+        generate_command_key(key)
+    return key
+
+
 class Central:
     """``python -m central ingest`` as a process, on a given store."""
 
@@ -96,7 +105,8 @@ class Central:
             f'data_dir = "{workdir}"\ndatabase = "{url}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "bench-central-{abs(hash(url))}"\n'
             f"[ingest]\nworkers = {workers}{group}\n"
-            '[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n')
+            '[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
+            f'[fleet]\ncommand_key = "{command_key(workdir)}"\n')
         self.log = workdir / "central.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

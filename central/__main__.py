@@ -28,8 +28,11 @@ import sys
 import threading
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from central.audit.store import AuditStore
 from central.fleet.registry_store import RegistryStore
+from central.fleet.revoke import load_command_key
 from central.ingest.mqtt import AuditIngest
 from central.ingest.status import IngestPool, SharedIngestStatus
 from central.publish.announcer import Announcer
@@ -46,7 +49,18 @@ logger = logging.getLogger("central")
 _CONNECT_WAIT_S = 10.0
 
 
-def _start_workers(settings: CentralSettings) -> tuple[IngestPool, list[AuditIngest], list[AuditStore]]:
+def _ingest_command_key(settings: CentralSettings) -> Ed25519PrivateKey:
+    """The key every ack, outcome and announcement is signed with: desks refuse them unsigned, so the
+    ingest does not start without it."""
+    if settings.fleet.command_key is None:
+        raise SettingsError("[fleet] command_key is not set: the ingest signs every ack and peer review outcome "
+                            "with it and desks refuse unsigned ones (make it once: python -m central devices "
+                            "command-key --out PATH).")
+    return load_command_key(settings.fleet.command_key)
+
+
+def _start_workers(settings: CentralSettings,
+                   command_key: Ed25519PrivateKey) -> tuple[IngestPool, list[AuditIngest], list[AuditStore]]:
     """One store connection and one persistent session per worker, with stable client ids."""
     workers: list[AuditIngest] = []
     stores: list[AuditStore] = []
@@ -54,8 +68,8 @@ def _start_workers(settings: CentralSettings) -> tuple[IngestPool, list[AuditIng
     for i in range(n):
         store = AuditStore(settings.database_url)
         client_id = settings.mqtt.client_id if n == 1 else f"{settings.mqtt.client_id}-{i + 1}"
-        worker = AuditIngest(settings.mqtt, store, client_id=client_id, shared_group=settings.ingest.shared_group,
-                             ack_interval_s=settings.ingest.ack_interval_s)
+        worker = AuditIngest(settings.mqtt, store, command_key=command_key, client_id=client_id,
+                             shared_group=settings.ingest.shared_group, ack_interval_s=settings.ingest.ack_interval_s)
         worker.start()
         workers.append(worker)
         stores.append(store)
@@ -90,7 +104,8 @@ def _serve(config: Path) -> int:
 
     settings = load(config)
     context = _tls(settings)
-    pool, workers, stores = _start_workers(settings)
+    command_key = _ingest_command_key(settings)
+    pool, workers, stores = _start_workers(settings, command_key)
     status = SharedIngestStatus()
     status.follow(pool)
     print(f"central: audit ingest from {settings.mqtt.host}:{settings.mqtt.port} into "
@@ -99,7 +114,8 @@ def _serve(config: Path) -> int:
     announcer = None
     if settings.publish.repo_dir is not None:
         # Worker 0 owns the MQTT link that retains announcements for the fleet.
-        announcer = Announcer(settings.publish.repo_dir, settings.publish, workers[0].publish_retained)
+        announcer = Announcer(settings.publish.repo_dir, settings.publish, workers[0].publish_retained,
+                              command_key=command_key)
         announcer.start()
     try:
         # gunicorn's master runs here, beside the ingest; it stops on SIGTERM or SIGINT after the web
@@ -115,7 +131,7 @@ def _serve(config: Path) -> int:
 
 def _ingest(config: Path) -> int:
     settings = load(config)
-    _pool, workers, stores = _start_workers(settings)
+    _pool, workers, stores = _start_workers(settings, _ingest_command_key(settings))
     print(f"central ingest: {len(workers)} worker(s) from {settings.mqtt.host}:{settings.mqtt.port}", flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -176,7 +192,7 @@ def _list_devices(config: Path | None, database: str | None) -> int:
 
 
 def _revoke(config: Path | None, database: str | None, device_id: str, by: str, reason: str) -> int:
-    from central.fleet.revoke import PkiTarget, load_command_key, revoke_device
+    from central.fleet.revoke import PkiTarget, revoke_device
     from central.ingest.mqtt import publish_once
 
     settings = load(config) if config else None

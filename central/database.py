@@ -14,6 +14,7 @@ in ``Dialect``.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,27 @@ from core.errors import CustodyRfrError
 
 class StoreError(CustodyRfrError):
     """Central's audit or fleet store cannot be opened or written (the message says which and why)."""
+
+
+def is_store_failure(error: BaseException) -> bool:
+    """Whether ``error`` says the database itself could not be used (down, locked, full, closed, broken),
+    rather than that one thing given to it was bad.
+
+    The ingest acknowledges a message to the broker only once it is stored or its rejection is recorded;
+    after a store failure it acknowledges nothing, so the broker delivers again once the database is back.
+    Values the database refuses (a number out of range, a constraint) are the message's fault instead
+    (DB-API ``DataError`` and ``IntegrityError``), and so is anything else a message makes go wrong.
+    """
+    if isinstance(error, StoreError):
+        return True
+    families: list[type[BaseException]] = [sqlite3.OperationalError, sqlite3.InterfaceError, sqlite3.InternalError]
+    psycopg = sys.modules.get("psycopg")  # imported only by a PostgreSQL store
+    if psycopg is not None:
+        families += [psycopg.OperationalError, psycopg.InterfaceError, psycopg.InternalError]
+    if isinstance(error, tuple(families)):
+        return True
+    # sqlite3 says a closed connection is a ProgrammingError; the store is gone, not the message bad.
+    return isinstance(error, sqlite3.ProgrammingError) and "closed" in str(error)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ class FleetSettings(StrictModel):
 
     command_key: Path | None = Field(
         default=None, description="Central's Ed25519 fleet-command key (python -m central devices command-key); "
-        "signs the wipe sent to a revoked desk. Absent: revocation sends no wipe.")
+        "signs every ack, peer review outcome and library announcement sent to the desks and the wipe sent to "
+        "a revoked desk. Required to run the ingest (serve, ingest); desks refuse unsigned control messages.")
     ca_dir: Path | None = Field(default=None, description="The fleet CA directory: revocation adds the desk's "
                                 "certificates to the CRL. Absent: only central's registry is changed.")
     broker_dir: Path | None = Field(default=None, description="The broker's directory (broker-config --out): "

@@ -4,7 +4,8 @@ Both are pure data with strict parsing (exact field set, types, ranges, a size c
 audit event: a malformed message is refused with a reason, never half-used.
 
 A command (today only ``wipe``) is signed with central's fleet-command Ed25519 key, whose
-public half each desk receives at provisioning. The signed statement is labelled, names the
+public half each desk receives at provisioning (``core.signed``, the same key and rule as central's
+acks, peer review outcomes and announcements). The signed statement is labelled, names the
 one device it is for, when it was issued and a random nonce, so the desk can refuse a
 forgery, a command meant for another desk, a stale one and a replay (:class:`NonceLedger`).
 """
@@ -19,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.audit.chain import canonical_json
 from core.errors import CustodyRfrError, WireFormatError
 from core.files import atomic_write
+from core.signed import UnsignedMessageError, is_signature_text, sign, verify
 from core.topics import validate_device_id
-from core.wire import decode_object
+from core.wire import aware_time, decode_object
 
 HEARTBEAT_VERSION = 1
 MAX_HEARTBEAT_BYTES = 2048
@@ -40,7 +41,7 @@ COMMANDS = frozenset({"wipe"})
 #: How old (or how far in the future) a command may be when it arrives. Clocks on desks drift, and a
 #: command for an offline desk waits at the broker, so minutes rather than seconds.
 COMMAND_WINDOW = timedelta(minutes=15)
-_COMMAND_LABEL = "custody-rfr fleet command v1"
+COMMAND_STATEMENT = "custody-rfr fleet command v1"
 
 logger = logging.getLogger(__name__)
 
@@ -51,18 +52,6 @@ class CommandRefused(CustodyRfrError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _time(value: object, name: str) -> datetime:
-    if not isinstance(value, str) or len(value) > 40:
-        raise WireFormatError(f"{name} must be an ISO 8601 time.")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise WireFormatError(f"{name} is not an ISO 8601 time: {e}") from e
-    if moment.tzinfo is None:
-        raise WireFormatError(f"{name} must carry a time zone.")
-    return moment
 
 
 def _int(value: object, name: str, *, optional: bool = False) -> None:
@@ -109,7 +98,7 @@ class Heartbeat:
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
-        _time(self.sent_at, "sent_at")
+        aware_time(self.sent_at, "sent_at")
         _num(self.interval_s, "interval_s")
         if not 0 < self.interval_s <= 86400:
             raise WireFormatError("Heartbeat interval must be between 0 and 86400 seconds.")
@@ -164,37 +153,35 @@ class FleetCommand:
         validate_device_id(self.device_id)
         if not isinstance(self.command, str) or self.command not in COMMANDS:
             raise WireFormatError(f"Unknown fleet command {self.command!r}.")
-        _time(self.issued_at, "issued_at")
+        aware_time(self.issued_at, "issued_at")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):
             raise WireFormatError("Command nonce must be 32 lower-case hex digits.")
-        if not isinstance(self.signature, str) or len(self.signature) != 128 or not _is_hex(self.signature):
+        if not is_signature_text(self.signature):
             raise WireFormatError("Command signature must be 128 lower-case hex digits.")
 
-    @staticmethod
-    def statement(device_id: str, command: str, issued_at: str, nonce: str) -> bytes:
-        """The exact bytes signed, labelled so they can never pass for other signed data."""
-        return canonical_json({"statement": _COMMAND_LABEL, "device_id": device_id, "command": command,
-                               "issued_at": issued_at, "nonce": nonce})
+    def _signed_fields(self) -> dict[str, str]:
+        """What the signature covers (``core.signed``, labelled ``COMMAND_STATEMENT``): all but the signature."""
+        return {"device_id": self.device_id, "command": self.command, "issued_at": self.issued_at,
+                "nonce": self.nonce}
 
     @classmethod
     def sign(cls, key: Ed25519PrivateKey, device_id: str, command: str, *, now: datetime | None = None,
              nonce: str | None = None) -> FleetCommand:
         issued_at = (now or _now()).astimezone(UTC).isoformat(timespec="milliseconds")
         nonce = nonce or secrets.token_hex(16)
-        signature = key.sign(cls.statement(device_id, command, issued_at, nonce)).hex()
-        return cls(device_id=device_id, command=command, issued_at=issued_at, nonce=nonce, signature=signature)
+        fields = {"device_id": device_id, "command": command, "issued_at": issued_at, "nonce": nonce}
+        return cls(**fields, signature=sign(key, COMMAND_STATEMENT, fields))
 
     def verify(self, public_key: Ed25519PublicKey, *, device_id: str, now: datetime | None = None,
                window: timedelta = COMMAND_WINDOW) -> None:
         """Raise :class:`CommandRefused` unless central signed exactly this command, for ``device_id``, lately."""
         try:
-            public_key.verify(bytes.fromhex(self.signature),
-                              self.statement(self.device_id, self.command, self.issued_at, self.nonce))
-        except InvalidSignature as e:
+            verify(public_key, COMMAND_STATEMENT, self._signed_fields(), self.signature, f"{self.command} command")
+        except UnsignedMessageError as e:
             raise CommandRefused(f"The {self.command} command is not signed by central's fleet-command key.") from e
         if self.device_id != device_id:
             raise CommandRefused(f"The {self.command} command is for {self.device_id}, not this device ({device_id}).")
-        age = (now or _now()) - _time(self.issued_at, "issued_at")
+        age = (now or _now()) - aware_time(self.issued_at, "issued_at")
         if abs(age) > window:
             raise CommandRefused(f"The {self.command} command was issued {age} ago, outside the "
                                  f"{window} window: stale or replayed.")
@@ -235,7 +222,7 @@ class NonceLedger:
         assert self._path is not None
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
-            return {str(n): _time(t, "nonce time") for n, t in raw.items()}
+            return {str(n): aware_time(t, "nonce time") for n, t in raw.items()}
         except FileNotFoundError:
             return {}
         except (ValueError, AttributeError, WireFormatError) as e:

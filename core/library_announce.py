@@ -6,10 +6,14 @@ appliance reads back before deciding whether a target fits the installed
 library. ``LibraryAnnouncement`` is central's retained MQTT message saying
 "version N is published".
 
-The announcement is only a hint that it is worth checking now. It is not
-signed and the appliance never installs anything because of it: it triggers a
-TUF refresh, and only targets verified against the signed metadata are
-installed. Parsing is still strict (exact fields, types, size cap), because
+The announcement is only a hint that it is worth checking now: the appliance
+never installs anything because of it, it triggers a TUF refresh, and only
+targets verified against the signed metadata are installed. The running
+central server still signs it with its fleet-command key when it publishes it
+(``core.signed``, statement ``ANNOUNCEMENT_STATEMENT``; the file written by
+``python -m central.publish`` is the unsigned body), so a forged announcement
+triggers nothing at all on a desk. It is for the whole fleet, so it names no
+device. Parsing is still strict (exact fields, types, size cap), because
 a retained message reaches every desk and a malformed one must be refused with
 a reason rather than half-understood.
 
@@ -24,13 +28,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from core.errors import WireFormatError
-from core.wire import decode_object, encode_object
+from core.signed import SignedByCentral
+from core.wire import aware_time, decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 2048
+ANNOUNCEMENT_STATEMENT = "custody-rfr library announcement v1"
 KINDS = frozenset({"full", "delta"})
 ANNOUNCED_KINDS = KINDS | {"config"}  # core.desk_config.CONFIG_KIND; never a library target kind
 _FIELDS = {"v", "library_version", "target", "kind", "result_digest", "published_at"}
@@ -137,8 +143,12 @@ class LibraryTargetInfo:
 
 
 @dataclass(frozen=True)
-class LibraryAnnouncement:
-    """What central announces after publishing a library version."""
+class LibraryAnnouncement(SignedByCentral):
+    """What central announces after publishing a library version (retained signed: ``seal``, ``from_signed``)."""
+
+    STATEMENT: ClassVar[str] = ANNOUNCEMENT_STATEMENT
+    MAX_BYTES: ClassVar[int] = MAX_PAYLOAD_BYTES
+    WHAT: ClassVar[str] = "Announcement"
 
     library_version: int
     target: str
@@ -154,14 +164,7 @@ class LibraryAnnouncement:
         if not isinstance(self.kind, str) or self.kind not in ANNOUNCED_KINDS:
             raise WireFormatError(f"Announced kind {self.kind!r} is not one of {sorted(ANNOUNCED_KINDS)}.")
         _digest(self.result_digest, "Announced result digest")
-        if not isinstance(self.published_at, str) or len(self.published_at) > 40:
-            raise WireFormatError("Announced publication time is malformed.")
-        try:
-            when = datetime.fromisoformat(self.published_at)
-        except ValueError as e:
-            raise WireFormatError(f"Announced publication time is malformed: {e}") from e
-        if when.tzinfo is None:
-            raise WireFormatError("Announced publication time must carry a time zone.")
+        aware_time(self.published_at, "Announced publication time")
 
     @classmethod
     def now(cls, library_version: int, target: str, kind: str, result_digest: str) -> LibraryAnnouncement:
@@ -183,5 +186,7 @@ class LibraryAnnouncement:
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> LibraryAnnouncement:
+        """Parse the unsigned body (``announcement.json``); on the desk use :meth:`from_signed`."""
         obj = decode_object(payload, MAX_PAYLOAD_BYTES, "Announcement", version=SCHEMA_VERSION, fields=_FIELDS)
         return cls(**obj)
+

@@ -8,6 +8,9 @@ version searched, so a reviewer at central can look the subjects up in the
 reference library there; the probe never leaves the device
 (docs/desk-workflow.md, "Peer review by central").
 
+The outcome is signed by central's fleet-command key (``core.signed``) when it is
+sent, and names its device, so only central can close a case on a desk.
+
 Parsing is strict like ``core.events``: exact field sets, bounded sizes and
 lengths, and the outcome's summary must agree with its per-candidate
 decisions, so a malformed or half-filled message is refused with a reason.
@@ -19,15 +22,18 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from core.errors import WireFormatError
+from core.signed import SignedByCentral
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_OUTCOME_BYTES = 16 * 1024
+#: The label of central's signature on an outcome (``core.signed``): it closes or escalates a case.
+OUTCOME_STATEMENT = "custody-rfr peer review outcome v1"
 MAX_CANDIDATES = 50
 MAX_TEXT = 4000  # doubts and reviewer's notes
 MAX_NAME = 200
@@ -182,8 +188,13 @@ class PeerReviewRequest:
 
 
 @dataclass(frozen=True)
-class PeerReviewOutcome:
-    """The reviewer's decision for each candidate in question, who decided, when and why."""
+class PeerReviewOutcome(SignedByCentral):
+    """The reviewer's decision for each candidate in question, who decided, when and why; stored unsigned at
+    central and sent signed (``seal``, ``from_signed``)."""
+
+    STATEMENT: ClassVar[str] = OUTCOME_STATEMENT
+    MAX_BYTES: ClassVar[int] = MAX_OUTCOME_BYTES
+    WHAT: ClassVar[str] = "Peer review outcome"
 
     device_id: str
     request_id: str
@@ -219,6 +230,7 @@ class PeerReviewOutcome:
                 "decisions": {str(r): d for r, d in sorted(self.decisions.items())}, "notes": self.notes}
 
     def to_bytes(self) -> bytes:
+        """The unsigned outcome, as central stores it until it is sent (then ``seal`` signs it)."""
         return encode_object(self.to_dict(), MAX_OUTCOME_BYTES, "Peer review outcome")
 
     @classmethod

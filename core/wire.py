@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from core.errors import WireFormatError
@@ -104,6 +105,20 @@ def decode_object(payload: bytes, limit: int, what: str, *, version: int | None 
     if version is not None:
         obj.pop("v")
     return obj
+
+
+def aware_time(value: object, what: str) -> datetime:
+    """A moment on the wire: an ISO 8601 string of bounded length that names its time zone (a time without one
+    means a different instant on every machine that reads it)."""
+    if not isinstance(value, str) or len(value) > 40:
+        raise WireFormatError(f"{what} must be an ISO 8601 time.")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise WireFormatError(f"{what} is not an ISO 8601 time: {e}") from e
+    if moment.tzinfo is None:
+        raise WireFormatError(f"{what} must carry a time zone.")
+    return moment
 
 
 def encode_object(obj: dict[str, Any], limit: int, what: str) -> bytes:

@@ -54,6 +54,10 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 "$MOSQUITTO" -c "$VAR/broker/mosquitto.conf" 2> "$VAR/log/mosquitto.log" &
 pids+=($!)
 
+# Central's fleet-command key (made once) signs its acks, peer review outcomes, announcements and wipes;
+# the desk is given the public half and believes nothing from central without it.
+[ -f "$VAR/central/fleet-command.pem" ] || $PY -m central devices command-key --out "$VAR/central/fleet-command.pem" \
+    > /dev/null
 cat > "$VAR/central.toml" <<CONF
 data_dir = "$VAR/central"
 [mqtt]
@@ -67,6 +71,8 @@ cert_file = "$PKI/central-web/server.crt"
 key_file = "$PKI/central-web/server.key"
 client_ca_file = "$PKI/ca/ca.pem"
 crl_file = "$PKI/ca/crl.pem"
+[fleet]
+command_key = "$VAR/central/fleet-command.pem"
 CONF
 # Demo accounts for central's web interface, each created only if missing (the same demo password).
 existing=$($PY -m central accounts list --config "$VAR/central.toml" | cut -f1)
@@ -91,6 +97,7 @@ fi
 cat > "$VAR/appliance.toml" <<CONF
 device_id = "desk-demo-01"
 data_dir = "$VAR/appliance"
+fleet_command_public_key = "$VAR/central/fleet-command.pem.pub"
 [library]
 path = "$VAR/library/demo.db"
 wrapped_key = "$VAR/appliance/pki/library.wrapped"

@@ -2,7 +2,8 @@
 
 ``python -m tests.audit_device DATA_DIR DEVICE_ID HOST PORT TOTAL INTERVAL_S`` records search
 events until the device's log holds TOTAL events (so a restarted process carries on where the
-killed one stopped), printing each seq as it is committed, then keeps sending until terminated.
+killed one stopped), printing each seq as it is committed, then keeps sending until terminated. It
+trusts the test central's fleet-command key (``tests.fleet_key``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from appliance.services.audit import AuditLog
 from appliance.settings import DeskMqttSettings
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
+from tests.fleet_key import CENTRAL_PUBLIC
 
 
 def main(argv: list[str]) -> int:
@@ -27,7 +29,7 @@ def main(argv: list[str]) -> int:
     outbox = Outbox(DeviceDatabase(Path(data_dir)), checkpoint_every=50)
     log = AuditLog(device_id, outbox)
     publisher = CentralLink(DeskMqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,
-                               resend_after_s=3.0, checkpoint_idle_s=0.5)
+                            central_key=CENTRAL_PUBLIC, resend_after_s=3.0, checkpoint_idle_s=0.5)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     publisher.start()

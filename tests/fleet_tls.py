@@ -29,6 +29,7 @@ from provisioning import crl, device, issue, tokens
 from provisioning.ca import CaLayout, IssuingCa, init_ca
 from provisioning.device import DevicePki
 from provisioning.ledger import Ledger
+from tests.fleet_key import write_command_key
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
@@ -91,14 +92,15 @@ class FleetPki:
 
     def central_config(self, root: Path, broker, port: int, repo_dir: Path, client_id: str) -> Path:  # type: ignore[no-untyped-def]
         """``root/central.toml`` for ``python -m central serve`` on ``port``: the broker, the TUF repository,
-        HTTPS with this PKI's certificate, /tuf for its desks, two web workers."""
+        HTTPS with this PKI's certificate, /tuf for its desks, two web workers, the tests' fleet-command key."""
         config = Path(root) / "central.toml"
+        command_key, _public = write_command_key(Path(root) / "central-key")
         config.write_text(
             f'data_dir = "{Path(root) / "central"}"\n'
             f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{client_id}"\n'
             f'[publish]\nrepo_dir = "{repo_dir}"\n'
             f'[web]\nport = {port}\nsecret_key = "{CENTRAL_SECRET}"\nworkers = 2\nthreads = 4\n'
-            + self.central_web_toml())
+            + self.central_web_toml() + f'[fleet]\ncommand_key = "{command_key}"\n')
         return config
 
     def central_web_toml(self) -> str:

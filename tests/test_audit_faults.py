@@ -35,6 +35,7 @@ from central.audit.store import AuditStore
 from central.fleet.registry_store import RegistryStore
 from testbed.mosquitto import PersistentBroker
 from tests.audit_support import TcpProxy, wait_for
+from tests.fleet_key import write_command_key
 
 ROOT = Path(__file__).resolve().parents[1]
 CUT_S = float(os.environ.get("RFR_FAULT_CUT_S", "120"))
@@ -56,10 +57,12 @@ class Rig:
 
     def start_central(self) -> None:
         config = self.tmp / "central.toml"
+        command_key, _public = write_command_key(self.tmp / "central-key")
         config.write_text(
             f'data_dir = "{self.tmp / "central"}"\n'
             f'[mqtt]\nhost = "{self.broker.host}"\nport = {self.broker.port}\nclient_id = "central-{self.device_id}"\n'
-            '[ingest]\nack_interval_s = 0.1\n[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n')
+            '[ingest]\nack_interval_s = 0.1\n[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
+            f'[fleet]\ncommand_key = "{command_key}"\n')
         log = (self.tmp / "central.log").open("ab")
         self.central = subprocess.Popen([sys.executable, "-m", "central", "ingest", "--config", str(config)],
                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -64,15 +64,20 @@ def system(tmp_path: Path, mosquitto):
     central_port, appliance_port = free_port(), free_port()
     pki = FleetPki.create(tmp_path / "fleet")
     desk_pki = pki.enrol(tmp_path / "appliance", "desk-e2e-01", web=True)
+    # Central's fleet-command key signs its acks, outcomes and announcements; the desk is given the public half.
+    command_key = tmp_path / "central-keys" / "fleet-command.pem"
+    run("-m", "central", "devices", "command-key", "--out", str(command_key))
     wrapped = tmp_path / "appliance" / "pki" / "library.wrapped"
     (tmp_path / "central.toml").write_text(
         f'data_dir = "{tmp_path / "central"}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-e2e"\n'
         f'[web]\nport = {central_port}\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
         + pki.central_web_toml()
+        + f'[fleet]\ncommand_key = "{command_key}"\n'
     )
     (tmp_path / "appliance.toml").write_text(
         f'device_id = "desk-e2e-01"\ndata_dir = "{tmp_path / "appliance"}"\n'
+        f'fleet_command_public_key = "{command_key}.pub"\n'
         f'[library]\npath = "{tmp_path / "lib.db"}"\nwrapped_key = "{wrapped}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[web]\nport = {appliance_port}\nsecret_key = "e2e-secret-key-0123456789"\n' + desk_web_toml(desk_pki)

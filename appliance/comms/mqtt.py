@@ -13,6 +13,21 @@ autosaves), so sent-but-unacked events are simply sent again after
 ``resend_after_s`` without progress; central's ingest is idempotent by
 (device, seq), so a resend can never duplicate an event. At most ``window``
 events are outstanding, so a 100,000-event backlog drains in steady batches.
+
+An ack deletes pending audit events, so it is believed only when central's
+fleet-command key signed it for this device (``core.audit.ack``) and it
+matches this desk's own log: never past what the desk has logged and signed,
+and with the hash of this desk's event at ``events_through`` (the outbox
+checks both before deleting anything). A replayed older ack deletes nothing
+new and moves nothing back, and only an ack newer than any seen counts as
+contact with central in the heartbeat. A desk without central's public key
+cannot take acks at all, so the key is required.
+
+Every message that arrives is handled on its own: whatever one makes go wrong
+is logged and counted in ``refused`` (the services log and audit their own
+refusals of outcomes, announcements and commands), and the link carries on (an exception
+escaping here would end the connection's thread, and a retained or queued
+poison message would then stop the desk's audit sender at every start).
 """
 
 from __future__ import annotations
@@ -20,9 +35,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.settings import DeskMqttSettings
-from appliance.storage.outbox import Outbox
+from appliance.storage.outbox import AckRefusedError, Outbox
 from core.audit.ack import Ack
 from core.errors import WireFormatError
 from core.topics import ack_topic, audit_topic, checkpoint_topic
@@ -47,21 +65,23 @@ class CentralLink:
     """Everything the desk sends to central and receives from it over the broker."""
 
     def __init__(self, settings: DeskMqttSettings, device_id: str, outbox: Outbox, *,
-                 resend_after_s: float = RESEND_AFTER_S, window: int = WINDOW,
+                 central_key: Ed25519PublicKey, resend_after_s: float = RESEND_AFTER_S, window: int = WINDOW,
                  checkpoint_idle_s: float = CHECKPOINT_IDLE_S,
                  handlers: Mapping[str, Callable[[bytes], None]] | None = None,
                  senders: Sequence[Sender] = ()) -> None:
         """``handlers`` maps further topics (fleet announcements, peer review outcomes) to what handles
         their payloads; ``senders`` drain further outgoing queues. Both run in the sender thread, so each
-        must return quickly."""
+        must return quickly. ``central_key`` is central's fleet-command public key: acks must carry its
+        signature."""
         self._device_id = device_id
+        self._central_key = central_key
         self._topic = audit_topic(device_id)
         self._checkpoint_topic = checkpoint_topic(device_id)
         self._outbox = outbox
-        # The topic table: central's acks first, then the services' topics, each guarded so a bad
-        # announcement never stops the audit sender.
+        # The topic table: central's acks first, then the services' topics; ``_on_message`` guards each, so
+        # a bad message never stops the audit sender.
         self._routes: dict[str, Callable[[bytes], None]] = {ack_topic(device_id): self._take_ack}
-        self._routes.update({topic: self._guarded(topic, handler) for topic, handler in (handlers or {}).items()})
+        self._routes.update(handlers or {})
         self._senders = list(senders)
         self.sessions = 0  # connections accepted so far
         self._resend_after_s = resend_after_s
@@ -79,8 +99,10 @@ class CentralLink:
         self._last_progress = time.monotonic()
         self._acked_through = 0
         self._last_ack_at: float | None = None  # wall-clock time of central's latest ack (for health)
+        self._newest_ack: datetime | None = None  # issued_at of the newest ack taken: older ones are replays
         self.sent = 0
         self.acked = 0
+        self.refused = 0  # acks refused (forged, malformed, not ours) and any message whose handling failed
 
     @property
     def connected(self) -> bool:
@@ -122,26 +144,28 @@ class CentralLink:
         if route is None:
             logger.warning("ignoring a message on %s: no handler", message.topic)
             return
-        route(message.payload)
-
-    def _guarded(self, topic: str, handler: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        def handle(payload: bytes) -> None:
-            try:
-                handler(payload)
-            except Exception:  # a bad announcement must never stop the audit sender
-                logger.exception("handler for %s failed", topic)
-        return handle
+        try:
+            route(message.payload)
+        except Exception:  # one bad message (or a bug its handling hit) must never stop the audit sender
+            self.refused += 1
+            logger.exception("refused a message on %s (%s bytes): handling it failed", message.topic,
+                             len(message.payload))
 
     def _take_ack(self, payload: bytes) -> None:
+        """Delete the outbox rows a signed ack covers, if it matches this desk's log; else delete nothing."""
         try:
-            ack = Ack.from_bytes(payload)
+            ack = Ack.from_signed(payload, self._central_key)
             if ack.device_id != self._device_id:
-                raise WireFormatError(f"ack is for {ack.device_id}")
-        except WireFormatError as e:
-            logger.warning("ignoring malformed ack on %s: %s", ack_topic(self._device_id), e)
+                raise WireFormatError(f"the ack is for {ack.device_id}")
+            removed = self._outbox.acknowledge_through(ack.events_through, ack.checkpoint_through, ack.head_hash)
+        except (WireFormatError, AckRefusedError) as e:
+            self.refused += 1
+            logger.warning("refused an ack on %s: %s", ack_topic(self._device_id), e)
             return
-        self._last_ack_at = time.time()
-        removed = self._outbox.acknowledge_through(ack.events_through, ack.checkpoint_through)
+        issued = ack.issued()
+        if self._newest_ack is None or issued > self._newest_ack:  # a replayed older ack is no sign of contact
+            self._newest_ack = issued
+            self._last_ack_at = time.time()
         self._acked_through = max(self._acked_through, ack.events_through)
         if removed:
             self._last_progress = time.monotonic()

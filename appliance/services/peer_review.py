@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from appliance.services.candidate_view import band_of
 from appliance.services.library import LibraryHolder
 from appliance.storage.cases import CaseStore
@@ -106,17 +108,19 @@ class CentralPeerReviewChannel(PeerReviewChannel):
 
     ``send_request`` only queues (``PeerReviewOutbox``); ``drain`` is run by the
     comms thread (a ``CentralLink`` sender) and ``receive_outcome`` is the
-    handler for this device's outcome topic. An outcome is applied only if it
-    names this device and answers a request this device queued, with a decision
-    for exactly the candidates in question; a repeat is ignored.
+    handler for this device's outcome topic. An outcome is applied only if
+    central's fleet-command key signed it (``central_key``), it names this
+    device and answers a request this device sent and has had no answer to,
+    with a decision for exactly the candidates in question; a repeat is ignored.
     """
 
     name = "central"
 
     def __init__(self, device_id: str, store: PeerReviewStore, queue: PeerReviewOutbox, cases: CaseStore,
-                 library: LibraryHolder, manifest: Any, *, resend_after_s: float = 300.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 library: LibraryHolder, manifest: Any, *, central_key: Ed25519PublicKey,
+                 resend_after_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
         self.device_id = validate_device_id(device_id)
+        self._central_key = central_key
         self._store, self._queue, self._cases, self._library = store, queue, cases, library
         self._manifest, self._resend_after_s, self._clock = manifest, resend_after_s, clock
         self._topic = peer_review_request_topic(device_id)
@@ -187,11 +191,11 @@ class CentralPeerReviewChannel(PeerReviewChannel):
     def receive_outcome(self, payload: bytes) -> str:
         """Check and apply one outcome from central: "applied", "repeat" or "refused" (logged)."""
         try:
-            outcome = wire.PeerReviewOutcome.from_bytes(payload)
+            outcome = wire.PeerReviewOutcome.from_signed(payload, self._central_key)
             if outcome.device_id != self.device_id:
                 raise WireFormatError(f"the outcome is addressed to device {outcome.device_id!r}")
             queued = self._queue.get(outcome.request_id)
-            if queued is None:
+            if queued is None or (queued.sends == 0 and not queued.answered):
                 raise WireFormatError(f"no peer review request {outcome.request_id} was sent by this device")
             if queued.answered:
                 logger.info("peer review outcome for %s received again; ignored", outcome.request_id)

@@ -61,7 +61,8 @@ def is_withdrawn(data_dir: Path) -> bool:
 
 
 def load_command_key(path: Path) -> Ed25519PublicKey:
-    """Central's fleet-command public key, as installed at provisioning."""
+    """Central's fleet-command public key, as installed at provisioning: it verifies the wipe here, and the
+    runtime gives it to everything else central signs (acks, peer review outcomes, announcements)."""
     try:
         return public_key_from_bytes(Path(path).read_bytes())
     except FileNotFoundError as e:

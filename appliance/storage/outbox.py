@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
 CHECKPOINT_EVERY = 100
 
 
+class AckRefusedError(CustodyRfrError):
+    """An ack (already verified as central's) does not match this desk's log: nothing was deleted."""
+
+
 class AuditLogBusyError(CustodyRfrError):
     """Another process held the device database's write lock past the busy timeout: nothing was recorded."""
 
@@ -202,15 +206,28 @@ class Outbox:
                 "SELECT MIN(seq) FROM audit_outbox WHERE kind = 'event'").fetchone()
         return None if row[0] is None else int(row[0])
 
-    def acknowledge_through(self, events_through: int, checkpoint_through: int) -> int:
-        """Central holds every event up to ``events_through``: drop those rows. Returns rows removed."""
+    def acknowledge_through(self, events_through: int, checkpoint_through: int, head_hash: str) -> int:
+        """Central holds every event up to ``events_through``, the last with hash ``head_hash``, and the
+        checkpoint at ``checkpoint_through``: drop those rows. Returns rows removed (0 for a repeat).
+
+        Raises :class:`AckRefusedError`, deleting nothing, for an ack past what this desk has logged or
+        signed, or whose hash is not this desk's event at that position: the chain makes the hash stand for
+        every event before it, so central can only have it by holding exactly those events.
+        """
         with self._db.lock:
-            head_seq = self._sequences()[0]
-            if events_through > head_seq or checkpoint_through > head_seq:
-                logger.warning("ack claims seq %s/%s beyond our head %s; ignoring the excess",
-                               events_through, checkpoint_through, head_seq)
-            events_through = min(events_through, head_seq)
-            checkpoint_through = min(checkpoint_through, head_seq)
+            head_seq, signed_seq = self._sequences()
+            if events_through > head_seq or checkpoint_through > signed_seq:
+                raise AckRefusedError(f"the ack covers events through {events_through} and checkpoint "
+                                      f"{checkpoint_through}, but this desk has logged {head_seq} events and "
+                                      f"signed checkpoints through {signed_seq}")
+            if events_through == 0:
+                ours = None if head_seq == 0 else chain.genesis_hash(self._head()[2] or "")
+            else:
+                row = self._db.conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (events_through,)).fetchone()
+                ours = None if row is None else str(row[0])
+            if ours is not None and ours != head_hash:
+                raise AckRefusedError(f"the ack's hash for event {events_through} is not this desk's: central "
+                                      "does not hold the events this desk logged")
             cur = self._db.conn.execute(
                 "DELETE FROM audit_outbox WHERE (kind = 'event' AND seq <= ?) OR (kind = 'checkpoint' AND seq <= ?)",
                 (events_through, checkpoint_through))

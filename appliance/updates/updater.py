@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
@@ -97,9 +98,11 @@ class LibraryUpdater:
 
     def __init__(self, *, metadata_url: str, targets_url: str, state_dir: Path, store: LibraryStore,
                  keys: LibraryKeys, embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
-                 trusted_root: bytes, fetcher: ResumingFetcher | None = None,
+                 trusted_root: bytes, central_key: Ed25519PublicKey, fetcher: ResumingFetcher | None = None,
                  config: ConfigUpdater | None = None) -> None:
+        """``central_key`` is central's fleet-command public key: announcements must carry its signature."""
         self.metadata_url = metadata_url
+        self._central_key = central_key
         self.targets_url = targets_url
         self.metadata_dir = Path(state_dir) / "metadata"
         self.download_dir = Path(state_dir) / "downloads"
@@ -120,7 +123,7 @@ class LibraryUpdater:
 
     @classmethod
     def from_settings(cls, settings: UpdateSettings, *, data_dir: Path, store: LibraryStore, keys: LibraryKeys,
-                      embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
+                      embedder_id: str, holder: LibraryHolderLike, audit: AuditLike, central_key: Ed25519PublicKey,
                       config: ConfigUpdater | None = None) -> LibraryUpdater:
         """The updater as the appliance runs it: state under ``data_dir/updates``, HTTPS with central's CA."""
         try:
@@ -140,8 +143,8 @@ class LibraryUpdater:
         base = settings.central_url.rstrip("/")
         return cls(metadata_url=f"{base}/tuf/metadata/", targets_url=f"{base}/tuf/targets/",
                    state_dir=Path(data_dir) / "updates", store=store, keys=keys,
-                   embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root, fetcher=fetcher,
-                   config=config)
+                   embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root,
+                   central_key=central_key, fetcher=fetcher, config=config)
 
     # --- entry points --------------------------------------------------------------------------
 
@@ -171,16 +174,18 @@ class LibraryUpdater:
             return result
 
     def on_announcement(self, payload: bytes) -> UpdateResult | None:
-        """Handler for central's retained MQTT announcement: validate it, then check (never trust it).
+        """Handler for central's retained MQTT announcement: verify central's signature and validate it, then
+        check (never trust it: only TUF-verified targets are installed; the signature stops a forged
+        announcement from triggering anything).
 
         With the background thread running this only wakes it and returns ``None`` at once,
         so it is safe to call from the MQTT client's network thread; without it, it checks
         synchronously and returns the result.
         """
         try:
-            announcement = LibraryAnnouncement.from_bytes(payload)
+            announcement = LibraryAnnouncement.from_signed(payload, self._central_key)
         except WireFormatError as e:
-            logger.warning("ignored a malformed library announcement: %s", e)
+            logger.warning("ignored a library announcement: %s", e)
             return None
         if announcement.kind == "config":
             if self.config is None or announcement.library_version <= self.config.applied_version():

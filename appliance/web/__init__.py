@@ -96,12 +96,11 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     from appliance.web import auth, cases
     from appliance.web import desk as desk_pages
 
-    if desk.wipe is not None:
-        withdrawn = desk.wipe.withdrawn
+    withdrawn = desk.wipe.withdrawn
 
-        @app.before_request
-        def stop_serving() -> Response | None:
-            return withdrawn_page() if withdrawn.is_set() else None
+    @app.before_request
+    def stop_serving() -> Response | None:
+        return withdrawn_page() if withdrawn.is_set() else None
 
     app.before_request(auth.load_user)
     app.register_blueprint(auth.bp)

@@ -55,6 +55,7 @@ class BatchOutcome:
 class DeviceHead:
     device_id: str
     contiguous_seq: int
+    head_hash: str  # the hash of event ``contiguous_seq`` (the genesis hash before any): what the ack binds
     max_seq: int
     checkpoint_seq: int  # newest checkpoint verified against the chain
     checkpoint_stored: int  # newest checkpoint stored (what the ack reports)
@@ -277,9 +278,9 @@ class AuditStore(SqlStore):
     @staticmethod
     def _to_head(r: dict[str, Any]) -> DeviceHead:
         return DeviceHead(device_id=r["device_id"], contiguous_seq=int(r["contiguous_seq"]),
-                          max_seq=int(r["max_seq"]), checkpoint_seq=int(r["checkpoint_seq"]),
-                          checkpoint_stored=int(r["checkpoint_stored"]), reordered=int(r["reordered"]),
-                          duplicates=int(r["duplicates"]))
+                          head_hash=str(r["head_hash"]), max_seq=int(r["max_seq"]),
+                          checkpoint_seq=int(r["checkpoint_seq"]), checkpoint_stored=int(r["checkpoint_stored"]),
+                          reordered=int(r["reordered"]), duplicates=int(r["duplicates"]))
 
     def heads(self) -> list[DeviceHead]:
         with self._lock:

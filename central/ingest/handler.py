@@ -9,7 +9,11 @@ reason "device revoked" and flagged as a finding on /audit; only its own
 ``device_wiped`` report is still stored, so the audit shows the wipe). A
 message that fails is recorded in the store's rejections with the reason and
 counted; it never raises out of here and never holds up the good messages in
-the same batch.
+the same batch. That holds for whatever a message makes go wrong, not only the
+refusals foreseen (a parser's RecursionError or MemoryError, a number the
+database will not take, a bug): it is refused like a malformed one. Only a
+failure of the store itself (``central.database.is_store_failure``) raises,
+because then nothing may be acknowledged and the broker must deliver again.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from central.audit.store import AuditStore
+from central.audit.store import AuditStore, BatchOutcome
+from central.database import is_store_failure
 from central.fleet.registry_store import REVOKED_FINDING, REVOKED_REASON, RegistryStore
 from core.audit.checkpoint import Checkpoint, public_key_from_bytes
 from core.audit.errors import KeyFormatError, SignatureError
@@ -103,14 +108,27 @@ class MessageHandler:
             raise WireFormatError(str(e)) from e
         return cp
 
+    def reject_unhandled(self, topic: str, size: int, error: Exception, when: datetime,
+                         what: str = "message") -> None:
+        """Refuse a message whose handling raised ``error``: recorded with the rejections and counted.
+
+        A store failure is not the message's fault: it is raised again, so the caller acknowledges nothing.
+        """
+        if is_store_failure(error):
+            raise error
+        logger.error("refused a %s on %s (%s bytes): handling it failed", what, topic[:200], size, exc_info=error)
+        self.store.record_rejection(topic, f"{what} could not be handled and was dropped "
+                                    f"({type(error).__name__}: {str(error)[:200]})", size, received_at=when)
+        with self._lock:
+            self.counters.rejected += 1
+
     def handle(self, batch: Sequence[Incoming]) -> set[str]:
         """Store what is valid, record what is not; the devices whose chains changed (to ack).
 
         Raises only if the store itself fails, in which case nothing of the batch is stored.
         """
         now = datetime.now(UTC)
-        events: list[AuditEvent] = []
-        checkpoints: list[Checkpoint] = []
+        items: list[tuple[Incoming, AuditEvent | Checkpoint]] = []
         rejected = 0
         revoked = frozenset(self._registry.revocations()) if batch else frozenset()
         for msg in batch:
@@ -123,15 +141,48 @@ class MessageHandler:
                 logger.warning("rejected message on %s (%s bytes): %s", msg.topic[:200], len(msg.payload), e)
                 self.store.record_rejection(msg.topic, str(e), len(msg.payload), received_at=now)
                 continue
-            (events if isinstance(item, AuditEvent) else checkpoints).append(item)
-        outcome = self.store.add_batch(events, checkpoints, now)
+            except Exception as e:  # whatever else this one message made go wrong
+                self.reject_unhandled(msg.topic, len(msg.payload), e, now)
+                continue
+            items.append((msg, item))
+        outcome = self._store(items, now)
         with self._lock:
             c = self.counters
             c.rejected += rejected
-            c.received += len(events) + len(checkpoints)
+            c.received += len(items)
             c.stored += outcome.stored
             c.duplicates += outcome.duplicates
             c.conflicts += outcome.conflicts
         if outcome.conflicts:
             logger.error("%s conflicting events refused (see audit findings)", outcome.conflicts)
         return outcome.devices
+
+    def _store(self, items: Sequence[tuple[Incoming, AuditEvent | Checkpoint]], now: datetime) -> BatchOutcome:
+        """One transaction for the batch; if something in it is refused by the database (not a store
+        failure), the batch is stored again one message at a time so only the culprit is refused."""
+        def split(chosen: Sequence[AuditEvent | Checkpoint]) -> tuple[list[AuditEvent], list[Checkpoint]]:
+            return ([i for i in chosen if isinstance(i, AuditEvent)], [i for i in chosen if isinstance(i, Checkpoint)])
+
+        try:
+            return self.store.add_batch(*split([item for _, item in items]), now)
+        except Exception as e:
+            if len(items) == 1:
+                self.reject_unhandled(items[0][0].topic, len(items[0][0].payload), e, now)  # raises a store failure
+                return BatchOutcome()
+            if is_store_failure(e):
+                raise
+            logger.warning("a batch of %s messages could not be stored (%s); storing them one at a time",
+                           len(items), e)
+        total = BatchOutcome()
+        for msg, item in items:
+            try:
+                one = self.store.add_batch(*split([item]), now)
+            except Exception as e:
+                self.reject_unhandled(msg.topic, len(msg.payload), e, now)
+                continue
+            total.stored += one.stored
+            total.duplicates += one.duplicates
+            total.conflicts += one.conflicts
+            total.checkpoints += one.checkpoints
+            total.devices |= one.devices
+        return total

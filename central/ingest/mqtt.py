@@ -6,7 +6,9 @@ gathers messages into small batches, stores a batch in one transaction and only 
 PUBACKs (manual ack), so a crash before the commit leaves the messages with the broker.
 
 After storing, the worker tells each device how much of its chain is stored
-with no gap (``core.audit.ack``), and the device drops those outbox rows.
+with no gap (``core.audit.ack``, signed with central's fleet-command key and
+bound to the hash of the last event it covers), and the device drops those
+outbox rows.
 That ack, not the broker's, is what makes delivery loss-free: anything the
 broker loses is resent by the device. Several workers (in one or many
 processes) can share the topics with an MQTT v5 shared subscription
@@ -15,8 +17,16 @@ delivery harmless.
 
 The worker also takes the desks' peer review requests (``central.peer_review``)
 and heartbeats (``central.ingest.health``), and sends the outcomes the reviewers
-have decided, QoS 1 to each device's outcome topic; the database is the queue
-between the reviewers' page and here.
+have decided, signed, QoS 1 to each device's outcome topic; the database is the
+queue between the reviewers' page and here.
+
+Each message is handled on its own. Whatever one message makes go wrong (a
+refusal, a parser's RecursionError or MemoryError, a value the database will
+not take, a bug) refuses that message with a recorded rejection, and it is
+acknowledged like the rest: a poison message must not come back forever and
+stop every desk's ingest behind it. Only a failure of the database itself
+leaves the batch unacknowledged (and then no desk gets a chain ack for it
+either), so the broker delivers it again once the store is back.
 """
 
 from __future__ import annotations
@@ -25,6 +35,9 @@ import logging
 import queue
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
@@ -35,6 +48,7 @@ from central.peer_review.ingest import PeerReviewIngest, is_request_topic
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralMqttSettings
 from core.audit.ack import Ack
+from core.peer_review import PeerReviewOutcome
 from core.topics import (
     HEALTH_SUBSCRIPTION,
     INGEST_SUBSCRIPTIONS,
@@ -57,11 +71,13 @@ _STORE_DOWN_PAUSE_S = 1.0  # after a batch could not be stored: reconnect (the b
 class AuditIngest:
     """One ingest worker: subscribes to every device's audit and checkpoint topics and stores what arrives."""
 
-    def __init__(self, settings: CentralMqttSettings, store: AuditStore, *, client_id: str | None = None,
-                 shared_group: str | None = None, ack_interval_s: float = 0.2,
+    def __init__(self, settings: CentralMqttSettings, store: AuditStore, *, command_key: Ed25519PrivateKey,
+                 client_id: str | None = None, shared_group: str | None = None, ack_interval_s: float = 0.2,
                  peer_reviews: PeerReviewStore | None = None) -> None:
-        """The registry and health stores are the worker's own, in the audit store's database, as is
-        ``peer_reviews`` unless one is given."""
+        """``command_key`` is central's fleet-command key: it signs every ack and outcome sent (desks refuse
+        them unsigned). The registry and health stores are the worker's own, in the audit store's database,
+        as is ``peer_reviews`` unless one is given."""
+        self._command_key = command_key
         self._registry = RegistryStore(store.url)
         self._health_store = HealthStore(store.url)
         self._handler = MessageHandler(store, self._registry)
@@ -70,9 +86,9 @@ class AuditIngest:
         self._health = HealthIngest(self._health_store, self._registry, store)
         # The topic table: requests and heartbeats are taken one by one, by the first route whose test their
         # topic passes; everything else is for the audit handler (which refuses wrong topics), one batch at once.
-        self._routes: tuple[tuple[Callable[[str], bool], Callable[[str, bytes], object]], ...] = (
-            (is_request_topic, self._reviews.handle),
-            (is_health_topic, self._health.handle),
+        self._routes: tuple[tuple[Callable[[str], bool], str, Callable[[str, bytes], object]], ...] = (
+            (is_request_topic, "peer review request", self._reviews.handle),
+            (is_health_topic, "heartbeat", self._health.handle),
         )
         self._last_outcome_poll = 0.0
         client_id = client_id or settings.client_id
@@ -105,8 +121,9 @@ class AuditIngest:
 
     @property
     def rejected(self) -> int:
-        """Messages refused as malformed, oversized, unsigned, unregistered or on a wrong topic."""
-        return self._handler.counters.rejected
+        """Messages refused as malformed, oversized, unsigned, unregistered or on a wrong topic, or because
+        handling them failed: audit events and checkpoints, heartbeats and peer review requests alike."""
+        return self._handler.counters.rejected + self._health.rejected + self._reviews.rejected
 
     @property
     def duplicates(self) -> int:
@@ -175,14 +192,18 @@ class AuditIngest:
         try:
             audit: list[Incoming] = []
             for m in batch:
-                take = next((handle for test, handle in self._routes if test(m.topic)), None)
-                if take is None:
+                route = next(((what, handle) for test, what, handle in self._routes if test(m.topic)), None)
+                if route is None:
                     audit.append(Incoming(m.topic, m.payload))
-                else:
+                    continue
+                what, take = route
+                try:
                     take(m.topic, m.payload)
+                except Exception as e:  # this message's fault, unless the store failed (then raised again)
+                    self._handler.reject_unhandled(m.topic, len(m.payload), e, datetime.now(UTC), what)
             touched = self._handler.handle(audit)
         except Exception:
-            # Not acknowledged: reconnecting makes the broker redeliver; devices resend anyway.
+            # The store failed. Not acknowledged: reconnecting makes the broker redeliver; devices resend anyway.
             logger.exception("could not store a batch of %s messages; left unacknowledged", len(batch))
             return False
         for m in batch:
@@ -197,27 +218,35 @@ class AuditIngest:
     def _send_retained(self) -> None:
         while not self._retained.empty():
             topic, payload = self._retained.get_nowait()
-            self._link.publish(topic, payload, retain=True)
+            if not self._link.publish(topic, payload, retain=True):
+                self._retained.put((topic, payload))  # the connection went: sent on a later turn
+                return
 
     def _send_outcomes(self) -> None:
         """Send each decided peer review outcome not yet sent (QoS 1, not retained)."""
         self._last_outcome_poll = time.monotonic()
         try:
             for request_id, topic, payload in self._reviews.store.claim_due():
-                self._reviews.store.sent(request_id, self._link.publish(topic, payload))
+                signed = PeerReviewOutcome.seal(payload, self._command_key)
+                self._reviews.store.sent(request_id, self._link.publish(topic, signed))
         except Exception:  # the store is down: the outcomes wait there, the audit ingest goes on
             logger.exception("could not send peer review outcomes; will try again")
 
     def _send_acks(self) -> None:
+        """A signed ack for each device whose chain moved; one that cannot be sent now is tried next time."""
         store = self._handler.store
-        for device in sorted(self._dirty):
-            head = store.head(device)
-            if head is None:
-                continue
-            ack = Ack(device, head.contiguous_seq, head.checkpoint_stored)
-            self._link.publish(ack_topic(device), ack.to_bytes())
-        self._dirty.clear()
         self._last_ack = time.monotonic()
+        for device in sorted(self._dirty):
+            try:
+                head = store.head(device)
+                if head is not None:
+                    ack = Ack.now(device, head.contiguous_seq, head.checkpoint_stored, head.head_hash)
+                    if not self._link.publish(ack_topic(device), ack.signed(self._command_key)):
+                        return
+            except Exception:  # the store is down: the devices keep their rows and resend; acked later
+                logger.exception("could not send the ack for %s; will try again", device)
+                return
+            self._dirty.discard(device)
 
 
 def publish_once(settings: CentralMqttSettings, topic: str, payload: bytes, *, client_id: str | None = None,

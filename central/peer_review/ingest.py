@@ -30,6 +30,7 @@ def is_request_topic(topic: str) -> bool:
 class PeerReviewIngest:
     def __init__(self, store: PeerReviewStore, registry: RegistryStore, audit: AuditStore) -> None:
         self.store, self._registry, self._audit = store, registry, audit
+        self.rejected = 0
 
     def handle(self, topic: str, payload: bytes, received_at: datetime | None = None) -> str:
         """Store one request: "new", "repeat", "conflict" or "rejected". Raises only if a store fails."""
@@ -41,6 +42,7 @@ class PeerReviewIngest:
             if request.device_id != device:
                 raise WireFormatError(f"Request claims device {request.device_id!r} but was published by {device!r}.")
         except WireFormatError as e:
+            self.rejected += 1
             logger.warning("rejected peer review request on %s (%s bytes): %s", topic[:200], len(payload), e)
             self._audit.record_rejection(topic, f"peer review request: {e}", len(payload), received_at=when)
             return "rejected"

@@ -2,8 +2,9 @@
 
 ``python -m central.publish publish`` writes ``announcement.json`` into the
 repository; the running central server (which owns the MQTT link) notices the
-change and publishes it retained, so a desk that connects later learns of the
-newest version at once. The same thread re-signs the timestamp role well
+change and publishes it retained, signed with central's fleet-command key
+(desks act on no unsigned announcement), so a desk that connects later learns
+of the newest version at once. The same thread re-signs the timestamp role well
 inside its expiry: without that every desk would refuse updates (a freeze)
 within a day.
 """
@@ -14,6 +15,8 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.publish.repository import PublishError, TufRepository
 from central.publish.settings import PublishSettings
@@ -28,7 +31,9 @@ ANNOUNCEMENT_FILE = "announcement.json"
 
 class Announcer:
     def __init__(self, repo_dir: Path, settings: PublishSettings, publish: Callable[[str, bytes], None], *,
-                 check_interval_s: float = 2.0, refresh_interval_s: float = 3600.0) -> None:
+                 command_key: Ed25519PrivateKey, check_interval_s: float = 2.0,
+                 refresh_interval_s: float = 3600.0) -> None:
+        self._command_key = command_key
         self._repo_dir = Path(repo_dir)
         self._settings = settings
         self._publish = publish
@@ -60,7 +65,7 @@ class Announcer:
             logger.error("not announcing %s: %s", path, e)
             self._last = payload
             return False
-        self._publish(library_announce_topic(), payload)
+        self._publish(library_announce_topic(), LibraryAnnouncement.seal(payload, self._command_key))
         self._last = payload
         logger.info("announced %s", payload.decode(errors="replace"))
         return True

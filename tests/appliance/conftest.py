@@ -7,10 +7,12 @@ import pytest
 from appliance.settings import ApplianceSettings
 from appliance.web import create_app
 from tests.desk_keys import provision_library_key
+from tests.fleet_key import write_command_key
 
 
 def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, **over) -> ApplianceSettings:
-    """A provisioned desk's settings: its own key-wrapping key, and the library key wrapped to it (as central does)."""
+    """A provisioned desk's settings: its own key-wrapping key, the library key wrapped to it (as central does),
+    and the test central's fleet-command public key (``tests.fleet_key``) unless told otherwise."""
     device_id, data_dir = over.get("device_id", "desk-test-01"), over.get("data_dir", tmp_path / "device")
     data = {
         "device_id": device_id,
@@ -19,6 +21,8 @@ def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: in
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         "web": {"secret_key": "test-secret-key-0123456789"},
     }
+    if "fleet_command_public_key" not in over:
+        data["fleet_command_public_key"] = write_command_key(tmp_path / "central-key")[1]
     data.update(over)
     return ApplianceSettings.model_validate(data)
 

@@ -16,6 +16,7 @@ from core.passwords import verify_password
 from core.throttle import REFUSED
 from tests.appliance.desk_helpers import fast_kdf
 from tests.desk_keys import provision_library_key
+from tests.fleet_key import write_command_key
 from websession.manager import SessionManager
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +111,7 @@ def test_device_admin_command_creates_an_account(tmp_path, demo_library):
     wrapped = provision_library_key(tmp_path / "device", "desk-cli-01", demo_library[1])
     config.write_text(
         f'device_id = "desk-cli-01"\ndata_dir = "{tmp_path / "device"}"\n'
+        f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
         f'[library]\npath = "{demo_library[0]}"\nwrapped_key = "{wrapped}"\n'
         f'[web]\nsecret_key = "cli-secret-key-0123456789"\n')
 

@@ -32,6 +32,7 @@ from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import Desk, add_users, approved_case, fast_kdf
 from tests.audit_support import wait_for
 from tests.central_signin import signed_in
+from tests.fleet_key import COMMAND_KEY, FORGER
 
 _ids = itertools.count(1)
 
@@ -81,7 +82,7 @@ def central(tmp_path, mosquitto) -> Iterator[tuple[Flask, AuditIngest]]:
     db = tmp_path / "central.db"
     store = AuditStore(db)
     ingest = AuditIngest(CentralMqtt(host=mosquitto.host, port=mosquitto.port,
-                                     client_id=f"central-pr-{next(_ids)}"), store)
+                                     client_id=f"central-pr-{next(_ids)}"), store, command_key=COMMAND_KEY)
     ingest.start()
     assert ingest.wait_connected(10)
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
@@ -136,7 +137,7 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         channel = app.extensions["desk"].cases.channel
         payload = PeerReviewOutcome(device_id=device, request_id=request.request_id, reviewer="Dr R Reviewer",
                                     decisions={2: "not_viable"}, notes="Different ear shape.").to_bytes()
-        assert channel.receive_outcome(payload) == "repeat"
+        assert channel.receive_outcome(PeerReviewOutcome.seal(payload, COMMAND_KEY)) == "repeat"
         assert len([e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]) == 1
         # Answered: the desk's copy of the request (references, scores, reasoning) is blanked.
         db = app.extensions["desk"].db
@@ -148,7 +149,7 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         stop_desk(app)
 
 
-def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
+def test_unsigned_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
         tmp_path, demo_library, pipeline, mosquitto, face_photo, monkeypatch) -> None:
     app, device = desk_app(tmp_path, demo_library, pipeline, mosquitto.port, monkeypatch)
     requests: queue.Queue[bytes] = queue.Queue()
@@ -162,14 +163,18 @@ def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
         case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
         sent = PeerReviewRequest.from_bytes(requests.get(timeout=10))
 
-        def outcome(**over) -> bytes:
+        def outcome(key=COMMAND_KEY, **over) -> bytes:
             values = dict(device_id=device, request_id=sent.request_id, reviewer="Dr R",
                           decisions={2: "not_viable"}, notes="Different ear shape.")
-            return PeerReviewOutcome(**{**values, **over}).to_bytes()
+            body = PeerReviewOutcome(**{**values, **over}).to_bytes()
+            return body if key is None else PeerReviewOutcome.seal(body, key)
 
         channel = app.extensions["desk"].cases.channel
-        forged = [outcome(device_id="desk-someone-else"), outcome(request_id=str(uuid.uuid4())),
-                  outcome(decisions={1: "not_viable"}), b'{"v": 1, "outcome": "confirmed_not_viable"}']
+        # Unsigned and signed by another key (what anyone able to publish on central's topics could send),
+        # then signed by central but for another desk, an unknown request, the wrong candidates; and junk.
+        forged = [outcome(key=None), outcome(key=FORGER), outcome(device_id="desk-someone-else"),
+                  outcome(request_id=str(uuid.uuid4())), outcome(decisions={1: "not_viable"}),
+                  b'{"v": 1, "outcome": "confirmed_not_viable"}', b"[" * 16384]
         for payload in forged:
             spy.publish(peer_review_outcome_topic(device), payload, qos=1).wait_for_publish(5)
         for payload in forged:  # the same checks, seen directly
@@ -180,6 +185,8 @@ def test_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_waiting(
         assert PeerReviewRequest.from_bytes(requests.get(timeout=10)).request_id == sent.request_id
         spy.publish(peer_review_outcome_topic(device), outcome(), qos=1).wait_for_publish(5)
         assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
+        # Replayed, the answered outcome is ignored.
+        assert channel.receive_outcome(outcome()) == "repeat"
     finally:
         spy.loop_stop()
         spy.disconnect()
@@ -197,7 +204,8 @@ def test_a_request_made_while_the_broker_is_down_reaches_central_later(
     registry = RegistryStore(db)
     registry.register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
     registry.close()
-    ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-pr-late"), store)
+    ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-pr-late"), store,
+                         command_key=COMMAND_KEY)
     reviews = PeerReviewStore(db)
     try:
         case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())

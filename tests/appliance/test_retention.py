@@ -242,7 +242,8 @@ def write_settings(path: Path, app: Flask) -> Path:
     """The desk's settings as its TOML file (what ``--config`` names)."""
     s = app.extensions["desk"].settings
     path.write_text("\n".join([
-        f'device_id = "{s.device_id}"', f'data_dir = "{s.data_dir}"', "",
+        f'device_id = "{s.device_id}"', f'data_dir = "{s.data_dir}"',
+        f'fleet_command_public_key = "{s.fleet_command_public_key}"', "",
         "[library]", f'path = "{s.library.path}"', f'wrapped_key = "{s.library.wrapped_key}"', "",
         "[mqtt]", f'host = "{s.mqtt.host}"', f"port = {s.mqtt.port}", "",
         "[web]", f'secret_key = "{s.web.secret_key}"', ""]))

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def write_config(path: Path, settings: ApplianceSettings) -> Path:
     """The settings as the TOML file a desk has in /etc/custody-rfr/appliance.toml."""
-    lines = [f'device_id = "{settings.device_id}"', f'data_dir = "{settings.data_dir}"', "",
+    lines = [f'device_id = "{settings.device_id}"', f'data_dir = "{settings.data_dir}"',
+             f'fleet_command_public_key = "{settings.fleet_command_public_key}"', "",
              "[library]", f'path = "{settings.library.path}"', f'wrapped_key = "{settings.library.wrapped_key}"', "",
              "[mqtt]", f'host = "{settings.mqtt.host}"', f"port = {settings.mqtt.port}", "",
              "[web]", f'secret_key = "{settings.web.secret_key}"', ""]

@@ -25,6 +25,7 @@ from core.events import AuditEvent
 from core.topics import audit_topic
 from testbed.mosquitto import Broker
 from testbed.ports import free_port
+from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY
 
 _ids = itertools.count(1)
 
@@ -57,7 +58,8 @@ def central(tmp_path, mosquitto):
     """Central's real ingest and store, on the session broker, with a fresh client id."""
     store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqtt(host=mosquitto.host, port=mosquitto.port,
-                                     client_id=f"central-sync-{next(_ids)}"), store)
+                                     client_id=f"central-sync-{next(_ids)}"), store,
+                         command_key=COMMAND_KEY)
     ingest.start()
     assert ingest.wait_connected(10)
     yield store, ingest
@@ -96,7 +98,8 @@ def test_events_are_stored_by_central_and_leave_the_outbox_only_when_central_ack
     store, _ingest = central
     outbox, log = device(tmp_path)
     register(store, "desk-sync-01", public_key_hex(outbox.public_key))
-    publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
+    publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox,
+                            central_key=CENTRAL_PUBLIC)
     publisher.start()
     try:
         assert publisher.wait_connected(10)
@@ -122,7 +125,8 @@ def test_a_broker_puback_alone_does_not_empty_the_outbox(tmp_path, mosquitto):
     client.connect(mosquitto.host, mosquitto.port)
     client.subscribe(audit_topic("desk-sync-01"), qos=1)
     client.loop_start()
-    publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox)
+    publisher = CentralLink(DeskMqttSettings(host=mosquitto.host, port=mosquitto.port), "desk-sync-01", outbox,
+                            central_key=CENTRAL_PUBLIC)
     publisher.start()
     try:
         assert publisher.wait_connected(10)
@@ -145,9 +149,11 @@ def test_events_made_while_the_broker_is_down_arrive_later(tmp_path):
     outbox, log = device(tmp_path)
     store = AuditStore(tmp_path / "central.db")
     register(store, "desk-sync-01", public_key_hex(outbox.public_key))
-    publisher = CentralLink(DeskMqttSettings(host=broker.host, port=broker.port), "desk-sync-01", outbox)
+    publisher = CentralLink(DeskMqttSettings(host=broker.host, port=broker.port), "desk-sync-01", outbox,
+                            central_key=CENTRAL_PUBLIC)
     publisher.start()
-    ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-late"), store)
+    ingest = AuditIngest(CentralMqtt(host=broker.host, port=broker.port, client_id="central-late"), store,
+                         command_key=COMMAND_KEY)
     try:
         for _ in range(3):
             log.record("search", "pc1", "no_candidates")

@@ -17,17 +17,18 @@ from central.publish.settings import PublishSettings
 from central.settings import CentralMqttSettings
 from core.library_announce import LibraryAnnouncement
 from core.topics import library_announce_topic
+from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY
 
 
 def test_new_announcement_is_retained_for_desks_that_connect_later(tmp_path, mosquitto):
     repo = init_repository(tmp_path / "repo", tmp_path / "root-keys", PublishSettings())
     store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store,
-                         client_id="central-announce")
+                         command_key=COMMAND_KEY, client_id="central-announce")
     ingest.start()
     try:
         assert ingest.wait_connected(10)
-        announcer = Announcer(repo.repo_dir, PublishSettings(), ingest.publish_retained)
+        announcer = Announcer(repo.repo_dir, PublishSettings(), ingest.publish_retained, command_key=COMMAND_KEY)
         assert announcer.check_once() is False  # nothing published yet
         announcement = LibraryAnnouncement.now(7, "library-v000007.full", "full", "sha256:" + "ab" * 32)
         (repo.repo_dir / ANNOUNCEMENT_FILE).write_bytes(announcement.to_bytes())
@@ -52,7 +53,7 @@ def test_new_announcement_is_retained_for_desks_that_connect_later(tmp_path, mos
             versions = []
             while 7 not in versions and time.monotonic() < deadline:
                 try:
-                    versions.append(LibraryAnnouncement.from_bytes(got.get(timeout=1)).library_version)
+                    versions.append(LibraryAnnouncement.from_signed(got.get(timeout=1), CENTRAL_PUBLIC).library_version)
                 except queue.Empty:
                     desk.unsubscribe(library_announce_topic())
                     desk.subscribe(library_announce_topic(), qos=1)  # ask again for the retained message

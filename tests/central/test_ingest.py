@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -23,6 +23,7 @@ from testbed.chain_writer import ChainWriter
 from testbed.mosquitto import Broker
 from testbed.ports import free_port
 from tests.audit_support import wait_for
+from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY
 
 _ids = itertools.count(1)
 
@@ -35,28 +36,11 @@ def mqtt_settings(mosquitto) -> CentralMqttSettings:
 
 @pytest.fixture
 def ingest(mqtt_settings: CentralMqttSettings, store: AuditStore) -> Iterator[AuditIngest]:
-    ingest = AuditIngest(mqtt_settings, store)
+    ingest = AuditIngest(mqtt_settings, store, command_key=COMMAND_KEY)
     ingest.start()
     assert ingest.wait_connected(10), "ingest did not connect to the test broker"
     yield ingest
     ingest.stop()
-
-
-@pytest.fixture
-def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
-    client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{next(_ids)}",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-
-    def publish(topic: str, payload: bytes) -> None:
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-
-    yield publish
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture
@@ -69,7 +53,7 @@ def desk(registry: RegistryStore) -> ChainWriter:
 def test_event_published_twice_is_stored_once_and_acked(ingest, publisher, store, desk, mosquitto) -> None:
     acks: queue.Queue[Ack] = queue.Queue()
     sub = Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
-    sub.on_message = lambda c, u, m: acks.put(Ack.from_bytes(m.payload))
+    sub.on_message = lambda c, u, m: acks.put(Ack.from_signed(m.payload, CENTRAL_PUBLIC))
     sub.connect(mosquitto.host, mosquitto.port)
     sub.subscribe(ack_topic(desk.device_id), qos=1)
     sub.loop_start()
@@ -81,7 +65,7 @@ def test_event_published_twice_is_stored_once_and_acked(ingest, publisher, store
         assert wait_for(lambda: ingest.received == 2)
         assert store.count() == 1 and ingest.duplicates == 1 and ingest.rejected == 0
         ack = acks.get(timeout=10)
-        assert (ack.device_id, ack.events_through) == (desk.device_id, 1)
+        assert (ack.device_id, ack.events_through, ack.head_hash) == (desk.device_id, 1, event.hash)
     finally:
         sub.loop_stop()
         sub.disconnect()
@@ -131,14 +115,14 @@ def test_events_published_while_central_is_down_arrive_later(mqtt_settings, publ
     registry = RegistryStore(store.url)
     registry.register_device(desk.device_id, desk.public_hex)
     registry.close()
-    first = AuditIngest(mqtt_settings, store)
+    first = AuditIngest(mqtt_settings, store, command_key=COMMAND_KEY)
     first.start()
     assert first.wait_connected(10)
     first.stop()
     queued = [desk.event() for _ in range(3)]
     for event in queued:
         publisher(audit_topic(desk.device_id), event.to_bytes())
-    second = AuditIngest(mqtt_settings, store)
+    second = AuditIngest(mqtt_settings, store, command_key=COMMAND_KEY)
     second.start()
     try:
         assert wait_for(lambda: store.count() == 3)
@@ -157,7 +141,7 @@ def test_shared_subscription_workers_store_each_event_once(database_url, mosquit
         registry.register_device(w.device_id, w.public_hex)
     registry.close()
     workers = [AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port, client_id=f"{group}-{i}"),
-                           s, shared_group=group) for i, s in enumerate(stores)]
+                           s, command_key=COMMAND_KEY, shared_group=group) for i, s in enumerate(stores)]
     for w in workers:
         w.start()
     try:
@@ -195,7 +179,7 @@ def refusing_broker(tmp_path) -> Iterator[tuple[str, int]]:
 
 def test_refused_connection_is_not_connected(refusing_broker, store, caplog: pytest.LogCaptureFixture) -> None:
     host, port = refusing_broker
-    ingest = AuditIngest(CentralMqttSettings(host=host, port=port), store)
+    ingest = AuditIngest(CentralMqttSettings(host=host, port=port), store, command_key=COMMAND_KEY)
     ingest.start()
     try:
         assert ingest.wait_connected(2) is False

@@ -65,7 +65,9 @@ def test_public_keys_read_from_pem_hex_and_raw():
 
 
 def test_ack_round_trips_and_refuses_negative_counts():
-    ack = Ack("desk-01", 5, 4)
+    ack = Ack.now("desk-01", 5, 4, "ab" * 32)
     assert Ack.from_bytes(ack.to_bytes()) == ack
     with pytest.raises(WireFormatError):
-        Ack("desk-01", -1, 0)
+        Ack.now("desk-01", -1, 0, "ab" * 32)
+    with pytest.raises(WireFormatError):
+        Ack.now("desk-01", 1, 0, "not a hash")

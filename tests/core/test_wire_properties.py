@@ -59,7 +59,7 @@ events = st.builds(AuditEvent, device_id=device_ids, seq=st.integers(1, 2**53),
                    details=st.dictionaries(detail_keys, json_values, max_size=4), event_id=uuids,
                    occurred_at=times, prev_hash=st.none() | hex64, hash=st.none() | hex64)
 acks = st.builds(Ack, device_id=device_ids, events_through=st.integers(0, 2**63),
-                 checkpoint_through=st.integers(0, 2**63))
+                 checkpoint_through=st.integers(0, 2**63), head_hash=hex64, issued_at=times)
 _KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
 checkpoints = st.builds(lambda d, s, h, t: Checkpoint.sign(_KEY, d, s, h, t), device_ids, st.integers(1, 2**53),
                         hex64, times)

@@ -21,6 +21,7 @@ from central.web import close_stores
 from central.web import create_app as create_central
 from core.audit.checkpoint import public_key_hex
 from tests.appliance.conftest import appliance_settings
+from tests.fleet_key import COMMAND_KEY
 
 
 @dataclass
@@ -35,11 +36,12 @@ class Central:
 
 @contextmanager
 def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Central]:
-    """Central's ingest worker and web app on one SQLite database, on the plain test broker."""
+    """Central's ingest worker and web app on one SQLite database, on the plain test broker; it signs with the
+    test fleet-command key (``tests.fleet_key``), which ``appliance_settings`` desks trust."""
     db = tmp_path / "central.db"
     store, registry, health = AuditStore(db), RegistryStore(db), HealthStore(db)
     ingest = AuditIngest(CentralMqtt(host="127.0.0.1", port=port, client_id=f"central-{uuid.uuid4().hex[:8]}"),
-                         store)
+                         store, command_key=COMMAND_KEY)
     ingest.start()
     assert ingest.wait_connected(10)
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",

@@ -172,6 +172,7 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
     from central.settings import CentralMqttSettings as CentralMqtt
     from core.audit.checkpoint import public_key_hex
     from tests.appliance.test_sync import wait_until
+    from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY
 
     monkeypatch.setenv("TPM2TOOLS_TCTI", swtpm.tcti)  # how the desk finds its TPM
     pki = enrol(fleet_broker.ca_dir, fleet_broker.ca_dir.parent / "desk-tpm", "desk-tpm", tpm=swtpm)
@@ -180,13 +181,14 @@ def test_a_desk_with_a_tpm_sealed_key_syncs_its_audit_log_to_central_over_mutual
     store = AuditStore(tmp_path / "central.db")
     ingest = AuditIngest(CentralMqtt(host="127.0.0.1", port=fleet_broker.central.port, client_id="central-e2e",
                                      ca_file=layout.bundle, cert_file=layout.central_cert,
-                                     key_file=layout.central_key), store)
+                                     key_file=layout.central_key), store, command_key=COMMAND_KEY)
     outbox = Outbox(DeviceDatabase(tmp_path / "device"))
     registry = RegistryStore(store.url)
     registry.register_device("desk-tpm", public_key_hex(outbox.public_key))
     registry.close()
     publisher = CentralLink(DeskMqttSettings(host="127.0.0.1", port=fleet_broker.devices.port, ca_file=pki.ca,
-                                            cert_file=pki.cert, key_file=pki.key), "desk-tpm", outbox)
+                                            cert_file=pki.cert, key_file=pki.key), "desk-tpm", outbox,
+                            central_key=CENTRAL_PUBLIC)
     ingest.start()
     publisher.start()
     try:

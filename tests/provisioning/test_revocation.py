@@ -29,6 +29,7 @@ from core.topics import audit_topic, fleet_command_topic
 from provisioning.ca import CaLayout
 from tests.audit_support import wait_for
 from tests.central_signin import signed_in
+from tests.fleet_key import write_command_key
 from tests.fleet_tls import FleetPki, desk_web_toml, power_cut, start_served, wait_https
 from tests.provisioning.desks import live_desk, running_central
 from tests.provisioning.fleet import Probe, enrol
@@ -42,8 +43,7 @@ def _audit_types(app) -> list[tuple[str, str]]:
 
 
 def test_revoking_a_live_desk_wipes_it_and_its_report_reaches_central(tmp_path, demo_library, pipeline, mosquitto):
-    command_key = tmp_path / "central" / "fleet-command.pem"
-    public = generate_command_key(command_key)
+    command_key, public = write_command_key(tmp_path / "central")  # the key the running central signs with
     with running_central(tmp_path, mosquitto.port) as central:
         app, device = live_desk(tmp_path, demo_library, pipeline, mosquitto.port, central,
                                 fleet_command_public_key=public)
@@ -80,8 +80,7 @@ def test_revoking_a_live_desk_wipes_it_and_its_report_reaches_central(tmp_path, 
 
 def test_forged_wrong_device_and_stale_wipes_are_refused_and_the_desk_is_intact(
         tmp_path, demo_library, pipeline, mosquitto):
-    real = tmp_path / "fleet-command.pem"
-    public = generate_command_key(real)
+    real, public = write_command_key(tmp_path / "central")  # the key the running central signs with
     key, forger = load_command_key(real), Ed25519PrivateKey.generate()
     with running_central(tmp_path, mosquitto.port) as central:
         app, device = live_desk(tmp_path, demo_library, pipeline, mosquitto.port, central,

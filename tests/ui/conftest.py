@@ -33,6 +33,7 @@ from supply.pinned import member
 from testbed.ports import free_port
 from tests.appliance.desk_helpers import PASSWORD, USERS
 from tests.desk_keys import provision_library_key
+from tests.fleet_key import write_command_key
 from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, wait_https
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -106,6 +107,7 @@ def live_server(tmp_path_factory, demo_library, mosquitto, fleet) -> Iterator[st
     config = root / "appliance.toml"
     config.write_text(
         f'device_id = "desk-test-01"\ndata_dir = "{data_dir}"\n'
+        f'fleet_command_public_key = "{write_command_key(root / "central-key")[1]}"\n'
         f'[library]\npath = "{demo_library[0]}"\n'
         f'wrapped_key = "{provision_library_key(data_dir, "desk-test-01", demo_library[1])}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'

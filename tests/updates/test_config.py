@@ -36,6 +36,7 @@ from core.passwords import verify_password
 from devicekeys.wrapping import public_path, read_public_key
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case
+from tests.fleet_key import COMMAND_KEY
 from tests.updates.conftest import Central
 
 
@@ -182,7 +183,8 @@ def test_a_newer_config_announced_disables_an_account_and_ends_its_session(app, 
     publish(central, write(configs, document(2, staff, top_k=5)))
     announcement = json.loads((central.repo.repo_dir / "announcement.json").read_bytes())
     assert (announcement["kind"], announcement["library_version"]) == ("config", 2)
-    app.extensions["desk"].updater.on_announcement((central.repo.repo_dir / "announcement.json").read_bytes())
+    signed = LibraryAnnouncement.seal((central.repo.repo_dir / "announcement.json").read_bytes(), COMMAND_KEY)
+    app.extensions["desk"].updater.on_announcement(signed)
 
     assert app.extensions["desk"].desk_config.top_k(10) == 5
     assert officer.get("/").status_code == 302  # signed out
@@ -197,7 +199,8 @@ def test_a_newer_config_announced_disables_an_account_and_ends_its_session(app, 
 def test_an_announcement_of_an_applied_config_does_not_check_again(app, central, configs):
     publish(central, write(configs, document(1)))
     check(app)
-    repeat = LibraryAnnouncement.now(1, "config-v000001.json", "config", "sha256:" + "0" * 64).to_bytes()
+    repeat = LibraryAnnouncement.seal(
+        LibraryAnnouncement.now(1, "config-v000001.json", "config", "sha256:" + "0" * 64).to_bytes(), COMMAND_KEY)
     assert app.extensions["desk"].updater.on_announcement(repeat) is None
 
 

@@ -20,6 +20,7 @@ from core.library_announce import LibraryAnnouncement
 from library.records import ReferenceRecord
 from library.snapshot import SnapshotWriter, new_key, write_key_file
 from tests.desk_keys import provision_library_key
+from tests.fleet_key import COMMAND_KEY, write_command_key
 
 
 def build(pipeline, face_photo, path: Path, key: bytes, version: int, photos: list[tuple[str, str]]) -> Path:
@@ -42,13 +43,15 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
                                                                      tmp_path / "lib.key")},
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
         "web": {"secret_key": "test-secret-key-0123456789"},
+        "fleet_command_public_key": write_command_key(tmp_path / "central-key")[1],
         "updates": {"central_url": central.url, "poll_interval_s": 0, **central.desk_settings,
                     "trusted_root": central.repo.metadata_dir / "1.root.json"},
     })
     desk = open_desk(settings, pipeline=pipeline)
     desk.start()
     store = AuditStore(tmp_path / "central.db")
-    ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store, client_id="central-upd")
+    ingest = AuditIngest(CentralMqttSettings(host=mosquitto.host, port=mosquitto.port), store,
+                         command_key=COMMAND_KEY, client_id="central-upd")
     ingest.start()
     try:
         assert desk.library.current.version == 1
@@ -58,7 +61,8 @@ def test_announced_library_is_installed_and_swapped_in(tmp_path, central, mosqui
         central.repo.publish(v2, info)
         announcement = LibraryAnnouncement.now(info.library_version, info.name, info.kind, info.result_digest)
         (central.repo.repo_dir / ANNOUNCEMENT_FILE).write_bytes(announcement.to_bytes())
-        assert Announcer(central.repo.repo_dir, central.repo.settings, ingest.publish_retained).check_once()
+        assert Announcer(central.repo.repo_dir, central.repo.settings, ingest.publish_retained,
+                         command_key=COMMAND_KEY).check_once()
 
         deadline = time.monotonic() + 30
         while desk.library.current.version != 2 and time.monotonic() < deadline:

@@ -17,6 +17,7 @@ from core.library_announce import LibraryAnnouncement
 from library.snapshot import new_key, write_key_file
 from testbed.ports import free_port
 from tests.desk_keys import provision_library_key
+from tests.fleet_key import write_command_key
 from tests.fleet_tls import FleetPki, start_served, stop_served, wait_https
 from tests.updates.test_desk_update import build
 
@@ -51,6 +52,7 @@ def test_an_enrolled_desk_updates_over_mutual_tls_and_a_revoked_one_gets_nothing
         wait_https(url + "/healthz", pki.trust(), central, log)
         settings = ApplianceSettings.model_validate({
             "device_id": "desk-dist-01", "data_dir": tmp_path / "device",
+            "fleet_command_public_key": write_command_key(tmp_path / "central-key")[1],
             "library": {"path": v1, "wrapped_key": provision_library_key(tmp_path / "device", "desk-dist-01",
                                                                          tmp_path / "lib.key")},
             "mqtt": {"host": mosquitto.host, "port": mosquitto.port},

@@ -31,6 +31,7 @@ from library.delta import make_delta
 from library.snapshot import Snapshot
 from library.store import LibraryStore
 from tests.desk_keys import desk_keyring
+from tests.fleet_key import CENTRAL_PUBLIC, COMMAND_KEY, FORGER
 from tests.updates.conftest import EMBEDDER, Central, members, vector
 from tufrepo.repository import utc_now
 
@@ -106,7 +107,7 @@ def make_desk(root: Path, central: Central, key: bytes, first_library: Path, met
     updater = LibraryUpdater(
         metadata_url=metadata_url or central.metadata_url, targets_url=targets_url or central.targets_url,
         state_dir=root / "updates", store=store, keys=keys, embedder_id=EMBEDDER, holder=holder,
-        audit=AuditLog(device_id, outbox), trusted_root=central.repo.root_bytes,
+        audit=AuditLog(device_id, outbox), trusted_root=central.repo.root_bytes, central_key=CENTRAL_PUBLIC,
         fetcher=ResumingFetcher(retry_delay_s=0.01, timeout_s=10, ssl_context=central.desk_tls))
     return Desk(updater, holder, store, outbox, root)
 
@@ -162,14 +163,17 @@ def test_delta_is_preferred_and_chained_deltas_reach_the_newest(desk, publisher)
     assert desk.holder.current.digest == Snapshot.open(publisher.make_library(3), publisher.key).digest
 
 
-def test_announcement_triggers_a_check_and_malformed_ones_are_ignored(desk, publisher):
+def test_announcement_triggers_a_check_and_malformed_unsigned_and_forged_ones_are_ignored(desk, publisher):
     name = publisher.full(2)
-    assert desk.updater.on_announcement(b'{"v": 1, "library_version": "two"}') is None
-    desk.assert_serving(1)
     digest = publisher.central.repo.published()[name].result_digest
-    result = desk.updater.on_announcement(LibraryAnnouncement.now(2, name, "full", digest).to_bytes())
+    body = LibraryAnnouncement.now(2, name, "full", digest).to_bytes()
+    assert desk.updater.on_announcement(b'{"v": 1, "library_version": "two"}') is None
+    assert desk.updater.on_announcement(body) is None  # unsigned: triggers nothing, though v2 is there
+    assert desk.updater.on_announcement(LibraryAnnouncement.seal(body, FORGER)) is None
+    desk.assert_serving(1)
+    result = desk.updater.on_announcement(LibraryAnnouncement.seal(body, COMMAND_KEY))
     assert result is not None and result.installed_version == 2
-    assert desk.updater.on_announcement(LibraryAnnouncement.now(2, name, "full", digest).to_bytes()) is None
+    assert desk.updater.on_announcement(LibraryAnnouncement.seal(body, COMMAND_KEY)) is None
 
 
 def test_polling_thread_installs_without_an_announcement(desk, publisher):
@@ -197,12 +201,14 @@ def test_from_settings_and_an_announcement_wakes_the_background_thread(tmp_path,
     updater = LibraryUpdater.from_settings(
         settings, data_dir=tmp_path / "device", store=store, keys=desk_keyring(tmp_path / "device", "desk-test-01",
                                                                                library_key), embedder_id=EMBEDDER,
-        holder=holder, audit=AuditLog("desk-test-01", Outbox(DeviceDatabase(tmp_path / "device"))))
+        holder=holder, audit=AuditLog("desk-test-01", Outbox(DeviceDatabase(tmp_path / "device"))),
+        central_key=CENTRAL_PUBLIC)
     updater.start_polling(settings.poll_interval_s)
     try:
         name = publisher.full(2)
         digest = central.repo.published()[name].result_digest
-        assert updater.on_announcement(LibraryAnnouncement.now(2, name, "full", digest).to_bytes()) is None
+        signed = LibraryAnnouncement.seal(LibraryAnnouncement.now(2, name, "full", digest).to_bytes(), COMMAND_KEY)
+        assert updater.on_announcement(signed) is None
         wait_for_version(holder, 2)
     finally:
         updater.stop()

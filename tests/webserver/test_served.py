@@ -23,6 +23,7 @@ import pytest
 from central.publish.repository import init_repository
 from provisioning.device import DevicePki
 from testbed.ports import free_port
+from tests.fleet_key import write_command_key
 from tests.fleet_tls import CENTRAL_SECRET, ROOT, FleetPki, https_get, start_served, stop_served, wait_https
 
 
@@ -183,6 +184,7 @@ def test_the_firmware_launchers_ready_check_trusts_the_fleet_ca_only(central):
 def test_the_desk_without_a_certificate_does_not_start(tmp_path):
     config = tmp_path / "appliance.toml"
     config.write_text(f'device_id = "desk-01"\ndata_dir = "{tmp_path}"\n'
+                      f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
                       f'[library]\npath = "{tmp_path / "lib.db"}"\nwrapped_key = "{tmp_path / "lib.wrapped"}"\n'
                       f'[web]\nport = {free_port()}\nsecret_key = "test-secret-key-0123456789"\n')
     result = subprocess.run([sys.executable, "-m", "appliance", "serve", "--config", str(config)], cwd=ROOT,
