@@ -23,6 +23,7 @@ from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
 from appliance.settings import ApplianceSettings
 from models.pipeline import FacePipeline
+from webserver.body_limit import BodyLimit
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ class DeskRequest(Request):
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
         return BytesIO()
+
+
+def too_large_message(settings: ApplianceSettings) -> str:
+    return (f"This file is larger than {settings.web.max_upload_mb} MB. "
+            "Use a smaller photo, for example a JPEG from the desk camera.")
 
 
 def withdrawn_page() -> Response:
@@ -76,6 +82,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     )
     if test_config:
         app.config.update(test_config)
+    app.wsgi_app = BodyLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"], too_large_message(settings))  # type: ignore[method-assign]
     if is_withdrawn(settings.data_dir):
         return _withdrawn_app()
     csrf.init_app(app)
@@ -148,8 +155,7 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
 
     @app.errorhandler(413)
     def too_large(e: HTTPException):  # type: ignore[no-untyped-def]
-        return render_error(413, f"This file is larger than {settings.web.max_upload_mb} MB. "
-                                 "Use a smaller photo, for example a JPEG from the desk camera.")
+        return render_error(413, too_large_message(settings))
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):  # type: ignore[no-untyped-def]

@@ -24,8 +24,10 @@ from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralSettings, check_secret_key, load
 from core.errors import SettingsError
+from webserver.body_limit import BodyLimit
 from websession.manager import SessionManager
 
+FORM_LIMIT_BYTES = 1024 * 1024
 
 def create_app(
     settings: CentralSettings | None = None,
@@ -62,9 +64,13 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         AUDIT_PAGE_SIZE=100,
+        # Central's forms are a few fields each; nothing at central is uploaded through the web.
+        MAX_CONTENT_LENGTH=FORM_LIMIT_BYTES,
     )
     if test_config:
         app.config.update(test_config)
+    app.wsgi_app = BodyLimit(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"],  # type: ignore[method-assign]
+                             "This form is larger than central accepts. Reload the page and try again.")
     try:
         check_secret_key(str(app.config.get("SECRET_KEY") or ""))
     except ValueError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from io import BytesIO
 
 import cv2
 import numpy as np
@@ -429,6 +430,32 @@ def test_oversized_upload_is_refused_with_413(desk_app):
     desk, case_id = approved_case(desk_app)
     response = desk.upload(case_id, b"\xff\xd8" + b"\0" * (21 * 1024 * 1024))
     assert response.status_code == 413 and "larger than 20 MB" in response.get_data(as_text=True)
+
+
+def test_an_oversized_body_is_refused_before_any_session_or_csrf_work(desk_app):
+    # Flask refused it only when the CSRF check read the form: the session had been loaded and was saved
+    # again (marked used) by then. Now the declared length alone refuses it (fails on the old code).
+    import time
+
+    desk, case_id = approved_case(desk_app)
+    db = desk_app.extensions["desk"].db
+
+    def last_seen() -> list[float]:
+        with db.lock:
+            return [r[0] for r in db.conn.execute("SELECT last_seen FROM sessions ORDER BY last_seen").fetchall()]
+
+    before = last_seen()
+    time.sleep(1.1)  # so that a session marked used now would show a later time
+    body = b"x" * (21 * 1024 * 1024)
+    response = desk.client.post(f"/cases/{case_id}/probe", data=body, content_type="application/octet-stream")
+    assert response.status_code == 413 and "larger than 20 MB" in response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    assert last_seen() == before
+    # As a server hands on a chunked body: no declared length at all.
+    chunked = desk.client.post(f"/cases/{case_id}/probe", input_stream=BytesIO(b"abc"),
+                               headers={"Transfer-Encoding": "chunked"}, content_type="application/octet-stream",
+                               environ_overrides={"CONTENT_LENGTH": ""})
+    assert chunked.status_code == 411
 
 
 def test_quality_report_is_shown_before_the_search(desk_app, face_photo):

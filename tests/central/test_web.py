@@ -266,3 +266,13 @@ def test_verify_command_names_a_missing_export_in_one_line(tmp_path: Path, capsy
     assert main(["verify", str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"central.audit: cannot use {tmp_path / 'missing.jsonl'}: No such file or directory."
+
+
+def test_central_refuses_an_oversized_form_from_its_declared_length(tmp_path):
+    from central.web import FORM_LIMIT_BYTES, create_app
+
+    app = create_app(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
+                                  "DATABASE": str(tmp_path / "central.db")})
+    response = app.test_client().post("/login", data=b"x" * (FORM_LIMIT_BYTES + 1),
+                                      content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413 and "larger than central accepts" in response.get_data(as_text=True)
