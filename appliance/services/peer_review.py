@@ -127,6 +127,8 @@ class CentralPeerReviewChannel(PeerReviewChannel):
         self._apply: Callable[[str], object] | None = None
         # Drain state, touched only by the comms thread (except the wake-up flag).
         self._wake = threading.Event()
+        # One outcome at a time: a copy arriving while the first is applied must find it answered.
+        self._outcome_lock = threading.Lock()
         self._session = 0
         self._next_check = 0.0
 
@@ -190,6 +192,10 @@ class CentralPeerReviewChannel(PeerReviewChannel):
 
     def receive_outcome(self, payload: bytes) -> str:
         """Check and apply one outcome from central: "applied", "repeat" or "refused" (logged)."""
+        with self._outcome_lock:
+            return self._receive_outcome(payload)
+
+    def _receive_outcome(self, payload: bytes) -> str:
         try:
             outcome = wire.PeerReviewOutcome.from_signed(payload, self._central_key)
             if outcome.device_id != self.device_id:
