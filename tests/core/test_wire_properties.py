@@ -30,6 +30,7 @@ from core.peer_review import (
     PeerReviewRequest,
 )
 from core.wire import MAX_DEPTH, decode_object, encode_object
+from tests.byte_edits import apply_edits
 
 FAST = settings(max_examples=150, deadline=None)
 SLOW = settings(max_examples=60, deadline=None)
@@ -118,19 +119,6 @@ def _parse_or_refuse(cls: type, payload: bytes) -> object | None:
         return cls.from_bytes(payload)  # type: ignore[attr-defined]
     except WireFormatError:
         return None
-
-
-def _mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    out = bytearray(data)
-    for kind, where, value in edits:
-        where = where % (len(out) + 1)
-        if kind == 0 and where < len(out):
-            out[where] = value
-        elif kind == 1:
-            out.insert(where, value)
-        elif where < len(out):
-            del out[where]
-    return bytes(out)
 
 
 # (kind, position, byte): kind 0 overwrites, 1 inserts, 2 deletes; bytes that matter to JSON, two that break UTF-8.
@@ -236,7 +224,7 @@ def test_nested_values_are_parsed_or_refused(data: st.DataObject) -> None:
 @given(st.data(), edits)
 def test_mutated_encodings_parse_to_valid_objects_or_are_refused(data: st.DataObject, changes: list) -> None:
     cls, strategy = data.draw(message_types)
-    payload = _mutate(data.draw(strategy).to_bytes(), changes)
+    payload = apply_edits(data.draw(strategy).to_bytes(), changes)
     parsed = _parse_or_refuse(cls, payload)
     if parsed is not None:
         assert cls.from_bytes(parsed.to_bytes()) == parsed

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from models.errors import ImageRejectedError
 from models.image import Header, decode_image, read_header
+from tests.byte_edits import apply_edits
 
 
 def _encode(ext: str, image: np.ndarray, params: list[int] | None = None) -> bytes:
@@ -28,19 +29,6 @@ VALID = [
     _encode(".png", _COLOUR[:, :, 0]), _encode(".png", _COLOUR.astype(np.uint16) * 256),
 ]
 edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6)
-
-
-def _mutate(data: bytes, changes: list[tuple[int, int, int]]) -> bytes:
-    out = bytearray(data)
-    for kind, where, value in changes:
-        where %= len(out) + 1
-        if kind == 0 and where < len(out):
-            out[where] = value
-        elif kind == 1:
-            out.insert(where, value)
-        elif where < len(out):
-            del out[where]
-    return bytes(out)
 
 
 def _header_or_refusal(data: bytes) -> Header | None:
@@ -87,7 +75,7 @@ def test_valid_photos_decode_at_their_declared_size(data: bytes) -> None:
 @settings(max_examples=400)
 @given(st.sampled_from(VALID), edits)
 def test_mutated_photos_are_refused_or_decoded(data: bytes, changes: list) -> None:
-    mutated = _mutate(data, changes)
+    mutated = apply_edits(data, changes)
     _header_or_refusal(mutated)
     _decoded_or_refusal(mutated)
 
