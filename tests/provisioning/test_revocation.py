@@ -235,6 +235,6 @@ def test_a_wipe_accepted_before_a_power_cut_is_finished_at_the_next_start(tmp_pa
                  "tpm-auth.secret"):
         assert not (data / gone).exists(), gone
     assert not wrapped.exists() and not library.exists() and (data / "WITHDRAWN").exists()
-    # The same command redelivered after the restart is not accepted again (its nonce is on disk until the wipe).
+    # Every later start stays withdrawn: the WITHDRAWN marker is checked before anything is opened.
     assert create_app(settings, pipeline=pipeline, start_sync=False).test_client().get("/").status_code == 410
 
