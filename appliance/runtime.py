@@ -21,7 +21,12 @@ from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
 from appliance.services.health import HealthReporter
 from appliance.services.library import LibraryHolder
-from appliance.services.peer_review import CentralPeerReviewChannel, LocalPeerReviewChannel, PeerReviewChannel
+from appliance.services.peer_review import (
+    CentralPeerReviewChannel,
+    LocalPeerReviewChannel,
+    PeerReviewChannel,
+    load_review_key,
+)
 from appliance.services.retention import RetentionService
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, WipeService, load_command_key
 from appliance.settings import ApplianceSettings
@@ -141,7 +146,8 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if settings.peer_review.channel == "central":
         channel = central_reviews = CentralPeerReviewChannel(
             settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
-            central_key=central_key, resend_after_s=settings.peer_review.resend_after_s)
+            central_key=central_key, resend_after_s=settings.peer_review.resend_after_s,
+            review_key=load_review_key(settings.peer_review.central_review_key))
         handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
     senders = [central_reviews.drain] if central_reviews else []
     # Every key the heartbeat reports on, the library's included: the key-wrapping key opens every library key.

@@ -35,6 +35,7 @@ from central.fleet.registry_store import RegistryStore
 from central.fleet.revoke import load_command_key
 from central.ingest.mqtt import AuditIngest
 from central.ingest.status import IngestPool, SharedIngestStatus
+from central.peer_review.review_key import load_review_key
 from central.publish.announcer import Announcer
 from central.settings import CentralSettings, load
 from core import keywrap
@@ -64,12 +65,15 @@ def _start_workers(settings: CentralSettings,
     """One store connection and one persistent session per worker, with stable client ids."""
     workers: list[AuditIngest] = []
     stores: list[AuditStore] = []
+    review_key = load_review_key(settings.peer_review.review_key)
     n = settings.ingest.workers
     for i in range(n):
         store = AuditStore(settings.database_url)
         client_id = settings.mqtt.client_id if n == 1 else f"{settings.mqtt.client_id}-{i + 1}"
         worker = AuditIngest(settings.mqtt, store, command_key=command_key, client_id=client_id,
-                             shared_group=settings.ingest.shared_group, ack_interval_s=settings.ingest.ack_interval_s)
+                             shared_group=settings.ingest.shared_group, ack_interval_s=settings.ingest.ack_interval_s,
+                             review_key=review_key, probe_dir=settings.review_probe_dir,
+                             probe_max_days=settings.peer_review.probe_max_days)
         worker.start()
         workers.append(worker)
         stores.append(store)

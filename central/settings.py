@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
+from central.peer_review.settings import PeerReviewSettings
 from central.publish.settings import PublishSettings, database_url
 from central.reports.settings import ReportsSettings
 from core.settings import StrictModel, load_settings
@@ -149,6 +150,7 @@ class CentralSettings(StrictModel):
     publish: PublishSettings = PublishSettings()
     reports: ReportsSettings = ReportsSettings()
     fleet: FleetSettings = FleetSettings()
+    peer_review: PeerReviewSettings = PeerReviewSettings()
     web: WebSettings
 
     @property
@@ -157,6 +159,17 @@ class CentralSettings(StrictModel):
         if self.web.crl_file is not None:
             return self.web.crl_file
         return self.fleet.ca_dir / "crl.pem" if self.fleet.ca_dir is not None else None
+
+    @property
+    def review_probe_dir(self) -> Path:
+        """Where peer review probes wait: ``[peer_review] probe_dir``, else data_dir/review-probes."""
+        return self.peer_review.probe_dir or self.data_dir / "review-probes"
+
+    @property
+    def review_libraries(self) -> list[tuple[Path, Path]]:
+        """(snapshot, key file) central looks references up in: [[peer_review.libraries]], else the reports'."""
+        chosen = self.peer_review.libraries or self.reports.libraries
+        return [(entry.path, entry.key_file) for entry in chosen]
 
     @property
     def database_url(self) -> str:

@@ -46,6 +46,10 @@ LIBRARY_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 #: The scope a configuration's document key is wrapped under; ``validate_library_id`` refuses it as a library id,
 #: so a configuration key can never pass for a library key or the other way round.
 CONFIG_SCOPE = "desk-config"
+#: The scope a peer-review probe's key is wrapped under (to central's review key, ``core.review_probe``); refused as
+#: a library id too, so a probe key can never pass for a library or configuration key.
+PROBE_SCOPE = "peer-review-probe"
+_RESERVED_SCOPES = frozenset({CONFIG_SCOPE, PROBE_SCOPE})
 KEYS_KIND = "keys"
 SEALED_CONFIG_KIND = "sealed-config"
 KEYS_VERSION = 1
@@ -62,14 +66,14 @@ class UnwrapError(CustodyRfrError):
 
 def validate_library_id(library_id: str) -> str:
     """Library ids name a lineage in wrapped keys and target names: short, lower case, no slashes."""
-    if not isinstance(library_id, str) or not LIBRARY_ID.fullmatch(library_id) or library_id == CONFIG_SCOPE:
+    if not isinstance(library_id, str) or not LIBRARY_ID.fullmatch(library_id) or library_id in _RESERVED_SCOPES:
         raise WireFormatError(f"Library id {library_id!r} is not valid: use 1-63 lower-case letters, digits, "
-                              f"dots, dashes or underscores (not {CONFIG_SCOPE!r}).")
+                              f"dots, dashes or underscores (not {CONFIG_SCOPE!r} or {PROBE_SCOPE!r}).")
     return library_id
 
 
 def _scope(scope: str) -> str:
-    return scope if scope == CONFIG_SCOPE else validate_library_id(scope)
+    return scope if scope in _RESERVED_SCOPES else validate_library_id(scope)
 
 
 def key_id(content_key: bytes) -> str:

@@ -1,12 +1,14 @@
 """Peer review on the wire: the device's request to central and the reviewer's outcome back.
 
 The policy sends a doubtful adjudication to the facial recognition team for
-peer review before a case may close. Neither message carries biometric data:
-the request holds the officer's reasoning and each candidate's reference
-(subject ref, rank, score and band, the officer's decision) and the library
-version searched, so a reviewer at central can look the subjects up in the
-reference library there; the probe never leaves the device
-(docs/desk-workflow.md, "Peer review by central").
+peer review before a case may close. The request holds the officer's reasoning,
+each candidate's reference (subject ref, the image's ``source`` reference, rank,
+score and band, the officer's decision) and the library version searched, so
+central shows the reviewer the references from its own copy of the library; and,
+optionally (``probe``), the probe's face thumbnail sealed to central's review key
+(``core.review_probe``), readable only by central and destroyed there once the
+review is answered (docs/desk-workflow.md, "Peer review by central"). Both
+additions are optional on the wire: a request without them parses as before.
 
 The outcome is signed by central's fleet-command key (``core.signed``) when it is
 sent, and names its device, so only central can close a case on a desk.
@@ -20,17 +22,20 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from core.errors import WireFormatError
+from core.review_probe import MAX_SEALED_PROBE_CHARS, SealedProbe
 from core.signed import SignedByCentral
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
 
 SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 64 * 1024
+#: A request carrying the sealed probe may be larger by the probe's cap, and only then (``PeerReviewRequest``).
+MAX_REQUEST_WITH_PROBE_BYTES = MAX_REQUEST_BYTES + MAX_SEALED_PROBE_CHARS
 MAX_OUTCOME_BYTES = 16 * 1024
 #: The label of central's signature on an outcome (``core.signed``): it closes or escalates a case.
 OUTCOME_STATEMENT = "custody-rfr peer review outcome v1"
@@ -49,9 +54,15 @@ VIABLE_AFTER_REVIEW = "viable_after_review"
 OUTCOMES = frozenset({CONFIRMED_NOT_VIABLE, VIABLE_AFTER_REVIEW})
 
 _CANDIDATE_FIELDS = {"rank", "subject_ref", "score", "band", "decision"}
+_OPTIONAL_CANDIDATE_FIELDS = {"source"}
 _REQUEST_FIELDS = {"v", "request_id", "device_id", "case_id", "custody_ref", "requested_by", "requested_at",
                    "library_version", "doubts", "ranks", "candidates"}
+_OPTIONAL_REQUEST_FIELDS = {"probe"}
 _OUTCOME_FIELDS = {"v", "request_id", "device_id", "reviewer", "decided_at", "outcome", "decisions", "notes"}
+
+
+def _limit(with_probe: bool) -> int:
+    return MAX_REQUEST_WITH_PROBE_BYTES if with_probe else MAX_REQUEST_BYTES
 
 
 def now_iso() -> str:
@@ -98,17 +109,23 @@ def _moment(name: str, value: object) -> str:
 
 @dataclass(frozen=True)
 class CandidateSummary:
-    """One candidate as the reviewer is told of it: a reference to look up, never an image."""
+    """One candidate as the reviewer is told of it: references central looks up in its library, never an image.
+
+    ``source`` is the reference image's stable reference (``library.records.ReferenceRecord.source``), the same
+    in every library version; None when the desk could no longer read it (its library was replaced)."""
 
     rank: int
     subject_ref: str
     score: float
     band: str
     decision: str
+    source: str | None = None
 
     def __post_init__(self) -> None:
         _rank(self.rank)
         _text("subject_ref", self.subject_ref, MAX_NAME)
+        if self.source is not None:
+            _text("source", self.source, MAX_NAME)
         _text("band", self.band, 100)
         if not isinstance(self.score, int | float) or isinstance(self.score, bool) or not math.isfinite(self.score):
             raise WireFormatError("A candidate score must be a finite number.")
@@ -116,13 +133,16 @@ class CandidateSummary:
             raise WireFormatError(f"Unknown candidate decision {self.decision!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "subject_ref": self.subject_ref, "score": self.score, "band": self.band,
-                "decision": self.decision}
+        out = {"rank": self.rank, "subject_ref": self.subject_ref, "score": self.score, "band": self.band,
+               "decision": self.decision}
+        return out if self.source is None else {**out, "source": self.source}
 
     @classmethod
     def from_dict(cls, obj: object) -> CandidateSummary:
-        if not isinstance(obj, dict) or set(obj) != _CANDIDATE_FIELDS:
-            raise WireFormatError(f"Each candidate must have exactly the fields {sorted(_CANDIDATE_FIELDS)}.")
+        if not isinstance(obj, dict) or not _CANDIDATE_FIELDS <= set(obj) <= _CANDIDATE_FIELDS | \
+                _OPTIONAL_CANDIDATE_FIELDS:
+            raise WireFormatError(f"Each candidate must have exactly the fields {sorted(_CANDIDATE_FIELDS)} "
+                                  f"(and optionally {sorted(_OPTIONAL_CANDIDATE_FIELDS)}).")
         return cls(**obj)
 
 
@@ -140,6 +160,8 @@ class PeerReviewRequest:
     library_version: str | None = None
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     requested_at: str = field(default_factory=now_iso)
+    #: The probe's face thumbnail sealed to central's review key for this request (``core.review_probe``).
+    probe: SealedProbe | None = None
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -162,21 +184,38 @@ class PeerReviewRequest:
             raise WireFormatError("A rank in question is not one of the candidates.")
         if not self.ranks and not self.doubts.strip():
             raise WireFormatError("A peer review request must name a candidate in question or record doubts.")
+        if self.probe is not None and (not isinstance(self.probe, SealedProbe)
+                                       or self.probe.device_id != self.device_id):
+            raise WireFormatError("The request's probe was sealed by another desk.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
-                "case_id": self.case_id, "custody_ref": self.custody_ref, "requested_by": self.requested_by,
-                "requested_at": self.requested_at, "library_version": self.library_version,
-                "doubts": self.doubts, "ranks": list(self.ranks),
-                "candidates": [c.to_dict() for c in self.candidates]}
+        out = {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
+               "case_id": self.case_id, "custody_ref": self.custody_ref, "requested_by": self.requested_by,
+               "requested_at": self.requested_at, "library_version": self.library_version,
+               "doubts": self.doubts, "ranks": list(self.ranks),
+               "candidates": [c.to_dict() for c in self.candidates]}
+        return out if self.probe is None else {**out, "probe": self.probe.to_dict()}
+
+    def without_probe(self) -> PeerReviewRequest:
+        """The same request with no probe: what central keeps in its database (the probe goes to its vault)."""
+        return replace(self, probe=None)
 
     def to_bytes(self) -> bytes:
-        return encode_object(self.to_dict(), MAX_REQUEST_BYTES, "Peer review request")
+        return encode_object(self.to_dict(), _limit(self.probe is not None), "Peer review request")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> PeerReviewRequest:
-        obj = decode_object(payload, MAX_REQUEST_BYTES, "Peer review request", version=SCHEMA_VERSION,
-                            fields=_REQUEST_FIELDS)
+        obj = decode_object(payload, MAX_REQUEST_WITH_PROBE_BYTES, "Peer review request", version=SCHEMA_VERSION)
+        if not _REQUEST_FIELDS - {"v"} <= set(obj) <= _REQUEST_FIELDS | _OPTIONAL_REQUEST_FIELDS:
+            missing, extra = _REQUEST_FIELDS - {"v"} - set(obj), set(obj) - _REQUEST_FIELDS - _OPTIONAL_REQUEST_FIELDS
+            raise WireFormatError(f"Peer review request fields wrong: missing {sorted(missing)}, "
+                                  f"unexpected {sorted(extra)}.")
+        # The larger cap is for a request that carries the probe, and only for it.
+        if len(payload) > _limit("probe" in obj):
+            raise WireFormatError(f"Peer review request is {len(payload)} bytes; the limit without a probe is "
+                                  f"{MAX_REQUEST_BYTES}.")
+        if "probe" in obj:
+            obj["probe"] = SealedProbe.from_dict(obj["probe"])
         if not isinstance(obj["ranks"], list) or not isinstance(obj["candidates"], list):
             raise WireFormatError("Peer review request 'ranks' and 'candidates' must be lists.")
         obj["ranks"] = tuple(obj["ranks"])

@@ -452,11 +452,12 @@ class CaseService:
                           doubts_recorded=bool(doubts.strip()), **counts)
         if needs_peer_review(decisions.values(), doubts):
             doubtful = sorted(r for r, d in decisions.items() if d == Decision.PEER_REVIEW)
-            self.channel.send_request(PeerReviewRequest(case_id, case.custody_ref, user.username, doubtful,
-                                                        doubts.strip()))
+            sent = self.channel.send_request(PeerReviewRequest(case_id, case.custody_ref, user.username, doubtful,
+                                                               doubts.strip()))
             self.store.update(case_id, state=State.AWAITING_PEER_REVIEW.value)
             self.audit.record("peer_review", user.username, "requested", case_id=case_id,
-                              custody_ref=case.custody_ref, channel=self.channel.name, candidates=len(doubtful))
+                              custody_ref=case.custody_ref, channel=self.channel.name, candidates=len(doubtful),
+                              **(sent or {}))
             return self.get(case_id)
         return self._after_decisions(case_id, user.username)
 

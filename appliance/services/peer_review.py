@@ -9,11 +9,13 @@ depends on nothing else. Two implementations:
   request is recorded on the device and a technical adviser signs in on the
   device and records the outcome there. Used by the tests and whenever the
   device has no central peer-review link.
-* ``CentralPeerReviewChannel``: the request (no biometric data, see
-  ``core.peer_review``) is queued in the device database and sent over MQTT by
-  the comms thread until central's outcome comes back; the outcome, checked
-  against the request it answers, is stored and handed to
-  ``CaseService.apply_peer_review``. See docs/desk-workflow.md, "Peer review by central".
+* ``CentralPeerReviewChannel``: the request (``core.peer_review``: references,
+  reasoning and, when central's review key is configured, the probe's face
+  thumbnail sealed to that key, ``core.review_probe``) is queued in the device
+  database and sent over MQTT by the comms thread until central's outcome comes
+  back; the outcome, checked against the request it answers, is stored and
+  handed to ``CaseService.apply_peer_review``. See docs/desk-workflow.md,
+  "Peer review by central".
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from appliance.services.candidate_view import band_of
 from appliance.services.library import LibraryHolder
@@ -34,7 +40,9 @@ from appliance.storage.cases import CaseStore
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
 from core import peer_review as wire
-from core.errors import CustodyRfrError, WireFormatError
+from core.errors import CustodyRfrError, SettingsError, WireFormatError
+from core.keywrap import public_key_from_hex
+from core.review_probe import MAX_QUALITY_CHARS, SealedProbe, review_key_id
 from core.topics import peer_review_request_topic, validate_device_id
 from library.errors import SnapshotError
 
@@ -65,14 +73,29 @@ class PeerReviewOutcome:
     notes: str
 
 
+def load_review_key(path: Path | None) -> X25519PublicKey | None:
+    """Central's review public key from ``[peer_review] central_review_key`` (64 hex digits), or None if unset."""
+    if path is None:
+        return None
+    try:
+        return public_key_from_hex(Path(path).read_text().strip())
+    except OSError as e:
+        raise SettingsError(f"[peer_review] central_review_key {path} cannot be read ({e.strerror}): copy "
+                            "central's review-key.pub there.") from e
+    except WireFormatError as e:
+        raise SettingsError(f"[peer_review] central_review_key {path} is not central's review public key "
+                            "(64 hex digits).") from e
+
+
 class PeerReviewChannel(ABC):
     """Carries a peer review request to the reviewers and brings the outcome back."""
 
     name: str
 
     @abstractmethod
-    def send_request(self, request: PeerReviewRequest) -> None:
-        """Queue the request for the reviewers; must not lose it if the link is down."""
+    def send_request(self, request: PeerReviewRequest) -> dict[str, Any] | None:
+        """Queue the request for the reviewers; must not lose it if the link is down. Returns what the
+        request's audit event should add (what was sent, never what it contained)."""
 
     @abstractmethod
     def outcome(self, case_id: str) -> PeerReviewOutcome | None:
@@ -87,9 +110,10 @@ class LocalPeerReviewChannel(PeerReviewChannel):
     def __init__(self, store: PeerReviewStore, clock=time.time) -> None:  # type: ignore[no-untyped-def]
         self._store, self._clock = store, clock
 
-    def send_request(self, request: PeerReviewRequest) -> None:
+    def send_request(self, request: PeerReviewRequest) -> dict[str, Any] | None:
         self._store.request(request.case_id, request.custody_ref, request.requested_by, self._clock(),
                             request.ranks, request.question, self.name)
+        return None
 
     def record_outcome(self, outcome: PeerReviewOutcome) -> None:
         """Called by the case service once it has checked the reviewer may review this case."""
@@ -112,15 +136,21 @@ class CentralPeerReviewChannel(PeerReviewChannel):
     central's fleet-command key signed it (``central_key``), it names this
     device and answers a request this device sent and has had no answer to,
     with a decision for exactly the candidates in question; a repeat is ignored.
+
+    With ``review_key`` (central's review public key) the request carries the probe's face thumbnail
+    sealed to it for this request only; the sealed copy sits in the outbox row, which is blanked once
+    the outcome comes back, like the rest of the request.
     """
 
     name = "central"
 
     def __init__(self, device_id: str, store: PeerReviewStore, queue: PeerReviewOutbox, cases: CaseStore,
                  library: LibraryHolder, manifest: Any, *, central_key: Ed25519PublicKey,
-                 resend_after_s: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+                 resend_after_s: float = 300.0, clock: Callable[[], float] = time.time,
+                 review_key: X25519PublicKey | None = None) -> None:
         self.device_id = validate_device_id(device_id)
         self._central_key = central_key
+        self._review_key = review_key
         self._store, self._queue, self._cases, self._library = store, queue, cases, library
         self._manifest, self._resend_after_s, self._clock = manifest, resend_after_s, clock
         self._topic = peer_review_request_topic(device_id)
@@ -139,23 +169,51 @@ class CentralPeerReviewChannel(PeerReviewChannel):
 
     # --- the request ---
 
-    def send_request(self, request: PeerReviewRequest) -> None:
+    def send_request(self, request: PeerReviewRequest) -> dict[str, Any] | None:
         case = self._cases.get(request.case_id) or {}
         version = case.get("library_version")
         doubts = request.question
         if len(doubts) > wire.MAX_TEXT:
             doubts = doubts[: wire.MAX_TEXT - len(_TRUNCATED)] + _TRUNCATED
+        request_id = str(uuid.uuid4())
+        sealed = self._sealed_probe(request.case_id, request_id)
         message = wire.PeerReviewRequest(
             device_id=self.device_id, case_id=request.case_id, custody_ref=request.custody_ref[: wire.MAX_NAME],
             requested_by=request.requested_by, doubts=doubts, ranks=tuple(request.ranks),
             candidates=tuple(self._summaries(request.case_id, version)),
-            library_version=None if version is None else str(version))
+            library_version=None if version is None else str(version), request_id=request_id, probe=sealed)
         now = self._clock()
         self._store.request(request.case_id, request.custody_ref, request.requested_by, now, request.ranks,
                             request.question, self.name)
         self._queue.enqueue(message.request_id, request.case_id, message.to_bytes(), now)
         self._wake.set()
-        logger.info("peer review request %s for case %s queued for central", message.request_id, request.case_id)
+        logger.info("peer review request %s for case %s queued for central (probe image %s)", message.request_id,
+                    request.case_id, "sealed to central's review key" if sealed else "not sent")
+        if sealed is None or self._review_key is None:
+            return {"request_id": request_id, "face_image_sent": False}
+        return {"request_id": request_id, "face_image_sent": True,
+                "review_key_id": review_key_id(self._review_key)}
+
+    def _sealed_probe(self, case_id: str, request_id: str) -> SealedProbe | None:
+        """The probe's face thumbnail sealed to central's review key; None without the key or a thumbnail."""
+        if self._review_key is None:
+            return None
+        probe = self._cases.probe(case_id)
+        if probe is None or not probe.thumbnail:
+            logger.warning("case %s has no face thumbnail to send for peer review", case_id)
+            return None
+        case = self._cases.get(case_id) or {}
+        taken = case.get("searched_at")
+        quality = probe.quality or {}
+        words = "; ".join([str(quality.get("verdict", "")), *map(str, quality.get("reasons", []))]).strip("; ")
+        try:
+            return SealedProbe.seal(probe.thumbnail, self._review_key, device_id=self.device_id,
+                                    request_id=request_id, case_id=case_id,
+                                    taken_on=date.fromtimestamp(taken).isoformat() if taken else None,
+                                    quality=words[:MAX_QUALITY_CHARS] or None)
+        except WireFormatError as e:  # the reviewer is told no image came; the request still goes
+            logger.warning("the face thumbnail of case %s cannot be sent for peer review: %s", case_id, e)
+            return None
 
     def _summaries(self, case_id: str, version: str | None) -> list[wire.CandidateSummary]:
         """Each candidate by reference (subject ref, score, band, the officer's decision): no images."""
@@ -165,12 +223,15 @@ class CentralPeerReviewChannel(PeerReviewChannel):
             try:
                 if version != snapshot.version:
                     raise SnapshotError("library updated")
-                subject = snapshot.record(c.record_id).subject_ref
+                record = snapshot.record(c.record_id)
+                subject = record.subject_ref
+                source = record.source[: wire.MAX_NAME] or None
             except SnapshotError:
                 subject = f"unavailable: library {version} was replaced (record {c.record_id})"
+                source = None
             band, _label = band_of(c.score, self._manifest)
             out.append(wire.CandidateSummary(c.rank, subject[: wire.MAX_NAME], round(c.score, 4), band,
-                                             c.decision or "needs_peer_review"))
+                                             c.decision or "needs_peer_review", source))
         return out
 
     def drain(self, publish: Callable[[str, bytes], bool], session: int) -> None:

@@ -36,8 +36,10 @@ import queue
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
@@ -45,6 +47,8 @@ from central.fleet.registry_store import RegistryStore
 from central.ingest.handler import Incoming, MessageHandler
 from central.ingest.health import HealthIngest, is_health_topic
 from central.peer_review.ingest import PeerReviewIngest, is_request_topic
+from central.peer_review.probe_vault import ProbeVault
+from central.peer_review.probes import ReviewProbes
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralMqttSettings
 from core.audit.ack import Ack
@@ -65,6 +69,7 @@ _BATCH_MAX = 500
 _BATCH_AGE_S = 0.05
 _RECEIVE_MAXIMUM = 1000  # how many unacked messages the broker may send us at once (one batch's worth)
 _OUTCOME_POLL_S = 0.5  # how often decided peer review outcomes are looked for
+_PROBE_SWEEP_S = 2.0  # how often held peer review probes are checked against decisions and closed cases
 _STORE_DOWN_PAUSE_S = 1.0  # after a batch could not be stored: reconnect (the broker redelivers) after this
 
 
@@ -73,16 +78,23 @@ class AuditIngest:
 
     def __init__(self, settings: CentralMqttSettings, store: AuditStore, *, command_key: Ed25519PrivateKey,
                  client_id: str | None = None, shared_group: str | None = None, ack_interval_s: float = 0.2,
-                 peer_reviews: PeerReviewStore | None = None) -> None:
+                 peer_reviews: PeerReviewStore | None = None, review_key: X25519PrivateKey | None = None,
+                 probe_dir: Path | None = None, probe_max_days: int = 30) -> None:
         """``command_key`` is central's fleet-command key: it signs every ack and outcome sent (desks refuse
         them unsigned). The registry and health stores are the worker's own, in the audit store's database,
-        as is ``peer_reviews`` unless one is given."""
+        as is ``peer_reviews`` unless one is given. ``review_key`` opens the probes peer review requests carry,
+        held in ``probe_dir`` until the review is answered or the case closes (``central.peer_review.probes``)."""
         self._command_key = command_key
         self._registry = RegistryStore(store.url)
         self._health_store = HealthStore(store.url)
         self._handler = MessageHandler(store, self._registry)
         self._own_reviews = peer_reviews is None
-        self._reviews = PeerReviewIngest(peer_reviews or PeerReviewStore(store.url), self._registry, store)
+        review_store = peer_reviews or PeerReviewStore(store.url)
+        self._probes = ReviewProbes(review_store, ProbeVault(probe_dir), max_days=probe_max_days) \
+            if probe_dir is not None else None
+        self._last_probe_sweep = 0.0
+        self._reviews = PeerReviewIngest(review_store, self._registry, store, review_key=review_key,
+                                         probes=self._probes)
         self._health = HealthIngest(self._health_store, self._registry, store)
         # The topic table: requests and heartbeats are taken one by one, by the first route whose test their
         # topic passes; everything else is for the audit handler (which refuses wrong topics), one batch at once.
@@ -180,6 +192,8 @@ class AuditIngest:
             self._send_retained()
             if now - self._last_outcome_poll >= _OUTCOME_POLL_S:
                 self._send_outcomes()
+        if self._probes is not None and now - self._last_probe_sweep >= _PROBE_SWEEP_S:
+            self._sweep_probes()
 
     def _on_closing(self) -> None:
         if self._batch:
@@ -231,6 +245,15 @@ class AuditIngest:
                 self._reviews.store.sent(request_id, self._link.publish(topic, signed))
         except Exception:  # the store is down: the outcomes wait there, the audit ingest goes on
             logger.exception("could not send peer review outcomes; will try again")
+
+    def _sweep_probes(self) -> None:
+        """Destroy held probes whose review was answered or whose case closed (``ReviewProbes.sweep``)."""
+        self._last_probe_sweep = time.monotonic()
+        try:
+            assert self._probes is not None
+            self._probes.sweep(self._handler.store)
+        except Exception:  # the store or the folder is unusable: the probes wait, the ingest goes on
+            logger.exception("could not sweep held peer review probes; will try again")
 
     def _send_acks(self) -> None:
         """A signed ack for each device whose chain moved; one that cannot be sent now is tried next time."""

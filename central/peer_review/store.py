@@ -8,8 +8,12 @@ until its outcome arrives; a repeat of a decided request marks the outcome
 for sending again, which covers an outcome the broker lost.
 
 ``peer_review_log`` is central's own record of each step (request received,
-decided by whom with what, outcome sent); like the audit store it holds no
-biometric data, only references.
+probe held, every view of the images, decided by whom with what, probe
+destroyed and how, outcome sent); like the audit store it holds no biometric
+data, only references. The probe itself is never in the database: it waits in
+the probe vault (``central.peer_review.probe_vault``) and the row says only
+whether one is held (``probe_state``: NULL none sent, ``held``, ``destroyed``),
+with the date taken and quality the desk stated.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from central.database import Dialect, SqlStore
+from central.database import Dialect, SqlStore, added_columns
 from core import peer_review as wire
 from core.errors import CustodyRfrError, WireFormatError
 from core.topics import peer_review_outcome_topic
 
 _COLUMNS = ("request_id, device_id, case_id, custody_ref, requested_by, requested_at, library_version, doubts,"
             " ranks, candidates, received_at, repeats, status, reviewer, outcome, decisions, notes, decided_at,"
-            " sent_at, sends")
+            " sent_at, sends, probe_state, probe_received_at, probe_destroyed_at, probe_taken_on, probe_quality")
+#: Columns added since the table was first made (a database made before them gains them when opened).
+_PROBE_COLUMNS = (("probe_state", "TEXT"), ("probe_received_at", "TEXT"), ("probe_destroyed_at", "TEXT"),
+                  ("probe_taken_on", "TEXT"), ("probe_quality", "TEXT"))
 
 
 class PeerReviewError(CustodyRfrError):
@@ -59,6 +66,7 @@ def _schema(dialect: Dialect) -> list[str]:
             sent_at TEXT,
             sends INTEGER NOT NULL DEFAULT 0)""",
         "CREATE INDEX IF NOT EXISTS peer_review_requests_by_status ON peer_review_requests (status, received_at)",
+        *added_columns(dialect, "peer_review_requests", _PROBE_COLUMNS),
         f"""CREATE TABLE IF NOT EXISTS peer_review_log (
             id {dialect.id_column},
             at TEXT NOT NULL,
@@ -98,6 +106,11 @@ class PeerReviewRecord:
     decided_at: str | None
     sent_at: str | None
     sends: int
+    probe_state: str | None = None
+    probe_received_at: str | None = None
+    probe_destroyed_at: str | None = None
+    probe_taken_on: str | None = None
+    probe_quality: str | None = None
 
     @property
     def in_question(self) -> list[dict[str, Any]]:
@@ -116,6 +129,7 @@ class PeerReviewStore(SqlStore):
 
     def __init__(self, url: str | Path) -> None:
         super().__init__(url, schema=_schema, lock_id=772002, error=PeerReviewError, what="peer review store")
+        self._add_missing_columns("peer_review_requests", _PROBE_COLUMNS)
 
     def _log(self, request_id: str, device_id: str, action: str, actor: str, detail: str = "") -> None:
         self._execute("INSERT INTO peer_review_log (at, request_id, device_id, action, actor, detail)"
@@ -123,21 +137,33 @@ class PeerReviewStore(SqlStore):
 
     # --- requests from the desks ---
 
-    def add_request(self, request: wire.PeerReviewRequest, received_at: datetime | None = None) -> str:
-        """Store a request once: "new", "repeat" (resent by the device) or "conflict" (same id, other case)."""
+    def add_request(self, request: wire.PeerReviewRequest, received_at: datetime | None = None, *,
+                    probe_held: bool = False) -> str:
+        """Store a request once: "new", "repeat" (resent by the device) or "conflict" (same id, other case).
+
+        ``probe_held``: the request's probe was put in the vault for it (the request's ``probe`` field itself is
+        never stored here)."""
+        sealed = request.probe
         with self._lock:
             cur = self._execute(
                 "INSERT INTO peer_review_requests (request_id, device_id, case_id, custody_ref, requested_by,"
-                " requested_at, library_version, doubts, ranks, candidates, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                " requested_at, library_version, doubts, ranks, candidates, received_at, probe_state,"
+                " probe_received_at, probe_taken_on, probe_quality)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (request.request_id, request.device_id, request.case_id, request.custody_ref,
                  request.requested_by, request.requested_at, request.library_version, request.doubts,
                  json.dumps(list(request.ranks)), json.dumps([c.to_dict() for c in request.candidates]),
-                 _iso(received_at)))
+                 _iso(received_at), "held" if probe_held else None, _iso(received_at) if probe_held else None,
+                 sealed.taken_on if sealed and probe_held else None,
+                 sealed.quality if sealed and probe_held else None))
             if cur.rowcount == 1:
                 self._log(request.request_id, request.device_id, "requested", request.requested_by,
                           f"case {request.case_id}, custody ref {request.custody_ref}, "
                           f"candidates in question {list(request.ranks)}")
+                if probe_held:
+                    self._log(request.request_id, request.device_id, "probe_held", "central",
+                              "the probe's face thumbnail arrived sealed to central's review key and is held "
+                              "encrypted outside the database until the review is answered or the case closes")
                 return "new"
             existing = self.get(request.request_id)
             if existing is None or (existing.device_id, existing.case_id) != (request.device_id, request.case_id):
@@ -223,6 +249,31 @@ class PeerReviewStore(SqlStore):
             if record is not None:
                 self._log(request_id, record.device_id, "outcome_sent", "central",
                           f"send {record.sends} to {peer_review_outcome_topic(record.device_id)}")
+
+    # --- the probe ---
+
+    def held_probes(self) -> list[PeerReviewRecord]:
+        """Requests whose probe is still held, oldest first (for the sweep)."""
+        with self._lock:
+            rows = self._rows(f"SELECT {_COLUMNS} FROM peer_review_requests WHERE probe_state = 'held'"
+                              " ORDER BY received_at")
+        return [PeerReviewRecord.from_row(r) for r in rows]
+
+    def probe_destroyed(self, request_id: str, actor: str, why: str, detail: str) -> bool:
+        """Mark the probe destroyed and log why, how and by whom; True the first time (a repeat logs nothing)."""
+        with self._lock:
+            cur = self._execute("UPDATE peer_review_requests SET probe_state = 'destroyed', probe_destroyed_at = ?"
+                                " WHERE request_id = ? AND probe_state = 'held'", (_iso(), request_id))
+            if cur.rowcount != 1:
+                return False
+            record = self.get(request_id)
+            self._log(request_id, record.device_id if record else "", "probe_destroyed", actor, f"{why}: {detail}")
+            return True
+
+    def record(self, request_id: str, device_id: str, action: str, actor: str, detail: str = "") -> None:
+        """Log one step that changes nothing else (an image viewed, access refused)."""
+        with self._lock:
+            self._log(request_id, device_id, action, actor, detail)
 
     def log(self, request_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Who did what, newest first (for one request, or all)."""

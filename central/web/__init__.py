@@ -58,6 +58,8 @@ def create_app(
             TUF_CLIENT_CA=settings.web.client_ca_file,
             TUF_CRL_FILE=settings.tuf_crl_file,
             REPORT_LIBRARIES=list(settings.reports.libraries),
+            REVIEW_PROBE_DIR=str(settings.review_probe_dir),
+            REVIEW_LIBRARIES=settings.review_libraries,
         )
     app.config.update(
         SESSION_COOKIE_NAME="rfr_central_session",
@@ -101,7 +103,7 @@ def create_app(
                   open_endpoints=frozenset({"audit.index"}))
     app.register_blueprint(audit.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(peer_review.bp)
+    peer_review.init_app(app)  # the probe vault and central's library copies, then the blueprint
     app.register_blueprint(reports.bp)
     app.register_blueprint(vendor.bp)
     fleet.init_app(app, settings.fleet if settings else None, settings.mqtt if settings else None)

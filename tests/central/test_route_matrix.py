@@ -54,6 +54,9 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/peer-review"):               "302  403     200      403    302",
     ("GET", "/peer-review/<request_id>"):  "302  403     200      403    302",
     ("POST", "/peer-review/<request_id>"): "302  403     422      403    302",
+    # This request carries no probe and central holds no library here: the images are 404 even to a reviewer.
+    ("GET", "/peer-review/<request_id>/probe.jpg"):                "302  403     404      403    302",
+    ("GET", "/peer-review/<request_id>/reference/<int:rank>.jpg"): "302  403     404      403    302",
     ("GET", "/fleet"):                     "302  403     403      200    302",
     ("GET", "/fleet/<device_id>"):         "302  403     403      200    302",
     ("POST", "/fleet/<device_id>/revoke"): "302  403     403      422    302",
@@ -91,7 +94,7 @@ def matrix_app(tmp_path: Path) -> Iterator[Flask]:
 
 def url(rule: str) -> str:
     values = {"<path:filename>": "central.css", "<name>": "htmx.min.js", "<fmt>": "csv",
-              "<request_id>": REQUEST_ID, "<device_id>": DEVICE}
+              "<request_id>": REQUEST_ID, "<device_id>": DEVICE, "<int:rank>": "2"}
     if rule.startswith("/tuf/"):
         values["<name>"] = "timestamp.json" if "metadata" in rule else "ab12.library-v000001.db"
     query = {"/reports/quarterly": "?year=2025&quarter=1", "/reports/annual": "?year=2025"}
