@@ -132,7 +132,14 @@ class SealedProbe:
         ``UnwrapError`` if the key is another (rotated, misconfigured) or anything was altered;
         ``WireFormatError`` if what opens is not a JPEG under the cap.
         """
-        key = unwrap(self.wrapped, private, desk_id=device_id, library_id=PROBE_SCOPE)
+        if self.wrapped.desk_id != device_id:
+            raise UnwrapError(f"The probe was sealed by desk {self.wrapped.desk_id}, not {device_id}.")
+        try:
+            key = unwrap(self.wrapped, private, desk_id=device_id, library_id=PROBE_SCOPE)
+        except UnwrapError as e:
+            raise UnwrapError("The probe does not open with central's review key: the desk sealed it to another "
+                              "key (its [peer_review] central_review_key is not central's current review.key.pub), "
+                              "or the sealed key was altered.") from e
         try:
             image = AESGCM(key).decrypt(self.nonce, self.ciphertext, _aad(
                 device_id, request_id, case_id, self.wrapped.key_id, self.taken_on, self.quality))

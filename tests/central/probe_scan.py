@@ -1,0 +1,41 @@
+"""Search central's files for a probe's bytes: the database and its WAL, the probe vault, everything under a folder.
+
+Central's SQLite database is not encrypted, so a raw search of the file and its WAL sees every live row,
+freed page and slack; the vault's files are searched raw too (they must hold ciphertext only). Needles are
+byte runs from the middle of the image (headers are shared with other JPEGs), of its ciphertext and the key.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+
+def runs(data: bytes, width: int = 24, count: int = 6) -> list[bytes]:
+    """Byte runs spread through the middle of ``data``."""
+    start, stop = len(data) // 4, 3 * len(data) // 4
+    step = max(1, (stop - start - width) // count)
+    return [data[i:i + width] for i in range(start, stop - width, step)][:count]
+
+
+def encodings(needles: list[bytes]) -> list[bytes]:
+    """The needles as they would appear in JSON or a log: raw, hex and base64 (aligned three ways)."""
+    out = list(needles)
+    for n in needles:
+        out.append(n.hex().encode())
+        for shift in range(3):
+            out.append(base64.b64encode(n[shift:])[4:28])
+    return out
+
+
+def files_holding(needles: list[bytes], *folders: Path) -> list[str]:
+    """Every file under ``folders`` that holds any needle (in any of its encodings)."""
+    wanted = encodings(needles)
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file():
+                blob = path.read_bytes()
+                if any(n in blob for n in wanted):
+                    found.append(str(path))
+    return found
