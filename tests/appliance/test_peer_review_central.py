@@ -222,3 +222,85 @@ def test_a_request_made_while_the_broker_is_down_reaches_central_later(
         reviews.close()
         store.close()
         broker.stop()
+
+
+def test_the_probe_goes_to_central_sealed_is_shown_to_the_reviewer_and_destroyed_there_when_answered(
+        tmp_path, demo_library, pipeline, mosquitto, face_photo, monkeypatch) -> None:
+    """Desk -> real Mosquitto -> central and back, with central's review key: the face thumbnail the officer saw
+    reaches the reviewer, is ciphertext on the wire and at rest, and is gone from central once answered."""
+    from central.peer_review.review_key import make_review_key, public_path
+    from core.review_probe import review_key_id
+    from tests.central.probe_scan import files_holding, runs
+
+    review_key = make_review_key(tmp_path / "central-keys" / "review.key")
+    root = tmp_path / "central"
+    root.mkdir()
+    db, probe_dir = root / "central.db", root / "review-probes"
+    store = AuditStore(db)
+    ingest = AuditIngest(CentralMqtt(host=mosquitto.host, port=mosquitto.port, client_id=f"central-pr-{next(_ids)}"),
+                         store, command_key=COMMAND_KEY, review_key=review_key, probe_dir=probe_dir)
+    ingest.start()
+    assert ingest.wait_connected(10)
+    web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
+                                      "DATABASE": str(db), "REVIEW_PROBE_DIR": str(probe_dir),
+                                      "REVIEW_LIBRARIES": [demo_library]})
+    device = f"desk-pi-{uuid.uuid4().hex[:8]}"
+    settings = appliance_settings(tmp_path, demo_library, mqtt_port=mosquitto.port, device_id=device,
+                                  peer_review={"channel": "central", "resend_after_s": 2,
+                                               "central_review_key": public_path(tmp_path / "central-keys" /
+                                                                                 "review.key")})
+    app = create_app(settings, pipeline=pipeline, start_sync=True)
+    app.config["TESTING"] = True
+    fast_kdf(monkeypatch)
+    add_users(app)
+    web.extensions["central.registry"].register_device(device, public_key_hex(app.extensions["desk"].outbox.public_key))
+    wire: queue.Queue[bytes] = queue.Queue()
+    spy = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    spy.on_message = lambda c, u, m: wire.put(m.payload)
+    spy.connect(mosquitto.host, mosquitto.port)
+    spy.subscribe(peer_review_request_topic(device), qos=1)
+    spy.loop_start()
+    reviews: PeerReviewStore = web.extensions["central.peer_reviews"]
+    try:
+        assert app.extensions["desk"].mqtt.wait_connected(10)
+        case_id = to_peer_review(app, face_photo("obama3.jpg").read_bytes())
+        thumbnail = app.extensions["desk"].cases.probe(case_id).thumbnail
+        # On the wire: the request carries the face only sealed to central's review key.
+        sent = wire.get(timeout=10)
+        assert PeerReviewRequest.from_bytes(sent).probe is not None
+        assert not any(n in sent for n in runs(thumbnail)) and files_holding(runs(thumbnail), root) == []
+        assert wait_for(lambda: len(reviews.pending()) == 1 and reviews.pending()[0].probe_state == "held",
+                        timeout=10)
+        request = reviews.pending()[0]
+        # The desk audited what it sent and to which key (never the image).
+        requested = [e for e in audit_events(app, "peer_review") if e["outcome"] == "requested"]
+        assert [(e["details"]["face_image_sent"], e["details"]["review_key_id"], e["details"]["request_id"])
+                for e in requested] == [(True, review_key_id(review_key.public_key()), request.request_id)]
+        # At rest at central: ciphertext in the vault, nothing in the database or anywhere else under central.
+        assert files_holding(runs(thumbnail), root) == []
+        held = [(probe_dir / f"{request.request_id}.key").read_bytes(),
+                *runs((probe_dir / f"{request.request_id}.probe").read_bytes())]
+        # The reviewer sees exactly the face the officer judged, beside central's own reference images.
+        client = signed_in(web, "dr.r.reviewer", ["peer_reviewer"])
+        page = client.get(f"/peer-review/{request.request_id}").get_data(as_text=True)
+        assert client.get(f"/peer-review/{request.request_id}/probe.jpg").data == thumbnail
+        rank2 = next(c for c in app.extensions["desk"].cases.candidates(case_id) if c.rank == 2)
+        desk_reference = app.extensions["desk"].library.current.thumbnail(rank2.record_id)
+        assert f"/peer-review/{request.request_id}/reference/2.jpg" in page
+        assert client.get(f"/peer-review/{request.request_id}/reference/2.jpg").data == desk_reference
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        assert client.post(f"/peer-review/{request.request_id}", data={
+            "csrf_token": token, "decision-2": "not_viable",
+            "notes": "Different ear shape and nose bridge."}).status_code == 302
+        # Destroyed at central at once, with no trace in any of its files; the desk closes the case as before.
+        assert list(probe_dir.iterdir()) == [] and files_holding(held + runs(thumbnail), root) == []
+        assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
+        assert app.extensions["desk"].cases.probe(case_id) is None
+        assert [e["action"] for e in reviews.log(request.request_id)].count("probe_destroyed") == 1
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
+        stop_desk(app)
+        ingest.stop()
+        store.close()
+        close_stores(web)
