@@ -141,7 +141,7 @@ class PeerReviewSettings(StrictModel):
     resend_after_s: float = Field(default=300.0, ge=1, le=86400, description="Send a request again after this "
                                   "long without an outcome (and on every reconnection); central ignores repeats.")
     central_review_key: Path | None = Field(
-        default=None, description="Central's review public key (review-key.pub: 64 hex digits, from `python -m "
+        default=None, description="Central's review public key (the .pub file, 64 hex digits, from `python -m "
         "central.peer_review review-key`). With it, a request to central carries the probe's face thumbnail "
         "sealed to that key, so the reviewer sees the face searched; central destroys it once the review is "
         "answered. Without it the request carries references only.")

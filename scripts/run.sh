@@ -58,6 +58,8 @@ pids+=($!)
 # the desk is given the public half and believes nothing from central without it.
 [ -f "$VAR/central/fleet-command.pem" ] || $PY -m central devices command-key --out "$VAR/central/fleet-command.pem" \
     > /dev/null
+# Central's review key (made once): the desk seals a peer review's face thumbnail to its public half.
+[ -f "$VAR/central/review.key" ] || $PY -m central.peer_review review-key --out "$VAR/central/review.key" > /dev/null
 cat > "$VAR/central.toml" <<CONF
 data_dir = "$VAR/central"
 [mqtt]
@@ -73,6 +75,11 @@ client_ca_file = "$PKI/ca/ca.pem"
 crl_file = "$PKI/ca/crl.pem"
 [fleet]
 command_key = "$VAR/central/fleet-command.pem"
+[peer_review]
+review_key = "$VAR/central/review.key"
+[[peer_review.libraries]]
+path = "$VAR/library/demo.db"
+key_file = "$VAR/library/demo.key"
 CONF
 # Demo accounts for central's web interface, each created only if missing (the same demo password).
 existing=$($PY -m central accounts list --config "$VAR/central.toml" | cut -f1)
@@ -112,6 +119,7 @@ cert_file = "$VAR/appliance/pki/web.crt"
 key_file = "$VAR/appliance/pki/web.key"
 [peer_review]
 channel = "central"
+central_review_key = "$VAR/central/review.key.pub"
 CONF
 # Provisioning (demo): the desk's audit signing key and X25519 key-wrapping key are made once on the desk
 # (sealed to a TPM if there is one) and registered with central, which refuses events from devices it

@@ -81,7 +81,8 @@ def load_review_key(path: Path | None) -> X25519PublicKey | None:
         return public_key_from_hex(Path(path).read_text().strip())
     except OSError as e:
         raise SettingsError(f"[peer_review] central_review_key {path} cannot be read ({e.strerror}): copy "
-                            "central's review-key.pub there.") from e
+                            "the public half of central's review key there (the .pub file `python -m "
+                            "central.peer_review review-key` made).") from e
     except WireFormatError as e:
         raise SettingsError(f"[peer_review] central_review_key {path} is not central's review public key "
                             "(64 hex digits).") from e

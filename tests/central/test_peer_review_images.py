@@ -262,3 +262,40 @@ def test_the_sweep_destroys_a_probe_held_too_long_or_owned_by_no_request(central
     assert central.vault.held(fresh.request_id) and not central.vault.held(old.request_id)
     assert [p.name for p in central.vault.folder.iterdir()] != []
     assert probes.sweep(None) == []
+
+
+def test_the_review_key_command_makes_a_private_key_once_and_settings_find_everything(tmp_path, capsys) -> None:
+    from central.peer_review.__main__ import main
+    from central.peer_review.review_key import load_review_key
+    from central.settings import load
+    from core.errors import SettingsError
+
+    key = tmp_path / "review.key"
+    assert main(["review-key", "--out", str(key)]) == 0
+    assert oct(key.stat().st_mode & 0o777) == "0o600" and len((tmp_path / "review.key.pub").read_text()) == 65
+    assert "give every desk" in capsys.readouterr().out
+    assert main(["review-key", "--out", str(key)]) == 2  # never replaced: every desk seals to it
+    assert "exists already" in capsys.readouterr().err
+    assert load_review_key(key) is not None and load_review_key(None) is None
+    (tmp_path / "bad.key").write_text("not hex\n")
+    with pytest.raises(SettingsError, match="is not a review key"):
+        load_review_key(tmp_path / "bad.key")
+    config = tmp_path / "central.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n[mqtt]\nhost = "127.0.0.1"\nport = 1883\n'
+                      f'[web]\nsecret_key = "{SECRET}"\n'
+                      f'[peer_review]\nreview_key = "{key}"\n'
+                      f'[[reports.libraries]]\nname = "National"\npath = "/srv/lib.db"\nkey_file = "/srv/lib.key"\n')
+    settings = load(config)
+    assert settings.review_probe_dir == tmp_path / "review-probes"
+    assert settings.review_libraries == [(Path("/srv/lib.db"), Path("/srv/lib.key"))]  # the reports' by default
+
+
+def test_a_desk_with_an_unreadable_review_key_is_told_what_to_copy(tmp_path) -> None:
+    from appliance.services.peer_review import load_review_key
+    from core.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="copy the public half of central's review key"):
+        load_review_key(tmp_path / "missing.pub")
+    (tmp_path / "wrong.pub").write_text("abc\n")
+    with pytest.raises(SettingsError, match="64 hex digits"):
+        load_review_key(tmp_path / "wrong.pub")
