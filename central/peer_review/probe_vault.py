@@ -123,7 +123,10 @@ class ProbeVault:
         return Destruction(request_id, tuple(removed))
 
     def request_ids(self) -> list[str]:
-        """Every request with a file in the folder (whole or half-written), for the sweep."""
+        """Every request with a file in the folder (whole or half-written), for the sweep; a temporary file
+        left by a crash mid-write is overwritten and removed here."""
+        for leftover in self.folder.glob("*.tmp"):
+            _shred(leftover)
         names = {p.stem for p in self.folder.iterdir() if p.suffix in (".key", ".probe")}
         out = []
         for name in sorted(names):

@@ -120,3 +120,19 @@ def test_reviewer_page_lists_requests_and_records_the_outcome(app: Flask, review
     shown = client.get(f"/peer-review/{req.request_id}").get_data(as_text=True)
     assert "decided · dr.reviewer" in shown
     assert client.get("/peer-review/00000000-0000-4000-8000-000000000000").status_code == 404
+
+
+def test_store_marks_a_held_probe_destroyed_once_in_either_database(database_url: str) -> None:
+    store = PeerReviewStore(database_url)
+    try:
+        req = make_request()
+        assert store.add_request(req, probe_held=True) == "new"
+        assert [r.request_id for r in store.held_probes()] == [req.request_id]
+        assert store.probe_destroyed(req.request_id, "dr.r", "review answered", "files removed")
+        assert not store.probe_destroyed(req.request_id, "central", "review answered", "again")
+        record = store.get(req.request_id)
+        assert (record.probe_state, store.held_probes()) == ("destroyed", [])
+        assert [(e["action"], e["actor"]) for e in store.log(req.request_id)][::-1] == [
+            ("requested", "officer"), ("probe_held", "central"), ("probe_destroyed", "dr.r")]
+    finally:
+        store.close()

@@ -299,3 +299,10 @@ def test_a_desk_with_an_unreadable_review_key_is_told_what_to_copy(tmp_path) -> 
     (tmp_path / "wrong.pub").write_text("abc\n")
     with pytest.raises(SettingsError, match="64 hex digits"):
         load_review_key(tmp_path / "wrong.pub")
+
+
+def test_a_half_written_probe_is_cleared_by_the_sweep(central) -> None:
+    stray = central.vault.folder / f"{uuid.uuid4()}.key.tmp"
+    stray.write_bytes(b"k" * 32)
+    assert ReviewProbes(central.reviews, central.vault).sweep(None) == []
+    assert list(central.vault.folder.iterdir()) == []
