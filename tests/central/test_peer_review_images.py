@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from core.topics import audit_topic, peer_review_request_topic
 from library.snapshot import Snapshot, read_key_file
 from testbed.chain_writer import ChainWriter
 from tests.audit_support import wait_for
-from tests.central.probe_scan import files_holding, runs
+from tests.central.probe_scan import files_holding, new_temp_files_holding, runs, text_holding
 from tests.central_signin import csrf_token, signed_in
 from tests.fleet_key import COMMAND_KEY
 
@@ -117,7 +119,9 @@ def held_secrets(vault: ProbeVault, request_id: str) -> list[bytes]:
 
 
 def test_the_probe_arrives_sealed_is_shown_beside_the_references_and_is_destroyed_when_answered(
-        central, publisher, probe_jpeg, demo_library) -> None:
+        central, publisher, probe_jpeg, demo_library, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    since = time.time() - 1
     req = central.request(probe_jpeg)
     payload = req.to_bytes()
     # On the wire: ciphertext only.
@@ -164,6 +168,9 @@ def test_the_probe_arrives_sealed_is_shown_beside_the_references_and_is_destroye
     assert "The probe image held for this review was destroyed." in client.get("/peer-review").get_data(as_text=True)
     assert not central.vault.held(req.request_id) and list(central.vault.folder.iterdir()) == []
     assert files_holding(secrets + runs(probe_jpeg), central.root) == []
+    # As on the desk: nor in any new temporary file, nor anything logged.
+    assert new_temp_files_holding(secrets + runs(probe_jpeg), since) == []
+    assert not text_holding(secrets + runs(probe_jpeg), caplog.text)
     destroyed = [e for e in central.reviews.log(req.request_id) if e["action"] == "probe_destroyed"]
     assert [(e["actor"], e["detail"].split(":")[0]) for e in destroyed] == [("dr.ahmed", "review answered")]
     assert "overwritten with random bytes, removed and checked absent" in destroyed[0]["detail"]
