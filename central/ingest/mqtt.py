@@ -251,7 +251,7 @@ class AuditIngest:
         self._last_probe_sweep = time.monotonic()
         try:
             assert self._probes is not None
-            self._probes.sweep(self._handler.store)
+            self._probes.sweep(self._handler.store, revoked=set(self._registry.revocations()))
         except Exception:  # the store or the folder is unusable: the probes wait, the ingest goes on
             logger.exception("could not sweep held peer review probes; will try again")
 

@@ -6,8 +6,9 @@ see: whether a probe is held, and the log). A probe is destroyed:
 * at once when the reviewer records the outcome (``central.web.peer_review``, actor: the reviewer);
 * by the sweep the ingest runs every few seconds, for a probe still held when its request was decided
   (a crash between the decision and the destruction), when the desk's audit trail says the case was
-  closed or its photo destroyed (a ``deletion`` event for the case, arriving with the audit), when it
-  has been held ``probe_max_days``, and for any file in the vault no held request owns.
+  closed or its photo destroyed (a ``deletion`` event for the case, arriving with the audit), when its
+  desk has been revoked (the outcome would never reach it), when it has been held ``probe_max_days``,
+  and for any file in the vault no held request owns.
 
 Each destruction is logged in ``peer_review_log`` (``probe_destroyed``: why, by whom, which files were
 overwritten and removed); the desk records its own side in its audit trail.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 from central.audit.filter import EventFilter
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 ANSWERED = "review answered"
 CASE_CLOSED = "case closed on the desk"
+REVOKED = "desk revoked"
 SWEEP_ACTOR = "central"
 
 
@@ -42,13 +45,15 @@ class ReviewProbes:
             logger.info("probe of peer review request %s destroyed (%s)", request_id, why)
         return done
 
-    def sweep(self, audit: AuditStore | None, now: datetime | None = None) -> list[tuple[str, str]]:
-        """Destroy every probe that should no longer be held; returns (request id, why) for each."""
+    def sweep(self, audit: AuditStore | None, now: datetime | None = None,
+              revoked: Collection[str] = ()) -> list[tuple[str, str]]:
+        """Destroy every probe that should no longer be held (``revoked``: desks central has revoked);
+        returns (request id, why) for each."""
         now = now or datetime.now(UTC)
         destroyed = []
         held = self.store.held_probes()
         for record in held:
-            why = self._why_destroy(record, audit, now)
+            why = REVOKED if record.device_id in revoked else self._why_destroy(record, audit, now)
             if why is not None:
                 self.destroy(record.request_id, why, SWEEP_ACTOR)
                 destroyed.append((record.request_id, why))

@@ -267,8 +267,10 @@ def test_the_sweep_destroys_a_probe_held_too_long_or_owned_by_no_request(central
     central.reviews.add_request(fresh, probe_held=True)
     assert sorted(probes.sweep(None)) == sorted([(old.request_id, "held 30 days"), (stray, "no request holds it")])
     assert central.vault.held(fresh.request_id) and not central.vault.held(old.request_id)
-    assert [p.name for p in central.vault.folder.iterdir()] != []
     assert probes.sweep(None) == []
+    # Its desk revoked, the outcome can never reach it: the probe goes too.
+    assert probes.sweep(None, revoked={central.desk.device_id}) == [(fresh.request_id, "desk revoked")]
+    assert list(central.vault.folder.iterdir()) == []
 
 
 def test_the_review_key_command_makes_a_private_key_once_and_settings_find_everything(tmp_path, capsys) -> None:

@@ -179,6 +179,11 @@ def test_the_reviewer_compares_the_face_searched_with_the_reference_and_the_outc
         assert not (central_served["probe_dir"] / f"{req.request_id}.probe").exists()
         gone = page.request.get(f"{central_served['base']}/peer-review/{req.request_id}/probe.jpg")
         assert gone.status == 404
+        # The answered review says the face is gone, and shows no image.
+        page.goto(f"{central_served['base']}/peer-review/{req.request_id}")
+        expect(page.locator("#images-gone")).to_contain_text("The face searched was destroyed at")
+        expect(page.get_by_role("img")).to_have_count(0)
+        assert axe_violations(page) == []
         assert csp == []
     finally:
         page.context.close()
