@@ -190,8 +190,9 @@ class CentralPeerReviewChannel(PeerReviewChannel):
         self._wake.set()
         logger.info("peer review request %s for case %s queued for central (probe image %s)", message.request_id,
                     request.case_id, "sealed to central's review key" if sealed else "not sent")
-        if sealed is None or self._review_key is None:
+        if sealed is None:
             return {"request_id": request_id, "face_image_sent": False}
+        assert self._review_key is not None  # only a configured key seals
         return {"request_id": request_id, "face_image_sent": True,
                 "review_key_id": review_key_id(self._review_key)}
 
@@ -226,7 +227,8 @@ class CentralPeerReviewChannel(PeerReviewChannel):
                     raise SnapshotError("library updated")
                 record = snapshot.record(c.record_id)
                 subject = record.subject_ref
-                source = record.source[: wire.MAX_NAME] or None
+                # A reference cut short would name another image or none: sent whole or not at all.
+                source = record.source if 0 < len(record.source) <= wire.MAX_NAME else None
             except SnapshotError:
                 subject = f"unavailable: library {version} was replaced (record {c.record_id})"
                 source = None
