@@ -78,8 +78,8 @@ def distractor_templates(pipelines: Sequence[FacePipeline], images: Sequence[Dis
     """Every face of at least ``MIN_FACE_PX`` in ``images`` (by default every distractor image), one row per pipeline.
 
     Detection is the first pipeline's, as in ``models.evaluation.runner``, so
-    every embedder sees the same faces. An image that cannot be decoded is
-    logged and counted as giving no face.
+    every embedder sees the same faces. An image that cannot be decoded, or a
+    face that cannot be embedded, is logged and counted as giving no face.
     """
     if not pipelines:
         raise ValueError("at least one pipeline is needed")
@@ -93,10 +93,17 @@ def distractor_templates(pipelines: Sequence[FacePipeline], images: Sequence[Dis
             sources[item.source] = 0
             continue
         faces = [f for f in pipelines[0].detect(image) if min(f.w, f.h) >= MIN_FACE_PX]
-        sources[item.source] = len(faces)
+        used = 0
         for face in faces:
-            for pipeline in pipelines:
-                rows[pipeline.embedder_id].append(pipeline.embed(image, face))
+            try:  # every embedder or none, so each embedder's gallery holds the same faces
+                embedded = [pipeline.embed(image, face) for pipeline in pipelines]
+            except (CustodyRfrError, ValueError) as e:
+                logger.warning("a face in distractor %s not used: %s", item.source, e)
+                continue
+            for pipeline, template in zip(pipelines, embedded, strict=True):
+                rows[pipeline.embedder_id].append(template)
+            used += 1
+        sources[item.source] = used
     templates = {embedder: (np.vstack(found).astype(np.float32) if found else np.empty((0, p.dim), np.float32))
                  for (embedder, found), p in zip(rows.items(), pipelines, strict=True)}
     return Distractors(templates, sources)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models import evaluate
+from models.evaluation.distractors import DistractorImage, distractor_templates
 from models.evaluation.identification import (
     FPIRS,
     GALLERIES,
@@ -25,6 +26,7 @@ from models.evaluation.identification import (
     projected,
 )
 from models.evaluation.metrics import threshold_at_far
+from supply.pinned import member
 from tests.models.conftest import DEV_FACES
 
 RNG_SEED = 2026
@@ -212,3 +214,14 @@ def test_command_writes_projected_figures_and_a_direct_check(tmp_path: Path, cap
     assert result["embedders"][result["embedder"]]["projected"] == projected_figures
     printed = capsys.readouterr().out
     assert "1:N projection" in printed and "direct check, gallery of" in printed
+
+
+@pytest.mark.models
+def test_distractors_are_every_face_of_the_given_images_and_a_bad_file_gives_none(pipeline) -> None:
+    group = member("vladmandic-face-api", "package/demo/sample1.jpg").read_bytes()
+    found = distractor_templates([pipeline], [DistractorImage("not a photo", b"GIF89a not really"),
+                                              DistractorImage("sample1", group)])
+    assert found.sources == {"not a photo": 0, "sample1": 3}  # three people in the photo
+    templates = found.templates[pipeline.embedder_id]
+    assert templates.shape == (3, pipeline.dim)
+    assert np.allclose(np.linalg.norm(templates, axis=1), 1.0, atol=1e-5)
