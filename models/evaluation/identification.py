@@ -162,8 +162,10 @@ class Tail:
 
 def _profile(theta: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Grimshaw's profile: for each theta = shape/scale, the best shape and the log-likelihood per unit weight."""
-    logs = np.log1p(np.outer(theta, y))  # (thetas, excesses)
-    shape = logs @ w / w.sum()
+    # A few thetas at a time: a large set's tail has hundreds of thousands of excesses.
+    chunks = np.array_split(theta, max(theta.size // 8, 1))
+    shape = np.concatenate([np.log1p(np.outer(chunk, y)) @ w for chunk in chunks])
+    shape /= w.sum()
     with np.errstate(divide="ignore", invalid="ignore"):
         loglik = -(np.log(shape / theta) + shape + 1.0)
     return shape, loglik
@@ -454,10 +456,10 @@ def identification_report(templates: np.ndarray, labels: Sequence[str] | np.ndar
     """
     labels = np.asarray(labels)
     similarity = templates.astype(np.float64) @ templates.T.astype(np.float64)
+    scores = pair_scores_by_identity(similarity, labels)
     out: dict[str, Any] = {}
     try:
-        out["projected"], out["projection_model"] = projected(pair_scores_by_identity(similarity, labels),
-                                                              resamples=resamples, seed=seed)
+        out["projected"], out["projection_model"] = projected(scores, resamples=resamples, seed=seed)
     except ProjectionError as e:
         out["projected"], out["projection_model"] = {}, {"error": str(e)}
     try:
@@ -467,7 +469,7 @@ def identification_report(templates: np.ndarray, labels: Sequence[str] | np.ndar
         direct["distractor_sources"] = dict(distractor_sources)
         size = direct["gallery_size_median"]
         if out["projected"]:
-            _tail, at_size = project(pair_scores_by_identity(similarity, labels), galleries=(size,))
+            _tail, at_size = project(scores, galleries=(size,))
             direct["model_at_this_size"] = {key: _rounded(key, v) for key, v in at_size[size].items()}
         out["direct_check"] = direct
     except ProjectionError as e:
