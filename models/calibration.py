@@ -127,3 +127,58 @@ def calibration_toml(bands: tuple[ScoreBand, ...], *, status: str, source: str, 
         if band.tar is not None:
             lines.append(f"tar = {band.tar:.4f}")
     return "\n".join(lines) + "\n"
+
+
+# Band wording at a library's size. A band's FAR is a rate per comparison; a search compares the probe with
+# every record, so at a million records "1 in 10,000" means about a hundred different people per search.
+BAND_TITLES = {"strong": "Strong similarity", "moderate": "Moderate similarity", "weak": "Weak similarity"}
+
+
+def expected_different_people(far: float, records: int) -> float:
+    """How many records of other people are expected at or above a band's threshold in one search: FAR x records."""
+    if records < 0:
+        raise ValueError(f"a library cannot hold {records} records")
+    if not 0 <= far <= 1:
+        raise ValueError(f"a false-accept rate must be between 0 and 1, not {far}")
+    return far * records
+
+
+def _two_figures(value: float) -> str:
+    """A count a person reads at a glance: whole, two significant figures, with thousands separators."""
+    if value < 10:
+        return f"{round(value):,}"
+    rounded = round(value, 1 - math.floor(math.log10(value)))
+    return f"{round(rounded):,}"
+
+
+def people_at_library_size(far: float, records: int) -> str:
+    """``about 100 different people`` (FAR 1e-4 x 1,000,000 records), or how rarely when fewer than one."""
+    expected = expected_different_people(far, records)
+    if expected >= 1.5:
+        return f"about {_two_figures(expected)} different people"
+    if expected >= 0.5:
+        return "about 1 different person"
+    if expected == 0:
+        return "no different person measured"
+    return f"about 1 different person in every {_two_figures(1 / expected)} searches"
+
+
+def band_at_library_size(band: ScoreBand, records: int) -> str:
+    """One band stated at the size of the library searched, in the words the desk shows.
+
+    The estimate assumes every record is a different person from the one
+    photographed and that the calibration set's rate holds for the library's
+    photos; the sentence says "expected" because it is an average over searches.
+    """
+    title = BAND_TITLES.get(band.name, band.name.capitalize())
+    expected = expected_different_people(band.far, records)
+    where = f"in a search of {records:,} records"
+    if expected == 0:
+        return (f"{title}: no different person reached this band on the calibration set, so how many would "
+                f"{where} cannot be estimated from it.")
+    people = people_at_library_size(band.far, records)
+    if expected < 0.5:
+        return (f"{title}: {where}, a different person is expected to score this high in about 1 search "
+                f"in {_two_figures(1 / expected)}.")
+    verb = "is" if expected < 1.5 else "are"
+    return f"{title}: {where}, {people} {verb} expected to score this high."

@@ -7,6 +7,12 @@ figures are also under ``embedders``, keyed by embedder id, so several can be
 compared in one run on the same detections. ``--calibration`` also prints a
 ``[calibration]`` table for each embedder's manifest.
 
+Each embedder's figures include 1:N identification at a force's library size
+(``projected``, keyed ``100000``, ``1000000`` and ``20000000``, and the model
+behind it in ``projection_model``; see ``models.evaluation.identification``)
+and a ``direct_check``: the same searches against the set padded with every
+face the pinned registry packages hold (``models.evaluation.distractors``).
+
 Exit status: 0 on success, 2 when DIR or a manifest cannot be used (one line
 on stderr says why).
 """
@@ -21,10 +27,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.errors import CustodyRfrError
 from models.calibration import BAND_TARGETS, BELOW, BELOW_LABEL, ScoreBand, calibration_toml
+from models.evaluation.distractors import Distractors, distractor_templates
+from models.evaluation.identification import BOOTSTRAP_RESAMPLES, format_identification, identification_report
 from models.evaluation.report import format_summary, summarise
-from models.evaluation.runner import run
+from models.evaluation.runner import ImageRecord, run
 from models.pipeline import DEFAULT_EMBEDDER, FacePipeline
 
 logger = logging.getLogger(__name__)
@@ -38,14 +48,30 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"manifest name or path (repeat to compare; default {DEFAULT_EMBEDDER})")
     parser.add_argument("--calibration", action="store_true",
                         help="also print a [calibration] table for each embedder's manifest")
+    parser.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES,
+                        help=f"identity bootstrap resamples for the 1:N intervals (default {BOOTSTRAP_RESAMPLES})")
     return parser
 
 
-def evaluate(faces: Path, embedders: list[str]) -> dict[str, Any]:
+def identification(records: list[ImageRecord], embedder_id: str, distractors: Distractors,
+                   resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
+    """``projected``, ``projection_model`` and ``direct_check`` for one embedder's templates."""
+    usable = [r for r in records if embedder_id in r.templates]
+    if not usable:
+        return {"projected": {}, "projection_model": {"error": "no image yielded a template"},
+                "direct_check": {"error": "no image yielded a template"}}
+    templates = np.vstack([r.templates[embedder_id] for r in usable])
+    return identification_report(templates, [r.identity for r in usable], distractors.templates[embedder_id],
+                                 distractors.sources, resamples=resamples)
+
+
+def evaluate(faces: Path, embedders: list[str], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
     """All figures: the first embedder's at the top level, every embedder's under ``embedders``."""
     pipelines = [FacePipeline.load(embedder=name) for name in embedders]
     records = run(faces, pipelines)
-    per_embedder = {p.embedder_id: summarise(records, p.embedder_id) for p in pipelines}
+    distractors = distractor_templates(pipelines)
+    per_embedder = {p.embedder_id: summarise(records, p.embedder_id)
+                    | identification(records, p.embedder_id, distractors, resamples) for p in pipelines}
     result = dict(per_embedder[pipelines[0].embedder_id])
     result["dataset"] = str(faces)
     result["embedders"] = per_embedder
@@ -72,13 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.faces.is_dir():  # before compiling any model
         print(f"evaluate: {args.faces} is not a folder of <identity>/<image> files", file=sys.stderr)
         return 2
+    if args.resamples < 0:
+        print("evaluate: --resamples must be 0 or more", file=sys.stderr)
+        return 2
     try:
-        result = evaluate(args.faces, embedders)
+        result = evaluate(args.faces, embedders, args.resamples)
     except (CustodyRfrError, FileNotFoundError) as e:
         print(f"evaluate: {e}", file=sys.stderr)
         return 2
     for summary in result["embedders"].values():
         print(format_summary(summary))
+        print(format_identification(summary))
         if args.calibration and summary["genuine"]:
             print(_calibration_table(summary, str(args.faces)))
     if args.json is not None:

@@ -87,3 +87,26 @@ def describe(rank: int, score: float, record: ReferenceRecord, probe_date: date,
         time_lapse=time_lapse(record.image_date, probe_date), age_at_image=age_at_image(record),
         reference_quality=quality, reference_quality_reasons=reasons, decision=decision,
     )
+
+
+@dataclass(frozen=True)
+class SearchScale:
+    """How many records the search compared the face with, and what each band means at that size.
+
+    ``records_searched`` is None when the library has been replaced since the
+    search (the count of the version searched is no longer on the device).
+    """
+
+    records_searched: int | None
+    bands: list[str]
+
+
+def search_scale(records_searched: int | None, manifest: Any) -> SearchScale:
+    """Each calibrated band stated at the library's size (``models.calibration.band_at_library_size``)."""
+    calibration = getattr(manifest, "calibration", None)
+    if records_searched is None or calibration is None:
+        return SearchScale(records_searched, [])
+    from models.calibration import BELOW, band_at_library_size, bands_of
+
+    return SearchScale(records_searched, [band_at_library_size(band, records_searched)
+                                          for band in bands_of(calibration) if band.name != BELOW])

@@ -31,7 +31,7 @@ import numpy as np
 from appliance.services.access import Access, CaseAccess, CaseNotFound, CaseParties, case_access
 from appliance.services.accounts import User
 from appliance.services.audit import AuditLog
-from appliance.services.candidate_view import CandidateView, describe
+from appliance.services.candidate_view import CandidateView, SearchScale, describe, search_scale
 from appliance.services.library import LibraryHolder
 from appliance.services.peer_review import (
     LocalPeerReviewChannel,
@@ -195,6 +195,9 @@ class CaseFile:
 
     def candidate_views(self) -> list[CandidateView]:
         return self._service.candidate_views(self.case.case_id) if self.record else []
+
+    def search_scale(self) -> SearchScale | None:
+        return self._service.search_scale(self.case.case_id) if self.record else None
 
     def review(self) -> PeerReviewRow | None:
         return self._service.reviews.get(self.case.case_id) if self.record else None
@@ -422,6 +425,13 @@ class CaseService:
                 record = ReferenceRecord(subject_ref="Not available: the library was updated", source="")
             views.append(describe(c.rank, c.score, record, probe_date, self.pipeline.embedder_manifest, c.decision))
         return views
+
+    def search_scale(self, case_id: str) -> SearchScale:
+        """Records searched (from the library version the search used) and each band stated at that size."""
+        case = self.get(case_id)
+        snapshot = self.library.current
+        records = snapshot.count if case.library_version == snapshot.version else None
+        return search_scale(records, self.pipeline.embedder_manifest)
 
     def _reference(self, case: Case, rank: int) -> tuple[Any, bytes]:
         """The library record and thumbnail of one candidate, from the library version that was searched."""

@@ -176,7 +176,7 @@ def _candidates_page(file: CaseFile, status: int = 200, error: str | None = None
                      values: dict[str, Any] | None = None) -> tuple[str, int]:
     return render_template("candidates.html", case=file.case, views=file.candidate_views(), probe=file.probe(),
                            age_bands=AGE_BAND_LABELS, decisions=DECISION_LABELS, is_owner=file.is_owner,
-                           error=error, values=values or {}), status
+                           error=error, values=values or {}, scale=file.search_scale()), status
 
 
 @bp.post("/<case_id>/adjudicate")

@@ -4,6 +4,9 @@ DIR holds ``<identity>/<image>`` files; CSV gives each identity's sex, ethnicity
 code and age band (``central.assurance.groups``). The operating threshold is the
 embedder manifest's calibrated ``threshold_far_1e-3``. Writes the JSON report
 and a DET chart (``OUT`` with ``.det.png``, or ``--chart``), and prints a summary.
+The report also carries the 1:N figures at a force's library size that
+``python -m models.evaluate`` gives (``projected``, ``projection_model``,
+``direct_check``), computed by the same module on the same templates.
 
 Exit status: 0 on success (whether or not a differential is flagged: the
 report says so), 2 when DIR, the CSV or the embedder cannot be used (one line
@@ -24,6 +27,8 @@ from central.assurance import report
 from central.assurance.groups import GroupsFileError, read_groups
 from central.assurance.harness import SampleRule, evaluate
 from core.errors import CustodyRfrError
+from models.evaluation.distractors import distractor_templates
+from models.evaluation.identification import BOOTSTRAP_RESAMPLES, format_identification, identification_report
 from models.evaluation.runner import labelled_images, run
 from models.pipeline import DEFAULT_EMBEDDER, FacePipeline
 
@@ -42,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--rank", type=int, default=10, help="candidates a search returns, as at the desk (default 10)")
     ev.add_argument("--ratio", type=float, default=1.5,
                     help="flag a group whose rate exceeds this multiple of the overall rate (default 1.5)")
+    ev.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES,
+                    help=f"identity bootstrap resamples for the 1:N intervals (default {BOOTSTRAP_RESAMPLES})")
     return parser
 
 
@@ -53,8 +60,8 @@ def _fail(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.rank < 1 or args.ratio <= 1:
-        return _fail("--rank must be at least 1 and --ratio more than 1")
+    if args.rank < 1 or args.ratio <= 1 or args.resamples < 0:
+        return _fail("--rank must be at least 1, --ratio more than 1 and --resamples 0 or more")
     try:
         groups = read_groups(args.groups)
         identities = {identity for identity, _path in labelled_images(args.faces)}
@@ -73,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{pipeline.embedder_id} has no [calibration] table: no operating threshold")
     threshold = calibration.threshold_far_1e_3
     records = run(args.faces, [pipeline])
+    try:
+        distractors = distractor_templates([pipeline])
+    except CustodyRfrError as e:
+        return _fail(str(e))
     usable = [r for r in records if pipeline.embedder_id in r.templates]
     if len(usable) < 2:
         return _fail(f"only {len(usable)} images in {args.faces} yielded a face template")
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     rule = SampleRule()
     overall, per_group = evaluate(templates @ templates.T, labels, groups, threshold, rank=args.rank,
                                   ratio_limit=args.ratio, rule=rule)
+    scale = identification_report(templates, labels, distractors.templates[pipeline.embedder_id],
+                                  distractors.sources, resamples=args.resamples)
     chart_path = args.chart or args.json.with_suffix(".det.png")
     result = report.build(
         overall, per_group, embedder=pipeline.embedder_id, threshold=threshold,
@@ -89,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset={"faces": str(args.faces), "groups": str(args.groups), "images": len(records),
                  "images_with_template": len(usable), "identities": len(set(labels)),
                  "det_chart": str(chart_path)},
-    )
+    ) | scale
     chart_path.write_bytes(report.chart(overall, per_group, f"DET per group: {pipeline.embedder_id}"))
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(report.summary(result))
+    print(format_identification(result))
     print(f"wrote {args.json} and {chart_path}")
     return 0
 

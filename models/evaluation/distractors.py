@@ -1,0 +1,109 @@
+"""Distractor faces for the 1:N direct check: every face image the project obtains from pinned registry packages.
+
+A direct check searches the labelled set against a library padded with faces
+of people who are not in it. Nothing may come from a model hub, so the padding
+is what pinned packages already carry: the group photos and portraits in
+npm ``@vladmandic/face-api``'s demo folder (pinned in ``supply/catalogue.toml``)
+and the portrait matplotlib ships as sample data (pinned by version and hash in
+``requirements.lock``). Every face the production detector finds in them, at
+least ``MIN_FACE_PX`` across, is one distractor record.
+
+Left out on purpose, with the reason beside each in ``EXCLUDED``: the
+face_recognition sdist's test photos show Barack Obama and Joe Biden, who are
+identities of the development set (they would be mates, not distractors), and
+one demo screenshot repeats the six group photos.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import CustodyRfrError
+from models.image import decode_image
+from models.pipeline import FacePipeline
+from supply import pinned
+
+logger = logging.getLogger(__name__)
+
+MIN_FACE_PX = 40  # as the demo library: smaller faces would not be enrolled
+FACE_API = "vladmandic-face-api"
+FACE_API_IMAGES = (*(f"package/demo/sample{i}.jpg" for i in range(1, 7)), "package/demo/facemesh.png",
+                   "package/demo/screenshot-webcam.png")
+MATPLOTLIB_SAMPLE = "grace_hopper.jpg"
+EXCLUDED = {
+    "face-recognition-sdist: face_recognition-1.3.0/tests/test_images/*":
+        "Barack Obama and Joe Biden, identities of the development set: mates, not distractors",
+    f"{FACE_API}: package/demo/screenshot-images.png": "repeats the six group photos (the same faces again)",
+}
+
+
+@dataclass(frozen=True)
+class DistractorImage:
+    """One source image: where it came from and its bytes."""
+
+    source: str
+    data: bytes
+
+
+def distractor_images() -> list[DistractorImage]:
+    """The source images, verified against their pins; a package that cannot be had is an error, not a skip."""
+    images = [DistractorImage(f"{FACE_API}: {name}", pinned.member(FACE_API, name).read_bytes())
+              for name in FACE_API_IMAGES]
+    import matplotlib.cbook  # only here: the one portrait matplotlib ships
+
+    sample = Path(matplotlib.cbook.get_sample_data(MATPLOTLIB_SAMPLE, asfileobj=False))
+    images.append(DistractorImage(f"matplotlib sample data: {MATPLOTLIB_SAMPLE}", sample.read_bytes()))
+    return images
+
+
+@dataclass(frozen=True)
+class Distractors:
+    """Distractor templates per embedder id (rows L2-normalised) and the number of faces from each source."""
+
+    templates: dict[str, np.ndarray]
+    sources: dict[str, int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.sources.values())
+
+
+def distractor_templates(pipelines: Sequence[FacePipeline], images: Sequence[DistractorImage] | None = None
+                         ) -> Distractors:
+    """Every face of at least ``MIN_FACE_PX`` in ``images`` (by default every distractor image), one row per pipeline.
+
+    Detection is the first pipeline's, as in ``models.evaluation.runner``, so
+    every embedder sees the same faces. An image that cannot be decoded, or a
+    face that cannot be embedded, is logged and counted as giving no face.
+    """
+    if not pipelines:
+        raise ValueError("at least one pipeline is needed")
+    rows: dict[str, list[np.ndarray]] = {p.embedder_id: [] for p in pipelines}
+    sources: dict[str, int] = {}
+    for item in distractor_images() if images is None else images:
+        try:
+            image = decode_image(item.data)
+        except (CustodyRfrError, ValueError) as e:
+            logger.warning("distractor %s not used: %s", item.source, e)
+            sources[item.source] = 0
+            continue
+        faces = [f for f in pipelines[0].detect(image) if min(f.w, f.h) >= MIN_FACE_PX]
+        used = 0
+        for face in faces:
+            try:  # every embedder or none, so each embedder's gallery holds the same faces
+                embedded = [pipeline.embed(image, face) for pipeline in pipelines]
+            except (CustodyRfrError, ValueError) as e:
+                logger.warning("a face in distractor %s not used: %s", item.source, e)
+                continue
+            for pipeline, template in zip(pipelines, embedded, strict=True):
+                rows[pipeline.embedder_id].append(template)
+            used += 1
+        sources[item.source] = used
+    templates = {embedder: (np.vstack(found).astype(np.float32) if found else np.empty((0, p.dim), np.float32))
+                 for (embedder, found), p in zip(rows.items(), pipelines, strict=True)}
+    return Distractors(templates, sources)

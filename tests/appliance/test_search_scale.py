@@ -1,0 +1,48 @@
+"""The candidates page says how many records were searched and what each band means at that size."""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+
+import pytest
+
+from models.calibration import band_at_library_size, bands_of
+from tests.appliance.desk_helpers import add_users, approved_case, fast_kdf, to_candidates
+
+
+@pytest.fixture
+def desk_app(app, monkeypatch):
+    fast_kdf(monkeypatch)
+    add_users(app)
+    return app
+
+
+def test_candidates_page_states_records_searched_and_each_band_at_that_size(desk_app, face_photo):
+    desk, case_id = approved_case(desk_app)
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    page = html_lib.unescape(re.sub(r"<[^>]+>", "", html))  # the words a screen reader reads
+    runtime = desk_app.extensions["desk"]
+    records = runtime.library.current.count
+    assert records == 9  # the demo library: three named photos and the six faces of two group photos
+    assert f"This face was compared with {records:,} records" in page
+    calibration = runtime.pipeline.embedder_manifest.calibration
+    stated = [band_at_library_size(b, records) for b in bands_of(calibration) if b.name != "below threshold"]
+    assert len(stated) == 3
+    for sentence in stated:
+        assert sentence in page
+    # A band's per-comparison rate times the records: with 9 records the weak band (FAR ~1e-2) is reached
+    # by a different person in about one search in 11.
+    assert "Weak similarity: in a search of 9 records, a different person is expected to score this high in " \
+           "about 1 search in 11." in page
+
+
+def test_after_a_library_update_the_count_searched_is_not_guessed(desk_app, face_photo):
+    desk, case_id = approved_case(desk_app)
+    to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    runtime = desk_app.extensions["desk"]
+    runtime.cases.store.update(case_id, library_version=runtime.library.current.version + 1)
+    page = desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
+    assert "How many records were searched" in page
+    assert "Not available: the reference library has been updated since this search." in page
+    assert "This face was compared with" not in page
