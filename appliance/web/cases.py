@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from appliance.services.access import Access
 from appliance.services.accounts import AccountService, LoginRefusedError
@@ -44,6 +44,7 @@ from appliance.web import case_status, submission_form
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
 from models.errors import ImageRejectedError, NoFaceError
+from websession.interface import not_activity
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 
@@ -196,8 +197,10 @@ def status(case_id: str):  # type: ignore[no-untyped-def]
     """The officer's page asks whether the case has moved on: 204 while not, else the page to swap in.
 
     ``seen`` is the status the page was drawn at (``case_status.status_token``). Without it this is
-    simply the case page, so the address works in a browser too.
+    simply the case page, so the address works in a browser too. A poll is not the officer using the
+    desk: it leaves the session's idle clock alone, so a page left open still signs out on time.
     """
+    not_activity(session)
     seen = request.args.get("seen")
     case = cases().open_case(case_id, current_user(), "case status").case
     if seen is not None and seen == case_status.status_token(case):

@@ -102,6 +102,9 @@ def test_refusal_needs_a_reason_and_closes_the_case(desk_app):
     for step in ("withdraw", "probe", "search"):
         assert officer.post(f"/cases/{case_id}/{step}").status_code in (400, 403, 409)
     assert "Refused by inspector" in text(inspector.get(f"/cases/{case_id}")), "the refuser keeps the record"
+    assert "Refused by the approver" in text(officer.get("/"))
+    assert officer.get(f"/cases/{case_id}/summary").status_code == 200
+    assert "Refused by inspector" in text(Desk(desk_app, "auditor").get(f"/cases/{case_id}")), "closed: auditable"
     [refused] = events(desk_app, "submission_refused")
     assert (refused["actor"], refused["outcome"], refused["details"]["case_id"]) == ("inspector", "refused", case_id)
     assert reason not in str(refused), "free text stays on the desk"
@@ -125,6 +128,7 @@ def test_return_for_changes_then_the_officer_changes_and_resends(desk_app):
 
     page = text(officer.get(f"/cases/{case_id}"))
     assert note in page and f'href="/cases/{case_id}/edit"' in page
+    assert "Returned for changes" in text(officer.get("/"))
     form = text(officer.get(f"/cases/{case_id}/edit"))
     assert note in form and 'value="CR-2025-00123"' in form and f'action="/cases/{case_id}/resubmit"' in form
     assert Desk(desk_app, "officer2").get(f"/cases/{case_id}/edit").status_code == 404
@@ -182,3 +186,27 @@ def test_the_status_answers_204_until_the_case_moves_on_then_the_page_with_what_
     assert 'hx-trigger="every' not in html, "nothing more changes behind the officer: the polling stops"
     assert 'id="probe-form"' in html and "camera.js" in html
     assert Desk(desk_app, "officer2").get(url).status_code == 404
+
+
+def test_polling_is_not_activity_so_a_page_left_open_still_signs_out(desk_app):
+    """Old code (every request marks the session used): a page polling every 5 s never timed out."""
+    sessions = desk_app.extensions["desk"].sessions
+    now = [1_000_000.0]
+    sessions._clock = lambda: now[0]
+    officer = Desk(desk_app, "officer")
+    case_id = case_id_from(officer.submit())
+    url = re.search(r'id="case-poll" hx-get="([^"]+)"', text(officer.get(f"/cases/{case_id}"))).group(1)
+    url = url.replace("&amp;", "&")
+    step = 5.0
+    for _ in range(int(sessions.idle_s / step) - 1):  # polls just short of the idle timeout: still signed in
+        now[0] += step
+        assert officer.get(url).status_code == 204
+    now[0] += 2 * step  # the idle timeout has passed since the officer last did anything
+    polled = officer.client.get(url, headers={"HX-Request": "true"})
+    assert polled.status_code == 401 and polled.headers["HX-Redirect"].startswith("/login")
+
+    other = Desk(desk_app, "officer2")  # the same, with a person using the page: the session stays
+    start = now[0]
+    while now[0] < start + 2 * sessions.idle_s:
+        now[0] += sessions.idle_s / 2
+        assert other.get("/").status_code == 200
