@@ -120,15 +120,26 @@ def test_return_for_changes_then_resubmit_then_approval_all_reach_the_open_page(
     field = page.get_by_label("Why did these checks not establish")
     expect(field).to_have_value(re.compile("PNC found no trace"))
     at_both_widths(page, accessible)
-    field.fill(field.input_value() + " PNC on the second name given: no trace either.")
+    original = field.input_value()
+    field.fill("")
+    page.get_by_role("button", name="Send the changed request for approval").click()
+    expect(page.locator("#error-summary")).to_contain_text("Explain why those checks")
+    expect(page.locator("#return-note")).to_contain_text(note)  # what to change stays in view
+    at_both_widths(page, accessible)
+    field = page.get_by_label("Why did these checks not establish")
+    field.fill(original + " PNC on the second name given: no trace either.")
     page.get_by_role("button", name="Send the changed request for approval").click()
     expect(page.locator("#case-state")).to_contain_text("Waiting for approval")
     mark_no_reload(page)
 
+    # Focus inside the swapped body stays on the same control (htmx restores it by id).
+    withdraw = page.get_by_role("button", name=re.compile("Withdraw this request"))
+    withdraw.focus()
     inspector.goto(f"/cases/{case_id}")
     expect(inspector.page.locator("#step-h ~ p").first).to_contain_text(note)
     approve(inspector.page, live_server, case_id)
     expect(page.locator("#case-announce")).to_contain_text("Approved by inspector", timeout=SEEN_WITHIN_MS)
+    expect(withdraw).to_be_focused()
     assert_not_reloaded(page)
 
 
