@@ -103,7 +103,8 @@ def test_refusal_needs_a_reason_and_closes_the_case(desk_app):
         assert officer.post(f"/cases/{case_id}/{step}").status_code in (400, 403, 409)
     assert "Refused by inspector" in text(inspector.get(f"/cases/{case_id}")), "the refuser keeps the record"
     assert "Refused by the approver" in text(officer.get("/"))
-    assert officer.get(f"/cases/{case_id}/summary").status_code == 200
+    summary = officer.get(f"/cases/{case_id}/summary")
+    assert summary.status_code == 200 and f"by inspector: {reason}" in text(summary), "the printed record says why"
     assert "Refused by inspector" in text(Desk(desk_app, "auditor").get(f"/cases/{case_id}")), "closed: auditable"
     [refused] = events(desk_app, "submission_refused")
     assert (refused["actor"], refused["outcome"], refused["details"]["case_id"]) == ("inspector", "refused", case_id)
