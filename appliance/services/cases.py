@@ -51,7 +51,6 @@ from appliance.services.policy import (
     check_decider,
     check_peer_reviewer,
     check_technical_adviser,
-    may_approve_for,
     needs_peer_review,
     required_approval,
     validate_match_report,
@@ -182,11 +181,6 @@ class CaseFile:
     @property
     def is_owner(self) -> bool:
         return self.case.submitted_by == self.user.username
-
-    @property
-    def may_approve(self) -> bool:
-        """Whether to offer the approval form (the service still checks everything when it is sent)."""
-        return not self.is_owner and may_approve_for(self.user.role, Role(self.case.required_role))
 
     @property
     def approval_refusal(self) -> str | None:

@@ -70,7 +70,7 @@ def _page(case_id: str, status: int = 200, error: str | None = None, errors: dic
                                                      State.CLOSED_VIABLE) else []
     return render_template(
         "case.html", case=case, state_label=STATE_LABELS[case.state], req=required_approval(case.submission),
-        is_owner=file.is_owner, can_approve=file.may_approve, is_adviser=file.is_adviser,
+        is_owner=file.is_owner, is_adviser=file.is_adviser,
         images=file.images, probe=file.probe(), crops=file.crop_count(), review=file.review(), views=views,
         report=file.match_report(), summary=file.record, error=error, errors=errors or {}, values=values or {},
         reasons=REASON_LABELS, checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS,
