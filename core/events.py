@@ -30,6 +30,8 @@ EVENT_TYPES = frozenset({
     "login", "logout", "submission", "approval", "search", "search_refused", "candidate_viewed", "access_refused",
     "adjudication", "match_report", "peer_review", "deletion", "library_loaded", "library_update",
     "library_update_refused", "config_change", "request_refused", "device_wiped",
+    # The approver's other two answers to a submission: refused (the case ends) or returned for changes.
+    "submission_refused", "submission_returned",
 })
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
            "prev_hash", "hash"}

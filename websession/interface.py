@@ -42,6 +42,7 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
         self.modified = False
         self.rotate = False
         self.ended = False
+        self.passive = False  # a request the page made by itself: not activity (``not_activity``)
 
     def regenerate(self) -> None:
         """Issue a new token at the end of this request (call at sign-in)."""
@@ -50,6 +51,16 @@ class ServerSession(CallbackDict[str, Any], SessionMixin):
     def end(self) -> None:
         """Delete the server-side session and the cookie at the end of this request (sign-out)."""
         self.ended = True
+
+
+def not_activity(session: SessionMixin) -> None:
+    """Mark this request as one the page made by itself (a status poll), not the person using it.
+
+    It does not mark the session as used, so a page left open and polling still signs out after the
+    idle timeout, as one left open and quiet does.
+    """
+    if isinstance(session, ServerSession):
+        session.passive = True
 
 
 class ServerSessionInterface(SessionInterface):
@@ -98,7 +109,8 @@ class ServerSessionInterface(SessionInterface):
             self._cookie(response, self.signin_cookie, None)
             return
         if session.token:
-            self.manager.save(session.token, dict(session))  # also marks the session as used now
+            if not (session.passive and not session.modified):
+                self.manager.save(session.token, dict(session))  # also marks the session as used now
             return
         if session.expired:
             self._cookie(response, self.cookie, None)

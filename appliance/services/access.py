@@ -57,6 +57,7 @@ class CaseParties:
     awaiting_approval: bool
     awaiting_local_peer_review: bool  # a review a technical adviser on this desk records
     closed: bool
+    decided_by: str | None = None  # the approver who refused it or returned it for changes
 
 
 def case_access(user: User, case: CaseParties) -> Access:
@@ -69,6 +70,7 @@ def case_access(user: User, case: CaseParties) -> Access:
       details they decide on, no images (there are none before approval);
     - a technical adviser (not the one who judged the candidates), while it waits for a peer review
       recorded on this desk: everything, since the review compares the faces;
+    - the approver who refused it or returned it for changes: the submission details they decided on;
     - the auditor, once it has closed: the written record, read only, no images;
     - nobody else, and never the device administrator.
     """
@@ -82,6 +84,8 @@ def case_access(user: User, case: CaseParties) -> Access:
     if (case.awaiting_local_peer_review and role is Role.TECHNICAL_ADVISER
             and name != (case.adjudicated_by or case.submitted_by)):
         return Access.IMAGES
+    if name == case.decided_by:
+        return Access.DETAILS  # the approver who refused or returned it: what they decided on, no images
     if case.awaiting_approval:
         if may_approve_for(role, case.required_role):
             return Access.DETAILS

@@ -48,9 +48,9 @@ from appliance.services.policy import (
     check_approval,
     check_can_submit,
     check_case_owner,
+    check_decider,
     check_peer_reviewer,
     check_technical_adviser,
-    may_approve_for,
     needs_peer_review,
     required_approval,
     validate_match_report,
@@ -78,6 +78,8 @@ class State(StrEnum):
     CLOSED_NO_MATCH = "closed_no_match"
     CLOSED_VIABLE = "closed_viable"
     WITHDRAWN = "withdrawn"
+    RETURNED = "returned"  # sent back to the officer by the approver, to change and send again
+    REFUSED = "refused"  # refused by the approver: closed, no search
 
 
 STATE_LABELS = {
@@ -90,14 +92,18 @@ STATE_LABELS = {
     State.CLOSED_NO_MATCH: "Closed: no viable match (photo destroyed)",
     State.CLOSED_VIABLE: "Closed: viable match reported",
     State.WITHDRAWN: "Withdrawn (photo destroyed)",
+    State.RETURNED: "Returned for changes: change the request and send it again",
+    State.REFUSED: "Refused by the approver: closed, no search",
 }
 OPEN_STATES = frozenset({State.AWAITING_APPROVAL, State.APPROVED, State.PROBE_CAPTURED, State.CANDIDATES_SHOWN,
-                         State.AWAITING_PEER_REVIEW, State.AWAITING_MATCH_REPORT})
+                         State.AWAITING_PEER_REVIEW, State.AWAITING_MATCH_REPORT, State.RETURNED})
 
 RETENTION_VIABLE = ("Viable match: the probe image and face thumbnail are kept with the Match Report and the "
                     "candidate list as the basis of the intelligence lead, until the retention period the force "
                     "sets for viable matches ends; then they are destroyed. The probe template and any other "
                     "face crops were destroyed.")
+RETENTION_REFUSED = ("Refused: no photo was taken and no search ran. Only this record of the request, who "
+                     "refused it, when and why remains.")
 RETENTION_NONE = ("No viable match: the probe image, its template, face crops and the candidate list were "
                   "destroyed. Only this record of who searched, when, why and with what outcome remains.")
 
@@ -109,6 +115,14 @@ class CaseError(CustodyRfrError):
 class SubmissionInvalid(CaseError):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("The submission has problems: " + " ".join(errors.values()))
+        self.errors = errors
+
+
+class DecisionInvalid(CaseError):
+    """A refusal or return sent without what the officer needs to read (field name -> message)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(" ".join(errors.values()))
         self.errors = errors
 
 
@@ -169,9 +183,28 @@ class CaseFile:
         return self.case.submitted_by == self.user.username
 
     @property
-    def may_approve(self) -> bool:
-        """Whether to offer the approval form (the service still checks everything when it is sent)."""
-        return not self.is_owner and may_approve_for(self.user.role, Role(self.case.required_role))
+    def approval_refusal(self) -> str | None:
+        """Why this person may not approve now, said before any password is asked; None when they may.
+
+        The same rule the service applies when the approval is sent (``check_approval``), so the page
+        never offers a form the server would refuse.
+        """
+        try:
+            check_approval(self.user.username, self.user.role, self.case.submitted_by,
+                           required_approval(self.case.submission), advice_recorded=bool(self.case.advice_by))
+        except PolicyRefusal as e:
+            return str(e)
+        return None
+
+    @property
+    def may_decide(self) -> bool:
+        """Whether to offer Refuse and Return for changes (rank and not their own request; no advice needed)."""
+        try:
+            check_decider(self.user.username, self.user.role, self.case.submitted_by,
+                          required_approval(self.case.submission))
+        except PolicyRefusal:
+            return False
+        return True
 
     @property
     def is_adviser(self) -> bool:
@@ -253,7 +286,7 @@ class CaseService:
             advice_required=bool(case.advice_required), required_role=Role(case.required_role),
             adjudicated_by=case.adjudicated_by,
             peer_reviewer=review.reviewer if review is not None and review.channel == local else None,
-            awaiting_approval=case.state is State.AWAITING_APPROVAL,
+            awaiting_approval=case.state is State.AWAITING_APPROVAL, decided_by=case.refused_by or case.returned_by,
             awaiting_local_peer_review=(case.state is State.AWAITING_PEER_REVIEW
                                         and isinstance(self.channel, LocalPeerReviewChannel)),
             closed=not case.is_open)
@@ -325,6 +358,86 @@ class CaseService:
                           state=State.APPROVED.value)
         self.audit.record("approval", user.username, "approved", case_id=case_id, custody_ref=case.custody_ref,
                           approver_role=user.role.value, required_approval=req.min_role.value)
+        return self.get(case_id)
+
+    def check_may_decide(self, case_id: str, user: User, action: str, approving: bool = False) -> Case:
+        """The case, when ``user`` may decide on it now (asked before their password is checked); else refused,
+        audited. Approving needs recorded technical advice where the policy asks for it; refusing and
+        returning do not."""
+        self.open_case(case_id, user, action)
+        case = self._open(case_id, State.AWAITING_APPROVAL)
+        req = required_approval(case.submission)
+        try:
+            if approving:
+                check_approval(user.username, user.role, case.submitted_by, req, advice_recorded=bool(case.advice_by))
+            else:
+                check_decider(user.username, user.role, case.submitted_by, req)
+        except PolicyRefusal as e:
+            self._refused("approval", user, case, "refused", e)
+            raise
+        return case
+
+    def refuse(self, case_id: str, user: User, reason: str) -> Case:
+        """The approver refuses the search: the case ends here, and what it held is destroyed as on withdrawal."""
+        case = self.check_may_decide(case_id, user, "refusal")
+        if len(reason.strip()) < 10:
+            raise DecisionInvalid({"refusal_reason": "Say why the search is refused, for the officer and the "
+                                                     "audit (a sentence or two)."})
+        req = required_approval(case.submission)
+        self.store.update(case_id, refused_by=user.username, refused_at=self._clock(), refusal_reason=reason.strip())
+        # The reason itself stays on the desk with the case: audit events carry no free text (core.events).
+        self.audit.record("submission_refused", user.username, "refused", case_id=case_id,
+                          custody_ref=case.custody_ref, approver_role=user.role.value,
+                          required_approval=req.min_role.value)
+        self._close_no_match(case_id, user.username, "refused", state=State.REFUSED, case=case)
+        self.store.update(case_id, retention=RETENTION_REFUSED)
+        return self.get(case_id)
+
+    def return_for_changes(self, case_id: str, user: User, note: str) -> Case:
+        """The approver sends the request back to its officer, saying what to change; nothing is approved."""
+        case = self.check_may_decide(case_id, user, "return for changes")
+        if len(note.strip()) < 10:
+            raise DecisionInvalid({"return_note": "Say what the officer needs to change (a sentence or two)."})
+        self.store.update(case_id, returned_by=user.username, returned_at=self._clock(), return_note=note.strip(),
+                          state=State.RETURNED.value)
+        self.audit.record("submission_returned", user.username, "returned", case_id=case_id,
+                          custody_ref=case.custody_ref, approver_role=user.role.value,
+                          required_approval=required_approval(case.submission).min_role.value)
+        return self.get(case_id)
+
+    def editable(self, case_id: str, user: User) -> CaseFile:
+        """A returned request, for its officer to change (the form is offered to nobody else)."""
+        self._owned(case_id, user, "change request", State.RETURNED)
+        return self.open_case(case_id, user, "change request")
+
+    def resubmit(self, case_id: str, user: User, sub: Submission) -> Case:
+        """The officer sends a returned request again, changed: it waits for approval afresh.
+
+        The approval it needs is worked out again from the new answers. Technical advice already
+        recorded stays only while the answers that called for it are unchanged: advice given on
+        other facts would not be advice on this request.
+        """
+        case = self._owned(case_id, user, "resubmission", State.RETURNED)
+        errors = validate_submission(sub)
+        if errors:
+            raise SubmissionInvalid(errors)
+        req = required_approval(sub)
+        under_18, under_16 = apparent_minor_flags(sub.age_band)
+        same_grounds = (bool(case.disability), bool(case.predates_reassignment)) == (sub.disability,
+                                                                                     sub.predates_reassignment)
+        keep_advice = req.technical_advice and same_grounds and case.advice_by is not None
+        self.store.update(
+            case_id, custody_ref=sub.custody_ref.strip(), reason=sub.reason, checks=json.dumps(list(sub.checks)),
+            checks_detail=sub.checks_detail.strip(), age_band=sub.age_band, disability=int(sub.disability),
+            predates_reassignment=int(sub.predates_reassignment), state=State.AWAITING_APPROVAL.value,
+            required_role=req.min_role.value, advice_required=int(req.technical_advice),
+            advice_by=case.advice_by if keep_advice else None, advice_text=case.advice_text if keep_advice else None,
+            advice_at=case.advice_at if keep_advice else None,
+            apparent_under_18=_flag(under_18), apparent_under_16=_flag(under_16))
+        self.audit.record("submission", user.username, "resubmitted", case_id=case_id,
+                          custody_ref=sub.custody_ref.strip(), reason=sub.reason, age_band=sub.age_band,
+                          required_approval=req.min_role.value, technical_advice_required=req.technical_advice,
+                          technical_advice_kept=keep_advice)
         return self.get(case_id)
 
     # Probe capture and search ----------------------------------------------------
@@ -532,7 +645,7 @@ class CaseService:
     def withdraw(self, case_id: str, user: User) -> Case:
         """The owner ends an open case before adjudication (e.g. identity found another way)."""
         case = self._owned(case_id, user, "withdrawal", State.AWAITING_APPROVAL, State.APPROVED,
-                           State.PROBE_CAPTURED)
+                           State.PROBE_CAPTURED, State.RETURNED)
         return self._close_no_match(case_id, user.username, "withdrawn", state=State.WITHDRAWN, case=case)
 
     def _close_no_match(self, case_id: str, actor: str, why: str, state: State = State.CLOSED_NO_MATCH,

@@ -189,6 +189,20 @@ def check_can_submit(role: Role) -> None:
 def check_approval(approver: str, approver_role: Role, submitted_by: str, requirement: ApprovalRequirement,
                    advice_recorded: bool) -> None:
     """Raise ``PolicyRefusal`` unless this person may approve this case now."""
+    check_decider(approver, approver_role, submitted_by, requirement)
+    if requirement.technical_advice and not advice_recorded:
+        raise PolicyRefusal("Technical advice must be recorded before this search can be approved "
+                            "(possible disability affecting appearance or gender reassignment). "
+                            "Ask the facial recognition team's technical adviser.")
+
+
+def check_decider(approver: str, approver_role: Role, submitted_by: str, requirement: ApprovalRequirement) -> None:
+    """Raise ``PolicyRefusal`` unless this person has the rank to decide on this request at all.
+
+    Deciding means approving, refusing or returning it for changes: the same rank and the same
+    "never your own request" rule, so nobody below the required rank can end or send back a case
+    they could not have approved. Technical advice is needed only to approve (``check_approval``).
+    """
     if approver == submitted_by:
         raise PolicyRefusal("You cannot approve your own request. "
                             "Another officer of the required rank must approve it.")
@@ -199,10 +213,6 @@ def check_approval(approver: str, approver_role: Role, submitted_by: str, requir
     if rank < _APPROVAL_RANK[requirement.min_role]:
         raise PolicyRefusal(f"This search needs approval by a {requirement.min_role.label} or above: "
                             + " ".join(g for g in requirement.grounds if requirement.min_role.label in g))
-    if requirement.technical_advice and not advice_recorded:
-        raise PolicyRefusal("Technical advice must be recorded before this search can be approved "
-                            "(possible disability affecting appearance or gender reassignment). "
-                            "Ask the facial recognition team's technical adviser.")
 
 
 def check_technical_adviser(role: Role) -> None:

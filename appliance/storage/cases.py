@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS cases (
     library_version INTEGER, searched_at REAL,
     adjudicated_by TEXT, adjudicated_at REAL, doubts TEXT,
     outcome TEXT, closed_at REAL, retention TEXT,
-    biometrics_destroyed_at REAL
+    biometrics_destroyed_at REAL,
+    returned_by TEXT, returned_at REAL, return_note TEXT,
+    refused_by TEXT, refused_at REAL, refusal_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS case_probes (
     case_id TEXT PRIMARY KEY,
@@ -79,7 +81,9 @@ CREATE TABLE IF NOT EXISTS match_reports (
 # viable match's retention period ends.
 BIOMETRIC_TABLES = ("case_probes", "case_crops", "case_candidates")
 # Columns added after the first release: (name, declaration), added to an older database when it is opened.
-_ADDED_COLUMNS = (("biometrics_destroyed_at", "REAL"),)
+_ADDED_COLUMNS = (("biometrics_destroyed_at", "REAL"),
+                  ("returned_by", "TEXT"), ("returned_at", "REAL"), ("return_note", "TEXT"),
+                  ("refused_by", "TEXT"), ("refused_at", "REAL"), ("refusal_reason", "TEXT"))
 
 
 @dataclass(frozen=True)

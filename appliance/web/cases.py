@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from appliance.services.access import Access
 from appliance.services.accounts import AccountService, LoginRefusedError
@@ -23,8 +23,10 @@ from appliance.services.cases import (
     CaseError,
     CaseFile,
     CaseService,
+    DecisionInvalid,
     MatchReportInvalid,
     State,
+    SubmissionInvalid,
 )
 from appliance.services.policy import (
     AGE_BAND_LABELS,
@@ -35,11 +37,14 @@ from appliance.services.policy import (
     Decision,
     PolicyRefusal,
     required_approval,
+    validate_submission,
 )
 from appliance.services.retention import day
+from appliance.web import case_status, submission_form
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
 from models.errors import ImageRejectedError, NoFaceError
+from websession.interface import not_activity
 
 bp = Blueprint("cases", __name__, url_prefix="/cases")
 
@@ -58,19 +63,23 @@ def retention_notice(case: Case) -> str | None:
 
 
 def _page(case_id: str, status: int = 200, error: str | None = None, errors: dict[str, str] | None = None,
-          values: dict[str, Any] | None = None) -> tuple[str, int]:
+          values: dict[str, Any] | None = None, announce: str | None = None) -> tuple[str, int]:
     file = cases().open_case(case_id, current_user(), "case page")
     case = file.case
     views = file.candidate_views() if case.state in (State.AWAITING_PEER_REVIEW, State.AWAITING_MATCH_REPORT,
                                                      State.CLOSED_VIABLE) else []
     return render_template(
         "case.html", case=case, state_label=STATE_LABELS[case.state], req=required_approval(case.submission),
-        is_owner=file.is_owner, can_approve=file.may_approve, is_adviser=file.is_adviser,
+        is_owner=file.is_owner, is_adviser=file.is_adviser,
         images=file.images, probe=file.probe(), crops=file.crop_count(), review=file.review(), views=views,
         report=file.match_report(), summary=file.record, error=error, errors=errors or {}, values=values or {},
         reasons=REASON_LABELS, checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS,
         decisions=DECISION_LABELS, report_fields=MATCH_REPORT_FIELDS, State=State, Decision=Decision,
         retention_none=RETENTION_NONE, retention_notice=retention_notice(case),
+        approval_refusal=file.approval_refusal if case.state is State.AWAITING_APPROVAL else None,
+        may_decide=case.state is State.AWAITING_APPROVAL and file.may_decide,
+        polls=case_status.polls(case, file.is_owner), status_token=case_status.status_token(case),
+        poll_seconds=case_status.POLL_SECONDS, announce=announce,
     ), status
 
 
@@ -102,8 +111,12 @@ def advice(case_id: str):  # type: ignore[no-untyped-def]
 def approve(case_id: str):  # type: ignore[no-untyped-def]
     """The approver confirms with their own password on this device, then the policy decides."""
     user = current_user()
-    # A case this user may not open is not there: no password is checked against it.
-    cases().open_case(case_id, user, "approval")
+    # A case this user may not open is not there, and one they may not decide on is refused as such:
+    # either way no password is checked against it.
+    try:
+        cases().check_may_decide(case_id, user, "approval", approving=True)
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
     try:
         accounts().authenticate(user.username, request.form.get("password", ""))
     except LoginRefusedError as e:
@@ -113,6 +126,86 @@ def approve(case_id: str):  # type: ignore[no-untyped-def]
     except (PolicyRefusal, CaseError) as e:
         return _refusal(case_id, e)
     return redirect(url_for("cases.show", case_id=case_id))
+
+
+@bp.post("/<case_id>/refuse")
+@login_required
+def refuse(case_id: str):  # type: ignore[no-untyped-def]
+    """The approver refuses the search, with the reason the officer will read: the case closes."""
+    reason = request.form.get("refusal_reason", "")
+    try:
+        cases().refuse(case_id, current_user(), reason)
+    except DecisionInvalid as e:
+        return _page(case_id, 422, errors=e.errors, values={"refusal_reason": reason})
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
+    return redirect(url_for("cases.show", case_id=case_id))
+
+
+@bp.post("/<case_id>/return")
+@login_required
+def return_for_changes(case_id: str):  # type: ignore[no-untyped-def]
+    """The approver sends the request back to its officer, saying what to change."""
+    note = request.form.get("return_note", "")
+    try:
+        cases().return_for_changes(case_id, current_user(), note)
+    except DecisionInvalid as e:
+        return _page(case_id, 422, errors=e.errors, values={"return_note": note})
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
+    return redirect(url_for("cases.show", case_id=case_id))
+
+
+def _edit_page(file: CaseFile, status: int = 200, errors: dict[str, str] | None = None,
+               values: dict[str, Any] | None = None) -> tuple[str, int]:
+    """The submission form again, for a returned request: its answers, and what the approver asked to change."""
+    case = file.case
+    context = submission_form.context(errors, values or submission_form.values_from_case(case))
+    return render_template("submit.html", **context, returned=case,
+                           form_action=url_for("cases.resubmit", case_id=case.case_id)), status
+
+
+@bp.get("/<case_id>/edit")
+@login_required
+def edit(case_id: str):  # type: ignore[no-untyped-def]
+    try:
+        file = cases().editable(case_id, current_user())
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
+    return _edit_page(file)
+
+
+@bp.post("/<case_id>/resubmit")
+@login_required
+def resubmit(case_id: str):  # type: ignore[no-untyped-def]
+    sub, unanswered = submission_form.read(request.form)
+    try:
+        file = cases().editable(case_id, current_user())
+        if unanswered:
+            raise SubmissionInvalid({**validate_submission(sub), **unanswered})
+        cases().resubmit(case_id, current_user(), sub)
+    except SubmissionInvalid as e:
+        return _edit_page(file, 422, e.errors, submission_form.values_from_form(sub, request.form))
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
+    return redirect(url_for("cases.show", case_id=case_id))
+
+
+@bp.get("/<case_id>/status")
+@login_required
+def status(case_id: str):  # type: ignore[no-untyped-def]
+    """The officer's page asks whether the case has moved on: 204 while not, else the page to swap in.
+
+    ``seen`` is the status the page was drawn at (``case_status.status_token``). Without it this is
+    simply the case page, so the address works in a browser too. A poll is not the officer using the
+    desk: it leaves the session's idle clock alone, so a page left open still signs out on time.
+    """
+    not_activity(session)
+    seen = request.args.get("seen")
+    case = cases().open_case(case_id, current_user(), "case status").case
+    if seen is not None and seen == case_status.status_token(case):
+        return Response(status=204, headers={"Cache-Control": "no-store"})
+    return _page(case_id, announce=case_status.announcement(case) if seen is not None else None)
 
 
 def _probe_partial(case_id: str, status: int = 200, error: str | None = None):  # type: ignore[no-untyped-def]

@@ -6,16 +6,13 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from appliance.services.cases import STATE_LABELS, CaseService, State, SubmissionInvalid
 from appliance.services.policy import (
-    AGE_BAND_LABELS,
-    PRE_SEARCH_CHECKS,
-    REASON_LABELS,
     Role,
-    Submission,
     can_approve,
     can_run_desk,
     check_can_submit,
     validate_submission,
 )
+from appliance.web import submission_form
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
 
@@ -49,9 +46,7 @@ def home():  # type: ignore[no-untyped-def]
                            can_submit=can_run_desk(user.role))
 
 
-def _form_context(errors: dict[str, str] | None = None, values: dict[str, object] | None = None) -> dict[str, object]:
-    return {"errors": errors or {}, "values": values or {}, "reasons": REASON_LABELS, "checks": PRE_SEARCH_CHECKS,
-            "age_bands": AGE_BAND_LABELS}
+_form_context = submission_form.context
 
 
 @bp.get("/cases/new")
@@ -64,23 +59,13 @@ def new_case():  # type: ignore[no-untyped-def]
 @bp.post("/cases")
 @login_required
 def submit_case():  # type: ignore[no-untyped-def]
-    form = request.form
-    sub = Submission(
-        custody_ref=form.get("custody_ref", ""), reason=form.get("reason", ""),
-        checks=tuple(form.getlist("checks")), checks_detail=form.get("checks_detail", ""),
-        age_band=form.get("age_band", ""), disability=form.get("disability") == "yes",
-        predates_reassignment=form.get("reassignment") == "yes",
-    )
-    unanswered = {name: "Answer yes or no." for name in ("disability", "reassignment")
-                  if form.get(name) not in ("yes", "no")}
+    sub, unanswered = submission_form.read(request.form)
     try:
         if unanswered:
             check_can_submit(current_user().role)
             raise SubmissionInvalid({**validate_submission(sub), **unanswered})
         case = cases().submit(current_user(), sub)
     except SubmissionInvalid as e:
-        values = {"custody_ref": sub.custody_ref, "reason": sub.reason, "checks": sub.checks,
-                  "checks_detail": sub.checks_detail, "age_band": sub.age_band,
-                  "disability": form.get("disability", ""), "reassignment": form.get("reassignment", "")}
+        values = submission_form.values_from_form(sub, request.form)
         return render_template("submit.html", **_form_context(e.errors, values)), 422
     return redirect(url_for("cases.show", case_id=case.case_id))

@@ -20,6 +20,11 @@ as written by the appliance's case service):
   ``null`` when the age could not be told -> ``unknown``).
 - ``searches_by_reason`` and ``approvals_by_reason``: ``reason`` of the case's
   ``submission`` event; ``not_in_period`` when that submission is not among the events.
+- ``submissions``: ``submission``/``awaiting_approval`` (a request sent again after a return,
+  ``submission``/``resubmitted``, is the same request: it updates the case's reason, not the count).
+- ``submissions_refused`` / ``submissions_returned``: the approver's other two answers,
+  ``submission_refused``/``refused`` (the case ends, no search) and ``submission_returned``/``returned``
+  (sent back to the officer to change; one request may be returned more than once).
 - ``approvals``: ``approval``/``approved``; ``approvals_by_rank`` from ``approver_role``,
   ``approvals_by_required_rank`` from ``required_approval``; ``technical_advice``:
   ``approval``/``technical_advice_recorded``.
@@ -27,7 +32,7 @@ as written by the appliance's case service):
   ``completed``; ``peer_review_results``: a completed review with ``viable > 0`` is
   ``viable_confirmed``, otherwise ``no_viable``.
 - ``match_reports``: ``match_report``/``recorded``.
-- ``deletions``: ``deletion``/``destroyed`` by ``why`` (``no viable match``, ``withdrawn``,
+- ``deletions``: ``deletion``/``destroyed`` by ``why`` (``no viable match``, ``withdrawn``, ``refused``,
   ``retention period ended``: a viable match's images destroyed when its retention period ended)
   and ``deletion``/``partial_viable_match_retained`` (template and crops destroyed, probe kept).
 - ``refusals``: ``approval``/``refused`` and ``advice_refused``, ``peer_review``/``refused``,
@@ -55,7 +60,7 @@ REASONS = ("concealing_identity", "false_details", "not_in_period")
 AGE_BANDS = ("under_13", "13_15", "16_17", "18_plus", "unknown", "not_recorded")
 FLAGS = ("yes", "no", "unknown")
 PEER_RESULTS = ("viable_confirmed", "no_viable")
-DELETIONS = ("no_viable_match", "withdrawn", "viable_match_partial", "retention_expired", "other")
+DELETIONS = ("no_viable_match", "withdrawn", "refused", "viable_match_partial", "retention_expired", "other")
 REFUSALS = ("approval_refused", "technical_advice_refused", "peer_review_refused", "search_refused_policy",
             "search_refused_probe_quality", "search_refused_no_face", "search_refused_image_rejected",
             "request_refused", "library_update_refused", "access_refused", "other")
@@ -105,6 +110,8 @@ class Figures:
     apparent_under_18: dict[str, int]
     apparent_under_16: dict[str, int]
     submissions: int
+    submissions_refused: int
+    submissions_returned: int
     approvals: int
     approvals_by_rank: dict[str, int]
     approvals_by_required_rank: dict[str, int]
@@ -184,7 +191,7 @@ def _deletion(event: Mapping[str, Any]) -> str:
         return "viable_match_partial"
     if event["outcome"] == "destroyed":
         why = event["details"].get("why")
-        return {"no viable match": "no_viable_match", "withdrawn": "withdrawn",
+        return {"no viable match": "no_viable_match", "withdrawn": "withdrawn", "refused": "refused",
                 "retention period ended": "retention_expired"}.get(why, "other")
     return "other"
 
@@ -215,7 +222,8 @@ def aggregate(events: Iterable[Mapping[str, Any]]) -> Figures:
         if refusal is not None:
             tallies["refusals"][_pick(refusal, REFUSALS, "other")] += 1
         if kind == "submission":
-            scalars["submissions"] += 1
+            if outcome != "resubmitted":
+                scalars["submissions"] += 1
             reasons[case] = _pick(details.get("reason"), REASONS[:2], "not_in_period")
         elif kind == "search":
             scalars["searches"] += 1
@@ -233,6 +241,10 @@ def aggregate(events: Iterable[Mapping[str, Any]]) -> Figures:
             tallies["approvals_by_rank"][_pick(details.get("approver_role"), RANKS[:2], "other")] += 1
             tallies["approvals_by_required_rank"][_pick(details.get("required_approval"), RANKS[:2], "other")] += 1
             tallies["approvals_by_reason"][reasons.get(case, "not_in_period")] += 1
+        elif kind == "submission_refused" and outcome == "refused":
+            scalars["submissions_refused"] += 1
+        elif kind == "submission_returned" and outcome == "returned":
+            scalars["submissions_returned"] += 1
         elif kind == "approval" and outcome == "technical_advice_recorded":
             scalars["technical_advice"] += 1
         elif kind == "peer_review" and outcome == "requested":
@@ -270,6 +282,8 @@ def aggregate(events: Iterable[Mapping[str, Any]]) -> Figures:
         apparent_under_18=_table(tallies["apparent_under_18"], FLAGS),
         apparent_under_16=_table(tallies["apparent_under_16"], FLAGS),
         submissions=scalars["submissions"],
+        submissions_refused=scalars["submissions_refused"],
+        submissions_returned=scalars["submissions_returned"],
         approvals=scalars["approvals"],
         approvals_by_rank=_table(tallies["approvals_by_rank"], RANKS),
         approvals_by_required_rank=_table(tallies["approvals_by_required_rank"], RANKS),

@@ -79,7 +79,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/cases/<case_id>/candidates/<int:rank>.jpg"): "302 200/R 200/R  200/R    200/R    200/R    R/R   R/R",
     ("GET", "/cases/<case_id>/summary"):             "302  200/R    200/R    200/R    200/R    200/R    200/R R/R",
     ("POST", "/cases/<case_id>/advice"):             "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
-    ("POST", "/cases/<case_id>/approve"):            "302  403/R    403/R    403/R    403/R    403/R    403/R R/R",
+    ("POST", "/cases/<case_id>/approve"):            "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
     ("POST", "/cases/<case_id>/probe"):              "302  400/R    400/R    400/R    400/R    400/R    400/R R/R",
     ("POST", "/cases/<case_id>/face"):               "302  400/R    400/R    400/R    400/R    400/R    400/R R/R",
     ("POST", "/cases/<case_id>/search"):             "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
@@ -87,6 +87,11 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/cases/<case_id>/match-report"):       "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/peer-review"):        "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
     ("POST", "/cases/<case_id>/withdraw"):           "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
+    ("GET", "/cases/<case_id>/status"):              "302  200/R    200/R    200/R    200/R    200/R    200/R R/R",
+    ("POST", "/cases/<case_id>/refuse"):             "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
+    ("POST", "/cases/<case_id>/return"):             "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
+    ("GET", "/cases/<case_id>/edit"):                "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
+    ("POST", "/cases/<case_id>/resubmit"):           "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
 }
 MISSING_CASE = "0000FFFF"
 REPORT = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
@@ -246,6 +251,9 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
     _, reviewing = _searched(app, "officer", "inspector", face)
     officer.post(f"/cases/{reviewing}/adjudicate", decisions | {"decision-1": "needs_peer_review"})
     assert state_of(app, reporting) == "awaiting_match_report" and state_of(app, reviewing) == "awaiting_peer_review"
+    to_refuse, to_return, returned = (case_id_from(officer.submit()) for _ in range(3))
+    assert Desk(app, "inspector").post(f"/cases/{returned}/return", {
+        "return_note": "Add what the fingerprint check found."}).status_code == 302
     return {
         "auth.login": Attempt(None, "/login", {"username": "officer", "password": PASSWORD}),
         "auth.logout": Attempt("officer", "/logout", {}),
@@ -261,6 +269,11 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
         "cases.peer_review": Attempt("adviser", f"/cases/{reviewing}/peer-review",
                                      {"review-1": "not_viable", "notes": "Different ear shape and nose."}),
         "cases.withdraw": Attempt("officer", f"/cases/{waiting}/withdraw", {}),
+        "cases.refuse": Attempt("inspector", f"/cases/{to_refuse}/refuse",
+                                {"refusal_reason": "Not necessary: fingerprints will settle it."}),
+        "cases.return_for_changes": Attempt("inspector", f"/cases/{to_return}/return",
+                                            {"return_note": "Add what the fingerprint check found."}),
+        "cases.resubmit": Attempt("officer", f"/cases/{returned}/resubmit", dict(SUBMISSION)),
     }
 
 

@@ -160,8 +160,8 @@ def test_quarter_figures_match_the_hand_count(app_store: AuditStore, seeded: See
     assert (f.peer_reviews_requested, f.peer_reviews_completed) == (3, 2)
     assert f.peer_review_results == {"viable_confirmed": 1, "no_viable": 1}
     assert f.match_reports == 1
-    assert f.deletions == {"no_viable_match": 2, "withdrawn": 1, "viable_match_partial": 1, "retention_expired": 1,
-                           "other": 0}
+    assert f.deletions == {"no_viable_match": 2, "withdrawn": 1, "refused": 0, "viable_match_partial": 1,
+                           "retention_expired": 1, "other": 0}
     assert {k: v for k, v in f.refusals.items() if v} == {
         "approval_refused": 1, "peer_review_refused": 1, "search_refused_policy": 1,
         "search_refused_probe_quality": 1}
