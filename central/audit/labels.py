@@ -72,7 +72,12 @@ OUTCOMES = {
     "decided": "Decided",
     "outcome_sent": "Outcome sent to the desk",
     "request_conflict": "Conflicting request refused",
+    "confirmed_not_viable": "No candidate viable (confirmed by the reviewer)",
+    "viable_after_review": "A candidate viable after review",
 }
+
+#: A reviewer's or officer's decision on one candidate.
+DECISIONS = {"viable": "Viable", "not_viable": "Not viable", "needs_peer_review": "Sent for peer review"}
 
 DETAIL_KEYS = {
     "case_id": "Case",

@@ -9,6 +9,8 @@ layer fetches the rows, because the audit store and central's peer-review store 
 
 from __future__ import annotations
 
+import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,16 +63,35 @@ _CENTRAL_ACTIONS = {
 }
 
 
+_DECIDED = re.compile(r"^(?P<outcome>[a-z_]+); decisions (?P<decisions>\{.*\})$")
+
+
+def _central_details(action: str, detail: str) -> list[labels.DetailLine]:
+    """Central's log line in words where its shape is known (a decision), else as it was written."""
+    match = _DECIDED.match(detail) if action == "decided" else None
+    if match:
+        try:
+            decisions = ast.literal_eval(match["decisions"])
+        except (ValueError, SyntaxError):
+            decisions = None
+        if isinstance(decisions, dict):
+            return [labels.DetailLine("outcome", "Outcome", labels.outcome(match["outcome"])),
+                    labels.DetailLine("decisions", "Decisions", "", tuple(
+                        f"Candidate {rank}: {labels.DECISIONS.get(str(d), str(d))}"
+                        for rank, d in sorted(decisions.items(), key=lambda kv: str(kv[0]))))]
+    return [labels.DetailLine("detail", "What central recorded", detail)]
+
+
 def central_entry(row: Mapping[str, Any]) -> TimelineEntry:
     """A row of central's peer-review log (``at, request_id, device_id, action, actor, detail``)."""
     action = str(row["action"])
     lines = [labels.DetailLine("request_id", labels.detail_key("request_id"), str(row["request_id"]))]
     if row.get("detail"):
-        lines.append(labels.DetailLine("detail", "What central recorded", str(row["detail"])))
+        lines += _central_details(action, str(row["detail"]))
     return TimelineEntry(
-        at_utc=_utc(str(row["at"])), source=CENTRAL, where="Central", what=_CENTRAL_ACTIONS.get(action,
-                                                                                           labels.outcome(action)),
-        actor=str(row["actor"]), outcome=labels.outcome(action), details=tuple(lines), device_id=str(row["device_id"]))
+        at_utc=_utc(str(row["at"])), source=CENTRAL, where="Central",
+        what=_CENTRAL_ACTIONS.get(action, labels.outcome(action)), actor=str(row["actor"]), outcome="",
+        details=tuple(lines), device_id=str(row["device_id"]))
 
 
 def assemble(desk_rows: Iterable[Mapping[str, Any]], central_rows: Iterable[Mapping[str, Any]]) -> list[TimelineEntry]:

@@ -100,12 +100,16 @@ def test_timeline_merges_desk_and_central_on_one_utc_clock() -> None:
          "actor": "pc", "outcome": "awaiting_approval", "details": {"case_id": "C1", "age_band": "13_15"}},
     ]
     central = [{"at": "2026-12-01T09:05:00.000+00:00", "request_id": "r-1", "device_id": "d-1",
-                "action": "decided", "actor": "reviewer", "detail": "not_viable"}]
+                "action": "decided", "actor": "reviewer",
+                "detail": "confirmed_not_viable; decisions {'2': 'not_viable', '3': 'viable'}"}]
     entries = assemble(desk, central)
     assert [(e.source, e.what) for e in entries] == [
         (DESK, "Search requested"), (CENTRAL, "Peer review decided"), (DESK, "Search")]
     assert entries[2].at_text == "01 Dec 2026 09:10:00 UTC"
     assert [d.text for d in entries[0].details] == ["13 to 15"]  # the case id is the page's title, not a detail
+    decided = {d.key: d for d in entries[1].details}  # central's log line, in words
+    assert decided["outcome"].text == "No candidate viable (confirmed by the reviewer)"
+    assert decided["decisions"].items == ("Candidate 2: Not viable", "Candidate 3: Viable")
 
 
 def test_cases_are_grouped_per_desk_and_case() -> None:
@@ -170,6 +174,7 @@ def test_case_timeline_shows_desk_and_central_events_in_words(client: FlaskClien
                                      "Deletion: Destroyed")]
     assert order == sorted(order)
     assert "Peer review request received" in page and "Peer review decided" in page  # central's own record
+    assert "<li>Candidate 2: Not viable</li>" in page and "confirmed_not_viable" not in page
     assert "<dd>18 or over</dd>" in page and "<dd>Suspected of giving false details</dd>" in page
     assert "<li>probe image</li><li>probe template</li><li>face crops</li>" in page
     assert "age_band" not in page and "18_plus" not in page and "…" not in page
