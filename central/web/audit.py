@@ -23,7 +23,7 @@ from central.audit import labels
 from central.audit.cases import group_cases
 from central.audit.export import to_csv, to_jsonl
 from central.audit.filter import EventFilter
-from central.audit.spreadsheet import file_name, kind_csv
+from central.audit.spreadsheet import file_name, kind_csv, utc_text
 from central.audit.timeline import assemble
 from central.audit.verification import verify_export
 from central.peer_review.store import PeerReviewStore
@@ -53,6 +53,7 @@ def _label_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["type_label"] = labels.event_type(row["type"])
         row["outcome_label"] = labels.outcome(row["outcome"])
         row["detail_lines"] = labels.details(row["details"])
+        row["utc_text"] = utc_text(row["occurred_at"])  # the desk may send any offset; the column says UTC
     return rows
 
 

@@ -190,6 +190,8 @@ def test_event_list_shows_details_whole_with_a_link_to_the_case(client: FlaskCli
     assert "<dt>Destroyed</dt>" in page and "<li>face crops</li>" in page
     assert f"/audit/cases/desk-north/{CASE}" in page
     assert "destroyed=[" not in page
+    searches = client.get("/audit?type=search&device=desk-north").get_data(as_text=True)
+    assert '<time datetime="2026-12-01T10:10:00.000+01:00">2026-12-01 09:10:00</time>' in searches  # UTC column
     assert "1 match the filter" in client.get("/audit?custody_ref=-1%2B2+CR&type=search").get_data(as_text=True)
 
 

@@ -30,6 +30,9 @@ def _accessible(page) -> None:  # type: ignore[no-untyped-def]
 def test_auditor_finds_a_case_and_reads_its_timeline(browser, served_central, viewport) -> None:  # noqa: F811
     page = central_page(browser, served_central, "auditor", viewport)
     expect(page.get_by_role("heading", name="Evaluation-grade face model in use")).to_be_visible()
+    page.goto(served_central.url + "/audit?device=desk-north")
+    expect(page.get_by_role("heading", level=1, name="Audit events")).to_be_visible()
+    _accessible(page)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Find a case").click()
     expect(page.get_by_role("heading", level=1, name="Find a case")).to_be_visible()
     _accessible(page)
