@@ -93,6 +93,9 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     except DeskWithdrawnError:
         return _withdrawn_app()
     app.extensions["desk"] = desk
+    # Every page warns while the face model is evaluation-grade (templates/_model_warning.html).
+    licence = desk.pipeline.embedder_manifest.licence
+    app.jinja_env.globals["model_warning"] = licence.note if licence.grade == "evaluation" else None
     from websession.interface import ServerSessionInterface
 
     app.session_interface = ServerSessionInterface(desk.sessions, secure=settings.auth.secure_cookie,

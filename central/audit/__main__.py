@@ -12,37 +12,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from central.audit.export import parse_export, to_csv, to_jsonl
+from central.audit.export import to_csv, to_jsonl
 from central.audit.filter import EventFilter
 from central.audit.store import AuditStore
+from central.audit.verification import verify_export
 from central.fleet.registry_store import RegistryStore
-from core.audit.checkpoint import public_key_from_bytes, public_key_hex
-from core.audit.verify import UNSIGNED_TAIL, verify_records
+from core.audit.checkpoint import public_key_from_bytes
 from core.errors import CustodyRfrError
 
 
 def verify_file(path: Path, pinned: dict[str, Path], allow_unsigned_tail: bool = False) -> tuple[bool, list[str]]:
-    """(ok, lines to print) for the export at ``path``."""
-    parsed = parse_export(path.read_text(encoding="utf-8"))
-    keys = dict(parsed.keys)
-    lines: list[str] = []
-    for device, key_file in pinned.items():
-        key = public_key_from_bytes(key_file.read_bytes())
-        if device in keys and public_key_hex(keys[device]) != public_key_hex(key):
-            lines.append(f"note: the key in the export for {device} differs from {key_file}; using {key_file}")
-        keys[device] = key
-    report = verify_records(parsed.records, keys, require_signed_tail=not allow_unsigned_tail)
-    findings = sorted(parsed.problems + [f for f in report.findings
-                                         if not (allow_unsigned_tail and f.kind == UNSIGNED_TAIL)])
-    if findings:
-        lines += [f"FAIL {f}" for f in findings]
-        lines.append(f"{path}: {len(findings)} problem(s) in {report.events} events, {report.links} links and "
-                     f"{report.checkpoints} checkpoints")
-        return False, lines
-    used = ", ".join(f"{d} {public_key_hex(k)[:16]}…" for d, k in sorted(keys.items()))
-    lines.append(f"OK {path}: {report.events} events, {report.links} links and {report.checkpoints} signed "
-                 f"checkpoints from {report.devices} device(s) verify (keys: {used or 'none'})")
-    return True, lines
+    """(ok, lines to print) for the export at ``path`` (the same check as the auditors' page)."""
+    keys = {device: public_key_from_bytes(key_file.read_bytes()) for device, key_file in pinned.items()}
+    result = verify_export(path.read_text(encoding="utf-8"), str(path), keys,
+                           {device: str(key_file) for device, key_file in pinned.items()}, allow_unsigned_tail)
+    return result.ok, list(result.lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     exp = sub.add_parser("export", help="write an export from a store")
     exp.add_argument("--database", required=True, help="store URL (sqlite:///path or postgresql://...)")
     exp.add_argument("--out", type=Path, required=True, help="file to write (.csv or .jsonl)")
-    for name in ("device", "actor", "type", "outcome", "since", "until"):
+    for name in ("device", "actor", "type", "outcome", "since", "until", "case", "custody-ref"):
         exp.add_argument(f"--{name}")
     args = parser.parse_args(argv)
     try:
@@ -78,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 registry.close()
             flt = EventFilter(device_id=args.device, actor=args.actor, type=args.type, outcome=args.outcome,
-                              since=args.since, until=args.until)
+                              since=args.since, until=args.until, case_id=args.case, custody_ref=args.custody_ref)
             writer = to_csv if args.out.suffix == ".csv" else to_jsonl
             with args.out.open("w", encoding="utf-8", newline="") as fh:
                 fh.writelines(writer(store.export_records(flt, keys), flt.as_dict()))

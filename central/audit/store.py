@@ -335,16 +335,33 @@ class AuditStore(SqlStore):
     # --- reading ---
 
     def count(self, flt: EventFilter | None = None) -> int:
-        where, args = (flt or EventFilter()).where()
+        where, args = (flt or EventFilter()).where(self.dialect.postgres)
         with self._lock:
             return int(self._scalar(f"SELECT COUNT(*) FROM audit_events{where}", args))
 
     def query(self, flt: EventFilter | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Matching events, newest first (by when they happened)."""
-        where, args = (flt or EventFilter()).where()
+        where, args = (flt or EventFilter()).where(self.dialect.postgres)
         with self._lock:
             rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM audit_events{where}"
                               " ORDER BY occurred_utc DESC, id DESC LIMIT ? OFFSET ?", (*args, limit, offset))
+        for row in rows:
+            row["details"] = json.loads(row["details"])
+        return rows
+
+    def type_counts(self, flt: EventFilter | None = None) -> dict[str, int]:
+        """How many matching events of each type (which spreadsheet files an export has)."""
+        where, args = (flt or EventFilter()).where(self.dialect.postgres)
+        with self._lock:
+            return {str(r[0]): int(r[1]) for r in self._execute(
+                f"SELECT type, COUNT(*) FROM audit_events{where} GROUP BY type ORDER BY type", args).fetchall()}
+
+    def query_oldest_first(self, flt: EventFilter, limit: int = 5000) -> list[dict[str, Any]]:
+        """Matching events in the order they happened (a case's timeline reads forwards)."""
+        where, args = flt.where(self.dialect.postgres)
+        with self._lock:
+            rows = self._rows(f"SELECT {_EVENT_COLUMNS} FROM audit_events{where}"
+                              " ORDER BY occurred_utc, device_id, seq LIMIT ?", (*args, limit))
         for row in rows:
             row["details"] = json.loads(row["details"])
         return rows
@@ -374,7 +391,7 @@ class AuditStore(SqlStore):
         first selected event, and ends at the first good checkpoint at or after the last one, so
         every selected event is covered by a signature; left-out events appear only as digests.
         """
-        where, args = flt.where()
+        where, args = flt.where(self.dialect.postgres)
         with self._lock:
             per_device = self._rows(
                 f"SELECT device_id, MIN(seq) AS lo, MAX(seq) AS hi FROM audit_events{where}"
@@ -387,7 +404,7 @@ class AuditStore(SqlStore):
                                       " AND status = 'ok'", (device, lo))
                 end = self._scalar("SELECT MIN(seq) FROM audit_checkpoints WHERE device_id = ? AND seq >= ?"
                                    " AND status = 'ok'", (device, hi))
-                dev_where, dev_args = EventFilter(**{**flt.__dict__, "device_id": device}).where()
+                dev_where, dev_args = EventFilter(**{**flt.__dict__, "device_id": device}).where(self.dialect.postgres)
                 selected = {int(r[0]) for r in self._execute(
                     f"SELECT seq FROM audit_events{dev_where}", dev_args).fetchall()}
                 cps = self._rows("SELECT device_id, seq, head, signed_at, signature FROM audit_checkpoints"

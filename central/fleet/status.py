@@ -1,10 +1,13 @@
-"""What the fleet page flags for each registered desk, from its newest heartbeat (pure: no I/O).
+"""What the fleet page flags for each registered desk, from its newest heartbeat (no I/O but reading the
+shipped model manifests once).
 
 * stale: no heartbeat for more than ``stale_after`` of its own intervals (or never one);
 * unhealthy: less than ``min_free_disk`` of its disk free, or keys in files instead of the TPM;
 * old library: below the newest library central publishes (its TUF repository when configured,
   else the newest any desk reports);
-* revoked: withdrawn by the team (its messages are refused).
+* revoked: withdrawn by the team (its messages are refused);
+* evaluation model: its face model's licence is evaluation-grade (``central.fleet.model_grade``), not for
+  live decisions (a model central has no manifest for is not flagged: it cannot tell).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from central.fleet.model_grade import EVALUATION, grade_of
 from core.fleet import KEY_PROTECTION_INSECURE
 
 STALE_AFTER_INTERVALS = 3
@@ -72,6 +76,11 @@ def device_status(device_id: str, health: Mapping[str, Any] | None, revoked: Map
     if newest_library is not None and (version is None or int(version) < newest_library):
         flags.append("old library")
         reasons.append(f"library {version} (newest {newest_library})")
+    model = health.get("embedder_id")
+    grade = grade_of(model)
+    if grade == EVALUATION:
+        flags.append("evaluation model")
+        reasons.append(f"face model {model} is evaluation-grade: not for live custody decisions")
     return DeviceStatus(device_id, str(health["received_at"]), health, revoked, flags, reasons)
 
 

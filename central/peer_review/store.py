@@ -281,3 +281,10 @@ class PeerReviewStore(SqlStore):
         with self._lock:
             return self._rows(f"SELECT at, request_id, device_id, action, actor, detail FROM peer_review_log {where}"
                               "ORDER BY id DESC LIMIT ?", (*args, limit))
+
+    def log_for_case(self, device_id: str, case_id: str) -> list[dict[str, Any]]:
+        """Central's steps for every peer review of one case (the auditor's case timeline), oldest first."""
+        with self._lock:
+            return self._rows("SELECT l.at, l.request_id, l.device_id, l.action, l.actor, l.detail"
+                              " FROM peer_review_log l JOIN peer_review_requests r ON r.request_id = l.request_id"
+                              " WHERE r.device_id = ? AND r.case_id = ? ORDER BY l.id", (device_id, case_id))

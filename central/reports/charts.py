@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from central.reports import disclosure
 
 _DPI = 100
 _BAR = "#1d70b8"
@@ -27,17 +30,46 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Bar:
+    """One bar as drawn: from ``start`` for ``length`` on the count axis, with the words printed beside it."""
+
+    label: str
+    start: float
+    length: float
+    text: str
+    suppressed: bool
+
+
+def bar_spec(values: Mapping[str, int | None]) -> tuple[list[Bar], float]:
+    """The bars and the axis end for ``values`` (``None``: a suppressed count of 1 to 4).
+
+    A suppressed count is drawn as a hatched range from 1 to 4, which is all the public may know of it,
+    instead of an empty grey stub; the axis always reaches past the suppression limit, so a count of 1
+    or 2 is a visible bar on a scale a reader can judge rather than one filling the whole chart.
+    """
+    low, high = 1, disclosure.LIMIT - 1
+    bars = [Bar(label, low, high - low, disclosure.SMALL, True) if v is None else Bar(label, 0, v, f"{v:,}", False)
+            for label, v in values.items()]
+    top = max([b.start + b.length for b in bars] + [disclosure.LIMIT])
+    return bars, top * 1.3
+
+
 def bar_chart(title: str, values: Mapping[str, int | None], note: str = "") -> bytes:
-    """Horizontal bars, one per category; ``None`` is a suppressed count, drawn as a grey marker and labelled."""
-    labels = list(values)
-    fig = Figure(figsize=(6.5, 0.45 * len(labels) + 1.2))
+    """Horizontal bars, one per category, each labelled with its count in words (``bar_spec``)."""
+    bars, end = bar_spec(values)
+    fig = Figure(figsize=(6.5, 0.45 * len(bars) + 1.2))
     ax = fig.add_subplot()
-    heights = [v if v is not None else 0 for v in values.values()]
-    bars = ax.barh(labels, heights, color=[_BAR if v is not None else _SUPPRESSED for v in values.values()])
+    drawn = ax.barh([b.label for b in bars], [b.length for b in bars], left=[b.start for b in bars],
+                    color=[_SUPPRESSED if b.suppressed else _BAR for b in bars],
+                    edgecolor=["#505a5f" if b.suppressed else _BAR for b in bars])
+    for patch, bar in zip(drawn.patches, bars, strict=True):
+        if bar.suppressed:
+            patch.set_hatch("//")
     ax.invert_yaxis()
-    ax.bar_label(bars, labels=[str(v) if v is not None else "fewer than 5" for v in values.values()], padding=3)
+    ax.bar_label(drawn, labels=[b.text for b in bars], padding=3)
     ax.set_title(title, loc="left", fontsize=11)
-    ax.set_xlim(0, max([*heights, 1]) * 1.25)
+    ax.set_xlim(0, end)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.spines[["top", "right"]].set_visible(False)
     if note:

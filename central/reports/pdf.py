@@ -1,9 +1,14 @@
-"""Print a report's HTML to PDF with WeasyPrint, fetching nothing from anywhere.
+"""Print a report's HTML to PDF with WeasyPrint, fetching nothing from anywhere, tagged for PDF/UA.
 
 Charts are embedded as ``data:`` URIs and the stylesheet is passed in as a
 string, so the URL fetcher allows the ``data`` scheme only: a report can never
 make the server reach the network or read a local file while printing (a
 refused resource is left out of the PDF, and WeasyPrint logs it).
+
+The public report must be readable with a screen reader, so the PDF is made as PDF/UA-1
+(WeasyPrint's ``pdf_variant``): a structure tree of headings, tables and figures (with the
+charts' alt text), marked content, the document's language and title, and the PDF/UA
+identification in its XMP metadata. ``tests/central/test_report_pdf.py`` checks those marks.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ figure { margin: 2mm 0; break-inside: avoid; }
 """
 
 
+PDF_VARIANT = "pdf/ua-1"
+
+
 def render_pdf(html: str) -> bytes:
-    """The PDF of a self-contained HTML document (A4, page numbers)."""
+    """The tagged (PDF/UA-1) PDF of a self-contained HTML document (A4, page numbers)."""
     document = weasyprint.HTML(string=html, url_fetcher=URLFetcher(allowed_protocols=("data",)))
-    pdf: bytes = document.write_pdf(stylesheets=[weasyprint.CSS(string=PRINT_CSS)])
+    pdf: bytes = document.write_pdf(stylesheets=[weasyprint.CSS(string=PRINT_CSS)], pdf_variant=PDF_VARIANT)
     return pdf

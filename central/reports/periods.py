@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from central.audit.filter import EventFilter
@@ -57,6 +57,21 @@ def year(value: int) -> Period:
     """The calendar year ``value``."""
     _check_year(value)
     return Period(str(value), datetime(value, 1, 1, tzinfo=UTC), datetime(value + 1, 1, 1, tzinfo=UTC))
+
+
+def last_complete_quarter(today: date) -> tuple[int, int]:
+    """(year, quarter) of the newest quarter that has ended by ``today``: what a board reviews by default.
+
+    In December 2026 that is Q3 2026; in January to March 2027, Q4 2026. A quarter still running would
+    show a partial count as if it were the quarter's figure.
+    """
+    current = (today.month - 1) // 3 + 1
+    return (today.year - 1, 4) if current == 1 else (today.year, current - 1)
+
+
+def last_complete_year(today: date) -> int:
+    """The newest calendar year that has ended by ``today`` (the annual report's default)."""
+    return today.year - 1
 
 
 def events_in(store: AuditStore, period: Period, devices: Sequence[str] = ()) -> list[dict[str, Any]]:

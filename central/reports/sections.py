@@ -36,7 +36,9 @@ class Section:
 
     @property
     def chart_alt(self) -> str:
-        return f"Bar chart: {self.title}. The same figures are in the table."
+        """What the chart says, in words: a screen reader hears the figures, not just that a chart is there."""
+        said = "; ".join(f"{line.label}: {line.value}" for line in self.lines)
+        return f"Bar chart: {self.title}. {said}."
 
 
 def exact(count: int) -> str:
@@ -56,7 +58,8 @@ def sections(figures: Figures, show: Callable[[int], str] = exact, charts: bool 
         chart = None
         if charts and figure in CHARTED and any(n for _c, n in items):
             values = {labels.category(c): (None if suppressed(n) else n) for c, n in items}
-            note = "Grey: a count of 1 to 4, not shown." if any(v is None for v in values.values()) else ""
+            note = ("Hatched grey: a count from 1 to 4, not shown exactly to protect the people involved."
+                    if any(v is None for v in values.values()) else "")
             chart = data_uri(bar_chart(title, values, note))
         out.append(Section(figure, title, lines, chart))
     return out

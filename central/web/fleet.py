@@ -26,11 +26,12 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from central.fleet.model_grade import EVALUATION, grade_of
 from central.fleet.revoke import PkiTarget, RevocationError, load_command_key, revoke_device
 from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
 from central.settings import CentralMqttSettings, FleetSettings
-from central.web.auth import signed_in_user
+from central.web.auth import current_user, signed_in_user
 from central.web.stores import health_store, registry_store
 from core.errors import WireFormatError
 from core.topics import validate_device_id
@@ -50,6 +51,34 @@ def init_app(app: Flask, settings: FleetSettings | None, mqtt: CentralMqttSettin
     """``FLEET`` in the app config (tests) overrides the settings file's ``[fleet]`` and ``[mqtt]``."""
     app.extensions["central.fleet"] = app.config.get("FLEET") or FleetConfig(settings or FleetSettings(), mqtt)
     app.register_blueprint(bp)
+    app.context_processor(_model_warning_context)
+
+
+@dataclass(frozen=True)
+class ModelWarning:
+    """Desks searching with an evaluation-grade face model, for the banner on every central page."""
+
+    devices: tuple[str, ...]
+    models: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.devices)
+
+
+def model_warning() -> ModelWarning | None:
+    """From each desk's newest heartbeat (revoked desks left out: they search nothing); None if no desk."""
+    revoked = registry_store().revocations()
+    hits = {d: str(h["embedder_id"]) for d, h in health_store().latest_health().items()
+            if d not in revoked and grade_of(h.get("embedder_id")) == EVALUATION}
+    if not hits:
+        return None
+    return ModelWarning(tuple(sorted(hits)), tuple(sorted(set(hits.values()))))
+
+
+def _model_warning_context() -> dict[str, object]:
+    """Only for a signed-in person: the sign-in page asks the database nothing."""
+    return {"model_warning": model_warning() if current_user() is not None else None}
 
 
 def _config() -> FleetConfig:

@@ -9,14 +9,15 @@ no fetch either.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 
 from flask import Blueprint, abort, current_app, render_template, request
 from werkzeug.wrappers import Response
 
 from central.reports import annual, disclosure, quarterly
 from central.reports.annual import COMPOSITION_TABLES, SEX_LABELS
-from central.reports.periods import PeriodError
+from central.reports.periods import PeriodError, last_complete_quarter, last_complete_year
 from central.reports.sections import sections
 from central.reports.settings import LibrarySource
 from central.web.stores import audit_store
@@ -46,8 +47,10 @@ def _devices() -> list[str]:
     return devices
 
 
-def _this_year() -> int:
-    return datetime.now(UTC).year
+def _today() -> date:
+    """Today in UTC, from ``CLOCK`` in the app config when a test sets one (a callable giving an aware time)."""
+    clock: Callable[[], datetime] = current_app.config.get("CLOCK") or (lambda: datetime.now(UTC))
+    return clock().astimezone(UTC).date()
 
 
 def _libraries() -> list[LibrarySource]:
@@ -56,14 +59,15 @@ def _libraries() -> list[LibrarySource]:
 
 def _quarterly() -> quarterly.QuarterlyReport:
     try:
-        return quarterly.build(audit_store(), _int_arg("year"), _int_arg("quarter"), _devices())
+        year, number = last_complete_quarter(_today())
+        return quarterly.build(audit_store(), _int_arg("year", year), _int_arg("quarter", number), _devices())
     except PeriodError as e:
         abort(400, str(e))
 
 
 def _annual() -> annual.AnnualReport:
     try:
-        return annual.build(audit_store(), _int_arg("year"), _libraries(), datetime.now(UTC).date())
+        return annual.build(audit_store(), _int_arg("year", last_complete_year(_today())), _libraries(), _today())
     except PeriodError as e:
         abort(400, str(e))
 
@@ -76,14 +80,16 @@ def _download(body: str | bytes, mimetype: str, filename: str) -> Response:
 
 @bp.get("")
 def index() -> str:
-    return render_template("reports/index.html", devices=audit_store().devices(), year=_this_year())
+    year, number = last_complete_quarter(_today())
+    return render_template("reports/index.html", devices=audit_store().devices(), year=year, quarter=number,
+                           annual_year=last_complete_year(_today()))
 
 
 @bp.get("/quarterly")
 def quarterly_page() -> str:
     report = _quarterly()
     return render_template("reports/quarterly.html", report=report, sections=sections(report.figures),
-                           args={"year": report.period.start.year, "quarter": _int_arg("quarter"),
+                           args={"year": report.period.start.year, "quarter": (report.period.start.month + 2) // 3,
                                  "device": list(report.devices)})
 
 

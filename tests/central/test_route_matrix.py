@@ -46,6 +46,12 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/"):                          "302  302     302      302    200",
     ("GET", "/audit"):                     "302  200     403      403    302",
     ("GET", "/audit/export.<fmt>"):        "302  200     403      403    302",
+    ("GET", "/audit/export/<event_type>.csv"): "302  200  403      403    302",
+    ("GET", "/audit/cases"):               "302  200     403      403    302",
+    ("GET", "/audit/cases/<device_id>/<case_id>"): "302  200  403  403  302",
+    ("GET", "/audit/verify"):              "302  200     403      403    302",
+    # An empty form: "choose the export file"; the check itself changes nothing.
+    ("POST", "/audit/verify"):             "302  422     403      403    302",
     ("GET", "/reports"):                   "302  200     403      403    302",
     ("GET", "/reports/quarterly"):         "302  200     403      403    302",
     ("GET", "/reports/quarterly.csv"):     "302  200     403      403    302",
@@ -94,7 +100,8 @@ def matrix_app(tmp_path: Path) -> Iterator[Flask]:
 
 def url(rule: str) -> str:
     values = {"<path:filename>": "central.css", "<name>": "htmx.min.js", "<fmt>": "csv",
-              "<request_id>": REQUEST_ID, "<device_id>": DEVICE, "<int:rank>": "2"}
+              "<request_id>": REQUEST_ID, "<device_id>": DEVICE, "<int:rank>": "2",
+              "<event_type>": "search", "<case_id>": "0A1B2C3D"}
     if rule.startswith("/tuf/"):
         values["<name>"] = "timestamp.json" if "metadata" in rule else "ab12.library-v000001.db"
     query = {"/reports/quarterly": "?year=2025&quarter=1", "/reports/annual": "?year=2025"}
@@ -172,6 +179,13 @@ def test_every_role_gets_what_the_matrix_says(matrix_app: Flask) -> None:
     assert state(matrix_app) == before, "a request in the matrix changed something"
 
 
+def _fresh(form: dict[str, Any]) -> dict[str, Any]:
+    """The form with any file given as (bytes, name) made a new stream: the test client reads each one up."""
+    import io
+
+    return {k: (io.BytesIO(v[0]), v[1]) if isinstance(v, tuple) else v for k, v in form.items()}
+
+
 def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(matrix_app: Flask) -> None:
     request_id = REQUEST_ID
     attempts = {  # endpoint -> (who, path, a form that succeeds with the right token)
@@ -181,7 +195,10 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(matrix
                                {"decision-2": "not_viable", "notes": "Different ears and nose."}),
         "fleet.revoke": ("fleet1", f"/fleet/{DEVICE}/revoke", {"reason": "Stolen from the custody suite.",
                                                                "confirm": DEVICE}),
+        "audit.verify": ("aud1", "/audit/verify", {"export": (b'{"kind":"export"}\n', "export.jsonl")}),
     }
+    # Posts that change nothing (checking a file): the control is that the right token gets the answer.
+    read_only = {"audit.verify": 200}
     changing = state_changing_endpoints(matrix_app)
     assert changing == set(attempts), "every state-changing route needs an attempt here"
     stranger_token = Person(matrix_app, "aud2").token  # a real token, of another session
@@ -189,11 +206,15 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(matrix
         person = Person(matrix_app, username)
         before, signed_in = state(matrix_app), person.client.get("/audit").status_code
         for token in (None, stranger_token, "not-a-token"):
-            data = {**form, **({"csrf_token": token} if token else {})}
+            data = {**_fresh(form), **({"csrf_token": token} if token else {})}
             response = person.client.post(path, data=data)
             assert response.status_code == 400, (endpoint, token, response.status_code)
             assert state(matrix_app) == before, (endpoint, token)
             assert person.client.get("/audit").status_code == signed_in, f"{endpoint}: signed in or out"
         # The control: with the session's own token the same request does change something.
+        if endpoint in read_only:
+            answer = person.client.post(path, data={**_fresh(form), "csrf_token": person.token})
+            assert answer.status_code == read_only[endpoint], endpoint
+            continue
         assert person.client.post(path, data={**form, "csrf_token": person.token}).status_code == 302, endpoint
         assert state(matrix_app) != before or person.client.get("/audit").status_code != signed_in, endpoint

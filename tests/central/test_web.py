@@ -32,7 +32,8 @@ def test_audit_page_lists_events(client: FlaskClient, app_store: AuditStore, mak
     assert "<title>Audit events" in page
     assert "<main" in page and "<nav" in page and "<caption>" in page
     assert '<th scope="col">Device</th>' in page
-    for text in ("desk-a", "desk-b", "PC 4321", "reason=identity doubt", "search_refused", "no_reason_given"):
+    for text in ("desk-a", "desk-b", "PC 4321", "<dt>Reason for the search</dt>\n  <dd>identity doubt</dd>",
+                 "<td>Search refused</td>", "<td>No reason given</td>"):
         assert text in page
     assert 'hx-get="/audit?partial=1"' in page
     assert 'hx-trigger="every 5s"' in page
@@ -197,7 +198,7 @@ def test_filters_by_user_type_outcome_and_time(client: FlaskClient, app_store: A
     assert page.count("<td>pc1</td>") == 2 and "<td>pc0</td>" not in page
     assert "2 match the filter" in page
     assert 'href="/audit/export.csv?actor=pc1&amp;type=search"' in page
-    assert client.get("/audit?outcome=ok").get_data(as_text=True).count("<td>login</td>") == 5
+    assert client.get("/audit?outcome=ok").get_data(as_text=True).count("<td>Signed in</td>") == 5
     assert "0 match" in client.get("/audit?since=2999-01-01T00:00").get_data(as_text=True)
     assert client.get("/audit?since=yesterday").status_code == 400
     assert client.get("/audit?type=reboot").status_code == 400
