@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from core.errors import WireFormatError
+from core.morphology import Morphology
 from core.signed import SignedByCentral
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
@@ -51,6 +52,11 @@ OUTCOMES = frozenset({CONFIRMED_NOT_VIABLE, VIABLE_AFTER_REVIEW})
 _CANDIDATE_FIELDS = {"rank", "subject_ref", "score", "band", "decision"}
 _REQUEST_FIELDS = {"v", "request_id", "device_id", "case_id", "custody_ref", "requested_by", "requested_at",
                    "library_version", "doubts", "ranks", "candidates"}
+#: Added later, and only sent when there is something in it: a request without them reads as before.
+_OPTIONAL_REQUEST_FIELDS = {"morphology"}
+#: At most this many candidates' feature comparisons in one request (12 components each).
+MAX_COMPARED = 20
+_MORPHOLOGY_FIELDS = {"rank", "findings"}
 _OUTCOME_FIELDS = {"v", "request_id", "device_id", "reviewer", "decided_at", "outcome", "decisions", "notes"}
 
 
@@ -127,6 +133,28 @@ class CandidateSummary:
 
 
 @dataclass(frozen=True)
+class CandidateMorphology:
+    """The officer's feature-by-feature comparison of the probe with one candidate (``core.morphology``)."""
+
+    rank: int
+    findings: Morphology
+
+    def __post_init__(self) -> None:
+        _rank(self.rank)
+        if not isinstance(self.findings, Morphology):
+            raise WireFormatError("A candidate's feature comparison must be a morphological comparison.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "findings": self.findings.to_dict()}
+
+    @classmethod
+    def from_dict(cls, obj: object) -> CandidateMorphology:
+        if not isinstance(obj, dict) or set(obj) != _MORPHOLOGY_FIELDS:
+            raise WireFormatError(f"Each feature comparison must have exactly the fields {sorted(_MORPHOLOGY_FIELDS)}.")
+        return cls(obj["rank"], Morphology.from_dict(obj["findings"]))
+
+
+@dataclass(frozen=True)
 class PeerReviewRequest:
     """A device asks for a review of the candidates in question (``ranks``) and of the officer's doubts."""
 
@@ -140,6 +168,7 @@ class PeerReviewRequest:
     library_version: str | None = None
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     requested_at: str = field(default_factory=now_iso)
+    morphology: tuple[CandidateMorphology, ...] = ()
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -162,25 +191,43 @@ class PeerReviewRequest:
             raise WireFormatError("A rank in question is not one of the candidates.")
         if not self.ranks and not self.doubts.strip():
             raise WireFormatError("A peer review request must name a candidate in question or record doubts.")
+        if not isinstance(self.morphology, tuple) or len(self.morphology) > MAX_COMPARED:
+            raise WireFormatError(f"A request carries at most {MAX_COMPARED} feature comparisons.")
+        compared = [m.rank for m in self.morphology if isinstance(m, CandidateMorphology)]
+        if len(compared) != len(self.morphology) or len(set(compared)) != len(compared):
+            raise WireFormatError("Feature comparisons must be one per candidate.")
+        if not set(compared) <= set(known):
+            raise WireFormatError("A feature comparison is for a candidate the request does not list.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
+        out = {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
                 "case_id": self.case_id, "custody_ref": self.custody_ref, "requested_by": self.requested_by,
                 "requested_at": self.requested_at, "library_version": self.library_version,
                 "doubts": self.doubts, "ranks": list(self.ranks),
                 "candidates": [c.to_dict() for c in self.candidates]}
+        if self.morphology:
+            out["morphology"] = [m.to_dict() for m in self.morphology]
+        return out
 
     def to_bytes(self) -> bytes:
         return encode_object(self.to_dict(), MAX_REQUEST_BYTES, "Peer review request")
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> PeerReviewRequest:
-        obj = decode_object(payload, MAX_REQUEST_BYTES, "Peer review request", version=SCHEMA_VERSION,
-                            fields=_REQUEST_FIELDS)
+        obj = decode_object(payload, MAX_REQUEST_BYTES, "Peer review request", version=SCHEMA_VERSION)
+        given = set(obj) | {"v"}
+        if not _REQUEST_FIELDS <= given <= _REQUEST_FIELDS | _OPTIONAL_REQUEST_FIELDS:
+            missing, extra = _REQUEST_FIELDS - given, given - _REQUEST_FIELDS - _OPTIONAL_REQUEST_FIELDS
+            raise WireFormatError(f"Peer review request fields wrong: missing {sorted(missing)}, "
+                                  f"unexpected {sorted(extra)}.")
         if not isinstance(obj["ranks"], list) or not isinstance(obj["candidates"], list):
             raise WireFormatError("Peer review request 'ranks' and 'candidates' must be lists.")
         obj["ranks"] = tuple(obj["ranks"])
         obj["candidates"] = tuple(CandidateSummary.from_dict(c) for c in obj["candidates"][:MAX_CANDIDATES + 1])
+        if "morphology" in obj:
+            if not isinstance(obj["morphology"], list) or not obj["morphology"]:
+                raise WireFormatError("Peer review request 'morphology' must be a non-empty list when present.")
+            obj["morphology"] = tuple(CandidateMorphology.from_dict(m) for m in obj["morphology"][:MAX_COMPARED + 1])
         try:
             return cls(**obj)
         except TypeError as e:

@@ -23,7 +23,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -35,6 +35,7 @@ from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
 from core import peer_review as wire
 from core.errors import CustodyRfrError, WireFormatError
+from core.morphology import MAX_NOTE, Morphology
 from core.topics import peer_review_request_topic, validate_device_id
 from library.errors import SnapshotError
 
@@ -150,12 +151,33 @@ class CentralPeerReviewChannel(PeerReviewChannel):
             requested_by=request.requested_by, doubts=doubts, ranks=tuple(request.ranks),
             candidates=tuple(self._summaries(request.case_id, version)),
             library_version=None if version is None else str(version))
+        message = self._with_comparisons(message)
         now = self._clock()
         self._store.request(request.case_id, request.custody_ref, request.requested_by, now, request.ranks,
                             request.question, self.name)
         self._queue.enqueue(message.request_id, request.case_id, message.to_bytes(), now)
         self._wake.set()
         logger.info("peer review request %s for case %s queued for central", message.request_id, request.case_id)
+
+    def _with_comparisons(self, message: wire.PeerReviewRequest) -> wire.PeerReviewRequest:
+        """The request with the officer's feature comparisons (words only), shortened until it fits the
+        message's cap: notes are cut first (the full text stays on the device), then left out."""
+        stored = self._cases.comparisons(message.case_id)
+        compared = []
+        for rank, findings in sorted(stored.items())[: wire.MAX_COMPARED]:
+            try:
+                compared.append(wire.CandidateMorphology(rank, Morphology.from_dict(findings)))
+            except WireFormatError as e:
+                logger.warning("feature comparison of case %s rank %s not sent: %s", message.case_id, rank, e)
+        for limit in (MAX_NOTE, 120, 0):
+            fitted = tuple(wire.CandidateMorphology(m.rank, m.findings.with_notes_cut(limit)) for m in compared)
+            candidate = replace(message, morphology=fitted)
+            try:
+                candidate.to_bytes()
+            except WireFormatError:
+                continue
+            return candidate
+        return message
 
     def _summaries(self, case_id: str, version: str | None) -> list[wire.CandidateSummary]:
         """Each candidate by reference (subject ref, score, band, the officer's decision): no images."""
