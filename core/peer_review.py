@@ -3,8 +3,9 @@
 The policy sends a doubtful adjudication to the facial recognition team for
 peer review before a case may close. Neither message carries biometric data:
 the request holds the officer's reasoning and each candidate's reference
-(subject ref, rank, score and band, the officer's decision) and the library
-version searched, so a reviewer at central can look the subjects up in the
+(subject ref, rank, score and band, the officer's decision), the library
+version searched and, when the officer made them, their feature-by-feature
+comparisons in words (optional field ``morphology``, ``core.morphology``), so a reviewer at central can look the subjects up in the
 reference library there; the probe never leaves the device
 (docs/desk-workflow.md, "Peer review by central").
 

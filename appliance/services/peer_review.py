@@ -161,7 +161,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
 
     def _with_comparisons(self, message: wire.PeerReviewRequest) -> wire.PeerReviewRequest:
         """The request with the officer's feature comparisons (words only), shortened until it fits the
-        message's cap: notes are cut first (the full text stays on the device), then left out."""
+        message's cap: notes are cut, down to a marker alone if need be (the full text stays on the device)."""
         stored = self._cases.comparisons(message.case_id)
         compared = []
         for rank, findings in sorted(stored.items())[: wire.MAX_COMPARED]:

@@ -110,3 +110,11 @@ def test_full_notes_on_every_candidate_hit_the_size_cap_and_the_wire_decoder_ref
     data = json.dumps(big.to_dict()).encode()
     with pytest.raises(WireFormatError, match=f"limit is {MAX_REQUEST_BYTES}"):
         PeerReviewRequest.from_bytes(data)
+
+
+def test_notes_can_be_cut_to_fit_a_message_and_say_so():
+    m = comparison(nose=("dissimilar", "n" * 300), ears=("similar", "short"))
+    cut = m.with_notes_cut(120)
+    assert cut.findings["nose"].note == "n" * 119 + "…" and cut.findings["ears"].note == "short"
+    assert cut.findings["nose"].finding == "dissimilar", "findings are never changed, only notes shortened"
+    assert {c.note for c in m.with_notes_cut(0).findings.values()} <= {"", "…"}
