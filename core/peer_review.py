@@ -5,8 +5,9 @@ peer review before a case may close. Neither message carries biometric data:
 the request holds the officer's reasoning and each candidate's reference
 (subject ref, rank, score and band, the officer's decision), the library
 version searched and, when the officer made them, their feature-by-feature
-comparisons in words (optional field ``morphology``, ``core.morphology``), so a reviewer at central can look the subjects up in the
-reference library there; the probe never leaves the device
+comparisons in words (optional field ``morphology``, ``core.morphology``), so
+a reviewer at central can look the subjects up in the reference library there;
+the probe never leaves the device
 (docs/desk-workflow.md, "Peer review by central").
 
 The outcome is signed by central's fleet-command key (``core.signed``) when it is
