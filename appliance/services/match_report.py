@@ -103,6 +103,15 @@ def _light(what: str, quality: Mapping[str, Any] | None) -> str:
     return text + "."
 
 
+def _reference_sentence(facts: ReportFacts) -> str:
+    """The library's measures when it stored them; else the grade the candidate list shows."""
+    if facts.reference_quality:
+        return _quality_sentence("Reference image", facts.reference_quality)
+    v = facts.view
+    return " ".join([f"Reference image, recorded in the library: {v.reference_quality}.",
+                     *v.reference_quality_reasons])
+
+
 def prefill(facts: ReportFacts) -> dict[str, str]:
     """The pre-filled answers, by Match Report field (the officer's rationale is never pre-filled)."""
     v = facts.view
@@ -118,9 +127,7 @@ def prefill(facts: ReportFacts) -> dict[str, str]:
                      "make-up, camera angle.")
     return {
         "probe_quality": _quality_sentence("Detainee's photo", facts.probe_quality),
-        "reference_quality": _quality_sentence("Reference image", facts.reference_quality)
-        if facts.reference_quality else f"Reference image, recorded in the library: {v.reference_quality}."
-        + (" " + " ".join(v.reference_quality_reasons) if v.reference_quality_reasons else ""),
+        "reference_quality": _reference_sentence(facts),
         "time_lapse": f"Reference image dated {v.image_date}; detainee's photo taken {facts.probe_taken}. "
                       f"Time lapse: {v.time_lapse}.",
         "lighting": _light("Detainee's photo", facts.probe_quality) + " "

@@ -116,12 +116,13 @@ def _confirmed() -> bool:
     return request.form.get("confirm") == "yes"
 
 
-@bp.errorhandler(ConfirmationNeeded)
+@bp.app_errorhandler(ConfirmationNeeded)
 def confirm_destruction(e: ConfirmationNeeded):  # type: ignore[no-untyped-def]
     """Nothing was done: ask again on a page that says what would be destroyed, re-sending the same answers.
 
     Generic over the step: the answers are posted back as they came (whatever the form's field names), with
-    ``confirm=yes``, to the same address; the service decides again from them.
+    ``confirm=yes``, to the same address; the service decides again from them. Registered for the whole app,
+    so a step on any page that the service finds destructive is asked about the same way.
     """
     carried = [(k, v) for k, vs in request.form.lists() for v in vs if k not in ("csrf_token", "confirm")]
     case_id = (request.view_args or {}).get("case_id", "")
@@ -265,8 +266,7 @@ def match_report(case_id: str):  # type: ignore[no-untyped-def]
         cases().submit_match_report(case_id, current_user(), rank, fields, features,
                                     checked_prefill=request.form.get(CONFIRM_FIELD) == "yes")
     except MatchReportInvalid as e:
-        return _page(case_id, 422, error="There is a problem with the Match Report.", errors=e.errors,
-                     values=posted)
+        return _page(case_id, 422, errors=e.errors, values=posted)
     except ValueError:
         return _page(case_id, 422, error="Choose the viable candidate.", values=posted)
     except (PolicyRefusal, CaseError) as e:
@@ -306,20 +306,21 @@ def features(case_id: str, rank: int):  # type: ignore[no-untyped-def]
     view = next((v for v in file.candidate_views() if v.rank == rank), None)
     if view is None:
         abort(404, "That candidate is not part of this case.")
-    status, errors, error, values = 200, {}, None, form_values(file.comparisons().get(rank))
+    status, errors, values = 200, {}, form_values(file.comparisons().get(rank))
     if request.method == "POST":
         values = _features_form()
         try:
             cases().record_comparison(case_id, current_user(), rank, values)
         except ComparisonInvalid as e:
-            status, errors, error = 422, e.errors, "There is a problem with the feature comparison."
+            status, errors = 422, e.errors
         except (PolicyRefusal, CaseError) as e:
             return _refusal(case_id, e)
         else:
             return redirect(url_for("cases.candidates", case_id=case_id) + f"#candidate-{rank}")
-    return render_template("features.html", case=file.case, v=view, features=values, errors=errors, error=error,
+    return render_template("features.html", case=file.case, v=view, features=values, errors=errors, error=None,
                            components=COMPONENTS, findings=FINDINGS, max_note=MAX_NOTE,
                            editable=file.is_owner and file.case.state is State.CANDIDATES_SHOWN,
+                           recorded=as_morphology(file.comparisons().get(rank)),
                            probe=file.probe(), age_bands=AGE_BAND_LABELS), status
 
 

@@ -200,6 +200,8 @@ def test_a_comparison_recorded_before_judging_starts_the_report(desk_app, face_p
     report_page = desk.get(f"/cases/{case_id}").get_data(as_text=True)
     assert 'id="feature-nose-dissimilar" name="feature-nose" value="dissimilar" checked' in report_page
     assert 'value="Wider nostrils in the probe."' in report_page
+    read_only = desk.get(f"/cases/{case_id}/candidates/1/features").get_data(as_text=True)
+    assert "<td>Dissimilar</td><td>Wider nostrils in the probe.</td>" in read_only and 'type="radio"' not in read_only
     other = Desk(desk_app, "officer2")
     assert other.post(f"/cases/{case_id}/candidates/1/features", good).status_code == 404
 

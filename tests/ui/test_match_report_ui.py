@@ -14,10 +14,11 @@ from tests.ui.test_desk_flow import approve, compare_every_feature, judge, submi
 SIZES = {"1366x768": {"width": 1366, "height": 768}, "800px": {"width": 800, "height": 900}}
 
 
-def images_loaded(page: Page, selector: str) -> int:
-    """How many images under ``selector`` actually decoded (a broken image has naturalWidth 0)."""
-    return page.locator(selector).evaluate("e => [...e.querySelectorAll('img')].filter(i => i.naturalWidth > 0)"
-                                           ".length")
+def images_loaded(page: Page, selector: str, count: int = 2) -> None:
+    """Wait until ``count`` images under ``selector`` have loaded and decoded (a broken one has naturalWidth 0)."""
+    page.wait_for_function("([s, n]) => [...document.querySelectorAll(s + ' img')]"
+                           ".filter(i => i.complete && i.naturalWidth > 0).length === n", arg=[selector, count],
+                           timeout=10_000)
 
 
 def no_sideways_scroll(page: Page) -> None:
@@ -38,7 +39,7 @@ def test_match_report_prefilled_with_features_and_plain_errors(people, live_serv
     page.goto(f"{base}/cases/{case_id}")
     page.get_by_role("link", name="Compare features of candidate 1").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Compare features: candidate 1")
-    assert images_loaded(page, ".side-by-side") == 2
+    images_loaded(page, ".side-by-side")
     accessible(page)
     no_sideways_scroll(page)
     nose = page.get_by_role("group", name="Nose")
@@ -56,7 +57,7 @@ def test_match_report_prefilled_with_features_and_plain_errors(people, live_serv
 
     judge(page, first="viable")
     expect(page.locator("#case-state")).to_contain_text("Match Report needed")
-    assert images_loaded(page, "#report-images") == 2
+    images_loaded(page, "#report-images")
     measured = re.compile(r"^Detainee's photo, measured: ")
     expect(page.get_by_label("Probe image quality", exact=True)).to_have_value(measured)
     expect(page.get_by_label("Lighting", exact=True)).to_have_value(re.compile(r"face brightness \d+ of 255"))
