@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from core.display_time import UnknownTimeZoneError, zone
 from core.settings import StrictModel, load_settings
 from core.topics import validate_device_id
 from devicekeys.wrapping import default_path as wrapping_key_default
@@ -102,6 +103,17 @@ class WebSettings(ServedWebSettings):
     secret_key: str = Field(min_length=16, description="Signs session cookies and CSRF tokens.")
     max_upload_mb: int = Field(default=20, ge=1, le=100, description="Largest request body (a probe photo); "
                                "larger is refused before it is read.")
+    time_zone: str = Field(default="Europe/London", description="IANA zone the pages show times in (with its "
+                           "name, e.g. GMT or BST); exports carry UTC.")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zone(value)
+        except UnknownTimeZoneError as e:
+            raise ValueError(str(e)) from e
+        return value
 
 
 class SearchSettings(StrictModel):

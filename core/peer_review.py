@@ -4,11 +4,13 @@ The policy sends a doubtful adjudication to the facial recognition team for
 peer review before a case may close. The request holds the officer's reasoning,
 each candidate's reference (subject ref, the image's ``source`` reference, rank,
 score and band, the officer's decision) and the library version searched, so
-central shows the reviewer the references from its own copy of the library; and,
+central shows the reviewer the references from its own copy of the library;
 optionally (``probe``), the probe's face thumbnail sealed to central's review key
 (``core.review_probe``), readable only by central and destroyed there once the
-review is answered (docs/desk-workflow.md, "Peer review by central"). Both
-additions are optional on the wire: a request without them parses as before.
+review is answered (docs/desk-workflow.md, "Peer review by central"); and, when the
+officer made them, their feature-by-feature comparisons in words (``morphology``,
+``core.morphology``). The additions are optional on the wire: a request without
+them parses as before.
 
 The outcome is signed by central's fleet-command key (``core.signed``) when it is
 sent, and names its device, so only central can close a case on a desk.
@@ -28,6 +30,7 @@ from typing import Any, ClassVar
 
 from core.errors import WireFormatError
 from core.review_probe import MAX_SEALED_PROBE_CHARS, SealedProbe
+from core.morphology import Morphology
 from core.signed import SignedByCentral
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
@@ -57,7 +60,11 @@ _CANDIDATE_FIELDS = {"rank", "subject_ref", "score", "band", "decision"}
 _OPTIONAL_CANDIDATE_FIELDS = {"source"}
 _REQUEST_FIELDS = {"v", "request_id", "device_id", "case_id", "custody_ref", "requested_by", "requested_at",
                    "library_version", "doubts", "ranks", "candidates"}
-_OPTIONAL_REQUEST_FIELDS = {"probe"}
+#: Added later, and only sent when there is something in it: a request without them reads as before.
+_OPTIONAL_REQUEST_FIELDS = {"probe", "morphology"}
+#: At most this many candidates' feature comparisons in one request (12 components each).
+MAX_COMPARED = 20
+_MORPHOLOGY_FIELDS = {"rank", "findings"}
 _OUTCOME_FIELDS = {"v", "request_id", "device_id", "reviewer", "decided_at", "outcome", "decisions", "notes"}
 
 
@@ -147,6 +154,28 @@ class CandidateSummary:
 
 
 @dataclass(frozen=True)
+class CandidateMorphology:
+    """The officer's feature-by-feature comparison of the probe with one candidate (``core.morphology``)."""
+
+    rank: int
+    findings: Morphology
+
+    def __post_init__(self) -> None:
+        _rank(self.rank)
+        if not isinstance(self.findings, Morphology):
+            raise WireFormatError("A candidate's feature comparison must be a morphological comparison.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rank": self.rank, "findings": self.findings.to_dict()}
+
+    @classmethod
+    def from_dict(cls, obj: object) -> CandidateMorphology:
+        if not isinstance(obj, dict) or set(obj) != _MORPHOLOGY_FIELDS:
+            raise WireFormatError(f"Each feature comparison must have exactly the fields {sorted(_MORPHOLOGY_FIELDS)}.")
+        return cls(obj["rank"], Morphology.from_dict(obj["findings"]))
+
+
+@dataclass(frozen=True)
 class PeerReviewRequest:
     """A device asks for a review of the candidates in question (``ranks``) and of the officer's doubts."""
 
@@ -162,6 +191,7 @@ class PeerReviewRequest:
     requested_at: str = field(default_factory=now_iso)
     #: The probe's face thumbnail sealed to central's review key for this request (``core.review_probe``).
     probe: SealedProbe | None = None
+    morphology: tuple[CandidateMorphology, ...] = ()
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -187,6 +217,13 @@ class PeerReviewRequest:
         if self.probe is not None and (not isinstance(self.probe, SealedProbe)
                                        or self.probe.device_id != self.device_id):
             raise WireFormatError("The request's probe was sealed by another desk.")
+        if not isinstance(self.morphology, tuple) or len(self.morphology) > MAX_COMPARED:
+            raise WireFormatError(f"A request carries at most {MAX_COMPARED} feature comparisons.")
+        compared = [m.rank for m in self.morphology if isinstance(m, CandidateMorphology)]
+        if len(compared) != len(self.morphology) or len(set(compared)) != len(compared):
+            raise WireFormatError("Feature comparisons must be one per candidate.")
+        if not set(compared) <= set(known):
+            raise WireFormatError("A feature comparison is for a candidate the request does not list.")
 
     def to_dict(self) -> dict[str, Any]:
         out = {"v": SCHEMA_VERSION, "request_id": self.request_id, "device_id": self.device_id,
@@ -194,6 +231,8 @@ class PeerReviewRequest:
                "requested_at": self.requested_at, "library_version": self.library_version,
                "doubts": self.doubts, "ranks": list(self.ranks),
                "candidates": [c.to_dict() for c in self.candidates]}
+        if self.morphology:
+            out["morphology"] = [m.to_dict() for m in self.morphology]
         return out if self.probe is None else {**out, "probe": self.probe.to_dict()}
 
     def without_probe(self) -> PeerReviewRequest:
@@ -220,6 +259,10 @@ class PeerReviewRequest:
             raise WireFormatError("Peer review request 'ranks' and 'candidates' must be lists.")
         obj["ranks"] = tuple(obj["ranks"])
         obj["candidates"] = tuple(CandidateSummary.from_dict(c) for c in obj["candidates"][:MAX_CANDIDATES + 1])
+        if "morphology" in obj:
+            if not isinstance(obj["morphology"], list) or not obj["morphology"]:
+                raise WireFormatError("Peer review request 'morphology' must be a non-empty list when present.")
+            obj["morphology"] = tuple(CandidateMorphology.from_dict(m) for m in obj["morphology"][:MAX_COMPARED + 1])
         try:
             return cls(**obj)
         except TypeError as e:

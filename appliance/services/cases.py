@@ -33,6 +33,8 @@ from appliance.services.accounts import User
 from appliance.services.audit import AuditLog
 from appliance.services.candidate_view import CandidateView, SearchScale, describe, search_scale
 from appliance.services.library import LibraryHolder
+from appliance.services.match_report import CONFIRM_ERROR, ReportFacts, prefill, reference_quality_of
+from appliance.services.morphology import read_morphology
 from appliance.services.peer_review import (
     LocalPeerReviewChannel,
     PeerReviewChannel,
@@ -40,6 +42,7 @@ from appliance.services.peer_review import (
     PeerReviewRequest,
 )
 from appliance.services.policy import (
+    AGE_BAND_LABELS,
     Decision,
     PolicyRefusal,
     Role,
@@ -59,6 +62,7 @@ from appliance.services.policy import (
 from appliance.storage.cases import CandidateRow, CaseStore, ProbeRow
 from appliance.storage.peer_reviews import PeerReviewRow, PeerReviewStore
 from core.errors import CustodyRfrError
+from core.morphology import Morphology
 from library.errors import SnapshotError
 from library.records import ReferenceRecord
 from models.errors import ImageRejectedError, NoFaceError
@@ -106,6 +110,8 @@ RETENTION_REFUSED = ("Refused: no photo was taken and no search ran. Only this r
                      "refused it, when and why remains.")
 RETENTION_NONE = ("No viable match: the probe image, its template, face crops and the candidate list were "
                   "destroyed. Only this record of who searched, when, why and with what outcome remains.")
+RETENTION_WITHDRAWN = ("Withdrawn: the request was ended before any judgement. Any photo taken, its template and "
+                       "face crops were destroyed. Only this record of who asked, when and why remains.")
 
 
 class CaseError(CustodyRfrError):
@@ -130,6 +136,24 @@ class MatchReportInvalid(CaseError):
     def __init__(self, errors: dict[str, str]) -> None:
         super().__init__("The Match Report is incomplete: " + " ".join(errors.values()))
         self.errors = errors
+
+
+class ComparisonInvalid(CaseError):
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("The feature comparison is incomplete: " + " ".join(errors.values()))
+        self.errors = errors
+
+
+class ConfirmationNeeded(CustodyRfrError):
+    """The step would destroy data and was not confirmed: nothing was changed.
+
+    Not a ``CaseError``: a page that shows case errors inline must not swallow it; it reaches the desk's
+    confirmation page (``appliance.web``), which names what would be destroyed and asks again.
+    """
+
+    def __init__(self, title: str, destroys: list[str], button: str, consequence: str) -> None:
+        super().__init__(f"{title} Nothing has been destroyed: confirm to go ahead.")
+        self.title, self.destroys, self.button, self.consequence = title, destroys, button, consequence
 
 
 @dataclass(frozen=True)
@@ -237,6 +261,14 @@ class CaseFile:
 
     def match_report(self) -> dict[str, Any] | None:
         return self._service.store.match_report(self.case.case_id) if self.record else None
+
+    def comparisons(self) -> dict[int, dict[str, Any]]:
+        """The officer's feature comparisons by candidate rank (while the candidate list is held)."""
+        return self._service.store.comparisons(self.case.case_id) if self.record else {}
+
+    def report_prefill(self, rank: int) -> dict[str, str]:
+        """The Match Report's answers as the desk measured them, for the officer to confirm or correct."""
+        return self._service.report_prefill(self.case.case_id, rank) if self.record else {}
 
 
 @dataclass(frozen=True)
@@ -523,6 +555,14 @@ class CaseService:
                               custody_ref=file.case.custody_ref, candidates=len(self.store.candidates(case_id)))
         return file
 
+    def view_features(self, case_id: str, user: User, rank: int) -> CaseFile:
+        """The feature-comparison page of one candidate: it shows the faces, so its viewing is recorded too."""
+        file = self.open_case(case_id, user, "feature comparison", Access.IMAGES)
+        if file.case.state is State.CANDIDATES_SHOWN:
+            self.audit.record("candidate_viewed", user.username, "features_compared_page", case_id=case_id,
+                              custody_ref=file.case.custody_ref, candidate_rank=rank)
+        return file
+
     def candidate_views(self, case_id: str) -> list[CandidateView]:
         """Every candidate with the facts the adjudicator must weigh, from the library version searched."""
         case = self.get(case_id)
@@ -561,12 +601,54 @@ class CaseService:
         except SnapshotError as e:
             raise CaseError(str(e)) from e
 
+    # The Match Report's facts and the feature comparison -----------------------------------
+    def report_prefill(self, case_id: str, rank: int) -> dict[str, str]:
+        """What the desk measured about the probe and candidate ``rank``, as Match Report answers."""
+        case = self.get(case_id)
+        view = next((v for v in self.candidate_views(case_id) if v.rank == rank), None)
+        if view is None:
+            return {}
+        try:
+            reference = reference_quality_of(getattr(self._reference(case, rank)[0], "quality", None))
+        except CaseError:
+            reference = None
+        probe = self.store.probe(case_id)
+        taken = date.fromtimestamp(case.searched_at or self._clock())
+        return prefill(ReportFacts(
+            probe_quality=probe.quality if probe else None, probe_taken=f"{taken.day} {taken:%B %Y}",
+            apparent_age=AGE_BAND_LABELS.get(case.age_band, case.age_band),
+            faces_found=probe.faces_found if probe else 1, disability=bool(case.disability),
+            predates_reassignment=bool(case.predates_reassignment), view=view, reference_quality=reference))
+
+    def record_comparison(self, case_id: str, user: User, rank: int, form: dict[str, str]) -> Morphology:
+        """The officer's feature-by-feature comparison of the probe with one candidate, before judging it
+        (it travels with a peer review request, and starts the Match Report for that candidate)."""
+        case = self._owned(case_id, user, "feature comparison", State.CANDIDATES_SHOWN)
+        if rank not in {c.rank for c in self.store.candidates(case_id)}:
+            raise CaseError("That candidate is not part of this case.")
+        morphology, errors = read_morphology(form, need_one_compared=False)
+        if morphology is None:
+            raise ComparisonInvalid(errors)
+        self.store.put_comparison(case_id, rank, morphology.to_dict(), user.username, self._clock())
+        self.audit.record("adjudication", user.username, "features_compared", case_id=case_id,
+                          custody_ref=case.custody_ref, candidate_rank=rank, **morphology.counts())
+        return morphology
+
     # Adjudication ------------------------------------------------------------------
-    def adjudicate(self, case_id: str, user: User, decisions: dict[int, str], doubts: str) -> Case:
+    def adjudicate(self, case_id: str, user: User, decisions: dict[int, str], doubts: str,
+                   confirmed: bool = False) -> Case:
+        """Record the decisions; when they close the case with no viable match (which destroys the photo at
+        once), only if ``confirmed``: otherwise ``ConfirmationNeeded`` and nothing is recorded."""
         case = self._owned(case_id, user, "adjudication", State.CANDIDATES_SHOWN)
         ranks = {c.rank for c in self.store.candidates(case_id)}
         if set(decisions) != ranks or any(d not in set(Decision) for d in decisions.values()):
             raise CaseError("Mark every candidate as viable, not viable or needs peer review.")
+        closes = not needs_peer_review(decisions.values(), doubts) and Decision.VIABLE not in decisions.values()
+        if closes and not confirmed:
+            raise self._destruction_needs_confirming(
+                case_id, "Close the case with no viable match?",
+                "Yes, close the case and destroy the photo",
+                "The case will close as 'no viable match' and the search cannot be looked at again.")
         self.store.set_decisions(case_id, decisions)
         self.store.update(case_id, adjudicated_by=user.username, adjudicated_at=self._clock(),
                           doubts=doubts.strip() or None)
@@ -584,7 +666,8 @@ class CaseService:
             return self.get(case_id)
         return self._after_decisions(case_id, user.username)
 
-    def record_local_peer_review(self, case_id: str, user: User, decisions: dict[int, str], notes: str) -> Case:
+    def record_local_peer_review(self, case_id: str, user: User, decisions: dict[int, str], notes: str,
+                                 confirmed: bool = False) -> Case:
         """Offline fallback: a technical adviser on the device records the outcome, then it is applied."""
         self.open_case(case_id, user, "peer review")
         case = self._open(case_id, State.AWAITING_PEER_REVIEW)
@@ -601,6 +684,11 @@ class CaseService:
             raise CaseError("Decide each candidate in question: viable or not viable.")
         if len(notes.strip()) < 10:
             raise CaseError("Write the peer review's reasons in a sentence or two.")
+        if Decision.VIABLE not in decisions.values() and not confirmed:
+            raise self._destruction_needs_confirming(
+                case_id, "Record the review and close the case with no viable match?",
+                "Yes, record the review and destroy the photo",
+                "The case will close as 'no viable match' and the search cannot be looked at again.")
         self.channel.record_outcome(PeerReviewOutcome(case_id, user.username, decisions, notes.strip()))
         return self.apply_peer_review(case_id)
 
@@ -622,38 +710,75 @@ class CaseService:
             return self.get(case_id)
         return self._close_no_match(case_id, actor, "no viable match")
 
-    def submit_match_report(self, case_id: str, user: User, rank: int, fields: dict[str, str]) -> Case:
+    def submit_match_report(self, case_id: str, user: User, rank: int, fields: dict[str, str],
+                            features: dict[str, str] | None = None, checked_prefill: bool = False) -> Case:
+        """Close a viable match with its Match Report: the five factors and the rationale (``fields``), the
+        feature-by-feature comparison (``features``, form values) and the officer's confirmation that the
+        answers the desk filled in were checked against the images."""
         case = self._owned(case_id, user, "match report", State.AWAITING_MATCH_REPORT)
         viable = {c.rank for c in self.store.candidates(case_id) if c.decision == Decision.VIABLE}
         if rank not in viable:
             raise CaseError("Choose one of the candidates marked viable for the Match Report.")
         errors = validate_match_report(fields)
-        if errors:
+        morphology, feature_errors = read_morphology(features or {}, need_one_compared=True)
+        errors.update(feature_errors)
+        if not checked_prefill:
+            errors["checked_prefill"] = CONFIRM_ERROR
+        if errors or morphology is None:
             raise MatchReportInvalid(errors)
+        lead = next((v.subject_ref for v in self.candidate_views(case_id) if v.rank == rank), None)
         now = self._clock()
-        self.store.put_match_report(case_id, rank, {k: v.strip() for k, v in fields.items()}, user.username, now)
+        self.store.put_match_report(case_id, rank, {k: v.strip() for k, v in fields.items()}, user.username, now,
+                                    morphology=morphology.to_dict())
         self.audit.record("match_report", user.username, "recorded", case_id=case_id, custody_ref=case.custody_ref,
-                          candidate_rank=rank)
+                          candidate_rank=rank, **morphology.counts())
         destroyed = self.store.destroy_biometrics(case_id, keep_viable=True)
         self.store.update(case_id, state=State.CLOSED_VIABLE.value, outcome="viable_match", closed_at=now,
-                          retention=RETENTION_VIABLE)
+                          retention=RETENTION_VIABLE, lead_subject=lead)
         self.audit.record("deletion", user.username, "partial_viable_match_retained", case_id=case_id,
                           custody_ref=case.custody_ref, destroyed=destroyed,
                           retained=["probe image", "probe face thumbnail", "candidate list", "Match Report"])
         return self.get(case_id)
 
-    def withdraw(self, case_id: str, user: User) -> Case:
-        """The owner ends an open case before adjudication (e.g. identity found another way)."""
+    def withdraw(self, case_id: str, user: User, confirmed: bool = False) -> Case:
+        """The owner ends an open case before adjudication (e.g. identity found another way); it destroys any
+        photo taken, so only if ``confirmed``: otherwise ``ConfirmationNeeded`` and nothing changes."""
         case = self._owned(case_id, user, "withdrawal", State.AWAITING_APPROVAL, State.APPROVED,
                            State.PROBE_CAPTURED, State.RETURNED)
+        if not confirmed:
+            raise self._destruction_needs_confirming(
+                case_id, "Withdraw this request?", "Yes, withdraw the request",
+                "The case will show as 'Withdrawn'. It cannot be reopened: a new request would need approval "
+                "again.")
         return self._close_no_match(case_id, user.username, "withdrawn", state=State.WITHDRAWN, case=case)
+
+    def _destruction_needs_confirming(self, case_id: str, title: str, button: str,
+                                      consequence: str) -> ConfirmationNeeded:
+        """What this case holds that the step would destroy, in words, for the confirmation page."""
+        probe = self.store.probe(case_id)
+        held = []
+        if probe is not None:
+            held.append("the photo of the detainee")
+            if probe.template is not None:
+                held.append("the face template made from it")
+            if probe.thumbnail is not None:
+                held.append("the face thumbnail")
+        crops = self.store.crop_count(case_id)
+        if crops:
+            held.append(f"the {crops} face crops cut from the photo")
+        candidates = len(self.store.candidates(case_id))
+        if candidates:
+            held.append(f"the list of {candidates} candidates")
+        if self.store.comparisons(case_id):
+            held.append("your feature comparisons")
+        return ConfirmationNeeded(title, held, button, consequence)
 
     def _close_no_match(self, case_id: str, actor: str, why: str, state: State = State.CLOSED_NO_MATCH,
                         case: Case | None = None) -> Case:
         case = case or self.get(case_id)
         destroyed = self.store.destroy_biometrics(case_id)
         self.store.update(case_id, state=state.value, outcome=why.replace(" ", "_"), closed_at=self._clock(),
-                          retention=RETENTION_NONE)
+                          retention=RETENTION_WITHDRAWN if state is State.WITHDRAWN else RETENTION_NONE)
         self.audit.record("deletion", actor, "destroyed", case_id=case_id, custody_ref=case.custody_ref,
                           why=why, destroyed=destroyed)
         return self.get(case_id)

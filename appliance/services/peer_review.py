@@ -26,7 +26,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from appliance.storage.peer_reviews import PeerReviewStore
 from core import peer_review as wire
 from core.errors import CustodyRfrError, SettingsError, WireFormatError
 from core.keywrap import public_key_from_hex
+from core.morphology import MAX_NOTE, Morphology
 from core.review_probe import MAX_QUALITY_CHARS, SealedProbe, review_key_id
 from core.topics import peer_review_request_topic, validate_device_id
 from library.errors import SnapshotError
@@ -183,6 +184,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
             requested_by=request.requested_by, doubts=doubts, ranks=tuple(request.ranks),
             candidates=tuple(self._summaries(request.case_id, version)),
             library_version=None if version is None else str(version), request_id=request_id, probe=sealed)
+        message = self._with_comparisons(message)
         now = self._clock()
         self._store.request(request.case_id, request.custody_ref, request.requested_by, now, request.ranks,
                             request.question, self.name)
@@ -216,6 +218,26 @@ class CentralPeerReviewChannel(PeerReviewChannel):
         except WireFormatError as e:  # the reviewer is told no image came; the request still goes
             logger.warning("the face thumbnail of case %s cannot be sent for peer review: %s", case_id, e)
             return None
+
+    def _with_comparisons(self, message: wire.PeerReviewRequest) -> wire.PeerReviewRequest:
+        """The request with the officer's feature comparisons (words only), shortened until it fits the
+        message's cap: notes are cut, down to a marker alone if need be (the full text stays on the device)."""
+        stored = self._cases.comparisons(message.case_id)
+        compared = []
+        for rank, findings in sorted(stored.items())[: wire.MAX_COMPARED]:
+            try:
+                compared.append(wire.CandidateMorphology(rank, Morphology.from_dict(findings)))
+            except WireFormatError as e:
+                logger.warning("feature comparison of case %s rank %s not sent: %s", message.case_id, rank, e)
+        for limit in (MAX_NOTE, 120, 0):
+            fitted = tuple(wire.CandidateMorphology(m.rank, m.findings.with_notes_cut(limit)) for m in compared)
+            candidate = replace(message, morphology=fitted)
+            try:
+                candidate.to_bytes()
+            except WireFormatError:
+                continue
+            return candidate
+        return message
 
     def _summaries(self, case_id: str, version: str | None) -> list[wire.CandidateSummary]:
         """Each candidate by reference (subject ref, score, band, the officer's decision): no images."""

@@ -270,9 +270,21 @@ MATCH_REPORT_FIELDS = {
 }
 
 
+# What to say when a Match Report field is left empty: what to write, in the officer's words (GOV.UK style).
+MATCH_REPORT_MISSING = {
+    "probe_quality": "Describe the quality of the detainee's photo.",
+    "reference_quality": "Describe the quality of the reference image.",
+    "time_lapse": "Enter the time between the two images, or write that it is not known.",
+    "lighting": "Describe the lighting in the two images.",
+    "other_factors": "Enter any other factors that affect the comparison, or write 'None'.",
+    "age_judgement": "Explain how you allowed for differences of age between the two images.",
+    "rationale": "Explain why this candidate is a viable match.",
+}
+
+
 def validate_match_report(fields: dict[str, str]) -> dict[str, str]:
     """Every Match Report field must be filled in: a viable match without one is not allowed."""
-    return {name: f"Record the {label.lower()}." for name, label in MATCH_REPORT_FIELDS.items()
+    return {name: MATCH_REPORT_MISSING[name] for name in MATCH_REPORT_FIELDS
             if len(fields.get(name, "").strip()) < 3}
 
 

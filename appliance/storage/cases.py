@@ -75,15 +75,24 @@ CREATE TABLE IF NOT EXISTS match_reports (
     case_id TEXT PRIMARY KEY, rank INTEGER NOT NULL, fields TEXT NOT NULL, author TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS case_comparisons (
+    case_id TEXT NOT NULL, rank INTEGER NOT NULL, morphology TEXT NOT NULL, author TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (case_id, rank)
+);
 """
 
 # Biometric tables: everything here is destroyed when a case closes without a viable match, and when a
 # viable match's retention period ends.
-BIOMETRIC_TABLES = ("case_probes", "case_crops", "case_candidates")
-# Columns added after the first release: (name, declaration), added to an older database when it is opened.
-_ADDED_COLUMNS = (("biometrics_destroyed_at", "REAL"),
-                  ("returned_by", "TEXT"), ("returned_at", "REAL"), ("return_note", "TEXT"),
-                  ("refused_by", "TEXT"), ("refused_at", "REAL"), ("refusal_reason", "TEXT"))
+# The officer's feature-by-feature comparisons of the probe with a candidate describe the detainee's face, so
+# they go with the candidate list (a Match Report keeps its own copy of the one it reports).
+BIOMETRIC_TABLES = ("case_probes", "case_crops", "case_candidates", "case_comparisons")
+# Columns added after the first release: (table, name, declaration), added to an older database when opened.
+_ADDED_COLUMNS = (("cases", "biometrics_destroyed_at", "REAL"), ("cases", "lead_subject", "TEXT"),
+                  ("cases", "returned_by", "TEXT"), ("cases", "returned_at", "REAL"),
+                  ("cases", "return_note", "TEXT"), ("cases", "refused_by", "TEXT"),
+                  ("cases", "refused_at", "REAL"), ("cases", "refusal_reason", "TEXT"),
+                  ("match_reports", "morphology", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -109,10 +118,10 @@ class CaseStore:
         self._db = db
         with db.lock:
             db.conn.executescript(_SCHEMA)
-            have = {row[1] for row in db.conn.execute("PRAGMA table_info(cases)")}
-            for name, declaration in _ADDED_COLUMNS:
+            for table, name, declaration in _ADDED_COLUMNS:
+                have = {row[1] for row in db.conn.execute(f"PRAGMA table_info({table})")}
                 if name not in have:
-                    db.conn.execute(f"ALTER TABLE cases ADD COLUMN {name} {declaration}")
+                    db.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
             db.conn.commit()
 
     # The case record -------------------------------------------------------
@@ -208,17 +217,38 @@ class CaseStore:
                                       [(d, case_id, rank) for rank, d in decisions.items()])
             self._db.conn.commit()
 
-    def put_match_report(self, case_id: str, rank: int, fields: dict[str, str], author: str, now: float) -> None:
+    def put_match_report(self, case_id: str, rank: int, fields: dict[str, str], author: str, now: float,
+                         morphology: dict[str, Any] | None = None) -> None:
         with self._db.lock:
-            self._db.conn.execute("INSERT OR REPLACE INTO match_reports VALUES (?, ?, ?, ?, ?)",
-                                  (case_id, rank, json.dumps(fields), author, now))
+            self._db.conn.execute(
+                "INSERT OR REPLACE INTO match_reports (case_id, rank, fields, author, created_at, morphology)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (case_id, rank, json.dumps(fields), author, now,
+                 json.dumps(morphology) if morphology is not None else None))
             self._db.conn.commit()
 
     def match_report(self, case_id: str) -> dict[str, Any] | None:
         with self._db.lock:
-            row = self._db.conn.execute("SELECT rank, fields, author, created_at FROM match_reports"
+            row = self._db.conn.execute("SELECT rank, fields, author, created_at, morphology FROM match_reports"
                                         " WHERE case_id = ?", (case_id,)).fetchone()
-        return {"rank": row[0], "fields": json.loads(row[1]), "author": row[2], "created_at": row[3]} if row else None
+        if row is None:
+            return None
+        return {"rank": row[0], "fields": json.loads(row[1]), "author": row[2], "created_at": row[3],
+                "morphology": json.loads(row[4]) if row[4] else None}
+
+    # Feature-by-feature comparisons (with the candidate list: destroyed with it) --------------
+    def put_comparison(self, case_id: str, rank: int, morphology: dict[str, Any], author: str, now: float) -> None:
+        with self._db.lock:
+            self._db.conn.execute("INSERT OR REPLACE INTO case_comparisons VALUES (?, ?, ?, ?, ?)",
+                                  (case_id, rank, json.dumps(morphology), author, now))
+            self._db.conn.commit()
+
+    def comparisons(self, case_id: str) -> dict[int, dict[str, Any]]:
+        """Each compared candidate's findings, by rank."""
+        with self._db.lock:
+            rows = self._db.conn.execute("SELECT rank, morphology FROM case_comparisons WHERE case_id = ?"
+                                         " ORDER BY rank", (case_id,)).fetchall()
+        return {int(r[0]): json.loads(r[1]) for r in rows}
 
     # Destruction -----------------------------------------------------------------
     def destroy_biometrics(self, case_id: str, *, keep_viable: bool = False) -> list[str]:
@@ -234,9 +264,11 @@ class CaseStore:
                 conn.execute("DELETE FROM case_crops WHERE case_id = ?", (case_id,))
                 destroyed = ["probe template", "face crops"]
             else:
+                compared = conn.execute("SELECT count(*) FROM case_comparisons WHERE case_id = ?",
+                                        (case_id,)).fetchone()[0]
                 self._delete_biometric_rows(case_id)
                 destroyed = ["probe image", "probe template", "probe face thumbnail", "face crops",
-                             "candidate list"]
+                             "candidate list"] + (["feature comparisons"] if compared else [])
             conn.commit()
             self._checkpoint()
         return destroyed
@@ -273,12 +305,15 @@ class CaseStore:
                 crops = conn.execute("SELECT count(*) FROM case_crops WHERE case_id = ?", (case_id,)).fetchone()[0]
                 candidates = conn.execute("SELECT count(*) FROM case_candidates WHERE case_id = ?",
                                           (case_id,)).fetchone()[0]
+                compared = conn.execute("SELECT count(*) FROM case_comparisons WHERE case_id = ?",
+                                        (case_id,)).fetchone()[0]
                 destroyed = [name for name, held in (
                     ("probe image", probe is not None and probe[0]),
                     ("probe template", probe is not None and probe[1]),
                     ("probe face thumbnail", probe is not None and probe[2]),
                     ("face crops", crops > 0),
-                    (f"candidate list ({candidates} candidates)", candidates > 0)) if held]
+                    (f"candidate list ({candidates} candidates)", candidates > 0),
+                    ("feature comparisons", compared > 0)) if held]
                 self._delete_biometric_rows(case_id)
                 conn.execute("UPDATE cases SET biometrics_destroyed_at = ?, retention = ? WHERE case_id = ?",
                              (now, retention, case_id))

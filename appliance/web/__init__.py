@@ -22,6 +22,7 @@ from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
 from appliance.settings import ApplianceSettings
+from core.display_time import zone
 from models.pipeline import FacePipeline
 from webserver.body_limit import BodyLimit
 
@@ -103,8 +104,10 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     if start_sync:
         desk.start()
 
-    from appliance.web import auth, cases
+    from appliance.web import auth, cases, times
     from appliance.web import desk as desk_pages
+
+    times.init_app(app, zone(settings.web.time_zone))
 
     withdrawn = desk.wipe.withdrawn
 

@@ -18,16 +18,21 @@ from appliance.services.access import Access
 from appliance.services.accounts import AccountService, LoginRefusedError
 from appliance.services.cases import (
     RETENTION_NONE,
+    RETENTION_WITHDRAWN,
     STATE_LABELS,
     Case,
     CaseError,
     CaseFile,
     CaseService,
+    ComparisonInvalid,
+    ConfirmationNeeded,
     DecisionInvalid,
     MatchReportInvalid,
     State,
     SubmissionInvalid,
 )
+from appliance.services.match_report import CONFIRM_FIELD, PREFILLED
+from appliance.services.morphology import as_morphology, form_values
 from appliance.services.policy import (
     AGE_BAND_LABELS,
     DECISION_LABELS,
@@ -43,6 +48,7 @@ from appliance.services.retention import day
 from appliance.web import case_status, submission_form
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
+from core.morphology import COMPONENTS, FINDINGS, MAX_NOTE
 from models.errors import ImageRejectedError, NoFaceError
 from websession.interface import not_activity
 
@@ -68,19 +74,72 @@ def _page(case_id: str, status: int = 200, error: str | None = None, errors: dic
     case = file.case
     views = file.candidate_views() if case.state in (State.AWAITING_PEER_REVIEW, State.AWAITING_MATCH_REPORT,
                                                      State.CLOSED_VIABLE) else []
+    report_context = _report_context(file, views, values or {}) if case.state is State.AWAITING_MATCH_REPORT else {}
     return render_template(
-        "case.html", case=case, state_label=STATE_LABELS[case.state], req=required_approval(case.submission),
-        is_owner=file.is_owner, is_adviser=file.is_adviser,
+        "case.html", **report_context, case=case, state_label=STATE_LABELS[case.state],
+        req=required_approval(case.submission), is_owner=file.is_owner, is_adviser=file.is_adviser,
         images=file.images, probe=file.probe(), crops=file.crop_count(), review=file.review(), views=views,
         report=file.match_report(), summary=file.record, error=error, errors=errors or {}, values=values or {},
         reasons=REASON_LABELS, checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS,
         decisions=DECISION_LABELS, report_fields=MATCH_REPORT_FIELDS, State=State, Decision=Decision,
-        retention_none=RETENTION_NONE, retention_notice=retention_notice(case),
+        retention_none=RETENTION_NONE, retention_withdrawn=RETENTION_WITHDRAWN,
+        retention_notice=retention_notice(case),
         approval_refusal=file.approval_refusal if case.state is State.AWAITING_APPROVAL else None,
         may_decide=case.state is State.AWAITING_APPROVAL and file.may_decide,
         polls=case_status.polls(case, file.is_owner), status_token=case_status.status_token(case),
         poll_seconds=case_status.POLL_SECONDS, announce=announce,
+        candidate_ranks=file.candidate_ranks() if case.state is State.CANDIDATES_SHOWN else [],
+        compared=set(file.comparisons()) if case.state is State.CANDIDATES_SHOWN else set(),
+        morphology=as_morphology((file.match_report() or {}).get("morphology")),
     ), status
+
+
+def _features_form() -> dict[str, str]:
+    """The feature-comparison answers as posted (``feature-<component>`` and ``feature-<component>-note``)."""
+    return {k: v for k, v in request.form.items() if k.startswith("feature-")}
+
+
+def _report_context(file: CaseFile, views: list[Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The Match Report form for one viable candidate: chosen by ``?rank=`` (or the posted one), pre-filled
+    with what the desk measured unless the officer's own answers are being shown again."""
+    viable = [v for v in views if v.decision == Decision.VIABLE]
+    ranks = [v.rank for v in viable]
+    try:
+        rank = int(values.get("rank") or request.args.get("rank") or (ranks[0] if ranks else 0))
+    except ValueError:
+        rank = 0
+    rank = rank if rank in ranks else (ranks[0] if ranks else 0)
+    measured = file.report_prefill(rank) if rank else {}
+    if values:
+        answers, features = values, values.get("features", {})
+    else:
+        answers, features = measured, form_values(file.comparisons().get(rank))
+    return {"viable": viable, "report_rank": rank, "chosen": next((v for v in viable if v.rank == rank), None),
+            "answers": answers, "measured": measured, "prefilled": PREFILLED, "features": features,
+            "components": COMPONENTS, "findings": FINDINGS, "max_note": MAX_NOTE, "confirm_field": CONFIRM_FIELD}
+
+
+def _confirmed() -> bool:
+    """The person said yes on the confirmation page (``confirm.html``) to a step that destroys data."""
+    return request.form.get("confirm") == "yes"
+
+
+@bp.app_errorhandler(ConfirmationNeeded)
+def confirm_destruction(e: ConfirmationNeeded):  # type: ignore[no-untyped-def]
+    """Nothing was done: ask again on a page that says what would be destroyed, re-sending the same answers.
+
+    Generic over the step: the answers are posted back as they came (whatever the form's field names), with
+    ``confirm=yes``, to the same address; the service decides again from them. Registered for the whole app,
+    so a step on any page that the service finds destructive is asked about the same way.
+    """
+    carried = [(k, v) for k, vs in request.form.lists() for v in vs if k not in ("csrf_token", "confirm")]
+    case_id = (request.view_args or {}).get("case_id", "")
+    body = render_template("confirm.html" if not request.headers.get("HX-Request") else "_confirm.html",
+                           question=e.title, destroys=e.destroys, button=e.button, consequence=e.consequence,
+                           carried=carried, action=request.path,
+                           back=url_for("cases.show", case_id=case_id))
+    headers = {"HX-Retarget": "#main", "HX-Reswap": "innerHTML"} if request.headers.get("HX-Request") else {}
+    return body, 200, headers
 
 
 def _refusal(case_id: str, e: Exception) -> tuple[str, int]:
@@ -279,7 +338,7 @@ def adjudicate(case_id: str):  # type: ignore[no-untyped-def]
     decisions = {r: request.form.get(f"decision-{r}", "") for r in file.candidate_ranks()}
     doubts = request.form.get("doubts", "")
     try:
-        cases().adjudicate(case_id, current_user(), decisions, doubts)
+        cases().adjudicate(case_id, current_user(), decisions, doubts, confirmed=_confirmed())
     except PolicyRefusal as e:
         return _refusal(case_id, e)
     except CaseError as e:
@@ -291,13 +350,17 @@ def adjudicate(case_id: str):  # type: ignore[no-untyped-def]
 @login_required
 def match_report(case_id: str):  # type: ignore[no-untyped-def]
     fields = {name: request.form.get(name, "") for name in MATCH_REPORT_FIELDS}
+    features = _features_form()
+    posted = {**fields, "rank": request.form.get("rank", ""), "features": features,
+              CONFIRM_FIELD: request.form.get(CONFIRM_FIELD, "")}
     try:
         rank = int(request.form.get("rank", "0"))
-        cases().submit_match_report(case_id, current_user(), rank, fields)
+        cases().submit_match_report(case_id, current_user(), rank, fields, features,
+                                    checked_prefill=request.form.get(CONFIRM_FIELD) == "yes")
     except MatchReportInvalid as e:
-        return _page(case_id, 422, error=str(e), errors=e.errors, values=fields)
+        return _page(case_id, 422, errors=e.errors, values=posted)
     except ValueError:
-        return _page(case_id, 422, error="Choose the viable candidate.", values=fields)
+        return _page(case_id, 422, error="Choose the viable candidate.", values=posted)
     except (PolicyRefusal, CaseError) as e:
         return _refusal(case_id, e)
     return redirect(url_for("cases.show", case_id=case_id))
@@ -310,7 +373,8 @@ def peer_review(case_id: str):  # type: ignore[no-untyped-def]
     ranks = review.ranks if review else []
     decisions = {r: request.form.get(f"review-{r}", "") for r in ranks}
     try:
-        cases().record_local_peer_review(case_id, current_user(), decisions, request.form.get("notes", ""))
+        cases().record_local_peer_review(case_id, current_user(), decisions, request.form.get("notes", ""),
+                                         confirmed=_confirmed())
     except (PolicyRefusal, CaseError) as e:
         return _refusal(case_id, e)
     return redirect(url_for("cases.show", case_id=case_id))
@@ -320,10 +384,36 @@ def peer_review(case_id: str):  # type: ignore[no-untyped-def]
 @login_required
 def withdraw(case_id: str):  # type: ignore[no-untyped-def]
     try:
-        cases().withdraw(case_id, current_user())
+        cases().withdraw(case_id, current_user(), confirmed=_confirmed())
     except (PolicyRefusal, CaseError) as e:
         return _refusal(case_id, e)
     return redirect(url_for("cases.show", case_id=case_id))
+
+
+@bp.route("/<case_id>/candidates/<int:rank>/features", methods=["GET", "POST"])
+@login_required
+def features(case_id: str, rank: int):  # type: ignore[no-untyped-def]
+    """Compare the probe with one candidate feature by feature, before judging (sent with a peer review)."""
+    file = cases().view_features(case_id, current_user(), rank)
+    view = next((v for v in file.candidate_views() if v.rank == rank), None)
+    if view is None:
+        abort(404, "That candidate is not part of this case.")
+    status, errors, values = 200, {}, form_values(file.comparisons().get(rank))
+    if request.method == "POST":
+        values = _features_form()
+        try:
+            cases().record_comparison(case_id, current_user(), rank, values)
+        except ComparisonInvalid as e:
+            status, errors = 422, e.errors
+        except (PolicyRefusal, CaseError) as e:
+            return _refusal(case_id, e)
+        else:
+            return redirect(url_for("cases.candidates", case_id=case_id) + f"#candidate-{rank}")
+    return render_template("features.html", case=file.case, v=view, features=values, errors=errors, error=None,
+                           components=COMPONENTS, findings=FINDINGS, max_note=MAX_NOTE,
+                           editable=file.is_owner and file.case.state is State.CANDIDATES_SHOWN,
+                           recorded=as_morphology(file.comparisons().get(rank)),
+                           probe=file.probe(), age_bands=AGE_BAND_LABELS), status
 
 
 @bp.get("/<case_id>/summary")
@@ -337,7 +427,9 @@ def summary(case_id: str):  # type: ignore[no-untyped-def]
                            req=required_approval(case.submission), review=file.review(),
                            report=file.match_report(), views=views, reasons=REASON_LABELS,
                            checks=PRE_SEARCH_CHECKS, age_bands=AGE_BAND_LABELS, decisions=DECISION_LABELS,
-                           report_fields=MATCH_REPORT_FIELDS)
+                           report_fields=MATCH_REPORT_FIELDS, State=State, retention_withdrawn=RETENTION_WITHDRAWN,
+                           morphology=as_morphology((file.match_report() or {}).get("morphology")),
+                           comparisons={r: as_morphology(m) for r, m in file.comparisons().items()})
 
 
 def _jpeg(data: bytes | None) -> Response:

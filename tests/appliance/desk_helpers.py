@@ -16,6 +16,8 @@ from flask import Flask
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import TestResponse, encode_multipart
 
+from core.morphology import COMPONENTS
+
 PASSWORD = "correct horse battery staple"
 USERS = {
     "officer": "custody_officer",
@@ -37,6 +39,16 @@ SUBMISSION = {
     "disability": "no",
     "reassignment": "no",
 }
+
+#: The answer a confirmation page sends with the same form when a step destroys data (``confirm.html``).
+CONFIRM = {"confirm": "yes"}
+#: A feature comparison with every component answered (the ears cannot be seen).
+FEATURES = {f"feature-{k}": "similar" for k in COMPONENTS} | {"feature-ears": "not_visible"}
+#: A complete Match Report for candidate 1: the five factors, the judgement, the comparison, the check.
+MATCH_REPORT = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
+                "time_lapse": "About 3 years.", "lighting": "Even in both.", "other_factors": "None seen.",
+                "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree.",
+                **FEATURES, "checked_prefill": "yes"}
 
 
 def fast_kdf(monkeypatch: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.appliance.desk_helpers import (
+    MATCH_REPORT,
     PASSWORD,
     USERS,
     Desk,
@@ -167,10 +168,7 @@ def test_the_auditor_reads_a_case_only_once_it_has_closed_and_never_its_images(d
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
     decisions = {f"decision-{i}": "not_viable" for i in range(1, len(subjects_in_order(html)) + 1)}
     officer.post(f"/cases/{case_id}/adjudicate", decisions | {"decision-1": "viable"})
-    report = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
-              "time_lapse": "About 3 years.", "lighting": "Even in both.", "other_factors": "None seen.",
-              "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
-    assert officer.post(f"/cases/{case_id}/match-report", report).status_code == 302
+    assert officer.post(f"/cases/{case_id}/match-report", MATCH_REPORT).status_code == 302
     assert state_of(desk_app, case_id) == "closed_viable"
     assert officer.get(f"/cases/{case_id}/probe.jpg").status_code == 200, "a viable match keeps its probe"
     for auditor_name in ("auditor", "auditor2"):

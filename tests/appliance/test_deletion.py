@@ -23,7 +23,7 @@ import pytest
 
 from appliance.storage.cases import BIOMETRIC_TABLES
 from library import cipher
-from tests.appliance.desk_helpers import add_users, approved_case, fast_kdf
+from tests.appliance.desk_helpers import CONFIRM, add_users, approved_case, fast_kdf
 from tests.appliance.sqlcipher_scan import database_plaintext, wal_plaintext
 
 
@@ -97,7 +97,7 @@ def test_no_viable_match_destroys_probe_template_and_crops_everywhere(desk_app, 
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
     assert desk.get(f"/cases/{case_id}/candidates").status_code == 200
     ranks = [c.rank for c in service.candidates(case_id)]
-    response = desk.post(f"/cases/{case_id}/adjudicate", {f"decision-{r}": "not_viable" for r in ranks})
+    response = desk.post(f"/cases/{case_id}/adjudicate", {f"decision-{r}": "not_viable" for r in ranks} | CONFIRM)
     assert response.status_code == 302
 
     page = desk.get(f"/cases/{case_id}").get_data(as_text=True)
@@ -121,7 +121,7 @@ def test_withdrawing_a_case_destroys_its_photo(desk_app, face_photo, tmp_path):
     jpeg = unique_probe(face_photo)
     desk.upload(case_id, jpeg)
     stored = desk_app.extensions["desk"].cases.probe(case_id).image
-    assert desk.post(f"/cases/{case_id}/withdraw").status_code == 302
+    assert desk.post(f"/cases/{case_id}/withdraw", CONFIRM).status_code == 302
     assert "Withdrawn" in desk.get(f"/cases/{case_id}").get_data(as_text=True)
     plain = database_plaintext(data_dir / "device.db", key) + wal_plaintext(data_dir / "device.db-wal", key)
     assert not any(n in plain for n in runs(stored, 48) + runs(jpeg, 48))

@@ -30,7 +30,7 @@ from appliance.storage.device_db import DeviceDatabase
 from core.desk_config import DeskConfig, config_digest, hash_password
 from core.events import AuditEvent
 from library import cipher
-from tests.appliance.desk_helpers import PASSWORD, Desk, add_users, approved_case, fast_kdf
+from tests.appliance.desk_helpers import CONFIRM, FEATURES, PASSWORD, Desk, add_users, approved_case, fast_kdf
 from tests.appliance.test_deletion import places_holding, runs
 
 MATCH_REPORT = {"probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
@@ -109,14 +109,16 @@ def closed_viable(app: Flask, jpeg: bytes) -> tuple[Desk, str]:
     desk, case_id, ranks = searched(app, jpeg)
     decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-1": "viable"}
     assert desk.post(f"/cases/{case_id}/adjudicate", decisions).status_code == 302
-    assert desk.post(f"/cases/{case_id}/match-report", {"rank": "1", **MATCH_REPORT}).status_code == 302
+    report = {"rank": "1", **MATCH_REPORT, **FEATURES, "checked_prefill": "yes"}
+    assert desk.post(f"/cases/{case_id}/match-report", report).status_code == 302
     assert app.extensions["desk"].cases.get(case_id).state == "closed_viable"
     return desk, case_id
 
 
 def closed_no_match(app: Flask, jpeg: bytes) -> tuple[Desk, str]:
     desk, case_id, ranks = searched(app, jpeg)
-    assert desk.post(f"/cases/{case_id}/adjudicate", {f"decision-{r}": "not_viable" for r in ranks}).status_code == 302
+    assert desk.post(f"/cases/{case_id}/adjudicate",
+                     {f"decision-{r}": "not_viable" for r in ranks} | CONFIRM).status_code == 302
     assert app.extensions["desk"].cases.get(case_id).state == "closed_no_match"
     return desk, case_id
 

@@ -31,6 +31,8 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import TestResponse, encode_multipart
 
 from tests.appliance.desk_helpers import (
+    CONFIRM,
+    FEATURES,
     PASSWORD,
     SUBMISSION,
     Desk,
@@ -77,6 +79,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/cases/<case_id>/probe.jpg"):           "302  200/R    200/R    200/R    200/R    200/R    R/R   R/R",
     ("GET", "/cases/<case_id>/faces/<int:index>.jpg"): "302  404/R  404/R    404/R    404/R    404/R    R/R   R/R",
     ("GET", "/cases/<case_id>/candidates/<int:rank>.jpg"): "302 200/R 200/R  200/R    200/R    200/R    R/R   R/R",
+    ("GET", "/cases/<case_id>/candidates/<int:rank>/features"): "302 200/R 200/R 200/R 200/R 200/R   R/R   R/R",
+    ("POST", "/cases/<case_id>/candidates/<int:rank>/features"): "302 422/R 422/R 403/R 403/R 403/R  R/R   R/R",
     ("GET", "/cases/<case_id>/summary"):             "302  200/R    200/R    200/R    200/R    200/R    200/R R/R",
     ("POST", "/cases/<case_id>/advice"):             "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
     ("POST", "/cases/<case_id>/approve"):            "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
@@ -96,7 +100,8 @@ MATRIX: dict[tuple[str, str], str] = {
 MISSING_CASE = "0000FFFF"
 REPORT = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
           "time_lapse": "About 3 years.", "lighting": "Even in both.", "other_factors": "None seen.",
-          "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
+          "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree.",
+          **FEATURES, "checked_prefill": "yes"}
 
 
 def url(rule: str, case_id: str = MISSING_CASE) -> str:
@@ -121,7 +126,7 @@ def snapshot(app: Flask) -> list[tuple[Any, ...]]:
         out.append((tuple(sorted(case.row.items())), probe is not None and probe.template is not None,
                     cases.store.crop_count(case.case_id),
                     tuple((c.rank, c.decision) for c in cases.candidates(case.case_id)),
-                    cases.peer_review(case.case_id)))
+                    cases.peer_review(case.case_id), tuple(sorted(cases.store.comparisons(case.case_id)))))
     return out
 
 
@@ -264,11 +269,13 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
                                  {"probe": face}),
         "cases.choose_face": Attempt("officer", f"/cases/{approved}/face", {"face_index": "0"}),
         "cases.search": Attempt("officer", f"/cases/{captured}/search", {}),
-        "cases.adjudicate": Attempt("officer", f"/cases/{shown}/adjudicate", decisions),
+        # Before the judgement below closes the case (and destroys its candidate list).
+        "cases.features": Attempt("officer", f"/cases/{shown}/candidates/1/features", FEATURES),
+        "cases.adjudicate": Attempt("officer", f"/cases/{shown}/adjudicate", decisions | CONFIRM),
         "cases.match_report": Attempt("officer", f"/cases/{reporting}/match-report", REPORT),
         "cases.peer_review": Attempt("adviser", f"/cases/{reviewing}/peer-review",
-                                     {"review-1": "not_viable", "notes": "Different ear shape and nose."}),
-        "cases.withdraw": Attempt("officer", f"/cases/{waiting}/withdraw", {}),
+                                     {"review-1": "not_viable", "notes": "Different ear shape and nose.", **CONFIRM}),
+        "cases.withdraw": Attempt("officer", f"/cases/{waiting}/withdraw", CONFIRM),
         "cases.refuse": Attempt("inspector", f"/cases/{to_refuse}/refuse",
                                 {"refusal_reason": "Not necessary: fingerprints will settle it."}),
         "cases.return_for_changes": Attempt("inspector", f"/cases/{to_return}/return",

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from tests.appliance.desk_helpers import (
+    CONFIRM,
+    MATCH_REPORT,
     PASSWORD,
     Desk,
     add_users,
@@ -204,7 +206,7 @@ def test_submission_approval_search_candidates_and_no_match(desk_app, face_photo
     assert image.status_code == 200 and image.headers["Cache-Control"] == "no-store"
     assert cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_COLOR) is not None
     decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)}
-    assert desk.post(f"/cases/{case_id}/adjudicate", decisions).status_code == 302
+    assert desk.post(f"/cases/{case_id}/adjudicate", decisions | CONFIRM).status_code == 302
     assert state_of(desk_app, case_id) == "closed_no_match"
     summary = desk.get(f"/cases/{case_id}/summary").get_data(as_text=True)
     assert "Intelligence lead only" in summary and "not an identification" in summary
@@ -225,12 +227,10 @@ def test_viable_match_needs_a_complete_match_report_and_is_retained(desk_app, fa
     desk.post(f"/cases/{case_id}/adjudicate", decisions)
     assert state_of(desk_app, case_id) == "awaiting_match_report"
     incomplete = desk.post(f"/cases/{case_id}/match-report", {"rank": "1", "probe_quality": "Good, frontal."})
-    assert incomplete.status_code == 422 and "Record the lighting" in incomplete.get_data(as_text=True)
+    assert incomplete.status_code == 422
+    assert "Describe the lighting in the two images." in incomplete.get_data(as_text=True)
     assert state_of(desk_app, case_id) == "awaiting_match_report"
-    report = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
-              "time_lapse": "About 3 years.", "lighting": "Even in both.", "other_factors": "None seen.",
-              "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
-    assert desk.post(f"/cases/{case_id}/match-report", report).status_code == 302
+    assert desk.post(f"/cases/{case_id}/match-report", MATCH_REPORT).status_code == 302
     assert state_of(desk_app, case_id) == "closed_viable"
     service = desk_app.extensions["desk"].cases
     probe = service.probe(case_id)
@@ -258,7 +258,7 @@ def test_doubts_send_a_no_match_to_peer_review_before_it_can_close(desk_app, fac
     assert adviser.post(f"/cases/{case_id}/peer-review", {"notes": "Looked at it closely."}).status_code == 409
     assert state_of(desk_app, case_id) == "awaiting_peer_review"
     assert adviser.post(f"/cases/{case_id}/peer-review", {
-        "review-2": "not_viable", "notes": "Different ear shape and nose."}).status_code == 302
+        "review-2": "not_viable", "notes": "Different ear shape and nose.", **CONFIRM}).status_code == 302
     assert state_of(desk_app, case_id) == "closed_no_match"
     assert [e["outcome"] for e in events(desk_app, "peer_review")] == ["requested", "refused", "completed"]
     assert desk.get(f"/cases/{case_id}/probe.jpg").status_code == 404
@@ -356,7 +356,7 @@ def test_auditor_is_read_only(desk_app):
     assert auditor.submit().status_code == 403
     assert case_id not in auditor.get("/").get_data(as_text=True), "open cases are not the auditor's"
     assert auditor.get(f"/cases/{case_id}").status_code == 404
-    assert officer.post(f"/cases/{case_id}/withdraw").status_code == 302
+    assert officer.post(f"/cases/{case_id}/withdraw", CONFIRM).status_code == 302
     home = auditor.get("/").get_data(as_text=True)
     assert "Closed cases on this device (read only)" in home and case_id in home
     assert auditor.get(f"/cases/{case_id}").status_code == 200

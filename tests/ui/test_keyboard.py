@@ -26,6 +26,7 @@ import re
 
 from playwright.sync_api import BrowserContext, Page, expect
 
+from core.morphology import COMPONENTS
 from tests.appliance.desk_helpers import PASSWORD
 
 # What document.activeElement is, as a key comparable across Tab presses (a radio group is one stop).
@@ -238,15 +239,19 @@ def test_the_whole_flow_by_keyboard_alone(browser, live_server, group_photo):  #
         page.keyboard.press("Enter")
         expect(page.locator("#error-summary")).to_be_focused()
         assert_focus_visible(page)
-        tab_to(page, "#rank")
-        page.keyboard.press("ArrowDown")  # a select works from the keyboard (one viable candidate here)
-        expect(page.locator("#rank")).to_have_value("1")
-        for field, text in [("probe_quality", "Fair: head turned, the chosen face of three."),
-                            ("reference_quality", "Good custody photo."), ("time_lapse", "Unknown; several years."),
-                            ("lighting", "Even in both."), ("other_factors", "None."),
-                            ("age_judgement", "Adult in both images."),
+        # The five factors come pre-filled: the officer adds to them, then compares feature by feature.
+        for field, text in [("probe_quality", " Head turned; the chosen face of three."),
+                            ("other_factors", " None seen.")]:
+            type_into(page, f"#{field}", text)
+        for component in COMPONENTS:
+            tab_to(page, f"#feature-{component}")  # an unchosen radio group's first radio is its Tab stop
+            page.keyboard.press("Space")
+            expect(page.locator(f"#feature-{component}")).to_be_checked()
+        for field, text in [("age_judgement", " Adult in both images."),
                             ("rationale", "Hairline, ears and nose agree.")]:
             type_into(page, f"#{field}", text)
+        tab_to(page, "#checked_prefill")
+        page.keyboard.press("Space")
         tab_to(page, report)
         page.keyboard.press("Enter")
         page.wait_for_url(re.compile(f"/cases/{case_id}$"))
