@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from core.errors import WireFormatError
-from core.review_probe import MAX_SEALED_PROBE_CHARS, SealedProbe
 from core.morphology import Morphology
+from core.review_probe import MAX_SEALED_PROBE_CHARS, SealedProbe
 from core.signed import SignedByCentral
 from core.topics import validate_device_id
 from core.wire import decode_object, encode_object
