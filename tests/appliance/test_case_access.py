@@ -18,9 +18,9 @@ from tests.appliance.desk_helpers import (
     case_id_from,
     events,
     fast_kdf,
+    judgement,
     same_page,
     state_of,
-    subjects_in_order,
     to_candidates,
 )
 
@@ -147,8 +147,7 @@ def test_the_adviser_who_gave_the_advice_keeps_the_case_and_no_other_adviser_doe
 def test_a_peer_review_on_the_desk_opens_the_case_to_an_adviser_for_the_review(desk_app, face_photo):
     officer, case_id = at_candidates(desk_app, face_photo)
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(subjects_in_order(html)) + 1)}
-    officer.post(f"/cases/{case_id}/adjudicate", decisions | {"decision-1": "needs_peer_review"})
+    officer.post(f"/cases/{case_id}/adjudicate", judgement(html, "needs_peer_review"))
     adviser = Desk(desk_app, "adviser")
     assert adviser.get(f"/cases/{case_id}/probe.jpg").status_code == 200
     assert adviser.get(f"/cases/{case_id}/candidates/1.jpg").status_code == 200
@@ -165,8 +164,7 @@ def test_the_auditor_reads_a_case_only_once_it_has_closed_and_never_its_images(d
     refused_like_missing(auditor, "/cases/{id}", case_id)
     refused_like_missing(auditor, "/cases/{id}/summary", case_id)
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(subjects_in_order(html)) + 1)}
-    officer.post(f"/cases/{case_id}/adjudicate", decisions | {"decision-1": "viable"})
+    officer.post(f"/cases/{case_id}/adjudicate", judgement(html, "viable"))
     report = {"rank": "1", "probe_quality": "Good, frontal, sharp.", "reference_quality": "Good studio photo.",
               "time_lapse": "About 3 years.", "lighting": "Even in both.", "other_factors": "None seen.",
               "age_judgement": "Adult in both; little change expected.", "rationale": "Ear shape and scar agree."}
