@@ -25,12 +25,14 @@ from tests.appliance.desk_helpers import (
 )
 
 OTHERS = {"officer_b": "custody_officer", "super2": "superintendent", "auditor2": "auditor", "admin2": "device_admin"}
-# The reads of one case: the page, the candidates page, the three kinds of image, the printable summary.
+# The reads of one case: the page, the candidates page, the three kinds of image, the side-by-side comparison,
+# the printable summary.
 READS = {
     "case page": "/cases/{id}",
     "candidates page": "/cases/{id}/candidates",
     "probe image": "/cases/{id}/probe.jpg",
     "reference image": "/cases/{id}/candidates/1.jpg",
+    "comparison": "/cases/{id}/candidates/1/compare",
     "summary": "/cases/{id}/summary",
 }
 MISSING = "0000FFFF"
@@ -176,7 +178,7 @@ def test_the_auditor_reads_a_case_only_once_it_has_closed_and_never_its_images(d
         assert reader.get(f"/cases/{case_id}").status_code == 200
         summary = reader.get(f"/cases/{case_id}/summary").get_data(as_text=True)
         assert "Ear shape and scar agree." in summary
-        for name in ("probe image", "reference image", "candidates page"):
+        for name in ("probe image", "reference image", "candidates page", "comparison"):
             refused_like_missing(reader, READS[name], case_id)
         assert reader.post(f"/cases/{case_id}/withdraw").status_code == 403, "read only"
     refused_like_missing(Desk(desk_app, "officer_b"), "/cases/{id}/summary", case_id)
