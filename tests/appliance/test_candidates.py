@@ -212,7 +212,8 @@ def test_the_comparison_page_shows_both_images_and_their_facts(desk_app, face_ph
     assert f'src="/cases/{case_id}/probe.jpg?v={version}"' in page
     assert f'src="/cases/{case_id}/candidates/2.jpg"' in page
     assert re.search(r'width="(\d+)"', page.split('class="compare-pair"')[1]).group(1) == "320"
-    for fact in ("Photo taken", "Image dated", "Quality", "Age at this image", "Apparent age now", "Time lapse"):
+    for fact in ("Photo taken", "Image dated", "Quality", "Age at this image", "Apparent age now",
+                 "Time lapse to the probe"):
         assert fact in page, fact
     assert 'id="zoom-in"' in page and 'aria-keyshortcuts="+"' in page and "compare.js" in page
     assert f"/cases/{case_id}/candidates/1/compare" in page, "the person's other image is one link away"

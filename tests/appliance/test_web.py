@@ -199,7 +199,7 @@ def test_submission_approval_search_candidates_and_no_match(desk_app, face_photo
     images = [int(r) for ranks in re.findall(r'data-ranks="([\d ]+)"', html) for r in ranks.split()]
     assert sorted(images) == list(range(1, min(10, desk_app.extensions["desk"].library.current.count) + 1))
     assert "A high rank or a close likeness does not make a candidate viable" in html
-    assert "not evidence" in html and "before the probe" in html and "similarity" in html
+    assert "not evidence" in html and "Time lapse" in html and "similarity" in html
     assert "Age at that image" in html and "Its quality" in html
     assert len(events(desk_app, "candidate_viewed")) == 1
     src = re.search(r'<img src="(/cases/\w+/candidates/1\.jpg)"', html).group(1)

@@ -41,7 +41,8 @@ _CONTROLS = """() => {
     const sel = 'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]:not([tabindex="-1"])';
     return [...document.querySelectorAll(sel)]
         .filter(e => !e.disabled && !e.closest('[hidden], [inert]') && e.getClientRects().length > 0
-                     && getComputedStyle(e).visibility !== 'hidden' && e.checkVisibility())  // not in a closed <details>
+                     && getComputedStyle(e).visibility !== 'hidden'
+                     && e.checkVisibility())  // false inside a closed <details>
         .map(e => {
             if (e.type === 'radio') { return 'radio:' + e.name; }
             if (!e.dataset.kb) { e.dataset.kb = 'n' + Math.random().toString(36).slice(2); }
