@@ -220,3 +220,21 @@ def test_the_comparison_page_shows_both_images_and_their_facts(desk_app, face_ph
     assert [(e["outcome"], e["details"]["candidate_rank"]) for e in events(desk_app, "candidate_viewed")
             if e["outcome"] == "compared"] == [("compared", 2)]
     assert desk.get(f"/cases/{case_id}/candidates/99/compare").status_code == 404
+
+
+def test_a_candidate_list_from_before_the_subject_was_kept_still_opens(tmp_path):
+    """A desk database made before candidates recorded their subject gains the column, its rows read as unknown."""
+    from appliance.storage.cases import CandidateRow, CaseStore
+    from appliance.storage.device_db import DeviceDatabase
+
+    db = DeviceDatabase(tmp_path)
+    with db.lock:
+        db.conn.execute("CREATE TABLE case_candidates (case_id TEXT NOT NULL, rank INTEGER NOT NULL, "
+                        "record_id INTEGER NOT NULL, score REAL NOT NULL, decision TEXT, PRIMARY KEY (case_id, rank))")
+        db.conn.execute("INSERT INTO case_candidates VALUES ('OLD', 1, 7, 0.8, NULL)")
+        db.conn.commit()
+    store = CaseStore(db)
+    assert store.candidates("OLD") == [CandidateRow(1, 7, 0.8, None, None)]
+    store.put_candidates("NEW", [CandidateRow(1, 3, 0.9, None, "DEMO-A")])
+    assert store.candidates("NEW")[0].subject_ref == "DEMO-A"
+    db.close()
