@@ -43,6 +43,7 @@ from appliance.services.policy import (
     required_approval,
 )
 from appliance.services.retention import day
+from appliance.storage.cases import ProbeRow
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
 from models.errors import ImageRejectedError, NoFaceError
@@ -309,20 +310,20 @@ def compare(case_id: str, rank: int):  # type: ignore[no-untyped-def]
         file = cases().view_comparison(case_id, current_user(), rank)
     except CaseError as e:
         abort(404, str(e))
-    if file.probe() is None:
+    probe = file.probe()
+    if probe is None:
         abort(404, "The images of this case are no longer held on this device.")
     people = file.people()
     person = next((p for p in people if rank in p.ranks), None)
     if person is None:
         abort(404, "That candidate is not part of this case.")
     view = next(v for v in person.images if v.rank == rank)
-    probe = file.probe()
-    taken = day(probe.captured_at) if probe is not None and probe.captured_at else None
+    taken = day(probe.captured_at) if probe.captured_at else None
     return render_template("compare.html", case=file.case, probe=probe, probe_taken=taken, person=person, v=view,
                            people=people, age_bands=AGE_BAND_LABELS, State=State)
 
 
-def _current_probe(file: CaseFile):  # type: ignore[no-untyped-def]
+def _current_probe(file: CaseFile) -> ProbeRow | None:
     """The probe held now; when the URL names an older one (``?v=``), nothing: that face is no longer searched."""
     probe = file.probe()
     wanted = request.args.get("v")
