@@ -1,5 +1,12 @@
 """What the officer sees about each candidate, in words: band, dates, time lapse, ages, image quality.
 
+A library holds several images of one person, so a search returns the same
+person more than once; judging each image apart asks for ten decisions where
+there are four people, and lets one person be "viable" at rank 1 and "not
+viable" at rank 2. So candidates are grouped by subject (``group_by_subject``):
+each person once, ranked by their best score, with their other images beside
+the best one, and the people whose best score is below the threshold set apart.
+
 The policy asks the adjudicator to weigh the time lapse, the reference image's
 quality and age-related change; a raw score asks them to weigh nothing. So each
 candidate is described with the facts that bear on those judgements, and the
@@ -10,11 +17,12 @@ embedder's manifest has one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 from library.records import ReferenceRecord
+from models.calibration import BELOW as BELOW_BAND
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,66 @@ class CandidateView:
     reference_quality: str
     reference_quality_reasons: list[str]
     decision: str | None
+    # Whose image this is, for grouping: the library's subject reference, or the image itself when the
+    # library no longer says (each such image then stands alone rather than merging strangers).
+    subject_key: str = ""
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.band_name == BELOW_BAND
+
+    @property
+    def bars(self) -> int:
+        """How many of three bars the band meter fills: a cue that is not colour alone (WCAG 1.4.1)."""
+        return BAND_BARS.get(self.band_name, 0)
+
+
+BAND_BARS = {"strong": 3, "moderate": 2, "weak": 1, BELOW_BAND: 0}
+
+
+@dataclass(frozen=True)
+class PersonView:
+    """One person among the candidates: their best-scoring image first, the rest beside it."""
+
+    number: int  # 1 for the best-scoring person: what the page calls them ("Person 1")
+    subject_ref: str
+    images: tuple[CandidateView, ...] = field(default_factory=tuple)
+
+    @property
+    def best(self) -> CandidateView:
+        return self.images[0]
+
+    @property
+    def others(self) -> tuple[CandidateView, ...]:
+        return self.images[1:]
+
+    @property
+    def ranks(self) -> list[int]:
+        return [v.rank for v in self.images]
+
+    @property
+    def lead_rank(self) -> int:
+        """The rank that stands for this person in forms and peer review requests (their best image)."""
+        return self.best.rank
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.best.below_threshold
+
+    @property
+    def decision(self) -> str | None:
+        """The person's recorded decision (the same on every image of theirs), or None before adjudication."""
+        return self.best.decision
+
+
+def group_by_subject(views: list[CandidateView]) -> list[PersonView]:
+    """Each subject once, best score first; within a person, images by score (then rank)."""
+    by_key: dict[str, list[CandidateView]] = {}
+    for v in views:
+        by_key.setdefault(v.subject_key or f"rank:{v.rank}", []).append(v)
+    groups = [sorted(images, key=lambda v: (-v.score, v.rank)) for images in by_key.values()]
+    groups.sort(key=lambda images: (-images[0].score, images[0].rank))
+    return [PersonView(n, images[0].subject_ref, tuple(images)) for n, images in enumerate(groups, start=1)]
 
 
 def _years_months(start: date, end: date) -> tuple[int, int]:
@@ -78,7 +146,7 @@ def band_of(score: float, manifest: Any) -> tuple[str, str]:
 
 
 def describe(rank: int, score: float, record: ReferenceRecord, probe_date: date, manifest: Any,
-             decision: str | None) -> CandidateView:
+             decision: str | None, subject_key: str = "") -> CandidateView:
     name, label = band_of(score, manifest)
     quality, reasons = reference_quality(record)
     return CandidateView(
@@ -86,6 +154,7 @@ def describe(rank: int, score: float, record: ReferenceRecord, probe_date: date,
         image_date=record.image_date.isoformat() if record.image_date else "Not recorded",
         time_lapse=time_lapse(record.image_date, probe_date), age_at_image=age_at_image(record),
         reference_quality=quality, reference_quality_reasons=reasons, decision=decision,
+        subject_key=subject_key or record.subject_ref,
     )
 
 

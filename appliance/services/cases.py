@@ -30,8 +30,21 @@ import numpy as np
 
 from appliance.services.access import Access, CaseAccess, CaseNotFound, CaseParties, case_access
 from appliance.services.accounts import User
+from appliance.services.adjudication import (
+    ContradictoryJudgement,
+    JudgementInvalid,
+    decisions_by_rank,
+    spread_to_people,
+)
 from appliance.services.audit import AuditLog
-from appliance.services.candidate_view import CandidateView, SearchScale, describe, search_scale
+from appliance.services.candidate_view import (
+    CandidateView,
+    PersonView,
+    SearchScale,
+    describe,
+    group_by_subject,
+    search_scale,
+)
 from appliance.services.library import LibraryHolder
 from appliance.services.match_report import CONFIRM_ERROR, ReportFacts, prefill, reference_quality_of
 from appliance.services.morphology import read_morphology
@@ -255,6 +268,9 @@ class CaseFile:
 
     def search_scale(self) -> SearchScale | None:
         return self._service.search_scale(self.case.case_id) if self.record else None
+    def people(self) -> list[PersonView]:
+        """The candidates grouped by person, best score first (see ``candidate_view.group_by_subject``)."""
+        return group_by_subject(self.candidate_views())
 
     def review(self) -> PeerReviewRow | None:
         return self._service.reviews.get(self.case.case_id) if self.record else None
@@ -502,15 +518,30 @@ class CaseService:
         self.store.update(case_id, state=State.PROBE_CAPTURED.value)
         return CaptureResult(len(result.faces), False, quality)
 
-    def choose_face(self, case_id: str, user: User, face_index: int) -> CaptureResult:
+    def choose_face(self, case_id: str, user: User, face_index: int, probe_version: str | None = None) -> CaptureResult:
+        """Use one face of the group photo held; ``probe_version`` is the photo whose faces the page showed."""
         self._owned(case_id, user, "choose face", State.APPROVED, State.PROBE_CAPTURED)
         probe = self.store.probe(case_id)
         if probe is None:
             raise CaseError("Take the photo first.")
+        if probe_version is not None and probe_version != probe.version:
+            raise CaseError("The photo was replaced after those faces were shown. Choose from the faces shown now.")
         return self.capture(case_id, user, probe.image, face_index=face_index)
 
-    def search(self, case_id: str, user: User) -> list[CandidateRow]:
-        """Search the library with the held template: only for an approved case, by its owner."""
+    def choose_face_again(self, case_id: str, user: User) -> CaptureResult:
+        """Offer the faces of the photo held again, so the officer can change which one is searched."""
+        self._owned(case_id, user, "choose face", State.APPROVED, State.PROBE_CAPTURED)
+        probe = self.store.probe(case_id)
+        if probe is None or probe.faces_found < 2:
+            raise CaseError("This photo has only one face. To search another, take or choose another photo.")
+        return self.capture(case_id, user, probe.image)
+
+    def search(self, case_id: str, user: User, probe_version: str | None = None) -> list[CandidateRow]:
+        """Search the library with the held template: only for an approved case, by its owner.
+
+        ``probe_version`` names the photo and face the officer was shown (``ProbeRow.version``): if it has been
+        replaced since, nothing is searched, so the face searched is always the face the page showed.
+        """
         case = self.open_case(case_id, user, "search").case
         try:
             check_case_owner(user.username, case.submitted_by, user.role)
@@ -526,6 +557,11 @@ class CaseService:
         probe = self.store.probe(case_id)
         if probe is None or probe.template is None:
             raise CaseError("Take the photo and check its quality before searching.")
+        if probe_version is not None and probe_version != probe.version:
+            self.audit.record("search_refused", user.username, "probe_replaced", case_id=case_id,
+                              custody_ref=case.custody_ref)
+            raise CaseError("The photo was replaced after the page you searched from was shown, so nothing was "
+                            "searched. Check the photo shown now, then search.")
         if probe.quality and probe.quality.get("verdict") == "fail":
             self.audit.record("search_refused", user.username, "probe_quality", case_id=case_id,
                               custody_ref=case.custody_ref)
@@ -534,7 +570,8 @@ class CaseService:
         snapshot = self.library.current
         top_k = self.top_k() if callable(self.top_k) else self.top_k
         found = snapshot.search(np.frombuffer(probe.template, dtype="<f4"), top_k)
-        rows = [CandidateRow(c.rank, int(c.record.record_id or 0), float(c.score), None) for c in found]
+        rows = [CandidateRow(c.rank, int(c.record.record_id or 0), float(c.score), None, c.record.subject_ref)
+                for c in found]
         self.store.put_candidates(case_id, rows)
         self.store.update(case_id, state=State.CANDIDATES_SHOWN.value, library_version=snapshot.version,
                           searched_at=self._clock())
@@ -575,8 +612,13 @@ class CaseService:
                     raise SnapshotError("library updated")
                 record = snapshot.record(c.record_id)
             except SnapshotError:
-                record = ReferenceRecord(subject_ref="Not available: the library was updated", source="")
-            views.append(describe(c.rank, c.score, record, probe_date, self.pipeline.embedder_manifest, c.decision))
+                record = ReferenceRecord(subject_ref=c.subject_ref or "Not available: the library was updated",
+                                         source="")
+            # Grouped by the subject recorded at the search; a row from before that was kept groups by the
+            # library's record, or stands alone when the library no longer has it.
+            key = c.subject_ref or (record.subject_ref if record.source else f"record:{c.record_id}")
+            views.append(describe(c.rank, c.score, record, probe_date, self.pipeline.embedder_manifest, c.decision,
+                                  subject_key=key))
         return views
 
     def search_scale(self, case_id: str) -> SearchScale:
@@ -585,6 +627,17 @@ class CaseService:
         snapshot = self.library.current
         records = snapshot.count if case.library_version == snapshot.version else None
         return search_scale(records, self.pipeline.embedder_manifest)
+    def people(self, case_id: str) -> list[PersonView]:
+        return group_by_subject(self.candidate_views(case_id))
+
+    def view_comparison(self, case_id: str, user: User, rank: int) -> CaseFile:
+        """The side-by-side comparison of the probe and one reference: for those who may see the faces, recorded."""
+        file = self.open_case(case_id, user, "comparison", Access.IMAGES)
+        if not any(c.rank == rank for c in self.store.candidates(case_id)):
+            raise CaseError("That candidate is not part of this case.")
+        self.audit.record("candidate_viewed", user.username, "compared", case_id=case_id,
+                          custody_ref=file.case.custody_ref, candidate_rank=rank)
+        return file
 
     def _reference(self, case: Case, rank: int) -> tuple[Any, bytes]:
         """The library record and thumbnail of one candidate, from the library version that was searched."""
@@ -637,12 +690,18 @@ class CaseService:
     # Adjudication ------------------------------------------------------------------
     def adjudicate(self, case_id: str, user: User, decisions: dict[int, str], doubts: str,
                    confirmed: bool = False) -> Case:
-        """Record the decisions; when they close the case with no viable match (which destroys the photo at
-        once), only if ``confirmed``: otherwise ``ConfirmationNeeded`` and nothing is recorded."""
+        """Record the officer's judgement: one decision per person (``appliance.services.adjudication``). When
+        it closes the case with no viable match (which destroys the photo at once), only if ``confirmed``:
+        otherwise ``ConfirmationNeeded`` and nothing is recorded."""
         case = self._owned(case_id, user, "adjudication", State.CANDIDATES_SHOWN)
-        ranks = {c.rank for c in self.store.candidates(case_id)}
-        if set(decisions) != ranks or any(d not in set(Decision) for d in decisions.values()):
-            raise CaseError("Mark every candidate as viable, not viable or needs peer review.")
+        people = self.people(case_id)
+        try:
+            decisions, undecided_below = decisions_by_rank(people, decisions)
+        except JudgementInvalid as e:
+            if isinstance(e, ContradictoryJudgement):
+                self.audit.record("adjudication", user.username, "refused_contradictory", case_id=case_id,
+                                  custody_ref=case.custody_ref)
+            raise CaseError(str(e)) from e
         closes = not needs_peer_review(decisions.values(), doubts) and Decision.VIABLE not in decisions.values()
         if closes and not confirmed:
             raise self._destruction_needs_confirming(
@@ -654,9 +713,11 @@ class CaseService:
                           doubts=doubts.strip() or None)
         counts = {d.value: sum(1 for v in decisions.values() if v == d) for d in Decision}
         self.audit.record("adjudication", user.username, "recorded", case_id=case_id, custody_ref=case.custody_ref,
-                          doubts_recorded=bool(doubts.strip()), **counts)
+                          doubts_recorded=bool(doubts.strip()), people=len(people),
+                          below_threshold_not_judged=undecided_below, **counts)
         if needs_peer_review(decisions.values(), doubts):
-            doubtful = sorted(r for r, d in decisions.items() if d == Decision.PEER_REVIEW)
+            # One rank per person (their best image) goes to the reviewer; the outcome applies to the person.
+            doubtful = sorted(p.lead_rank for p in people if decisions[p.lead_rank] == Decision.PEER_REVIEW)
             sent = self.channel.send_request(PeerReviewRequest(case_id, case.custody_ref, user.username, doubtful,
                                                                doubts.strip()))
             self.store.update(case_id, state=State.AWAITING_PEER_REVIEW.value)
@@ -698,7 +759,7 @@ class CaseService:
         outcome = self.channel.outcome(case_id)
         if outcome is None:
             return case
-        self.store.set_decisions(case_id, outcome.decisions)
+        self.store.set_decisions(case_id, spread_to_people(self.people(case_id), outcome.decisions))
         self.audit.record("peer_review", outcome.reviewer, "completed", case_id=case_id,
                           custody_ref=case.custody_ref, channel=self.channel.name,
                           viable=sum(1 for d in outcome.decisions.values() if d == Decision.VIABLE))

@@ -17,6 +17,7 @@ and the Match Report's text stay; see ``appliance.services.retention``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS case_crops (
 );
 CREATE TABLE IF NOT EXISTS case_candidates (
     case_id TEXT NOT NULL, rank INTEGER NOT NULL, record_id INTEGER NOT NULL, score REAL NOT NULL,
-    decision TEXT,
+    decision TEXT, subject_ref TEXT,
     PRIMARY KEY (case_id, rank)
 );
 CREATE TABLE IF NOT EXISTS match_reports (
@@ -92,7 +93,7 @@ _ADDED_COLUMNS = (("cases", "biometrics_destroyed_at", "REAL"), ("cases", "lead_
                   ("cases", "returned_by", "TEXT"), ("cases", "returned_at", "REAL"),
                   ("cases", "return_note", "TEXT"), ("cases", "refused_by", "TEXT"),
                   ("cases", "refused_at", "REAL"), ("cases", "refusal_reason", "TEXT"),
-                  ("match_reports", "morphology", "TEXT"))
+                  ("match_reports", "morphology", "TEXT"), ("case_candidates", "subject_ref", "TEXT"))
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,16 @@ class ProbeRow:
     quality: dict[str, Any] | None
     face_index: int | None
     faces_found: int
+    captured_at: float | None = None
+
+    @property
+    def version(self) -> str:
+        """Names this photo and face choice: pages put it in every image URL and form that refers to the probe,
+        so a retake or a new face choice can never be shown or searched under an older page's name."""
+        digest = hashlib.sha256(self.image)
+        digest.update(b"|%d|" % (-1 if self.face_index is None else self.face_index))
+        digest.update(self.thumbnail or b"")
+        return digest.hexdigest()[:20]
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,8 @@ class CandidateRow:
     record_id: int
     score: float
     decision: str | None
+    # Who the reference image is of, as the library said at the search: decisions are taken per person.
+    subject_ref: str | None = None
 
 
 class CaseStore:
@@ -165,13 +178,13 @@ class CaseStore:
     def probe(self, case_id: str) -> ProbeRow | None:
         with self._db.lock:
             row = self._db.conn.execute(
-                "SELECT image, template, thumbnail, quality, face_index, faces_found FROM case_probes"
+                "SELECT image, template, thumbnail, quality, face_index, faces_found, captured_at FROM case_probes"
                 " WHERE case_id = ?", (case_id,)).fetchone()
         if row is None:
             return None
         return ProbeRow(bytes(row[0]), bytes(row[1]) if row[1] is not None else None,
                         bytes(row[2]) if row[2] is not None else None,
-                        json.loads(row[3]) if row[3] else None, row[4], int(row[5]))
+                        json.loads(row[3]) if row[3] else None, row[4], int(row[5]), row[6])
 
     def put_crops(self, case_id: str, crops: list[bytes]) -> None:
         with self._db.lock:
@@ -201,15 +214,17 @@ class CaseStore:
     def put_candidates(self, case_id: str, rows: list[CandidateRow]) -> None:
         with self._db.lock:
             self._db.conn.execute("DELETE FROM case_candidates WHERE case_id = ?", (case_id,))
-            self._db.conn.executemany("INSERT INTO case_candidates VALUES (?, ?, ?, ?, ?)",
-                                      [(case_id, c.rank, c.record_id, c.score, c.decision) for c in rows])
+            self._db.conn.executemany(
+                "INSERT INTO case_candidates (case_id, rank, record_id, score, decision, subject_ref)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(case_id, c.rank, c.record_id, c.score, c.decision, c.subject_ref) for c in rows])
             self._db.conn.commit()
 
     def candidates(self, case_id: str) -> list[CandidateRow]:
         with self._db.lock:
-            rows = self._db.conn.execute("SELECT rank, record_id, score, decision FROM case_candidates"
+            rows = self._db.conn.execute("SELECT rank, record_id, score, decision, subject_ref FROM case_candidates"
                                          " WHERE case_id = ? ORDER BY rank", (case_id,)).fetchall()
-        return [CandidateRow(int(r[0]), int(r[1]), float(r[2]), r[3]) for r in rows]
+        return [CandidateRow(int(r[0]), int(r[1]), float(r[2]), r[3], r[4]) for r in rows]
 
     def set_decisions(self, case_id: str, decisions: dict[int, str]) -> None:
         with self._db.lock:

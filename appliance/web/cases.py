@@ -6,6 +6,12 @@ message in an alert, so the officer sees why and what to do next. Who may open
 a case at all is the service's decision (``appliance.services.access``): pages
 and images are read only through the ``CaseFile`` it hands back, and a case the
 user may not open is a 404 exactly like a number that names no case.
+
+The probe is named by its version (``ProbeRow.version``) in every URL and form
+that shows or uses it: a retake or a new face choice changes every image URL on
+the page that htmx swaps in (no browser can show a cached older face under the
+new name), an image asked for under an older name is not served, and a search
+or face choice sent from a page showing an older photo is refused.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from appliance.services.policy import (
     validate_submission,
 )
 from appliance.services.retention import day
+from appliance.storage.cases import ProbeRow
 from appliance.web import case_status, submission_form
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
@@ -299,9 +306,24 @@ def choose_face(case_id: str):  # type: ignore[no-untyped-def]
     except ValueError:
         return _probe_partial(case_id, 400, "Choose one of the faces shown.")
     try:
-        cases().choose_face(case_id, current_user(), index)
-    except (PolicyRefusal, CaseError) as e:
+        cases().choose_face(case_id, current_user(), index, request.form.get("probe_version") or None)
+    except PolicyRefusal as e:
         return _refusal(case_id, e)
+    except CaseError as e:
+        return _probe_partial(case_id, 409, str(e))
+    return _probe_partial(case_id)
+
+
+@bp.post("/<case_id>/face/again")
+@login_required
+def choose_face_again(case_id: str):  # type: ignore[no-untyped-def]
+    """Show the group photo's faces again, so another one can be chosen (the chosen one is no longer searched)."""
+    try:
+        cases().choose_face_again(case_id, current_user())
+    except PolicyRefusal as e:
+        return _refusal(case_id, e)
+    except CaseError as e:
+        return _probe_partial(case_id, 409, str(e))
     return _probe_partial(case_id)
 
 
@@ -309,7 +331,7 @@ def choose_face(case_id: str):  # type: ignore[no-untyped-def]
 @login_required
 def search(case_id: str):  # type: ignore[no-untyped-def]
     try:
-        cases().search(case_id, current_user())
+        cases().search(case_id, current_user(), request.form.get("probe_version") or None)
     except (PolicyRefusal, CaseError) as e:
         return _refusal(case_id, e)
     return redirect(url_for("cases.candidates", case_id=case_id))
@@ -326,16 +348,32 @@ def candidates(case_id: str):  # type: ignore[no-untyped-def]
 
 def _candidates_page(file: CaseFile, status: int = 200, error: str | None = None,
                      values: dict[str, Any] | None = None) -> tuple[str, int]:
-    return render_template("candidates.html", case=file.case, views=file.candidate_views(), probe=file.probe(),
-                           age_bands=AGE_BAND_LABELS, decisions=DECISION_LABELS, is_owner=file.is_owner,
-                           error=error, values=values or {}, scale=file.search_scale()), status
+    people = file.people()
+    return render_template("candidates.html", case=file.case, people=[p for p in people if not p.below_threshold],
+                           below=[p for p in people if p.below_threshold], probe=file.probe(),
+                           images_count=sum(len(p.images) for p in people), age_bands=AGE_BAND_LABELS,
+                           decisions=DECISION_LABELS, is_owner=file.is_owner, error=error,
+                           values=values or {}, scale=file.search_scale()), status
+
+
+def _posted_decisions() -> dict[int, str]:
+    """Every ``decision-<rank>`` field sent: the page sends one per person, under their best image's rank;
+    anything else sent is passed on too, so the service can refuse a contradiction rather than miss it."""
+    posted: dict[int, str] = {}
+    for name, value in request.form.items(multi=True):
+        prefix, _, rank = name.partition("-")
+        if prefix == "decision" and rank.isdigit():
+            if int(rank) in posted and posted[int(rank)] != value:
+                value = f"{posted[int(rank)]},{value}"  # one rank sent twice: never a valid decision
+            posted[int(rank)] = value
+    return posted
 
 
 @bp.post("/<case_id>/adjudicate")
 @login_required
 def adjudicate(case_id: str):  # type: ignore[no-untyped-def]
     file = cases().open_case(case_id, current_user(), "adjudication")
-    decisions = {r: request.form.get(f"decision-{r}", "") for r in file.candidate_ranks()}
+    decisions = _posted_decisions()
     doubts = request.form.get("doubts", "")
     try:
         cases().adjudicate(case_id, current_user(), decisions, doubts, confirmed=_confirmed())
@@ -449,17 +487,49 @@ def _images(case_id: str, action: str) -> CaseFile:
     return file
 
 
+@bp.get("/<case_id>/candidates/<int:rank>/compare")
+@login_required
+def compare(case_id: str, rank: int):  # type: ignore[no-untyped-def]
+    """The probe and one reference side by side, with the facts that bear on comparing them."""
+    try:
+        file = cases().view_comparison(case_id, current_user(), rank)
+    except CaseError as e:
+        abort(404, str(e))
+    probe = file.probe()
+    if probe is None:
+        abort(404, "The images of this case are no longer held on this device.")
+    people = file.people()
+    person = next((p for p in people if rank in p.ranks), None)
+    if person is None:
+        abort(404, "That candidate is not part of this case.")
+    view = next(v for v in person.images if v.rank == rank)
+    taken = day(probe.captured_at) if probe.captured_at else None
+    return render_template("compare.html", case=file.case, probe=probe, probe_taken=taken, person=person, v=view,
+                           people=people, age_bands=AGE_BAND_LABELS, State=State)
+
+
+def _current_probe(file: CaseFile) -> ProbeRow | None:
+    """The probe held now; when the URL names an older one (``?v=``), nothing: that face is no longer searched."""
+    probe = file.probe()
+    wanted = request.args.get("v")
+    if probe is not None and wanted and wanted != probe.version:
+        abort(404, "That photo has been replaced. Reload the page to see the photo held now.")
+    return probe
+
+
 @bp.get("/<case_id>/probe.jpg")
 @login_required
 def probe_image(case_id: str) -> Response:
-    probe = _images(case_id, "probe image").probe()
+    probe = _current_probe(_images(case_id, "probe image"))
     return _jpeg(probe.thumbnail if probe else None)
 
 
 @bp.get("/<case_id>/faces/<int:index>.jpg")
 @login_required
 def face_image(case_id: str, index: int) -> Response:
-    return _jpeg(_images(case_id, "face image").crop(index))
+    file = _images(case_id, "face image")
+    _current_probe(file)
+    return _jpeg(file.crop(index))
 
 
 @bp.get("/<case_id>/candidates/<int:rank>.jpg")

@@ -128,7 +128,20 @@ def approved_case(app: Flask, officer: str = "officer", approver: str = "inspect
 
 
 def subjects_in_order(html: str) -> list[str]:
-    return re.findall(r'<fieldset class="candidate" data-subject="([^"]+)"', html)
+    """The people on a candidates page, in the order shown (each person once)."""
+    return [subject for _, subject in people_in_order(html)]
+
+
+def people_in_order(html: str) -> list[tuple[int, str]]:
+    """(rank of the best image, subject) of each person on a candidates page, in the order shown."""
+    found = re.findall(r'<fieldset class="candidate[^"]*" data-subject="([^"]+)"\s+data-rank="(\d+)"', html)
+    return [(int(rank), subject) for subject, rank in found]
+
+
+def judgement(html: str, first: str, rest: str = "not_viable") -> dict[str, str]:
+    """The adjudication form as the page sends it: ``first`` for the best-scoring person, ``rest`` for everyone else."""
+    people = people_in_order(html)
+    return {f"decision-{rank}": first if i == 0 else rest for i, (rank, _) in enumerate(people)}
 
 
 def events(app: Flask, type_: str) -> list[dict[str, Any]]:

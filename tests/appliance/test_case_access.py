@@ -19,19 +19,21 @@ from tests.appliance.desk_helpers import (
     case_id_from,
     events,
     fast_kdf,
+    judgement,
     same_page,
     state_of,
-    subjects_in_order,
     to_candidates,
 )
 
 OTHERS = {"officer_b": "custody_officer", "super2": "superintendent", "auditor2": "auditor", "admin2": "device_admin"}
-# The reads of one case: the page, the candidates page, the three kinds of image, the printable summary.
+# The reads of one case: the page, the candidates page, the three kinds of image, the side-by-side comparison,
+# the printable summary.
 READS = {
     "case page": "/cases/{id}",
     "candidates page": "/cases/{id}/candidates",
     "probe image": "/cases/{id}/probe.jpg",
     "reference image": "/cases/{id}/candidates/1.jpg",
+    "comparison": "/cases/{id}/candidates/1/compare",
     "summary": "/cases/{id}/summary",
 }
 MISSING = "0000FFFF"
@@ -148,8 +150,7 @@ def test_the_adviser_who_gave_the_advice_keeps_the_case_and_no_other_adviser_doe
 def test_a_peer_review_on_the_desk_opens_the_case_to_an_adviser_for_the_review(desk_app, face_photo):
     officer, case_id = at_candidates(desk_app, face_photo)
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(subjects_in_order(html)) + 1)}
-    officer.post(f"/cases/{case_id}/adjudicate", decisions | {"decision-1": "needs_peer_review"})
+    officer.post(f"/cases/{case_id}/adjudicate", judgement(html, "needs_peer_review"))
     adviser = Desk(desk_app, "adviser")
     assert adviser.get(f"/cases/{case_id}/probe.jpg").status_code == 200
     assert adviser.get(f"/cases/{case_id}/candidates/1.jpg").status_code == 200
@@ -166,8 +167,7 @@ def test_the_auditor_reads_a_case_only_once_it_has_closed_and_never_its_images(d
     refused_like_missing(auditor, "/cases/{id}", case_id)
     refused_like_missing(auditor, "/cases/{id}/summary", case_id)
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(subjects_in_order(html)) + 1)}
-    officer.post(f"/cases/{case_id}/adjudicate", decisions | {"decision-1": "viable"})
+    officer.post(f"/cases/{case_id}/adjudicate", judgement(html, "viable"))
     assert officer.post(f"/cases/{case_id}/match-report", MATCH_REPORT).status_code == 302
     assert state_of(desk_app, case_id) == "closed_viable"
     assert officer.get(f"/cases/{case_id}/probe.jpg").status_code == 200, "a viable match keeps its probe"
@@ -176,7 +176,7 @@ def test_the_auditor_reads_a_case_only_once_it_has_closed_and_never_its_images(d
         assert reader.get(f"/cases/{case_id}").status_code == 200
         summary = reader.get(f"/cases/{case_id}/summary").get_data(as_text=True)
         assert "Ear shape and scar agree." in summary
-        for name in ("probe image", "reference image", "candidates page"):
+        for name in ("probe image", "reference image", "candidates page", "comparison"):
             refused_like_missing(reader, READS[name], case_id)
         assert reader.post(f"/cases/{case_id}/withdraw").status_code == 403, "read only"
     refused_like_missing(Desk(desk_app, "officer_b"), "/cases/{id}/summary", case_id)

@@ -54,12 +54,12 @@ def stop_desk(app: Flask) -> None:
 
 
 def to_peer_review(app: Flask, photo: bytes) -> str:
-    """Officer searches and marks candidate 2 for review with doubts: the case waits for peer review."""
+    """Officer searches and marks candidate 3 (a second person) for review: the case waits for peer review."""
     desk, case_id = approved_case(app)
     assert desk.upload(case_id, photo).status_code == 200
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
     ranks = [c.rank for c in app.extensions["desk"].cases.candidates(case_id)]
-    decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-2": "needs_peer_review"}
+    decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-3": "needs_peer_review"}
     assert desk.post(f"/cases/{case_id}/adjudicate", {**decisions, "doubts": "Ear shape differs."}).status_code == 302
     assert state(app, case_id) == "awaiting_peer_review"
     return case_id
@@ -106,7 +106,7 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         # The request reaches central: references and reasoning, no images.
         assert wait_for(lambda: len(reviews.pending()) == 1, timeout=10)
         request = reviews.pending()[0]
-        assert (request.device_id, request.case_id, request.ranks) == (device, case_id, [2])
+        assert (request.device_id, request.case_id, request.ranks) == (device, case_id, [3])
         assert request.doubts == "Ear shape differs." and request.library_version
         assert all(c["subject_ref"].startswith("DEMO-") for c in request.candidates)
         # The officer is told central decides; the review is not the desk's advisers' to see or post.
@@ -115,13 +115,13 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         assert "Record the peer review" not in page
         assert Desk(app, "adviser").get(f"/cases/{case_id}").status_code == 404
         assert Desk(app, "adviser").post(f"/cases/{case_id}/peer-review", {
-            "review-2": "not_viable", "notes": "Looked at it closely."}).status_code == 404
+            "review-3": "not_viable", "notes": "Looked at it closely."}).status_code == 404
         # A reviewer records the outcome on central's page.
         client = signed_in(web, "dr.r.reviewer", ["peer_reviewer"])
         page = client.get(f"/peer-review/{request.request_id}").get_data(as_text=True)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         response = client.post(f"/peer-review/{request.request_id}", data={
-            "csrf_token": token, "decision-2": "not_viable",
+            "csrf_token": token, "decision-3": "not_viable",
             "notes": "Different ear shape and nose bridge."})
         assert response.status_code == 302
         # The outcome reaches the desk: the case closes and the probe is destroyed as usual.
@@ -136,7 +136,7 @@ def test_doubted_no_match_is_reviewed_at_central_and_the_outcome_closes_the_case
         # A repeated outcome is ignored.
         channel = app.extensions["desk"].cases.channel
         payload = PeerReviewOutcome(device_id=device, request_id=request.request_id, reviewer="Dr R Reviewer",
-                                    decisions={2: "not_viable"}, notes="Different ear shape.").to_bytes()
+                                    decisions={3: "not_viable"}, notes="Different ear shape.").to_bytes()
         assert channel.receive_outcome(PeerReviewOutcome.seal(payload, COMMAND_KEY)) == "repeat"
         assert len([e for e in audit_events(app, "peer_review") if e["outcome"] == "completed"]) == 1
         # Answered: the desk's copy of the request (references, scores, reasoning) is blanked.
@@ -165,7 +165,7 @@ def test_unsigned_forged_and_malformed_outcomes_are_refused_and_the_case_keeps_w
 
         def outcome(key=COMMAND_KEY, **over) -> bytes:
             values = dict(device_id=device, request_id=sent.request_id, reviewer="Dr R",
-                          decisions={2: "not_viable"}, notes="Different ear shape.")
+                          decisions={3: "not_viable"}, notes="Different ear shape.")
             body = PeerReviewOutcome(**{**values, **over}).to_bytes()
             return body if key is None else PeerReviewOutcome.seal(body, key)
 
@@ -214,7 +214,7 @@ def test_a_request_made_while_the_broker_is_down_reaches_central_later(
         ingest.start()
         assert wait_for(lambda: len(reviews.pending()) == 1, timeout=30)
         assert reviews.pending()[0].case_id == case_id
-        reviews.record_outcome(reviews.pending()[0].request_id, "Dr R", {2: "not_viable"}, "Different ear shape.")
+        reviews.record_outcome(reviews.pending()[0].request_id, "Dr R", {3: "not_viable"}, "Different ear shape.")
         assert wait_for(lambda: state(app, case_id) == "closed_no_match", timeout=10)
     finally:
         stop_desk(app)

@@ -106,8 +106,10 @@ def searched(app: Flask, jpeg: bytes) -> tuple[Desk, str, list[int]]:
 
 def closed_viable(app: Flask, jpeg: bytes) -> tuple[Desk, str]:
     """A case closed with candidate 1 viable and a Match Report."""
-    desk, case_id, ranks = searched(app, jpeg)
-    decisions = {f"decision-{r}": "not_viable" for r in ranks} | {"decision-1": "viable"}
+    desk, case_id, _ = searched(app, jpeg)
+    # One decision per person (their best image's rank): the best-scoring person viable, everyone else not.
+    people = app.extensions["desk"].cases.people(case_id)
+    decisions = {f"decision-{p.lead_rank}": "viable" if p.number == 1 else "not_viable" for p in people}
     assert desk.post(f"/cases/{case_id}/adjudicate", decisions).status_code == 302
     report = {"rank": "1", **MATCH_REPORT, **FEATURES, "checked_prefill": "yes"}
     assert desk.post(f"/cases/{case_id}/match-report", report).status_code == 302

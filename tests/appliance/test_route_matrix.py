@@ -41,9 +41,9 @@ from tests.appliance.desk_helpers import (
     csrf_from,
     events,
     fast_kdf,
+    judgement,
     same_page,
     state_of,
-    subjects_in_order,
     to_candidates,
 )
 from tests.url_map import STATE_CHANGING, state_changing_endpoints, unlisted
@@ -81,11 +81,13 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/cases/<case_id>/candidates/<int:rank>.jpg"): "302 200/R 200/R  200/R    200/R    200/R    R/R   R/R",
     ("GET", "/cases/<case_id>/candidates/<int:rank>/features"): "302 200/R 200/R 200/R 200/R 200/R   R/R   R/R",
     ("POST", "/cases/<case_id>/candidates/<int:rank>/features"): "302 422/R 422/R 403/R 403/R 403/R  R/R   R/R",
+    ("GET", "/cases/<case_id>/candidates/<int:rank>/compare"): "302 200/R 200/R 200/R 200/R 200/R R/R R/R",
     ("GET", "/cases/<case_id>/summary"):             "302  200/R    200/R    200/R    200/R    200/R    200/R R/R",
     ("POST", "/cases/<case_id>/advice"):             "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
     ("POST", "/cases/<case_id>/approve"):            "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
     ("POST", "/cases/<case_id>/probe"):              "302  400/R    400/R    400/R    400/R    400/R    400/R R/R",
     ("POST", "/cases/<case_id>/face"):               "302  400/R    400/R    400/R    400/R    400/R    400/R R/R",
+    ("POST", "/cases/<case_id>/face/again"):         "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/search"):             "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/adjudicate"):         "302  422/R    422/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/match-report"):       "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
@@ -155,8 +157,7 @@ def cases(desk_app, face_photo) -> dict[str, str]:
     _, b = _searched(desk_app, "officer2", "super", face)
     officer, c = _searched(desk_app, "officer", "inspector", face)
     html = officer.get(f"/cases/{c}/candidates").get_data(as_text=True)
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(subjects_in_order(html)) + 1)}
-    officer.post(f"/cases/{c}/adjudicate", decisions | {"decision-1": "viable"})
+    officer.post(f"/cases/{c}/adjudicate", judgement(html, "viable"))
     assert officer.post(f"/cases/{c}/match-report", REPORT).status_code == 302
     assert [state_of(desk_app, x) for x in (a, b, c)] == ["candidates_shown", "candidates_shown", "closed_viable"]
     return {"A": a, "B": b, "C": c}
@@ -245,16 +246,19 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
     _, fresh = _searched_until(app, "approved")
     _, approved = _searched_until(app, "approved")
     assert 'name="face_index"' in officer.upload(approved, group_photo.read_bytes()).get_data(as_text=True)
+    _, regrouped = _searched_until(app, "approved")
+    officer.upload(regrouped, group_photo.read_bytes())
+    assert officer.post(f"/cases/{regrouped}/face", {"face_index": "0"}).status_code == 200
+    assert state_of(app, regrouped) == "probe_captured"
     _, captured = _searched_until(app, "approved")
     assert officer.upload(captured, face).status_code == 200
     shown_desk, shown = _searched(app, "officer", "inspector", face)
     html = shown_desk.get(f"/cases/{shown}/candidates").get_data(as_text=True)
-    ranks = range(1, len(subjects_in_order(html)) + 1)
-    decisions = {f"decision-{i}": "not_viable" for i in ranks}
+    decisions = judgement(html, "not_viable")
     _, reporting = _searched(app, "officer", "inspector", face)
-    officer.post(f"/cases/{reporting}/adjudicate", decisions | {"decision-1": "viable"})
+    officer.post(f"/cases/{reporting}/adjudicate", judgement(html, "viable"))
     _, reviewing = _searched(app, "officer", "inspector", face)
-    officer.post(f"/cases/{reviewing}/adjudicate", decisions | {"decision-1": "needs_peer_review"})
+    officer.post(f"/cases/{reviewing}/adjudicate", judgement(html, "needs_peer_review"))
     assert state_of(app, reporting) == "awaiting_match_report" and state_of(app, reviewing) == "awaiting_peer_review"
     to_refuse, to_return, returned = (case_id_from(officer.submit()) for _ in range(3))
     assert Desk(app, "inspector").post(f"/cases/{returned}/return", {
@@ -268,6 +272,7 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
         "cases.capture": Attempt("officer", f"/cases/{fresh}/probe",
                                  {"probe": face}),
         "cases.choose_face": Attempt("officer", f"/cases/{approved}/face", {"face_index": "0"}),
+        "cases.choose_face_again": Attempt("officer", f"/cases/{regrouped}/face/again", {}),
         "cases.search": Attempt("officer", f"/cases/{captured}/search", {}),
         # Before the judgement below closes the case (and destroys its candidate list).
         "cases.features": Attempt("officer", f"/cases/{shown}/candidates/1/features", FEATURES),

@@ -26,8 +26,9 @@ from tests.appliance.desk_helpers import (
     csrf_from,
     events,
     fast_kdf,
+    judgement,
+    people_in_order,
     state_of,
-    subjects_in_order,
     to_candidates,
 )
 
@@ -194,37 +195,39 @@ def test_htmx_is_served_locally(desk_app):
 def test_submission_approval_search_candidates_and_no_match(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
     html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
-    order = subjects_in_order(html)
-    assert order[:2] == ["DEMO-OBAMA", "DEMO-OBAMA"]
-    assert len(order) == min(10, desk_app.extensions["desk"].library.current.count)
+    people = people_in_order(html)
+    assert people[0] == (1, "DEMO-OBAMA") and 'data-ranks="1 2"' in html, "one person, both images"
+    assert len({s for _, s in people}) == len(people), "each person once"
+    images = [int(r) for ranks in re.findall(r'data-ranks="([\d ]+)"', html) for r in ranks.split()]
+    assert sorted(images) == list(range(1, min(10, desk_app.extensions["desk"].library.current.count) + 1))
     assert "A high rank or a close likeness does not make a candidate viable" in html
-    assert "not evidence" in html and "Time lapse to the probe" in html and "Score band" in html
-    assert "Subject's age at the reference image" in html and "Reference image quality" in html
+    assert "not evidence" in html and "Time lapse" in html and "similarity" in html
+    assert "Age at that image" in html and "Its quality" in html
     assert len(events(desk_app, "candidate_viewed")) == 1
     src = re.search(r'<img src="(/cases/\w+/candidates/1\.jpg)"', html).group(1)
     image = desk.get(src)
     assert image.status_code == 200 and image.headers["Cache-Control"] == "no-store"
     assert cv2.imdecode(np.frombuffer(image.data, np.uint8), cv2.IMREAD_COLOR) is not None
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)}
-    assert desk.post(f"/cases/{case_id}/adjudicate", decisions | CONFIRM).status_code == 302
+    assert desk.post(f"/cases/{case_id}/adjudicate", judgement(html, "not_viable") | CONFIRM).status_code == 302
     assert state_of(desk_app, case_id) == "closed_no_match"
     summary = desk.get(f"/cases/{case_id}/summary").get_data(as_text=True)
     assert "Intelligence lead only" in summary and "not an identification" in summary
 
 
-def test_every_candidate_must_be_judged(desk_app, face_photo):
+def test_every_person_above_the_threshold_must_be_judged(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
     to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
-    response = desk.post(f"/cases/{case_id}/adjudicate", {"decision-1": "not_viable"})
-    assert response.status_code == 422 and 'role="alert"' in response.get_data(as_text=True)
+    response = desk.post(f"/cases/{case_id}/adjudicate", {"decision-3": "not_viable"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and 'role="alert"' in page
+    assert "Person 1 (DEMO-OBAMA) not decided" in page
     assert state_of(desk_app, case_id) == "candidates_shown"
 
 
 def test_viable_match_needs_a_complete_match_report_and_is_retained(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {"decision-1": "viable"}
-    desk.post(f"/cases/{case_id}/adjudicate", decisions)
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    desk.post(f"/cases/{case_id}/adjudicate", judgement(html, "viable"))
     assert state_of(desk_app, case_id) == "awaiting_match_report"
     incomplete = desk.post(f"/cases/{case_id}/match-report", {"rank": "1", "probe_quality": "Good, frontal."})
     assert incomplete.status_code == 422
@@ -244,21 +247,21 @@ def test_viable_match_needs_a_complete_match_report_and_is_retained(desk_app, fa
 
 def test_doubts_send_a_no_match_to_peer_review_before_it_can_close(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {
-        "decision-2": "needs_peer_review"}
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    second = people_in_order(html)[1][0]  # a person below the threshold: a decision there is still honoured
+    decisions = judgement(html, "not_viable") | {f"decision-{second}": "needs_peer_review"}
     desk.post(f"/cases/{case_id}/adjudicate", decisions)
     assert state_of(desk_app, case_id) == "awaiting_peer_review"
     assert desk.get(f"/cases/{case_id}/probe.jpg").status_code == 200, "kept until the review is back"
     # Refusals: an Inspector is not a peer reviewer; the review must decide the candidate in question.
     assert Desk(desk_app, "inspector").post(f"/cases/{case_id}/peer-review", {
-        "review-2": "not_viable", "notes": "Looked at it closely."}).status_code == 403
+        f"review-{second}": "not_viable", "notes": "Looked at it closely."}).status_code == 403
     adviser = Desk(desk_app, "adviser")
     assert "Record the peer review" in adviser.get(f"/cases/{case_id}").get_data(as_text=True)
     assert adviser.post(f"/cases/{case_id}/peer-review", {"notes": "Looked at it closely."}).status_code == 409
     assert state_of(desk_app, case_id) == "awaiting_peer_review"
     assert adviser.post(f"/cases/{case_id}/peer-review", {
-        "review-2": "not_viable", "notes": "Different ear shape and nose.", **CONFIRM}).status_code == 302
+        f"review-{second}": "not_viable", "notes": "Different ear shape and nose.", **CONFIRM}).status_code == 302
     assert state_of(desk_app, case_id) == "closed_no_match"
     assert [e["outcome"] for e in events(desk_app, "peer_review")] == ["requested", "refused", "completed"]
     assert desk.get(f"/cases/{case_id}/probe.jpg").status_code == 404
@@ -266,10 +269,8 @@ def test_doubts_send_a_no_match_to_peer_review_before_it_can_close(desk_app, fac
 
 def test_peer_review_finding_a_viable_candidate_needs_a_match_report(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {
-        "decision-1": "needs_peer_review"}
-    desk.post(f"/cases/{case_id}/adjudicate", decisions)
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    desk.post(f"/cases/{case_id}/adjudicate", judgement(html, "needs_peer_review"))
     Desk(desk_app, "adviser").post(f"/cases/{case_id}/peer-review",
                                    {"review-1": "viable", "notes": "Same person in my view."})
     assert state_of(desk_app, case_id) == "awaiting_match_report"
@@ -497,4 +498,4 @@ def test_unknown_and_over_long_static_names_are_404s_that_grow_nothing(app):
     before = assets.served_names()
     for i in range(2000):
         assert client.get(f"/static/missing-{i}.js").status_code == 404
-    assert assets.served_names() == before == {"app.css", "camera.js"}
+    assert assets.served_names() == before == {"app.css", "camera.js", "compare.js"}

@@ -49,10 +49,10 @@ def upload_and_search(page: Page, base: str, case_id: str, photo) -> None:  # ty
 
 
 def judge(page: Page, first: str, rest: str = "not_viable", doubts: str = "") -> None:
-    fieldsets = page.locator("fieldset.candidate")
-    for i in range(fieldsets.count()):
-        rank = i + 1
-        page.locator(f"#decision-{rank}-{first if rank == 1 else rest}").check()
+    """``first`` for the best-scoring person, ``rest`` for the others above the threshold (one choice each)."""
+    ranks = page.locator("fieldset.person:visible").evaluate_all("els => els.map(e => e.dataset.rank)")
+    for i, rank in enumerate(ranks):
+        page.locator(f"#decision-{rank}-{first if i == 0 else rest}").check()
     if doubts:
         page.get_by_label("Doubts about this result").fill(doubts)
     page.get_by_role("button", name="Record my judgement").click()
@@ -100,7 +100,7 @@ def test_whole_flow_with_match_report(people, live_server, face_photo, accessibl
     page.wait_for_url(re.compile(r"/candidates$"))
     accessible(page)
     expect(page.locator("#standing-notice")).to_contain_text("does not make a candidate viable")
-    expect(page.locator("fieldset.candidate").first).to_have_attribute("data-subject", "DEMO-OBAMA")
+    expect(page.locator("fieldset.person").first).to_have_attribute("data-subject", "DEMO-OBAMA")
 
     judge(page, first="viable")
     expect(page.locator("#case-state")).to_contain_text("Match Report needed")

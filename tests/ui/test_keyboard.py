@@ -42,7 +42,8 @@ _CONTROLS = """() => {
     const sel = 'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]:not([tabindex="-1"])';
     return [...document.querySelectorAll(sel)]
         .filter(e => !e.disabled && !e.closest('[hidden], [inert]') && e.getClientRects().length > 0
-                     && getComputedStyle(e).visibility !== 'hidden')
+                     && getComputedStyle(e).visibility !== 'hidden'
+                     && e.checkVisibility())  // false inside a closed <details>
         .map(e => {
             if (e.type === 'radio') { return 'radio:' + e.name; }
             if (!e.dataset.kb) { e.dataset.kb = 'n' + Math.random().toString(36).slice(2); }
@@ -211,21 +212,25 @@ def test_the_whole_flow_by_keyboard_alone(browser, live_server, group_photo):  #
         assert_focus_at_page_start(page)
         assert_every_control_reachable(page)
 
-        # Judging: sent with nothing chosen first (refused, focus to the summary), then every candidate.
+        # Judging: sent with nothing chosen first (refused, focus to the summary), then every person above the
+        # threshold; the people below it are folded away, opened with the keyboard and one of them decided too.
         tab_to(page, "form[action$='/adjudicate'] button[type=submit]")
         page.keyboard.press("Enter")
         expect(page.locator("#error-summary")).to_be_focused()
         assert_focus_visible(page)
-        ranks = page.locator("fieldset.candidate").count()
-        assert ranks >= 2
-        for rank in range(1, ranks + 1):
+        shown = [int(r) for r in page.locator("form fieldset.person:visible").evaluate_all(
+            "els => els.map(e => e.dataset.rank)")]
+        assert shown, "at least one person above the threshold"
+        for rank in shown:
             tab_to(page, f"#decision-{rank}-viable")  # the first of an unchosen group is its Tab stop
-            if rank == 1:
-                page.keyboard.press("Space")
-            else:
-                page.keyboard.press("ArrowDown")  # moves to, and chooses, "Not viable"
-                expect(page.locator(f"#decision-{rank}-not_viable")).to_be_checked()
-        expect(page.locator("#decision-1-viable")).to_be_checked()
+            page.keyboard.press("Space" if rank == shown[0] else "ArrowDown")  # ArrowDown chooses "Not viable"
+        tab_to(page, "#below-threshold > summary")
+        page.keyboard.press("Enter")
+        below = int(page.locator("#below-threshold fieldset.person").first.get_attribute("data-rank"))
+        tab_to(page, f"#decision-{below}-viable")
+        page.keyboard.press("ArrowDown")
+        expect(page.locator(f"#decision-{below}-not_viable")).to_be_checked()
+        expect(page.locator(f"#decision-{shown[0]}-viable")).to_be_checked()
         tab_to(page, "form[action$='/adjudicate'] button[type=submit]")
         page.keyboard.press("Enter")
         page.wait_for_url(re.compile(f"/cases/{case_id}$"))

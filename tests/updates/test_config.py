@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,7 +149,8 @@ def candidates_shown(app: Flask, face_photo) -> int:
     assert desk.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 200
     assert desk.post(f"/cases/{case_id}/search").status_code == 302
     html = desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    return html.count('<fieldset class="candidate"')
+    # Candidates are shown by person: count the images each person's group holds.
+    return sum(len(ranks.split()) for ranks in re.findall(r'data-ranks="([\d ]+)"', html))
 
 
 # --- applied --------------------------------------------------------------------------------------

@@ -13,6 +13,19 @@
   const input = document.getElementById("probe");
   let stream = null;
 
+  // A new photo chosen but not yet checked: the Search button below still names the photo shown, but
+  // pressing it now would surprise the officer, so it waits until the new photo's check replaces it.
+  function holdSearch(why) {
+    const search = document.getElementById("search-button");
+    if (search) {
+      search.disabled = true;
+      status.textContent = why;
+    }
+  }
+  input.addEventListener("change", function () {
+    holdSearch("New photo chosen. Press Check this photo: you can search once its check is shown.");
+  });
+
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     status.textContent = "The camera cannot be used in this browser. Choose a photo file instead.";
     return;
