@@ -17,8 +17,8 @@ from tests.appliance.desk_helpers import (
     approved_case,
     events,
     fast_kdf,
+    judgement,
     state_of,
-    subjects_in_order,
     to_candidates,
 )
 
@@ -71,12 +71,13 @@ def test_a_withdrawn_case_says_withdrawn_not_no_viable_match(desk_app):
 
 def test_judging_everything_not_viable_asks_before_the_photo_is_destroyed(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)}
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    decisions = judgement(html, "not_viable")
     response = desk.post(f"/cases/{case_id}/adjudicate", decisions | {"doubts": ""})
     page = html_lib.unescape(response.get_data(as_text=True))
     assert response.status_code == 200 and "Close the case with no viable match?" in page
-    assert f"<li>the list of {len(order)} candidates</li>" in page and "<li>the photo of the detainee</li>" in page
+    rows = len(desk_app.extensions["desk"].cases.candidates(case_id))
+    assert f"<li>the list of {rows} candidates</li>" in page and "<li>the photo of the detainee</li>" in page
     assert "Yes, close the case and destroy the photo" in page
     service = desk_app.extensions["desk"].cases
     assert state_of(desk_app, case_id) == "candidates_shown" and service.probe(case_id) is not None
@@ -90,8 +91,8 @@ def test_judging_everything_not_viable_asks_before_the_photo_is_destroyed(desk_a
 
 def test_a_judgement_that_keeps_the_photo_is_not_held_up(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)}
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    decisions = judgement(html, "not_viable")
     doubts = {"doubts": "Not sure about rank 2."}
     assert desk.post(f"/cases/{case_id}/adjudicate", decisions | doubts).status_code == 302
     assert state_of(desk_app, case_id) == "awaiting_peer_review"
@@ -99,8 +100,8 @@ def test_a_judgement_that_keeps_the_photo_is_not_held_up(desk_app, face_photo):
 
 def test_a_local_peer_review_closing_the_case_asks_first(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {"decision-1": "needs_peer_review"}
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    decisions = judgement(html, "needs_peer_review")
     desk.post(f"/cases/{case_id}/adjudicate", decisions)
     adviser = Desk(desk_app, "adviser")
     form = {"review-1": "not_viable", "notes": "Different ear shape and nose."}
@@ -133,8 +134,8 @@ TIME = re.compile(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">'
 
 def test_times_are_shown_where_people_look_and_the_lead_is_named(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {"decision-1": "viable"}
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    decisions = judgement(html, "viable")
     desk.post(f"/cases/{case_id}/adjudicate", decisions)
     assert desk.post(f"/cases/{case_id}/match-report", MATCH_REPORT).status_code == 302
     home = desk.get("/").get_data(as_text=True)

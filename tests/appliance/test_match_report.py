@@ -27,8 +27,9 @@ from tests.appliance.desk_helpers import (
     approved_case,
     events,
     fast_kdf,
+    judgement,
+    people_in_order,
     state_of,
-    subjects_in_order,
     to_candidates,
 )
 
@@ -121,8 +122,8 @@ def test_unknown_findings_are_not_accepted():
 
 def viable(desk_app, face_photo) -> tuple[Desk, str]:  # type: ignore[no-untyped-def]
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {"decision-1": "viable"}
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
+    decisions = judgement(html, "viable")
     assert desk.post(f"/cases/{case_id}/adjudicate", decisions).status_code == 302
     assert state_of(desk_app, case_id) == "awaiting_match_report"
     return desk, case_id
@@ -187,7 +188,7 @@ def test_the_comparison_is_kept_with_the_report_and_shown_in_the_summary(desk_ap
 
 def test_a_comparison_recorded_before_judging_starts_the_report(desk_app, face_photo):
     desk, case_id = approved_case(desk_app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
     page = desk.get(f"/cases/{case_id}/candidates/1/features").get_data(as_text=True)
     assert f'src="/cases/{case_id}/candidates/1.jpg"' in page and "Compare features: candidate 1" in page
     bad = desk.post(f"/cases/{case_id}/candidates/1/features", FEATURES | {"feature-nose": "dissimilar"})
@@ -195,7 +196,7 @@ def test_a_comparison_recorded_before_judging_starts_the_report(desk_app, face_p
     good = FEATURES | {"feature-nose": "dissimilar", "feature-nose-note": "Wider nostrils in the probe."}
     assert desk.post(f"/cases/{case_id}/candidates/1/features", good).status_code == 302
     assert desk_app.extensions["desk"].cases.store.comparisons(case_id)[1]["nose"]["finding"] == "dissimilar"
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {"decision-1": "viable"}
+    decisions = judgement(html, "viable")
     desk.post(f"/cases/{case_id}/adjudicate", decisions)
     report_page = desk.get(f"/cases/{case_id}").get_data(as_text=True)
     assert 'id="feature-nose-dissimilar" name="feature-nose" value="dissimilar" checked' in report_page
@@ -213,10 +214,10 @@ def test_the_peer_review_request_carries_the_comparisons(tmp_path, demo_library,
     fast_kdf(monkeypatch)
     add_users(app)
     desk, case_id = approved_case(app)
-    order = subjects_in_order(to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes()))
+    html = to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
     form = FEATURES | {"feature-ears": "dissimilar", "feature-ears-note": "Lobes attached in the reference."}
     assert desk.post(f"/cases/{case_id}/candidates/2/features", form).status_code == 302
-    decisions = {f"decision-{i}": "not_viable" for i in range(1, len(order) + 1)} | {"decision-2": "needs_peer_review"}
+    decisions = judgement(html, "not_viable") | {f"decision-{people_in_order(html)[1][0]}": "needs_peer_review"}
     assert desk.post(f"/cases/{case_id}/adjudicate", decisions).status_code == 302
     [queued] = PeerReviewOutbox(app.extensions["desk"].db).due(time.time(), 0, everything=True)
     sent = PeerReviewRequest.from_bytes(queued.payload)
