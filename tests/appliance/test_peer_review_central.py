@@ -284,13 +284,13 @@ def test_the_probe_goes_to_central_sealed_is_shown_to_the_reviewer_and_destroyed
         client = signed_in(web, "dr.r.reviewer", ["peer_reviewer"])
         page = client.get(f"/peer-review/{request.request_id}").get_data(as_text=True)
         assert client.get(f"/peer-review/{request.request_id}/probe.jpg").data == thumbnail
-        rank2 = next(c for c in app.extensions["desk"].cases.candidates(case_id) if c.rank == 2)
-        desk_reference = app.extensions["desk"].library.current.thumbnail(rank2.record_id)
-        assert f"/peer-review/{request.request_id}/reference/2.jpg" in page
-        assert client.get(f"/peer-review/{request.request_id}/reference/2.jpg").data == desk_reference
+        rank3 = next(c for c in app.extensions["desk"].cases.candidates(case_id) if c.rank == 3)
+        desk_reference = app.extensions["desk"].library.current.thumbnail(rank3.record_id)
+        assert f"/peer-review/{request.request_id}/reference/3.jpg" in page
+        assert client.get(f"/peer-review/{request.request_id}/reference/3.jpg").data == desk_reference
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         assert client.post(f"/peer-review/{request.request_id}", data={
-            "csrf_token": token, "decision-2": "not_viable",
+            "csrf_token": token, "decision-3": "not_viable",
             "notes": "Different ear shape and nose bridge."}).status_code == 302
         # Destroyed at central at once, with no trace in any of its files; the desk closes the case as before.
         assert list(probe_dir.iterdir()) == [] and files_holding(held + runs(thumbnail), root) == []

@@ -108,7 +108,7 @@ def test_full_notes_on_every_candidate_hit_the_size_cap_and_the_wire_decoder_ref
     with pytest.raises(WireFormatError, match=f"limit is {MAX_REQUEST_BYTES}"):
         big.to_bytes()
     data = json.dumps(big.to_dict()).encode()
-    with pytest.raises(WireFormatError, match=f"limit is {MAX_REQUEST_BYTES}"):
+    with pytest.raises(WireFormatError, match="bytes; the limit"):
         PeerReviewRequest.from_bytes(data)
 
 
