@@ -40,6 +40,7 @@ from central.settings import CentralSettings, load
 from core import keywrap
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
 from core.errors import CustodyRfrError, SettingsError
+from core.log_format import configure_logging
 from core.topics import validate_device_id
 from devicekeys.files import write_atomic
 from webserver.server import check_tls, https_url, serve
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("central")  # one JSON object per line on stderr (journald stores it as it is)
     try:
         if args.command == "serve":
             return _serve(args.config)
