@@ -96,7 +96,8 @@ def _serve(settings, context: ssl.SSLContext) -> int:  # type: ignore[no-untyped
 
     # Served, the desk is HTTPS only: its session cookie is always Secure, whatever the settings file says.
     served = settings.model_copy(update={"auth": settings.auth.model_copy(update={"secure_cookie": True})})
-    print(f"appliance {settings.device_id}: {https_url(settings.web)}", flush=True)
+    logging.getLogger("appliance").info("appliance %s: %s", settings.device_id, https_url(settings.web),
+                                        extra={"event": "serving"})
     return serve(lambda: create_app(served), settings.web, context, workers=1, name="appliance",
                  on_worker_exit=close_desk)
 

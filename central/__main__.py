@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import ssl
 import sys
@@ -109,9 +110,10 @@ def _serve(config: Path) -> int:
     pool, workers, stores = _start_workers(settings, command_key)
     status = SharedIngestStatus()
     status.follow(pool)
-    print(f"central: audit ingest from {settings.mqtt.host}:{settings.mqtt.port} into "
-          f"{settings.database_url.split('?')[0]}; web interface at {https_url(settings.web, '/login')} "
-          f"({settings.web.workers} workers x {settings.web.threads} threads)", flush=True)
+    logger.info("central: audit ingest from %s:%s into %s; web interface at %s (%s workers x %s threads)",
+                settings.mqtt.host, settings.mqtt.port, _without_password(settings.database_url),
+                https_url(settings.web, "/login"), settings.web.workers, settings.web.threads,
+                extra={"event": "serving"})
     announcer = None
     if settings.publish.repo_dir is not None:
         # Worker 0 owns the MQTT link that retains announcements for the fleet.
@@ -130,10 +132,16 @@ def _serve(config: Path) -> int:
         _stop_workers(workers, stores)
 
 
+def _without_password(url: str) -> str:
+    """The store URL for a log line: no query string, no password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url.split("?")[0])
+
+
 def _ingest(config: Path) -> int:
     settings = load(config)
     _pool, workers, stores = _start_workers(settings, _ingest_command_key(settings))
-    print(f"central ingest: {len(workers)} worker(s) from {settings.mqtt.host}:{settings.mqtt.port}", flush=True)
+    logger.info("central ingest: %s worker(s) from %s:%s", len(workers), settings.mqtt.host, settings.mqtt.port,
+                extra={"event": "ingesting"})
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
