@@ -76,9 +76,9 @@ class DeskMetrics:
             self.searches.labels(outcome=outcome).inc()
         elif event.type == SIGN_IN_EVENT and event.outcome == "refused":
             self.sign_in_failures.labels(reason=reason_code(event.details.get("reason"))).inc()
-        elif event.type.endswith("_refused"):
+        elif event.type.endswith("_refused") or event.outcome == "refused":
             # The reason is the outcome (search_refused: no_face...), or the code in the details for the
-            # events whose outcome is just "refused" (updates, fleet commands).
+            # events whose outcome is just "refused" (library updates, configuration, fleet commands).
             why = event.details.get("reason") if event.outcome in ("refused", "fleet_command_refused") else None
             self.refusals.labels(event=reason_code(event.type), reason=reason_code(why or event.outcome)).inc()
 
