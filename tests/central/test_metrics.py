@@ -111,3 +111,17 @@ def test_a_revoked_desk_is_not_reported_stale(workers):
     after = scrape(app)
     assert ("rfr_central_heartbeat_age_seconds", (("device", "desk-gone"),)) not in after
     assert value(after, "rfr_central_devices_revoked") == 1
+
+
+def test_a_malformed_token_digest_stops_central_at_start(tmp_path):
+    from central.settings import CentralSettings
+    from core.errors import SettingsError
+    from core.settings import load_settings
+
+    config = tmp_path / "central.toml"
+    config.write_text(f'data_dir = "{tmp_path}"\n[mqtt]\nhost = "127.0.0.1"\nport = 18830\n'
+                      f'[web]\nsecret_key = "{SECRET}"\n[metrics]\ntoken_sha256 = "the-token-itself-not-its-digest"\n')
+    with pytest.raises(SettingsError, match=r"metrics\.token_sha256"):
+        load_settings(CentralSettings, config, "RFR_CENTRAL", environ={})
+    config.write_text(config.read_text().replace("the-token-itself-not-its-digest", token_sha256(TOKEN)))
+    assert load_settings(CentralSettings, config, "RFR_CENTRAL", environ={}).metrics.token_sha256 == token_sha256(TOKEN)
