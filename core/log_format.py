@@ -122,11 +122,15 @@ def _plain(value: object) -> object:
 
 
 def configure_logging(component: str, level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """Every logger of this process writes JSON lines to ``stream`` (stderr: journald reads it)."""
+    """Every logger of this process writes JSON lines to ``stream`` (stderr: journald reads it).
+
+    Like ``logging.basicConfig``, it leaves a root logger that already has handlers alone: a program that
+    calls an entry point's ``main`` in-process (a test harness capturing logs) keeps its own.
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonLogFormatter(component))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
