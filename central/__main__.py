@@ -292,6 +292,22 @@ def _accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from central.backup import back_up, read_passphrase, restore
+
+    settings = load(args.config)
+    passphrase = read_passphrase(args.passphrase_file)
+    if args.command == "backup":
+        manifest = back_up(settings, args.out, passphrase, pg_bin=args.pg_bin)
+        print(f"backed up central into {args.out}: {manifest['database']}, {len(manifest['files'])} files, keys "
+              f"({', '.join(manifest['secrets']) or 'none'}) sealed in secrets.enc; keep the passphrase apart")
+    else:
+        manifest = restore(settings, args.source, passphrase, pg_bin=args.pg_bin)
+        print(f"restored the backup of {manifest['created_at']} from {args.source} into the places {args.config} "
+              f"names; start central and the desks' events carry on from where it was")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m central", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -341,6 +357,15 @@ def main(argv: list[str] | None = None) -> int:
     for p in (add, alist, apw, adis, aen):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
+    backup = sub.add_parser("backup", help="back up the database, the TUF repository and (encrypted) the keys")
+    backup.add_argument("--out", type=Path, required=True, help="a new folder for this backup")
+    restore = sub.add_parser("restore", help="restore a backup into the places --config names (all must be new)")
+    restore.add_argument("--from", type=Path, required=True, dest="source", help="the backup folder")
+    for p in (backup, restore):
+        p.add_argument("--config", type=Path, required=True, help="central settings TOML file")
+        p.add_argument("--passphrase-file", type=Path, required=True,
+                       help="first line: the passphrase the key archive is sealed with (16+ characters)")
+        p.add_argument("--pg-bin", type=Path, help="folder of pg_dump/pg_restore when they are not on PATH")
     args = parser.parse_args(argv)
     configure_logging("central")  # one JSON object per line on stderr (journald stores it as it is)
     try:
@@ -348,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args.config)
         if args.command == "ingest":
             return _ingest(args.config)
+        if args.command in ("backup", "restore"):
+            return _backup_or_restore(args)
         if args.command == "devices":
             if args.devices_command == "command-key":
                 return _command_key(args.out)
