@@ -6,7 +6,8 @@ provisioning code and the fleet-command key by its command. After ``python -m ce
 originals are deleted; ``python -m central restore`` puts everything into new places. Then every desk's
 chain verifies offline from an export of the restored database, the ingest stores what the desks send
 next (what it already had counts as duplicates, nothing is lost or stored twice), the repository goes on
-signing with versions above the backed-up ones, and the keys are back, still 0600.
+signing with versions above the backed-up ones and publishes a library above what every desk holds, and the
+keys are back, still 0600.
 """
 
 from __future__ import annotations
@@ -18,18 +19,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from central.__main__ import main as central_main
 from central.audit.__main__ import main as audit_main
 from central.audit.__main__ import verify_file
 from central.audit.store import AuditStore
 from central.backup import BackupError, back_up, restore
+from central.fleet.health_store import HealthStore
 from central.fleet.registry_store import RegistryStore
 from central.publish.__main__ import main as publish_main
 from central.settings import CentralSettings
+from core.keywrap import public_key_hex
+from library.snapshot import new_key, write_key_file
 from testbed.chain_writer import ChainWriter
 from testbed.postgres import PG_BIN
 from tests.fleet_tls import FleetPki
+from tests.updates.conftest import EMBEDDER, build_library
 
 SECRET = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"
 PASSPHRASE = "correct horse battery staple for backups"
@@ -43,6 +49,17 @@ def settings_toml(root: Path, database: str, ca_dir: Path) -> Path:
                       f'[publish]\nrepo_dir = "{root / "repo"}"\n'
                       f'[fleet]\ncommand_key = "{root / "keys" / "fleet-command.pem"}"\nca_dir = "{ca_dir}"\n')
     return config
+
+
+def heartbeat(device: str, **over: object) -> dict[str, object]:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
+    row: dict[str, object] = dict(
+        device_id=device, received_at=now, sent_at=now, interval_s=60.0, software_version="0.1.0",
+        library_version=1, embedder_id=EMBEDDER, disk_free_bytes=50, disk_total_bytes=100,
+        memory_available_bytes=1, memory_total_bytes=2, outbox_depth=0, since_last_sync_s=1.0,
+        clock_offset_s=0.0, key_protection="file")
+    row.update(over)
+    return row
 
 
 def timestamp_version(repo: Path) -> int:
@@ -66,16 +83,27 @@ def test_restore_drill_chains_verify_ingest_resumes_and_publication_continues(tm
     config = settings_toml(old, old_url, pki.ca_dir)
     assert central_main(["devices", "command-key", "--out", str(old / "keys" / "fleet-command.pem")]) == 0
     assert publish_main(["init", "--repo", str(old / "repo"), "--root-keys-dir", str(tmp_path / "offline-root")]) == 0
-    store, registry = AuditStore(old_url), RegistryStore(old_url)
+    store, registry, health = AuditStore(old_url), RegistryStore(old_url), HealthStore(old_url)
     desks = [ChainWriter("desk-a"), ChainWriter("desk-b")]
     events = {}
     for desk in desks:
-        registry.register_device(desk.device_id, desk.public_hex)
+        registry.register_device(desk.device_id, desk.public_hex,
+                                 wrap_public_key_hex=public_key_hex(X25519PrivateKey.generate().public_key()))
         events[desk.device_id] = [desk.event() for _ in range(10)]
         store.add_batch(events[desk.device_id], [desk.checkpoint()], datetime.now(UTC))
-    store.close()
-    registry.close()
-    version_before = timestamp_version(old / "repo")
+    for desk in desks:
+        health.record_health(heartbeat(desk.device_id, library_version=1))
+    for closing in (store, registry, health):
+        closing.close()
+    # Library version 1 is published and held by both desks (their heartbeats say so). The lineage key is
+    # the enrolment team's, kept apart from central's server (central.enrolment), so outside the backup.
+    lineage_key = tmp_path / "enrolment" / "lineage.key"
+    lineage_key.parent.mkdir()
+    write_key_file(lineage_key, library_key := new_key())
+    library_args = ["--kind", "full", "--key-file", str(lineage_key), "--database", old_url]
+    v1 = build_library(tmp_path / "enrolment" / "v1.db", library_key, 1)
+    assert publish_main(["publish", "--repo", str(old / "repo"), "--file", str(v1), *library_args]) == 0
+    version_before = timestamp_version(old / "repo")  # after publishing version 1
     (tmp_path / "passphrase").write_text(PASSPHRASE + "\n")
     backup = tmp_path / "backup-1"
     assert central_main(["backup", "--config", str(config), "--out", str(backup), "--passphrase-file",
@@ -119,6 +147,15 @@ def test_restore_drill_chains_verify_ingest_resumes_and_publication_continues(tm
     assert timestamp_version(new / "repo") == version_before
     assert publish_main(["refresh-timestamp", "--repo", str(new / "repo")]) == 0
     assert timestamp_version(new / "repo") > version_before
+    v2 = build_library(tmp_path / "enrolment" / "v2.db", library_key, 2)
+    capsys.readouterr()
+    assert publish_main(["publish", "--repo", str(new / "repo"), "--file", str(v2),
+                         *library_args[:-1], new_url]) == 0
+    assert "(library version 2)" in capsys.readouterr().out
+    health = HealthStore(new_url)
+    held = max(beat["library_version"] for beat in health.latest_health().values())
+    health.close()
+    assert held == 1  # the new publication is above what any desk holds
     # The keys are back where the new settings say, private ones 0600.
     for key in [new / "keys" / "fleet-command.pem", *sorted((new / "repo" / "keys").iterdir())]:
         assert stat.S_IMODE(key.stat().st_mode) & 0o077 == 0, key
