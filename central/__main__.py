@@ -15,7 +15,9 @@ once, for someone who left or a password that leaked. ``serve`` runs the web
 interface under gunicorn over HTTPS only (``webserver.server``): ``[web]
 workers`` processes forked from the one holding the ingest, bounded threads,
 request-line and header limits, HSTS; desks fetch ``/tuf`` with their fleet
-client certificate (``[web] client_ca_file``, the CRL).
+client certificate (``[web] client_ca_file``, the CRL). ``backup`` and ``restore``
+copy the database, the TUF repository and (sealed with a passphrase) the keys out
+and back into fresh places (``central.backup``, docs/operations.md).
 """
 
 from __future__ import annotations

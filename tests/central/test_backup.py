@@ -12,9 +12,11 @@ keys are back, still 0600.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import stat
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from central.__main__ import main as central_main
 from central.audit.__main__ import main as audit_main
 from central.audit.__main__ import verify_file
 from central.audit.store import AuditStore
-from central.backup import BackupError, back_up, restore
+from central.backup import BackupError, back_up, restore, unseal
 from central.fleet.health_store import HealthStore
 from central.fleet.registry_store import RegistryStore
 from central.publish.__main__ import main as publish_main
@@ -165,10 +167,7 @@ def test_restore_drill_chains_verify_ingest_resumes_and_publication_continues(tm
 
 def backup_ca_names(backup: Path) -> list[Path]:
     """The CA folder's entries as sealed in the backup (read back through a restore into a scratch place)."""
-    import io
-    import tarfile
 
-    from central.backup import unseal
 
     with tarfile.open(fileobj=io.BytesIO(unseal((backup / "secrets.enc").read_bytes(), PASSPHRASE.encode()))) as tar:
         return sorted({Path(m.name.split("/")[1]) for m in tar.getmembers() if m.name.startswith("ca/")})
