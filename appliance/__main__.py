@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from core.errors import CustodyRfrError
+from core.log_format import configure_logging, set_process_ids
 from webserver.server import check_tls, https_url, serve
 
 
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "selftest" and (args.probe is None) != (args.expect is None):
         parser.error("give --probe and --expect together")
-    logging.basicConfig(level=logging.WARNING if args.command == "selftest" else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One JSON object per line on stderr (journald stores it as it is): core.log_format.
+    configure_logging("appliance", logging.WARNING if args.command == "selftest" else logging.INFO)
     if args.command == "selftest":
         return _selftest(args)
 
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "retention":
             return _retention_purge(settings)
         context = check_tls(settings.web)
+        set_process_ids(device_id=settings.device_id)  # on every line this desk logs
     except CustodyRfrError as e:
         print(f"appliance cannot start: {e}", file=sys.stderr)
         return 2
@@ -94,7 +96,8 @@ def _serve(settings, context: ssl.SSLContext) -> int:  # type: ignore[no-untyped
 
     # Served, the desk is HTTPS only: its session cookie is always Secure, whatever the settings file says.
     served = settings.model_copy(update={"auth": settings.auth.model_copy(update={"secure_cookie": True})})
-    print(f"appliance {settings.device_id}: {https_url(settings.web)}", flush=True)
+    logging.getLogger("appliance").info("appliance %s: %s", settings.device_id, https_url(settings.web),
+                                        extra={"event": "serving"})
     return serve(lambda: create_app(served), settings.web, context, workers=1, name="appliance",
                  on_worker_exit=close_desk)
 

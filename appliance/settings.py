@@ -12,6 +12,7 @@ from core.settings import StrictModel, load_settings
 from core.topics import validate_device_id
 from devicekeys.wrapping import default_path as wrapping_key_default
 from transport.settings import MqttSettings
+from webserver.metrics import MetricsSettings
 from webserver.settings import ServedWebSettings
 
 
@@ -196,6 +197,9 @@ class ApplianceSettings(StrictModel):
     )
     keys: KeySettings = KeySettings()
     health: HealthSettings = HealthSettings()
+    metrics: MetricsSettings | None = Field(
+        default=None, description="Prometheus scrapes /metrics with a bearer token (docs/operations.md); absent: "
+        "/metrics is not served.")
     fleet_command_public_key: Path = Field(
         description="Central's fleet-command public key (PEM, installed at provisioning: central's "
         "fleet-command.pem.pub). Only what it signed is believed: central's acks (which delete pending audit "

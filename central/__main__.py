@@ -15,13 +15,16 @@ once, for someone who left or a password that leaked. ``serve`` runs the web
 interface under gunicorn over HTTPS only (``webserver.server``): ``[web]
 workers`` processes forked from the one holding the ingest, bounded threads,
 request-line and header limits, HSTS; desks fetch ``/tuf`` with their fleet
-client certificate (``[web] client_ca_file``, the CRL).
+client certificate (``[web] client_ca_file``, the CRL). ``backup`` and ``restore``
+copy the database, the TUF repository and (sealed with a passphrase) the keys out
+and back into fresh places (``central.backup``, docs/operations.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 import signal
 import ssl
 import sys
@@ -41,6 +44,7 @@ from central.settings import CentralSettings, load
 from core import keywrap
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
 from core.errors import CustodyRfrError, SettingsError
+from core.log_format import configure_logging
 from core.topics import validate_device_id
 from devicekeys.files import write_atomic
 from webserver.server import check_tls, https_url, serve
@@ -112,9 +116,10 @@ def _serve(config: Path) -> int:
     pool, workers, stores = _start_workers(settings, command_key)
     status = SharedIngestStatus()
     status.follow(pool)
-    print(f"central: audit ingest from {settings.mqtt.host}:{settings.mqtt.port} into "
-          f"{settings.database_url.split('?')[0]}; web interface at {https_url(settings.web, '/login')} "
-          f"({settings.web.workers} workers x {settings.web.threads} threads)", flush=True)
+    logger.info("central: audit ingest from %s:%s into %s; web interface at %s (%s workers x %s threads)",
+                settings.mqtt.host, settings.mqtt.port, _without_password(settings.database_url),
+                https_url(settings.web, "/login"), settings.web.workers, settings.web.threads,
+                extra={"event": "serving"})
     announcer = None
     if settings.publish.repo_dir is not None:
         # Worker 0 owns the MQTT link that retains announcements for the fleet.
@@ -133,10 +138,16 @@ def _serve(config: Path) -> int:
         _stop_workers(workers, stores)
 
 
+def _without_password(url: str) -> str:
+    """The store URL for a log line: no query string, no password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url.split("?")[0])
+
+
 def _ingest(config: Path) -> int:
     settings = load(config)
     _pool, workers, stores = _start_workers(settings, _ingest_command_key(settings))
-    print(f"central ingest: {len(workers)} worker(s) from {settings.mqtt.host}:{settings.mqtt.port}", flush=True)
+    logger.info("central ingest: %s worker(s) from %s:%s", len(workers), settings.mqtt.host, settings.mqtt.port,
+                extra={"event": "ingesting"})
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -287,6 +298,22 @@ def _accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_or_restore(args: argparse.Namespace) -> int:
+    from central.backup import back_up, read_passphrase, restore
+
+    settings = load(args.config)
+    passphrase = read_passphrase(args.passphrase_file)
+    if args.command == "backup":
+        manifest = back_up(settings, args.out, passphrase, pg_bin=args.pg_bin)
+        print(f"backed up central into {args.out}: {manifest['database']}, {len(manifest['files'])} files, keys "
+              f"({', '.join(manifest['secrets']) or 'none'}) sealed in secrets.enc; keep the passphrase apart")
+    else:
+        manifest = restore(settings, args.source, passphrase, pg_bin=args.pg_bin)
+        print(f"restored the backup of {manifest['created_at']} from {args.source} into the places {args.config} "
+              f"names; start central and the desks' events carry on from where it was")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m central", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -336,13 +363,24 @@ def main(argv: list[str] | None = None) -> int:
     for p in (add, alist, apw, adis, aen):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
+    backup = sub.add_parser("backup", help="back up the database, the TUF repository and (encrypted) the keys")
+    backup.add_argument("--out", type=Path, required=True, help="a new folder for this backup")
+    restore = sub.add_parser("restore", help="restore a backup into the places --config names (all must be new)")
+    restore.add_argument("--from", type=Path, required=True, dest="source", help="the backup folder")
+    for p in (backup, restore):
+        p.add_argument("--config", type=Path, required=True, help="central settings TOML file")
+        p.add_argument("--passphrase-file", type=Path, required=True,
+                       help="first line: the passphrase the key archive is sealed with (16+ characters)")
+        p.add_argument("--pg-bin", type=Path, help="folder of pg_dump/pg_restore when they are not on PATH")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging("central")  # one JSON object per line on stderr (journald stores it as it is)
     try:
         if args.command == "serve":
             return _serve(args.config)
         if args.command == "ingest":
             return _ingest(args.config)
+        if args.command in ("backup", "restore"):
+            return _backup_or_restore(args)
         if args.command == "devices":
             if args.devices_command == "command-key":
                 return _command_key(args.out)

@@ -16,6 +16,7 @@ from central.publish.settings import PublishSettings, database_url
 from central.reports.settings import ReportsSettings
 from core.settings import StrictModel, load_settings
 from transport.settings import MqttSettings
+from webserver.metrics import MetricsSettings
 from webserver.settings import ServedWebSettings
 
 ENV_PREFIX = "RFR_CENTRAL"
@@ -152,6 +153,9 @@ class CentralSettings(StrictModel):
     fleet: FleetSettings = FleetSettings()
     peer_review: PeerReviewSettings = PeerReviewSettings()
     web: WebSettings
+    metrics: MetricsSettings | None = Field(
+        default=None, description="Prometheus scrapes /metrics with a bearer token (docs/operations.md); absent: "
+        "/metrics is not served.")
 
     @property
     def tuf_crl_file(self) -> Path | None:

@@ -9,6 +9,8 @@ shared by all Flask threads: each model's inference is serialised by a lock in
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,15 @@ class FacePipeline:
         self.embedder_manifest: ModelManifest = embedder.manifest
         self.embedder_id: str = embedder.manifest.ref
         self.dim: int = embedder.dim
+        #: Told each stage's duration in seconds as ``process`` runs it ("decode", "detect", "embed"): the
+        #: desk's latency histograms. Durations only, never the image or what was found.
+        self.on_stage: Callable[[str, float], None] | None = None
+
+    def _timed(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        if self.on_stage is not None:
+            self.on_stage(stage, now - started)
+        return now
 
     @classmethod
     def load(cls, detector: str | Path = DEFAULT_DETECTOR, embedder: str | Path = DEFAULT_EMBEDDER
@@ -119,8 +130,11 @@ class FacePipeline:
         face of poor quality still yields a template: ``quality`` says why it may
         match badly, and the caller decides whether to retake, warn or refuse.
         """
+        started = time.perf_counter()
         image = decode_image(data)
+        started = self._timed("decode", started)
         faces = self.detect(image)
+        started = self._timed("detect", started)
         if not faces:
             raise NoFaceError(NO_FACE_MESSAGE)
         if face_index is None:
@@ -128,11 +142,13 @@ class FacePipeline:
         elif not 0 <= face_index < len(faces):
             raise IndexError(f"face_index {face_index} is out of range: {len(faces)} face(s) were found")
         face = faces[face_index]
+        template = self.embed(image, face)
+        self._timed("embed", started)
         return FaceResult(
             image=image,
             faces=faces,
             face_index=face_index,
-            template=self.embed(image, face),
+            template=template,
             thumbnail=self.thumbnail_jpeg(image, face),
             embedder_id=self.embedder_id,
             quality=self.assess(image, face, len(faces)),

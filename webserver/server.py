@@ -28,6 +28,7 @@ from gunicorn.errors import AppImportError
 
 from core.errors import CustodyRfrError, SettingsError
 from devicekeys.tls import server_context
+from webserver.gunicorn_log import ACCESS_FORMAT, json_logger
 from webserver.settings import ServedWebSettings
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             "proc_name": self._name,
             "accesslog": "-",
             "errorlog": "-",
+            "logger_class": json_logger(self._name),  # JSON lines, one per request too (core.log_format)
+            "access_log_format": ACCESS_FORMAT,
             "worker_exit": self._worker_exit,
         }
         for key, value in options.items():

@@ -9,6 +9,7 @@ done without being recorded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from appliance.storage.outbox import Outbox
@@ -22,13 +23,26 @@ class AuditLog:
     def __init__(self, device_id: str, outbox: Outbox) -> None:
         self.device_id = device_id
         self._outbox = outbox
+        self._observers: list[Callable[[AuditEvent], None]] = []
+
+    def observe(self, callback: Callable[[AuditEvent], None]) -> None:
+        """Call ``callback`` with each event once it is stored (the desk's metrics count them by type and
+        outcome); an observer that fails is logged and never undoes or blocks the recording."""
+        self._observers.append(callback)
 
     def record(self, type: str, actor: str, outcome: str, **details: Any) -> AuditEvent:
         event = self._outbox.append(
             lambda seq: AuditEvent(device_id=self.device_id, seq=seq, type=type, actor=actor,
                                    outcome=outcome, details=details)
         )
-        logger.info("audit %s seq=%s type=%s outcome=%s", event.event_id, event.seq, type, outcome)
+        logger.info("audit %s seq=%s type=%s outcome=%s", event.event_id, event.seq, type, outcome,
+                    extra={"event": "audit_recorded", "message_id": event.event_id,
+                           "case_id": details.get("case_id")})
+        for observe in self._observers:
+            try:
+                observe(event)
+            except Exception:
+                logger.exception("an audit observer failed for event seq=%s", event.seq)
         return event
 
     def checkpoint(self) -> None:

@@ -569,7 +569,10 @@ class CaseService:
                             + " Take it again.")
         snapshot = self.library.current
         top_k = self.top_k() if callable(self.top_k) else self.top_k
+        started = time.perf_counter()
         found = snapshot.search(np.frombuffer(probe.template, dtype="<f4"), top_k)
+        if self.pipeline.on_stage is not None:  # the search stage's latency, beside detect and embed
+            self.pipeline.on_stage("search", time.perf_counter() - started)
         rows = [CandidateRow(c.rank, int(c.record.record_id or 0), float(c.score), None, c.record.subject_ref)
                 for c in found]
         self.store.put_candidates(case_id, rows)

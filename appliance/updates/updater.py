@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -117,6 +118,8 @@ class LibraryUpdater:
         self._lock = threading.Lock()
         self._retired: list[Snapshot] = []
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
+        #: Told every check's result (the desk's metrics count update outcomes); never raises into a check.
+        self.on_result: Callable[[UpdateResult], None] | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,6 +174,11 @@ class LibraryUpdater:
                 logger.warning("library update unavailable: %s", e)
             if self.config is not None and updater is not None:
                 self.config.check(updater, self._listed())
+            if self.on_result is not None:
+                try:
+                    self.on_result(result)
+                except Exception:
+                    logger.exception("the update result observer failed")
             return result
 
     def on_announcement(self, payload: bytes) -> UpdateResult | None:

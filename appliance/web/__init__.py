@@ -24,6 +24,7 @@ from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_wi
 from appliance.settings import ApplianceSettings
 from core.display_time import zone
 from models.pipeline import FacePipeline
+from webserver import log_ids
 from webserver.body_limit import BodyLimit
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
 
     app.session_interface = ServerSessionInterface(desk.sessions, secure=settings.auth.secure_cookie,
                                                   cookie="rfr_session", signin_cookie="rfr_signin")
+    if settings.metrics is not None:  # /metrics for Prometheus, bearer token only (docs/operations.md)
+        from appliance.web.metrics import DeskMetrics
+        from webserver.metrics import MetricsEndpoint
+
+        app.wsgi_app = MetricsEndpoint(app.wsgi_app, DeskMetrics(desk).registry, settings.metrics)  # type: ignore[method-assign]
+    log_ids.init_app(app)
     if start_sync:
         desk.start()
 

@@ -138,7 +138,8 @@ class MessageHandler:
                 rejected += 1
                 if isinstance(e, RevokedDeviceMessage):
                     self.store.record_finding(e.device, e.seq, REVOKED_FINDING, str(e), now)
-                logger.warning("rejected message on %s (%s bytes): %s", msg.topic[:200], len(msg.payload), e)
+                logger.warning("rejected message on %s (%s bytes): %s", msg.topic[:200], len(msg.payload), e,
+                               extra={"event": "message_rejected", "device_id": _topic_device(msg.topic)})
                 self.store.record_rejection(msg.topic, str(e), len(msg.payload), received_at=now)
                 continue
             except Exception as e:  # whatever else this one message made go wrong
@@ -186,3 +187,11 @@ class MessageHandler:
             total.checkpoints += one.checkpoints
             total.devices |= one.devices
         return total
+
+
+def _topic_device(topic: str) -> str | None:
+    """The device a topic names, for the log line's ``device_id`` (None for a topic that names none)."""
+    try:
+        return parse_device_topic(topic)[0]
+    except WireFormatError:
+        return None

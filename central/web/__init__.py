@@ -16,6 +16,7 @@ from htmx_flask import Htmx
 
 from central.accounts.service import AccountService
 from central.accounts.session_store import SessionStore
+from central.accounts.signin_failures import SignInFailureStore
 from central.accounts.store import AccountStore
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
@@ -24,7 +25,9 @@ from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
 from central.settings import CentralSettings, check_secret_key, load
 from core.errors import SettingsError
+from webserver import log_ids
 from webserver.body_limit import BodyLimit
+from webserver.metrics import MetricsEndpoint, MetricsSettings
 from websession.manager import SessionManager
 
 FORM_LIMIT_BYTES = 1024 * 1024
@@ -60,6 +63,7 @@ def create_app(
             REPORT_LIBRARIES=list(settings.reports.libraries),
             REVIEW_PROBE_DIR=str(settings.review_probe_dir),
             REVIEW_LIBRARIES=settings.review_libraries,
+            METRICS_TOKEN_SHA256=settings.metrics.token_sha256 if settings.metrics else None,
         )
     app.config.update(
         SESSION_COOKIE_NAME="rfr_central_session",
@@ -83,6 +87,7 @@ def create_app(
     app.extensions["central.health_store"] = HealthStore(app.config["DATABASE"])
     app.extensions["central.ingest"] = ingest
     app.extensions["central.peer_reviews"] = PeerReviewStore(app.config["DATABASE"])
+    app.extensions["central.signin_failures"] = SignInFailureStore(app.config["DATABASE"])
     Htmx(app)
     # Every form (sign-in, sign-out, peer review, revocation) carries the session's token.
     CSRFProtect(app)
@@ -110,6 +115,12 @@ def create_app(
     # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO), for enrolled desks only
     updates.init_app(app)
     auth.check_classified(app)
+    log_ids.init_app(app)
+    if app.config.get("METRICS_TOKEN_SHA256"):  # /metrics for Prometheus, bearer token only (docs/operations.md)
+        from central.web.metrics import central_registry
+
+        app.wsgi_app = MetricsEndpoint(app.wsgi_app, central_registry(app, ingest),  # type: ignore[method-assign]
+                                       MetricsSettings(token_sha256=app.config["METRICS_TOKEN_SHA256"]))
     return app
 
 
@@ -117,5 +128,7 @@ def close_stores(app: Flask) -> None:
     """Close the database connections ``create_app`` opened (the audit, registry, health, peer-review,
     account and session stores)."""
     for name in ("central.audit_store", "central.registry", "central.health_store", "central.peer_reviews",
-                 "central.account_store", "central.session_store"):
-        app.extensions[name].close()
+                 "central.account_store", "central.session_store", "central.signin_failures",
+                 "central.metrics_reader"):
+        if name in app.extensions:
+            app.extensions[name].close()

@@ -41,6 +41,7 @@ from werkzeug.wrappers import Response
 
 from central.accounts.service import ROLES, Account, AccountService, LoginRefusedError
 from core.redirects import safe_next
+from webserver.metrics import reason_code
 from websession.interface import ServerSessionInterface
 from websession.manager import SessionManager
 
@@ -137,7 +138,9 @@ def login() -> Response | tuple[str, int] | str:
         user = accounts().authenticate(username, password, request.remote_addr)
     except LoginRefusedError as e:
         # e.actor: the account, or "(unknown account)" for a name that matches none; never the name as typed.
-        logger.warning("central sign-in refused for %s from %s: %s", e.actor, request.remote_addr, e.reason)
+        logger.warning("central sign-in refused for %s from %s: %s", e.actor, request.remote_addr, e.reason,
+                       extra={"event": "signin_refused"})
+        current_app.extensions["central.signin_failures"].add(reason_code(e.reason))  # for /metrics
         return render_template("login.html", error=str(e), username=username, next_url=next_url), 401
     session.clear()  # a fresh session (and CSRF token) for the new sign-in
     session["username"] = user.username
