@@ -20,6 +20,8 @@ EVENT_TYPES = {
     "login": "Signed in",
     "logout": "Signed out",
     "submission": "Search requested",
+    "submission_refused": "Request refused by the approver",
+    "submission_returned": "Request returned for changes",
     "approval": "Approval",
     "search": "Search",
     "search_refused": "Search refused",
@@ -39,7 +41,8 @@ EVENT_TYPES = {
 
 #: Plural names for one kind of row per spreadsheet file.
 EVENT_KINDS = {
-    "login": "sign-ins", "logout": "sign-outs", "submission": "requests", "approval": "approvals",
+    "login": "sign-ins", "logout": "sign-outs", "submission": "requests", "submission_refused": "refused-requests-by-approver",
+    "submission_returned": "returned-requests", "approval": "approvals",
     "search": "searches", "search_refused": "refused-searches", "candidate_viewed": "candidate-views",
     "access_refused": "refused-case-access", "adjudication": "adjudications", "match_report": "match-reports",
     "peer_review": "peer-reviews", "deletion": "deletions", "library_loaded": "library-loads",
@@ -74,6 +77,12 @@ OUTCOMES = {
     "request_conflict": "Conflicting request refused",
     "confirmed_not_viable": "No candidate viable (confirmed by the reviewer)",
     "viable_after_review": "A candidate viable after review",
+    "returned": "Returned for changes",
+    "resubmitted": "Sent again after changes",
+    "probe_replaced": "Photo replaced since the page was shown",
+    "compared": "Compared side by side",
+    "features_compared": "Features compared",
+    "refused_contradictory": "Contradictory judgement refused",
 }
 
 #: A reviewer's or officer's decision on one candidate.

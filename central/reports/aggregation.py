@@ -63,7 +63,7 @@ PEER_RESULTS = ("viable_confirmed", "no_viable")
 DELETIONS = ("no_viable_match", "withdrawn", "refused", "viable_match_partial", "retention_expired", "other")
 REFUSALS = ("approval_refused", "technical_advice_refused", "peer_review_refused", "search_refused_policy",
             "search_refused_probe_quality", "search_refused_no_face", "search_refused_image_rejected",
-            "request_refused", "library_update_refused", "access_refused", "other")
+            "search_refused_probe_replaced", "request_refused", "library_update_refused", "access_refused", "other")
 
 #: Every count-table field of ``Figures`` and the only keys it may hold, in display order.
 VOCABULARIES: dict[str, tuple[str, ...]] = {
@@ -81,7 +81,8 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
 }
 _MAX_VERSION = 10**9
 _SEARCH_REFUSALS = {"policy": "search_refused_policy", "probe_quality": "search_refused_probe_quality",
-                    "no_face": "search_refused_no_face", "image_rejected": "search_refused_image_rejected"}
+                    "no_face": "search_refused_no_face", "image_rejected": "search_refused_image_rejected",
+                    "probe_replaced": "search_refused_probe_replaced"}
 
 
 @dataclass(frozen=True)

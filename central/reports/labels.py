@@ -67,6 +67,7 @@ CATEGORIES = {
     "search_refused_probe_quality": "Search refused: photo not good enough",
     "search_refused_no_face": "Search refused: no face found",
     "search_refused_image_rejected": "Search refused: file not a usable photo",
+    "search_refused_probe_replaced": "Search refused: the photo had been replaced since the page was shown",
     "request_refused": "Request refused by a desk",
     "library_update_refused": "Library update refused by a desk (failed verification)",
     "access_refused": "Case not opened: the person was not taking part in it, or no such case",

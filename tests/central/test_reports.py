@@ -335,3 +335,12 @@ def test_annual_pdf_is_a_real_pdf(public_app: Flask, tmp_path: Path) -> None:
         (tmp_path / "r.pdf").write_bytes(pdf)
         subprocess.run(["pdftoppm", "-png", "-r", "30", str(tmp_path / "r.pdf"), str(tmp_path / "page")], check=True)
         assert (tmp_path / "page-1.png").exists() or (tmp_path / "page-01.png").exists()
+
+
+def test_a_search_refused_because_the_photo_was_replaced_is_counted_as_such() -> None:
+    """The desk refuses a search sent from a page showing an older photo (``probe_replaced``); the report
+    names that refusal rather than hiding it under "other"."""
+    events = [{"device_id": "desk-a", "seq": 1, "type": "search_refused", "outcome": "probe_replaced",
+               "actor": "officer", "ts": "2026-02-01T10:00:00+00:00", "details": {}}]
+    figures = aggregate(events)
+    assert figures.refusals["search_refused_probe_replaced"] == 1 and figures.refusals["other"] == 0
