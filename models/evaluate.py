@@ -42,10 +42,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def evaluate(faces: Path, embedders: list[str]) -> dict[str, Any]:
-    """All figures: the first embedder's at the top level, every embedder's under ``embedders``."""
+    """All figures: the first embedder's at the top level, every embedder's under ``embedders``.
+
+    Embedders are grouped by the detector their manifest asks for; each group
+    detects once per image. Each embedder's entry is a dict of figures that
+    later sections (for example 1:N projections under ``projected``) can extend.
+    """
     pipelines = [FacePipeline.load(embedder=name) for name in embedders]
-    records = run(faces, pipelines)
-    per_embedder = {p.embedder_id: summarise(records, p.embedder_id) for p in pipelines}
+    groups: dict[str, list[FacePipeline]] = {}
+    for pipeline in pipelines:
+        groups.setdefault(pipeline.detector_id, []).append(pipeline)
+    per_embedder: dict[str, dict[str, Any]] = {}
+    for detector_id, group in groups.items():
+        records = run(faces, group)
+        for p in group:
+            per_embedder[p.embedder_id] = summarise(records, p.embedder_id) | {
+                "detector": detector_id, "licence": p.embedder_manifest.licence.grade}
+    per_embedder = {p.embedder_id: per_embedder[p.embedder_id] for p in pipelines}
     result = dict(per_embedder[pipelines[0].embedder_id])
     result["dataset"] = str(faces)
     result["embedders"] = per_embedder
