@@ -125,3 +125,9 @@ def test_default_pipeline_is_the_deployable_fusion_and_mobilefacenet_stays_for_e
     old = FacePipeline.load(embedder="mobilefacenet_mirror")
     assert old.embedder_manifest.licence.grade == "evaluation"
     assert old.detector_id.startswith("blazeface-full-range@")
+
+
+def test_a_fusion_with_mobilefacenet_is_graded_evaluation_only() -> None:
+    manifest = load_fused_manifest("sface_dlib_mobilefacenet")
+    assert "mobilefacenet_mirror" in [c.embedder for c in manifest.components]
+    assert manifest.licence.grade == "evaluation"
