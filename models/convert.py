@@ -23,8 +23,9 @@ import numpy as np
 import openvino as ov
 
 from models import facerec_resnet
+from models.dequantise import dequantise_file
 from models.errors import ModelChecksumError, ModelError, ModelManifestError
-from models.manifest import ModelManifest, load_manifest, manifest_names
+from models.manifest import ModelManifest, YuNetDecodeSpec, load_manifest, manifest_names
 from models.tfjs_weights import read_tfjs_weights
 from supply import pinned
 
@@ -45,6 +46,8 @@ def ir_path(manifest: ModelManifest, directory: Path | None = None) -> Path:
     stem = f"{manifest.id}-{manifest.artifact.sha256[:12]}"
     if manifest.conversion.tfjs is not None:
         stem += f"-g{facerec_resnet.GRAPH_VERSION}"
+    if manifest.conversion.dequantise is not None:
+        stem += f"-fp32-{manifest.conversion.dequantise.sha256[:8]}"
     return (directory or ir_dir()) / f"{stem}.xml"
 
 
@@ -89,10 +92,32 @@ def _fix_output_batch(model: ov.Model, manifest: ModelManifest) -> None:
     model.validate_nodes_and_infer_types()
 
 
+YUNET_OUTPUTS = ("cls", "obj", "bbox", "kps")
+
+
+def _check_yunet(model: ov.Model, manifest: ModelManifest, decode: YuNetDecodeSpec) -> None:
+    """YuNet takes NCHW photos of any size and gives class, objectness, box and keypoints per stride, in that order."""
+    inp = model.input(0).get_partial_shape()
+    if inp.rank.get_length() != 4 or not inp[1].is_static or inp[1].get_length() != 3:
+        raise ModelManifestError(f"Manifest {manifest.ref} describes an NCHW YuNet, but the model takes {inp}.")
+    want = [f"{kind}_{stride}" for kind in YUNET_OUTPUTS for stride in decode.strides]
+    names = [o.get_any_name() for o in model.outputs]
+    if names != want:
+        raise ModelManifestError(
+            f"Manifest {manifest.ref} expects YuNet outputs {want}, but the model has {names}. "
+            f"Fix [decode] strides in the manifest or check the model file."
+        )
+
+
 def _check_shapes(model: ov.Model, manifest: ModelManifest) -> None:
     """Compare the converted model with the manifest, so a wrong manifest fails at setup, not at the desk."""
+    if isinstance(manifest.decode, YuNetDecodeSpec):
+        _check_yunet(model, manifest, manifest.decode)
+        return
     inp = model.input(0).get_partial_shape()
     want_in = [1, manifest.input.height, manifest.input.width, 3]
+    if manifest.input.layout == "NCHW":
+        want_in = [1, 3, manifest.input.height, manifest.input.width]
     if not inp.is_static or list(inp.to_shape()) != want_in:
         raise ModelManifestError(
             f"Manifest {manifest.ref} says the input is {want_in}, but the model takes {inp}. "
@@ -141,16 +166,51 @@ def _build_from_tfjs(manifest: ModelManifest, source: Path) -> ov.Model:
     return facerec_resnet.build(weights)
 
 
+def dequantised_path(manifest: ModelManifest, source: Path | None = None) -> Path:
+    """The verified fp32 ONNX form of an int8bq model, written once beside the artifacts.
+
+    Also what a test hands OpenCV as its reference: OpenCV 5 cannot read the
+    int8bq file either. ``source`` defaults to the pinned artifact member.
+    """
+    spec = manifest.conversion.dequantise
+    if spec is None:
+        raise ModelManifestError(f"Manifest {manifest.ref} has no [conversion.dequantise] table.")
+    target = pinned.cache_dir() / "files" / "fp32" / f"{manifest.id}-{spec.sha256[:12]}.onnx"
+    if not (target.exists() and pinned.sha256_file(target) == spec.sha256):
+        source = source or source_path(manifest)
+        verify_source(manifest, source)
+        partial = target.with_suffix(".part")
+        dequantise_file(source, partial)
+        actual = pinned.sha256_file(partial)
+        if actual != spec.sha256:
+            partial.unlink()
+            raise ModelChecksumError(
+                f"Dequantising {source.name} for {manifest.ref} gave a file with sha256 {actual}, but its "
+                f"manifest pins {spec.sha256}. The onnx or numpy version differs from the locked one, or the "
+                f"step changed; the result will not be used. Reinstall from requirements.lock and run setup again."
+            )
+        os.replace(partial, target)
+    return target
+
+
 def convert(manifest: ModelManifest, source: Path) -> ov.Model:
     """Convert a verified source file to an in-memory OpenVINO model matching the manifest."""
     verify_source(manifest, source)
     if manifest.conversion.tfjs is not None:
         model = _build_from_tfjs(manifest, source)
+    elif manifest.conversion.dequantise is not None:
+        model = ov.convert_model(str(dequantised_path(manifest, source)))
     else:
         model = ov.convert_model(str(source))
     if manifest.conversion.fix_output_batch:
         _fix_output_batch(model, manifest)
-    model.reshape({model.input(0): ov.PartialShape([1, manifest.input.height, manifest.input.width, 3])})
+    height, width = manifest.input.height, manifest.input.width
+    if isinstance(manifest.decode, YuNetDecodeSpec):
+        model.reshape({model.input(0): ov.PartialShape([1, 3, -1, -1])})  # each photo at its own size
+    elif manifest.input.layout == "NCHW":
+        model.reshape({model.input(0): ov.PartialShape([1, 3, height, width])})
+    else:
+        model.reshape({model.input(0): ov.PartialShape([1, height, width, 3])})
     _check_shapes(model, manifest)
     return model
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from models.landmarks import BLAZEFACE_6, KeypointLayout
 from models.manifest import DecodeSpec, ModelManifest
 from models.runtime import CompiledModel
 
@@ -36,7 +37,8 @@ class DetectedFace:
     w: float
     h: float
     score: float
-    keypoints: np.ndarray  # (6, 2) float32 x, y
+    keypoints: np.ndarray  # (k, 2) float32 x, y, in the order ``layout`` names
+    layout: KeypointLayout = BLAZEFACE_6
 
     @property
     def area(self) -> float:
@@ -45,7 +47,7 @@ class DetectedFace:
     def shifted(self, dx: float, dy: float) -> DetectedFace:
         """The same face in a frame whose origin is moved by (dx, dy)."""
         return DetectedFace(self.x + dx, self.y + dy, self.w, self.h, self.score,
-                            self.keypoints + np.array([dx, dy], dtype=np.float32))
+                            self.keypoints + np.array([dx, dy], dtype=np.float32), self.layout)
 
 
 def make_anchors(grid: int) -> np.ndarray:
@@ -95,8 +97,8 @@ def weighted_nms(corners: np.ndarray, points: np.ndarray, scores: np.ndarray, io
 class FaceDetector:
     """Runs the detector model on BGR images and returns faces in image pixels, best first."""
 
-    def __init__(self, manifest: ModelManifest, ir_path: Path) -> None:
-        if manifest.kind != "detector" or manifest.decode is None:
+    def __init__(self, manifest: ModelManifest, ir_path: Path, config: dict[str, str] | None = None) -> None:
+        if manifest.kind != "detector" or not isinstance(manifest.decode, DecodeSpec):
             raise ValueError(f"{manifest.ref} is not a detector manifest")
         self.manifest = manifest
         self.decode: DecodeSpec = manifest.decode
@@ -104,7 +106,7 @@ class FaceDetector:
         if manifest.input.height != self.size:
             raise ValueError(f"{manifest.ref}: the detector input must be square")
         self.anchors = make_anchors(self.decode.anchor_grid)
-        self.model = CompiledModel(ir_path)
+        self.model = CompiledModel(ir_path, config)
 
     def _preprocess(self, image: np.ndarray) -> tuple[np.ndarray, float, int, int]:
         """Letterbox into a centred square, resize, convert colour and normalise."""

@@ -26,13 +26,13 @@ logger = logging.getLogger(__name__)
 class FaceEmbedder:
     """Turns aligned BGR face crops of the manifest's input size into unit-length float32 vectors."""
 
-    def __init__(self, manifest: ModelManifest, ir_path: Path) -> None:
+    def __init__(self, manifest: ModelManifest, ir_path: Path, config: dict[str, str] | None = None) -> None:
         if manifest.kind != "embedder":
             raise ValueError(f"{manifest.ref} is not an embedder manifest")
         self.manifest = manifest
         self.size = (manifest.input.width, manifest.input.height)
         self.dim = manifest.output.dim
-        self.model = CompiledModel(ir_path)
+        self.model = CompiledModel(ir_path, config)
         mean = manifest.input.mean
         # Per-channel means broadcast over the last (channel) axis; a single mean stays a Python float.
         self._mean: float | np.ndarray = np.array(mean, dtype=np.float32) if isinstance(mean, tuple) else mean
@@ -44,13 +44,16 @@ class FaceEmbedder:
         return extract_chip(image_bgr, face, self.manifest.alignment, self.size[0])
 
     def preprocess(self, aligned_bgr: np.ndarray) -> np.ndarray:
-        """The model's input tensor (1, H, W, 3) float32 for one aligned face (also used to calibrate INT8)."""
+        """The model's input tensor (1, H, W, 3) or (1, 3, H, W) float32 for one aligned face (also calibrates INT8)."""
         if aligned_bgr.shape[1::-1] != self.size:
             raise ValueError(f"expected an aligned face of {self.size}, got {aligned_bgr.shape[1::-1]}")
         pixels = aligned_bgr
         if self.manifest.input.colour_order == "RGB":
             pixels = cv2.cvtColor(aligned_bgr, cv2.COLOR_BGR2RGB)
-        return ((pixels.astype(np.float32) - self._mean) / self.manifest.input.scale)[None]
+        tensor = ((pixels.astype(np.float32) - self._mean) / self.manifest.input.scale)[None]
+        if self.manifest.input.layout == "NCHW":
+            tensor = np.ascontiguousarray(tensor.transpose(0, 3, 1, 2))
+        return tensor
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         """The unit-length embedding of one aligned face, shape (dim,), float32."""

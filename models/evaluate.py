@@ -66,12 +66,28 @@ def identification(records: list[ImageRecord], embedder_id: str, distractors: Di
 
 
 def evaluate(faces: Path, embedders: list[str], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, Any]:
-    """All figures: the first embedder's at the top level, every embedder's under ``embedders``."""
+    """All figures: the first embedder's at the top level, every embedder's under ``embedders``.
+
+    Embedders are grouped by the detector their manifest asks for; each group
+    detects once per image. Each embedder's entry holds its verification
+    figures, its detector and licence grade, and its 1:N figures (``projected``,
+    ``projection_model``, ``direct_check``).
+    """
     pipelines = [FacePipeline.load(embedder=name) for name in embedders]
-    records = run(faces, pipelines)
-    distractors = distractor_templates(pipelines)
-    per_embedder = {p.embedder_id: summarise(records, p.embedder_id)
-                    | identification(records, p.embedder_id, distractors, resamples) for p in pipelines}
+    groups: dict[str, list[FacePipeline]] = {}
+    for pipeline in pipelines:
+        groups.setdefault(pipeline.detector_id, []).append(pipeline)
+    per_embedder: dict[str, dict[str, Any]] = {}
+    for detector_id, group in groups.items():
+        records = run(faces, group)
+        # Distractors go through the same detector as the group's probes: an embedder's crops assume it.
+        distractors = distractor_templates(group)
+        for p in group:
+            per_embedder[p.embedder_id] = (
+                summarise(records, p.embedder_id)
+                | {"detector": detector_id, "licence": p.embedder_manifest.licence.grade}
+                | identification(records, p.embedder_id, distractors, resamples))
+    per_embedder = {p.embedder_id: per_embedder[p.embedder_id] for p in pipelines}
     result = dict(per_embedder[pipelines[0].embedder_id])
     result["dataset"] = str(faces)
     result["embedders"] = per_embedder

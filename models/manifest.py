@@ -14,7 +14,7 @@ import logging
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -47,7 +47,7 @@ class InputSpec(StrictModel):
     width: int = Field(gt=0, le=4096)
     height: int = Field(gt=0, le=4096)
     colour_order: Literal["RGB", "BGR"]
-    layout: Literal["NHWC"]
+    layout: Literal["NHWC", "NCHW"] = Field(description="NCHW for models exported from PyTorch/ONNX")
     mean: float | tuple[float, float, float] = Field(
         description="one value for all channels, or one per channel in colour_order"
     )
@@ -64,12 +64,53 @@ class OutputSpec(StrictModel):
 class DecodeSpec(StrictModel):
     """How BlazeFace-style detector outputs turn into faces."""
 
+    family: Literal["blazeface"] = "blazeface"
     anchor_grid: int = Field(gt=0, description="anchors form a grid x grid lattice, x varying fastest")
     keypoints: int = Field(gt=0)
     score_threshold: float = Field(gt=0, lt=1)
     nms_iou: float = Field(gt=0, lt=1)
     logit_clip: float = Field(gt=0)
     retry_padding: float = Field(ge=0, le=2, description="fraction of each side added for the retry")
+
+
+class YuNetDecodeSpec(StrictModel):
+    """How YuNet outputs (per stride: class, objectness, box and five keypoints) turn into faces.
+
+    As OpenCV's ``FaceDetectorYN``: score = sqrt(cls * obj), box centre and keypoints
+    are offsets from each grid cell in strides, sizes are exp(offset) * stride, then
+    NMS over the integer boxes. The photo is run at its own size (at most
+    ``max_side``, padded right and bottom to a multiple of the largest stride).
+    Faces are looked for with ``score_threshold``, then on a canvas padded by
+    ``retry_padding`` per side, then with ``fallback_score_threshold`` on both:
+    OpenCV's default 0.9 misses about 7% of tight 112 px crops, which score 0.80-0.90.
+    """
+
+    family: Literal["yunet"]
+    strides: tuple[int, ...] = (8, 16, 32)
+    keypoints: Literal[5] = 5
+    score_threshold: float = Field(gt=0, lt=1)
+    fallback_score_threshold: float = Field(gt=0, lt=1)
+    nms_iou: float = Field(gt=0, lt=1)
+    top_k: int = Field(gt=0)
+    max_side: int = Field(gt=0, le=4096, description="photos are scaled down so their longer side is at most this")
+    retry_padding: float = Field(ge=0, le=2, description="fraction of each side added for the retry")
+    quality_score_warn: float = Field(gt=0, lt=1, description="the quality check warns below this score")
+
+    @model_validator(mode="after")
+    def _ladder_descends(self) -> YuNetDecodeSpec:
+        if self.fallback_score_threshold > self.score_threshold:
+            raise ValueError("fallback_score_threshold must not be above score_threshold")
+        return self
+
+
+class DequantiseSpec(StrictModel):
+    """The artifact is a block-quantised ONNX file; ``models/dequantise.py`` writes its fp32 form first.
+
+    ``sha256`` pins that fp32 file: the step is deterministic, so any other result
+    means a changed tool or input and is refused.
+    """
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class TfjsSource(StrictModel):
@@ -92,6 +133,7 @@ class ConversionSpec(StrictModel):
         description="replace the exported batch size in the final Reshape constant by -1",
     )
     tfjs: TfjsSource | None = Field(default=None, description="set when the artifact is TF.js weights, not .tflite")
+    dequantise: DequantiseSpec | None = Field(default=None, description="set when the artifact is an int8bq ONNX file")
 
 
 class AlignmentSpec(StrictModel):
@@ -187,20 +229,30 @@ class ModelManifest(StrictModel):
     conversion: ConversionSpec = ConversionSpec()
     alignment: AlignmentSpec | None = None
     embedding: EmbeddingSpec = EmbeddingSpec()
-    decode: DecodeSpec | None = None
+    decode: DecodeSpec | YuNetDecodeSpec | None = None
     calibration: Calibration | None = None
+    detector: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="embedder only: the detector manifest whose keypoints its crops (and calibration) assume; "
+                    "none means the default detector",
+    )
 
     @model_validator(mode="after")
     def _sections_match_kind(self) -> ModelManifest:
         if self.kind == "detector":
             if self.decode is None:
                 raise ValueError("a detector needs a [decode] table")
-            if self.output.anchors != self.decode.anchor_grid**2:
+            if self.detector is not None:
+                raise ValueError("detector = ... belongs to embedders only")
+            if isinstance(self.decode, YuNetDecodeSpec):
+                if self.output.anchors is not None or self.output.dim != 4 + 2 * self.decode.keypoints:
+                    raise ValueError("a YuNet detector has output.dim 14 (box and 5 keypoints) and no output.anchors")
+            elif self.output.anchors != self.decode.anchor_grid**2:
                 raise ValueError(
                     f"output.anchors must be decode.anchor_grid squared "
                     f"({self.decode.anchor_grid**2}), not {self.output.anchors}"
                 )
-            if self.output.dim != 4 + 2 * self.decode.keypoints:
+            elif self.output.dim != 4 + 2 * self.decode.keypoints:
                 raise ValueError(
                     f"output.dim must be 4 box values plus 2 per keypoint "
                     f"({4 + 2 * self.decode.keypoints}), not {self.output.dim}"
@@ -222,26 +274,87 @@ class ModelManifest(StrictModel):
         return f"{self.id}@{self.version}"
 
 
+class FusedComponent(StrictModel):
+    """One embedder inside a fused template and the weight its unit-length embedding is scaled by."""
+
+    embedder: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="an embedder manifest name")
+    weight: float = Field(gt=0, le=100)
+
+
+class FusedManifest(StrictModel):
+    """A template made of several embedders' templates: each scaled by its weight, concatenated, re-normalised.
+
+    For unit vectors the cosine of two such templates is
+    ``sum(w_i^2 * cos_i) / sum(w_i^2)``: one inner product in one index equals a
+    weighted sum of the component scores. Weights are fitted on the development
+    set only (``models.fusion``). It is an embedder of its own (its ``ref`` is
+    stored with every template and library), with its own calibration. Fused
+    manifests live in ``models/manifests/fused/``: they have no model file of
+    their own, so nothing is converted for them.
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: Literal["fused"]
+    description: str = Field(min_length=1)
+    detector: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    components: tuple[FusedComponent, ...] = Field(min_length=2, max_length=3)
+    weights_source: str = Field(min_length=1, description="how and on what the weights were fitted")
+    licence: Licence
+    calibration: Calibration
+
+    @model_validator(mode="after")
+    def _components_differ(self) -> FusedManifest:
+        names = [c.embedder for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each embedder may appear once, not {names}")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+FUSED_DIR = MANIFEST_DIR / "fused"
+
+
 def manifest_names() -> list[str]:
-    """Names of the manifests shipped in ``models/manifests``."""
+    """Names of the model manifests shipped in ``models/manifests`` (each has a model file to convert)."""
     return sorted(p.stem for p in MANIFEST_DIR.glob("*.toml"))
 
 
-def _resolve(name_or_path: str | Path) -> Path:
+def fused_names() -> list[str]:
+    """Names of the fused-template manifests shipped in ``models/manifests/fused``."""
+    return sorted(p.stem for p in FUSED_DIR.glob("*.toml"))
+
+
+def is_fused(name_or_path: str | Path) -> bool:
+    """Whether a name or path refers to a fused-template manifest."""
+    if isinstance(name_or_path, Path) or "/" in name_or_path or name_or_path.endswith(".toml"):
+        try:
+            return tomllib.loads(Path(name_or_path).read_text(encoding="utf-8")).get("kind") == "fused"
+        except (OSError, tomllib.TOMLDecodeError):
+            return False
+    return (FUSED_DIR / f"{name_or_path}.toml").exists() and not (MANIFEST_DIR / f"{name_or_path}.toml").exists()
+
+
+def _resolve(name_or_path: str | Path, directory: Path = MANIFEST_DIR) -> Path:
     if isinstance(name_or_path, Path) or "/" in name_or_path or name_or_path.endswith(".toml"):
         return Path(name_or_path)
-    path = MANIFEST_DIR / f"{name_or_path}.toml"
+    path = directory / f"{name_or_path}.toml"
     if not path.exists():
+        known = manifest_names() + fused_names()
         raise ModelManifestError(
             f"There is no model manifest called {name_or_path!r}. "
-            f"Known manifests: {', '.join(manifest_names()) or 'none'} (in {MANIFEST_DIR})."
+            f"Known manifests: {', '.join(known) or 'none'} (in {MANIFEST_DIR})."
         )
     return path
 
 
-def load_manifest(name_or_path: str | Path) -> ModelManifest:
-    """Load and validate a manifest by name (``"mobilefacenet"``) or by path to a TOML file."""
-    path = _resolve(name_or_path)
+_Schema = TypeVar("_Schema", bound=StrictModel)
+
+
+def _read(path: Path, schema: type[_Schema]) -> _Schema:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
@@ -249,12 +362,26 @@ def load_manifest(name_or_path: str | Path) -> ModelManifest:
     except tomllib.TOMLDecodeError as e:
         raise ModelManifestError(f"Model manifest {path} is not valid TOML: {e}") from e
     try:
-        manifest = ModelManifest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as e:
         lines = [f"Model manifest {path} is invalid:"]
         for err in e.errors():
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             lines.append(f"  {key}: {err['msg']}")
         raise ModelManifestError("\n".join(lines)) from e
+
+
+def load_manifest(name_or_path: str | Path) -> ModelManifest:
+    """Load and validate a manifest by name (``"mobilefacenet"``) or by path to a TOML file."""
+    path = _resolve(name_or_path)
+    manifest = _read(path, ModelManifest)
     logger.debug("loaded manifest %s from %s", manifest.ref, path)
+    return manifest
+
+
+def load_fused_manifest(name_or_path: str | Path) -> FusedManifest:
+    """Load and validate a fused-template manifest by name (``"sface_dlib"``) or path."""
+    path = _resolve(name_or_path, FUSED_DIR)
+    manifest = _read(path, FusedManifest)
+    logger.debug("loaded fused manifest %s from %s", manifest.ref, path)
     return manifest

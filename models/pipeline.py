@@ -11,24 +11,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from models.convert import ensure_ir
 from models.detector import DetectedFace, FaceDetector
 from models.embedder import FaceEmbedder
-from models.errors import NO_FACE_MESSAGE, NoFaceError
+from models.errors import NO_FACE_MESSAGE, ModelManifestError, NoFaceError
+from models.fusion import FusedEmbedder
 from models.image import decode_image
-from models.manifest import ModelManifest, load_manifest
-from models.quality import QualityReport, assess
+from models.manifest import FusedManifest, ModelManifest, YuNetDecodeSpec, is_fused, load_fused_manifest, load_manifest
+from models.quality import DEFAULT_RULES, QualityReport, QualityRules, assess
 from models.thumbnail import face_thumbnail
+from models.yunet import YuNetDetector
 
 logger = logging.getLogger(__name__)
 
+# The detector for embedders whose manifest names none (MobileFaceNet and dlib were calibrated on BlazeFace).
 DEFAULT_DETECTOR = "blazeface_full_range"
-DEFAULT_EMBEDDER = "mobilefacenet_mirror"
+# The best measured pipeline whose every part is deployable (docs/model-card.md, "Change of default"):
+# YuNet five-point alignment, SFace and dlib ResNet templates fused. MobileFaceNet (evaluation-grade)
+# stays available for evaluation: FacePipeline.load(embedder="mobilefacenet_mirror").
+DEFAULT_EMBEDDER = "sface_dlib"
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,15 +66,60 @@ def default_face_index(faces: list[DetectedFace]) -> int:
     return max(range(len(faces)), key=lambda i: (faces[i].area, faces[i].score))
 
 
+Detector = FaceDetector | YuNetDetector
+Embedder = FaceEmbedder | FusedEmbedder
+
+
+def make_detector(manifest: ModelManifest, config: dict[str, str] | None = None) -> Detector:
+    """The detector class that decodes this manifest's model (BlazeFace or YuNet), compiled."""
+    if isinstance(manifest.decode, YuNetDecodeSpec):
+        return YuNetDetector(manifest, ensure_ir(manifest), config)
+    return FaceDetector(manifest, ensure_ir(manifest), config)
+
+
+def make_embedder(name: str | Path, config: dict[str, str] | None = None) -> tuple[Embedder, str | None]:
+    """The embedder (a model, or a fused template of several) and the detector its manifest asks for."""
+    if is_fused(name):
+        fused = load_fused_manifest(name)
+        parts = []
+        for component in fused.components:
+            part, wanted = make_embedder(component.embedder, config)
+            if not isinstance(part, FaceEmbedder):
+                raise ModelManifestError(f"{fused.ref}: a fused template cannot contain another fused template")
+            if wanted not in (None, fused.detector):
+                raise ModelManifestError(f"{fused.ref} uses detector {fused.detector}, but its part "
+                                         f"{part.manifest.ref} was calibrated with {wanted}.")
+            parts.append(part)
+        if fused.licence.grade == "deployable" and any(p.manifest.licence.grade != "deployable" for p in parts):
+            raise ModelManifestError(f"{fused.ref} says it is deployable, but it contains an evaluation-grade "
+                                     f"embedder; a fusion inherits the most restrictive licence of its parts.")
+        return FusedEmbedder(fused, parts), fused.detector
+    manifest = load_manifest(name)
+    return FaceEmbedder(manifest, ensure_ir(manifest), config), manifest.detector
+
+
+def embedder_ref(name: str | Path = DEFAULT_EMBEDDER) -> str:
+    """The ``id@version`` templates made by this embedder carry, read from its manifest without compiling.
+
+    ``python -c "from models.pipeline import embedder_ref; print(embedder_ref())"`` lets
+    scripts/run.sh tell whether its demo library was built for the default pipeline.
+    """
+    return (load_fused_manifest(name) if is_fused(name) else load_manifest(name)).ref
+
+
 class FacePipeline:
     """Detector + embedder, compiled once. Build with ``FacePipeline.load()``."""
 
-    def __init__(self, detector: FaceDetector, embedder: FaceEmbedder) -> None:
+    def __init__(self, detector: Detector, embedder: Embedder) -> None:
         self.detector = detector
         self.embedder = embedder
-        self.embedder_manifest: ModelManifest = embedder.manifest
+        self.embedder_manifest: ModelManifest | FusedManifest = embedder.manifest
         self.embedder_id: str = embedder.manifest.ref
+        self.detector_id: str = detector.manifest.ref
         self.dim: int = embedder.dim
+        warn = detector.quality_score_warn if isinstance(detector, YuNetDetector) else None
+        self.quality_rules: QualityRules = (DEFAULT_RULES if warn is None
+                                            else replace(DEFAULT_RULES, detection_score_warn=warn))
         #: Told each stage's duration in seconds as ``process`` runs it ("decode", "detect", "embed"): the
         #: desk's latency histograms. Durations only, never the image or what was found.
         self.on_stage: Callable[[str, float], None] | None = None
@@ -79,34 +131,40 @@ class FacePipeline:
         return now
 
     @classmethod
-    def load(cls, detector: str | Path = DEFAULT_DETECTOR, embedder: str | Path = DEFAULT_EMBEDDER
-             ) -> FacePipeline:
-        """Ensure both IRs exist (converting verified sources if needed) and compile them.
+    def load(cls, detector: str | Path | None = None, embedder: str | Path = DEFAULT_EMBEDDER,
+             config: dict[str, str] | None = None) -> FacePipeline:
+        """Ensure the IRs exist (converting verified sources if needed) and compile them.
 
         ``detector`` and ``embedder`` are manifest names or paths, so a site can
-        point at a licensed embedder without code changes.
+        point at a licensed embedder without code changes. An embedder whose
+        manifest names its detector (its crops and calibration assume that
+        detector's keypoints) gets that detector, and refuses another one.
         """
-        det_manifest = load_manifest(detector)
-        emb_manifest = load_manifest(embedder)
-        if emb_manifest.licence.grade == "evaluation":
-            logger.warning("embedder %s is evaluation-grade: %s", emb_manifest.ref, emb_manifest.licence.note)
-        pipeline = cls(FaceDetector(det_manifest, ensure_ir(det_manifest)),
-                       FaceEmbedder(emb_manifest, ensure_ir(emb_manifest)))
-        logger.info("face pipeline ready: %s + %s", det_manifest.ref, emb_manifest.ref)
+        emb, wanted = make_embedder(embedder, config)
+        if detector is not None and wanted is not None and load_manifest(detector).id != load_manifest(wanted).id:
+            raise ModelManifestError(
+                f"Embedder {emb.manifest.ref} was calibrated on detector {wanted}'s keypoints; it cannot be "
+                f"used with {detector}. Leave the detector unset to use {wanted}."
+            )
+        det_manifest = load_manifest(detector or wanted or DEFAULT_DETECTOR)
+        if emb.manifest.licence.grade == "evaluation":
+            logger.warning("embedder %s is evaluation-grade: %s", emb.manifest.ref, emb.manifest.licence.note)
+        pipeline = cls(make_detector(det_manifest, config), emb)
+        logger.info("face pipeline ready: %s + %s", det_manifest.ref, emb.manifest.ref)
         return pipeline
 
     def detect(self, image_bgr: np.ndarray) -> list[DetectedFace]:
         """All faces in a BGR uint8 image, highest score first (empty if none)."""
         return self.detector.detect(image_bgr)
 
-    def align(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
+    def align(self, image_bgr: np.ndarray, face: DetectedFace) -> Any:
         """The face cut out in the position and size this embedder was trained on (the embedder owns its crop).
 
         Separate from ``embed`` so the evaluation can time the two stages apart.
         """
         return self.embedder.align(image_bgr, face)
 
-    def embed_aligned(self, aligned_bgr: np.ndarray) -> np.ndarray:
+    def embed_aligned(self, aligned_bgr: Any) -> np.ndarray:
         """The unit-length template of a face already returned by ``align``."""
         return self.embedder.embed(aligned_bgr)
 
@@ -116,7 +174,7 @@ class FacePipeline:
 
     def assess(self, image_bgr: np.ndarray, face: DetectedFace, faces_found: int) -> QualityReport:
         """Probe or reference quality of one face, with reasons staff can act on (see ``models.quality``)."""
-        return assess(image_bgr, face, faces_found)
+        return assess(image_bgr, face, faces_found, self.quality_rules)
 
     def thumbnail_jpeg(self, image_bgr: np.ndarray, face: DetectedFace, size: int = 160) -> bytes:
         """A square JPEG of the face with a margin, for showing the reference photo to staff."""

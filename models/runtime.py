@@ -37,12 +37,15 @@ def core() -> ov.Core:
 class CompiledModel:
     """A model compiled for the CPU with one infer request that is safe to call from many threads."""
 
-    def __init__(self, ir_path: Path) -> None:
+    def __init__(self, ir_path: Path, config: dict[str, str] | None = None) -> None:
+        """``config`` adds to ``COMPILE_CONFIG`` (a test pins ``INFERENCE_PRECISION_HINT`` to compare runtimes)."""
         self.path = ir_path
-        self._compiled = core().compile_model(core().read_model(str(ir_path)), "CPU", COMPILE_CONFIG)
+        self._compiled = core().compile_model(core().read_model(str(ir_path)), "CPU",
+                                              COMPILE_CONFIG | (config or {}))
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
-        self.input_shape = tuple(self._compiled.input(0).get_shape())
+        # A detector run at each photo's own size (YuNet) has a dynamic input shape.
+        self.input_shape = str(self._compiled.input(0).get_partial_shape())
         logger.info("compiled %s (input %s)", ir_path.name, self.input_shape)
 
     def __call__(self, tensor: np.ndarray) -> list[np.ndarray]:

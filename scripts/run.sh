@@ -92,13 +92,18 @@ done
 $PY -m central serve --config "$VAR/central.toml" > "$VAR/log/central.log" 2>&1 &
 pids+=($!)
 
-if [ ! -f "$VAR/library/demo.db" ]; then
-  echo "run: building the demo library (first run only)"
+# Rebuilt when the default face pipeline changes: a desk refuses a library made by another embedder.
+embedder=$($PY -c "from models.pipeline import embedder_ref; print(embedder_ref())")
+if [ ! -f "$VAR/library/demo.db" ] || [ "$(cat "$VAR/library/demo.embedder" 2>/dev/null)" != "$embedder" ]; then
+  echo "run: building the demo library for $embedder"
+  # The desk's installed versions were made by the old embedder too: it installs the new one on start.
+  rm -rf "$VAR/library/demo.db" "$VAR/library/demo.key" "$VAR/demo-import" "$VAR/appliance/library"
   faces=()
   [ -d ../shared/faces/dev ] && faces=(--faces ../shared/faces/dev)
   $PY -m central.enrolment demo-import --out "$VAR/demo-import" "${faces[@]}"
   $PY -m central.enrolment enrol --images "$VAR/demo-import/images" --csv "$VAR/demo-import/subjects.csv" \
       --out "$VAR/library/demo.db" --key-file "$VAR/library/demo.key"
+  echo "$embedder" > "$VAR/library/demo.embedder"
 fi
 
 cat > "$VAR/appliance.toml" <<CONF

@@ -41,8 +41,9 @@ EVENT_TYPES = {
 
 #: Plural names for one kind of row per spreadsheet file.
 EVENT_KINDS = {
-    "login": "sign-ins", "logout": "sign-outs", "submission": "requests", "submission_refused": "refused-requests-by-approver",
-    "submission_returned": "returned-requests", "approval": "approvals",
+    "login": "sign-ins", "logout": "sign-outs", "submission": "requests",
+    "submission_refused": "refused-requests-by-approver", "submission_returned": "returned-requests",
+    "approval": "approvals",
     "search": "searches", "search_refused": "refused-searches", "candidate_viewed": "candidate-views",
     "access_refused": "refused-case-access", "adjudication": "adjudications", "match_report": "match-reports",
     "peer_review": "peer-reviews", "deletion": "deletions", "library_loaded": "library-loads",

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CustodyRfrError
-from models.convert import ensure_ir
-from models.detector import FaceDetector
 from models.errors import NO_FACE_MESSAGE
 from models.image import decode_image
-from models.pipeline import FacePipeline, default_face_index
+from models.manifest import YuNetDecodeSpec
+from models.pipeline import Detector, FacePipeline, default_face_index, make_detector
 from models.quality import QualityReport
 
 logger = logging.getLogger(__name__)
@@ -71,16 +70,19 @@ def _timed(into: dict[str, float], stage: str) -> Iterator[None]:
     into[stage] = (time.perf_counter() - start) * 1000
 
 
-def raw_detector(pipeline: FacePipeline) -> FaceDetector:
-    """The pipeline's detector model with the padded retry switched off (a second compiled copy)."""
+def raw_detector(pipeline: FacePipeline) -> Detector:
+    """The pipeline's detector model with the padded retry (and YuNet's fallback threshold) switched off."""
     manifest = pipeline.detector.manifest
     if manifest.decode is None:
         raise ValueError(f"{manifest.ref} has no [decode] table")
-    no_retry = manifest.model_copy(update={"decode": manifest.decode.model_copy(update={"retry_padding": 0})})
-    return FaceDetector(no_retry, ensure_ir(manifest))
+    update: dict[str, float] = {"retry_padding": 0}
+    if isinstance(manifest.decode, YuNetDecodeSpec):
+        update["fallback_score_threshold"] = manifest.decode.score_threshold
+    no_retry = manifest.model_copy(update={"decode": manifest.decode.model_copy(update=update)})
+    return make_detector(no_retry)
 
 
-def evaluate_image(identity: str, path: Path, pipelines: Sequence[FacePipeline], raw: FaceDetector
+def evaluate_image(identity: str, path: Path, pipelines: Sequence[FacePipeline], raw: Detector
                    ) -> ImageRecord:
     """Decode, detect (with and without retry), assess and embed one image with every embedder."""
     record = ImageRecord(path=path, identity=identity)
@@ -114,9 +116,14 @@ def evaluate_image(identity: str, path: Path, pipelines: Sequence[FacePipeline],
 
 def run(root: Path, pipelines: Sequence[FacePipeline],
         progress: Callable[[int, int], None] | None = None) -> list[ImageRecord]:
-    """Evaluate every labelled image under ``root``; ``progress(done, total)`` is called as it goes."""
+    """Evaluate every labelled image under ``root``; ``progress(done, total)`` is called as it goes.
+
+    Every pipeline must share the first one's detector (``models.evaluate`` groups them).
+    """
     if not pipelines:
         raise ValueError("at least one pipeline is needed")
+    if len({p.detector_id for p in pipelines}) > 1:
+        raise ValueError("pipelines with different detectors must be run separately")
     items = labelled_images(root)
     raw = raw_detector(pipelines[0])
     records = []

@@ -22,7 +22,8 @@ def _edited_manifest(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 
 def test_shipped_manifests_load_and_describe_their_models() -> None:
-    assert manifest_names() == ["blazeface_full_range", "dlib_resnet", "mobilefacenet", "mobilefacenet_mirror"]
+    assert manifest_names() == ["blazeface_full_range", "dlib_resnet", "mobilefacenet", "mobilefacenet_mirror",
+                                "sface_2021dec", "yunet_2023mar"]
     detector = load_manifest("blazeface_full_range")
     embedder = load_manifest("mobilefacenet")
     assert (detector.kind, detector.input.width, detector.output.anchors) == ("detector", 192, 2304)
