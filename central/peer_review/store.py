@@ -27,14 +27,19 @@ from typing import Any
 from central.database import Dialect, SqlStore, added_columns
 from core import peer_review as wire
 from core.errors import CustodyRfrError, WireFormatError
+from core.morphology import Morphology
 from core.topics import peer_review_outcome_topic
 
 _COLUMNS = ("request_id, device_id, case_id, custody_ref, requested_by, requested_at, library_version, doubts,"
             " ranks, candidates, received_at, repeats, status, reviewer, outcome, decisions, notes, decided_at,"
-            " sent_at, sends, probe_state, probe_received_at, probe_destroyed_at, probe_taken_on, probe_quality")
+            " sent_at, sends, probe_state, probe_received_at, probe_destroyed_at, probe_taken_on, probe_quality,"
+            " morphology")
 #: Columns added since the table was first made (a database made before them gains them when opened).
 _PROBE_COLUMNS = (("probe_state", "TEXT"), ("probe_received_at", "TEXT"), ("probe_destroyed_at", "TEXT"),
-                  ("probe_taken_on", "TEXT"), ("probe_quality", "TEXT"))
+                  ("probe_taken_on", "TEXT"), ("probe_quality", "TEXT"),
+                  # The officer's feature-by-feature comparisons (``core.morphology``), in words; they describe
+                  # the detainee's face, so they are kept only until the review is answered or the probe goes.
+                  ("morphology", "TEXT"))
 
 
 class PeerReviewError(CustodyRfrError):
@@ -111,6 +116,8 @@ class PeerReviewRecord:
     probe_destroyed_at: str | None = None
     probe_taken_on: str | None = None
     probe_quality: str | None = None
+    #: The officer's feature comparison per candidate rank, while the review is open.
+    morphology: dict[int, Morphology] | None = None
 
     @property
     def in_question(self) -> list[dict[str, Any]]:
@@ -120,8 +127,13 @@ class PeerReviewRecord:
     @classmethod
     def from_row(cls, r: dict[str, Any]) -> PeerReviewRecord:
         decisions = {int(k): v for k, v in json.loads(r["decisions"]).items()} if r["decisions"] else None
+        morphology = None
+        if r.get("morphology"):
+            compared = [wire.CandidateMorphology.from_dict(m) for m in json.loads(r["morphology"])]
+            morphology = {m.rank: m.findings for m in compared}
         return cls(**{**r, "ranks": json.loads(r["ranks"]), "candidates": json.loads(r["candidates"]),
-                      "decisions": decisions, "repeats": int(r["repeats"]), "sends": int(r["sends"])})
+                      "decisions": decisions, "repeats": int(r["repeats"]), "sends": int(r["sends"]),
+                      "morphology": morphology})
 
 
 class PeerReviewStore(SqlStore):
@@ -148,14 +160,15 @@ class PeerReviewStore(SqlStore):
             cur = self._execute(
                 "INSERT INTO peer_review_requests (request_id, device_id, case_id, custody_ref, requested_by,"
                 " requested_at, library_version, doubts, ranks, candidates, received_at, probe_state,"
-                " probe_received_at, probe_taken_on, probe_quality)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                " probe_received_at, probe_taken_on, probe_quality, morphology)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (request.request_id, request.device_id, request.case_id, request.custody_ref,
                  request.requested_by, request.requested_at, request.library_version, request.doubts,
                  json.dumps(list(request.ranks)), json.dumps([c.to_dict() for c in request.candidates]),
                  _iso(received_at), "held" if probe_held else None, _iso(received_at) if probe_held else None,
                  sealed.taken_on if sealed and probe_held else None,
-                 sealed.quality if sealed and probe_held else None))
+                 sealed.quality if sealed and probe_held else None,
+                 json.dumps([m.to_dict() for m in request.morphology]) if request.morphology else None))
             if cur.rowcount == 1:
                 self._log(request.request_id, request.device_id, "requested", request.requested_by,
                           f"case {request.case_id}, custody ref {request.custody_ref}, "
@@ -215,7 +228,8 @@ class PeerReviewStore(SqlStore):
         with self._lock:
             cur = self._execute(
                 "UPDATE peer_review_requests SET status = 'decided', reviewer = ?, outcome = ?, decisions = ?,"
-                " notes = ?, decided_at = ?, payload = ? WHERE request_id = ? AND status = 'pending'",
+                " notes = ?, decided_at = ?, payload = ?, morphology = NULL"
+                " WHERE request_id = ? AND status = 'pending'",
                 (outcome.reviewer, outcome.outcome, json.dumps(outcome.to_dict()["decisions"]), outcome.notes,
                  outcome.decided_at, payload.decode(), request_id))
             if cur.rowcount != 1:
@@ -262,8 +276,9 @@ class PeerReviewStore(SqlStore):
     def probe_destroyed(self, request_id: str, actor: str, why: str, detail: str) -> bool:
         """Mark the probe destroyed and log why, how and by whom; True the first time (a repeat logs nothing)."""
         with self._lock:
-            cur = self._execute("UPDATE peer_review_requests SET probe_state = 'destroyed', probe_destroyed_at = ?"
-                                " WHERE request_id = ? AND probe_state = 'held'", (_iso(), request_id))
+            cur = self._execute("UPDATE peer_review_requests SET probe_state = 'destroyed', probe_destroyed_at = ?,"
+                                " morphology = NULL WHERE request_id = ? AND probe_state = 'held'",
+                                (_iso(), request_id))
             if cur.rowcount != 1:
                 return False
             record = self.get(request_id)

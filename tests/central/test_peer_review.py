@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import re
 
 import pytest
@@ -11,7 +13,8 @@ from central.audit.store import AuditStore
 from central.fleet.registry_store import RegistryStore
 from central.peer_review.ingest import PeerReviewIngest
 from central.peer_review.store import PeerReviewError, PeerReviewStore
-from core.peer_review import CandidateSummary, PeerReviewOutcome, PeerReviewRequest
+from core.morphology import COMPONENTS, ComponentFinding, Morphology
+from core.peer_review import CandidateMorphology, CandidateSummary, PeerReviewOutcome, PeerReviewRequest
 from core.topics import peer_review_outcome_topic, peer_review_request_topic
 from tests.central_signin import signed_in
 
@@ -136,3 +139,24 @@ def test_store_marks_a_held_probe_destroyed_once_in_either_database(database_url
             ("requested", "officer"), ("probe_held", "central"), ("probe_destroyed", "dr.r")]
     finally:
         store.close()
+
+
+def test_the_reviewer_sees_the_officers_feature_comparison_until_the_review_is_answered(app: Flask, reviews) -> None:
+    """Issue 17 item 4: the officer's FISWG comparison travels with the request and is shown beside the
+    candidate; being a description of the detainee's face, central keeps it only until the outcome."""
+    findings = {key: ComponentFinding("not_assessed") for key in COMPONENTS}
+    findings["ears"] = ComponentFinding("dissimilar", "Attached lobes in the reference, free in the probe.")
+    findings["nose"] = ComponentFinding("similar", "")
+    req = dataclasses.replace(make_request(), morphology=(CandidateMorphology(2, Morphology(findings)),))
+    assert reviews.add_request(PeerReviewRequest.from_bytes(req.to_bytes())) == "new"
+    client = signed_in(app, "dr.reviewer", ["peer_reviewer"])
+    page = html.unescape(client.get(f"/peer-review/{req.request_id}").get_data(as_text=True))
+    table = page[page.index('id="morphology-2"'):]
+    table = table[:table.index("</table>")]
+    assert "Attached lobes in the reference, free in the probe." in table
+    assert re.search(r"Ears</th><td>Dissimilar</td>", table) and re.search(r"Nose</th><td>Similar</td>", table)
+    token = _token(page)
+    assert client.post(f"/peer-review/{req.request_id}", data={
+        "csrf_token": token, "decision-2": "not_viable", "notes": "Different ear shape and nose bridge."}
+    ).status_code == 302
+    assert reviews.get(req.request_id).morphology is None, "the officer's description is not kept after the outcome"
