@@ -58,17 +58,32 @@ def group_photo() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline():
-    """The real face pipeline: OpenVINO inference on the pinned, converted models."""
+def default_pipeline():
+    """The shipped default pipeline (``models.pipeline.DEFAULT_EMBEDDER``), compiled once for the session.
+
+    Not meant to be overridden: fixtures that must stay on the shipped default
+    (``demo_library``) ask for this one, since a folder's conftest may override ``pipeline``.
+    """
     from models.pipeline import FacePipeline
 
     return FacePipeline.load()
 
 
 @pytest.fixture(scope="session")
-def demo_library(pipeline, face_photo, tmp_path_factory):
+def pipeline(default_pipeline):
+    """The real face pipeline: OpenVINO inference on the pinned, converted models (the shipped default here)."""
+    return default_pipeline
+
+
+@pytest.fixture(scope="session")
+def demo_library(default_pipeline, face_photo, tmp_path_factory):
     """A small real library: two photos of DEMO-OBAMA, one of DEMO-BIDEN, and every face in two
-    group photos as distractors. obama3.jpg is kept out, to be the probe."""
+    group photos as distractors. obama3.jpg is kept out, to be the probe.
+
+    Built with the shipped default pipeline whichever folder asks first: it is cached for the
+    session, so depending on an overridable ``pipeline`` would make its embedder depend on test order.
+    """
+    pipeline = default_pipeline
     import cv2
 
     from library.records import ReferenceRecord

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     threshold = calibration.threshold_far_1e_3
     records = run(args.faces, [pipeline])
     try:
-        distractors = distractor_templates([pipeline])
+        distractors = distractor_templates([pipeline])  # through this embedder's own detector, as models.evaluate
     except CustodyRfrError as e:
         return _fail(str(e))
     usable = [r for r in records if pipeline.embedder_id in r.templates]
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                                   distractors.sources, resamples=args.resamples)
     chart_path = args.chart or args.json.with_suffix(".det.png")
     result = report.build(
-        overall, per_group, embedder=pipeline.embedder_id, threshold=threshold,
+        overall, per_group, embedder=pipeline.embedder_id, detector=pipeline.detector_id, threshold=threshold,
         threshold_source=f"manifest [calibration] threshold_far_1e-3 (status {calibration.status})",
         rank=args.rank, ratio_limit=args.ratio, rule=rule,
         dataset={"faces": str(args.faces), "groups": str(args.groups), "images": len(records),

@@ -37,12 +37,13 @@ DEFINITIONS = {
 }
 
 
-def build(overall: GroupResult, groups: Mapping[str, GroupResult], *, embedder: str, threshold: float,
-          threshold_source: str, rank: int, ratio_limit: float, rule: SampleRule, dataset: dict[str, Any]
-          ) -> dict[str, Any]:
-    """The JSON-able report."""
+def build(overall: GroupResult, groups: Mapping[str, GroupResult], *, embedder: str, detector: str,
+          threshold: float, threshold_source: str, rank: int, ratio_limit: float, rule: SampleRule,
+          dataset: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able report; the detector is named because the faces found, distractors included, depend on it."""
     return {
         "embedder": embedder,
+        "detector": detector,
         "threshold": threshold,
         "threshold_source": threshold_source,
         "rank": rank,

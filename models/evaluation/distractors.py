@@ -77,12 +77,18 @@ def distractor_templates(pipelines: Sequence[FacePipeline], images: Sequence[Dis
                          ) -> Distractors:
     """Every face of at least ``MIN_FACE_PX`` in ``images`` (by default every distractor image), one row per pipeline.
 
-    Detection is the first pipeline's, as in ``models.evaluation.runner``, so
-    every embedder sees the same faces. An image that cannot be decoded, or a
-    face that cannot be embedded, is logged and counted as giving no face.
+    The pipelines must share one detector (a mix is refused): detection runs
+    once, so every embedder sees the same faces, found by the detector it was
+    made for. An image that cannot be decoded, or a face that cannot be
+    embedded, is logged and counted as giving no face.
     """
     if not pipelines:
         raise ValueError("at least one pipeline is needed")
+    detectors = sorted({p.detector_id for p in pipelines})
+    if len(detectors) > 1:
+        # An embedder's crops assume its own detector's boxes and keypoints: one detection cannot serve both.
+        raise ValueError(f"distractor pipelines must share one detector, got {', '.join(detectors)}; "
+                         "call once per detector group, as models.evaluate does")
     rows: dict[str, list[np.ndarray]] = {p.embedder_id: [] for p in pipelines}
     sources: dict[str, int] = {}
     for item in distractor_images() if images is None else images:

@@ -11,9 +11,9 @@ import pytest
 from central.assurance.__main__ import main
 from models import evaluate
 from models.evaluation.identification import identification_report
-from models.pipeline import DEFAULT_EMBEDDER
+from models.pipeline import DEFAULT_EMBEDDER, FacePipeline
 from tests.models.conftest import DEV_FACES
-from tests.models.test_identification import _dev_subset
+from tests.models.test_identification import DISTRACTOR_FACES, _dev_subset
 
 
 @pytest.mark.models
@@ -30,11 +30,14 @@ def test_assurance_reports_the_projected_figures_models_evaluate_gives(tmp_path:
     assert list(report["projected"]) == ["100000", "1000000", "20000000"]
     assert {"fnir_at_fpir_0.003", "fnir_at_fpir_0.003_ci", "fnir_at_fpir_0.01", "fnir_at_fpir_0.01_ci",
             "mate_rank_median", "mate_rank_median_ci"} <= set(report["projected"]["1000000"])
-    assert report["direct_check"]["distractors"] == 25
+    # Distractors go through the embedder's own detector (YuNet for the fused default), as in models.evaluate.
+    assert report["detector"] == FacePipeline.load().detector_id
+    assert report["direct_check"]["distractors"] == DISTRACTOR_FACES[report["detector"]]
     assert "1:N projection" in capsys.readouterr().out
 
     same = evaluate.evaluate(faces, [DEFAULT_EMBEDDER], resamples=10)  # the CLI's default embedder too
     assert same["embedder"] == report["embedder"]
+    assert same["detector"] == report["detector"]
     assert same["projected"] == report["projected"]
     assert same["direct_check"] == report["direct_check"]
     assert same["projection_model"]["tail"] == report["projection_model"]["tail"]

@@ -26,13 +26,7 @@ def group_photo(n: int) -> bytes:
 def pipeline() -> FacePipeline:
     """BlazeFace + MobileFaceNet (the previous default, kept for evaluation), compiled once for the session.
 
-    Most model tests here pin down that pipeline's measured behaviour; the default
-    pipeline has its own fixture and tests (test_yunet_sface.py, test_fusion.py).
+    Most model tests here pin down that pipeline's measured behaviour; the default pipeline has its
+    own fixture (``default_pipeline``, in tests/conftest.py) and tests (test_yunet_sface.py, test_fusion.py).
     """
     return FacePipeline.load(embedder="mobilefacenet_mirror")
-
-
-@pytest.fixture(scope="session")
-def default_pipeline() -> FacePipeline:
-    """The shipped default (``models.pipeline.DEFAULT_EMBEDDER``), compiled once for the session."""
-    return FacePipeline.load()

