@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from core.errors import CustodyRfrError
+from core.files import fsync_file
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ProbeVault:
         for path in self._paths(request_id):
             if _shred(path):
                 removed.append(path.name)
-        _fsync_dir(self.folder)
+        fsync_file(self.folder)  # the folder's entry list: the unlinks are durable
         left = [p.name for p in self._paths(request_id) if p.exists()]
         if left:
             raise ProbeVaultError(f"The probe files {', '.join(left)} are still present after removal.")
@@ -168,11 +169,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

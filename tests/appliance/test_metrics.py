@@ -60,9 +60,14 @@ def test_search_refusals_and_sign_in_failures_move_the_numbers(metrics_app, face
     before = scrape(metrics_app)
     assert value(before, "rfr_desk_library_version") >= 1
     assert value(before, "rfr_desk_library_records") > 0
-    assert value(before, "rfr_desk_model_info", role="embedder", model=metrics_app.extensions["desk"].pipeline
-                 .embedder_id, grade="evaluation") == 1
-    assert value(before, "rfr_desk_evaluation_grade_models") >= 1
+    pipeline = metrics_app.extensions["desk"].pipeline
+    grades = {"detector": pipeline.detector.manifest.licence.grade,
+              "embedder": pipeline.embedder_manifest.licence.grade}
+    assert value(before, "rfr_desk_model_info", role="embedder", model=pipeline.embedder_id,
+                 grade=grades["embedder"]) == 1
+    assert value(before, "rfr_desk_model_info", role="detector", model=pipeline.detector.manifest.ref,
+                 grade=grades["detector"]) == 1
+    assert value(before, "rfr_desk_evaluation_grade_models") == list(grades.values()).count("evaluation")
     assert value(before, "rfr_desk_search_stage_seconds_count", stage="search") == 0
 
     officer, case_id = approved_case(metrics_app)

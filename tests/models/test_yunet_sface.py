@@ -53,7 +53,8 @@ def yunet_manifest() -> ModelManifest:
 @pytest.fixture(scope="module")
 def raw_yunet(yunet_manifest: ModelManifest) -> YuNetDetector:
     """OpenCV's behaviour: threshold 0.9 only, no padded retry, f32."""
-    detector = make_detector(_with_decode(yunet_manifest, retry_padding=0, fallback_score_threshold=0.9), F32)
+    detector = make_detector(_with_decode(yunet_manifest, retry_padding=0, fallback_score_threshold=0.9,
+                                       companion_score_threshold=0.9), F32)
     assert isinstance(detector, YuNetDetector)
     return detector
 
@@ -208,6 +209,22 @@ def test_threshold_ladder_finds_a_face_only_the_fallback_threshold_reaches(yunet
     assert strict_only.detect(image) == []
     faces = ladder.detect(image)
     assert len(faces) == 1 and 0.9 < faces[0].score < 0.99
+
+
+def test_one_confident_face_does_not_hide_the_others_in_a_group_photo(yunet_manifest: ModelManifest) -> None:
+    """face-api's sample1 holds three clear faces scoring 0.923, 0.922 and 0.897: the third, under the first
+    threshold, is kept beside the others rather than dropped because they passed it; a patch of background
+    that scores 0.65 is not."""
+    image = decode_image(group_photo(1))
+    first_rung_only = make_detector(_with_decode(yunet_manifest, companion_score_threshold=0.9))
+    faces = make_detector(yunet_manifest).detect(image)
+    assert len(first_rung_only.detect(image)) == 2
+    assert len(faces) == 3 and min(f.score for f in faces) < 0.9 <= max(f.score for f in faces)
+    assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+    boxes = [(f.x, f.y, f.x + f.w, f.y + f.h) for f in faces]
+    for i, a in enumerate(boxes):  # three faces, not one face twice
+        for b in boxes[i + 1:]:
+            assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
 
 
 PADDED_ONLY = DEV_FACES / "glint_Hugh_Laurie" / "1.png"  # a tight 112 px crop YuNet finds only when padded
