@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from paho.mqtt.client import Client
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from testbed.mosquitto import Broker
 from testbed.ports import free_port
@@ -114,3 +117,21 @@ def postgres():
     server = start_postgres()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
+    """Publish QoS 1 on the session broker as any client could, waiting for the broker to take each message."""
+    client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:12]}",
+                    protocol=MQTTProtocolVersion.MQTTv5)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+
+    def publish(topic: str, payload: bytes) -> None:
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(timeout=10)
+        assert info.is_published()
+
+    yield publish
+    client.disconnect()
+    client.loop_stop()

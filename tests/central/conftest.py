@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,32 +12,12 @@ import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from paho.mqtt.client import Client
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from central.audit.store import AuditStore
 from central.fleet.registry_store import RegistryStore
 from central.web import close_stores, create_app
 from core.events import AuditEvent
 from tests.central_signin import signed_in
-
-
-@pytest.fixture
-def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
-    """Publish QoS 1 on the session broker as any client could, waiting for the broker to take each message."""
-    client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:12]}",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-
-    def publish(topic: str, payload: bytes) -> None:
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-
-    yield publish
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from paho.mqtt.client import Client
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from playwright.sync_api import Page, expect
 
 from central.peer_review.review_key import make_review_key
@@ -30,24 +28,6 @@ from tests.fleet_tls import CENTRAL_SECRET, start_served, stop_served, wait_http
 from tests.ui.conftest import axe_violations
 
 VIEWPORTS = {"desktop": {"width": 1366, "height": 768}, "narrow": {"width": 800, "height": 900}}
-
-
-@pytest.fixture
-def publisher(mosquitto) -> Iterator[Callable[[str, bytes], None]]:
-    """Publish QoS 1 on the session broker as the desk would, waiting for the broker to take each message."""
-    client = Client(CallbackAPIVersion.VERSION2, client_id=f"ui-pub-{uuid.uuid4().hex[:12]}",
-                    protocol=MQTTProtocolVersion.MQTTv5)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-
-    def publish(topic: str, payload: bytes) -> None:
-        info = client.publish(topic, payload, qos=1)
-        info.wait_for_publish(timeout=10)
-        assert info.is_published()
-
-    yield publish
-    client.loop_stop()
-    client.disconnect()
 
 
 @pytest.fixture(scope="module")
