@@ -16,12 +16,13 @@ or face choice sent from a page showing an older photo is refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, session, url_for
 
 from appliance.services.access import Access
-from appliance.services.accounts import AccountService, LoginRefusedError
+from appliance.services.accounts import AccountService, LoginRefusedError, User
 from appliance.services.cases import (
     RETENTION_NONE,
     RETENTION_WITHDRAWN,
@@ -194,32 +195,31 @@ def approve(case_id: str):  # type: ignore[no-untyped-def]
     return redirect(url_for("cases.show", case_id=case_id))
 
 
+def _approver_decides(case_id: str, field: str,  # type: ignore[no-untyped-def]
+                      decide: Callable[[str, User, str], object]):
+    """Refuse or return: the approver's words in ``field`` go to the service, which checks rank and wording."""
+    words = request.form.get(field, "")
+    try:
+        decide(case_id, current_user(), words)
+    except DecisionInvalid as e:
+        return _page(case_id, 422, errors=e.errors, values={field: words})
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
+    return redirect(url_for("cases.show", case_id=case_id))
+
+
 @bp.post("/<case_id>/refuse")
 @login_required
 def refuse(case_id: str):  # type: ignore[no-untyped-def]
     """The approver refuses the search, with the reason the officer will read: the case closes."""
-    reason = request.form.get("refusal_reason", "")
-    try:
-        cases().refuse(case_id, current_user(), reason)
-    except DecisionInvalid as e:
-        return _page(case_id, 422, errors=e.errors, values={"refusal_reason": reason})
-    except (PolicyRefusal, CaseError) as e:
-        return _refusal(case_id, e)
-    return redirect(url_for("cases.show", case_id=case_id))
+    return _approver_decides(case_id, "refusal_reason", cases().refuse)
 
 
 @bp.post("/<case_id>/return")
 @login_required
 def return_for_changes(case_id: str):  # type: ignore[no-untyped-def]
     """The approver sends the request back to its officer, saying what to change."""
-    note = request.form.get("return_note", "")
-    try:
-        cases().return_for_changes(case_id, current_user(), note)
-    except DecisionInvalid as e:
-        return _page(case_id, 422, errors=e.errors, values={"return_note": note})
-    except (PolicyRefusal, CaseError) as e:
-        return _refusal(case_id, e)
-    return redirect(url_for("cases.show", case_id=case_id))
+    return _approver_decides(case_id, "return_note", cases().return_for_changes)
 
 
 def _edit_page(file: CaseFile, status: int = 200, errors: dict[str, str] | None = None,
