@@ -43,6 +43,9 @@ _FIELDS = {"v", "library_version", "target", "kind", "result_digest", "published
 # Target names become URL path segments and file names on the device: no slashes, no leading dot.
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DIGEST = re.compile(r"^[A-Za-z0-9:_-]{16,200}$")
+# The lineage a desk held before libraries were named (settings ``[library] library_id``'s default).
+DEFAULT_LIBRARY_ID = "national"
+_LIBRARY_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # core.keywrap.LIBRARY_ID
 
 
 def validate_target_name(name: str) -> str:
@@ -54,12 +57,18 @@ def validate_target_name(name: str) -> str:
     return name
 
 
-def target_name(kind: str, library_version: int, base_version: int | None = None) -> str:
-    """The one naming rule for published targets, so both sides agree on what a name means."""
+def target_name(kind: str, library_version: int, base_version: int | None = None,
+                library_id: str = DEFAULT_LIBRARY_ID) -> str:
+    """The one naming rule for published targets, so both sides agree on what a name means.
+
+    The first lineage (``national``) keeps the names it was published under before desks held several
+    libraries; every other library's targets carry its id, so two lineages never share a name.
+    """
+    stem = "library" if library_id == DEFAULT_LIBRARY_ID else f"library-{library_id}"
     if kind == "full":
-        return f"library-v{library_version:06d}.db"
+        return f"{stem}-v{library_version:06d}.db"
     if kind == "delta" and base_version is not None:
-        return f"library-v{base_version:06d}-to-v{library_version:06d}.delta"
+        return f"{stem}-v{base_version:06d}-to-v{library_version:06d}.delta"
     raise WireFormatError(f"No target name for kind {kind!r} with base version {base_version!r}.")
 
 
@@ -78,6 +87,7 @@ def _digest(value: object, what: str) -> str:
 _INFO_FULL = {"kind", "library_version", "embedder_id", "result_digest", "key_id"}
 _KEY_ID = re.compile(r"^[0-9a-f]{32}$")  # core.keywrap.KEY_ID
 _INFO_DELTA = _INFO_FULL | {"base_version", "base_digest"}
+_INFO_OPTIONAL = {"library_id"}  # absent: DEFAULT_LIBRARY_ID (targets signed before libraries were named)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ class LibraryTargetInfo:
 
     A full snapshot needs nothing installed; a delta applies only on top of the
     library whose content digest is ``base_digest`` and yields ``result_digest``.
+    ``library_id`` names the lineage (one of the libraries a desk may hold); it is signed, so a
+    target of one library can never be installed as another.
     ``key_id`` names the content key the file is encrypted under (``core.keywrap``):
     the desk opens it with that key, unwrapped from the signed ``keys-<key_id>.json``.
     """
@@ -97,8 +109,11 @@ class LibraryTargetInfo:
     key_id: str
     base_version: int | None = None
     base_digest: str | None = None
+    library_id: str = DEFAULT_LIBRARY_ID
 
     def __post_init__(self) -> None:
+        if not isinstance(self.library_id, str) or not _LIBRARY_ID.fullmatch(self.library_id):
+            raise WireFormatError(f"Library id {self.library_id!r} is not valid.")
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise WireFormatError(f"Target kind {self.kind!r} is not one of {sorted(KINDS)}.")
         _positive_int(self.library_version, "Library version")
@@ -119,7 +134,7 @@ class LibraryTargetInfo:
 
     @property
     def name(self) -> str:
-        return target_name(self.kind, self.library_version, self.base_version)
+        return target_name(self.kind, self.library_version, self.base_version, self.library_id)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "library_version": self.library_version,
@@ -127,6 +142,8 @@ class LibraryTargetInfo:
                                 "key_id": self.key_id}
         if self.kind == "delta":
             data.update(base_version=self.base_version, base_digest=self.base_digest)
+        if self.library_id != DEFAULT_LIBRARY_ID:
+            data["library_id"] = self.library_id
         return data
 
     @classmethod
@@ -134,8 +151,8 @@ class LibraryTargetInfo:
         if not isinstance(data, dict):
             raise WireFormatError("Target custom metadata must be an object.")
         expected = _INFO_DELTA if data.get("kind") == "delta" else _INFO_FULL
-        if set(data) != expected:
-            missing, extra = expected - set(data), set(data) - expected
+        if not expected <= set(data) <= expected | _INFO_OPTIONAL:
+            missing, extra = expected - set(data), set(data) - expected - _INFO_OPTIONAL
             raise WireFormatError(
                 f"Target custom metadata wrong: missing {sorted(missing)}, unexpected {sorted(extra)}."
             )
