@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,9 @@ from core.topics import validate_device_id
 from core.wire import aware_time, decode_object
 
 HEARTBEAT_VERSION = 1
-MAX_HEARTBEAT_BYTES = 2048
+MAX_HEARTBEAT_BYTES = 8192
+MAX_HELD_LIBRARIES = 32
+_LIBRARY_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # core.keywrap.LIBRARY_ID
 #: "tpm": every device key sealed; "file": at least one in a 0600 file; "insecure": the library key is a plain
 #: key file given through the explicitly insecure setting (the same on every desk given it).
 KEY_PROTECTION_INSECURE = "insecure"
@@ -95,9 +98,19 @@ class Heartbeat:
     since_last_sync_s: float | None  # since central last acknowledged anything; None: never this run
     clock_offset_s: float | None  # device clock minus central's, when the desk can tell; else None
     key_protection: str  # "tpm" only when every device key is sealed; "insecure": a plain library key file
+    #: Every reference library the desk holds a copy of, as (library id, version): central's fleet page shows
+    #: which desks still hold a retired or expired library. Absent in heartbeats of desks with one library.
+    libraries: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
+        if not isinstance(self.libraries, tuple) or len(self.libraries) > MAX_HELD_LIBRARIES:
+            raise WireFormatError(f"Heartbeat libraries must be at most {MAX_HELD_LIBRARIES} entries.")
+        for entry in self.libraries:
+            if (not isinstance(entry, tuple) or len(entry) != 2 or not isinstance(entry[0], str)
+                    or not _LIBRARY_ID.fullmatch(entry[0])):
+                raise WireFormatError("Each held library must be a library id and a version.")
+            _int(entry[1], "library version")
         aware_time(self.sent_at, "sent_at")
         _num(self.interval_s, "interval_s")
         if not 0 < self.interval_s <= 86400:
@@ -119,7 +132,9 @@ class Heartbeat:
         return self.disk_free_bytes / self.disk_total_bytes if self.disk_total_bytes else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": HEARTBEAT_VERSION, **asdict(self)}
+        data = {"v": HEARTBEAT_VERSION, **asdict(self)}
+        data["libraries"] = [{"library_id": lid, "version": version} for lid, version in self.libraries]
+        return data
 
     def to_bytes(self) -> bytes:
         data = canonical_json(self.to_dict())
@@ -133,10 +148,14 @@ class Heartbeat:
         if obj.pop("v", None) != HEARTBEAT_VERSION:
             raise WireFormatError("Heartbeat has an unsupported version.")
         fields = set(cls.__dataclass_fields__)
-        if set(obj) != fields:
-            raise WireFormatError(f"Heartbeat fields wrong: missing {sorted(fields - set(obj))}, "
+        held = obj.pop("libraries", [])
+        if set(obj) != fields - {"libraries"}:
+            raise WireFormatError(f"Heartbeat fields wrong: missing {sorted(fields - {'libraries'} - set(obj))}, "
                                   f"unexpected {sorted(set(obj) - fields)[:5]}.")
-        return cls(**obj)
+        if not isinstance(held, list) or not all(isinstance(e, dict) and set(e) == {"library_id", "version"}
+                                                 for e in held):
+            raise WireFormatError("Heartbeat libraries must be a list of {library_id, version}.")
+        return cls(**obj, libraries=tuple((e["library_id"], e["version"]) for e in held))
 
 
 @dataclass(frozen=True)

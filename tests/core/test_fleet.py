@@ -36,7 +36,7 @@ def test_a_heartbeat_round_trips_and_parsing_is_strict():
     with pytest.raises(WireFormatError, match="non-negative integer"):
         Heartbeat.from_bytes(json.dumps({**obj, "outbox_depth": -1}).encode())
     with pytest.raises(WireFormatError, match="limit"):
-        Heartbeat.from_bytes(b" " * 5000)
+        Heartbeat.from_bytes(b" " * 10000)
     with pytest.raises(WireFormatError, match="not valid JSON"):
         Heartbeat.from_bytes(b'{"v": NaN}')
 
@@ -82,3 +82,19 @@ def test_an_unreadable_nonce_file_is_started_afresh_rather_than_refusing_every_c
     command = FleetCommand.sign(Ed25519PrivateKey.generate(), "desk-01", "wipe")
     NonceLedger(path=tmp_path / "nonces.json").check_and_add(command)
     assert command.nonce in (tmp_path / "nonces.json").read_text()
+
+
+def test_a_heartbeat_names_the_libraries_held_and_an_old_heartbeat_without_them_still_reads() -> None:
+    from core.fleet import Heartbeat
+
+    body = {"device_id": "desk-001", "sent_at": "2026-12-04T00:00:00+00:00", "interval_s": 60.0,
+            "software_version": "1", "library_version": 3, "embedder_id": "e@1", "disk_free_bytes": 1,
+            "disk_total_bytes": 2, "memory_available_bytes": None, "memory_total_bytes": None, "outbox_depth": 0,
+            "since_last_sync_s": None, "clock_offset_s": None, "key_protection": "file"}
+    held = Heartbeat(**body, libraries=(("national", 3), ("op-kestrel", 1)))
+    assert Heartbeat.from_bytes(held.to_bytes()) == held
+    old = Heartbeat(**body).to_dict()
+    del old["libraries"]
+    assert Heartbeat.from_bytes(json.dumps(old).encode()).libraries == ()
+    with pytest.raises(WireFormatError):
+        Heartbeat(**body, libraries=(("../x", 1),))
