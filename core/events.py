@@ -32,6 +32,9 @@ EVENT_TYPES = frozenset({
     "library_update_refused", "config_change", "request_refused", "device_wiped",
     # The approver's other two answers to a submission: refused (the case ends) or returned for changes.
     "submission_refused", "submission_returned",
+    # Governed libraries (core.library_authorisation): a manifest applied or refused, a library's copy destroyed
+    # at expiry or retirement, with its proof of deletion.
+    "authorisation_applied", "authorisation_refused", "library_destroyed",
 })
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
            "prev_hash", "hash"}
