@@ -314,6 +314,18 @@ class LibraryStore(SqlStore):
                 "SELECT DISTINCT device_id FROM library_desk_grants WHERE device_id <> ? ORDER BY device_id",
                 (EVERY_DESK,))]
 
+    def has_fleet_grant(self) -> bool:
+        """Whether any library is granted to every desk (``'*'``)."""
+        with self._lock:
+            return bool(self._scalar("SELECT 1 FROM library_desk_grants WHERE device_id = ? LIMIT 1",
+                                     (EVERY_DESK,)))
+
+    def manifest_devices(self) -> list[str]:
+        """Every desk a manifest has been signed for."""
+        with self._lock:
+            return [r["device_id"] for r in self._rows(
+                "SELECT DISTINCT device_id FROM authorisation_manifests ORDER BY device_id")]
+
     def compositions(self, library_id: str | None = None) -> list[dict[str, Any]]:
         """Each built version's composition (newest version first), for one library or all."""
         where, args = ("WHERE library_id = ?", (library_id,)) if library_id else ("", ())
