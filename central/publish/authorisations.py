@@ -12,8 +12,10 @@ desks check at once; the running server retains it on MQTT (``central.publish.an
 
 from __future__ import annotations
 
+import fcntl
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,12 +24,14 @@ from central.libraries import manifest as manifests
 from central.libraries.store import LibraryStore
 from central.publish.announcer import ANNOUNCEMENT_FILE
 from central.publish.repository import PublishError, TufRepository
+from central.publish.settings import PublishSettings
 from core.files import atomic_write
 from core.library_announce import LibraryAnnouncement
 from core.library_authorisation import AUTHORISATION_KIND, AuthorisationManifest, AuthorisationTargetInfo
 
 #: The library log's ``library_id`` for an action on manifests rather than on one library.
 MANIFESTS = "*manifests*"
+_LOCK_FILE = ".authorisations.lock"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,28 @@ def publish_authorisations(repo: TufRepository, store: LibraryStore, registered:
         announcement = LibraryAnnouncement.now(last.version, last.target, AUTHORISATION_KIND, info.digest)
         atomic_write(repo.repo_dir / ANNOUNCEMENT_FILE, announcement.to_bytes())
     return done
+
+
+def publish_to(repo_dir: str | Path, settings: PublishSettings, store: LibraryStore, registered: Iterable[str],
+               actor: str, now: datetime | None = None) -> list[Published]:
+    """Open the repository afresh and publish, one publisher at a time (several web workers may act at once:
+    each must sign on top of the other's targets, not beside them)."""
+    with _exclusive(Path(repo_dir)):
+        return publish_authorisations(TufRepository(Path(repo_dir), settings), store, registered, actor, now)
+
+
+@contextmanager
+def _exclusive(repo_dir: Path) -> Iterator[None]:
+    try:
+        handle = open(repo_dir / _LOCK_FILE, "a")  # noqa: SIM115 (held for the with block below)
+    except OSError as e:
+        raise PublishError(f"Cannot use the library repository {repo_dir}: {e.strerror or e}.") from e
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _publish_one(repo: TufRepository, store: LibraryStore, manifest: AuthorisationManifest, actor: str,
