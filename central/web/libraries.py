@@ -104,7 +104,7 @@ def _library_page(record: LibraryRecord, errors: dict[str, str], values: dict[st
 
 @actions.route("/new", methods=["GET", "POST"])
 def new() -> Response | str | tuple[str, int]:
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD
         return render_template("libraries/new.html", errors={}, values={}, kinds=KINDS)
     form = request.form
     values = {k: form.get(k, "") for k in ("library_id", "name", "kind", "purpose_text", "legal_basis",
