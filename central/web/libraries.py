@@ -1,8 +1,8 @@
 """The reference libraries' pages: what each library is for, on whose authority, until when, and what it holds.
 
 Two blueprints share ``/libraries``: ``libraries`` (reading: library authorisers and auditors) and
-``library_actions`` (request, authorise, refuse, review, suspend, retire, grant and withdraw: library
-authorisers only). The rules (two-person authorisation, a temporary library's expiry) live in
+``library_actions`` (request, authorise, refuse, review, suspend, reinstate, retire, grant and withdraw:
+library authorisers only). The rules (two-person authorisation, a temporary library's expiry) live in
 ``central.libraries.service``, so the page cannot be got round. After every change, when central's settings
 name the library repository, each desk's authorisation manifest is re-signed at once
 (``central.publish.authorisations``); if that fails the change stands and the page says how to publish.
@@ -166,6 +166,11 @@ def _suspend(actor: Actor, r: LibraryRecord, form: Any) -> str:
     return f"{r.name} is suspended: desks refuse to search it from their next update, and keep their copy."
 
 
+def _reinstate(actor: Actor, r: LibraryRecord, form: Any) -> str:
+    service().reinstate(actor, r.library_id, form.get("reason", ""))
+    return f"{r.name} is reinstated: desks may search it again from their next update."
+
+
 def _retire(actor: Actor, r: LibraryRecord, form: Any) -> str:
     service().retire(actor, r.library_id, form.get("reason", ""))
     return f"{r.name} is retired: desks destroy their copy at their next update."
@@ -186,12 +191,13 @@ def _withdraw(actor: Actor, r: LibraryRecord, form: Any) -> str:
 
 
 _ACTIONS = {"authorise": _authorise, "refuse": _refuse, "review": _review, "suspend": _suspend,
-            "retire": _retire, "grant": _grant, "withdraw": _withdraw}
+            "reinstate": _reinstate, "retire": _retire, "grant": _grant, "withdraw": _withdraw}
 _CONFIRM = {
     "authorise": "Tick the box to confirm you authorise this library.",
     "refuse": "Tick the box to confirm you refuse this request.",
     "review": "Tick the box to confirm the review.",
     "suspend": "Tick the box to confirm the suspension.",
+    "reinstate": "Tick the box to confirm the suspension is lifted.",
     "retire": "Type retire {id} to confirm: retiring cannot be undone and desks destroy their copies.",
     "grant": "Tick the box to confirm the desk may search this library.",
     "withdraw": "Tick the box to confirm the desk may no longer search this library.",

@@ -20,8 +20,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from central.web import close_stores, create_app
 from central.libraries.service import Actor, LibraryRequest
+from central.web import close_stores, create_app
 from core.peer_review import CandidateSummary, PeerReviewRequest
 from tests.central_signin import PASSWORD, add_account, csrf_token, log_in
 from tests.url_map import STATE_CHANGING, state_changing_endpoints, unlisted
