@@ -233,7 +233,7 @@ def _publish_manifests() -> None:
     registered = [d for d in registry.registered_devices() if d not in revoked]
     try:
         published = publish_to(repo_dir, current_app.extensions["central.publish_settings"], service().store,
-                               registered, signed_in_user().username)
+                               registered, signed_in_user().username, revoked=revoked)
     except (CustodyRfrError, OSError) as e:
         logger.error("the authorisation manifests could not be published: %s", e)
         service().store.log_action(MANIFESTS, "publish_failed", signed_in_user().username, {"error": str(e)[:500]})
