@@ -118,9 +118,14 @@ def test_a_temporary_library_without_expiry_is_refused_on_the_form(app: Flask) -
 def test_auditors_read_but_see_no_actions(app: Flask) -> None:
     alice = signed_in(app, "alice", ["library_authoriser"])
     request_library(alice, "national-custody", "substantive", "")
+    app.extensions["central.libraries"].store.record_composition("national-custody", 2, {
+        "library_version": 2, "records": 5, "subjects": 4, "as_of": "2026-03-01",
+        "by_sex": {"M": 2, "F": 2, "unknown": 1}, "by_ethnicity_code": {"IC1": 5}})
     auditor = signed_in(app, "carol", ["auditor"])
     page = text(auditor.get("/libraries/national-custody"))
     assert "Authorisation record" in page and "RFR-AUTH-2026-014" in page and "<h2>Actions</h2>" not in page
+    assert "Version 2: 5 images of 4 subjects" in page
+    assert "<td>Sex</td><td>M</td><td>2</td>" in page and "<td>Ethnicity code</td><td>IC1</td><td>5</td>" in page
     assert "national-custody" in text(auditor.get("/libraries"))
     assert post(auditor, "/libraries/national-custody/suspend", reason="x", confirm="yes").status_code == 403
     assert app.extensions["central.libraries"].store.get("national-custody").status == "requested"
