@@ -361,6 +361,10 @@ class LibraryStore(SqlStore):
         return [LogEntry(int(r["id"]), r["at"], r["library_id"], r["action"], r["actor"], json.loads(r["detail"]),
                          r["prev_hash"], r["hash"]) for r in rows]
 
+    def log_size(self) -> int:
+        with self._lock:
+            return int(self._scalar("SELECT COUNT(*) FROM library_log") or 0)
+
     def verify_log(self) -> list[str]:
         """Walk the whole chain; each problem in plain words (empty when every row is as written)."""
         problems: list[str] = []

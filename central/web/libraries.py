@@ -78,7 +78,9 @@ def _record(library_id: str) -> LibraryRecord:
 @bp.get("")
 def index() -> str:
     today = datetime.now(UTC).date()
-    return render_template("libraries/index.html", libraries=service().store.all(), today=today,
+    store = service().store
+    return render_template("libraries/index.html", libraries=store.all(), today=today,
+                           log_problems=store.verify_log(), log_entries=store.log_size(),
                            messages=get_flashed_messages(with_categories=True))
 
 

@@ -126,7 +126,10 @@ def test_auditors_read_but_see_no_actions(app: Flask) -> None:
     assert "Authorisation record" in page and "RFR-AUTH-2026-014" in page and "<h2>Actions</h2>" not in page
     assert "Version 2: 5 images of 4 subjects" in page
     assert "<td>Sex</td><td>M</td><td>2</td>" in page and "<td>Ethnicity code</td><td>IC1</td><td>5</td>" in page
-    assert "national-custody" in text(auditor.get("/libraries"))
+    index = text(auditor.get("/libraries"))
+    assert "national-custody" in index and "All 2 entries of the library log were checked" in index
+    app.extensions["central.libraries"].store._execute("UPDATE library_log SET actor = 'mallory' WHERE id = 1")
+    assert "The library log has been altered." in text(auditor.get("/libraries"))
     assert post(auditor, "/libraries/national-custody/suspend", reason="x", confirm="yes").status_code == 403
     assert app.extensions["central.libraries"].store.get("national-custody").status == "requested"
 
