@@ -106,7 +106,7 @@ def test_a_wrong_passphrase_or_a_missing_place_restores_nothing(tmp_path, old):
     assert not new_root.exists()
     no_review = settings_for(new_root, new_root / "pki" / "ca", (new_root / "web" / "s.crt",
                                                                   new_root / "web" / "s.key"), review_key=False)
-    with pytest.raises(BackupError, match="peer_review.review_key"):
+    with pytest.raises(BackupError, match=r"peer_review\.review_key"):
         restore(no_review, tmp_path / "backup", PASSPHRASE)
     assert not new_root.exists()
 
