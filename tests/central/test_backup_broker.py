@@ -121,15 +121,18 @@ class AckWatch:
         self.client.disconnect()
 
 
-def central_toml(root: Path, database: str, broker: PersistentBroker, command_key: Path, ca_dir: Path) -> Path:
+def central_toml(root: Path, database: str, broker: PersistentBroker, command_key: Path,
+                 ca_dir: Path | None = None) -> Path:
+    """Central's settings; with ``ca_dir``, also the TUF repository and a lineage key, all under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     config = root.parent / f"{root.name}.toml"
+    publish = (f'[publish]\nrepo_dir = "{root / "repo"}"\nlineage_keys = ["{root / "lineage" / "national.key"}"]\n'
+               if ca_dir else "")
     config.write_text(
         f'data_dir = "{root / "data"}"\ndatabase = "{database}"\n'
         f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "central-drill"\n'
-        f'[ingest]\nack_interval_s = 0.1\n[web]\nsecret_key = "{SECRET}"\n'
-        f'[publish]\nrepo_dir = "{root / "repo"}"\nlineage_keys = ["{root / "lineage" / "national.key"}"]\n'
-        f'[fleet]\ncommand_key = "{command_key}"\nca_dir = "{ca_dir}"\n')
+        f'[ingest]\nack_interval_s = 0.1\n[web]\nsecret_key = "{SECRET}"\n{publish}'
+        f'[fleet]\ncommand_key = "{command_key}"\n' + (f'ca_dir = "{ca_dir}"\n' if ca_dir else ""))
     return config
 
 
@@ -141,10 +144,10 @@ def start_ingest(config: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def settled(url: str, total: int) -> bool:
+def settled(url: str, total: int, desks: tuple[str, ...] = DESKS) -> bool:
     store = AuditStore(url)
     try:
-        heads = [store.head(desk) for desk in DESKS]
+        heads = [store.head(desk) for desk in desks]
         return all(h is not None and h.contiguous_seq == total and h.checkpoint_seq == total for h in heads)
     finally:
         store.close()
@@ -276,3 +279,58 @@ def test_restore_drill_through_the_broker_loses_nothing_stores_nothing_twice_and
     now = {role: json.loads((desk_tuf / f"{role}.json").read_text())["signed"]["version"]
            for role in ("timestamp", "snapshot", "targets")}
     assert all(now[role] > trusted[role] for role in trusted), (trusted, now)
+
+
+def test_events_acknowledged_after_the_backup_show_as_a_gap_after_the_restore_never_silently(tmp_path, broker):
+    """What a backup cannot give back: events central acknowledged after it was taken. The desk has dropped them
+    from its outbox (its log keeps them), so the restored central sees a gap in that desk's chain; it stores what
+    comes after, acknowledges nothing past the gap, and the desk keeps those events queued (its outbox grows:
+    the RfrOutboxGrowing alert), so the loss is visible on /audit and in the metrics, not silent."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    command_key, _ = write_command_key(old / "keys")
+    old_url, new_url = f"sqlite:///{old / 'data' / 'central.db'}", f"sqlite:///{new / 'data' / 'central.db'}"
+    config = central_toml(old, old_url, broker, command_key)
+    desk = Desk(tmp_path / "desk-late", "desk-late", broker)
+    only = (desk.device_id,)
+    registry = RegistryStore(old_url)
+    desk_key = public_key_from_bytes((desk.data / PUBLIC_NAME).read_bytes())
+    registry.register_device(desk.device_id, public_key_hex(desk_key))
+    registry.close()
+    (tmp_path / "passphrase").write_text(PASSPHRASE + "\n")
+    ingest = start_ingest(config)
+    try:
+        desk.run_until(10)
+        assert wait_for(lambda: settled(old_url, 10, only), 60, step=0.3)
+        assert central_main(["backup", "--config", str(config), "--out", str(tmp_path / "backup"),
+                             "--passphrase-file", str(tmp_path / "passphrase")]) == 0
+        desk.run_until(15)  # stored and acknowledged after the backup: gone from the desk's outbox
+        assert wait_for(lambda: settled(old_url, 15, only) and desk.outbox_depth() == 0, 60, step=0.3)
+        stop_process(ingest)
+        shutil.rmtree(old)
+        desk.run_until(20)
+        new_config = central_toml(new, new_url, broker, new / "keys" / "fleet-command.pem")
+        assert central_main(["restore", "--config", str(new_config), "--from", str(tmp_path / "backup"),
+                             "--passphrase-file", str(tmp_path / "passphrase")]) == 0
+        ingest = start_ingest(new_config)
+
+        def after_the_gap_stored() -> bool:
+            store = AuditStore(new_url)
+            try:
+                head = store.head(desk.device_id)
+                return head is not None and head.max_seq == 20
+            finally:
+                store.close()
+
+        assert wait_for(after_the_gap_stored, 60, step=0.3)
+        store = AuditStore(new_url)
+        try:
+            head = store.head(desk.device_id)
+            assert head is not None and head.contiguous_seq == 10  # acknowledged no further than the backup
+            assert store.gaps(desk.device_id) == [(11, 15)]  # what /audit shows for the desk
+            assert store.count() == 15
+        finally:
+            store.close()
+        assert desk.outbox_depth() >= 5  # 16..20 stay queued on the desk: central cannot acknowledge past a gap
+    finally:
+        stop_process(ingest)
+        desk.stop()
