@@ -88,7 +88,3 @@ def secret_places(settings: CentralSettings) -> list[SecretPlace]:
                 places.append(SecretPlace(f"{section}.{field}", getattr(tls, field)))
     return places
 
-
-def setting_names(settings: CentralSettings) -> set[str]:
-    """The names of ``secret_places``, for settings that may name none of them yet."""
-    return {place.setting for place in secret_places(settings)}
