@@ -306,11 +306,15 @@ def _backup_or_restore(args: argparse.Namespace) -> int:
     if args.command == "backup":
         manifest = back_up(settings, args.out, passphrase, pg_bin=args.pg_bin)
         print(f"backed up central into {args.out}: {manifest['database']}, {len(manifest['files'])} files, keys "
-              f"({', '.join(manifest['secrets']) or 'none'}) sealed in secrets.enc; keep the passphrase apart")
-    else:
-        manifest = restore(settings, args.source, passphrase, pg_bin=args.pg_bin)
-        print(f"restored the backup of {manifest['created_at']} from {args.source} into the places {args.config} "
-              f"names; start central and the desks' events carry on from where it was")
+              f"({', '.join(sorted(manifest['secrets'])) or 'none'}) sealed in secrets.enc; keep the passphrase apart")
+        for setting in manifest["missing"]:
+            print(f"warning: {setting} names a key file or folder that does not exist: it is NOT in this backup",
+                  file=sys.stderr)
+        return 1 if manifest["missing"] else 0
+    manifest = restore(settings, args.source, passphrase, pg_bin=args.pg_bin)
+    print(f"restored the backup of {manifest['created_at']} from {args.source} into the places {args.config} "
+          f"names (keys: {', '.join(sorted(manifest['secrets'])) or 'none'}); start central and the desks' events "
+          f"carry on from where it was")
     return 0
 
 

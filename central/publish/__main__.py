@@ -107,6 +107,7 @@ def run(argv: list[str] | None = None) -> int:
         try:
             if args.command == "publish":
                 _publish_library(repo, registry, args)
+                _warn_unless_backed_up(settings, args.key_file)
             else:
                 _publish_config(repo, registry, args.file)
         finally:
@@ -157,6 +158,14 @@ def _publish_library(repo: TufRepository, registry: RegistryStore, args: argpars
         print(f"The lineage key in {args.key_file} is new; the old one is kept as {args.key_file}."
               f"retired-{publication.rekeyed_from} and {args.file} is now encrypted under the new key. Build "
               f"further versions and deltas with the new key file.")
+
+
+def _warn_unless_backed_up(settings: PublishSettings, key_file: Path) -> None:
+    """A lineage key central's settings do not name is not in central's backups: say so while it can be fixed."""
+    if Path(key_file).resolve() not in {Path(k).resolve() for k in settings.lineage_keys}:
+        print(f"Note: {key_file} is not in [publish] lineage_keys of central's settings, so `python -m central "
+              f"backup` does not carry it. Add it there, or every further version of this library depends on "
+              f"another copy of that file.", file=sys.stderr)
 
 
 def _publish_config(repo: TufRepository, registry: RegistryStore, file: Path) -> None:

@@ -23,6 +23,13 @@ class PublishSettings(StrictModel):
         description="The TUF repository (metadata/, targets/, keys/) served to desks under /tuf. "
         "Unset: central serves no library updates.",
     )
+    lineage_keys: list[Path] = Field(
+        default_factory=list,
+        description="The library lineages' key files this central publishes with (the --key-file of `python -m "
+        "central.publish publish`, 0600). Named here so `python -m central backup` seals them, with the "
+        "<key file>.retired-<id> keys a re-key leaves, and `restore` puts them back: a key file no setting "
+        "names is not in the backup, and without it no further version of that library can be published.",
+    )
     root_keys: int = Field(default=3, ge=1, le=9, description="How many offline root keys to create.")
     root_threshold: int = Field(
         default=2, ge=1, le=9,

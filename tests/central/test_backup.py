@@ -110,7 +110,7 @@ def test_restore_drill_chains_verify_ingest_resumes_and_publication_continues(tm
     backup = tmp_path / "backup-1"
     assert central_main(["backup", "--config", str(config), "--out", str(backup), "--passphrase-file",
                          str(tmp_path / "passphrase"), "--pg-bin", str(PG_BIN)]) == 0
-    assert "keys (ca, command-key, tuf-keys) sealed" in capsys.readouterr().out
+    assert "keys (fleet.ca_dir, fleet.command_key, publish.repo_dir/keys) sealed" in capsys.readouterr().out
     # The keys are nowhere in the clear in the backup.
     key_bytes = (old / "keys" / "fleet-command.pem").read_bytes()
     assert all(key_bytes not in p.read_bytes() for p in backup.rglob("*") if p.is_file())
@@ -170,7 +170,7 @@ def backup_ca_names(backup: Path) -> list[Path]:
 
 
     with tarfile.open(fileobj=io.BytesIO(unseal((backup / "secrets.enc").read_bytes(), PASSPHRASE.encode()))) as tar:
-        return sorted({Path(m.name.split("/")[1]) for m in tar.getmembers() if m.name.startswith("ca/")})
+        return sorted({Path(m.name.split("/")[1]) for m in tar.getmembers() if m.name.startswith("fleet.ca_dir/")})
 
 
 def test_a_restore_refuses_a_wrong_passphrase_a_damaged_backup_and_an_occupied_place(tmp_path):
