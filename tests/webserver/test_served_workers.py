@@ -1,11 +1,14 @@
-"""Central's web on two gunicorn workers shares its sessions through PostgreSQL (``websession``).
+"""``python -m central serve`` on several workers: two gunicorn web workers and two ingest worker processes.
 
-``python -m central serve`` over real HTTPS with ``[web] workers = 2`` on a PostgreSQL database. Which
+The web's sessions are shared through PostgreSQL (``websession``): ``python -m central serve`` over real
+HTTPS with ``[web] workers = 2`` and ``[ingest] workers = 2`` on a PostgreSQL database. Which
 worker answers is forced by pausing the other (SIGSTOP: it accepts nothing, so the shared listening socket
 hands every new connection to the one running). A session made by signing in through one worker is
 honoured by the other, its CSRF token too; the idle clock one worker moves forward counts for the other;
 a session idle too long is refused by whichever worker sees it; and signing out through one ends the session
-for both, even for a copied cookie.
+for both, even for a copied cookie. Beside gunicorn (whose master reaps every child that ends), an ingest
+worker killed with SIGKILL is still seen to die and is started again, and ``/healthz`` reports the ingest
+connected once it is back.
 """
 
 from __future__ import annotations
@@ -79,10 +82,26 @@ class Served:
     url: str
     log: Path
 
+    def _children(self) -> list[tuple[int, bytes]]:
+        # Every thread's children: the ingest supervisor's thread starts the replacements.
+        children = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                children += (task / "children").read_text().split()
+        out = []
+        for pid in children:
+            with contextlib.suppress(OSError):
+                out.append((int(pid), Path(f"/proc/{pid}/cmdline").read_bytes()))
+        return out
+
     def web_workers(self) -> list[int]:
-        """gunicorn's worker processes: the children of central's process (the ingest runs in it here)."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return sorted(int(pid) for pid in children if b"spawn_main" not in Path(f"/proc/{pid}/cmdline").read_bytes())
+        """gunicorn's worker processes: the children of central's process that multiprocessing did not start."""
+        return sorted(pid for pid, cmdline in self._children() if b"multiprocessing" not in cmdline)
+
+    def ingest_workers(self) -> list[int]:
+        """The ingest worker processes (spawned by ``central.ingest.processes``)."""
+        return sorted(pid for pid, cmdline in self._children()
+                      if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline)
 
 
 @contextlib.contextmanager
@@ -106,8 +125,8 @@ def served(tmp_path_factory, mosquitto, postgres) -> Iterator[tuple[Served, str]
     port = free_port()
     url = postgres.create_database()
     config = pki.central_config(root, mosquitto, port, repo.repo_dir, f"central-sessions-{os.getpid()}")
-    text = config.read_text()
-    config.write_text(text.replace("[mqtt]", f'database = "{url}"\n[mqtt]', 1))
+    text = config.read_text().replace("[mqtt]", f'database = "{url}"\n[mqtt]', 1)
+    config.write_text(text + f'[ingest]\nworkers = 2\nshared_group = "served{os.getpid()}"\n')
     added = subprocess.run([sys.executable, "-m", "central", "accounts", "add", "--config", str(config),
                             "--username", "auditor1", "--role", "auditor", "--password-stdin"],
                            input=PASSWORD + "\n", cwd=ROOT, capture_output=True, text=True, check=False)
@@ -121,6 +140,7 @@ def served(tmp_path_factory, mosquitto, postgres) -> Iterator[tuple[Served, str]
         while len(s.web_workers()) != 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(s.web_workers()) == 2, log.read_text()
+        assert len(s.ingest_workers()) == 2, log.read_text()
         yield s, url
     finally:
         assert stop_served(proc) == 0, log.read_text()
@@ -192,3 +212,28 @@ def test_the_idle_timeout_is_kept_in_the_database_for_both_workers(served) -> No
         assert not _honoured(browser)  # idle too long: refused, whichever worker it reaches
     with only(s, second):
         assert not _honoured(browser)
+
+
+def test_an_ingest_worker_killed_beside_gunicorn_is_started_again(served) -> None:
+    s, _url = served
+    victim = s.ingest_workers()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (len(s.ingest_workers()) != 2 or victim in s.ingest_workers()):
+        time.sleep(0.2)
+    assert len(s.ingest_workers()) == 2 and victim not in s.ingest_workers(), s.log.read_text()
+    assert '"event":"ingest_worker_died"' in s.log.read_text()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not _healthy(s):
+        time.sleep(0.3)
+    assert _healthy(s), s.log.read_text()
+
+
+def _healthy(s: Served) -> bool:
+    conn = http.client.HTTPSConnection("127.0.0.1", s.port, context=s.pki.trust(), timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        return response.status == 200 and b'"ok"' in response.read()
+    finally:
+        conn.close()
