@@ -25,6 +25,11 @@ session and QoS 1, publishing events sealed into a per-device hash chain
 3. Drain: 100,000 events queued during an outage (a one-hour outage at ~28
    events/s across the fleet), drained by one worker into SQLite.
 
+``ingest_cpu_ms_per_event`` is the CPU time central's processes used per
+event (the process and its workers, from /proc): on a machine shared with
+other jobs it is steadier than events/s, and it shows what each further
+worker costs.
+
 ``lost`` and ``duplicated`` are counted from the stores afterwards: events
 published but not stored, and stored (device, seq) pairs more than once; each
 device's chain must be gap-free and its last signed checkpoint verified. Each
@@ -143,6 +148,23 @@ class Central:
                 raise RuntimeError(f"central ingest did not start: {self.log.read_text()[-2000:]}")
             time.sleep(0.1)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by central's process and its worker processes: unlike
+        wall-clock time, not stretched by other jobs on a shared machine."""
+        assert self.proc is not None
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry.name) == self.proc.pid or int(fields[1]) == self.proc.pid:
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
+
     def stop(self) -> None:
         if self.proc:
             self.proc.terminate()
@@ -188,6 +210,7 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
     expected = DEVICES * per_device
     ready.set()
     t0 = time.monotonic()
+    cpu0 = central.cpu_s() if central.proc else 0.0
     prefix_filter = f"{prefix}-%"
     count_sql = "SELECT COUNT(*) FROM audit_events WHERE device_id LIKE ?"
     if offline:
@@ -200,6 +223,7 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
         while store._scalar(count_sql, (prefix_filter,)) == 0:
             time.sleep(0.01)
         t0 = time.monotonic()
+        cpu0 = central.cpu_s()  # the workers' start-up (imports, connecting) is not counted either
     while store._scalar(count_sql, (prefix_filter,)) < expected:
         if time.monotonic() - t0 > 1800:
             break
@@ -214,11 +238,13 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
         (prefix_filter,)))
     heads = [h for h in store.heads() if h.device_id.startswith(prefix)]
     findings = len(store.findings(limit=10_000))
+    cpu_s = central.cpu_s() - cpu0
     central.stop()
     central.end_sessions()
     store.close()
     out = {"workers": workers, "events": expected, "seconds": round(elapsed, 2),
            "events_per_s": round(expected / elapsed, 1),
+           "ingest_cpu_ms_per_event": round(1000 * cpu_s / expected, 3),
            "lost": expected - distinct, "duplicated": stored - distinct, "findings": findings,
            "all_chains_complete_and_signed": all(h.contiguous_seq == per_device == h.checkpoint_seq for h in heads)}
     if offline:
@@ -284,6 +310,8 @@ def main() -> int:
         **{f"backlog_events_per_s_postgres_w{n}": results[f"backlog_postgres_w{n}"]["events_per_s"]
            for n in WORKER_COUNTS},
         **_ratios(results, "backlog_postgres"),
+        **{f"ingest_cpu_ms_per_event_postgres_w{n}": results[f"backlog_postgres_w{n}"]["ingest_cpu_ms_per_event"]
+           for n in WORKER_COUNTS},
         "drain_100k_s": results["drain"]["seconds"] if "drain" in results else None,
         "lost": sum(int(r["lost"]) for r in runs),  # type: ignore[call-overload]
         "duplicated": sum(int(r["duplicated"]) for r in runs),  # type: ignore[call-overload]
