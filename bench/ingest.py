@@ -1,28 +1,40 @@
 """Audit ingest benchmark: signed, chained events from 20 simulated devices through Mosquitto into central.
 
-    .venv/bin/python bench/ingest.py                      # 20 x 1,000 events per store, 100,000 drain
-    .venv/bin/python bench/ingest.py --per-device 200 --drain 10000   # quick run
+    .venv/bin/python bench/ingest.py                      # the full run (about 4 minutes)
+    .venv/bin/python bench/ingest.py --per-device 200 --backlog 4000 --drain 0   # quick run
 
 What runs, all real: a Mosquitto with persistence on (own config and port,
 ``max_queued_messages 0`` so an offline central's queue is bounded only by
 memory), central's ingest as its own process (``python -m central ingest``:
 validation, chain checks, checkpoint signature checks, batched transactions,
-acks back to the devices), and 20 simulated devices in 4 publisher processes,
-each a paho client with a fixed client id, a persistent session and QoS 1,
-publishing events sealed into a per-device hash chain with an Ed25519-signed
-checkpoint every 100 events.
+acks back to the devices) with 1, 2 or 4 worker processes (``[ingest]
+workers``, an MQTT v5 shared subscription), and 20 simulated devices in 4
+publisher processes, each a paho client with a fixed client id, a persistent
+session and QoS 1, publishing events sealed into a per-device hash chain
+(``testbed.chain_writer``) with an Ed25519-signed checkpoint every 100 events.
 
-1. Throughput, for SQLite and then PostgreSQL (a throwaway cluster from
-   ``testbed/postgres.py``): events per second from the first publish until
-   every event is stored.
-2. Drain: with central stopped (its session kept by the broker), the 20
-   devices publish 100,000 events: a one-hour outage at ~28 events/s across
-   the fleet. Then central starts and the time until all are stored is
-   measured (SQLite).
+1. Live throughput: events per second from the first publish until every
+   event is stored, SQLite with 1 worker, then PostgreSQL (a throwaway cluster
+   from ``testbed/postgres.py``) with 1, 2 and 4 workers
+   (``events_per_s_postgres_w1/w2/w4`` and their ratios to w1). Publishers,
+   broker and workers share the machine's cores.
+2. Backlog on PostgreSQL: with central stopped (its workers' sessions kept by
+   the broker), the devices publish ``--backlog`` events; then 1, 2 or 4
+   workers drain them, timed from the first stored event to the last, with no
+   publisher running.
+3. Drain: 100,000 events queued during an outage (a one-hour outage at ~28
+   events/s across the fleet), drained by one worker into SQLite.
+
+``ingest_cpu_ms_per_event`` is the CPU time central's processes used per
+event (the process and its workers, from /proc): on a machine shared with
+other jobs it is steadier than events/s, and it shows what each further
+worker costs.
 
 ``lost`` and ``duplicated`` are counted from the stores afterwards: events
-published but not stored, and stored (device, seq) pairs more than once. The
-last line of output is JSON.
+published but not stored, and stored (device, seq) pairs more than once; each
+device's chain must be gap-free and its last signed checkpoint verified. Each
+run has its own client ids and shared group, and ends its sessions at the
+broker afterwards. The last line of output is JSON.
 """
 
 from __future__ import annotations
@@ -95,34 +107,82 @@ def command_key(workdir: Path) -> Path:
     return key
 
 
+_runs = iter(range(1, 1_000_000))
+
+
 class Central:
-    """``python -m central ingest`` as a process, on a given store."""
+    """``python -m central ingest`` as a process, on a given store, with ``workers`` worker processes.
+
+    Each run gets its own client ids and shared group: a session left at the broker by an earlier run
+    would otherwise take its turn of this run's messages."""
 
     def __init__(self, workdir: Path, broker: PersistentBroker, url: str, workers: int) -> None:
-        self.config = workdir / f"central-{abs(hash(url))}.toml"
-        group = '\nshared_group = "bench"' if workers > 1 else ""
+        run = next(_runs)
+        self.config = workdir / f"central-{run}.toml"
+        self.client_id = f"bench-central-{run}"
+        self.workers = workers
+        group = f'\nshared_group = "bench{run}"' if workers > 1 else ""
         self.config.write_text(
             f'data_dir = "{workdir}"\ndatabase = "{url}"\n'
-            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "bench-central-{abs(hash(url))}"\n'
+            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "{self.client_id}"\n'
             f"[ingest]\nworkers = {workers}{group}\n"
             '[web]\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
             f'[fleet]\ncommand_key = "{command_key(workdir)}"\n')
-        self.log = workdir / "central.log"
+        self.log = workdir / f"central-{run}.log"
+        self.broker = broker
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    @property
+    def client_ids(self) -> list[str]:
+        return [self.client_id] if self.workers == 1 else [f"{self.client_id}-{i + 1}" for i in range(self.workers)]
+
+    def start(self, wait: bool = True) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "central", "ingest", "--config", str(self.config)],
-                                         cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
-        assert self.proc.stdout is not None
-        self.proc.stdout.readline()  # "central ingest: ..." once the workers are connected
+                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        if not wait:
+            return
+        while b'"event":"ingesting"' not in self.log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"central ingest did not start: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by central's process and its worker processes: unlike
+        wall-clock time, not stretched by other jobs on a shared machine."""
+        assert self.proc is not None
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(entry.name) == self.proc.pid or int(fields[1]) == self.proc.pid:
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
 
     def stop(self) -> None:
         if self.proc:
             self.proc.terminate()
             self.proc.wait(timeout=60)
-            if self.proc.stdout:
-                self.proc.stdout.close()
+            self.proc = None
+
+    def end_sessions(self) -> None:
+        """Connect once with each worker's client id and a clean start, so the broker drops its session."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        for client_id in self.client_ids:
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+            c.connect(self.broker.host, self.broker.port, clean_start=True)
+            c.loop_start()
+            time.sleep(0.2)
+            c.disconnect()
+            c.loop_stop()
 
 
 def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_device: int, *, offline: bool,
@@ -150,18 +210,24 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
     expected = DEVICES * per_device
     ready.set()
     t0 = time.monotonic()
+    cpu0 = central.cpu_s() if central.proc else 0.0
+    prefix_filter = f"{prefix}-%"
+    count_sql = "SELECT COUNT(*) FROM audit_events WHERE device_id LIKE ?"
     if offline:
         for p in procs:
             p.join()
         queued_s = time.monotonic() - t0
+        central.start(wait=False)
+        # The clock starts at the first stored event: the workers' start-up (spawning processes,
+        # connecting) is not ingest.
+        while store._scalar(count_sql, (prefix_filter,)) == 0:
+            time.sleep(0.01)
         t0 = time.monotonic()
-        central.start()
-    prefix_filter = f"{prefix}-%"
-    count_sql = "SELECT COUNT(*) FROM audit_events WHERE device_id LIKE ?"
+        cpu0 = central.cpu_s()  # the workers' start-up (imports, connecting) is not counted either
     while store._scalar(count_sql, (prefix_filter,)) < expected:
         if time.monotonic() - t0 > 1800:
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     elapsed = time.monotonic() - t0
     for p in procs:
         p.join()
@@ -172,9 +238,13 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
         (prefix_filter,)))
     heads = [h for h in store.heads() if h.device_id.startswith(prefix)]
     findings = len(store.findings(limit=10_000))
+    cpu_s = central.cpu_s() - cpu0
     central.stop()
+    central.end_sessions()
     store.close()
-    out = {"events": expected, "seconds": round(elapsed, 2), "events_per_s": round(expected / elapsed, 1),
+    out = {"workers": workers, "events": expected, "seconds": round(elapsed, 2),
+           "events_per_s": round(expected / elapsed, 1),
+           "ingest_cpu_ms_per_event": round(1000 * cpu_s / expected, 3),
            "lost": expected - distinct, "duplicated": stored - distinct, "findings": findings,
            "all_chains_complete_and_signed": all(h.contiguous_seq == per_device == h.checkpoint_seq for h in heads)}
     if offline:
@@ -182,51 +252,74 @@ def _run(broker: PersistentBroker, url: str, workdir: Path, prefix: str, per_dev
     return out
 
 
+def _ratios(results: dict[str, dict[str, object]], kind: str) -> dict[str, float]:
+    base = float(results[f"{kind}_w1"]["events_per_s"])  # type: ignore[arg-type]
+    return {f"{kind}_w{n}_vs_w1": round(float(results[f"{kind}_w{n}"]["events_per_s"]) / base, 2)  # type: ignore[arg-type]
+            for n in WORKER_COUNTS if f"{kind}_w{n}" in results}
+
+
+WORKER_COUNTS = (1, 2, 4)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-device", type=int, default=1000, help="events per device for the throughput runs")
-    parser.add_argument("--drain", type=int, default=100_000, help="events queued during the outage")
-    parser.add_argument("--workers", type=int, default=1, help="ingest workers (shared subscription if > 1)")
-    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--backlog", type=int, default=20_000,
+                        help="events queued while the PostgreSQL ingest is down, drained by 1, 2 and 4 workers")
+    parser.add_argument("--drain", type=int, default=100_000, help="events queued during the outage (SQLite, 1 "
+                        "worker); 0 skips it")
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rfr-bench-ingest-"))
     os.chmod(workdir, 0o755)
     broker = PersistentBroker(workdir / "broker", autosave_s=60)
     broker.start()
-    pg = None
-    results: dict[str, object] = {"uptime_before": os.getloadavg()}
-    try:
-        sqlite_url = f"sqlite:///{workdir / 'central.db'}"
-        results["sqlite"] = _run(broker, sqlite_url, workdir, "tp-sqlite", args.per_device, offline=False,
-                                 workers=args.workers)
-        print(json.dumps({"sqlite": results["sqlite"]}), flush=True)
-        if not args.skip_postgres:
-            from testbed.postgres import start_postgres
+    from testbed.postgres import start_postgres
 
-            pg = start_postgres()
-            results["postgres"] = _run(broker, pg.create_database(), workdir, "tp-pg", args.per_device,
-                                       offline=False, workers=args.workers)
-            print(json.dumps({"postgres": results["postgres"]}), flush=True)
-        drain_url = f"sqlite:///{workdir / 'drain.db'}"
-        results["drain"] = _run(broker, drain_url, workdir, "drain", args.drain // DEVICES, offline=True,
-                                workers=args.workers)
-        print(json.dumps({"drain": results["drain"]}), flush=True)
+    pg = start_postgres()
+    results: dict[str, dict[str, object]] = {}
+    load_before = os.getloadavg()
+
+    def record(name: str, out: dict[str, object]) -> None:
+        results[name] = out
+        print(json.dumps({name: out}), flush=True)
+
+    try:
+        if not args.skip_sqlite:
+            record("sqlite_w1", _run(broker, f"sqlite:///{workdir / 'central.db'}", workdir, "tp-sqlite",
+                                     args.per_device, offline=False, workers=1))
+        # Live: the desks publish while the workers store (publishers, broker and workers share the cores).
+        for n in WORKER_COUNTS:
+            record(f"postgres_w{n}", _run(broker, pg.create_database(), workdir, f"tp-pg-w{n}", args.per_device,
+                                          offline=False, workers=n))
+        # Backlog: queued while central was down, then drained by the workers alone (no publisher running).
+        for n in WORKER_COUNTS:
+            record(f"backlog_postgres_w{n}", _run(broker, pg.create_database(), workdir, f"bl-pg-w{n}",
+                                                  args.backlog // DEVICES, offline=True, workers=n))
+        if args.drain:
+            record("drain", _run(broker, f"sqlite:///{workdir / 'drain.db'}", workdir, "drain",
+                                 args.drain // DEVICES, offline=True, workers=1))
     finally:
         broker.stop()
-        if pg:
-            pg.stop()
-    runs = [r for k, r in results.items() if isinstance(r, dict)]
-    summary = {
-        "events_per_s_sqlite": results["sqlite"]["events_per_s"],  # type: ignore[index]
-        "events_per_s_postgres": results["postgres"]["events_per_s"] if "postgres" in results else None,  # type: ignore[index]
-        "drain_100k_s": results["drain"]["seconds"],  # type: ignore[index]
-        "drain_events": results["drain"]["events"],  # type: ignore[index]
-        "lost": sum(r["lost"] for r in runs),
-        "duplicated": sum(r["duplicated"] for r in runs),
-        "findings": sum(r["findings"] for r in runs),
+        pg.stop()
+    runs = list(results.values())
+    summary: dict[str, object] = {
+        "events_per_s_sqlite": results["sqlite_w1"]["events_per_s"] if "sqlite_w1" in results else None,
+        **{f"events_per_s_postgres_w{n}": results[f"postgres_w{n}"]["events_per_s"] for n in WORKER_COUNTS},
+        **_ratios(results, "postgres"),
+        **{f"backlog_events_per_s_postgres_w{n}": results[f"backlog_postgres_w{n}"]["events_per_s"]
+           for n in WORKER_COUNTS},
+        **_ratios(results, "backlog_postgres"),
+        **{f"ingest_cpu_ms_per_event_postgres_w{n}": results[f"backlog_postgres_w{n}"]["ingest_cpu_ms_per_event"]
+           for n in WORKER_COUNTS},
+        "drain_100k_s": results["drain"]["seconds"] if "drain" in results else None,
+        "lost": sum(int(r["lost"]) for r in runs),  # type: ignore[call-overload]
+        "duplicated": sum(int(r["duplicated"]) for r in runs),  # type: ignore[call-overload]
+        "findings": sum(int(r["findings"]) for r in runs),  # type: ignore[call-overload]
+        "all_chains_complete_and_signed": all(r["all_chains_complete_and_signed"] for r in runs),
         "devices": DEVICES,
-        "workers": args.workers,
-        "load_before": results["uptime_before"],
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
         "load_after": os.getloadavg(),
     }
     shutil.rmtree(workdir, ignore_errors=True)

@@ -1,7 +1,8 @@
 """``python -m central serve|ingest|devices|accounts``: audit ingest, web interface, device keys, staff accounts.
 
 ``serve`` runs the ingest workers and the web interface; ``ingest`` runs the
-workers alone (to scale out, run several with the same ``ingest.shared_group``);
+workers alone (``[ingest] workers`` above 1: that many processes in the shared subscription
+``ingest.shared_group``, each started again if it dies; more hosts may join the same group);
 ``devices register`` records a device's Ed25519 audit key, without which its
 messages are refused, and its X25519 key-wrapping key (``--wrap-key``), without which it
 receives no library key; ``devices wrap-library-key`` wraps a lineage key for one desk
@@ -29,6 +30,7 @@ import signal
 import ssl
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,7 +39,8 @@ from central.audit.store import AuditStore
 from central.fleet.registry_store import RegistryStore
 from central.fleet.revoke import load_command_key
 from central.ingest.mqtt import AuditIngest
-from central.ingest.status import IngestPool, SharedIngestStatus
+from central.ingest.processes import IngestProcesses, worker_client_id
+from central.ingest.status import IngestStatus, SharedIngestStatus
 from central.peer_review.review_key import load_review_key
 from central.publish.announcer import Announcer
 from central.settings import CentralSettings, load
@@ -64,34 +67,41 @@ def _ingest_command_key(settings: CentralSettings) -> Ed25519PrivateKey:
     return load_command_key(settings.fleet.command_key)
 
 
-def _start_workers(settings: CentralSettings,
-                   command_key: Ed25519PrivateKey) -> tuple[IngestPool, list[AuditIngest], list[AuditStore]]:
-    """One store connection and one persistent session per worker, with stable client ids."""
-    workers: list[AuditIngest] = []
-    stores: list[AuditStore] = []
-    review_key = load_review_key(settings.peer_review.review_key)
-    n = settings.ingest.workers
-    for i in range(n):
-        store = AuditStore(settings.database_url)
-        client_id = settings.mqtt.client_id if n == 1 else f"{settings.mqtt.client_id}-{i + 1}"
-        worker = AuditIngest(settings.mqtt, store, command_key=command_key, client_id=client_id,
-                             shared_group=settings.ingest.shared_group, ack_interval_s=settings.ingest.ack_interval_s,
-                             review_key=review_key, probe_dir=settings.review_probe_dir,
-                             probe_max_days=settings.peer_review.probe_max_days)
-        worker.start()
-        workers.append(worker)
-        stores.append(store)
-    if not all(w.wait_connected(_CONNECT_WAIT_S) for w in workers):
-        # Keep going: workers keep retrying, the broker and the devices queue events meanwhile.
+def _start_ingest(settings: CentralSettings, command_key: Ed25519PrivateKey, *,
+                  announce: bool) -> tuple[IngestStatus, Callable[[], None]]:
+    """The ingest as ``[ingest] workers`` says: one worker in this process, or several processes of their own
+    (``central.ingest.processes``). With ``announce``, the first worker's link also retains the library
+    announcements. Returns its status and how to stop it (stores the last batches, keeps the sessions)."""
+    if settings.ingest.workers > 1:
+        processes = IngestProcesses(settings, announce=announce)
+        processes.start()
+        if not processes.wait_connected(_CONNECT_WAIT_S * 3):
+            logger.warning("not all %s ingest workers are connected to broker %s:%s yet; still trying",
+                           settings.ingest.workers, settings.mqtt.host, settings.mqtt.port)
+        return processes, processes.stop
+    store = AuditStore(settings.database_url)
+    worker = AuditIngest(settings.mqtt, store, command_key=command_key, client_id=worker_client_id(settings, 0),
+                         shared_group=settings.ingest.shared_group, ack_interval_s=settings.ingest.ack_interval_s,
+                         review_key=load_review_key(settings.peer_review.review_key),
+                         probe_dir=settings.review_probe_dir, probe_max_days=settings.peer_review.probe_max_days)
+    worker.start()
+    if not worker.wait_connected(_CONNECT_WAIT_S):
+        # Keep going: the worker keeps retrying, the broker and the devices queue events meanwhile.
         logger.warning("not yet connected to broker %s:%s; still trying", settings.mqtt.host, settings.mqtt.port)
-    return IngestPool(list(workers)), workers, stores
+    announcer = None
+    if announce and settings.publish.repo_dir is not None:
+        # The worker owns the MQTT link that retains announcements for the fleet.
+        announcer = Announcer(settings.publish.repo_dir, settings.publish, worker.publish_retained,
+                              command_key=command_key)
+        announcer.start()
 
+    def stop() -> None:
+        if announcer is not None:
+            announcer.stop()
+        worker.stop()
+        store.close()
 
-def _stop_workers(workers: list[AuditIngest], stores: list[AuditStore]) -> None:
-    for w in workers:
-        w.stop()
-    for s in stores:
-        s.close()
+    return worker, stop
 
 
 def _tls(settings: CentralSettings) -> ssl.SSLContext:
@@ -113,29 +123,21 @@ def _serve(config: Path) -> int:
     settings = load(config)
     context = _tls(settings)
     command_key = _ingest_command_key(settings)
-    pool, workers, stores = _start_workers(settings, command_key)
+    ingest, stop_ingest = _start_ingest(settings, command_key, announce=True)
     status = SharedIngestStatus()
-    status.follow(pool)
-    logger.info("central: audit ingest from %s:%s into %s; web interface at %s (%s workers x %s threads)",
-                settings.mqtt.host, settings.mqtt.port, _without_password(settings.database_url),
-                https_url(settings.web, "/login"), settings.web.workers, settings.web.threads,
-                extra={"event": "serving"})
-    announcer = None
-    if settings.publish.repo_dir is not None:
-        # Worker 0 owns the MQTT link that retains announcements for the fleet.
-        announcer = Announcer(settings.publish.repo_dir, settings.publish, workers[0].publish_retained,
-                              command_key=command_key)
-        announcer.start()
+    status.follow(ingest)
+    logger.info("central: audit ingest (%s worker(s)) from %s:%s into %s; web interface at %s (%s workers x %s "
+                "threads)", settings.ingest.workers, settings.mqtt.host, settings.mqtt.port,
+                _without_password(settings.database_url), https_url(settings.web, "/login"), settings.web.workers,
+                settings.web.threads, extra={"event": "serving"})
     try:
         # gunicorn's master runs here, beside the ingest; it stops on SIGTERM or SIGINT after the web
         # workers finish their requests, and then ``finally`` stores the last batches and closes the sessions.
         return serve(lambda: create_app(settings, ingest=status), settings.web, context,
                      workers=settings.web.workers, name="central", on_worker_exit=close_stores)
     finally:
-        if announcer is not None:
-            announcer.stop()
         status.stop()
-        _stop_workers(workers, stores)
+        stop_ingest()
 
 
 def _without_password(url: str) -> str:
@@ -145,16 +147,16 @@ def _without_password(url: str) -> str:
 
 def _ingest(config: Path) -> int:
     settings = load(config)
-    _pool, workers, stores = _start_workers(settings, _ingest_command_key(settings))
-    logger.info("central ingest: %s worker(s) from %s:%s", len(workers), settings.mqtt.host, settings.mqtt.port,
-                extra={"event": "ingesting"})
+    _status, stop_ingest = _start_ingest(settings, _ingest_command_key(settings), announce=False)
+    logger.info("central ingest: %s worker(s) from %s:%s", settings.ingest.workers, settings.mqtt.host,
+                settings.mqtt.port, extra={"event": "ingesting"})
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
     try:
         done.wait()
     finally:
-        _stop_workers(workers, stores)
+        stop_ingest()
     return 0
 
 

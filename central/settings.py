@@ -44,8 +44,10 @@ class IngestSettings(StrictModel):
 
     workers: int = Field(
         default=1, ge=1, le=64,
-        description="Ingest workers in this process. Each holds its own persistent session "
-        "(client id <client_id>-<n>) and its own database connection.",
+        description="Ingest workers. 1: in central's own process (client id <client_id>). More: one "
+        "process each (Python runs one thread at a time per process), client id <client_id>-<n>, "
+        "each with its own persistent session and database connection, started again at once if "
+        "it dies (docs/operations.md, 'Central on several workers and machines').",
     )
     shared_group: str | None = Field(
         default=None,

@@ -39,6 +39,7 @@ from core.events import AuditEvent
 _MAX_REASON = 500
 _MAX_TOPIC = 300
 _WALK_CHUNK = 2000
+_INSERT_CHUNK = 1000  # rows per INSERT: 12 parameters each, within SQLite's and PostgreSQL's limits
 _EXPORT_CHUNK = 2000
 
 
@@ -182,32 +183,30 @@ class AuditStore(SqlStore):
         contiguous, head_hash, max_seq, cp_seq, cp_stored, reordered, duplicates = (
             int(row[0]), row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5]), int(row[6]))
         walk = False
+        fresh = self._insert_events(device, events, when)
+        lookup = [e for e in events if e.seq not in fresh]
+        existing = {int(r["seq"]): r for r in self._existing(device, sorted({e.seq for e in lookup}))}
         for e in events:
             if e.sealed and chain.expected_hash(e) != e.hash:
                 self._finding(device, e.seq, "edited",
                               "the event's content does not match its hash: it was altered", when)
-            cur = self._execute(
-                f"INSERT INTO audit_events ({_EVENT_COLUMNS}, occurred_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?) ON CONFLICT DO NOTHING",
-                (e.event_id, device, e.seq, e.occurred_at, e.type, e.actor, e.outcome,
-                 chain.canonical_json(e.details).decode(), e.prev_hash, e.hash, when,
-                 utc_sort_key(e.occurred_at)))
-            if cur.rowcount == 1:
+            if e.seq in fresh:
+                fresh.discard(e.seq)  # a second copy of it in this batch is a repeat
                 outcome.stored += 1
                 if e.seq < max_seq:
                     reordered += 1
                 max_seq = max(max_seq, e.seq)
                 walk = walk or e.seq == contiguous + 1
+                existing[e.seq] = {"event_id": e.event_id, "hash": e.hash}
                 continue
-            existing = self._rows("SELECT event_id, hash FROM audit_events WHERE device_id = ? AND seq = ?",
-                                  (device, e.seq))
-            if existing and existing[0]["event_id"] == e.event_id and existing[0]["hash"] == e.hash:
+            row = existing.get(e.seq)
+            if row is not None and row["event_id"] == e.event_id and row["hash"] == e.hash:
                 outcome.duplicates += 1
                 duplicates += 1
             else:
                 outcome.conflicts += 1
                 what = (f"a different event (id {e.event_id}) arrived for this position; the first one is kept"
-                        if existing else f"event id {e.event_id} is already stored at another position")
+                        if row is not None else f"event id {e.event_id} is already stored at another position")
                 self._finding(device, e.seq, "conflict", what, when)
         if walk:
             contiguous, head_hash = self._walk(device, contiguous, head_hash, when)
@@ -232,6 +231,34 @@ class AuditStore(SqlStore):
             "UPDATE audit_heads SET contiguous_seq = ?, head_hash = ?, max_seq = ?, checkpoint_seq = ?,"
             " checkpoint_stored = ?, reordered = ?, duplicates = ? WHERE device_id = ?",
             (contiguous, head_hash, max_seq, cp_seq, cp_stored, reordered, duplicates, device))
+
+    def _insert_events(self, device: str, events: list[AuditEvent], when: str) -> set[int]:
+        """Insert a device's events, many rows per statement; the seqs actually inserted (not already there).
+
+        Few statements, not one per event: the desk's head row is locked meanwhile, and another worker
+        holding events of the same desk waits for it (``central.ingest.processes``)."""
+        inserted: set[int] = set()
+        for start in range(0, len(events), _INSERT_CHUNK):
+            chunk = events[start:start + _INSERT_CHUNK]
+            args: list[object] = []
+            for e in chunk:
+                args += [e.event_id, device, e.seq, e.occurred_at, e.type, e.actor, e.outcome,
+                         chain.canonical_json(e.details).decode(), e.prev_hash, e.hash, when,
+                         utc_sort_key(e.occurred_at)]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            inserted |= {int(r[0]) for r in self._execute(
+                f"INSERT INTO audit_events ({_EVENT_COLUMNS}, occurred_utc) VALUES {values}"
+                " ON CONFLICT DO NOTHING RETURNING seq", args).fetchall()}
+        return inserted
+
+    def _existing(self, device: str, seqs: list[int]) -> list[dict[str, Any]]:
+        """The stored event id and hash at each of ``seqs`` (to tell a repeat from a conflict)."""
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(seqs), _INSERT_CHUNK):
+            chunk = seqs[start:start + _INSERT_CHUNK]
+            rows += self._rows(f"SELECT seq, event_id, hash FROM audit_events WHERE device_id = ? AND seq IN"
+                               f" ({', '.join('?' * len(chunk))})", (device, *chunk))
+        return rows
 
     def _walk(self, device: str, contiguous: int, head_hash: str, when: str) -> tuple[int, str]:
         """Advance the gap-free head as far as stored events reach, checking each link."""

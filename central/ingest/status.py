@@ -21,25 +21,6 @@ class IngestStatus(Protocol):
     def rejected(self) -> int: ...
 
 
-class IngestPool:
-    """Several workers seen as one: connected only when every worker is."""
-
-    def __init__(self, workers: list[IngestStatus]) -> None:
-        self.workers = workers
-
-    @property
-    def connected(self) -> bool:
-        return all(w.connected for w in self.workers)
-
-    @property
-    def received(self) -> int:
-        return sum(w.received for w in self.workers)
-
-    @property
-    def rejected(self) -> int:
-        return sum(w.rejected for w in self.workers)
-
-
 class SharedIngestStatus:
     """The ingest's status in memory shared with the web's worker processes.
 

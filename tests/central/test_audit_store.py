@@ -48,6 +48,21 @@ def test_a_different_event_at_a_stored_position_is_a_conflict_and_never_overwrit
     assert [f["kind"] for f in any_store.findings()] == ["conflict"]
 
 
+def test_one_batch_with_a_repeat_and_a_rival_for_one_position_keeps_the_first(any_store) -> None:
+    """Events go in with one statement per desk: copies inside that one batch are told apart like later ones."""
+    w = ChainWriter("desk-a")
+    first, second = w.event(actor="pc1"), w.event()
+    rival = chain.seal(replace(first, actor="pc-forger", event_id="00000000-0000-4000-8000-000000000001"),
+                       first.prev_hash)
+    outcome = any_store.add_batch([second, first, first, rival], [], NOW)
+    assert (outcome.stored, outcome.duplicates, outcome.conflicts) == (2, 1, 1)
+    assert any_store.count() == 2
+    assert {r["actor"] for r in any_store.query()} == {"pc1"}
+    assert [f["kind"] for f in any_store.findings()] == ["conflict"]
+    head = any_store.head("desk-a")
+    assert (head.contiguous_seq, head.head_hash, head.duplicates) == (2, second.hash, 1)
+
+
 def test_head_advances_only_without_gaps_and_checks_links_and_checkpoints(any_store) -> None:
     w = ChainWriter("desk-a")
     events = [w.event() for _ in range(6)]
