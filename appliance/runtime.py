@@ -142,16 +142,17 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     stores: dict[str, LibraryStore] = {}
 
     def store_for(library_id: str) -> LibraryStore:
-        if library_id not in stores:
+        if library_id not in stores or not stores[library_id].versions.is_dir():  # (again, after a destruction)
             stores[library_id] = LibraryStore(library_folder(root, library_id))
         return stores[library_id]
 
     store = store_for(primary_id)
     holders: dict[str, LibraryHolder] = {}
-    if not is_destroyed(root, primary_id):  # a retired provisioned library is never installed again
-        if store.current_version() is None and keys.provisioned is not None:
-            store.install_full(settings.library.path, keys.require(keys.provisioned),
-                               expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
+    destroyed = is_destroyed(root, primary_id)  # a retired provisioned library is never installed again from files
+    if store.current_version() is None and keys.provisioned is not None and not destroyed:
+        store.install_full(settings.library.path, keys.require(keys.provisioned),
+                           expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
+    if not destroyed or store.current_version() is not None:  # (or central authorised it again since)
         holders[primary_id] = LibraryHolder(store.open_current(keys.for_current(store),
                                                                expected_embedder=pipeline.embedder_id))
     for library_id in held_ids(root):

@@ -427,3 +427,30 @@ def test_a_single_library_desk_keeps_its_library_when_it_moves_to_one_folder_per
     finally:
         desk.close()
 
+
+
+def test_a_retired_provisioned_library_is_destroyed_with_its_shipped_files_and_the_desk_restarts_without_it(
+        settings, rfr_team, pipeline, clock):
+    rfr_team.library("regional")
+    desk = open_desk(settings, pipeline=pipeline, clock=clock)
+    try:
+        rfr_team.manifest(manifest(DEVICE, 1, [authorised("national"), authorised("regional", default=False)]))
+        desk.updater.check_now()
+        rfr_team.manifest(manifest(DEVICE, 2, [authorised("regional")], retired=["national"]))
+        desk.updater.check_now()
+        event = events(desk, "library_destroyed")[-1]
+        assert (event.details["library_id"], event.details["reason"], event.outcome) == ("national", "retired",
+                                                                                       "destroyed")
+        assert not settings.library.path.exists() and not settings.library.wrapped_key.exists()
+        assert desk.libraries.refusal_code("national") == "not_listed"
+    finally:
+        desk.close()
+
+    desk = open_desk(settings, pipeline=pipeline, clock=clock)  # the shipped files are gone: it starts all the same
+    try:
+        assert dict(desk.libraries.held()) == {"regional": 1}
+        assert desk.health.build().libraries == (("regional", 1),)
+        assert finds(desk.libraries.current("regional"), "regional", 5, pipeline.dim)
+        assert len(events(desk, "library_destroyed")) == 1, events(desk, "library_destroyed")  # once, not at start
+    finally:
+        desk.close()
