@@ -26,6 +26,7 @@ from securesystemslib.signer import CryptoSigner
 
 from appliance.runtime import Desk, open_desk
 from appliance.services.library import LibraryRefusedError
+from appliance.services.selftest import check_library
 from appliance.settings import ApplianceSettings
 from appliance.storage.library_keys import open_library_keys
 from central.publish.describe import describe_full
@@ -454,6 +455,10 @@ def test_a_retired_provisioned_library_is_destroyed_with_its_shipped_files_and_t
         assert len(events(desk, "library_destroyed")) == 1, events(desk, "library_destroyed")  # once, not at start
     finally:
         desk.close()
+    checked, snapshot = check_library(settings, pipeline.embedder_id)  # the update agent's health check still passes
+    assert checked.ok, checked.detail
+    assert snapshot is not None and snapshot.count == 12
+    snapshot.close()
 
 
 _KILLED_MID_DESTRUCTION = """
