@@ -20,7 +20,7 @@ from appliance.services.accounts import AccountService
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
 from appliance.services.health import HealthReporter
-from appliance.services.library import LibraryHolder
+from appliance.services.library import LibraryHolder, LibrarySet, PrimaryLibrary
 from appliance.services.peer_review import (
     CentralPeerReviewChannel,
     LocalPeerReviewChannel,
@@ -31,6 +31,7 @@ from appliance.services.retention import RetentionService
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, WipeService, load_command_key
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
+from appliance.storage.authorisation import AuthorisationStore
 from appliance.storage.cases import CaseStore
 from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase, desk_tpm
@@ -78,7 +79,9 @@ class Desk:
     settings: ApplianceSettings
     pipeline: FacePipeline
     library_store: LibraryStore
-    library: LibraryHolder
+    library: PrimaryLibrary  # the provisioned lineage, for single-library callers
+    libraries: LibrarySet  # every library held, and which may be searched (the authorisation manifest)
+    authorisation: AuthorisationStore
     db: DeviceDatabase
     outbox: Outbox
     audit: AuditLog
@@ -106,7 +109,7 @@ class Desk:
         if self.updater is not None:
             self.updater.stop()
         self.retention.stop()
-        self.library.current.close()
+        self.libraries.close()
         self.db.close()
         self.service_lock.release()
 
@@ -130,7 +133,10 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
-    library = LibraryHolder(snapshot)
+    authorisation = AuthorisationStore(db)  # central's signed library authorisation, once one is applied
+    libraries = LibrarySet({settings.library.library_id: LibraryHolder(snapshot)}, authorisation.manifest,
+                           primary=settings.library.library_id)
+    library = libraries.primary
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
     updater = None
     if settings.updates is not None:
@@ -198,7 +204,8 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
         logger.exception("retention purge at start failed; it is tried again in the background")
     audit.record("library_loaded", "system", "ok", library_version=snapshot.version, records=snapshot.count,
                  embedder=snapshot.embedder_id)
-    return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, db=db, outbox=outbox,
+    return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, libraries=libraries,
+                authorisation=authorisation, db=db, outbox=outbox,
                 audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
                 service_lock=service_lock)
