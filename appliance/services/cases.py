@@ -207,10 +207,19 @@ class Case:
         return self.state in OPEN_STATES
 
     @property
-    def chosen_libraries(self) -> list[str]:
-        """The library ids the officer chose on the form (a case from before the choice: the one library)."""
+    def chosen(self) -> list[dict[str, str]]:
+        """The libraries the officer chose on the form: {library_id, name, kind} (before the choice existed:
+        the desk's one library)."""
         raw = self.row.get("libraries")
-        return list(json.loads(raw)) if raw else [LEGACY_LIBRARY_ID]
+        if not raw:
+            return [{"library_id": LEGACY_LIBRARY_ID, "name": "The reference library", "kind": "substantive"}]
+        return [lib if isinstance(lib, dict) else {"library_id": str(lib), "name": str(lib), "kind": ""}
+                for lib in json.loads(raw)]
+
+    @property
+    def chosen_libraries(self) -> list[str]:
+        """The library ids the officer chose on the form."""
+        return [lib["library_id"] for lib in self.chosen]
 
     @property
     def libraries_searched(self) -> list[dict[str, Any]]:
@@ -353,6 +362,12 @@ class CaseService:
 
         return offered(self.libraries, self._now())
 
+    def _chosen_json(self, chosen: list[str]) -> str:
+        """The choice as the case keeps it: each library's id, with its name and kind as the form showed them."""
+        names = {lib.library_id: lib for lib in self.libraries.choices(self._now())}
+        return json.dumps([{"library_id": c, "name": names[c].name if c in names else c,
+                            "kind": names[c].kind if c in names else ""} for c in chosen])
+
     def _check_choice(self, user: User, custody_ref: str, chosen: list[str] | None,
                       case_id: str | None = None) -> tuple[list[str], dict[str, str]]:
         """The officer's choice of libraries and its error, if any. ``None`` (a caller other than the form)
@@ -439,7 +454,7 @@ class CaseService:
             "submitted_at": self._clock(), "state": State.AWAITING_APPROVAL.value,
             "required_role": req.min_role.value, "advice_required": int(req.technical_advice),
             "apparent_under_18": _flag(under_18), "apparent_under_16": _flag(under_16),
-            "libraries": json.dumps(chosen),
+            "libraries": self._chosen_json(chosen),
         })
         self.audit.record("submission", user.username, "awaiting_approval", case_id=case_id,
                           custody_ref=sub.custody_ref.strip(), reason=sub.reason, age_band=sub.age_band,
@@ -554,7 +569,7 @@ class CaseService:
             required_role=req.min_role.value, advice_required=int(req.technical_advice),
             advice_by=case.advice_by if keep_advice else None, advice_text=case.advice_text if keep_advice else None,
             advice_at=case.advice_at if keep_advice else None,
-            apparent_under_18=_flag(under_18), apparent_under_16=_flag(under_16), libraries=json.dumps(chosen))
+            apparent_under_18=_flag(under_18), apparent_under_16=_flag(under_16), libraries=self._chosen_json(chosen))
         self.audit.record("submission", user.username, "resubmitted", case_id=case_id,
                           custody_ref=sub.custody_ref.strip(), reason=sub.reason, age_band=sub.age_band,
                           required_approval=req.min_role.value, technical_advice_required=req.technical_advice,
@@ -723,7 +738,7 @@ class CaseService:
         if len(kept) != len(normalise(keep)):
             raise CaseError("Only libraries chosen on the request can be searched; to search another, withdraw "
                             "this request and make a new one.")
-        self.store.update(case_id, libraries=json.dumps(kept))
+        self.store.update(case_id, libraries=json.dumps([lib for lib in case.chosen if lib["library_id"] in kept]))
         self.audit.record("submission", user.username, "libraries_narrowed", case_id=case_id,
                           custody_ref=case.custody_ref, libraries_chosen=kept,
                           libraries_removed=[c for c in chosen if c not in kept])

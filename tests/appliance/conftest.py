@@ -6,6 +6,7 @@ import pytest
 
 from appliance.settings import ApplianceSettings
 from appliance.web import create_app
+from tests.appliance.library_manifest import authorise
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 
@@ -32,4 +33,5 @@ def app(tmp_path, demo_library, pipeline):
     """The desk app with the real pipeline and library, sync not started (no broker needed)."""
     application = create_app(appliance_settings(tmp_path, demo_library), pipeline=pipeline, start_sync=False)
     application.config["TESTING"] = True
+    authorise(application.extensions["desk"])  # central authorised its one library for custody searches
     return application
