@@ -134,7 +134,10 @@ class PrimaryLibrary:
         return self._holder().current
 
     def swap(self, new: Snapshot) -> Snapshot:
-        return self._holder().swap(new)
+        holder = self._libraries.holder(self.library_id)  # never another lineage's holder
+        if holder is None:
+            raise SnapshotError(f"The library {self.library_id!r} is not held on this desk.")
+        return holder.swap(new)
 
 
 class LibrarySet:

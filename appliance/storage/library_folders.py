@@ -68,6 +68,23 @@ def held_ids(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and _ID.fullmatch(p.name) and p.name not in _LEGACY)
 
 
+def _marker(root: Path, library_id: str) -> Path:
+    return Path(root) / f"{library_id}.destroyed"
+
+
+def mark_destroyed(root: Path, library_id: str, reason: str) -> None:
+    """A plain marker (no secret) saying the desk destroyed this library: the provisioned one is then never
+    installed again from the files settings name, even if they are restored."""
+    path = _marker(root, library_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(reason + "\n")
+    fsync_dir(path.parent)
+
+
+def is_destroyed(root: Path, library_id: str) -> bool:
+    return _marker(root, library_id).exists()
+
+
 @dataclass(frozen=True)
 class ShreddedFile:
     name: str  # relative to the data folder, for the audit event (no content)

@@ -221,9 +221,10 @@ class LibraryUpdater:
                 updater = self._refresh()
                 if self.authorisation is not None:
                     self.authorisation.check(updater, self._listed())
-                result = (self._check(updater) if self._lineage_id in self._lineages() else
+                result = (self._check(updater) if self._lineage_id in self._lineages() and self._primary_held() else
                           UpdateResult("up_to_date", current.version, f"Library {self._lineage_id!r} is not "
-                                       f"authorised for this desk: it is not updated.", current.version))
+                                       f"authorised for this desk or not held: it is not updated here.",
+                                       current.version))
             except UpdateRefusedError as e:
                 result = UpdateResult("refused", self._holder.current.version, str(e),
                                       current.version, e.target, e.reason)
@@ -353,13 +354,16 @@ class LibraryUpdater:
         now = self._libraries.now()
         return [lib.library_id for lib in manifest.libraries if not lib.has_expired(now)]
 
+    def _primary_held(self) -> bool:
+        return self._libraries is None or self._libraries.holder(self._primary[0]) is not None
+
     def _check_others(self, updater: Updater) -> None:
         """Update each listed library other than the provisioned one, each bound in turn; one library's
         failure never stops the others (its refusal is audited under its own target)."""
         if self._libraries is None or self._keyring is None or self._store_for is None:
             return
         for library_id in self._lineages():
-            if library_id == self._primary[0]:
+            if library_id == self._primary[0] and self._primary_held():
                 continue
             holder = self._libraries.holder(library_id)
             start = holder.current.version if holder is not None else 0

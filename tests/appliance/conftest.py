@@ -6,14 +6,18 @@ import pytest
 
 from appliance.settings import ApplianceSettings
 from appliance.web import create_app
-from tests.appliance.library_manifest import authorise
+from tests.desk_authorisation import seed_authorisation
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 
 
-def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, **over) -> ApplianceSettings:
+def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, *, authorised: bool = True,
+                       **over) -> ApplianceSettings:
     """A provisioned desk's settings: its own key-wrapping key, the library key wrapped to it (as central does),
-    and the test central's fleet-command public key (``tests.fleet_key``) unless told otherwise."""
+    and the test central's fleet-command public key (``tests.fleet_key``) unless told otherwise.
+
+    ``authorised``: the desk is given central's authorisation manifest for its provisioned library through the
+    desk's own apply path (``tests.desk_authorisation``), as a provisioned desk receives it on first contact."""
     device_id, data_dir = over.get("device_id", "desk-test-01"), over.get("data_dir", tmp_path / "device")
     data = {
         "device_id": device_id,
@@ -25,7 +29,10 @@ def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: in
     if "fleet_command_public_key" not in over:
         data["fleet_command_public_key"] = write_command_key(tmp_path / "central-key")[1]
     data.update(over)
-    return ApplianceSettings.model_validate(data)
+    settings = ApplianceSettings.model_validate(data)
+    if authorised:
+        seed_authorisation(settings)
+    return settings
 
 
 @pytest.fixture
@@ -33,5 +40,4 @@ def app(tmp_path, demo_library, pipeline):
     """The desk app with the real pipeline and library, sync not started (no broker needed)."""
     application = create_app(appliance_settings(tmp_path, demo_library), pipeline=pipeline, start_sync=False)
     application.config["TESTING"] = True
-    authorise(application.extensions["desk"])  # central authorised its one library for custody searches
     return application
