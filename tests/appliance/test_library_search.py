@@ -170,11 +170,12 @@ def test_a_search_of_two_libraries_merges_their_top_k_by_score_and_names_each_ca
 
     # The candidates page names each person's library in words.
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    tango = re.search(r'data-subject="OP-TANGO-7".*?</legend>\s*<p class="library-label"[^>]*>([^<]*)</p>', html, re.S)
-    assert tango and tango.group(1) == f"From the library: {OPERATION_NAME} (temporary library)"
-    obama = re.search(r'data-subject="DEMO-OBAMA".*?</legend>\s*<p class="library-label"[^>]*>([^<]*)</p>', html,
-                      re.S)
-    assert obama and obama.group(1) == f"From the library: {NATIONAL_NAME} (permitted library)"
+    tango = re.search(r'data-subject="OP-TANGO-7".*?<dt>From the library</dt><dd class="library-label"[^>]*>([^<]*)<',
+                      html, re.S)
+    assert tango and tango.group(1) == f"{OPERATION_NAME} (temporary library)"
+    obama = re.search(r'data-subject="DEMO-OBAMA".*?<dt>From the library</dt><dd class="library-label"[^>]*>([^<]*)<',
+                      html, re.S)
+    assert obama and obama.group(1) == f"{NATIONAL_NAME} (permitted library)"
     assert "in 2 libraries" in html, "the scale says how many libraries the records were in"
 
     # The side-by-side comparison names the library too, and shows that library's image.
