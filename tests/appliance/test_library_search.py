@@ -170,12 +170,10 @@ def test_a_search_of_two_libraries_merges_their_top_k_by_score_and_names_each_ca
 
     # The candidates page names each person's library in words.
     html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
-    tango = re.search(r'data-subject="OP-TANGO-7".*?<dt>From the library</dt><dd class="library-label"[^>]*>([^<]*)<',
-                      html, re.S)
-    assert tango and tango.group(1) == f"{OPERATION_NAME} (temporary library)"
-    obama = re.search(r'data-subject="DEMO-OBAMA".*?<dt>From the library</dt><dd class="library-label"[^>]*>([^<]*)<',
-                      html, re.S)
-    assert obama and obama.group(1) == f"{NATIONAL_NAME} (permitted library)"
+    tango = re.search(r'data-subject="OP-TANGO-7".*?<legend>.*?<span class="library-label"[^>]*>([^<]*)<', html, re.S)
+    assert tango and tango.group(1) == f"from {OPERATION_NAME} (temporary library)"
+    obama = re.search(r'data-subject="DEMO-OBAMA".*?<legend>.*?<span class="library-label"[^>]*>([^<]*)<', html, re.S)
+    assert obama and obama.group(1) == f"from {NATIONAL_NAME} (permitted library)"
     assert "in 2 libraries" in html, "the scale says how many libraries the records were in"
 
     # The side-by-side comparison names the library too, and shows that library's image.
@@ -226,6 +224,9 @@ def test_a_library_suspended_after_approval_stops_the_search_in_plain_words(desk
     assert narrowed["outcome"] == "libraries_narrowed" and narrowed["details"]["libraries_removed"] == [OPERATION]
     assert officer.post(f"/cases/{case_id}/search").status_code == 302
     assert {r.library_id for r in desk.cases.candidates(case_id)} == {"national"}
+    html = officer.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
+    assert f"all in {NATIONAL_NAME}." in html, "one library searched: said once for every candidate"
+    assert 'class="library-label"' not in html
     assert [lib["library_id"] for lib in events(desk_app, "search")[-1]["details"]["libraries"]] == ["national"]
 
 
