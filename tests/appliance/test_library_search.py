@@ -180,6 +180,13 @@ def test_a_search_of_two_libraries_merges_their_top_k_by_score_and_names_each_ca
     tango_rank = next(r.rank for r in rows if r.subject_ref == "OP-TANGO-7")
     page = officer.get(f"/cases/{case_id}/candidates/{tango_rank}/compare").get_data(as_text=True)
     assert f'id="reference-library">{OPERATION_NAME} (temporary library)<' in page
+    page = officer.get(f"/cases/{case_id}/candidates/{tango_rank}/features").get_data(as_text=True)
+    assert f"From the library: {OPERATION_NAME} (temporary library)." in page
+    # The printable summary (the export) names the libraries and versions searched.
+    page = officer.get(f"/cases/{case_id}/summary").get_data(as_text=True)
+    versions = {lib["library_id"]: lib["version"] for lib in searched}
+    assert (f"{NATIONAL_NAME} (permitted library, version {versions['national']}); "
+            f"{OPERATION_NAME} (temporary library, version {versions[OPERATION]})") in page
 
 
 def test_the_same_subject_reference_in_two_libraries_is_two_people(desk_app):
