@@ -286,3 +286,30 @@ def test_a_peer_review_names_the_library_and_central_looks_only_there(demo_libra
     missing = central.find(1, "tango/biden.jpg", "OP-TANGO-2", "national")
     assert not missing.found, "a source is looked up only in the library the candidate came from"
     assert central.find(2, "biden.jpg", "DEMO-BIDEN", None).found, "a request naming no library: national"
+
+
+def test_the_peer_review_request_names_each_candidates_library_and_source(desk_app, face_photo):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance.services.peer_review import CentralPeerReviewChannel, PeerReviewRequest
+    from appliance.storage.peer_review_outbox import PeerReviewOutbox
+    from core import peer_review as wire
+
+    desk = desk_app.extensions["desk"]
+    officer, case_id = photographed(desk_app, face_photo, ["national", OPERATION])
+    assert officer.post(f"/cases/{case_id}/search").status_code == 302
+    outbox = PeerReviewOutbox(desk.db)
+    channel = CentralPeerReviewChannel(desk.settings.device_id, desk.cases.reviews, outbox, desk.cases.store,
+                                       desk.libraries, desk.pipeline.embedder_manifest,
+                                       central_key=Ed25519PrivateKey.generate().public_key())
+    sent = channel.send_request(PeerReviewRequest(case_id, "CR-2025-00123", "officer", [1], "The ears differ."))
+    message = wire.PeerReviewRequest.from_bytes(outbox.get(sent["request_id"]).payload)
+    by_rank = {c.rank: c for c in message.candidates}
+    rows = desk.cases.candidates(case_id)
+    assert {r.library_id for r in rows} == {"national", OPERATION}
+    for row in rows:
+        summary = by_rank[row.rank]
+        assert summary.library_id == row.library_id
+        assert summary.source == desk.libraries.snapshot(row.library_id).record(row.record_id).source
+    versions = {lib["library_id"]: lib["version"] for lib in desk.cases.get(case_id).libraries_searched}
+    assert message.library_version == f"national v{versions['national']}, {OPERATION} v{versions[OPERATION]}"
