@@ -382,8 +382,10 @@ class CaseService:
             self.audit.record("search_refused", user.username, "library_not_authorised", case_id=case_id,
                               custody_ref=custody_ref, library_id=library_id[:64], stage="submission",
                               refusal=self.libraries.refusal_code(library_id, now) or "not_offered")
-        if bad:
-            return picked, {"libraries": NOT_OFFERED.format(name=f"“{bad[0][:64]}”")}
+        if bad:  # the library set's own words when it knows why (suspended, expired...), else "not offered"
+            words = [self.libraries.refusal(library_id, now) or NOT_OFFERED.format(name=f"“{library_id[:64]}”")
+                     for library_id in bad]
+            return picked, {"libraries": " ".join(dict.fromkeys(words))}
         return picked, {}
 
     # Reading -------------------------------------------------------------------

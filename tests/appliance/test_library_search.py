@@ -115,14 +115,15 @@ def test_the_form_refuses_a_library_it_did_not_offer_and_an_empty_choice(desk_ap
     before = len(desk_app.extensions["desk"].cases.list())
     response = officer.submit(libraries=["national", "covert-watchlist"])
     html = response.get_data(as_text=True)
-    assert response.status_code == 422 and "is not a library this desk may search for custody" in html
+    assert response.status_code == 422 and "covert-watchlist&#39; is not authorised for this desk" in html
     refused = events(desk_app, "search_refused")[-1]
     assert refused["outcome"] == "library_not_authorised"
     assert refused["details"]["library_id"] == "covert-watchlist" and refused["details"]["refusal"] == "not_listed"
     # A library the manifest lists but has suspended, sent by a page loaded before the suspension.
     authorise(desk_app.extensions["desk"], entry(),
               entry(OPERATION, OPERATION_NAME, kind="temporary", default=False, status="suspended"))
-    assert officer.submit(libraries=[OPERATION]).status_code == 422
+    response = officer.submit(libraries=[OPERATION])
+    assert response.status_code == 422 and "has been suspended" in response.get_data(as_text=True)
     assert events(desk_app, "search_refused")[-1]["details"] == {
         **events(desk_app, "search_refused")[-1]["details"], "library_id": OPERATION, "refusal": "suspended"}
     response = officer.submit(libraries=[])
