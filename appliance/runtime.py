@@ -192,7 +192,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     central_reviews: CentralPeerReviewChannel | None = None
     if settings.peer_review.channel == "central":
         channel = central_reviews = CentralPeerReviewChannel(
-            settings.device_id, reviews, PeerReviewOutbox(db), case_store, library, pipeline.embedder_manifest,
+            settings.device_id, reviews, PeerReviewOutbox(db), case_store, libraries, pipeline.embedder_manifest,
             central_key=central_key, resend_after_s=settings.peer_review.resend_after_s,
             review_key=load_review_key(settings.peer_review.central_review_key))
         handlers[peer_review_outcome_topic(settings.device_id)] = central_reviews.handle_outcome
@@ -226,7 +226,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), idle_s=settings.auth.idle_timeout_minutes * 60,
                               absolute_s=settings.auth.absolute_timeout_hours * 3600)
-    case_service = CaseService(case_store, reviews, channel, pipeline, library, audit,
+    case_service = CaseService(case_store, reviews, channel, pipeline, libraries, audit,
                                lambda: desk_config.top_k(settings.search.top_k))
     if central_reviews is not None:
         central_reviews.bind(case_service.apply_peer_review)

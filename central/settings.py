@@ -172,10 +172,11 @@ class CentralSettings(StrictModel):
         return self.peer_review.probe_dir or self.data_dir / "review-probes"
 
     @property
-    def review_libraries(self) -> list[tuple[Path, Path]]:
-        """(snapshot, key file) central looks references up in: [[peer_review.libraries]], else the reports'."""
+    def review_libraries(self) -> list[tuple[Path, Path, str]]:
+        """(snapshot, key file, library id) central looks references up in: [[peer_review.libraries]], else
+        the reports'."""
         chosen = self.peer_review.libraries or self.reports.libraries
-        return [(entry.path, entry.key_file) for entry in chosen]
+        return [(entry.path, entry.key_file, getattr(entry, "library_id", "national")) for entry in chosen]
 
     @property
     def database_url(self) -> str:

@@ -23,12 +23,14 @@ decisions, so a malformed or half-filled message is refused with a reason.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from core.errors import WireFormatError
+from core.library_authorisation import LIBRARY_ID
 from core.morphology import Morphology
 from core.review_probe import MAX_SEALED_PROBE_CHARS, SealedProbe
 from core.signed import SignedByCentral
@@ -57,7 +59,7 @@ VIABLE_AFTER_REVIEW = "viable_after_review"
 OUTCOMES = frozenset({CONFIRMED_NOT_VIABLE, VIABLE_AFTER_REVIEW})
 
 _CANDIDATE_FIELDS = {"rank", "subject_ref", "score", "band", "decision"}
-_OPTIONAL_CANDIDATE_FIELDS = {"source"}
+_OPTIONAL_CANDIDATE_FIELDS = {"source", "library_id"}
 _REQUEST_FIELDS = {"v", "request_id", "device_id", "case_id", "custody_ref", "requested_by", "requested_at",
                    "library_version", "doubts", "ranks", "candidates"}
 #: Added later, and only sent when there is something in it: a request without them reads as before.
@@ -119,7 +121,9 @@ class CandidateSummary:
     """One candidate as the reviewer is told of it: references central looks up in its library, never an image.
 
     ``source`` is the reference image's stable reference (``library.records.ReferenceRecord.source``), the same
-    in every library version; None when the desk could no longer read it (its library was replaced)."""
+    in every library version; None when the desk could no longer read it (its library was replaced).
+    ``library_id`` names the library it came from (a desk searches several; sources are per library);
+    None from a desk that held one library, which central reads as ``national``."""
 
     rank: int
     subject_ref: str
@@ -127,9 +131,13 @@ class CandidateSummary:
     band: str
     decision: str
     source: str | None = None
+    library_id: str | None = None
 
     def __post_init__(self) -> None:
         _rank(self.rank)
+        if self.library_id is not None and (not isinstance(self.library_id, str)
+                                            or not re.fullmatch(LIBRARY_ID, self.library_id)):
+            raise WireFormatError("A candidate's library_id is not a library id.")
         _text("subject_ref", self.subject_ref, MAX_NAME)
         if self.source is not None:
             _text("source", self.source, MAX_NAME)
@@ -142,7 +150,11 @@ class CandidateSummary:
     def to_dict(self) -> dict[str, Any]:
         out = {"rank": self.rank, "subject_ref": self.subject_ref, "score": self.score, "band": self.band,
                "decision": self.decision}
-        return out if self.source is None else {**out, "source": self.source}
+        if self.source is not None:
+            out["source"] = self.source
+        if self.library_id is not None:
+            out["library_id"] = self.library_id
+        return out
 
     @classmethod
     def from_dict(cls, obj: object) -> CandidateSummary:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from appliance.settings import load as load_appliance_settings
 from testbed.ports import free_port
 from tests.appliance.http_desk import HttpDesk, create_accounts
+from tests.desk_authorisation import seed_authorisation
 from tests.fleet_tls import FleetPki, desk_web_toml, https_get, start_served, stop_served, wait_https
 from tests.fleet_tls import opener as fleet_opener
 
@@ -97,6 +99,9 @@ def system(tmp_path: Path, mosquitto):
     run("-m", "central", "accounts", "add", "--config", str(tmp_path / "central.toml"), "--username", "auditor",
         "--role", "auditor", "--password-stdin", stdin=CENTRAL_PASSWORD + "\n")
     create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
+    # Central's authorisation manifest for the desk's library, through the desk's apply path: a desk searches
+    # only libraries it is authorised to (#18).
+    seed_authorisation(load_appliance_settings(tmp_path / "appliance.toml"))
     logs = {name: tmp_path / f"{name}.log" for name in ("central", "appliance")}
     procs = {name: start_served(name, tmp_path / f"{name}.toml", logs[name]) for name in ("central", "appliance")}
     try:

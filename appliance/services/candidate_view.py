@@ -41,6 +41,17 @@ class CandidateView:
     # Whose image this is, for grouping: the library's subject reference, or the image itself when the
     # library no longer says (each such image then stands alone rather than merging strangers).
     subject_key: str = ""
+    # Which library the image came from (record ids and subject references are per library), and what the
+    # page calls it: a candidate is labelled with its library in words, never by colour alone.
+    library_id: str = "national"
+    library_name: str = ""
+    library_kind: str = ""
+
+    @property
+    def library_label(self) -> str:
+        kind = {"temporary": "temporary library", "substantive": "permitted library"}.get(self.library_kind)
+        name = self.library_name or self.library_id
+        return f"{name} ({kind})" if kind else name
 
     @property
     def below_threshold(self) -> bool:
@@ -70,6 +81,11 @@ class PersonView:
     @property
     def others(self) -> tuple[CandidateView, ...]:
         return self.images[1:]
+
+    @property
+    def library_label(self) -> str:
+        """The library this person's images came from (grouping never joins images of two libraries)."""
+        return self.best.library_label
 
     @property
     def ranks(self) -> list[int]:
@@ -146,7 +162,8 @@ def band_of(score: float, manifest: Any) -> tuple[str, str]:
 
 
 def describe(rank: int, score: float, record: ReferenceRecord, probe_date: date, manifest: Any,
-             decision: str | None, subject_key: str = "") -> CandidateView:
+             decision: str | None, subject_key: str = "", library_id: str = "national", library_name: str = "",
+             library_kind: str = "") -> CandidateView:
     name, label = band_of(score, manifest)
     quality, reasons = reference_quality(record)
     return CandidateView(
@@ -154,7 +171,8 @@ def describe(rank: int, score: float, record: ReferenceRecord, probe_date: date,
         image_date=record.image_date.isoformat() if record.image_date else "Not recorded",
         time_lapse=time_lapse(record.image_date, probe_date), age_at_image=age_at_image(record),
         reference_quality=quality, reference_quality_reasons=reasons, decision=decision,
-        subject_key=subject_key or record.subject_ref,
+        subject_key=subject_key or record.subject_ref, library_id=library_id, library_name=library_name,
+        library_kind=library_kind,
     )
 
 

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,7 +45,16 @@ from appliance.services.candidate_view import (
     group_by_subject,
     search_scale,
 )
-from appliance.services.library import LibraryHolder
+from appliance.services.library_choice import (
+    CHOOSE_ONE,
+    NOT_OFFERED,
+    WHAT_TO_DO,
+    Libraries,
+    default_choice,
+    normalise,
+    searched_record,
+    unoffered,
+)
 from appliance.services.match_report import CONFIRM_ERROR, ReportFacts, prefill, reference_quality_of
 from appliance.services.morphology import read_morphology
 from appliance.services.peer_review import (
@@ -72,7 +81,7 @@ from appliance.services.policy import (
     validate_match_report,
     validate_submission,
 )
-from appliance.storage.cases import CandidateRow, CaseStore, ProbeRow
+from appliance.storage.cases import LEGACY_LIBRARY_ID, CandidateRow, CaseStore, ProbeRow
 from appliance.storage.peer_reviews import PeerReviewRow, PeerReviewStore
 from core.errors import CustodyRfrError
 from core.morphology import Morphology
@@ -137,6 +146,14 @@ class SubmissionInvalid(CaseError):
         self.errors = errors
 
 
+class LibrariesRefused(CaseError):
+    """A library the officer chose can no longer be searched: nothing was searched (``library_choice``)."""
+
+    def __init__(self, refused: list[tuple[str, str, str]]) -> None:
+        super().__init__(" ".join(words for _, _, words in refused) + " " + WHAT_TO_DO)
+        self.refused = refused  # (library id, refusal code, the library set's words for it)
+
+
 class DecisionInvalid(CaseError):
     """A refusal or return sent without what the officer needs to read (field name -> message)."""
 
@@ -188,6 +205,35 @@ class Case:
     @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
+
+    @property
+    def chosen(self) -> list[dict[str, str]]:
+        """The libraries the officer chose on the form: {library_id, name, kind} (before the choice existed:
+        the desk's one library)."""
+        raw = self.row.get("libraries")
+        if not raw:
+            return [{"library_id": LEGACY_LIBRARY_ID, "name": "The reference library", "kind": "substantive"}]
+        return [lib if isinstance(lib, dict) else {"library_id": str(lib), "name": str(lib), "kind": ""}
+                for lib in json.loads(raw)]
+
+    @property
+    def chosen_libraries(self) -> list[str]:
+        """The library ids the officer chose on the form."""
+        return [lib["library_id"] for lib in self.chosen]
+
+    @property
+    def libraries_searched(self) -> list[dict[str, Any]]:
+        """Each library the search ran on: {library_id, name, kind, version} (empty before the search)."""
+        raw = self.row.get("libraries_searched")
+        if raw:
+            return list(json.loads(raw))
+        if self.row.get("library_version") is not None:  # searched before desks held several libraries
+            return [{"library_id": LEGACY_LIBRARY_ID, "name": "The reference library", "kind": "substantive",
+                     "version": self.row["library_version"]}]
+        return []
+
+    def searched_version(self, library_id: str) -> int | None:
+        return next((lib["version"] for lib in self.libraries_searched if lib["library_id"] == library_id), None)
 
     @property
     def submission(self) -> Submission:
@@ -298,12 +344,49 @@ class CaptureResult:
 
 class CaseService:
     def __init__(self, store: CaseStore, reviews: PeerReviewStore, channel: PeerReviewChannel,
-                 pipeline: FacePipeline, library: LibraryHolder, audit: AuditLog, top_k: int | Callable[[], int],
+                 pipeline: FacePipeline, libraries: Libraries, audit: AuditLog, top_k: int | Callable[[], int],
                  clock: Callable[[], float] = time.time) -> None:
         # ``top_k`` may be a callable: central's signed configuration can change it while the desk runs.
+        # ``libraries``: every library the desk holds, under its authorisation (``LibrarySet``).
         self.store, self.reviews, self.channel = store, reviews, channel
-        self.pipeline, self.library, self.audit, self.top_k, self._clock = pipeline, library, audit, top_k, clock
+        self.pipeline, self.libraries, self.audit, self.top_k, self._clock = pipeline, libraries, audit, top_k, clock
         self.access = CaseAccess(audit)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    # The libraries a search runs on -----------------------------------------------
+    def library_choices(self) -> list[dict[str, Any]]:
+        """The libraries the form offers now, for custody, the manifest's default set marked."""
+        from appliance.services.library_choice import offered
+
+        return offered(self.libraries, self._now())
+
+    def _chosen_json(self, chosen: list[str]) -> str:
+        """The choice as the case keeps it: each library's id, with its name and kind as the form showed them."""
+        names = {lib.library_id: lib for lib in self.libraries.choices(self._now())}
+        return json.dumps([{"library_id": c, "name": names[c].name if c in names else c,
+                            "kind": names[c].kind if c in names else ""} for c in chosen])
+
+    def _check_choice(self, user: User, custody_ref: str, chosen: list[str] | None,
+                      case_id: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """The officer's choice of libraries and its error, if any. ``None`` (a caller other than the form)
+        means the manifest's default set. A library the desk does not offer is refused and audited: the form
+        only shows offered ones, so it came from a stale page or a hand-made request."""
+        now = self._now()
+        picked = default_choice(self.libraries, now) if chosen is None else normalise(chosen)
+        if not picked:
+            return picked, {"libraries": CHOOSE_ONE}
+        bad = unoffered(picked, self.libraries, now)
+        for library_id in bad:
+            self.audit.record("search_refused", user.username, "library_not_authorised", case_id=case_id,
+                              custody_ref=custody_ref, library_id=library_id[:64], stage="submission",
+                              refusal=self.libraries.refusal_code(library_id, now) or "not_offered")
+        if bad:  # the library set's own words when it knows why (suspended, expired...), else "not offered"
+            words = [self.libraries.refusal(library_id, now) or NOT_OFFERED.format(name=f"“{library_id[:64]}”")
+                     for library_id in bad]
+            return picked, {"libraries": " ".join(dict.fromkeys(words))}
+        return picked, {}
 
     # Reading -------------------------------------------------------------------
     def get(self, case_id: str) -> Case:
@@ -355,9 +438,11 @@ class CaseService:
         return self.store.match_report(case_id)
 
     # Submission and approval ---------------------------------------------------
-    def submit(self, user: User, sub: Submission) -> Case:
+    def submit(self, user: User, sub: Submission, libraries: list[str] | None = None) -> Case:
+        """A new request: ``libraries`` are the ids ticked on the form (None: the manifest's default set)."""
         check_can_submit(user.role)
-        errors = validate_submission(sub)
+        chosen, library_errors = self._check_choice(user, sub.custody_ref.strip(), libraries)
+        errors = {**validate_submission(sub), **library_errors}
         if errors:
             raise SubmissionInvalid(errors)
         req = required_approval(sub)
@@ -371,10 +456,12 @@ class CaseService:
             "submitted_at": self._clock(), "state": State.AWAITING_APPROVAL.value,
             "required_role": req.min_role.value, "advice_required": int(req.technical_advice),
             "apparent_under_18": _flag(under_18), "apparent_under_16": _flag(under_16),
+            "libraries": self._chosen_json(chosen),
         })
         self.audit.record("submission", user.username, "awaiting_approval", case_id=case_id,
                           custody_ref=sub.custody_ref.strip(), reason=sub.reason, age_band=sub.age_band,
-                          required_approval=req.min_role.value, technical_advice_required=req.technical_advice)
+                          required_approval=req.min_role.value, technical_advice_required=req.technical_advice,
+                          libraries_chosen=chosen)
         return self.get(case_id)
 
     def record_advice(self, case_id: str, user: User, text: str) -> Case:
@@ -458,7 +545,7 @@ class CaseService:
         self._owned(case_id, user, "change request", State.RETURNED)
         return self.open_case(case_id, user, "change request")
 
-    def resubmit(self, case_id: str, user: User, sub: Submission) -> Case:
+    def resubmit(self, case_id: str, user: User, sub: Submission, libraries: list[str] | None = None) -> Case:
         """The officer sends a returned request again, changed: it waits for approval afresh.
 
         The approval it needs is worked out again from the new answers. Technical advice already
@@ -466,7 +553,10 @@ class CaseService:
         other facts would not be advice on this request.
         """
         case = self._owned(case_id, user, "resubmission", State.RETURNED)
-        errors = validate_submission(sub)
+        chosen, library_errors = self._check_choice(user, sub.custody_ref.strip(),
+                                                    case.chosen_libraries if libraries is None else libraries,
+                                                    case_id)
+        errors = {**validate_submission(sub), **library_errors}
         if errors:
             raise SubmissionInvalid(errors)
         req = required_approval(sub)
@@ -481,11 +571,11 @@ class CaseService:
             required_role=req.min_role.value, advice_required=int(req.technical_advice),
             advice_by=case.advice_by if keep_advice else None, advice_text=case.advice_text if keep_advice else None,
             advice_at=case.advice_at if keep_advice else None,
-            apparent_under_18=_flag(under_18), apparent_under_16=_flag(under_16))
+            apparent_under_18=_flag(under_18), apparent_under_16=_flag(under_16), libraries=self._chosen_json(chosen))
         self.audit.record("submission", user.username, "resubmitted", case_id=case_id,
                           custody_ref=sub.custody_ref.strip(), reason=sub.reason, age_band=sub.age_band,
                           required_approval=req.min_role.value, technical_advice_required=req.technical_advice,
-                          technical_advice_kept=keep_advice)
+                          technical_advice_kept=keep_advice, libraries_chosen=chosen)
         return self.get(case_id)
 
     # Probe capture and search ----------------------------------------------------
@@ -567,25 +657,94 @@ class CaseService:
                               custody_ref=case.custody_ref)
             raise CaseError("This photo is not good enough to search: " + " ".join(probe.quality.get("reasons", []))
                             + " Take it again.")
-        snapshot = self.library.current
+        searched = self._searchable(case, user)
         top_k = self.top_k() if callable(self.top_k) else self.top_k
         started = time.perf_counter()
-        found = snapshot.search(np.frombuffer(probe.template, dtype="<f4"), top_k)
+        template = np.frombuffer(probe.template, dtype="<f4")
+        # Each library searched for the top k, then one list by score: the k best across every library.
+        # Ties keep the order the libraries were chosen in, then each library's own rank.
+        merged = sorted(((float(c.score), order, c.rank, library_id, c) for order, (library_id, _, snapshot)
+                         in enumerate(searched) for c in snapshot.search(template, top_k)),
+                        key=lambda t: (-t[0], t[1], t[2]))[:top_k]
         if self.pipeline.on_stage is not None:  # the search stage's latency, beside detect and embed
             self.pipeline.on_stage("search", time.perf_counter() - started)
-        rows = [CandidateRow(c.rank, int(c.record.record_id or 0), float(c.score), None, c.record.subject_ref)
-                for c in found]
+        rows = [CandidateRow(rank, int(c.record.record_id or 0), score, None, c.record.subject_ref, library_id)
+                for rank, (score, _, _, library_id, c) in enumerate(merged, start=1)]
+        libraries = [record for _, record, _ in searched]
+        single = searched[0][2].version if len(searched) == 1 else None
         self.store.put_candidates(case_id, rows)
-        self.store.update(case_id, state=State.CANDIDATES_SHOWN.value, library_version=snapshot.version,
-                          searched_at=self._clock())
+        self.store.update(case_id, state=State.CANDIDATES_SHOWN.value, library_version=single,
+                          libraries_searched=json.dumps(libraries), searched_at=self._clock())
         self.audit.record("search", user.username, "candidates_shown" if rows else "no_candidates",
-                          case_id=case_id, custody_ref=case.custody_ref, library_version=snapshot.version,
+                          case_id=case_id, custody_ref=case.custody_ref, library_version=single,
+                          libraries=libraries,
+                          candidates_by_library={lib["library_id"]: sum(1 for r in rows
+                                                                        if r.library_id == lib["library_id"])
+                                                 for lib in libraries},
                           embedder=self.pipeline.embedder_id, faces_found=probe.faces_found,
                           candidates=len(rows), top_score=round(rows[0].score, 4) if rows else None,
                           probe_quality=(probe.quality or {}).get("verdict"), age_band=case.age_band,
                           apparent_under_18=_unflag(case.apparent_under_18),
                           apparent_under_16=_unflag(case.apparent_under_16))
         return rows
+
+    def _searchable(self, case: Case, user: User) -> list[tuple[str, dict[str, Any], Any]]:
+        """Each chosen library's id, record and snapshot, when every one may be searched now; otherwise
+        each refused one is audited and ``LibrariesRefused`` says which and why: nothing is searched
+        (``appliance.services.library_choice`` says why it stops rather than searching the rest)."""
+        now = self._now()
+        offered = {lib.library_id: lib for lib in self.libraries.choices(now)}
+        refused: list[tuple[str, str, str]] = []
+        out = []
+        for library_id in case.chosen_libraries:
+            code = self.libraries.refusal_code(library_id, now)
+            entry = offered.get(library_id)
+            if code is None and entry is not None:
+                try:
+                    snapshot = self.libraries.current(library_id, now)
+                    out.append((library_id, searched_record(entry, snapshot), snapshot))
+                    continue
+                except CustodyRfrError:  # refused or removed since the question was asked
+                    code = self.libraries.refusal_code(library_id, now) or "not_held"
+            code = code or "not_listed"
+            refused.append((library_id, code, self.libraries.refusal(library_id, now)
+                            or f"The library {library_id!r} cannot be searched now."))
+        if refused:
+            for library_id, code, _ in refused:
+                self.audit.record("search_refused", user.username, "library_not_authorised", case_id=case.case_id,
+                                  custody_ref=case.custody_ref, library_id=library_id, refusal=code)
+            raise LibrariesRefused(refused)
+        return out
+
+    def unsearchable(self, case_id: str) -> list[tuple[str, str, str]]:
+        """The chosen libraries that could not be searched now: (id, refusal code, words), for the case page
+        to say before the officer presses Search (the search itself checks again)."""
+        case = self.get(case_id)
+        now = self._now()
+        out = []
+        for library_id in case.chosen_libraries:
+            code = self.libraries.refusal_code(library_id, now)
+            if code is not None:
+                out.append((library_id, code, self.libraries.refusal(library_id, now) or code))
+        return out
+
+    def narrow_libraries(self, case_id: str, user: User, keep: list[str]) -> Case:
+        """The officer searches fewer of the libraries they chose (after one was refused): only ever a part of
+        the approved choice, so the approval still covers it; adding a library needs a new request."""
+        case = self._owned(case_id, user, "choose libraries", State.APPROVED, State.PROBE_CAPTURED)
+        chosen = case.chosen_libraries
+        kept = [library_id for library_id in normalise(keep) if library_id in chosen]
+        if not kept:
+            raise CaseError(CHOOSE_ONE + " Only libraries chosen on the request can be searched; to search "
+                            "another, withdraw this request and make a new one.")
+        if len(kept) != len(normalise(keep)):
+            raise CaseError("Only libraries chosen on the request can be searched; to search another, withdraw "
+                            "this request and make a new one.")
+        self.store.update(case_id, libraries=json.dumps([lib for lib in case.chosen if lib["library_id"] in kept]))
+        self.audit.record("submission", user.username, "libraries_narrowed", case_id=case_id,
+                          custody_ref=case.custody_ref, libraries_chosen=kept,
+                          libraries_removed=[c for c in chosen if c not in kept])
+        return self.get(case_id)
 
     def view_candidates(self, case_id: str, user: User) -> CaseFile:
         """The candidates page: for those who may see the faces, and every viewing is recorded."""
@@ -606,29 +765,45 @@ class CaseService:
     def candidate_views(self, case_id: str) -> list[CandidateView]:
         """Every candidate with the facts the adjudicator must weigh, from the library version searched."""
         case = self.get(case_id)
-        snapshot = self.library.current
+        names = {lib["library_id"]: lib for lib in case.libraries_searched}
         probe_date = date.fromtimestamp(case.searched_at or self._clock())
         views = []
         for c in self.store.candidates(case_id):
             try:
-                if case.library_version != snapshot.version:
-                    raise SnapshotError("library updated")
-                record = snapshot.record(c.record_id)
+                record = self._snapshot_searched(case, c.library_id).record(c.record_id)
             except SnapshotError:
                 record = ReferenceRecord(subject_ref=c.subject_ref or "Not available: the library was updated",
                                          source="")
-            # Grouped by the subject recorded at the search; a row from before that was kept groups by the
-            # library's record, or stands alone when the library no longer has it.
-            key = c.subject_ref or (record.subject_ref if record.source else f"record:{c.record_id}")
+            # Grouped by the subject recorded at the search, within its library (subject references are the
+            # library's own: the same words in two libraries are not known to be one person, and strangers
+            # are never merged); a row from before that was kept groups by the library's record, or stands
+            # alone when the library no longer has it.
+            subject = c.subject_ref or (record.subject_ref if record.source else f"record:{c.record_id}")
+            library = names.get(c.library_id, {})
             views.append(describe(c.rank, c.score, record, probe_date, self.pipeline.embedder_manifest, c.decision,
-                                  subject_key=key))
+                                  subject_key=f"{c.library_id}|{subject}", library_id=c.library_id,
+                                  library_name=str(library.get("name") or c.library_id),
+                                  library_kind=str(library.get("kind") or "")))
         return views
+
+    def _snapshot_searched(self, case: Case, library_id: str) -> Any:
+        """The snapshot of ``library_id`` the search used; ``SnapshotError`` once it is no longer on the desk."""
+        version = case.searched_version(library_id)
+        snapshot = self.libraries.snapshot(library_id)
+        if snapshot is None:
+            raise SnapshotError("library no longer held")
+        if version is None or snapshot.version != version:
+            raise SnapshotError("library updated")
+        return snapshot
 
     def search_scale(self, case_id: str) -> SearchScale:
         """Records searched (from the library version the search used) and each band stated at that size."""
         case = self.get(case_id)
-        snapshot = self.library.current
-        records = snapshot.count if case.library_version == snapshot.version else None
+        try:
+            records: int | None = sum(self._snapshot_searched(case, lib["library_id"]).count
+                                      for lib in case.libraries_searched) if case.libraries_searched else None
+        except SnapshotError:
+            records = None
         return search_scale(records, self.pipeline.embedder_manifest)
     def people(self, case_id: str) -> list[PersonView]:
         return group_by_subject(self.candidate_views(case_id))
@@ -644,14 +819,14 @@ class CaseService:
 
     def _reference(self, case: Case, rank: int) -> tuple[Any, bytes]:
         """The library record and thumbnail of one candidate, from the library version that was searched."""
-        case_id = case.case_id
-        snapshot = self.library.current
-        if case.library_version != snapshot.version:
-            raise CaseError("The reference library was updated after this search; its images are no longer "
-                            "on this device.")
-        row = next((c for c in self.store.candidates(case_id) if c.rank == rank), None)
+        row = next((c for c in self.store.candidates(case.case_id) if c.rank == rank), None)
         if row is None:
             raise CaseError("That candidate is not part of this case.")
+        try:
+            snapshot = self._snapshot_searched(case, row.library_id)
+        except SnapshotError as e:
+            raise CaseError("The reference library this candidate came from was updated or removed after this "
+                            "search; its images are no longer on this device.") from e
         try:
             return snapshot.record(row.record_id), snapshot.thumbnail(row.record_id)
         except SnapshotError as e:

@@ -20,6 +20,7 @@ depends on nothing else. Two implementations:
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -35,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from appliance.services.candidate_view import band_of
-from appliance.services.library import LibraryHolder
-from appliance.storage.cases import CaseStore
+from appliance.services.library_choice import Libraries
+from appliance.storage.cases import LEGACY_LIBRARY_ID, CaseStore
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
 from core import peer_review as wire
@@ -51,6 +52,16 @@ logger = logging.getLogger(__name__)
 
 _CHECK_EVERY_S = 5.0
 _TRUNCATED = " [… cut short for the request; the full text is on the device]"
+
+
+def _searched_versions(case: dict[str, Any]) -> dict[str, int]:
+    """The version of each library the case's search used, by library id (``CaseStore``'s columns)."""
+    raw = case.get("libraries_searched")
+    if raw:
+        return {str(lib["library_id"]): int(lib["version"]) for lib in json.loads(raw)}
+    if case.get("library_version") is not None:  # searched before desks held several libraries
+        return {LEGACY_LIBRARY_ID: int(case["library_version"])}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
     name = "central"
 
     def __init__(self, device_id: str, store: PeerReviewStore, queue: PeerReviewOutbox, cases: CaseStore,
-                 library: LibraryHolder, manifest: Any, *, central_key: Ed25519PublicKey,
+                 library: Libraries, manifest: Any, *, central_key: Ed25519PublicKey,
                  resend_after_s: float = 300.0, clock: Callable[[], float] = time.time,
                  review_key: X25519PublicKey | None = None) -> None:
         self.device_id = validate_device_id(device_id)
@@ -173,7 +184,10 @@ class CentralPeerReviewChannel(PeerReviewChannel):
 
     def send_request(self, request: PeerReviewRequest) -> dict[str, Any] | None:
         case = self._cases.get(request.case_id) or {}
+        searched = _searched_versions(case)
         version = case.get("library_version")
+        if version is None and searched:  # several libraries: "id vN, id vM" for the reviewer to read
+            version = ", ".join(f"{library_id} v{v}" for library_id, v in searched.items())
         doubts = request.question
         if len(doubts) > wire.MAX_TEXT:
             doubts = doubts[: wire.MAX_TEXT - len(_TRUNCATED)] + _TRUNCATED
@@ -182,7 +196,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
         message = wire.PeerReviewRequest(
             device_id=self.device_id, case_id=request.case_id, custody_ref=request.custody_ref[: wire.MAX_NAME],
             requested_by=request.requested_by, doubts=doubts, ranks=tuple(request.ranks),
-            candidates=tuple(self._summaries(request.case_id, version)),
+            candidates=tuple(self._summaries(request.case_id, searched)),
             library_version=None if version is None else str(version), request_id=request_id, probe=sealed)
         message = self._with_comparisons(message)
         now = self._clock()
@@ -239,13 +253,15 @@ class CentralPeerReviewChannel(PeerReviewChannel):
             return candidate
         return message
 
-    def _summaries(self, case_id: str, version: str | None) -> list[wire.CandidateSummary]:
-        """Each candidate by reference (subject ref, score, band, the officer's decision): no images."""
-        snapshot = self._library.current
+    def _summaries(self, case_id: str, searched: dict[str, int]) -> list[wire.CandidateSummary]:
+        """Each candidate by reference (its library, subject ref, score, band, the officer's decision): no
+        images. Record ids are per library, so each is read from the version of its own library searched."""
         out = []
         for c in self._cases.candidates(case_id):
+            version = searched.get(c.library_id)
             try:
-                if version != snapshot.version:
+                snapshot = self._library.snapshot(c.library_id)
+                if snapshot is None or version != snapshot.version:
                     raise SnapshotError("library updated")
                 record = snapshot.record(c.record_id)
                 subject = record.subject_ref
@@ -256,7 +272,7 @@ class CentralPeerReviewChannel(PeerReviewChannel):
                 source = None
             band, _label = band_of(c.score, self._manifest)
             out.append(wire.CandidateSummary(c.rank, subject[: wire.MAX_NAME], round(c.score, 4), band,
-                                             c.decision or "needs_peer_review", source))
+                                             c.decision or "needs_peer_review", source, library_id=c.library_id))
         return out
 
     def drain(self, publish: Callable[[str, bytes], bool], session: int) -> None:

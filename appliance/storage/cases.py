@@ -28,6 +28,10 @@ from appliance.storage.device_db import DeviceDatabase
 
 logger = logging.getLogger(__name__)
 
+#: The library every row from before desks held several libraries came from (``LibrarySettings.library_id``'s
+#: default): record ids are per library, so a candidate is named by (library id, record id).
+LEGACY_LIBRARY_ID = "national"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
     case_id TEXT PRIMARY KEY,
@@ -51,7 +55,8 @@ CREATE TABLE IF NOT EXISTS cases (
     outcome TEXT, closed_at REAL, retention TEXT,
     biometrics_destroyed_at REAL,
     returned_by TEXT, returned_at REAL, return_note TEXT,
-    refused_by TEXT, refused_at REAL, refusal_reason TEXT
+    refused_by TEXT, refused_at REAL, refusal_reason TEXT,
+    libraries TEXT, libraries_searched TEXT
 );
 CREATE TABLE IF NOT EXISTS case_probes (
     case_id TEXT PRIMARY KEY,
@@ -69,7 +74,7 @@ CREATE TABLE IF NOT EXISTS case_crops (
 );
 CREATE TABLE IF NOT EXISTS case_candidates (
     case_id TEXT NOT NULL, rank INTEGER NOT NULL, record_id INTEGER NOT NULL, score REAL NOT NULL,
-    decision TEXT, subject_ref TEXT,
+    decision TEXT, subject_ref TEXT, library_id TEXT NOT NULL DEFAULT 'national',
     PRIMARY KEY (case_id, rank)
 );
 CREATE TABLE IF NOT EXISTS match_reports (
@@ -93,7 +98,12 @@ _ADDED_COLUMNS = (("cases", "biometrics_destroyed_at", "REAL"), ("cases", "lead_
                   ("cases", "returned_by", "TEXT"), ("cases", "returned_at", "REAL"),
                   ("cases", "return_note", "TEXT"), ("cases", "refused_by", "TEXT"),
                   ("cases", "refused_at", "REAL"), ("cases", "refusal_reason", "TEXT"),
-                  ("match_reports", "morphology", "TEXT"), ("case_candidates", "subject_ref", "TEXT"))
+                  ("match_reports", "morphology", "TEXT"), ("case_candidates", "subject_ref", "TEXT"),
+                  # Several governed libraries (#18): the libraries chosen on the form and those searched (JSON),
+                  # and the library each candidate came from. A desk's older rows all came from its one
+                  # library, the lineage every desk had before: "national" (core.keywrap's default id).
+                  ("cases", "libraries", "TEXT"), ("cases", "libraries_searched", "TEXT"),
+                  ("case_candidates", "library_id", f"TEXT NOT NULL DEFAULT '{LEGACY_LIBRARY_ID}'"))
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,8 @@ class CandidateRow:
     decision: str | None
     # Who the reference image is of, as the library said at the search: decisions are taken per person.
     subject_ref: str | None = None
+    # Which library the record is in: record ids are per library, so (library_id, record_id) names the image.
+    library_id: str = LEGACY_LIBRARY_ID
 
 
 class CaseStore:
@@ -215,16 +227,18 @@ class CaseStore:
         with self._db.lock:
             self._db.conn.execute("DELETE FROM case_candidates WHERE case_id = ?", (case_id,))
             self._db.conn.executemany(
-                "INSERT INTO case_candidates (case_id, rank, record_id, score, decision, subject_ref)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(case_id, c.rank, c.record_id, c.score, c.decision, c.subject_ref) for c in rows])
+                "INSERT INTO case_candidates (case_id, rank, record_id, score, decision, subject_ref, library_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(case_id, c.rank, c.record_id, c.score, c.decision, c.subject_ref, c.library_id) for c in rows])
             self._db.conn.commit()
 
     def candidates(self, case_id: str) -> list[CandidateRow]:
         with self._db.lock:
-            rows = self._db.conn.execute("SELECT rank, record_id, score, decision, subject_ref FROM case_candidates"
-                                         " WHERE case_id = ? ORDER BY rank", (case_id,)).fetchall()
-        return [CandidateRow(int(r[0]), int(r[1]), float(r[2]), r[3], r[4]) for r in rows]
+            rows = self._db.conn.execute("SELECT rank, record_id, score, decision, subject_ref, library_id"
+                                         " FROM case_candidates WHERE case_id = ? ORDER BY rank",
+                                         (case_id,)).fetchall()
+        return [CandidateRow(int(r[0]), int(r[1]), float(r[2]), r[3], r[4], r[5] or LEGACY_LIBRARY_ID)
+                for r in rows]
 
     def set_decisions(self, case_id: str, decisions: dict[int, str]) -> None:
         with self._db.lock:

@@ -99,6 +99,8 @@ def _page(case_id: str, status: int = 200, error: str | None = None, errors: dic
         candidate_ranks=file.candidate_ranks() if case.state is State.CANDIDATES_SHOWN else [],
         compared=set(file.comparisons()) if case.state is State.CANDIDATES_SHOWN else set(),
         morphology=as_morphology((file.match_report() or {}).get("morphology")),
+        unsearchable=(cases().unsearchable(case_id)
+                      if file.is_owner and case.state in (State.APPROVED, State.PROBE_CAPTURED) else []),
     ), status
 
 
@@ -226,7 +228,8 @@ def _edit_page(file: CaseFile, status: int = 200, errors: dict[str, str] | None 
                values: dict[str, Any] | None = None) -> tuple[str, int]:
     """The submission form again, for a returned request: its answers, and what the approver asked to change."""
     case = file.case
-    context = submission_form.context(errors, values or submission_form.values_from_case(case))
+    context = submission_form.context(errors, values or submission_form.values_from_case(case),
+                                      cases().library_choices())
     return render_template("submit.html", **context, returned=case,
                            form_action=url_for("cases.resubmit", case_id=case.case_id)), status
 
@@ -249,7 +252,7 @@ def resubmit(case_id: str):  # type: ignore[no-untyped-def]
         file = cases().editable(case_id, current_user())
         if unanswered:
             raise SubmissionInvalid({**validate_submission(sub), **unanswered})
-        cases().resubmit(case_id, current_user(), sub)
+        cases().resubmit(case_id, current_user(), sub, submission_form.chosen_libraries(request.form))
     except SubmissionInvalid as e:
         return _edit_page(file, 422, e.errors, submission_form.values_from_form(sub, request.form))
     except (PolicyRefusal, CaseError) as e:
@@ -335,6 +338,17 @@ def search(case_id: str):  # type: ignore[no-untyped-def]
     except (PolicyRefusal, CaseError) as e:
         return _refusal(case_id, e)
     return redirect(url_for("cases.candidates", case_id=case_id))
+
+
+@bp.post("/<case_id>/libraries")
+@login_required
+def narrow_libraries(case_id: str):  # type: ignore[no-untyped-def]
+    """Search fewer of the libraries chosen on the request (after one can no longer be searched)."""
+    try:
+        cases().narrow_libraries(case_id, current_user(), submission_form.chosen_libraries(request.form))
+    except (PolicyRefusal, CaseError) as e:
+        return _refusal(case_id, e)
+    return redirect(url_for("cases.show", case_id=case_id))
 
 
 @bp.get("/<case_id>/candidates")

@@ -53,7 +53,7 @@ _form_context = submission_form.context
 @login_required
 def new_case():  # type: ignore[no-untyped-def]
     check_can_submit(current_user().role)
-    return render_template("submit.html", **_form_context())
+    return render_template("submit.html", **_form_context(libraries=cases().library_choices()))
 
 
 @bp.post("/cases")
@@ -64,8 +64,8 @@ def submit_case():  # type: ignore[no-untyped-def]
         if unanswered:
             check_can_submit(current_user().role)
             raise SubmissionInvalid({**validate_submission(sub), **unanswered})
-        case = cases().submit(current_user(), sub)
+        case = cases().submit(current_user(), sub, submission_form.chosen_libraries(request.form))
     except SubmissionInvalid as e:
         values = submission_form.values_from_form(sub, request.form)
-        return render_template("submit.html", **_form_context(e.errors, values)), 422
+        return render_template("submit.html", **_form_context(e.errors, values, cases().library_choices())), 422
     return redirect(url_for("cases.show", case_id=case.case_id))

@@ -1,10 +1,11 @@
 """The candidates' reference images, from central's own copy of the library.
 
-A request names each candidate's image by its ``source`` (stable across library versions) and subject
-ref. Central looks the image up in the snapshots it holds (``[[peer_review.libraries]]``, else
-``[[reports.libraries]]``), newest first, reading only the records and thumbnails tables through the
-library format's own column list: no index is loaded for a page view. A reference not found is said
-so, with why, never an error page.
+A request names each candidate's image by its library (``library_id``: a desk searches several, and
+sources are per library), its ``source`` (stable across library versions) and subject ref. Central looks
+the image up only in the snapshots it holds of that library (``[[peer_review.libraries]]``, else
+``[[reports.libraries]]``, each with its ``library_id``), newest first, reading only the records and
+thumbnails tables through the library format's own column list: no index is loaded for a page view.
+A reference not found is said so, with why, never an error page.
 """
 
 from __future__ import annotations
@@ -38,10 +39,15 @@ class Reference:
         return self.jpeg is not None
 
 
+#: The library of a request from a desk that held one library (it names none).
+DEFAULT_LIBRARY_ID = "national"
+
+
 @dataclass(frozen=True)
 class LibraryFile:
     path: Path
     key_file: Path
+    library_id: str = DEFAULT_LIBRARY_ID
 
 
 class ReferenceLibraries:
@@ -50,15 +56,22 @@ class ReferenceLibraries:
     def __init__(self, files: Sequence[LibraryFile]) -> None:
         self.files = list(files)
 
-    def find(self, rank: int, source: str | None, subject_ref: str) -> Reference:
+    def find(self, rank: int, source: str | None, subject_ref: str, library_id: str | None = None) -> Reference:
+        """The image named by (library, source), checked to be of ``subject_ref``: looked up only in that
+        library's snapshots, so an image of another library with the same source is never shown."""
         if not self.files:
             return Reference(rank, None, None, None, "Central holds no copy of the reference library "
                              "([peer_review] libraries is not set).")
+        library_id = library_id or DEFAULT_LIBRARY_ID
+        files = [entry for entry in self.files if entry.library_id == library_id]
+        if not files:
+            return Reference(rank, None, None, None, f"Central holds no copy of the library {library_id!r} this "
+                             "candidate came from (add it to [[peer_review.libraries]] with its library_id).")
         if not source:
             return Reference(rank, None, None, None, f"The desk could not name the image of {subject_ref}: its "
                              "library had been replaced when the review was asked for.")
         problems = []
-        for entry in self.files:
+        for entry in files:
             try:
                 found = _lookup(entry, source)
             except (SnapshotError, OSError, ValueError) as e:

@@ -17,6 +17,8 @@ class ReferenceLibrary(StrictModel):
 
     path: Path = Field(description="The library snapshot file (SQLCipher) central built or holds.")
     key_file: Path = Field(description="The library lineage's key file (0600).")
+    library_id: str = Field(default="national", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+                            description="Which library this is (desks name each candidate's library by it).")
 
 
 class PeerReviewSettings(StrictModel):

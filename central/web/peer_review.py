@@ -58,7 +58,8 @@ def init_app(app: Flask) -> None:
     store: PeerReviewStore = app.extensions["central.peer_reviews"]
     app.extensions["central.review_probes"] = ReviewProbes(store, ProbeVault(Path(folder))) if folder else None
     app.extensions["central.review_libraries"] = ReferenceLibraries(
-        [LibraryFile(Path(path), Path(key)) for path, key in app.config.get("REVIEW_LIBRARIES") or []])
+        [LibraryFile(Path(entry[0]), Path(entry[1]), *entry[2:3]) for entry in app.config.get("REVIEW_LIBRARIES")
+         or []])
     app.register_blueprint(bp)
 
 
@@ -143,7 +144,7 @@ def _comparisons(record: PeerReviewRecord) -> list[Comparison]:
     probe_on = _probe_date(record)
     out = []
     for c in chosen:
-        ref = libraries().find(c["rank"], c.get("source"), c["subject_ref"])
+        ref = libraries().find(c["rank"], c.get("source"), c["subject_ref"], c.get("library_id"))
         facts: list[tuple[str, str]] = []
         if ref.record is not None:
             r = ref.record
@@ -155,6 +156,7 @@ def _comparisons(record: PeerReviewRecord) -> list[Comparison]:
                       else "Date of birth not recorded"),
                      ("Time between this image and the probe", _lapse(r.image_date, probe_on)),
                      ("Image quality", _quality(r.quality)),
+                     ("Library", c.get("library_id") or "national"),
                      ("Library version", str(ref.library_version))]
         out.append(Comparison(c, ref, facts))
     return out
@@ -207,7 +209,7 @@ def reference_image(request_id: str, rank: int) -> Response:
     candidate = next((c for c in record.candidates if c["rank"] == rank), None)
     if record.status != "pending" or candidate is None:
         abort(404, "This reference image is not shown for this request.")
-    ref = libraries().find(rank, candidate.get("source"), candidate["subject_ref"])
+    ref = libraries().find(rank, candidate.get("source"), candidate["subject_ref"], candidate.get("library_id"))
     if ref.jpeg is None:
         abort(404, ref.missing or "Reference not found.")
     reviews().record(record.request_id, record.device_id, "reference_viewed", reviewer,

@@ -38,6 +38,7 @@ SUBMISSION = {
     "age_band": "18_plus",
     "disability": "no",
     "reassignment": "no",
+    "libraries": ["national"],  # the test desk's one library, authorised for custody (``library_manifest``)
 }
 
 #: The answer a confirmation page sends with the same form when a step destroys data (``confirm.html``).

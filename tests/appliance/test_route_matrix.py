@@ -20,6 +20,7 @@ with another session's: 400, and nothing changed.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from io import BytesIO
@@ -89,6 +90,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/cases/<case_id>/face"):               "302  400/R    400/R    400/R    400/R    400/R    400/R R/R",
     ("POST", "/cases/<case_id>/face/again"):         "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/search"):             "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
+    ("POST", "/cases/<case_id>/libraries"):          "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/adjudicate"):         "302  422/R    422/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/match-report"):       "302  409/R    409/R    403/R    403/R    403/R    403/R R/R",
     ("POST", "/cases/<case_id>/peer-review"):        "302  409/R    409/R    409/R    409/R    409/R    409/R R/R",
@@ -252,6 +254,11 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
     assert state_of(app, regrouped) == "probe_captured"
     _, captured = _searched_until(app, "approved")
     assert officer.upload(captured, face).status_code == 200
+    # Approved with a second library that central has since withdrawn: the officer searches without it.
+    _, narrowed = _searched_until(app, "approved")
+    app.extensions["desk"].cases.store.update(narrowed, libraries=json.dumps([
+        {"library_id": "national", "name": "National custody images", "kind": "substantive"},
+        {"library_id": "op-withdrawn", "name": "Operation Withdrawn", "kind": "temporary"}]))
     shown_desk, shown = _searched(app, "officer", "inspector", face)
     html = shown_desk.get(f"/cases/{shown}/candidates").get_data(as_text=True)
     decisions = judgement(html, "not_viable")
@@ -274,6 +281,7 @@ def _attempts(app: Flask, face_photo, group_photo) -> dict[str, Attempt]:
         "cases.choose_face": Attempt("officer", f"/cases/{approved}/face", {"face_index": "0"}),
         "cases.choose_face_again": Attempt("officer", f"/cases/{regrouped}/face/again", {}),
         "cases.search": Attempt("officer", f"/cases/{captured}/search", {}),
+        "cases.narrow_libraries": Attempt("officer", f"/cases/{narrowed}/libraries", {"libraries": "national"}),
         # Before the judgement below closes the case (and destroys its candidate list).
         "cases.features": Attempt("officer", f"/cases/{shown}/candidates/1/features", FEATURES),
         "cases.adjudicate": Attempt("officer", f"/cases/{shown}/adjudicate", decisions | CONFIRM),

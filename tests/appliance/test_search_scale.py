@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html as html_lib
+import json
 import re
 
 import cv2
@@ -50,8 +51,10 @@ def test_after_a_library_update_the_count_searched_is_not_guessed(desk_app, face
     desk, case_id = approved_case(desk_app)
     to_candidates(desk, case_id, face_photo("obama3.jpg").read_bytes())
     runtime = desk_app.extensions["desk"]
-    runtime.cases.store.update(case_id, library_version=runtime.library.current.version + 1)
+    searched = runtime.cases.get(case_id).libraries_searched
+    runtime.cases.store.update(case_id, libraries_searched=json.dumps([{**lib, "version": lib["version"] + 1}
+                                                                       for lib in searched]))
     page = desk.get(f"/cases/{case_id}/candidates").get_data(as_text=True)
     assert "How many records were searched" in page
-    assert "Not available: the reference library has been updated since this search." in page
+    assert "Not available: a reference library searched has been updated or removed since this search." in page
     assert "This face was compared with" not in page

@@ -296,7 +296,7 @@ def test_the_review_key_command_makes_a_private_key_once_and_settings_find_every
                       f'[[reports.libraries]]\nname = "National"\npath = "/srv/lib.db"\nkey_file = "/srv/lib.key"\n')
     settings = load(config)
     assert settings.review_probe_dir == tmp_path / "review-probes"
-    assert settings.review_libraries == [(Path("/srv/lib.db"), Path("/srv/lib.key"))]  # the reports' by default
+    assert settings.review_libraries == [(Path("/srv/lib.db"), Path("/srv/lib.key"), "national")]  # the reports'
 
 
 def test_a_desk_with_an_unreadable_review_key_is_told_what_to_copy(tmp_path) -> None:
