@@ -72,6 +72,7 @@ from appliance.services.policy import (
     validate_match_report,
     validate_submission,
 )
+from appliance.services.search_authority import SearchAuthority
 from appliance.storage.cases import CandidateRow, CaseStore, ProbeRow
 from appliance.storage.peer_reviews import PeerReviewRow, PeerReviewStore
 from core.errors import CustodyRfrError
@@ -299,10 +300,11 @@ class CaptureResult:
 class CaseService:
     def __init__(self, store: CaseStore, reviews: PeerReviewStore, channel: PeerReviewChannel,
                  pipeline: FacePipeline, library: LibraryHolder, audit: AuditLog, top_k: int | Callable[[], int],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, authority: SearchAuthority) -> None:
         # ``top_k`` may be a callable: central's signed configuration can change it while the desk runs.
         self.store, self.reviews, self.channel = store, reviews, channel
         self.pipeline, self.library, self.audit, self.top_k, self._clock = pipeline, library, audit, top_k, clock
+        self.authority = authority  # Authorised RFR Users: asked before a submission, a photo and a search
         self.access = CaseAccess(audit)
 
     # Reading -------------------------------------------------------------------
@@ -357,6 +359,7 @@ class CaseService:
     # Submission and approval ---------------------------------------------------
     def submit(self, user: User, sub: Submission) -> Case:
         check_can_submit(user.role)
+        self.authority.require(user, "submission")
         errors = validate_submission(sub)
         if errors:
             raise SubmissionInvalid(errors)
@@ -466,6 +469,7 @@ class CaseService:
         other facts would not be advice on this request.
         """
         case = self._owned(case_id, user, "resubmission", State.RETURNED)
+        self.authority.require(user, "submission", case_id, case.custody_ref)
         errors = validate_submission(sub)
         if errors:
             raise SubmissionInvalid(errors)
@@ -493,6 +497,7 @@ class CaseService:
         """Template the photo (or the chosen face of a photo already taken) and hold it for the search."""
         case = self._owned(case_id, user, "photo", State.APPROVED, State.PROBE_CAPTURED)
         self._require_approval(case, user)
+        self.authority.require(user, "photo", case_id, case.custody_ref)
         try:
             result = self.pipeline.process(data, face_index=face_index)
         except IndexError as e:
@@ -552,6 +557,7 @@ class CaseService:
         except PolicyRefusal as e:
             self._refused("search_refused", user, case, "policy", e)
             raise
+        self.authority.require(user, "search", case_id, case.custody_ref)
         if case.state is not State.PROBE_CAPTURED:
             raise CaseError("Take the photo and check its quality before searching.")
         probe = self.store.probe(case_id)
