@@ -63,7 +63,8 @@ def search_authorisation(trained_on: str | date, authorised_until: str | date,
     try:
         return SearchAuthorisation(trained_on=trained, authorised_until=until, business_area=business_area.strip())
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'dates'}: {err['msg']}" for err in e.errors())
+        problems = "; ".join((f"{err['loc'][0]}: " if err["loc"] else "") + err["msg"].removeprefix("Value error, ")
+                             for err in e.errors())
         raise AccountError(f"The authorisation to search is not valid: {problems}.") from e
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date, timedelta
 from io import BytesIO
 from typing import Any
 
@@ -16,6 +17,7 @@ from flask import Flask
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import TestResponse, encode_multipart
 
+from core.desk_config import SEARCH_ROLES, SearchAuthorisation
 from core.morphology import COMPONENTS
 
 PASSWORD = "correct horse battery staple"
@@ -56,10 +58,23 @@ def fast_kdf(monkeypatch: Any) -> None:
     monkeypatch.setattr("appliance.services.accounts._N", 2**10)
 
 
+def current_authorisation(days_left: int = 365) -> SearchAuthorisation:
+    """An authorisation to search that runs ``days_left`` more days (negative: lapsed that many days ago)."""
+    today = date.today()
+    return SearchAuthorisation(trained_on=today - timedelta(days=400),
+                               authorised_until=today + timedelta(days=days_left),
+                               business_area="Custody, test division")
+
+
+def authorisation_for(role: str) -> SearchAuthorisation | None:
+    """What the test accounts carry: a current authorisation for the roles that search (Authorised RFR Users)."""
+    return current_authorisation() if role in SEARCH_ROLES else None
+
+
 def add_users(app: Flask, users: dict[str, str] = USERS) -> None:
     accounts = app.extensions["desk"].accounts
     for name, role in users.items():
-        accounts.add(name, role, PASSWORD)
+        accounts.add(name, role, PASSWORD, authorisation_for(role))
 
 
 def csrf_from(html: str) -> str:

@@ -31,7 +31,7 @@ from provisioning.ca import CaLayout
 from provisioning.device import DevicePki
 from supply.pinned import member
 from testbed.ports import free_port
-from tests.appliance.desk_helpers import PASSWORD, USERS
+from tests.appliance.desk_helpers import PASSWORD, USERS, authorisation_for
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, wait_https
@@ -91,7 +91,7 @@ def _add_accounts(settings: ApplianceSettings) -> None:
     try:
         service = AccountService(AccountStore(db), settings.auth)
         for name, role in USERS.items():
-            service.add(name, role, PASSWORD)
+            service.add(name, role, PASSWORD, authorisation_for(role))
     finally:
         accounts_mod._N = saved
         db.close()

@@ -36,7 +36,7 @@ from core.library_announce import LibraryAnnouncement
 from core.passwords import verify_password
 from devicekeys.wrapping import public_path, read_public_key
 from tests.appliance.conftest import appliance_settings
-from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case
+from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case, authorisation_for
 from tests.fleet_key import COMMAND_KEY
 from tests.updates.conftest import Central
 
@@ -48,7 +48,13 @@ def password_hash() -> str:
 
 
 def account(username: str, role: str, disabled: bool = False) -> dict[str, object]:
-    return {"username": username, "role": role, "password_hash": password_hash(), "disabled": disabled}
+    """One account as central lists it; the roles that search carry a current authorisation to search."""
+    listed: dict[str, object] = {"username": username, "role": role, "password_hash": password_hash(),
+                                 "disabled": disabled}
+    auth = authorisation_for(role)
+    if auth is not None:
+        listed["search_authorisation"] = auth.model_dump(mode="json")
+    return listed
 
 
 STAFF = [account("admin", "device_admin"), account("officer", "custody_officer"), account("inspector", "inspector")]
