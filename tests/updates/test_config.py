@@ -326,3 +326,41 @@ def test_the_schema_knows_exactly_the_desk_roles_and_is_strict():
                            ({**doc, "issued_at": "2025-01-01T00:00:00"}, "issued_at")):
         with pytest.raises(WireFormatError, match=phrase):
             DeskConfig.parse(json.dumps(broken).encode())
+
+
+# --- Authorised RFR Users -----------------------------------------------------------------------------------
+
+
+def test_an_authorisation_to_search_arriving_in_a_new_configuration_takes_effect(app, central, configs, face_photo):
+    """Central issues an officer without an authorisation to search: they sign in but are refused; the next
+    signed configuration carries one and the same session submits and searches, no new sign-in; a later
+    configuration without it stops them again."""
+    unauthorised = {k: v for k, v in account("officer", "custody_officer").items() if k != "search_authorisation"}
+    publish(central, write(configs, document(1, [STAFF[0], unauthorised, STAFF[2]])))
+    assert check(app).outcome == "applied"
+    officer = Desk(app, "officer")  # signs in
+    refused = officer.submit()
+    assert refused.status_code == 403
+    assert "no authorisation to search is recorded for your account" in refused.get_data(as_text=True)
+    assert events(app, "request_refused")[-1].outcome == "not_authorised_user"
+
+    publish(central, write(configs, document(2)))  # STAFF: the officer now carries a current authorisation
+    result = check(app)
+    assert (result.outcome, result.version) == ("applied", 2)
+    event = events(app, "config_change")[-1]
+    assert event.details["search_authorisations_changed"] == ["officer"]
+    assert event.details["accounts_updated"] == []  # nothing else changed, so the officer's session goes on
+    auth = app.extensions["desk"].accounts.authorisation("officer")
+    assert auth is not None and auth.business_area == "Custody, test division"
+    response = officer.submit()
+    assert response.status_code == 302, response.get_data(as_text=True)
+    case_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert Desk(app, "inspector").post(f"/cases/{case_id}/approve", {"password": PASSWORD}).status_code == 302
+    assert officer.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 200
+
+    publish(central, write(configs, document(3, [STAFF[0], unauthorised, STAFF[2]])))  # withdrawn by central
+    assert check(app).version == 3
+    assert app.extensions["desk"].accounts.authorisation("officer") is None
+    searched = officer.post(f"/cases/{case_id}/search")
+    assert searched.status_code == 403 and "no authorisation to search is recorded" in searched.get_data(as_text=True)
+    assert events(app, "search_refused")[-1].outcome == "not_authorised_user"
