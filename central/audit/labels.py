@@ -84,6 +84,7 @@ OUTCOMES = {
     "compared": "Compared side by side",
     "features_compared": "Features compared",
     "refused_contradictory": "Contradictory judgement refused",
+    "not_authorised_user": "Not an Authorised RFR User (authorisation to search lapsed or not recorded)",
 }
 
 #: A reviewer's or officer's decision on one candidate.
