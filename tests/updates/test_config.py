@@ -231,6 +231,10 @@ def test_central_refuses_to_publish_an_older_equal_or_invalid_config(central, co
     doc["accounts"] = [{**STAFF[0], "password_hash": "scrypt$1024$8$1$" + "a" * 32 + "$" + "b" * 64}]
     assert publish(central, write(configs, doc)) == 1
     assert "outside what desks accept" in capsys.readouterr().err
+    lapsed_before_trained = {**STAFF[1], "search_authorisation": {
+        "trained_on": "2026-01-12", "authorised_until": "2025-01-11", "business_area": "Custody"}}
+    assert publish(central, write(configs, document(3, [STAFF[0], lapsed_before_trained]))) == 1
+    assert "authorised_until 2025-01-11 must be after trained_on 2026-01-12" in capsys.readouterr().err
     assert list(TufRepository(central.repo.repo_dir).published_configs()) == ["config-v000002.json"]
 
 
