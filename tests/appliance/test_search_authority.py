@@ -24,6 +24,7 @@ from appliance.storage.device_db import DeviceDatabase
 from core.desk_config import SEARCH_ROLES, SearchAuthorisation
 from tests.appliance.desk_helpers import (
     PASSWORD,
+    SUBMISSION,
     Desk,
     add_users,
     approved_case,
@@ -226,3 +227,19 @@ def test_device_admin_command_records_authorisations(tmp_path, demo_library):
     assert "pc3\tdetention_officer\ttrained 2026-02-01, authorised until 2027-02-01, Custody, South" in listed
     assert run("authorise", "--username", "pc1", "--remove").returncode == 0
     assert "pc1\tcustody_officer\tno authorisation to search" in run("list").stdout
+
+
+def test_a_returned_request_cannot_be_sent_again_once_the_authorisation_has_lapsed(desk_app):
+    app = desk_app
+    officer = Desk(app, "officer")
+    case_id = case_id_from(officer.submit())
+    returned = Desk(app, "inspector").post(f"/cases/{case_id}/return",
+                                           {"return_note": "Say which fingerprint check was done."})
+    assert returned.status_code == 302 and state_of(app, case_id) == "returned"
+    set_authorisation(app, "officer", current_authorisation(days_left=-1))
+    again = officer.post(f"/cases/{case_id}/resubmit", SUBMISSION)
+    assert again.status_code == 403 and "lapsed on" in text(again) and WHOM in text(again)
+    assert state_of(app, case_id) == "returned"
+    refused = events(app, "search_refused")[-1]
+    assert (refused["outcome"], refused["details"]["step"], refused["details"]["case_id"]) == (
+        "not_authorised_user", "submission", case_id)
