@@ -159,10 +159,10 @@ def _selftest_failed(lines: list[str], *, printed: bool = False) -> int:
 
 def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
     """Create or list accounts in the device database; prints one line a person can act on."""
+    from appliance.runtime import open_records
     from appliance.services.accounts import AccountError, AccountService
     from appliance.storage.accounts import AccountStore
     from appliance.storage.desk_config import DeskConfigStore
-    from appliance.storage.device_db import DeviceDatabase
     from core.desk_config import SEARCH_ROLES
 
     verb = "account not created" if args.accounts_command == "add" else "authorisation not recorded"
@@ -171,7 +171,10 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
     except AccountError as e:
         print(f"{verb}: {e}", file=sys.stderr)
         return 1
-    db = DeviceDatabase(settings.data_dir)
+    # Opened as the desk opens it (the TPM where there is one), with the audit chain: who may search is
+    # decided here, so every change is recorded for central as the desk's own changes are.
+    records = open_records(settings)
+    db, audit = records.db, records.audit
     try:
         service = AccountService(AccountStore(db), settings.auth)
         if args.accounts_command == "list":
@@ -182,7 +185,7 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
                 print(f"{user.username}\t{user.role.value}{shown}")
             return 0
         if args.accounts_command == "authorise":
-            return _authorise(args, service, DeskConfigStore(db), authorisation)
+            return _authorise(args, service, DeskConfigStore(db), authorisation, audit)
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         else:
@@ -195,6 +198,8 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
         except AccountError as e:
             print(f"account not created: {e}", file=sys.stderr)
             return 1
+        audit.record(ACCOUNT_AUDIT, _shell_actor(), "account_created", username=user.username, role=user.role.value,
+                     **_authorisation_details(authorisation))
         until = f", authorised to search until {authorisation.authorised_until}" if authorisation else ""
         print(f"account {user.username} created with role {user.role.value}{until}")
         if authorisation is None and user.role.value in SEARCH_ROLES:
@@ -203,6 +208,24 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
         return 0
     finally:
         db.close()
+
+
+#: Accounts changed by the device administrator's command are changes to the desk's configuration.
+ACCOUNT_AUDIT = "config_change"
+
+
+def _shell_actor() -> str:
+    """Who ran the command: the device administrator's login on the desk (no desk account signs in here)."""
+    try:
+        return f"shell:{getpass.getuser()}"
+    except Exception:  # no login name at all (a bare service environment): still recorded, as unknown
+        return "shell:unknown"
+
+
+def _authorisation_details(authorisation) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+    """The dates an audit event records (the business area is free text: kept on the desk, not sent)."""
+    return {"trained_on": authorisation.trained_on.isoformat() if authorisation else None,
+            "authorised_until": authorisation.authorised_until.isoformat() if authorisation else None}
 
 
 def _authorisation_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -224,8 +247,9 @@ def _authorisation_args(args: argparse.Namespace):  # type: ignore[no-untyped-de
     return search_authorisation(*given)
 
 
-def _authorise(args: argparse.Namespace, service, configs, authorisation) -> int:  # type: ignore[no-untyped-def]
-    """Record an authorisation on an account made on this desk; central's accounts are central's to change."""
+def _authorise(args: argparse.Namespace, service, configs, authorisation, audit) -> int:  # type: ignore[no-untyped-def]
+    """Record an authorisation on an account made on this desk, audited (it decides who may search); central's
+    accounts are central's to change."""
     from appliance.services.accounts import AccountError
 
     applied = configs.applied()
@@ -238,6 +262,9 @@ def _authorise(args: argparse.Namespace, service, configs, authorisation) -> int
     except AccountError as e:
         print(f"authorisation not recorded: {e}", file=sys.stderr)
         return 1
+    audit.record(ACCOUNT_AUDIT, _shell_actor(), "search_authorisation_removed" if authorisation is None
+                 else "search_authorisation_recorded", username=args.username.strip(),
+                 **_authorisation_details(authorisation))
     if authorisation is None:
         print(f"{args.username}: authorisation to search removed; they can sign in but not search")
     else:

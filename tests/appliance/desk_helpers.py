@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import date, timedelta
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -19,6 +23,8 @@ from werkzeug.test import TestResponse, encode_multipart
 
 from core.desk_config import SEARCH_ROLES, SearchAuthorisation
 from core.morphology import COMPONENTS
+from tests.desk_keys import provision_library_key
+from tests.fleet_key import write_command_key
 
 PASSWORD = "correct horse battery staple"
 USERS = {
@@ -183,3 +189,22 @@ def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
 def same_page(html: str) -> str:
     """The page without its CSRF tokens, which carry a timestamp and differ on every request."""
     return re.sub(r'("X-CSRFToken": "|name="csrf_token" value=")[^"]+', r"\1", html)
+
+
+def accounts_command(tmp_path: Path, device_id: str, demo_library: tuple[Path, Path]
+                     ) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python -m appliance accounts ARGS --config FILE`` as the device administrator runs it, against a
+    settings file written for a desk whose data lives in ``tmp_path / "device"``; ``stdin`` feeds the password."""
+    config = tmp_path / "appliance.toml"
+    wrapped = provision_library_key(tmp_path / "device", device_id, demo_library[1])
+    config.write_text(
+        f'device_id = "{device_id}"\ndata_dir = "{tmp_path / "device"}"\n'
+        f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
+        f'[library]\npath = "{demo_library[0]}"\nwrapped_key = "{wrapped}"\n'
+        f'[web]\nsecret_key = "cli-secret-key-0123456789"\n')
+    root = Path(__file__).resolve().parents[2]
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance", "accounts", *args, "--config", str(config)],
+                              cwd=root, input=stdin, capture_output=True, text=True, check=False)
+    return run

@@ -8,10 +8,9 @@ not. Approvers are checked by rank as before, whatever their own authorisation.
 
 from __future__ import annotations
 
+import functools
 import html
 import sqlite3
-import subprocess
-import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -22,10 +21,12 @@ from appliance.services.search_authority import Standing, assess, long_date
 from appliance.storage.accounts import AccountStore
 from appliance.storage.device_db import DeviceDatabase
 from core.desk_config import SEARCH_ROLES, SearchAuthorisation
+from core.events import AuditEvent
 from tests.appliance.desk_helpers import (
     PASSWORD,
     SUBMISSION,
     Desk,
+    accounts_command,
     add_users,
     approved_case,
     case_id_from,
@@ -34,8 +35,6 @@ from tests.appliance.desk_helpers import (
     fast_kdf,
     state_of,
 )
-from tests.desk_keys import provision_library_key
-from tests.fleet_key import write_command_key
 
 ROOT = Path(__file__).resolve().parents[2]
 WHOM = "Ask the RFR team, or your force's RFR single point of contact"
@@ -186,17 +185,7 @@ def test_an_older_device_database_gains_the_columns_and_its_accounts_have_no_aut
 
 
 def test_device_admin_command_records_authorisations(tmp_path, demo_library):
-    config = tmp_path / "appliance.toml"
-    wrapped = provision_library_key(tmp_path / "device", "desk-cli-02", demo_library[1])
-    config.write_text(
-        f'device_id = "desk-cli-02"\ndata_dir = "{tmp_path / "device"}"\n'
-        f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
-        f'[library]\npath = "{demo_library[0]}"\nwrapped_key = "{wrapped}"\n'
-        f'[web]\nsecret_key = "cli-secret-key-0123456789"\n')
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "appliance", "accounts", *args, "--config", str(config)],
-                              cwd=ROOT, input="a long passphrase here\n", capture_output=True, text=True, check=False)
+    run = functools.partial(accounts_command(tmp_path, "desk-cli-02", demo_library), stdin="a long passphrase here\n")
 
     made = run("add", "--username", "pc1", "--role", "custody_officer", "--password-stdin", "--trained-on",
                "2026-01-12", "--search-authorised-until", "2027-01-11", "--business-area", "Custody, North")
@@ -227,6 +216,27 @@ def test_device_admin_command_records_authorisations(tmp_path, demo_library):
     assert "pc3\tdetention_officer\ttrained 2026-02-01, authorised until 2027-02-01, Custody, South" in listed
     assert run("authorise", "--username", "pc1", "--remove").returncode == 0
     assert "pc1\tcustody_officer\tno authorisation to search" in run("list").stdout
+
+
+def test_authorisations_given_or_removed_by_the_command_are_audited(tmp_path, demo_library):
+    """Who may search is decided at the shell too: central must see each such change in the desk's chain."""
+    run = functools.partial(accounts_command(tmp_path, "desk-cli-03", demo_library), stdin="a long passphrase here\n")
+    assert run("add", "--username", "pc1", "--role", "custody_officer", "--password-stdin", "--trained-on",
+               "2026-01-12", "--search-authorised-until", "2027-01-11", "--business-area", "Custody").returncode == 0
+    assert run("authorise", "--username", "pc1", "--remove").returncode == 0
+    assert run("authorise", "--username", "pc1", "--trained-on", "2026-02-01", "--search-authorised-until",
+               "2027-02-01", "--business-area", "Custody, South").returncode == 0
+    db = DeviceDatabase(tmp_path / "device")
+    try:
+        changes = [e for e in (AuditEvent.from_bytes(bytes(r[0]))
+                               for r in db.conn.execute("SELECT payload FROM audit_log ORDER BY seq"))
+                   if e.type == "config_change"]
+    finally:
+        db.close()
+    assert [(e.outcome, e.details["username"], e.details["authorised_until"]) for e in changes] == [
+        ("account_created", "pc1", "2027-01-11"), ("search_authorisation_removed", "pc1", None),
+        ("search_authorisation_recorded", "pc1", "2027-02-01")]
+    assert all(e.actor.startswith("shell:") for e in changes)
 
 
 def test_a_returned_request_cannot_be_sent_again_once_the_authorisation_has_lapsed(desk_app):
