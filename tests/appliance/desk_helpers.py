@@ -64,9 +64,11 @@ def fast_kdf(monkeypatch: Any) -> None:
     monkeypatch.setattr("appliance.services.accounts._N", 2**10)
 
 
-def current_authorisation(days_left: int = 365) -> SearchAuthorisation:
-    """An authorisation to search that runs ``days_left`` more days (negative: lapsed that many days ago)."""
-    today = date.today()
+def current_authorisation(days_left: int = 365, today: date | None = None) -> SearchAuthorisation:
+    """An authorisation to search that runs ``days_left`` more days (negative: lapsed that many days ago).
+    ``today``: the desk's own day (``SearchAuthority.today``, in its time zone) where a test counts the days
+    left exactly; this machine's day otherwise, which can differ from the desk's around midnight."""
+    today = today or date.today()
     return SearchAuthorisation(trained_on=today - timedelta(days=400),
                                authorised_until=today + timedelta(days=days_left),
                                business_area="Custody, test division")

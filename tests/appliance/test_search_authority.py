@@ -155,7 +155,8 @@ def test_the_home_page_shows_the_authorisation_and_warns_within_thirty_days(desk
     assert f"You are authorised to search until {long_date(until)}" in home
     assert "Custody, test division" in home and "Renew soon" not in home
     assert "Start a new facial search request" in home
-    set_authorisation(app, "officer", current_authorisation(days_left=10))
+    desk_today = app.extensions["desk"].cases.authority.today()  # the desk's day, not this machine's
+    set_authorisation(app, "officer", current_authorisation(days_left=10, today=desk_today))
     home = text(officer.get("/"))
     assert "Renew soon." in home and "(10 days left)" in home and WHOM in home
     assert "Start a new facial search request" in home  # still current: warned, not stopped
