@@ -35,6 +35,7 @@ from appliance.services.accounts import User
 from appliance.services.audit import AuditLog
 from appliance.services.policy import PolicyRefusal, Role, can_run_desk
 from core.desk_config import SearchAuthorisation
+from core.display_time import long_date
 
 #: Under this many days left, the desk's home page warns the officer to renew.
 WARN_DAYS = 30
@@ -50,11 +51,6 @@ class Standing(StrEnum):
     ENDING_SOON = "ending_soon"  # current, fewer than WARN_DAYS days left
     LAPSED = "lapsed"
     MISSING = "missing"
-
-
-def long_date(day: date) -> str:
-    """'3 December 2026': the day in words, as every desk page writes dates."""
-    return f"{day.day} {day:%B %Y}"
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,7 @@ from datetime import tzinfo
 from flask import Flask
 from markupsafe import Markup, escape
 
-from appliance.services.search_authority import long_date
-from core.display_time import local_time, utc_iso
+from core.display_time import local_time, long_date, utc_iso
 
 
 def init_app(app: Flask, where: tzinfo) -> None:

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from appliance.services.policy import Role, can_run_desk
-from appliance.services.search_authority import Standing, assess, long_date
+from appliance.services.search_authority import Standing, assess
 from appliance.storage.accounts import AccountStore
 from appliance.storage.device_db import DeviceDatabase
 from core.desk_config import SEARCH_ROLES, SearchAuthorisation
+from core.display_time import long_date
 from core.events import AuditEvent
 from tests.appliance.desk_helpers import (
     PASSWORD,

@@ -12,7 +12,8 @@ from datetime import date, timedelta
 
 from playwright.sync_api import Page, expect
 
-from appliance.services.search_authority import WHOM_TO_ASK, long_date
+from appliance.services.search_authority import WHOM_TO_ASK
+from core.display_time import long_date
 
 NARROW = {"width": 800, "height": 900}
 
