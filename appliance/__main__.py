@@ -1,8 +1,12 @@
 """``python -m appliance serve --config FILE``: run the desk UI (gunicorn, HTTPS only) and the audit sender.
 
-``python -m appliance accounts add --config FILE --username U --role ROLE [--password-stdin]``
+``python -m appliance accounts add --config FILE --username U --role ROLE [--password-stdin]
+[--trained-on YYYY-MM-DD --search-authorised-until YYYY-MM-DD --business-area AREA]``
 is the device administrator's command for creating accounts, until accounts
-arrive in the signed configuration from central.
+arrive in the signed configuration from central. Officers and approving ranks
+can search only with the three authorisation options (Authorised RFR Users);
+``accounts authorise`` renews (or with ``--remove`` withdraws) the authorisation
+of an account made on the desk, and ``accounts list`` shows each one.
 
 ``python -m appliance selftest --config FILE [--probe PHOTO --expect SUBJECT] [--mqtt-timeout S]``
 is the update agent's health check of a newly installed release (``appliance.services.selftest``):
@@ -43,7 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--role", required=True, help="custody_officer, detention_officer, inspector, superintendent, "
                                                    "technical_adviser, device_admin or auditor.")
     add.add_argument("--password-stdin", action="store_true", help="Read the password from the first line of stdin.")
-    listing = acc_sub.add_parser("list", help="List accounts and roles.")
+    authorise = acc_sub.add_parser("authorise", help="Record, renew or remove an account's authorisation to search.")
+    authorise.add_argument("--config", type=Path, required=True)
+    authorise.add_argument("--username", required=True)
+    authorise.add_argument("--remove", action="store_true", help="Withdraw the authorisation: no more searches.")
+    for command in (add, authorise):
+        command.add_argument("--trained-on", metavar="YYYY-MM-DD", help="The day the officer completed RFR training.")
+        command.add_argument("--search-authorised-until", metavar="YYYY-MM-DD",
+                             help="The last day the officer may search (after the training, at most five years on).")
+        command.add_argument("--business-area", metavar="AREA",
+                             help="The business area granted permission, e.g. 'Custody, North division'.")
+    listing = acc_sub.add_parser("list", help="List accounts, roles and authorisations to search.")
     listing.add_argument("--config", type=Path, required=True)
     selftest = sub.add_parser("selftest", help="Health check of this release: models, library, search, MQTT.")
     selftest.add_argument("--config", type=Path, required=True)
@@ -145,17 +159,33 @@ def _selftest_failed(lines: list[str], *, printed: bool = False) -> int:
 
 def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-untyped-def]
     """Create or list accounts in the device database; prints one line a person can act on."""
+    from appliance.runtime import open_records
     from appliance.services.accounts import AccountError, AccountService
     from appliance.storage.accounts import AccountStore
-    from appliance.storage.device_db import DeviceDatabase
+    from appliance.storage.desk_config import DeskConfigStore
+    from core.desk_config import SEARCH_ROLES
 
-    db = DeviceDatabase(settings.data_dir)
+    verb = "account not created" if args.accounts_command == "add" else "authorisation not recorded"
+    try:
+        authorisation = _authorisation_args(args) if args.accounts_command != "list" else None
+    except AccountError as e:
+        print(f"{verb}: {e}", file=sys.stderr)
+        return 1
+    # Opened as the desk opens it (the TPM where there is one), with the audit chain: who may search is
+    # decided here, so every change is recorded for central as the desk's own changes are.
+    records = open_records(settings)
+    db, audit = records.db, records.audit
     try:
         service = AccountService(AccountStore(db), settings.auth)
         if args.accounts_command == "list":
             for user in service.list():
-                print(f"{user.username}\t{user.role.value}")
+                auth = service.authorisation(user.username)
+                shown = (f"\ttrained {auth.trained_on}, authorised until {auth.authorised_until}, {auth.business_area}"
+                         if auth else ("\tno authorisation to search" if user.role.value in SEARCH_ROLES else ""))
+                print(f"{user.username}\t{user.role.value}{shown}")
             return 0
+        if args.accounts_command == "authorise":
+            return _authorise(args, service, DeskConfigStore(db), authorisation, audit)
         if args.password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         else:
@@ -164,14 +194,83 @@ def _accounts(args: argparse.Namespace, settings) -> int:  # type: ignore[no-unt
                 print("The two passwords differ; no account was created.", file=sys.stderr)
                 return 1
         try:
-            user = service.add(args.username, args.role, password)
+            user = service.add(args.username, args.role, password, authorisation)
         except AccountError as e:
             print(f"account not created: {e}", file=sys.stderr)
             return 1
-        print(f"account {user.username} created with role {user.role.value}")
+        audit.record(ACCOUNT_AUDIT, _shell_actor(), "account_created", username=user.username, role=user.role.value,
+                     **_authorisation_details(authorisation))
+        until = f", authorised to search until {authorisation.authorised_until}" if authorisation else ""
+        print(f"account {user.username} created with role {user.role.value}{until}")
+        if authorisation is None and user.role.value in SEARCH_ROLES:
+            print(f"{user.username} cannot start a request or search until an authorisation to search is recorded "
+                  "(accounts authorise --trained-on ... --search-authorised-until ... --business-area ...).")
         return 0
     finally:
         db.close()
+
+
+#: Accounts changed by the device administrator's command are changes to the desk's configuration.
+ACCOUNT_AUDIT = "config_change"
+
+
+def _shell_actor() -> str:
+    """Who ran the command: the device administrator's login on the desk (no desk account signs in here)."""
+    try:
+        return f"shell:{getpass.getuser()}"
+    except Exception:  # no login name at all (a bare service environment): still recorded, as unknown
+        return "shell:unknown"
+
+
+def _authorisation_details(authorisation) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+    """The dates an audit event records (the business area is free text: kept on the desk, not sent)."""
+    return {"trained_on": authorisation.trained_on.isoformat() if authorisation else None,
+            "authorised_until": authorisation.authorised_until.isoformat() if authorisation else None}
+
+
+def _authorisation_args(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The authorisation the three options give (all three or none), or None; ``AccountError`` if half given."""
+    from appliance.services.accounts import AccountError, search_authorisation
+
+    given = (args.trained_on, args.search_authorised_until, args.business_area)
+    if getattr(args, "remove", False):
+        if any(v is not None for v in given):
+            raise AccountError("Give --remove alone, or the three authorisation options without it.")
+        return None
+    if all(v is None for v in given):
+        if args.accounts_command == "authorise":
+            raise AccountError("Give --trained-on, --search-authorised-until and --business-area (or --remove).")
+        return None
+    if any(v is None for v in given):
+        raise AccountError("Give all three of --trained-on, --search-authorised-until and --business-area, "
+                           "or none of them.")
+    return search_authorisation(*given)
+
+
+def _authorise(args: argparse.Namespace, service, configs, authorisation, audit) -> int:  # type: ignore[no-untyped-def]
+    """Record an authorisation on an account made on this desk, audited (it decides who may search); central's
+    accounts are central's to change."""
+    from appliance.services.accounts import AccountError
+
+    applied = configs.applied()
+    if applied is not None and any(a.username == args.username.strip() for a in applied.config.accounts):
+        print(f"authorisation not recorded: {args.username} is one of central's accounts (signed configuration "
+              f"version {applied.version}); ask the RFR team to record the authorisation there.", file=sys.stderr)
+        return 1
+    try:
+        service.set_authorisation(args.username, authorisation)
+    except AccountError as e:
+        print(f"authorisation not recorded: {e}", file=sys.stderr)
+        return 1
+    audit.record(ACCOUNT_AUDIT, _shell_actor(), "search_authorisation_removed" if authorisation is None
+                 else "search_authorisation_recorded", username=args.username.strip(),
+                 **_authorisation_details(authorisation))
+    if authorisation is None:
+        print(f"{args.username}: authorisation to search removed; they can sign in but not search")
+    else:
+        print(f"{args.username}: authorised to search until {authorisation.authorised_until} "
+              f"(trained {authorisation.trained_on}, {authorisation.business_area})")
+    return 0
 
 
 def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ from appliance.services.peer_review import (
     load_review_key,
 )
 from appliance.services.retention import RetentionService
+from appliance.services.search_authority import SearchAuthority
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, WipeService, load_command_key
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
@@ -49,6 +50,7 @@ from appliance.storage.signing_key import load_or_create_signing_key
 from appliance.updates.authorisation import AuthorisationUpdater
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.updater import LibraryUpdater
+from core.display_time import zone
 from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
 from devicekeys.keys import AUTH_FILE_NAME
 from devicekeys.tpm import Tpm
@@ -226,11 +228,13 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
     sessions = SessionManager(SessionStore(db), idle_s=settings.auth.idle_timeout_minutes * 60,
                               absolute_s=settings.auth.absolute_timeout_hours * 3600)
+    accounts = AccountService(AccountStore(db), settings.auth)
+    # Authorised RFR Users: the desk's own clock and time zone decide whether an authorisation has lapsed.
+    authority = SearchAuthority(accounts.authorisation, audit, zone(settings.web.time_zone))
     case_service = CaseService(case_store, reviews, channel, pipeline, libraries, audit,
-                               lambda: desk_config.top_k(settings.search.top_k))
+                               lambda: desk_config.top_k(settings.search.top_k), authority=authority)
     if central_reviews is not None:
         central_reviews.bind(case_service.apply_peer_review)
-    accounts = AccountService(AccountStore(db), settings.auth)
     sessions.purge()
     # Central's retention period for viable matches: enforced now, then hourly (appliance.services.retention).
     # The lock tells ``python -m appliance retention purge`` that this process purges by itself.

@@ -15,6 +15,13 @@ would exhaust the desk's memory at sign-in.
 
 Safety rule: every document must keep at least one enabled ``device_admin``
 account, so a configuration can never lock the force out of a desk.
+
+Authorised RFR Users: an account whose role runs searches carries a
+``search_authorisation`` (training date, the day the authorisation ends, the
+business area granted permission). The desk refuses a submission or a search
+without a current one (``appliance.services.search_authority``). Dates are
+strict ``YYYY-MM-DD`` and bounded, so a typed year (2205 for 2025) is refused
+here, at central, rather than silently authorising someone for two centuries.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +45,16 @@ MIN_PASSWORD_LENGTH = 12
 # not know is refused rather than guessed at.
 ROLES = frozenset({"custody_officer", "detention_officer", "inspector", "superintendent", "technical_adviser",
                    "device_admin", "auditor"})
+# The roles that submit requests and run searches (appliance.services.policy's desk roles; a test keeps the two
+# equal): only they need, and only they may carry, an authorisation to search.
+SEARCH_ROLES = frozenset({"custody_officer", "detention_officer", "inspector", "superintendent"})
+# Bounds on an authorisation's dates: a date outside them, or one lasting longer than this after the training,
+# is a typing mistake, not a policy.
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2099, 12, 31)
+MAX_AUTHORISATION = timedelta(days=5 * 366)
+# Letters, digits, spaces and ordinary punctuation: a name people read, never markup or control characters.
+BUSINESS_AREA = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 &'(),./:-]{0,78}[A-Za-z0-9).])?$")
 USERNAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # scrypt$N$r$p$salt$hash exactly as core.passwords.hash_password writes it (desk and central accounts).
 PASSWORD_HASH = re.compile(r"^scrypt\$([0-9]{1,8})\$([0-9]{1,2})\$([0-9]{1,2})\$([0-9a-f]{32,128})\$([0-9a-f]{64})$")
@@ -78,6 +96,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class SearchAuthorisation(_Strict):
+    """An Authorised RFR User's authorisation: trained on ``trained_on``, in ``business_area`` (a business area
+    granted permission to use RFR), may start requests and searches up to and including ``authorised_until``."""
+
+    trained_on: date = Field(description="The day the officer completed RFR training (YYYY-MM-DD).")
+    authorised_until: date = Field(description="The last day the officer may search (YYYY-MM-DD), after the "
+                                   "training and at most five years after it.")
+    business_area: str = Field(pattern=BUSINESS_AREA.pattern, description="The business area granted permission, "
+                               "e.g. 'Custody, North division' (1-80 letters, digits, spaces, punctuation).")
+
+    @field_validator("trained_on", "authorised_until")
+    @classmethod
+    def _bounded(cls, value: date) -> date:
+        if not EARLIEST_DATE <= value <= LATEST_DATE:
+            raise ValueError(f"{value.isoformat()} is outside {EARLIEST_DATE.isoformat()} to "
+                             f"{LATEST_DATE.isoformat()}: check the year")
+        return value
+
+    @model_validator(mode="after")
+    def _after_training(self) -> SearchAuthorisation:
+        if self.authorised_until <= self.trained_on:
+            raise ValueError(f"authorised_until {self.authorised_until.isoformat()} must be after trained_on "
+                             f"{self.trained_on.isoformat()}")
+        if self.authorised_until - self.trained_on > MAX_AUTHORISATION:
+            raise ValueError(f"authorised_until {self.authorised_until.isoformat()} is more than five years after "
+                             f"trained_on {self.trained_on.isoformat()}: check the year")
+        return self
+
+
 class ConfigAccount(_Strict):
     """One desk account; ``disabled`` stops sign-in but keeps the account and its audit history."""
 
@@ -85,6 +132,16 @@ class ConfigAccount(_Strict):
     role: str = Field(description=f"One of {sorted(ROLES)}.")
     password_hash: str = Field(description="From python -m central.publish hash-password; never a password.")
     disabled: bool = Field(default=False, description="True: the account can no longer sign in on any desk.")
+    search_authorisation: SearchAuthorisation | None = Field(
+        default=None, description=f"Roles {sorted(SEARCH_ROLES)} only: the account's authorisation to search. "
+        "Without a current one the account signs in and sees its cases but cannot start a request or a search.")
+
+    @model_validator(mode="after")
+    def _authorisation_for_searchers(self) -> ConfigAccount:
+        if self.search_authorisation is not None and self.role not in SEARCH_ROLES:
+            raise ValueError(f"a {self.role} does not search, so carries no search_authorisation "
+                             f"(only {', '.join(sorted(SEARCH_ROLES))} do)")
+        return self
 
     @field_validator("role")
     @classmethod
@@ -130,6 +187,13 @@ class DeskConfig(_Strict):
             raise ValueError("an account is listed twice")
         if not any(a.role == "device_admin" and not a.disabled for a in self.accounts):
             raise ValueError("no enabled device_admin account: a desk would be left with nobody to administer it")
+        # A day's grace for time zones: central issues in UTC, training dates are local.
+        issued = self.issued_at.date() + timedelta(days=1)
+        for account in self.accounts:
+            auth = account.search_authorisation
+            if auth is not None and auth.trained_on > issued:
+                raise ValueError(f"{account.username}: trained_on {auth.trained_on.isoformat()} is after the "
+                                 f"configuration was issued ({self.issued_at.date().isoformat()})")
         return self
 
     @classmethod

@@ -9,7 +9,7 @@ way anywhere. One module, so every page and export says the same thing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.errors import CustodyRfrError
@@ -35,6 +35,11 @@ def _moment(seconds: float | None) -> datetime | None:
     if seconds is None:
         return None
     return datetime.fromtimestamp(float(seconds), UTC)
+
+
+def long_date(day: date) -> str:
+    """'3 December 2026': a calendar day in words, as every desk page writes one (no 03/12 versus 12/03)."""
+    return f"{day.day} {day:%B %Y}"
 
 
 def local_time(seconds: float | None, where: tzinfo) -> str:

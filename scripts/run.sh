@@ -145,6 +145,13 @@ if [ ! -f "$VAR/appliance/demo-accounts" ]; then
   done
   touch "$VAR/appliance/demo-accounts"
 fi
+# Authorised RFR Users (docs/desk-workflow.md): the demo officers and ranks are trained and authorised to
+# search, renewed at every start; officer2's ends in 20 days, so the home page shows the renewal warning.
+for account in officer:365 officer2:20 inspector:365 superintendent:365; do
+  $PY -m appliance accounts authorise --config "$VAR/appliance.toml" --username "${account%%:*}" \
+      --trained-on "$(date -d '-30 days' +%F)" --search-authorised-until "$(date -d "+${account##*:} days" +%F)" \
+      --business-area "Custody, demo division" > /dev/null
+done
 # Huge pages for the search index, as the appliance's systemd unit sets (docs/benchmarks.md).
 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $PY -m appliance serve --config "$VAR/appliance.toml" \
     > "$VAR/log/appliance.log" 2>&1 &

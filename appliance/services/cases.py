@@ -81,6 +81,7 @@ from appliance.services.policy import (
     validate_match_report,
     validate_submission,
 )
+from appliance.services.search_authority import SearchAuthority
 from appliance.storage.cases import LEGACY_LIBRARY_ID, CandidateRow, CaseStore, ProbeRow
 from appliance.storage.peer_reviews import PeerReviewRow, PeerReviewStore
 from core.errors import CustodyRfrError
@@ -345,11 +346,12 @@ class CaptureResult:
 class CaseService:
     def __init__(self, store: CaseStore, reviews: PeerReviewStore, channel: PeerReviewChannel,
                  pipeline: FacePipeline, libraries: Libraries, audit: AuditLog, top_k: int | Callable[[], int],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, authority: SearchAuthority) -> None:
         # ``top_k`` may be a callable: central's signed configuration can change it while the desk runs.
         # ``libraries``: every library the desk holds, under its authorisation (``LibrarySet``).
         self.store, self.reviews, self.channel = store, reviews, channel
         self.pipeline, self.libraries, self.audit, self.top_k, self._clock = pipeline, libraries, audit, top_k, clock
+        self.authority = authority  # Authorised RFR Users: asked before a submission, a photo and a search
         self.access = CaseAccess(audit)
 
     def _now(self) -> datetime:
@@ -441,6 +443,7 @@ class CaseService:
     def submit(self, user: User, sub: Submission, libraries: list[str] | None = None) -> Case:
         """A new request: ``libraries`` are the ids ticked on the form (None: the manifest's default set)."""
         check_can_submit(user.role)
+        self.authority.require(user, "submission")
         chosen, library_errors = self._check_choice(user, sub.custody_ref.strip(), libraries)
         errors = {**validate_submission(sub), **library_errors}
         if errors:
@@ -553,6 +556,7 @@ class CaseService:
         other facts would not be advice on this request.
         """
         case = self._owned(case_id, user, "resubmission", State.RETURNED)
+        self.authority.require(user, "submission", case_id, case.custody_ref)
         chosen, library_errors = self._check_choice(user, sub.custody_ref.strip(),
                                                     case.chosen_libraries if libraries is None else libraries,
                                                     case_id)
@@ -583,6 +587,7 @@ class CaseService:
         """Template the photo (or the chosen face of a photo already taken) and hold it for the search."""
         case = self._owned(case_id, user, "photo", State.APPROVED, State.PROBE_CAPTURED)
         self._require_approval(case, user)
+        self.authority.require(user, "photo", case_id, case.custody_ref)
         try:
             result = self.pipeline.process(data, face_index=face_index)
         except IndexError as e:
@@ -642,6 +647,7 @@ class CaseService:
         except PolicyRefusal as e:
             self._refused("search_refused", user, case, "policy", e)
             raise
+        self.authority.require(user, "search", case_id, case.custody_ref)
         if case.state is not State.PROBE_CAPTURED:
             raise CaseError("Take the photo and check its quality before searching.")
         probe = self.store.probe(case_id)

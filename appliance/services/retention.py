@@ -63,6 +63,7 @@ from appliance.services.audit import AuditLog
 from appliance.services.cases import Case, State
 from appliance.storage.cases import CaseStore
 from appliance.storage.desk_config import DeskConfigStore
+from core.display_time import long_date
 from core.errors import CustodyRfrError
 
 logger = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ NO_PERIOD = ("no retention period has been applied on this desk (central's signe
 
 def day(ts: float) -> str:
     """A date the way the desk's pages write it: 5 March 2026 (the desk's local date)."""
-    d = date.fromtimestamp(ts)
-    return f"{d.day} {d:%B %Y}"
+    return long_date(date.fromtimestamp(ts))
 
 
 def destroyed_notice(destroyed_at: float, closed_at: float, days: int) -> str:

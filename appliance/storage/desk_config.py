@@ -5,7 +5,10 @@ updated and the configuration row is written together, or nothing changes.
 Accounts are never deleted (their names are in the audit trail); an account
 the configuration disables stays, unable to sign in, and its sessions end.
 Accounts the configuration does not list (made locally with
-``python -m appliance accounts add``) are left as they are.
+``python -m appliance accounts add``) are left as they are. A listed account's
+authorisation to search is what the configuration says (none when it says
+none); a change to it alone keeps the account's sessions, since the desk reads
+it afresh at every submission and search.
 
 The trust decisions (is this version newer, was it signed) are made before
 this module is called, in ``appliance.updates.config``.
@@ -14,9 +17,9 @@ this module is called, in ``appliance.updates.config``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from appliance.storage.accounts import AccountStore
+from appliance.storage.accounts import AccountStore, authorisation_columns
 from appliance.storage.device_db import DeviceDatabase
 from core.desk_config import DeskConfig
 
@@ -47,6 +50,7 @@ class AccountChanges:
     created: list[str]
     updated: list[str]
     disabled: list[str]
+    authorisations: list[str] = field(default_factory=list)  # listed accounts whose authorisation to search changed
 
 
 class DeskConfigStore:
@@ -72,19 +76,27 @@ class DeskConfigStore:
 
     def apply(self, config: DeskConfig, digest: str, now: float) -> AccountChanges:
         """Upsert the accounts and record the configuration, all in one transaction."""
-        created, updated, disabled = [], [], []
+        created, updated, disabled, authorisations = [], [], [], []
         with self._db.lock:
             conn = self._db.conn
             try:
                 for account in config.accounts:
-                    row = conn.execute("SELECT role, password_hash, disabled FROM accounts WHERE username = ?",
+                    row = conn.execute("SELECT role, password_hash, disabled, trained_on, search_authorised_until,"
+                                       " business_area FROM accounts WHERE username = ?",
                                        (account.username,)).fetchone()
                     wanted = (account.role, account.password_hash, int(account.disabled))
+                    authorisation = authorisation_columns(account.search_authorisation)
                     if row is None:
-                        conn.execute("INSERT INTO accounts (username, role, password_hash, disabled, created_at)"
-                                     " VALUES (?,?,?,?,?)", (account.username, *wanted, now))
+                        conn.execute("INSERT INTO accounts (username, role, password_hash, disabled, created_at,"
+                                     " trained_on, search_authorised_until, business_area) VALUES (?,?,?,?,?,?,?,?)",
+                                     (account.username, *wanted, now, *authorisation))
                         created.append(account.username)
-                    elif tuple(row) != wanted:
+                        continue
+                    if tuple(row[3:]) != authorisation:
+                        conn.execute("UPDATE accounts SET trained_on = ?, search_authorised_until = ?,"
+                                     " business_area = ? WHERE username = ?", (*authorisation, account.username))
+                        authorisations.append(account.username)
+                    if tuple(row[:3]) != wanted:
                         # A new password also clears a lockout; any change ends the user's open sessions.
                         reset = row[1] != account.password_hash
                         conn.execute("UPDATE accounts SET role = ?, password_hash = ?, disabled = ?,"
@@ -101,4 +113,4 @@ class DeskConfigStore:
             except BaseException:
                 conn.rollback()
                 raise
-        return AccountChanges(created, updated, disabled)
+        return AccountChanges(created, updated, disabled, authorisations)

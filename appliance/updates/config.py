@@ -186,7 +186,8 @@ class ConfigUpdater:
         self._audit.record(AUDIT_TYPE, ACTOR, "ok", config_version=config.version, previous_version=previous,
                            target=offer.name, digest=offer.info.digest, top_k=config.thresholds.top_k,
                            viable_match_days=config.retention.viable_match_days, accounts_created=changes.created,
-                           accounts_updated=changes.updated, accounts_disabled=changes.disabled)
+                           accounts_updated=changes.updated, accounts_disabled=changes.disabled,
+                           search_authorisations_changed=changes.authorisations)
         return ConfigResult("applied", config.version,
                             f"Configuration version {config.version} applied (was {previous or 'none'}).", offer.name)
 

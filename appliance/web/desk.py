@@ -12,6 +12,7 @@ from appliance.services.policy import (
     check_can_submit,
     validate_submission,
 )
+from appliance.services.search_authority import NotAuthorisedUser, Standing
 from appliance.web import submission_form
 from appliance.web.auth import current_user, login_required
 from appliance.web.context import current_desk
@@ -42,8 +43,10 @@ def home():  # type: ignore[no-untyped-def]
     if user.role is Role.AUDITOR:
         sections.append(("Closed cases on this device (read only)", everything))
     accounts = current_desk().accounts.list() if user.role is Role.DEVICE_ADMIN else None
+    authority = cases().authority.assess(user)  # the officer's authorisation to search, shown on their home page
     return render_template("home.html", sections=sections, state_labels=STATE_LABELS, accounts=accounts,
-                           can_submit=can_run_desk(user.role))
+                           can_submit=can_run_desk(user.role) and authority.may_search, authority=authority,
+                           Standing=Standing)
 
 
 _form_context = submission_form.context
@@ -53,6 +56,9 @@ _form_context = submission_form.context
 @login_required
 def new_case():  # type: ignore[no-untyped-def]
     check_can_submit(current_user().role)
+    refusal = cases().authority.assess(current_user()).refusal  # said before the form is filled in, not after
+    if refusal:
+        raise NotAuthorisedUser(refusal)
     return render_template("submit.html", **_form_context(libraries=cases().library_choices()))
 
 
@@ -63,6 +69,7 @@ def submit_case():  # type: ignore[no-untyped-def]
     try:
         if unanswered:
             check_can_submit(current_user().role)
+            cases().authority.require(current_user(), "submission")
             raise SubmissionInvalid({**validate_submission(sub), **unanswered})
         case = cases().submit(current_user(), sub, submission_form.chosen_libraries(request.form))
     except SubmissionInvalid as e:

@@ -8,7 +8,7 @@ from datetime import tzinfo
 from flask import Flask
 from markupsafe import Markup, escape
 
-from core.display_time import local_time, utc_iso
+from core.display_time import local_time, long_date, utc_iso
 
 
 def init_app(app: Flask, where: tzinfo) -> None:
@@ -22,3 +22,4 @@ def init_app(app: Flask, where: tzinfo) -> None:
     app.jinja_env.filters["when"] = when
     app.jinja_env.filters["local_time"] = lambda seconds: local_time(seconds, where)
     app.jinja_env.filters["utc"] = utc_iso
+    app.jinja_env.filters["long_date"] = long_date  # a calendar day: '3 December 2026'

@@ -84,6 +84,10 @@ OUTCOMES = {
     "compared": "Compared side by side",
     "features_compared": "Features compared",
     "refused_contradictory": "Contradictory judgement refused",
+    "not_authorised_user": "Not an Authorised RFR User (authorisation to search lapsed or not recorded)",
+    "account_created": "Account created at the desk",
+    "search_authorisation_recorded": "Authorisation to search recorded at the desk",
+    "search_authorisation_removed": "Authorisation to search removed at the desk",
 }
 
 #: A reviewer's or officer's decision on one candidate.

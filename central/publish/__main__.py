@@ -2,7 +2,8 @@
 
     init --repo DIR --root-keys-dir OFFLINE_DIR [--root-keys 3 --root-threshold 2]
     publish --repo DIR --file LIBRARY_OR_DELTA --kind full|delta --key-file LIBRARY_KEY [--library-id ID]
-    publish-config --repo DIR --file CONFIG_JSON      (signed desk configuration, sealed to each desk)
+    publish-config --repo DIR --file CONFIG_JSON      (signed desk configuration, sealed to each desk: accounts
+                                                       with their search_authorisation, thresholds, retention)
     publish-authorisations --repo DIR                 (each desk's signed library authorisation manifest)
     hash-password < PASSWORD                          (an account's password_hash for the configuration)
     refresh-timestamp --repo DIR        (run hourly: desks refuse a timestamp older than a day)
@@ -58,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     pub.add_argument("--key-file", type=Path, required=True,
                      help="the lineage's key file (rotated in place when the publication re-keys)")
     pub.add_argument("--library-id", default="national", help="the lineage desks know it as ([library] library_id)")
-    config = sub.add_parser("publish-config", help="validate and sign a desk configuration (accounts, "
-                            "thresholds, retention) as a new target")
+    config = sub.add_parser("publish-config", help="validate and sign a desk configuration (accounts and their "
+                            "search_authorisation, thresholds, retention) as a new target; schema and example: "
+                            "docs/fleet.md, 'Signed configuration'")
     config.add_argument("--repo", type=Path, required=True)
     config.add_argument("--file", type=Path, required=True)
     authorisations = sub.add_parser("publish-authorisations", help="sign a new authorisation manifest for each "

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date, timedelta
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import TestResponse, encode_multipart
 
+from core.desk_config import SEARCH_ROLES, SearchAuthorisation
 from core.morphology import COMPONENTS
+from tests.desk_keys import provision_library_key
+from tests.fleet_key import write_command_key
 
 PASSWORD = "correct horse battery staple"
 USERS = {
@@ -57,10 +65,25 @@ def fast_kdf(monkeypatch: Any) -> None:
     monkeypatch.setattr("appliance.services.accounts._N", 2**10)
 
 
+def current_authorisation(days_left: int = 365, today: date | None = None) -> SearchAuthorisation:
+    """An authorisation to search that runs ``days_left`` more days (negative: lapsed that many days ago).
+    ``today``: the desk's own day (``SearchAuthority.today``, in its time zone) where a test counts the days
+    left exactly; this machine's day otherwise, which can differ from the desk's around midnight."""
+    today = today or date.today()
+    return SearchAuthorisation(trained_on=today - timedelta(days=400),
+                               authorised_until=today + timedelta(days=days_left),
+                               business_area="Custody, test division")
+
+
+def authorisation_for(role: str) -> SearchAuthorisation | None:
+    """What the test accounts carry: a current authorisation for the roles that search (Authorised RFR Users)."""
+    return current_authorisation() if role in SEARCH_ROLES else None
+
+
 def add_users(app: Flask, users: dict[str, str] = USERS) -> None:
     accounts = app.extensions["desk"].accounts
     for name, role in users.items():
-        accounts.add(name, role, PASSWORD)
+        accounts.add(name, role, PASSWORD, authorisation_for(role))
 
 
 def csrf_from(html: str) -> str:
@@ -169,3 +192,22 @@ def to_candidates(desk: Desk, case_id: str, photo: bytes) -> str:
 def same_page(html: str) -> str:
     """The page without its CSRF tokens, which carry a timestamp and differ on every request."""
     return re.sub(r'("X-CSRFToken": "|name="csrf_token" value=")[^"]+', r"\1", html)
+
+
+def accounts_command(tmp_path: Path, device_id: str, demo_library: tuple[Path, Path]
+                     ) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python -m appliance accounts ARGS --config FILE`` as the device administrator runs it, against a
+    settings file written for a desk whose data lives in ``tmp_path / "device"``; ``stdin`` feeds the password."""
+    config = tmp_path / "appliance.toml"
+    wrapped = provision_library_key(tmp_path / "device", device_id, demo_library[1])
+    config.write_text(
+        f'device_id = "{device_id}"\ndata_dir = "{tmp_path / "device"}"\n'
+        f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
+        f'[library]\npath = "{demo_library[0]}"\nwrapped_key = "{wrapped}"\n'
+        f'[web]\nsecret_key = "cli-secret-key-0123456789"\n')
+    root = Path(__file__).resolve().parents[2]
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance", "accounts", *args, "--config", str(config)],
+                              cwd=root, input=stdin, capture_output=True, text=True, check=False)
+    return run

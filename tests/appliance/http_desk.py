@@ -20,16 +20,20 @@ from pathlib import Path
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from tests.appliance.desk_helpers import PASSWORD, SUBMISSION
+from tests.appliance.desk_helpers import PASSWORD, SUBMISSION, authorisation_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def create_accounts(config: Path, accounts: dict[str, str]) -> None:
-    """``python -m appliance accounts add`` for each username -> role, password on stdin."""
+    """``python -m appliance accounts add`` for each username -> role, password on stdin; the roles that search
+    with a current authorisation to search (Authorised RFR Users)."""
     for username, role in accounts.items():
+        auth = authorisation_for(role)
+        extra = [] if auth is None else ["--trained-on", auth.trained_on.isoformat(), "--search-authorised-until",
+                                         auth.authorised_until.isoformat(), "--business-area", auth.business_area]
         subprocess.run([sys.executable, "-m", "appliance", "accounts", "add", "--config", str(config),
-                        "--username", username, "--role", role, "--password-stdin"],
+                        "--username", username, "--role", role, "--password-stdin", *extra],
                        cwd=ROOT, input=PASSWORD + "\n", text=True, capture_output=True, check=True)
 
 

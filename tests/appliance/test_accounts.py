@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +12,7 @@ from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.device_db import DeviceDatabase
 from core.passwords import verify_password
 from core.throttle import REFUSED
-from tests.appliance.desk_helpers import fast_kdf
-from tests.desk_keys import provision_library_key
-from tests.fleet_key import write_command_key
+from tests.appliance.desk_helpers import accounts_command, fast_kdf
 from websession.manager import SessionManager
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,18 +103,7 @@ def test_session_token_is_not_stored(parts):
 
 
 def test_device_admin_command_creates_an_account(tmp_path, demo_library):
-    config = tmp_path / "appliance.toml"
-    wrapped = provision_library_key(tmp_path / "device", "desk-cli-01", demo_library[1])
-    config.write_text(
-        f'device_id = "desk-cli-01"\ndata_dir = "{tmp_path / "device"}"\n'
-        f'fleet_command_public_key = "{write_command_key(tmp_path / "central-key")[1]}"\n'
-        f'[library]\npath = "{demo_library[0]}"\nwrapped_key = "{wrapped}"\n'
-        f'[web]\nsecret_key = "cli-secret-key-0123456789"\n')
-
-    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "appliance", "accounts", *args, "--config", str(config)],
-                              cwd=ROOT, input=stdin, capture_output=True, text=True, check=False)
-
+    run = accounts_command(tmp_path, "desk-cli-01", demo_library)
     made = run("add", "--username", "insp1", "--role", "inspector", "--password-stdin",
                stdin="a long passphrase here\n")
     assert made.returncode == 0, made.stderr

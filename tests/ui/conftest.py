@@ -31,7 +31,7 @@ from provisioning.ca import CaLayout
 from provisioning.device import DevicePki
 from supply.pinned import member
 from testbed.ports import free_port
-from tests.appliance.desk_helpers import PASSWORD, USERS
+from tests.appliance.desk_helpers import PASSWORD, USERS, authorisation_for, current_authorisation
 from tests.desk_authorisation import seed_authorisation
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
@@ -83,6 +83,11 @@ def browser_type_launch_args(browser_home) -> dict[str, object]:
             "args": ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]}
 
 
+#: Accounts beyond USERS, for the browser tests of Authorised RFR Users: an officer whose authorisation to
+#: search lapsed three days ago (tests/ui/test_search_authority.py).
+LAPSED_USERS = {"officer_lapsed": "custody_officer"}
+
+
 def _add_accounts(settings: ApplianceSettings) -> None:
     """The test accounts, written into the device database before the desk starts (cheap hashes: the cost is
     stored with each hash, so sign-in works the same)."""
@@ -92,7 +97,9 @@ def _add_accounts(settings: ApplianceSettings) -> None:
     try:
         service = AccountService(AccountStore(db), settings.auth)
         for name, role in USERS.items():
-            service.add(name, role, PASSWORD)
+            service.add(name, role, PASSWORD, authorisation_for(role))
+        for name, role in LAPSED_USERS.items():
+            service.add(name, role, PASSWORD, current_authorisation(days_left=-3))
     finally:
         accounts_mod._N = saved
         db.close()
@@ -156,7 +163,7 @@ def people(browser, live_server) -> Iterator:  # type: ignore[no-untyped-def]
     made: list[Person] = []
 
     def sign_in(username: str) -> Person:
-        assert username in USERS
+        assert username in USERS or username in LAPSED_USERS
         person = Person(browser, live_server, username)
         made.append(person)
         return person

@@ -36,7 +36,7 @@ from core.library_announce import LibraryAnnouncement
 from core.passwords import verify_password
 from devicekeys.wrapping import public_path, read_public_key
 from tests.appliance.conftest import appliance_settings
-from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case
+from tests.appliance.desk_helpers import PASSWORD, Desk, approved_case, authorisation_for
 from tests.fleet_key import COMMAND_KEY
 from tests.updates.conftest import Central
 
@@ -48,7 +48,13 @@ def password_hash() -> str:
 
 
 def account(username: str, role: str, disabled: bool = False) -> dict[str, object]:
-    return {"username": username, "role": role, "password_hash": password_hash(), "disabled": disabled}
+    """One account as central lists it; the roles that search carry a current authorisation to search."""
+    listed: dict[str, object] = {"username": username, "role": role, "password_hash": password_hash(),
+                                 "disabled": disabled}
+    auth = authorisation_for(role)
+    if auth is not None:
+        listed["search_authorisation"] = auth.model_dump(mode="json")
+    return listed
 
 
 STAFF = [account("admin", "device_admin"), account("officer", "custody_officer"), account("inspector", "inspector")]
@@ -225,6 +231,10 @@ def test_central_refuses_to_publish_an_older_equal_or_invalid_config(central, co
     doc["accounts"] = [{**STAFF[0], "password_hash": "scrypt$1024$8$1$" + "a" * 32 + "$" + "b" * 64}]
     assert publish(central, write(configs, doc)) == 1
     assert "outside what desks accept" in capsys.readouterr().err
+    lapsed_before_trained = {**STAFF[1], "search_authorisation": {
+        "trained_on": "2026-01-12", "authorised_until": "2025-01-11", "business_area": "Custody"}}
+    assert publish(central, write(configs, document(3, [STAFF[0], lapsed_before_trained]))) == 1
+    assert "authorised_until 2025-01-11 must be after trained_on 2026-01-12" in capsys.readouterr().err
     assert list(TufRepository(central.repo.repo_dir).published_configs()) == ["config-v000002.json"]
 
 
@@ -320,3 +330,41 @@ def test_the_schema_knows_exactly_the_desk_roles_and_is_strict():
                            ({**doc, "issued_at": "2025-01-01T00:00:00"}, "issued_at")):
         with pytest.raises(WireFormatError, match=phrase):
             DeskConfig.parse(json.dumps(broken).encode())
+
+
+# --- Authorised RFR Users -----------------------------------------------------------------------------------
+
+
+def test_an_authorisation_to_search_arriving_in_a_new_configuration_takes_effect(app, central, configs, face_photo):
+    """Central issues an officer without an authorisation to search: they sign in but are refused; the next
+    signed configuration carries one and the same session submits and searches, no new sign-in; a later
+    configuration without it stops them again."""
+    unauthorised = {k: v for k, v in account("officer", "custody_officer").items() if k != "search_authorisation"}
+    publish(central, write(configs, document(1, [STAFF[0], unauthorised, STAFF[2]])))
+    assert check(app).outcome == "applied"
+    officer = Desk(app, "officer")  # signs in
+    refused = officer.submit()
+    assert refused.status_code == 403
+    assert "no authorisation to search is recorded for your account" in refused.get_data(as_text=True)
+    assert events(app, "request_refused")[-1].outcome == "not_authorised_user"
+
+    publish(central, write(configs, document(2)))  # STAFF: the officer now carries a current authorisation
+    result = check(app)
+    assert (result.outcome, result.version) == ("applied", 2)
+    event = events(app, "config_change")[-1]
+    assert event.details["search_authorisations_changed"] == ["officer"]
+    assert event.details["accounts_updated"] == []  # nothing else changed, so the officer's session goes on
+    auth = app.extensions["desk"].accounts.authorisation("officer")
+    assert auth is not None and auth.business_area == "Custody, test division"
+    response = officer.submit()
+    assert response.status_code == 302, response.get_data(as_text=True)
+    case_id = response.headers["Location"].rsplit("/", 1)[1]
+    assert Desk(app, "inspector").post(f"/cases/{case_id}/approve", {"password": PASSWORD}).status_code == 302
+    assert officer.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 200
+
+    publish(central, write(configs, document(3, [STAFF[0], unauthorised, STAFF[2]])))  # withdrawn by central
+    assert check(app).version == 3
+    assert app.extensions["desk"].accounts.authorisation("officer") is None
+    searched = officer.post(f"/cases/{case_id}/search")
+    assert searched.status_code == 403 and "no authorisation to search is recorded" in searched.get_data(as_text=True)
+    assert events(app, "search_refused")[-1].outcome == "not_authorised_user"
