@@ -19,6 +19,7 @@ from appliance.comms.mqtt import CentralLink
 from appliance.services.accounts import AccountService
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
+from appliance.services.clock_guard import ClockGuard
 from appliance.services.health import HealthReporter
 from appliance.services.library import LibraryHolder
 from appliance.services.peer_review import (
@@ -92,6 +93,7 @@ class Desk:
     cases: CaseService
     retention: RetentionService
     service_lock: ServiceLock
+    clock: ClockGuard | None = None
 
     def start(self) -> None:
         """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
@@ -130,6 +132,10 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
+    # The clock is judged against the log's newest time now, against itself while running, and against
+    # central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
+    clock = ClockGuard(outbox.head_time())
+    audit.watch_clock(clock.check)
     library = LibraryHolder(snapshot)
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
     updater = None
@@ -160,6 +166,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                             insecure_keys=lambda: keys.insecure,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
     senders.append(health.send)
+    senders.append(lambda _publish, _session: audit.check_clock())  # a jump is told even on a quiet desk
     wipe = WipeService(settings.device_id, central_key, audit, outbox, db,
                        secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
                                 *filter(None, [settings.library.insecure_plain_key_file])],
@@ -171,7 +178,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     handlers[fleet_command_topic(settings.device_id)] = wipe.handle
     senders.append(wipe.drain)  # last: after it runs the database is closed
     publisher = CentralLink(settings.mqtt, settings.device_id, outbox, central_key=central_key, handlers=handlers,
-                            senders=senders)
+                            senders=senders, on_central_time=clock.observe_central)
     last_ack.append(publisher)
     wipe.on_withdrawn(publisher.request_stop)
     if updater is not None:
@@ -190,15 +197,20 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     service_lock = ServiceLock(settings.data_dir)
     if not service_lock.acquire():
         logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
-    retention = RetentionService(case_store, desk_config, audit)
+    retention = RetentionService(case_store, desk_config, audit, clock_doubt=lambda: clock.doubt)
     wipe.on_withdrawn(retention.stop)
     try:
         retention.purge()
     except Exception:
         logger.exception("retention purge at start failed; it is tried again in the background")
+    if db.damage.damaged:  # reported in the chain too, if the damaged page leaves the log writable
+        try:
+            audit.record("device_fault", "system", "database_damaged", problems=db.damage.problems[:5])
+        except Exception:
+            logger.exception("could not record the device database's damage in the audit log")
     audit.record("library_loaded", "system", "ok", library_version=snapshot.version, records=snapshot.count,
                  embedder=snapshot.embedder_id)
     return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, db=db, outbox=outbox,
                 audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
-                service_lock=service_lock)
+                service_lock=service_lock, clock=clock)

@@ -14,6 +14,7 @@ from pathlib import Path
 import sqlcipher3
 
 from appliance.settings import ApplianceSettings
+from appliance.storage.storage_faults import DamageRecord, integrity_problems
 from devicekeys.keys import load_or_create_secret, tpm_for_policy
 from devicekeys.tpm import Tpm
 from library import cipher
@@ -53,6 +54,9 @@ class DeviceDatabase:
         self.conn.execute("PRAGMA synchronous = FULL")
         self.lock = threading.RLock()
         self.closed = False
+        # Every page's HMAC checked once at open: damage is reported from the start, never found by chance later.
+        self.damage = DamageRecord()
+        self.damage.note(integrity_problems(self.conn, self.lock))
 
     def close(self) -> None:
         with self.lock:

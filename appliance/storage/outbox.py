@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -97,6 +98,14 @@ class Outbox:
     def signed_seq(self) -> int:
         with self._db.lock:
             return self._sequences()[1]
+
+    def head_time(self) -> float | None:
+        """When (Unix time, as the desk's clock read it) the newest event was recorded; None for an empty log."""
+        with self._db.lock:
+            row = self._db.conn.execute("SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return datetime.fromisoformat(AuditEvent.from_bytes(bytes(row[0])).occurred_at).timestamp()
 
     def on_append(self, callback: Callable[[], None]) -> None:
         """Wake a sender when an event is queued, instead of it polling."""

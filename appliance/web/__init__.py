@@ -22,6 +22,7 @@ from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
 from appliance.settings import ApplianceSettings
+from appliance.storage.storage_faults import DAMAGED_MESSAGE, STORAGE_FULL_MESSAGE, is_damage, is_storage_full
 from core.display_time import zone
 from models.pipeline import FacePipeline
 from webserver import log_ids
@@ -176,6 +177,13 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):  # type: ignore[no-untyped-def]
+        # The desk's own storage failing is no bug: staff are told what happened (appliance.storage.storage_faults).
+        if is_storage_full(e):
+            logger.error("refused: the device's storage is full (%s)", e, extra={"event": "storage_full"})
+            return render_error(507, STORAGE_FULL_MESSAGE)
+        if is_damage(e):
+            desk.db.damage.note(f"{type(e).__name__}: {e}")
+            return render_error(500, DAMAGED_MESSAGE)
         logger.exception("unexpected error")
         return render_error(500, "Something went wrong on this device. The last step was not completed. "
                                  "Try again; if it happens again, call the RFR helpdesk.")
