@@ -9,6 +9,8 @@ committed audit event survives power loss.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlcipher3
@@ -57,6 +59,25 @@ class DeviceDatabase:
         # Every page's HMAC checked once at open: damage is reported from the start, never found by chance later.
         self.damage = DamageRecord()
         self.damage.note(integrity_problems(self.conn, self.lock))
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlcipher3.Connection]:
+        """Writes committed together at the end, or rolled back on any failure. SQLite leaves a transaction
+        open when its COMMIT fails (a full disk): without the rollback the next, unrelated write would
+        silently join it."""
+        with self.lock:
+            try:
+                yield self.conn
+                self.conn.commit()
+            except BaseException:
+                self.abandon()
+                raise
+
+    def abandon(self) -> None:
+        """Roll back whatever transaction a failed write left open (no-op when none is)."""
+        with self.lock:
+            if not self.closed and self.conn.in_transaction:
+                self.conn.rollback()
 
     def close(self) -> None:
         with self.lock:

@@ -178,6 +178,8 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
     @app.errorhandler(Exception)
     def unexpected(e: Exception):  # type: ignore[no-untyped-def]
         # The desk's own storage failing is no bug: staff are told what happened (appliance.storage.storage_faults).
+        if is_storage_full(e) or is_damage(e):
+            desk.db.abandon()  # a failed COMMIT leaves its transaction open: the next write must not join it
         if is_storage_full(e):
             logger.error("refused: the device's storage is full (%s)", e, extra={"event": "storage_full"})
             return render_error(507, STORAGE_FULL_MESSAGE)
