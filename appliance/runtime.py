@@ -21,6 +21,7 @@ from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
 from appliance.services.clock_guard import ClockGuard
 from appliance.services.health import HealthReporter
+from appliance.services.integrity import LibraryIntegrity
 from appliance.services.library import LibraryHolder
 from appliance.services.peer_review import (
     CentralPeerReviewChannel,
@@ -94,6 +95,7 @@ class Desk:
     retention: RetentionService
     service_lock: ServiceLock
     clock: ClockGuard | None = None
+    library_integrity: LibraryIntegrity | None = None
 
     def start(self) -> None:
         """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
@@ -101,6 +103,8 @@ class Desk:
         if self.updater is not None and self.settings.updates is not None:
             self.updater.start_polling(self.settings.updates.poll_interval_s)
         self.retention.start()
+        if self.library_integrity is not None:
+            self.library_integrity.start()
 
     def close(self) -> None:
         """Stop the background work, then close the library and the device database and release the lock."""
@@ -213,4 +217,5 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, db=db, outbox=outbox,
                 audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
-                service_lock=service_lock, clock=clock)
+                service_lock=service_lock, clock=clock,
+                library_integrity=LibraryIntegrity(lambda: (store.current_path(), keys.for_current(store)), audit))

@@ -51,14 +51,28 @@ class DeviceDatabase:
         self.key_path = data_dir / KEY_NAME
         key = bytes.fromhex(load_or_create_secret(self.key_path, tpm, _new_key_text).decode().strip())
         self.path = data_dir / DB_NAME
-        self.conn: sqlcipher3.Connection = cipher.connect(self.path, key, create=True)
-        self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = FULL")
+        self._key = key
+        self.conn: sqlcipher3.Connection = self._connect()
         self.lock = threading.RLock()
         self.closed = False
         # Every page's HMAC checked once at open: damage is reported from the start, never found by chance later.
         self.damage = DamageRecord()
         self.damage.note(integrity_problems(self.conn, self.lock))
+
+    def _connect(self) -> sqlcipher3.Connection:
+        conn = cipher.connect(self.path, self._key, create=True)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    def reopen(self) -> None:
+        """A fresh connection after a damaged page was read: SQLCipher leaves the connection that met the bad
+        HMAC refusing every write, so without this the desk could not even record the damage."""
+        with self.lock:
+            if self.closed:
+                return
+            self.conn.close()
+            self.conn = self._connect()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlcipher3.Connection]:

@@ -28,8 +28,8 @@ STORAGE_FULL_MESSAGE = (
     "space is freed. Everything recorded before is kept and still goes to the RFR team. Call the RFR helpdesk "
     "and tell them the desk's storage is full.")
 DAMAGED_MESSAGE = (
-    "This device's records failed their integrity check (a damaged page in its encrypted database), so the "
-    "last step was not completed. Stop using the desk for searches and call the RFR helpdesk: the damage "
+    "A damaged page was found in this device's encrypted records or reference library, so the last step was "
+    "not completed. Stop using the desk for searches and call the RFR helpdesk: the damage "
     "has been reported to the RFR team.")
 
 
@@ -97,14 +97,15 @@ class DamageRecord:
         self._lock = threading.Lock()
         self._problems: list[str] = []
 
-    def note(self, problems: list[str] | str) -> None:
-        """Remember ``problems`` (and log them once each): the health report and /metrics show them."""
+    def note(self, problems: list[str] | str) -> list[str]:
+        """Remember ``problems`` (and log them once each) for /metrics; returns those not seen before."""
         new = [problems] if isinstance(problems, str) else list(problems)
         with self._lock:
             fresh = [p for p in new if p not in self._problems]
             self._problems.extend(fresh)
         for problem in fresh:
             logger.error("device database damaged: %s", problem, extra={"event": "device_database_damaged"})
+        return fresh
 
     @property
     def problems(self) -> list[str]:

@@ -184,7 +184,13 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
             logger.error("refused: the device's storage is full (%s)", e, extra={"event": "storage_full"})
             return render_error(507, STORAGE_FULL_MESSAGE)
         if is_damage(e):
-            desk.db.damage.note(f"{type(e).__name__}: {e}")
+            fresh = desk.db.damage.note(f"{request.method} {request.path}: {type(e).__name__}: {e}")
+            desk.db.reopen()  # the connection that read the bad page refuses writes from then on
+            if fresh:  # into the chain too, when the damaged page is not the log's own
+                try:
+                    desk.audit.record("device_fault", "system", "database_damaged", problems=fresh)
+                except Exception:
+                    logger.exception("could not record the damage in the audit log")
             return render_error(500, DAMAGED_MESSAGE)
         logger.exception("unexpected error")
         return render_error(500, "Something went wrong on this device. The last step was not completed. "

@@ -58,6 +58,7 @@ OUTCOMES = {
     "clock_doubtful": "Desk clock doubtful: times nearby may be wrong",
     "clock_trusted": "Desk clock agrees with central again",
     "database_damaged": "Desk database failed its integrity check",
+    "library_damaged": "Desk library copy failed its integrity check",
     "awaiting_approval": "Waiting for approval",
     "approved": "Approved",
     "technical_advice_recorded": "Technical advice recorded",
