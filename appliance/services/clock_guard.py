@@ -32,6 +32,11 @@ TOLERANCE_S = 120.0
 Clock = Callable[[], float]
 
 
+def _since_boot() -> float:
+    """A clock that never jumps and, unlike ``time.monotonic``, counts a suspended machine's sleep (no false jump)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
 
@@ -40,7 +45,7 @@ class ClockGuard:
     """Tracks doubt about the wall clock; ``check`` reports each new jump once (for the audit log)."""
 
     def __init__(self, last_recorded: float | None = None, *, wall: Clock = time.time,
-                 monotonic: Clock = time.monotonic, tolerance_s: float = TOLERANCE_S) -> None:
+                 monotonic: Clock = _since_boot, tolerance_s: float = TOLERANCE_S) -> None:
         self._wall, self._monotonic, self._tolerance = wall, monotonic, tolerance_s
         self._lock = threading.Lock()
         self._anchor = (wall(), monotonic())
