@@ -138,7 +138,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     db, outbox, audit = records.db, records.outbox, records.audit
     # The clock is judged against the log's newest time now, against itself while running, and against
     # central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
-    clock = ClockGuard(outbox.head_time())
+    clock = ClockGuard(outbox.head_time(), head_seq=lambda: outbox.head_seq)
     audit.watch_clock(clock.check)
     library = LibraryHolder(snapshot)
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied

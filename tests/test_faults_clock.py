@@ -66,11 +66,11 @@ def _events(desk):
 
 
 def _ack_now(desk, publisher) -> None:
-    """Central's signed ack for event 1, issued at central's (the real) time, over the broker."""
-    row = desk.db.conn.execute("SELECT hash FROM audit_log WHERE seq = 1").fetchone()
+    """Central's signed ack for the newest event, issued at central's (the real) time, over the broker."""
+    seq, head = desk.db.conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     acked = desk.mqtt.acked + desk.mqtt.refused
     seen = desk.mqtt.last_ack_at
-    publisher(ack_topic(desk.settings.device_id), signed_ack(desk.settings.device_id, 1, 0, str(row[0])))
+    publisher(ack_topic(desk.settings.device_id), signed_ack(desk.settings.device_id, int(seq), 0, str(head)))
     assert wait_for(lambda: desk.mqtt.last_ack_at != seen or desk.mqtt.acked + desk.mqtt.refused > acked, 20)
 
 
@@ -125,6 +125,26 @@ def test_desk_clock_jumps_are_recorded_and_hold_the_retention_purge_back(clock_d
     assert desk.retention.purge() == []
     assert desk.cases.get(case_id).biometrics_destroyed_at is None
     assert desk.audit.verify().findings == []
+
+
+def test_a_replayed_old_ack_cannot_clear_a_clock_doubt(clock_desk, publisher):
+    """An ack central signed hours ago (captured, or held at the broker) carries an old time that a clock set
+    back by the same hours agrees with; it covers only events from before the doubt, so it proves nothing."""
+    _app, desk, wall = clock_desk
+    desk.audit.record("login", "officer", "ok")
+    row = desk.db.conn.execute("SELECT hash FROM audit_log WHERE seq = 1").fetchone()
+    three_hours_ago = datetime.now(UTC) - timedelta(seconds=3 * HOUR)
+    wall.offset = -3 * HOUR
+    desk.audit.check_clock()
+    assert faults(desk)[-1]["details"]["reason"] == "jumped_backwards" and desk.clock.doubt is not None
+    refused = desk.mqtt.refused
+    publisher(ack_topic(desk.settings.device_id),
+              signed_ack(desk.settings.device_id, 1, 0, str(row[0]), issued=three_hours_ago))
+    assert wait_for(lambda: desk.mqtt.last_ack_at is not None or desk.mqtt.refused > refused, 20)
+    assert desk.clock.offset_s == pytest.approx(0, abs=60)  # the old time agrees with the wrong clock...
+    assert desk.clock.doubt is not None  # ...but an ack for events from before the doubt does not clear it
+    desk.audit.check_clock()
+    assert faults(desk)[-1]["outcome"] == "clock_doubtful"
 
 
 def test_desk_clock_behind_centrals_is_doubtful_from_the_ack(clock_desk, publisher):

@@ -69,11 +69,12 @@ class CentralLink:
                  checkpoint_idle_s: float = CHECKPOINT_IDLE_S,
                  handlers: Mapping[str, Callable[[bytes], None]] | None = None,
                  senders: Sequence[Sender] = (),
-                 on_central_time: Callable[[datetime], None] | None = None) -> None:
+                 on_central_time: Callable[[datetime, int], None] | None = None) -> None:
         """``handlers`` maps further topics (fleet announcements, peer review outcomes) to what handles
         their payloads; ``senders`` drain further outgoing queues. Both run in the sender thread, so each
         must return quickly. ``central_key`` is central's fleet-command public key: acks must carry its
-        signature. ``on_central_time`` hears the issue time of each new signed ack (the desk's clock check)."""
+        signature. ``on_central_time`` hears the issue time of each new signed ack and the last event it covers
+        (the desk's clock check)."""
         self._on_central_time = on_central_time
         self._device_id = device_id
         self._central_key = central_key
@@ -169,7 +170,7 @@ class CentralLink:
             self._newest_ack = issued
             self._last_ack_at = time.time()
             if self._on_central_time is not None:
-                self._on_central_time(issued)
+                self._on_central_time(issued, ack.events_through)
         self._acked_through = max(self._acked_through, ack.events_through)
         if removed:
             self._last_progress = time.monotonic()
