@@ -136,9 +136,9 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
-    # The clock is judged against the log's newest time now, against itself while running, and against
-    # central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
-    clock = ClockGuard(outbox.head_time(), head_seq=lambda: outbox.head_seq)
+    # The clock is judged against the log (its newest time, a doubt still standing) now, against itself while
+    # running, and against central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
+    clock = ClockGuard.from_log(outbox)
     audit.watch_clock(clock.check)
     library = LibraryHolder(snapshot)
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied

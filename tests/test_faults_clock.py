@@ -1,7 +1,7 @@
 """A desk clock that jumps by hours or days, and central's view of a desk's clock.
 
 The desk runs for real (pipeline, library, SQLCipher device database, MQTT link to a real Mosquitto); only its
-wall clock is injected (``appliance.runtime.ClockGuard`` and the retention job read it, as
+wall clock is injected (``ClockGuard.from_log``, as the runtime opens it, and the retention job read it, as
 tests/appliance/test_retention.py does for the retention job), so "91 days later" is a number and the
 machine's clock is never touched. Central's signed acks arrive over the broker with central's real time.
 
@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from appliance.__main__ import main as appliance_main
 from appliance.services.audit import AuditLog
 from appliance.services.clock_guard import ClockGuard
 from appliance.services.retention import DAY_S, RetentionService
@@ -41,7 +42,7 @@ from core.topics import ack_topic, health_topic
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import add_users, fast_kdf
 from tests.appliance.test_acks import signed_ack
-from tests.appliance.test_retention import apply_config, closed_viable
+from tests.appliance.test_retention import apply_config, closed_viable, write_settings
 from tests.audit_support import wait_for
 
 HOUR = 3600.0
@@ -78,7 +79,7 @@ def _ack_now(desk, publisher) -> None:
 def clock_desk(tmp_path, demo_library, pipeline, mosquitto, monkeypatch):
     fast_kdf(monkeypatch)
     wall = Wall()
-    monkeypatch.setattr("appliance.runtime.ClockGuard", functools.partial(ClockGuard, wall=wall))
+    monkeypatch.setattr(ClockGuard, "from_log", functools.partial(ClockGuard.from_log, wall=wall))
     settings = appliance_settings(tmp_path, demo_library, mqtt_port=mosquitto.port)
     app = create_app(settings, pipeline=pipeline, start_sync=True)
     app.config["TESTING"] = True
@@ -145,6 +146,39 @@ def test_a_replayed_old_ack_cannot_clear_a_clock_doubt(clock_desk, publisher):
     assert desk.clock.doubt is not None  # ...but an ack for events from before the doubt does not clear it
     desk.audit.check_clock()
     assert faults(desk)[-1]["outcome"] == "clock_doubtful"
+
+
+def test_a_recorded_clock_doubt_outlives_a_restart_and_holds_the_purge_command_back(
+        clock_desk, face_photo, pipeline, publisher, tmp_path, capsys):
+    """A doubt lives in the chain, not only in the process that noticed it: restarting the desk or running
+    ``retention purge`` by hand must not destroy on a clock central has not yet confirmed."""
+    app, desk, wall = clock_desk
+    apply_config(desk.desk_config, 1, 90)
+    desk.cases._clock = lambda: time.time() - 100 * DAY_S  # looks closed 100 days ago: past the 90 days
+    _, case_id = closed_viable(app, face_photo("obama3.jpg").read_bytes())
+    wall.offset = 3 * HOUR
+    desk.audit.check_clock()
+    assert faults(desk)[-1]["outcome"] == "clock_doubtful"
+    config = write_settings(tmp_path / "appliance.toml", app)
+    settings = desk.settings
+    desk.close()  # the service stops (a power cut, an update) before central's time confirmed the clock
+    wall.offset = 0.0
+
+    capsys.readouterr()
+    assert appliance_main(["retention", "purge", "--config", str(config)]) == 1
+    assert "clock is not trusted" in capsys.readouterr().err
+
+    again = create_app(settings, pipeline=pipeline, start_sync=True).extensions["desk"]
+    try:
+        assert again.clock.doubt is not None  # still doubtful after the restart...
+        assert again.cases.probe(case_id) is not None  # ...so the purge at start destroyed nothing
+        assert again.mqtt.wait_connected(20)
+        _ack_now(again, publisher)  # central's time, in an ack for an event logged since the restart
+        assert wait_for(lambda: again.clock.doubt is None, 10)
+        assert [p.case_id for p in again.retention.purge()] == [case_id]
+        assert again.cases.probe(case_id) is None
+    finally:
+        again.close()
 
 
 def test_desk_clock_behind_centrals_is_doubtful_from_the_ack(clock_desk, publisher):

@@ -10,6 +10,8 @@ The guard notices three things, none of which needs the machine's clock to be ch
 * a jump while running: the wall clock moved more or less than the monotonic clock since the last check,
   by more than ``tolerance_s`` (forwards or backwards);
 * a clock behind the log at start: now is earlier than the newest recorded audit event;
+* a doubt already in the log: the newest clock note in the chain says doubtful (the desk restarted, or a
+  command such as ``retention purge`` opened the database, before central's time cleared it);
 * central's word: each signed ack carries central's time. A desk behind central by more than the tolerance
   is doubtful for sure; one within it is trusted again. A desk that seems *ahead* may only be reading an
   ack that waited at the broker, so that alone neither raises nor clears a doubt. Only an ack covering an
@@ -28,6 +30,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from appliance.storage.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +53,9 @@ class ClockGuard:
 
     def __init__(self, last_recorded: float | None = None, *, wall: Clock = time.time,
                  monotonic: Clock = _since_boot, tolerance_s: float = TOLERANCE_S,
-                 head_seq: Callable[[], int] = lambda: 0) -> None:
-        """``head_seq`` (``Outbox.head_seq``): the newest logged event, so an ack can be told fresh from old."""
+                 head_seq: Callable[[], int] = lambda: 0, standing_doubt: str | None = None) -> None:
+        """``head_seq`` (``Outbox.head_seq``): the newest logged event, so an ack can be told fresh from old.
+        ``standing_doubt``: why the log's newest clock note says doubtful (already recorded, so not again)."""
         self._wall, self._monotonic, self._tolerance = wall, monotonic, tolerance_s
         self._head_seq = head_seq
         self._doubt_after = 0  # an ack must cover an event after this one to clear the doubt
@@ -59,11 +64,24 @@ class ClockGuard:
         self._doubt: str | None = None
         self._pending: list[dict[str, Any]] = []
         self.offset_s: float | None = None  # desk minus central, from the newest ack; None until one
+        if standing_doubt is not None:
+            self._doubt, self._doubt_after = standing_doubt, head_seq()
+            logger.warning("desk clock still doubtful: %s", standing_doubt, extra={"event": "clock_doubtful"})
         if last_recorded is not None and self._anchor[0] < last_recorded - tolerance_s:
             self._doubt_after = head_seq()
             behind = last_recorded - self._anchor[0]
             self._raise_doubt(f"the clock reads {_iso(self._anchor[0])}, {behind:.0f} s before the newest "
                               f"recorded event ({_iso(last_recorded)})", reason="behind_log", jump_s=-round(behind, 3))
+
+    @classmethod
+    def from_log(cls, outbox: Outbox, **kwargs: Any) -> ClockGuard:
+        """The guard for a process opening the device database: judged against the log's newest time, still
+        doubtful if the log's newest clock note says so, and told fresh acks from old by the log's head."""
+        note = outbox.last_clock_note()
+        doubt = None
+        if note is not None and note[0] == "clock_doubtful":
+            doubt = note[1] or "recorded as doubtful before"
+        return cls(outbox.head_time(), head_seq=lambda: outbox.head_seq, standing_doubt=doubt, **kwargs)
 
     @property
     def doubt(self) -> str | None:

@@ -107,6 +107,21 @@ class Outbox:
             return None
         return datetime.fromisoformat(AuditEvent.from_bytes(bytes(row[0])).occurred_at).timestamp()
 
+    def last_clock_note(self) -> tuple[str, str] | None:
+        """(outcome, why) of the newest clock note in the log (a ``device_fault`` saying ``clock_doubtful`` or
+        ``clock_trusted``), None when there is none: a doubt recorded before a restart still stands after it.
+        Found by SQLite in the stored JSON (compact, sorted keys), newest first, without decoding every event."""
+        with self._db.lock:
+            row = self._db.conn.execute(
+                "SELECT payload FROM audit_log WHERE instr(payload, CAST(? AS BLOB)) > 0 AND"
+                " (instr(payload, CAST(? AS BLOB)) > 0 OR instr(payload, CAST(? AS BLOB)) > 0)"
+                " ORDER BY seq DESC LIMIT 1",
+                ('"type":"device_fault"', '"outcome":"clock_doubtful"', '"outcome":"clock_trusted"')).fetchone()
+        if row is None:
+            return None
+        event = AuditEvent.from_bytes(bytes(row[0]))
+        return event.outcome, str(event.details.get("why", ""))
+
     def on_append(self, callback: Callable[[], None]) -> None:
         """Wake a sender when an event is queued, instead of it polling."""
         self._listeners.append(callback)
