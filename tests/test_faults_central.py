@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
 from central.audit.store import AuditStore
 from testbed.mosquitto import PersistentBroker
+from tests.audit_support import wait_for
 from tests.fault_disks import fill, free, small_filesystem
 from tests.test_audit_faults import Rig
 
@@ -61,6 +61,15 @@ def rig_on_small_disk(tmp_path: Path) -> Iterator[Rig]:
         yield from _rig(tmp_path)
 
 
+RESENT = "sending unacknowledged events from seq"  # the desk's sender, when no ack came in time
+UNSTORED = "left unacknowledged"  # central's ingest, when a batch could not be stored
+
+
+def _count(rig: Rig, log: str, line: str) -> int:
+    path = rig.tmp / log
+    return path.read_text().count(line) if path.exists() else 0
+
+
 def _stored(rig: Rig) -> set[int]:
     store = AuditStore(rig.db_url)
     try:
@@ -87,7 +96,11 @@ def test_central_disk_full_during_ingest_acks_nothing_unstored(rig_on_small_disk
     rig.recorded_at_least(60)
     filler = fill(rig.tmp / "central")
     rig.recorded_at_least(300)  # the desk records on while central cannot store
-    time.sleep(12.0)  # longer than the desk's resend interval: it sends again, central still cannot store
+    # The desk sends again (no ack came), and that resend reaches central, which still cannot store it.
+    resends = _count(rig, "device.log", RESENT)
+    assert wait_for(lambda: _count(rig, "device.log", RESENT) > resends, 60), rig.logs()
+    failures = _count(rig, "central.log", UNSTORED)
+    assert wait_for(lambda: _count(rig, "central.log", UNSTORED) > failures, 60), rig.logs()
     log = (rig.tmp / "central.log").read_text()
     assert "database or disk is full" in log and "left unacknowledged" in log, log[-3000:]
     stored = _stored(rig)
