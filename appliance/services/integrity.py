@@ -46,7 +46,7 @@ class LibraryIntegrity:
 
     def __init__(self, target: Callable[[], tuple[Path, bytes]], audit: AuditLog) -> None:
         self._target, self._audit = target, audit
-        self.damage = DamageRecord()
+        self.damage = DamageRecord("library")  # logged as the library, not the device database
         self._thread: threading.Thread | None = None
 
     def check(self) -> list[str]:

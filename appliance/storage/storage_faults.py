@@ -91,11 +91,13 @@ def integrity_problems(conn: sqlcipher3.Connection, lock: threading.RLock, limit
 
 
 class DamageRecord:
-    """Damage seen in the device database, kept for the rest of the run (a damaged page does not heal)."""
+    """Damage seen in one encrypted file (``what``: the device database, the library), kept for the rest of the
+    run (a damaged page does not heal); named so the log sends the operator to the right repair."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "device database") -> None:
         self._lock = threading.Lock()
         self._problems: list[str] = []
+        self._what = what
 
     def note(self, problems: list[str] | str) -> list[str]:
         """Remember ``problems`` (and log them once each) for /metrics; returns those not seen before."""
@@ -104,7 +106,8 @@ class DamageRecord:
             fresh = [p for p in new if p not in self._problems]
             self._problems.extend(fresh)
         for problem in fresh:
-            logger.error("device database damaged: %s", problem, extra={"event": "device_database_damaged"})
+            logger.error("%s damaged: %s", self._what, problem,
+                         extra={"event": f"{self._what.replace(' ', '_')}_damaged"})
         return fresh
 
     @property
