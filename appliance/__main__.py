@@ -276,6 +276,7 @@ def _authorise(args: argparse.Namespace, service, configs, authorisation, audit)
 def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
     """Run the retention purge once against the device database; one line per case (stdout)."""
     from appliance.runtime import open_records
+    from appliance.services.clock_guard import ClockGuard
     from appliance.services.retention import NO_PERIOD, RetentionError, RetentionService
     from appliance.storage.cases import CaseStore
     from appliance.storage.desk_config import DeskConfigStore
@@ -294,7 +295,13 @@ def _retention_purge(settings) -> int:  # type: ignore[no-untyped-def]
         records = open_records(settings)  # the device database and audit chain, opened as the desk opens them
         db, audit = records.db, records.audit
         try:
-            service = RetentionService(CaseStore(db), DeskConfigStore(db), audit)
+            clock = ClockGuard.from_log(records.outbox)  # a doubt the desk recorded holds this purge back too
+            if clock.doubt is not None:
+                print(f"retention purge not run: this desk's clock is not trusted ({clock.doubt}), so images could "
+                      "be destroyed before their time. Start the desk service so central's time can confirm the "
+                      "clock (it purges by itself then), or call the RFR helpdesk.", file=sys.stderr)
+                return 1
+            service = RetentionService(CaseStore(db), DeskConfigStore(db), audit, clock_doubt=lambda: clock.doubt)
             if service.period_days() is None:
                 print(f"nothing to purge: {NO_PERIOD}")
                 return 0

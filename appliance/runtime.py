@@ -16,12 +16,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from appliance.comms.mqtt import CentralLink
 from appliance.services.accounts import AccountService
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
+from appliance.services.clock_guard import ClockGuard
 from appliance.services.health import HealthReporter
+from appliance.services.integrity import LibraryIntegrity
 from appliance.services.library import LibraryHolder, LibrarySet, PrimaryLibrary
 from appliance.services.library_expiry import LibraryExpiry
 from appliance.services.peer_review import (
@@ -104,6 +107,8 @@ class Desk:
     retention: RetentionService
     service_lock: ServiceLock
     expiry: LibraryExpiry  # temporary libraries past expiry and retired ones destroyed, with proof
+    clock_guard: ClockGuard | None = None
+    library_integrity: LibraryIntegrity | None = None
 
     def start(self) -> None:
         """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
@@ -112,6 +117,8 @@ class Desk:
             self.updater.start_polling(self.settings.updates.poll_interval_s)
         self.retention.start()
         self.expiry.start()
+        if self.library_integrity is not None:
+            self.library_integrity.start()
 
     def close(self) -> None:
         """Stop the background work, then close the library and the device database and release the lock."""
@@ -169,6 +176,10 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
+    # The clock is judged against the log (its newest time, a doubt still standing) now, against itself while
+    # running, and against central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
+    clock_guard = ClockGuard.from_log(outbox)
+    audit.watch_clock(clock_guard.check)
     authorisation = AuthorisationStore(db)  # central's signed library authorisation, once one is applied
     libraries = LibrarySet(holders, authorisation.manifest, primary=primary_id, clock=clock)
     library = libraries.primary
@@ -209,6 +220,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                             insecure_keys=lambda: keys.insecure,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
     senders.append(health.send)
+    senders.append(lambda _publish, _session: audit.check_clock())  # a jump is told even on a quiet desk
     wipe = WipeService(settings.device_id, central_key, audit, outbox, db,
                        secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
                                 *filter(None, [settings.library.insecure_plain_key_file])],
@@ -220,7 +232,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     handlers[fleet_command_topic(settings.device_id)] = wipe.handle
     senders.append(wipe.drain)  # last: after it runs the database is closed
     publisher = CentralLink(settings.mqtt, settings.device_id, outbox, central_key=central_key, handlers=handlers,
-                            senders=senders)
+                            senders=senders, on_central_time=clock_guard.observe_central)
     last_ack.append(publisher)
     wipe.on_withdrawn(publisher.request_stop)
     if updater is not None:
@@ -241,13 +253,18 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     service_lock = ServiceLock(settings.data_dir)
     if not service_lock.acquire():
         logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
-    retention = RetentionService(case_store, desk_config, audit)
+    retention = RetentionService(case_store, desk_config, audit, clock_doubt=lambda: clock_guard.doubt)
     wipe.on_withdrawn(retention.stop)
     wipe.on_withdrawn(expiry.stop)
     try:
         retention.purge()
     except Exception:
         logger.exception("retention purge at start failed; it is tried again in the background")
+    if db.damage.damaged:  # reported in the chain too, if the damaged page leaves the log writable
+        try:
+            audit.record("device_fault", "system", "database_damaged", problems=db.damage.problems[:5])
+        except Exception:
+            logger.exception("could not record the device database's damage in the audit log")
     primary = libraries.snapshot(primary_id)
     audit.record("library_loaded", "system", "ok", library_version=primary.version if primary else None,
                  records=primary.count if primary else None, embedder=pipeline.embedder_id,
@@ -257,8 +274,19 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
         expiry.sweep()
     except Exception:
         logger.exception("library expiry sweep at start failed; it is tried again in the background")
+
+    def library_files() -> list[tuple[Path, bytes]]:
+        """Every held library's current file and key, for the page check."""
+        files = []
+        for library_id, _version in libraries.held():
+            held = store_for(library_id)
+            ring = keys if library_id == primary_id else keyring.for_library(library_id)
+            files.append((held.current_path(), ring.for_current(held)))
+        return files
+
     return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, libraries=libraries,
                 authorisation=authorisation, db=db, outbox=outbox,
                 audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
-                service_lock=service_lock, expiry=expiry)
+                service_lock=service_lock, expiry=expiry, clock_guard=clock_guard,
+                library_integrity=LibraryIntegrity(library_files, audit))

@@ -35,6 +35,9 @@ EVENT_TYPES = frozenset({
     # Governed libraries (core.library_authorisation): a manifest applied or refused, a library's copy destroyed
     # at expiry or retirement, with its proof of deletion.
     "authorisation_applied", "authorisation_refused", "library_destroyed",
+    # A fault of the desk itself that bears on the events around it: its clock jumped or disagrees with central's
+    # (the times nearby are doubtful), or its database failed SQLCipher's integrity check.
+    "device_fault",
 })
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
            "prev_hash", "hash"}

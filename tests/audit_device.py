@@ -26,6 +26,7 @@ from tests.fleet_key import CENTRAL_PUBLIC
 def main(argv: list[str]) -> int:
     data_dir, device_id, host, port, total, interval = argv
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.getLogger("appliance.comms.mqtt").setLevel(logging.INFO)  # resends seen: tests wait for one, not sleep
     outbox = Outbox(DeviceDatabase(Path(data_dir)), checkpoint_every=50)
     log = AuditLog(device_id, outbox)
     publisher = CentralLink(DeskMqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,

@@ -68,11 +68,14 @@ class CentralLink:
                  central_key: Ed25519PublicKey, resend_after_s: float = RESEND_AFTER_S, window: int = WINDOW,
                  checkpoint_idle_s: float = CHECKPOINT_IDLE_S,
                  handlers: Mapping[str, Callable[[bytes], None]] | None = None,
-                 senders: Sequence[Sender] = ()) -> None:
+                 senders: Sequence[Sender] = (),
+                 on_central_time: Callable[[datetime, int], None] | None = None) -> None:
         """``handlers`` maps further topics (fleet announcements, peer review outcomes) to what handles
         their payloads; ``senders`` drain further outgoing queues. Both run in the sender thread, so each
         must return quickly. ``central_key`` is central's fleet-command public key: acks must carry its
-        signature."""
+        signature. ``on_central_time`` hears the issue time of each new signed ack and the last event it covers
+        (the desk's clock check)."""
+        self._on_central_time = on_central_time
         self._device_id = device_id
         self._central_key = central_key
         self._topic = audit_topic(device_id)
@@ -166,13 +169,18 @@ class CentralLink:
         if self._newest_ack is None or issued > self._newest_ack:  # a replayed older ack is no sign of contact
             self._newest_ack = issued
             self._last_ack_at = time.time()
+            if self._on_central_time is not None:
+                self._on_central_time(issued, ack.events_through)
         self._acked_through = max(self._acked_through, ack.events_through)
         if removed:
             self._last_progress = time.monotonic()
         self.acked += removed
 
     def _sign_tail(self) -> None:
-        self._outbox.sign_tail(self._checkpoint_idle_s)
+        try:
+            self._outbox.sign_tail(self._checkpoint_idle_s)
+        except Exception:  # a full disk or a damaged page: the sender must live on to send what is stored
+            logger.exception("could not sign the audit log's head; will try again")
 
     def _on_turn(self) -> None:
         self._sign_tail()

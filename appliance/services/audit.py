@@ -24,6 +24,21 @@ class AuditLog:
         self.device_id = device_id
         self._outbox = outbox
         self._observers: list[Callable[[AuditEvent], None]] = []
+        self._clock_notes: Callable[[], list[dict[str, Any]]] | None = None
+
+    def watch_clock(self, notes: Callable[[], list[dict[str, Any]]]) -> None:
+        """Before each event, record what ``notes`` says about the clock (``ClockGuard.check``: a jump, a clock
+        behind the log or central's, trust restored) as a ``device_fault`` event, so every time that follows a
+        jump in the chain is read knowing the clock was doubtful there."""
+        self._clock_notes = notes
+
+    def check_clock(self) -> None:
+        """Record any new clock note now (the health sender calls this, so a jump is told even on a quiet desk)."""
+        if self._clock_notes is None:
+            return
+        for note in self._clock_notes():
+            details = dict(note)
+            self._append("device_fault", "system", str(details.pop("outcome")), details)
 
     def observe(self, callback: Callable[[AuditEvent], None]) -> None:
         """Call ``callback`` with each event once it is stored (the desk's metrics count them by type and
@@ -31,6 +46,10 @@ class AuditLog:
         self._observers.append(callback)
 
     def record(self, type: str, actor: str, outcome: str, **details: Any) -> AuditEvent:
+        self.check_clock()
+        return self._append(type, actor, outcome, details)
+
+    def _append(self, type: str, actor: str, outcome: str, details: dict[str, Any]) -> AuditEvent:
         event = self._outbox.append(
             lambda seq: AuditEvent(device_id=self.device_id, seq=seq, type=type, actor=actor,
                                    outcome=outcome, details=details)

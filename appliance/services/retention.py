@@ -117,8 +117,11 @@ class RetentionService:
     """Finds viable matches past central's retention period and destroys what they kept."""
 
     def __init__(self, store: CaseStore, config: DeskConfigStore, audit: AuditLog,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, clock_doubt: Callable[[], str | None] = lambda: None) -> None:
+        """``clock_doubt`` (``ClockGuard.doubt``): while it names a reason, the purge destroys nothing, since a
+        clock hours ahead would destroy images before their time."""
         self._store, self._config, self._audit, self._clock = store, config, audit, clock
+        self._clock_doubt = clock_doubt
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +158,11 @@ class RetentionService:
                 logger.warning("retention purge: %s", NO_PERIOD)
                 return []
             days, version = period
+            doubt = self._clock_doubt() if now is None else None
+            if doubt is not None:
+                logger.warning("retention purge held back: the desk's clock is doubtful (%s); nothing is destroyed "
+                               "until it agrees with central's again", doubt, extra={"event": "retention_held"})
+                return []
             now = self._clock() if now is None else now
             purged, failed = [], []
             for row in self._store.retained_due(State.CLOSED_VIABLE.value, now - days * DAY_S):

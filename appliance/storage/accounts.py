@@ -15,13 +15,19 @@ records one (``appliance.services.search_authority``).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import sqlcipher3
+
 from appliance.storage.device_db import DeviceDatabase
+from appliance.storage.storage_faults import is_storage_full
 from core.desk_config import SearchAuthorisation
 from websession.manager import SessionRow, token_hash
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -142,10 +148,8 @@ class SessionStore:
         migrate(db)
 
     def create(self, token: str, data: dict[str, Any], now: float) -> None:
-        with self._db.lock:
-            self._db.conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)",
-                                  (token_hash(token), json.dumps(data), now, now))
-            self._db.conn.commit()
+        with self._db.transaction() as conn:
+            conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (token_hash(token), json.dumps(data), now, now))
 
     def get(self, token: str) -> SessionRow | None:
         with self._db.lock:
@@ -154,18 +158,21 @@ class SessionStore:
         return SessionRow(json.loads(row[0]), float(row[1]), float(row[2])) if row else None
 
     def save(self, token: str, data: dict[str, Any], now: float) -> None:
-        with self._db.lock:
-            self._db.conn.execute("UPDATE sessions SET data = ?, last_seen = ? WHERE token_hash = ?",
-                                  (json.dumps(data), now, token_hash(token)))
-            self._db.conn.commit()
+        """Mark the session used. On a full disk this is skipped (logged): staff can still read their pages, and
+        every step that records something is refused with its own message (``storage_faults``)."""
+        try:
+            with self._db.transaction() as conn:
+                conn.execute("UPDATE sessions SET data = ?, last_seen = ? WHERE token_hash = ?",
+                             (json.dumps(data), now, token_hash(token)))
+        except sqlcipher3.OperationalError as e:
+            if not is_storage_full(e):
+                raise
+            logger.warning("session not marked as used: the device's storage is full", extra={"event": "storage_full"})
 
     def delete(self, token: str) -> None:
-        with self._db.lock:
-            self._db.conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
-            self._db.conn.commit()
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
 
     def purge(self, idle_before: float, created_before: float) -> None:
-        with self._db.lock:
-            self._db.conn.execute("DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
-                                  (idle_before, created_before))
-            self._db.conn.commit()
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM sessions WHERE last_seen < ? OR created_at < ?", (idle_before, created_before))

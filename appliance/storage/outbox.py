@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlcipher3
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -97,6 +98,29 @@ class Outbox:
     def signed_seq(self) -> int:
         with self._db.lock:
             return self._sequences()[1]
+
+    def head_time(self) -> float | None:
+        """When (Unix time, as the desk's clock read it) the newest event was recorded; None for an empty log."""
+        with self._db.lock:
+            row = self._db.conn.execute("SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return datetime.fromisoformat(AuditEvent.from_bytes(bytes(row[0])).occurred_at).timestamp()
+
+    def last_clock_note(self) -> tuple[str, str] | None:
+        """(outcome, why) of the newest clock note in the log (a ``device_fault`` saying ``clock_doubtful`` or
+        ``clock_trusted``), None when there is none: a doubt recorded before a restart still stands after it.
+        Found by SQLite in the stored JSON (compact, sorted keys), newest first, without decoding every event."""
+        with self._db.lock:
+            row = self._db.conn.execute(
+                "SELECT payload FROM audit_log WHERE instr(payload, CAST(? AS BLOB)) > 0 AND"
+                " (instr(payload, CAST(? AS BLOB)) > 0 OR instr(payload, CAST(? AS BLOB)) > 0)"
+                " ORDER BY seq DESC LIMIT 1",
+                ('"type":"device_fault"', '"outcome":"clock_doubtful"', '"outcome":"clock_trusted"')).fetchone()
+        if row is None:
+            return None
+        event = AuditEvent.from_bytes(bytes(row[0]))
+        return event.outcome, str(event.details.get("why", ""))
 
     def on_append(self, callback: Callable[[], None]) -> None:
         """Wake a sender when an event is queued, instead of it polling."""

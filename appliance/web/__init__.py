@@ -22,6 +22,7 @@ from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
 from appliance.settings import ApplianceSettings
+from appliance.storage.storage_faults import DAMAGED_MESSAGE, STORAGE_FULL_MESSAGE, is_damage, is_storage_full
 from core.display_time import zone
 from models.pipeline import FacePipeline
 from webserver import log_ids
@@ -176,6 +177,21 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):  # type: ignore[no-untyped-def]
+        # The desk's own storage failing is no bug: staff are told what happened (appliance.storage.storage_faults).
+        if is_storage_full(e) or is_damage(e):
+            desk.db.abandon()  # a failed COMMIT leaves its transaction open: the next write must not join it
+        if is_storage_full(e):
+            logger.error("refused: the device's storage is full (%s)", e, extra={"event": "storage_full"})
+            return render_error(507, STORAGE_FULL_MESSAGE)
+        if is_damage(e):
+            fresh = desk.db.damage.note(f"{request.method} {request.path}: {type(e).__name__}: {e}")
+            desk.db.reopen()  # the connection that read the bad page refuses writes from then on
+            if fresh:  # into the chain too, when the damaged page is not the log's own
+                try:
+                    desk.audit.record("device_fault", "system", "database_damaged", problems=fresh)
+                except Exception:
+                    logger.exception("could not record the damage in the audit log")
+            return render_error(500, DAMAGED_MESSAGE)
         logger.exception("unexpected error")
         return render_error(500, "Something went wrong on this device. The last step was not completed. "
                                  "Try again; if it happens again, call the RFR helpdesk.")

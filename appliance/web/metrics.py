@@ -141,6 +141,14 @@ class DeskStateCollector(Collector):
                      math.nan if last_ack is None else max(0.0, time.time() - last_ack))
         yield CounterMetricFamily("rfr_desk_heartbeats_sent", "Heartbeats published to central since start.",
                                   value=desk.health.sent)
+        yield _gauge("rfr_desk_clock_doubtful", "1 while the desk's clock is not believed (a jump, or behind the "
+                     "log or central's): the retention purge waits.",
+                     1 if desk.clock_guard and desk.clock_guard.doubt else 0)
+        yield _gauge("rfr_desk_database_damaged", "1 once a page of the device database failed SQLCipher's "
+                     "integrity check this run.", 1 if desk.db.damage.damaged else 0)
+        yield _gauge("rfr_desk_library_damaged", "1 once a page of the library in use failed SQLCipher's integrity "
+                     "check this run (reinstall it from central).",
+                     1 if desk.library_integrity and desk.library_integrity.damage.damaged else 0)
         beat = desk.health.build()
         yield _gauge("rfr_desk_disk_free_bytes", "Free space where the device database lives.", beat.disk_free_bytes)
         yield _gauge("rfr_desk_disk_total_bytes", "Size of that file system.", beat.disk_total_bytes)

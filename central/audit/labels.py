@@ -37,6 +37,7 @@ EVENT_TYPES = {
     "config_change": "Configuration changed",
     "request_refused": "Request refused",
     "device_wiped": "Desk wiped",
+    "device_fault": "Desk fault (clock or storage)",
 }
 
 #: Plural names for one kind of row per spreadsheet file.
@@ -49,10 +50,15 @@ EVENT_KINDS = {
     "peer_review": "peer-reviews", "deletion": "deletions", "library_loaded": "library-loads",
     "library_update": "library-updates", "library_update_refused": "refused-library-updates",
     "config_change": "configuration-changes", "request_refused": "refused-requests", "device_wiped": "wipes",
+    "device_fault": "desk-faults",
 }
 
 OUTCOMES = {
     "ok": "Done",
+    "clock_doubtful": "Desk clock doubtful: times nearby may be wrong",
+    "clock_trusted": "Desk clock agrees with central again",
+    "database_damaged": "Desk database failed its integrity check",
+    "library_damaged": "Desk library copy failed its integrity check",
     "awaiting_approval": "Waiting for approval",
     "approved": "Approved",
     "technical_advice_recorded": "Technical advice recorded",

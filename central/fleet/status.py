@@ -5,6 +5,8 @@ shipped model manifests once).
 * unhealthy: less than ``min_free_disk`` of its disk free, or keys in files instead of the TPM;
 * old library: below the newest library central publishes (its TUF repository when configured,
   else the newest any desk reports);
+* clock skew: the desk's clock differs from central's by more than ``max_clock_offset_s`` (its audit times and
+  retention deadlines are then doubtful; the desk holds its retention purge back while it knows);
 * revoked: withdrawn by the team (its messages are refused);
 * evaluation model: its face model's licence is evaluation-grade (``central.fleet.model_grade``), not for
   live decisions (a model central has no manifest for is not flagged: it cannot tell).
@@ -22,6 +24,7 @@ from core.fleet import KEY_PROTECTION_INSECURE
 
 STALE_AFTER_INTERVALS = 3
 MIN_FREE_DISK = 0.10
+MAX_CLOCK_OFFSET_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,10 @@ def device_status(device_id: str, health: Mapping[str, Any] | None, revoked: Map
     if unhealthy:
         flags.append("unhealthy")
         reasons.extend(unhealthy)
+    offset = health.get("clock_offset_s")
+    if offset is not None and abs(float(offset)) > MAX_CLOCK_OFFSET_S:
+        flags.append("clock skew")
+        reasons.append(f"desk clock {float(offset):+.0f} s from central's (more than {MAX_CLOCK_OFFSET_S:.0f} s)")
     version = health.get("library_version")
     if newest_library is not None and (version is None or int(version) < newest_library):
         flags.append("old library")
