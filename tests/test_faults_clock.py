@@ -170,11 +170,11 @@ def test_a_recorded_clock_doubt_outlives_a_restart_and_holds_the_purge_command_b
 
     again = create_app(settings, pipeline=pipeline, start_sync=True).extensions["desk"]
     try:
-        assert again.clock.doubt is not None  # still doubtful after the restart...
+        assert again.clock_guard.doubt is not None  # still doubtful after the restart...
         assert again.cases.probe(case_id) is not None  # ...so the purge at start destroyed nothing
         assert again.mqtt.wait_connected(20)
         _ack_now(again, publisher)  # central's time, in an ack for an event logged since the restart
-        assert wait_for(lambda: again.clock.doubt is None, 10)
+        assert wait_for(lambda: again.clock_guard.doubt is None, 10)
         assert [p.case_id for p in again.retention.purge()] == [case_id]
         assert again.cases.probe(case_id) is None
     finally:
