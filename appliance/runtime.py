@@ -117,7 +117,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
 
     ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own.
     """
-    pipeline = pipeline or FacePipeline.load()
+    pipeline = pipeline or FacePipeline.load(embedder=settings.models.embedder)
     tpm = desk_tpm(settings)
     keys = open_library_keys(settings, tpm)  # the key-wrapping key unsealed once; library keys unwrapped
     # Versions live in the device's library store; the file named in settings is the one shipped at
