@@ -140,7 +140,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own. ``clock`` is
     the desk's clock for library authorisation (expiry, review dates): injectable, as the retention purge's is.
     """
-    pipeline = pipeline or FacePipeline.load()
+    pipeline = pipeline or FacePipeline.load(embedder=settings.models.embedder)
     tpm = desk_tpm(settings)
     keys = open_library_keys(settings, tpm)  # the key-wrapping key unsealed once; library keys unwrapped
     # Each library lives in its own versioned store (data_dir/library/<library_id>/); the file named in settings

@@ -11,6 +11,8 @@ from core.display_time import UnknownTimeZoneError, zone
 from core.settings import StrictModel, load_settings
 from core.topics import validate_device_id
 from devicekeys.wrapping import default_path as wrapping_key_default
+from models.manifest import fused_names, manifest_names
+from models.pipeline import DEFAULT_EMBEDDER
 from transport.settings import MqttSettings
 from webserver.metrics import MetricsSettings
 from webserver.settings import ServedWebSettings
@@ -117,6 +119,21 @@ class WebSettings(ServedWebSettings):
         return value
 
 
+class ModelSettings(StrictModel):
+    """Which face pipeline the desk runs. Its libraries must be built with the same one (the desk refuses others)."""
+
+    embedder: str = Field(default=DEFAULT_EMBEDDER, description="A shipped embedder or fused manifest name, e.g. "
+                          "sface_dlib (the default) or sface_dlib_int8 (INT8: faster, docs/model-card.md).")
+
+    @field_validator("embedder")
+    @classmethod
+    def _shipped(cls, value: str) -> str:
+        names = set(manifest_names()) | set(fused_names())
+        if value not in names:
+            raise ValueError(f"{value!r} is not a shipped face model; choose one of {', '.join(sorted(names))}")
+        return value
+
+
 class SearchSettings(StrictModel):
     top_k: int = Field(default=10, ge=1, le=50, description="How many potential matches to show.")
 
@@ -190,6 +207,7 @@ class ApplianceSettings(StrictModel):
     mqtt: DeskMqttSettings = DeskMqttSettings()
     web: WebSettings
     search: SearchSettings = SearchSettings()
+    models: ModelSettings = ModelSettings()
     auth: AuthSettings = AuthSettings()
     peer_review: PeerReviewSettings = PeerReviewSettings()
     updates: UpdateSettings | None = Field(

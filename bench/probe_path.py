@@ -33,7 +33,7 @@ from models.errors import ImageRejectedError, NoFaceError
 from models.evaluation.runner import labelled_images
 from models.pipeline import FacePipeline
 
-CANDIDATES = ("mobilefacenet_mirror", "sface_2021dec", "sface_dlib")
+CANDIDATES = ("mobilefacenet_mirror", "sface_2021dec", "sface_dlib", "sface_dlib_int8")
 
 
 def _percentile(values: list[float], q: float) -> float | None:

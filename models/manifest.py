@@ -134,6 +134,23 @@ class TfjsSource(StrictModel):
     architecture: Literal["dlib-resnet-v1"]
 
 
+class Int8Spec(StrictModel):
+    """How to make this embedder's INT8 form when a fused template asks for it (``models/quantise.py``).
+
+    NNCF post-training quantisation of the fp32 IR. Its calibration faces are the ones pinned registry
+    packages carry (``models/registry_faces.py``), never the development set, so the accuracy measured
+    on the development set is not measured on the faces it was calibrated with; each face is used as is
+    and mirrored. The recipe (this table, the nncf version and the calibration images' hashes) names the
+    IR, so a changed recipe never reuses an old file.
+    """
+
+    method: Literal["nncf-ptq"]
+    preset: Literal["mixed", "performance"] = Field(
+        description="mixed: asymmetric activations (measured closer to fp32 here); performance: symmetric")
+    detector: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                          description="the detector whose faces this embedder's crops assume, for calibration")
+
+
 class ConversionSpec(StrictModel):
     """Edits needed to turn the registry file into an IR that runs one face at a time."""
 
@@ -143,6 +160,7 @@ class ConversionSpec(StrictModel):
     )
     tfjs: TfjsSource | None = Field(default=None, description="set when the artifact is TF.js weights, not .tflite")
     dequantise: DequantiseSpec | None = Field(default=None, description="set when the artifact is an int8bq ONNX file")
+    int8: Int8Spec | None = Field(default=None, description="set when a fused template may run this model in INT8")
 
 
 class AlignmentSpec(StrictModel):
@@ -288,6 +306,8 @@ class FusedComponent(StrictModel):
 
     embedder: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="an embedder manifest name")
     weight: float = Field(gt=0, le=100)
+    precision: Literal["fp32", "int8"] = Field(
+        default="fp32", description="int8: the part's own [conversion.int8] recipe (models/quantise.py)")
 
 
 class FusedManifest(StrictModel):

@@ -25,6 +25,8 @@ from models.fusion import FusedEmbedder
 from models.image import decode_image
 from models.manifest import FusedManifest, ModelManifest, YuNetDecodeSpec, is_fused, load_fused_manifest, load_manifest
 from models.quality import DEFAULT_RULES, QualityReport, QualityRules, assess
+from models.quantise import ensure_int8_ir, int8_path
+from models.registry_faces import distractor_images
 from models.thumbnail import face_thumbnail
 from models.yunet import YuNetDetector
 
@@ -77,13 +79,31 @@ def make_detector(manifest: ModelManifest, config: dict[str, str] | None = None)
     return FaceDetector(manifest, ensure_ir(manifest), config)
 
 
+def _int8_embedder(name: str, detector: str, config: dict[str, str] | None) -> tuple[FaceEmbedder, str | None]:
+    """A fused template's part in INT8 (``models/quantise.py``), made from its fp32 IR on first use (at setup)."""
+    manifest = load_manifest(name)
+    fp32 = ensure_ir(manifest)
+    spec = manifest.conversion.int8
+    if spec is not None and spec.detector != detector:
+        raise ModelManifestError(f"{manifest.ref}'s INT8 recipe calibrates on {spec.detector}'s faces, not "
+                                 f"{detector}'s; a fused template on {detector} cannot use it.")
+    images = distractor_images()
+    if spec is not None and int8_path(fp32, spec, images).exists():
+        return FaceEmbedder(manifest, int8_path(fp32, spec, images), config), manifest.detector
+    reference = FaceEmbedder(manifest, fp32, config)  # its crops and input tensors calibrate the INT8 model
+    finder = make_detector(load_manifest(detector), config)
+    ir = ensure_int8_ir(manifest, fp32, finder.detect, reference.align, reference.preprocess, images)
+    return FaceEmbedder(manifest, ir, config), manifest.detector
+
+
 def make_embedder(name: str | Path, config: dict[str, str] | None = None) -> tuple[Embedder, str | None]:
     """The embedder (a model, or a fused template of several) and the detector its manifest asks for."""
     if is_fused(name):
         fused = load_fused_manifest(name)
         parts = []
         for component in fused.components:
-            part, wanted = make_embedder(component.embedder, config)
+            part, wanted = (make_embedder(component.embedder, config) if component.precision == "fp32"
+                            else _int8_embedder(component.embedder, fused.detector, config))
             if not isinstance(part, FaceEmbedder):
                 raise ModelManifestError(f"{fused.ref}: a fused template cannot contain another fused template")
             if wanted not in (None, fused.detector):

@@ -56,3 +56,4 @@ echo "setup: fetching and verifying pinned artifacts"
 .venv/bin/python -m supply.install
 echo "setup: converting face models to OpenVINO IR (cached)"
 .venv/bin/python -m models.convert
+.venv/bin/python -m models.prepare_int8

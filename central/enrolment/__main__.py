@@ -67,9 +67,10 @@ def _print_report(report: EnrolReport, out: Path, key_file: Path) -> None:
 def _run_enrol(args: argparse.Namespace, manifest: Manifest) -> EnrolReport:
     """In this process, or with the pipeline on a Dask cluster (imported only then: it is a heavy dependency)."""
     if not (args.scheduler or args.workers):
-        from models.pipeline import FacePipeline
+        from models.pipeline import DEFAULT_EMBEDDER, FacePipeline
 
-        return enrol(args.images, args.out, args.key_file, FacePipeline.load(), metadata=manifest,
+        pipeline = FacePipeline.load(embedder=args.embedder or DEFAULT_EMBEDDER)
+        return enrol(args.images, args.out, args.key_file, pipeline, metadata=manifest,
                      version=args.version, resume=args.resume, reuse_key=args.reuse_key,
                      progress=not args.no_progress)
     from distributed import Security
@@ -93,6 +94,18 @@ def _enrol(args: argparse.Namespace) -> int:
         print("central.enrolment: give --scheduler (an existing cluster) or --workers (a local one), not both.",
               file=sys.stderr)
         return 2
+    if args.embedder is not None:
+        from models.manifest import fused_names, manifest_names
+
+        shipped = sorted(set(manifest_names()) | set(fused_names()))
+        if args.embedder not in shipped:
+            print(f"central.enrolment: --embedder {args.embedder!r} is not a shipped face model; choose one of "
+                  f"{', '.join(shipped)}.", file=sys.stderr)
+            return 2
+        if args.scheduler or args.workers:
+            print("central.enrolment: --embedder runs in-process only; leave out --workers and --scheduler "
+                  "(a cluster's workers load the default pipeline).", file=sys.stderr)
+            return 2
     manifest = read_manifest(args.csv) if args.csv else Manifest()
     try:
         report = _run_enrol(args, manifest)
@@ -189,6 +202,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse-key", action="store_true",
                    help="build with the existing --key-file (the next version of that key's library)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--embedder", default=None, help="face model (a shipped manifest name, as the desks' [models] "
+                   "embedder); default: the default pipeline. In-process only, not with --workers/--scheduler")
     p.add_argument("--workers", type=int, help="run the face pipeline on a local Dask cluster of N processes")
     p.add_argument("--scheduler", help="run the face pipeline on an existing Dask cluster (tls://host:port)")
     p.add_argument("--tls-ca-file", help="CA that signed the cluster's certificates (or use Dask's config)")

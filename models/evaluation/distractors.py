@@ -19,46 +19,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from core.errors import CustodyRfrError
 from models.image import decode_image
 from models.pipeline import FacePipeline
-from supply import pinned
+from models.registry_faces import EXCLUDED, DistractorImage, distractor_images
+
+__all__ = ["EXCLUDED", "DistractorImage", "Distractors", "distractor_images", "distractor_templates"]
 
 logger = logging.getLogger(__name__)
 
 MIN_FACE_PX = 40  # as the demo library: smaller faces would not be enrolled
-FACE_API = "vladmandic-face-api"
-FACE_API_IMAGES = (*(f"package/demo/sample{i}.jpg" for i in range(1, 7)), "package/demo/facemesh.png",
-                   "package/demo/screenshot-webcam.png")
-MATPLOTLIB_SAMPLE = "grace_hopper.jpg"
-EXCLUDED = {
-    "face-recognition-sdist: face_recognition-1.3.0/tests/test_images/*":
-        "Barack Obama and Joe Biden, identities of the development set: mates, not distractors",
-    f"{FACE_API}: package/demo/screenshot-images.png": "repeats the six group photos (the same faces again)",
-}
-
-
-@dataclass(frozen=True)
-class DistractorImage:
-    """One source image: where it came from and its bytes."""
-
-    source: str
-    data: bytes
-
-
-def distractor_images() -> list[DistractorImage]:
-    """The source images, verified against their pins; a package that cannot be had is an error, not a skip."""
-    images = [DistractorImage(f"{FACE_API}: {name}", pinned.member(FACE_API, name).read_bytes())
-              for name in FACE_API_IMAGES]
-    import matplotlib.cbook  # only here: the one portrait matplotlib ships
-
-    sample = Path(matplotlib.cbook.get_sample_data(MATPLOTLIB_SAMPLE, asfileobj=False))
-    images.append(DistractorImage(f"matplotlib sample data: {MATPLOTLIB_SAMPLE}", sample.read_bytes()))
-    return images
 
 
 @dataclass(frozen=True)
