@@ -38,6 +38,9 @@ EVENT_TYPES = {
     "request_refused": "Request refused",
     "device_wiped": "Desk wiped",
     "device_fault": "Desk fault (clock or storage)",
+    "authorisation_applied": "Library authorisation applied",
+    "authorisation_refused": "Library authorisation refused",
+    "library_destroyed": "Library copy destroyed",
 }
 
 #: Plural names for one kind of row per spreadsheet file.
@@ -51,6 +54,8 @@ EVENT_KINDS = {
     "library_update": "library-updates", "library_update_refused": "refused-library-updates",
     "config_change": "configuration-changes", "request_refused": "refused-requests", "device_wiped": "wipes",
     "device_fault": "desk-faults",
+    "authorisation_applied": "library-authorisations", "authorisation_refused": "refused-library-authorisations",
+    "library_destroyed": "library-destructions",
 }
 
 OUTCOMES = {
@@ -94,6 +99,10 @@ OUTCOMES = {
     "account_created": "Account created at the desk",
     "search_authorisation_recorded": "Authorisation to search recorded at the desk",
     "search_authorisation_removed": "Authorisation to search removed at the desk",
+    "library_not_authorised": "A chosen library may not be searched (suspended, expired, review overdue or not listed)",
+    "libraries_narrowed": "Search narrowed to fewer libraries",
+    "rollback": "Older than the one applied (refused)",
+    "not_for_this_desk": "Issued for another desk (refused)",
 }
 
 #: A reviewer's or officer's decision on one candidate.
