@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import hnswlib
@@ -226,13 +226,15 @@ def search_ef(k: int) -> int:
 
 
 def search(index: hnswlib.Index, vector: np.ndarray, k: int, *, live: int | None = None,
-           ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           ef: int | None = None, keep: Callable[[int], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and cosine similarities of the k nearest templates, best first.
 
     ``live`` is the number of items not marked deleted (hnswlib does not say);
     asking for more than that makes hnswlib raise. ``ef`` is per call only for
     benchmarks: hnswlib's ef is index-wide, so callers sharing one index
-    (the snapshot) serialise searches.
+    (the snapshot) serialise searches. ``keep`` is hnswlib's ``filter``: the labels it
+    accepts are the only ones returned (a library version's tombstones are filtered out
+    during the walk, so the k returned are k live records).
     """
     k = min(k, index.get_current_count() if live is None else live)
     if k <= 0:
@@ -240,9 +242,9 @@ def search(index: hnswlib.Index, vector: np.ndarray, k: int, *, live: int | None
     query = vector.reshape(1, -1).astype(np.float32)
     index.set_ef(ef if ef is not None else search_ef(k))
     try:
-        labels, distances = index.knn_query(query, k=k)
+        labels, distances = index.knn_query(query, k=k, filter=keep)
     except RuntimeError:
         # With many deleted items a small graph can run out of candidates; search it exhaustively.
         index.set_ef(max(index.get_current_count(), k))
-        labels, distances = index.knn_query(query, k=k)
+        labels, distances = index.knn_query(query, k=k, filter=keep)
     return labels[0], 1.0 - distances[0]

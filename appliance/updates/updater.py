@@ -61,7 +61,7 @@ from devicekeys.tls import client_context
 from library.delta import read_delta_info
 from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
-from library.store import LibraryStore
+from library.store import LibraryStore, read_snapshot_claims
 
 logger = logging.getLogger(__name__)
 
@@ -378,6 +378,9 @@ class LibraryUpdater:
 
         Everything that could refuse the file happens before the store moves its
         ``current`` pointer: the claims here, the base and content digest in the store.
+        Each file is opened and authenticated once: the claims come from the file's meta table, a delta
+        becomes a segment whose freshly built index is served as it is, and the base and older segments
+        are shared with the version being served (``library.version``).
         """
         info = offer.info
         try:
@@ -387,14 +390,12 @@ class LibraryUpdater:
                 self._store.install_delta(path, key, expected_embedder=self._embedder_id,
                                           expected_digest=info.result_digest)
             else:
-                incoming = Snapshot.open(path, key)
-                try:
-                    check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
-                finally:
-                    incoming.close()
+                incoming = read_snapshot_claims(path, key)  # meta only: the store loads the index once, to verify
+                check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
                 self._store.install_full(path, key, expected_embedder=self._embedder_id,
                                          expected_digest=info.result_digest, key_id=info.key_id)
-            return self._store.open_current(key, self._embedder_id)
+            # The parts the desk already serves and what the store just verified are shared, not loaded again.
+            return self._store.open_current(key, self._embedder_id, reuse=current)
         except DeltaBaseMismatchError as e:
             raise DeltaBaseRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
         except VersionRollbackError as e:
