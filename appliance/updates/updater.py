@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from core.keywrap import KEYS_KIND, MAX_KEYS_DOCUMENT_BYTES, KeysDocument, Unwra
 from core.library_announce import LibraryAnnouncement, LibraryTargetInfo
 from devicekeys.errors import KeyProtectionError
 from devicekeys.tls import client_context
+from library.compaction import start_compaction
 from library.delta import read_delta_info
 from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
@@ -117,6 +119,7 @@ class LibraryUpdater:
         self.config = config
         self._lock = threading.Lock()
         self._retired: list[Snapshot] = []
+        self._compaction: subprocess.Popen[bytes] | None = None
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
         #: Told every check's result (the desk's metrics count update outcomes); never raises into a check.
         self.on_result: Callable[[UpdateResult], None] | None = None
@@ -389,6 +392,7 @@ class LibraryUpdater:
                 check_claims(offer, delta.result_version, delta.result_digest, delta.embedder_id, current.version)
                 self._store.install_delta(path, key, expected_embedder=self._embedder_id,
                                           expected_digest=info.result_digest)
+                self._maybe_compact(key)
             else:
                 incoming = read_snapshot_claims(path, key)  # meta only: the store loads the index once, to verify
                 check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
@@ -403,6 +407,15 @@ class LibraryUpdater:
         except SnapshotError as e:
             raise UpdateRefusedError(f"{offer.name} could not be installed: {e} The desk keeps using library "
                                      f"version {current.version}.") from e
+
+    def _maybe_compact(self, key: bytes) -> None:
+        """Past the store's segment threshold, fold the segments into a new base in a background process at the
+        lowest CPU priority (``library.compaction``); the desk picks the new base up at its next update or start."""
+        if self._compaction is not None and self._compaction.poll() is None:
+            return  # one at a time
+        if self._store.needs_compaction():
+            self._compaction = start_compaction(self._store.root, key)
+            logger.info("library compaction started in the background (pid %d)", self._compaction.pid)
 
     def _retire(self, old: Snapshot) -> None:
         """Close the snapshot replaced one update ago: searches that held it have long finished."""
