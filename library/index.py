@@ -28,14 +28,19 @@ M = 32
 EF_CONSTRUCTION = 250
 BUILD_CHUNK = 50_000  # templates per add_items call when building from a file (~37 MB at 192-D)
 SEARCH_EF = 64  # at least k is used; at 1M, 20,000 probes: mate recall@50 0.993 at ef=64, 0.987 at ef=50
+# A delta segment's index is small (thousands of records) and built on the desk while it searches: at 10k
+# templates ef_construction 100 gave the same mate recall@50 as 250 (0.90 vs 0.92 for mates at cosine 0.3-0.5,
+# 500 probes, within noise) in half the build time (5.3 s vs 10.6 s on one loaded core).
+SEGMENT_EF_CONSTRUCTION = 100
 CHUNK_BYTES = 64 * 1024 * 1024
 _SER_VERSION = 1
 
 
-def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2) -> hnswlib.Index:
+def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2,
+                ef_construction: int = EF_CONSTRUCTION) -> hnswlib.Index:
     count, dim = vectors.shape
     index = hnswlib.Index(space=SPACE, dim=dim)
-    index.init_index(max_elements=max(count, 1), M=M, ef_construction=EF_CONSTRUCTION)
+    index.init_index(max_elements=max(count, 1), M=M, ef_construction=ef_construction)
     index.set_num_threads(threads)
     if count:
         index.add_items(vectors, labels)

@@ -233,7 +233,7 @@ def _fill(out: sqlcipher3.Connection, delta: sqlcipher3.Connection, conns: list[
     scalars, index_digest = "{}", NO_INDEX
     if labels:
         hnsw = index.build_index(np.vstack(vectors), np.asarray(labels, dtype=np.uint64),
-                                 threads=max(index_threads, 1))
+                                 threads=max(index_threads, 1), ef_construction=index.SEGMENT_EF_CONSTRUCTION)
         scalars, index_digest = index_storage.write_index(out, hnsw)
     count = int(metas[-1]["count"]) - info.removed + len(labels)
     meta = {"format": SEGMENT_FORMAT, "format_version": str(FORMAT_VERSION), "embedder_id": info.embedder_id,
