@@ -354,8 +354,10 @@ def live_delta(store: LibraryStore, key: bytes, snapshot: object, workdir: Path,
     thread = threading.Thread(target=search, daemon=True)
     thread.start()
     io_before = written_bytes()
+    stages: dict[str, float] = {}
     with RssSampler() as rss:
         t = time.perf_counter()
+        store._stage = lambda name: stages.setdefault(name, round(time.perf_counter() - t, 2))  # the test seam
         store.install_delta(workdir / "delta.db", key)
         apply_s = time.perf_counter() - t
         new = store.open_current(key, reuse=snapshot)  # the desk's swap: the base is shared, not reloaded
@@ -369,7 +371,7 @@ def live_delta(store: LibraryStore, key: bytes, snapshot: object, workdir: Path,
     b50, b99 = percentiles(baseline)
     return ({"delta_make_s": round(make_s, 2), "delta_10k_apply_s": round(switch_s, 2),
              "delta_install_s": round(apply_s, 2), "open_new_s": round(switch_s - apply_s, 3),
-             "delta_bytes_written": written, "segment_file_bytes": segment_bytes,
+             "apply_stages_s": stages, "delta_bytes_written": written, "segment_file_bytes": segment_bytes,
              "apply_peak_rss_bytes": rss.peak, "apply_rss_growth_bytes": rss.peak - rss.start,
              "searches_during_apply": len(latencies), "failed_searches_during_apply": len(failures),
              "during_apply_p50_ms": p50, "during_apply_p99_ms": p99, "search_p99_during_apply_ms": p99,

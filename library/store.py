@@ -88,6 +88,7 @@ COMPACTING_SUFFIX = ".compacting"
 # Past this many segments (or this share of the version's records in segments) the desk compacts.
 COMPACT_SEGMENTS = 8
 COMPACT_FRACTION = 0.10
+COMPACT_MIN_BYTES = 64 * 1024 * 1024  # below this, segments cost too little to be worth a merge
 
 
 class LibraryStore:
@@ -299,7 +300,8 @@ class LibraryStore:
     # --- compaction -------------------------------------------------------------------------------
 
     def needs_compaction(self) -> bool:
-        """Past ``COMPACT_SEGMENTS`` segments, or when segments hold ``COMPACT_FRACTION`` of the records."""
+        """At ``COMPACT_SEGMENTS`` segments, or when segment files pass ``COMPACT_FRACTION`` of the base's bytes
+        (and ``COMPACT_MIN_BYTES``)."""
         pointer = self._pointer()
         names = self.segment_files(pointer)
         if len(names) >= COMPACT_SEGMENTS:
@@ -307,7 +309,7 @@ class LibraryStore:
         if not names or pointer is None:
             return False
         size = sum((self.segments / n).stat().st_size for n in names if (self.segments / n).exists())
-        return size > COMPACT_FRACTION * (self.current_path().stat().st_size or 1)
+        return size > max(COMPACT_FRACTION * self.current_path().stat().st_size, COMPACT_MIN_BYTES)
 
     @contextmanager
     def locked(self) -> Iterator[dict[str, object] | None]:

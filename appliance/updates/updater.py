@@ -119,7 +119,8 @@ class LibraryUpdater:
         self.config = config
         self._lock = threading.Lock()
         self._retired: list[Snapshot] = []
-        self._compaction: subprocess.Popen[bytes] | None = None
+        #: The background compaction last started (``library.compaction``), if any.
+        self.compaction: subprocess.Popen[bytes] | None = None
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
         #: Told every check's result (the desk's metrics count update outcomes); never raises into a check.
         self.on_result: Callable[[UpdateResult], None] | None = None
@@ -237,6 +238,10 @@ class LibraryUpdater:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
+        if self.compaction is not None and self.compaction.poll() is None:
+            # Safe at any stage (the previous pointer stays); it starts again after the next delta past the threshold.
+            self.compaction.terminate()
+            self.compaction.wait(timeout=30)
 
     # --- one check -----------------------------------------------------------------------------
 
@@ -411,11 +416,11 @@ class LibraryUpdater:
     def _maybe_compact(self, key: bytes) -> None:
         """Past the store's segment threshold, fold the segments into a new base in a background process at the
         lowest CPU priority (``library.compaction``); the desk picks the new base up at its next update or start."""
-        if self._compaction is not None and self._compaction.poll() is None:
+        if self.compaction is not None and self.compaction.poll() is None:
             return  # one at a time
         if self._store.needs_compaction():
-            self._compaction = start_compaction(self._store.root, key)
-            logger.info("library compaction started in the background (pid %d)", self._compaction.pid)
+            self.compaction = start_compaction(self._store.root, key)
+            logger.info("library compaction started in the background (pid %d)", self.compaction.pid)
 
     def _retire(self, old: Snapshot) -> None:
         """Close the snapshot replaced one update ago: searches that held it have long finished."""
