@@ -35,11 +35,12 @@ from library.delta import APPLYING_SUFFIX, DeltaInfo, StageHook, added_record, r
 from library.errors import DeltaBaseMismatchError, DeltaError, DeltaResultMismatchError, SnapshotError
 from library.files import durable_replace
 from library.snapshot import (
+    _INSERT_RECORD,
     FORMAT_VERSION,
     RECORD_COLUMNS,
     RECORD_SCHEMA,
     Snapshot,
-    insert_record,
+    _iso,
     now_iso,
     write_meta,
 )
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 SEGMENT_FORMAT = "custody-rfr-library-segment"
 SEGMENT_SUFFIX = ".seg"
 NO_INDEX = "none"  # index_digest of a segment that adds nothing (removals only)
+
+_LOOKUP_BATCH = 500  # removed sources looked up per query (SQLite allows 32,766 parameters)
 
 _SCHEMA = RECORD_SCHEMA + """
 CREATE TABLE tombstones (label INTEGER PRIMARY KEY, source TEXT NOT NULL);
@@ -211,23 +214,37 @@ def _fill(out: sqlcipher3.Connection, delta: sqlcipher3.Connection, conns: list[
           metas: list[dict[str, str]], tombstones: set[int], info: DeltaInfo, stage: StageHook,
           index_threads: int) -> tuple[object | None, dict[str, str]]:
     """Tombstones for the removals, the added rows under fresh labels, and their index; returns (index, meta)."""
-    for (source,) in delta.execute("SELECT source FROM removed"):
-        label = _live_label(conns, str(source), tombstones)
-        if label is None:
-            raise DeltaError(f"The delta removes {source}, which the installed library does not hold.")
-        out.execute("INSERT INTO tombstones VALUES (?, ?)", (label, source))
-        tombstones.add(label)
+    removed = [str(source) for (source,) in delta.execute("SELECT source FROM removed")]
+    for start in range(0, len(removed), _LOOKUP_BATCH):
+        batch = removed[start:start + _LOOKUP_BATCH]
+        labels_found = _live_labels(conns, batch, tombstones)
+        missing = [source for source in batch if source not in labels_found]
+        if missing:
+            raise DeltaError(f"The delta removes {missing[0]}, which the installed library does not hold.")
+        out.executemany("INSERT INTO tombstones VALUES (?, ?)", ((labels_found[s], s) for s in batch))
+        tombstones.update(labels_found.values())
     first = next_id = int(metas[-1]["next_record_id"])
     labels, vectors = [], []
+    records, templates, thumbnails = [], [], []
     rows = delta.execute(f"SELECT {', '.join('r.' + c.strip() for c in RECORD_COLUMNS.split(','))}, t.vector, "
                          "h.jpeg, r.digest FROM records r JOIN templates t USING (record_id) "
                          "JOIN thumbnails h USING (record_id) ORDER BY r.record_id")
     for row in rows:
-        record, vector, thumbnail = added_record(tuple(row), info.dim)
-        insert_record(out, next_id, record, vector, thumbnail)
+        record, vector, thumbnail = added_record(tuple(row), info.dim)  # checked against the digest it carries
+        records.append((next_id, record.subject_ref, record.sex, record.ethnicity_code,
+                        _iso(record.date_of_birth), record.age_band, _iso(record.image_date), record.source,
+                        record.quality, row[-1]))
+        templates.append((next_id, vector.tobytes()))
+        thumbnails.append((next_id, thumbnail))
         labels.append(next_id)
         vectors.append(vector)
         next_id += 1
+    try:
+        out.executemany(_INSERT_RECORD, records)
+    except sqlcipher3.IntegrityError as e:
+        raise DeltaError(f"The delta adds an image twice ({e}): the delta is damaged.") from e
+    out.executemany("INSERT INTO templates VALUES (?, ?)", templates)
+    out.executemany("INSERT INTO thumbnails VALUES (?, ?)", thumbnails)
     stage("rows")
     hnsw = None
     scalars, index_digest = "{}", NO_INDEX
@@ -244,13 +261,16 @@ def _fill(out: sqlcipher3.Connection, delta: sqlcipher3.Connection, conns: list[
     return hnsw, meta
 
 
-def _live_label(conns: list[sqlcipher3.Connection], source: str, tombstones: set[int]) -> int | None:
-    """The label under which ``source`` is live in the chain (a removed-then-re-added image has two labels)."""
+def _live_labels(conns: list[sqlcipher3.Connection], sources: list[str], tombstones: set[int]) -> dict[str, int]:
+    """The label under which each source is live in the chain (a removed-then-re-added image has two labels)."""
+    found: dict[str, int] = {}
+    marks = ",".join("?" * len(sources))
     for conn in reversed(conns):  # the newest part first: a re-added image lives in a later segment
-        row = conn.execute("SELECT record_id FROM records WHERE source = ?", (source,)).fetchone()
-        if row is not None and int(row[0]) not in tombstones:
-            return int(row[0])
-    return None
+        for label, source in conn.execute(f"SELECT record_id, source FROM records WHERE source IN ({marks})",
+                                          sources):
+            if int(label) not in tombstones:
+                found.setdefault(str(source), int(label))
+    return found
 
 
 def read_segment_meta(path: Path, key: bytes) -> dict[str, str]:
