@@ -37,8 +37,13 @@ of its memory the kernel backed with huge pages (``anon_huge_bytes``).
 
 The library is built through the real path (SnapshotWriter into SQLCipher,
 LibraryStore.install_full), and the delta (``--delta`` adds and as many
-removals) is installed with LibraryStore.install_delta while a thread keeps
-searching the current snapshot, as the desk would. The final line is JSON.
+removals) is installed as a segment with LibraryStore.install_delta and swapped in
+with ``open_current(reuse=...)`` while a thread keeps searching the current version,
+as the desk would (bytes written, peak RSS, failed searches, the apply's stages).
+Then: mate recall of the base + segment version against exact search over its own
+record set, cold start in a fresh process, a background compaction while searching,
+and mate recall by genuine-score band (``BANDS``) with a sweep to ef 1024. The final
+line is JSON.
 """
 
 from __future__ import annotations
