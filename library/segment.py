@@ -25,6 +25,7 @@ import heapq
 import logging
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -166,19 +167,7 @@ def build_segment(chain: list[Path], delta_path: Path, key: bytes, out_path: Pat
             out.execute("PRAGMA synchronous = OFF")
             out.executescript(_SCHEMA)
             stage("copied")
-            hnsw, meta = _fill(out, delta, conns, metas, tombstones, info, stage, index_threads)
-            stage("index")
-            parts = [labelled_digests(_fetcher(conn)) for conn in conns] + [labelled_digests(_fetcher(out))]
-            try:
-                result = digest.combine(info.embedder_id, info.dim, live_digests(parts, tombstones))
-            except ValueError as e:  # a source twice: the delta adds an image the library still holds
-                raise DeltaResultMismatchError(f"Applying the update gave a library with an image twice ({e}). "
-                                               f"It was not installed; the installed library stays in use.") from e
-            if result != info.result_digest:
-                raise DeltaResultMismatchError(
-                    f"Applying the update to version {info.result_version} did not give the library central "
-                    f"described (content {result[:12]} instead of {info.result_digest[:12]}). It was not "
-                    f"installed; the installed library stays in use.")
+            hnsw, meta, result = _fill(out, delta, conns, metas, tombstones, info, stage, index_threads)
             write_meta(out, {**meta, "content_digest": result})
             out.commit()
         finally:
@@ -212,8 +201,9 @@ def _check_base(info: DeltaInfo, last: dict[str, str], path: Path) -> None:
 
 def _fill(out: sqlcipher3.Connection, delta: sqlcipher3.Connection, conns: list[sqlcipher3.Connection],
           metas: list[dict[str, str]], tombstones: set[int], info: DeltaInfo, stage: StageHook,
-          index_threads: int) -> tuple[object | None, dict[str, str]]:
-    """Tombstones for the removals, the added rows under fresh labels, and their index; returns (index, meta)."""
+          index_threads: int) -> tuple[object | None, dict[str, str], str]:
+    """Tombstones for the removals, the added rows under fresh labels, their index and the checked result
+    digest; returns (index, meta, digest)."""
     removed = [str(source) for (source,) in delta.execute("SELECT source FROM removed")]
     for start in range(0, len(removed), _LOOKUP_BATCH):
         batch = removed[start:start + _LOOKUP_BATCH]
@@ -246,19 +236,43 @@ def _fill(out: sqlcipher3.Connection, delta: sqlcipher3.Connection, conns: list[
     out.executemany("INSERT INTO templates VALUES (?, ?)", templates)
     out.executemany("INSERT INTO thumbnails VALUES (?, ?)", thumbnails)
     stage("rows")
-    hnsw = None
-    scalars, index_digest = "{}", NO_INDEX
-    if labels:
-        hnsw = index.build_index(np.vstack(vectors), np.asarray(labels, dtype=np.uint64),
-                                 threads=max(index_threads, 1), ef_construction=index.SEGMENT_EF_CONSTRUCTION)
-        scalars, index_digest = index_storage.write_index(out, hnsw)
+    # The digest pass reads every part's (source, digest) and is the only step that grows with the library; it
+    # runs on its own connections while hnswlib (which releases the GIL) builds the segment's index.
+    own = list(labelled_digests(_fetcher(out)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="segment-digest") as pool:
+        pending = pool.submit(_result_digest, conns, own, tombstones, info)
+        hnsw = None
+        scalars, index_digest = "{}", NO_INDEX
+        if labels:
+            hnsw = index.build_index(np.vstack(vectors), np.asarray(labels, dtype=np.uint64),
+                                     threads=max(index_threads, 1), ef_construction=index.SEGMENT_EF_CONSTRUCTION)
+            scalars, index_digest = index_storage.write_index(out, hnsw)
+        stage("index")
+        result = pending.result()
     count = int(metas[-1]["count"]) - info.removed + len(labels)
     meta = {"format": SEGMENT_FORMAT, "format_version": str(FORMAT_VERSION), "embedder_id": info.embedder_id,
             "dim": str(info.dim), "version": str(info.result_version), "base_version": str(info.base_version),
             "base_digest": info.base_digest, "count": str(count), "added": str(len(labels)),
             "removed": str(info.removed), "first_label": str(first), "next_record_id": str(next_id),
             "created_at": now_iso(), "index_scalars": scalars, "index_digest": index_digest}
-    return hnsw, meta
+    return hnsw, meta, result
+
+
+def _result_digest(conns: list[sqlcipher3.Connection], own: list[tuple[str, bytes, int]], tombstones: set[int],
+                   info: DeltaInfo) -> str:
+    """The content digest of the chain plus the new segment's rows; it must be the one central signed."""
+    parts = [labelled_digests(_fetcher(conn)) for conn in conns] + [iter(own)]
+    try:
+        result = digest.combine(info.embedder_id, info.dim, live_digests(parts, frozenset(tombstones)))
+    except ValueError as e:  # a source twice: the delta adds an image the library still holds
+        raise DeltaResultMismatchError(f"Applying the update gave a library with an image twice ({e}). "
+                                       f"It was not installed; the installed library stays in use.") from e
+    if result != info.result_digest:
+        raise DeltaResultMismatchError(
+            f"Applying the update to version {info.result_version} did not give the library central "
+            f"described (content {result[:12]} instead of {info.result_digest[:12]}). It was not "
+            f"installed; the installed library stays in use.")
+    return result
 
 
 def _live_labels(conns: list[sqlcipher3.Connection], sources: list[str], tombstones: set[int]) -> dict[str, int]:
