@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import sys
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +52,6 @@ SEGMENT_FORMAT = "custody-rfr-library-segment"
 SEGMENT_SUFFIX = ".seg"
 NO_INDEX = "none"  # index_digest of a segment that adds nothing (removals only)
 
-APPLY_SWITCH_INTERVAL_S = 0.0002
 _LOOKUP_BATCH = 500  # removed sources looked up per query (SQLite allows 32,766 parameters)
 
 _SCHEMA = RECORD_SCHEMA + """
@@ -154,11 +152,6 @@ def build_segment(chain: list[Path], delta_path: Path, key: bytes, out_path: Pat
     stage = on_stage or (lambda _name: None)
     info = read_delta_info(delta_path, key)
     work = out_path.with_name(out_path.name + APPLYING_SUFFIX)
-    # The apply runs in the desk's process beside its search threads. Python hands the GIL to a waiting thread
-    # only every switch interval (5 ms by default), and a search waits for it several times (around the index
-    # walk and each SQLite read); a shorter interval while the apply's Python loops run keeps those waits short.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, APPLY_SWITCH_INTERVAL_S))
     conns = [cipher.connect(path, key, read_only=True) for path in chain]
     delta = cipher.connect(delta_path, key, read_only=True)
     try:
@@ -189,7 +182,6 @@ def build_segment(chain: list[Path], delta_path: Path, key: bytes, out_path: Pat
         work.unlink(missing_ok=True)
         raise
     finally:
-        sys.setswitchinterval(interval)
         delta.close()
         for conn in conns:
             conn.close()
