@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import hnswlib
@@ -27,15 +27,25 @@ SPACE = "ip"  # templates are unit vectors: inner product is cosine similarity
 M = 32
 EF_CONSTRUCTION = 250
 BUILD_CHUNK = 50_000  # templates per add_items call when building from a file (~37 MB at 192-D)
-SEARCH_EF = 64  # at least k is used; at 1M, 20,000 probes: mate recall@50 0.993 at ef=64, 0.987 at ef=50
+# Search beam. Chosen on mates planted across the embedder's genuine scores (bench/library.py, recall_at_50_by_band;
+# docs/benchmarks.md): mates at cosine 0.7-0.9 reach 0.99 from ef 64-80, but typical genuine pairs (0.5-0.7) and
+# those near the threshold (0.3-0.5) need far wider beams (200k: 0.75 / 0.42 at ef 64, 0.88 / 0.62 at 128, 0.96 /
+# 0.79 at 256). No ef meets 0.99 in every band within 2 ms; 128 is the widest whose 1M p50 (0.66-1.27 ms across
+# the earlier runs) leaves room under a 2 ms p99.
+SEARCH_EF = 128
+# A delta segment's index is small (thousands of records) and built on the desk while it searches: at 10k
+# templates ef_construction 100 gave the same mate recall@50 as 250 (0.90 vs 0.92 for mates at cosine 0.3-0.5,
+# 500 probes, within noise) in half the build time (5.3 s vs 10.6 s on one loaded core).
+SEGMENT_EF_CONSTRUCTION = 100
 CHUNK_BYTES = 64 * 1024 * 1024
 _SER_VERSION = 1
 
 
-def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2) -> hnswlib.Index:
+def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2,
+                ef_construction: int = EF_CONSTRUCTION) -> hnswlib.Index:
     count, dim = vectors.shape
     index = hnswlib.Index(space=SPACE, dim=dim)
-    index.init_index(max_elements=max(count, 1), M=M, ef_construction=EF_CONSTRUCTION)
+    index.init_index(max_elements=max(count, 1), M=M, ef_construction=ef_construction)
     index.set_num_threads(threads)
     if count:
         index.add_items(vectors, labels)
@@ -226,13 +236,15 @@ def search_ef(k: int) -> int:
 
 
 def search(index: hnswlib.Index, vector: np.ndarray, k: int, *, live: int | None = None,
-           ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           ef: int | None = None, keep: Callable[[int], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Labels and cosine similarities of the k nearest templates, best first.
 
     ``live`` is the number of items not marked deleted (hnswlib does not say);
     asking for more than that makes hnswlib raise. ``ef`` is per call only for
     benchmarks: hnswlib's ef is index-wide, so callers sharing one index
-    (the snapshot) serialise searches.
+    (the snapshot) serialise searches. ``keep`` is hnswlib's ``filter``: the labels it
+    accepts are the only ones returned (a library version's tombstones are filtered out
+    during the walk, so the k returned are k live records).
     """
     k = min(k, index.get_current_count() if live is None else live)
     if k <= 0:
@@ -240,9 +252,9 @@ def search(index: hnswlib.Index, vector: np.ndarray, k: int, *, live: int | None
     query = vector.reshape(1, -1).astype(np.float32)
     index.set_ef(ef if ef is not None else search_ef(k))
     try:
-        labels, distances = index.knn_query(query, k=k)
+        labels, distances = index.knn_query(query, k=k, filter=keep)
     except RuntimeError:
         # With many deleted items a small graph can run out of candidates; search it exhaustively.
         index.set_ef(max(index.get_current_count(), k))
-        labels, distances = index.knn_query(query, k=k)
+        labels, distances = index.knn_query(query, k=k, filter=keep)
     return labels[0], 1.0 - distances[0]

@@ -1,7 +1,15 @@
 """The device's library folder: every installed version, and one pointer saying which is in use.
 
-    <root>/versions/<version>.db   complete, verified snapshots (SQLCipher)
-    <root>/current                 JSON {"version", "file", "content_digest", "key_id"}; replaced atomically
+    <root>/versions/<version>.db   complete, verified base snapshots (SQLCipher)
+    <root>/segments/<version>.seg  delta segments (``library.segment``), one per applied delta
+    <root>/current                 JSON {"version", "file", "segments", "content_digest", "key_id"}; replaced
+                                   atomically. ``file`` is the base, ``segments`` the segment files on top of
+                                   it in order; the version is the base plus every segment.
+
+A delta is installed as a new segment: the base and the earlier segments are not
+copied or touched, so an update writes about the size of the delta and loads only the
+segment's small index. ``library.compaction`` later folds the segments into a new base
+in a background process and switches the pointer the same way.
 
 ``key_id`` names the content key the current version is encrypted under (``core.keywrap.key_id``):
 a re-keyed lineage changes key with a full version, so the pointer and the key move together.
@@ -15,7 +23,8 @@ naming either the previous version or the new, complete one; whatever an
 interrupted install left behind is removed when the store is next opened.
 
 ``on_stage`` is a test seam: it is called with the name of each step
-("copied", "rows", "index", "written", "renamed", "switched") so a test can
+("copied", "rows", "index", "written", "renamed", "switched", and compaction's
+"compact-*" steps) so a test can
 kill the process at a known point. Production code never sets it.
 """
 
@@ -27,10 +36,13 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from library import digest
-from library.delta import APPLYING_SUFFIX, StageHook, apply_delta, read_delta_info
+import sqlcipher3
+
+from library import cipher, digest
+from library.delta import APPLYING_SUFFIX, StageHook, read_delta_info
 from library.errors import (
     DeltaBaseMismatchError,
     EmbedderMismatchError,
@@ -39,12 +51,44 @@ from library.errors import (
     VersionRollbackError,
 )
 from library.files import copy_ciphertext, durable_replace, durable_write_text
+from library.segment import SEGMENT_SUFFIX, Segment, build_segment
 from library.snapshot import Snapshot
+from library.version import LibraryVersion, open_version
 
 logger = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class SnapshotClaims:
+    """What a full snapshot says about itself in its (authenticated) meta table."""
+
+    version: int
+    digest: str
+    embedder_id: str
+
+
+def read_snapshot_claims(path: Path, key: bytes) -> SnapshotClaims:
+    """A snapshot's version, digest and face model from its meta table alone: no index load (the store loads
+    the index once, to verify the file, and the desk then serves that same object)."""
+    conn = cipher.connect(path, key, read_only=True)
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    except sqlcipher3.DatabaseError as e:
+        raise SnapshotError(f"{Path(path).name} is not a library snapshot or is damaged ({e}).") from e
+    finally:
+        conn.close()
+    try:
+        return SnapshotClaims(int(meta["version"]), meta.get("content_digest", ""), meta["embedder_id"])
+    except (KeyError, ValueError) as e:
+        raise SnapshotError(f"{Path(path).name} is not a library snapshot ({e}).") from e
+
 POINTER = "current"
 _PART_SUFFIX = ".part"
+COMPACTING_SUFFIX = ".compacting"
+# Past this many segments (or this share of the version's records in segments) the desk compacts.
+COMPACT_SEGMENTS = 8
+COMPACT_FRACTION = 0.10
+COMPACT_MIN_BYTES = 64 * 1024 * 1024  # below this, segments cost too little to be worth a merge
 
 
 class LibraryStore:
@@ -54,7 +98,11 @@ class LibraryStore:
         self.root = Path(root)
         self.versions = self.root / "versions"
         self.versions.mkdir(parents=True, exist_ok=True)
+        self.segments = self.root / "segments"
+        self.segments.mkdir(exist_ok=True)
         self.keep = max(keep, 1)
+        # Segments this store built, with the index it built for them: open_current serves them as they are.
+        self._built: dict[str, Segment] = {}
         self._stage = on_stage or (lambda _name: None)
         with self._locked():
             self._recover()
@@ -81,14 +129,27 @@ class LibraryStore:
     def _recover(self) -> None:
         """Remove what an interrupted install left: temp files, and versions the pointer never reached."""
         (self.root / (POINTER + ".tmp")).unlink(missing_ok=True)
-        current = self.current_version()
+        pointer = self._pointer()
+        base = None if pointer is None else str(pointer["file"])
+        base_version = None if base is None else int(Path(base).stem)
+        listed = set(self.segment_files(pointer))
         for path in self.versions.iterdir():
-            leftover = path.name.endswith((APPLYING_SUFFIX, _PART_SUFFIX))
-            never_switched = path.suffix == ".db" and path.stem.isdigit() and (current is None
-                                                                               or int(path.stem) > current)
+            leftover = path.name.endswith((APPLYING_SUFFIX, _PART_SUFFIX, COMPACTING_SUFFIX))
+            # A base newer than the pointer's: an install or a compaction that never switched.
+            never_switched = (path.suffix == ".db" and path.stem.isdigit() and path.name != base
+                              and (base_version is None or int(path.stem) > base_version))
             if leftover or never_switched:
                 logger.warning("removing %s left by an interrupted library install", path.name)
                 path.unlink()
+        for path in self.segments.iterdir():
+            if path.name not in listed:
+                logger.warning("removing segment %s, which the current library does not use", path.name)
+                path.unlink()
+
+    @staticmethod
+    def segment_files(pointer: dict[str, object] | None) -> list[str]:
+        names = [] if pointer is None else pointer.get("segments", [])
+        return [str(n) for n in names] if isinstance(names, list) else []
 
     def current_version(self) -> int | None:
         pointer = self._pointer()
@@ -109,8 +170,25 @@ class LibraryStore:
             raise LibraryStoreError(f"The installed library {path} is missing; reinstall a full library.")
         return path
 
-    def open_current(self, key: bytes, expected_embedder: str | None = None) -> Snapshot:
-        return Snapshot.open(self.current_path(), key, expected_embedder)
+    def segment_paths(self) -> list[Path]:
+        return [self.segments / name for name in self.segment_files(self._pointer())]
+
+    def open_current(self, key: bytes, expected_embedder: str | None = None, *,
+                     reuse: object | None = None) -> LibraryVersion:
+        """The current version, searchable. Parts already open in ``reuse`` (the version the desk serves now)
+        and segments this store has just built are shared, not loaded again: an update opens each file once."""
+        parts: dict[str, Snapshot] = dict(self._built)
+        if isinstance(reuse, LibraryVersion):
+            parts.update({part.path.name: part for part in reuse.parts})
+        elif isinstance(reuse, Snapshot):
+            parts[reuse.path.name] = reuse
+        base = self.current_path()
+        if base.name in parts and parts[base.name].path.resolve() != base.resolve():
+            del parts[base.name]  # same name, other folder (a snapshot installed from elsewhere)
+        try:
+            return open_version(base, self.segment_paths(), key, expected_embedder, reuse=parts)
+        finally:
+            self._built.clear()
 
     def _target(self, version: int) -> Path:
         return self.versions / f"{version:010d}.db"
@@ -126,21 +204,26 @@ class LibraryStore:
                      expected_digest: str | None = None, key_id: str | None = None) -> int:
         """Copy a complete snapshot in and switch to it; returns the new version."""
         with self._locked():
-            snapshot = Snapshot.open(src, key, expected_embedder)
-            version = snapshot.version
-            snapshot.close()
+            version = read_snapshot_claims(Path(src), key).version
             self._check_forward(version)
             target = self._target(version)
             part = target.with_name(target.name + _PART_SUFFIX)
             try:
                 copy_ciphertext(Path(src), part)
                 self._stage("copied")
-                content = self._verify(part, key, expected_embedder, expected_digest)
-                durable_replace(part, target)
+                snapshot = self._verify(part, key, expected_embedder, expected_digest)
+                try:
+                    durable_replace(part, target)
+                except BaseException:
+                    snapshot.close()
+                    raise
             except BaseException:
                 part.unlink(missing_ok=True)
                 raise
+            snapshot.path = target  # the open connection follows the renamed file
+            self._built = {target.name: snapshot}
             self._stage("renamed")
+            content = snapshot.digest
             self._switch(target, version, content, key_id)
             return version
 
@@ -165,34 +248,76 @@ class LibraryStore:
                                             f"{expected_embedder}. It was not applied.")
             if expected_digest is not None and expected_digest != info.result_digest:
                 raise SnapshotError("The update's content digest is not the one central published; not installed.")
-            target = self._target(info.result_version)
-            # apply_delta has already proved the rows add up to the signed result digest, from the file it wrote;
-            # opening it again here would load a third copy of the index for nothing.
-            apply_delta(base, delta, key, target, on_stage=self._stage, index_threads=index_threads)
-            self._switch(target, info.result_version, info.result_digest, self.current_key_id())
+            pointer = self._pointer() or {}
+            chain = [base, *self.segment_paths()]
+            target = self.segments / f"{info.result_version:010d}{SEGMENT_SUFFIX}"
+            # build_segment proves the parts add up to the signed result digest before anything is renamed.
+            _, built = build_segment(chain, delta, key, target, on_stage=self._stage, index_threads=index_threads)
+            segments = [*self.segment_files(pointer), target.name]
+            self._switch(base, info.result_version, info.result_digest, self.current_key_id(), segments)
+            try:
+                self._built = {target.name: Segment(target, key, expected_embedder, built_index=built)}
+            except SnapshotError:
+                self._built = {}
             return info.result_version
 
-    def _verify(self, path: Path, key: bytes, expected_embedder: str | None, expected_digest: str | None) -> str:
-        """The file opens, its index loads, and its records add up to the digest it claims (and central's)."""
+    def _verify(self, path: Path, key: bytes, expected_embedder: str | None, expected_digest: str | None
+                ) -> Snapshot:
+        """The file opens, its index loads, and its records add up to the digest it claims (and central's).
+
+        The opened snapshot is returned, so the desk serves it without loading its index a second time.
+        """
         snapshot = Snapshot.open(path, key, expected_embedder)
         try:
             actual = digest.content_digest(snapshot)
             if actual != snapshot.digest or (expected_digest is not None and actual != expected_digest):
                 raise SnapshotError(f"Library version {snapshot.version} does not hold the content it should "
                                     f"(digest {actual[:12]}); it was not installed.")
-            return actual
-        finally:
+            return snapshot
+        except BaseException:
             snapshot.close()
+            raise
 
-    def _switch(self, target: Path, version: int, content_digest: str, key_id: str | None) -> None:
-        pointer = {"version": version, "file": target.name, "content_digest": content_digest, "key_id": key_id}
+    def _switch(self, target: Path, version: int, content_digest: str, key_id: str | None,
+                segments: list[str] | None = None, stage: str = "switched") -> None:
+        pointer = {"version": version, "file": target.name, "segments": segments or [],
+                   "content_digest": content_digest, "key_id": key_id}
         durable_write_text(self.root / POINTER, json.dumps(pointer) + "\n")
-        self._stage("switched")
-        logger.info("library version %d is now current", version)
-        self._prune(version)
+        self._stage(stage)
+        logger.info("library version %d is now current (%d segments)", version, len(segments or []))
+        self._prune(int(target.stem), segments or [])
 
-    def _prune(self, current: int) -> None:
-        """Keep the current version and ``keep - 1`` before it; a process still reading a removed one keeps it open."""
+    def _prune(self, base: int, segments: list[str]) -> None:
+        """Keep the current base and ``keep - 1`` before it, and only the segments in use; a process still
+        reading a removed file keeps its open descriptor (and a segment's index is in its memory)."""
         installed = sorted(int(p.stem) for p in self.versions.glob("*.db") if p.stem.isdigit())
-        for version in [v for v in installed if v < current][: max(len(installed) - self.keep, 0)]:
+        for version in [v for v in installed if v < base][: max(len(installed) - self.keep, 0)]:
             os.unlink(self._target(version))
+        for path in self.segments.glob(f"*{SEGMENT_SUFFIX}"):
+            if path.name not in segments:
+                path.unlink()
+
+    # --- compaction -------------------------------------------------------------------------------
+
+    def needs_compaction(self) -> bool:
+        """At ``COMPACT_SEGMENTS`` segments, or when segment files pass ``COMPACT_FRACTION`` of the base's bytes
+        (and ``COMPACT_MIN_BYTES``)."""
+        pointer = self._pointer()
+        names = self.segment_files(pointer)
+        if len(names) >= COMPACT_SEGMENTS:
+            return True
+        if not names or pointer is None:
+            return False
+        size = sum((self.segments / n).stat().st_size for n in names if (self.segments / n).exists())
+        return size > max(COMPACT_FRACTION * self.current_path().stat().st_size, COMPACT_MIN_BYTES)
+
+    @contextmanager
+    def locked(self) -> Iterator[dict[str, object] | None]:
+        """The installer's lock with the pointer as it stands (compaction switches under it)."""
+        with self._locked():
+            yield self._pointer()
+
+    def switch_compacted(self, new_base: Path, version: int, remaining: list[str], content_digest: str,
+                         key_id: str | None) -> None:
+        """Make ``new_base`` (already renamed into ``versions/``) the base; the caller holds ``locked()``."""
+        self._switch(new_base, version, content_digest, key_id, remaining, stage="compact-switched")

@@ -8,7 +8,7 @@ running desk:
 
 - It never opens the device database, and never constructs ``LibraryStore`` (whose constructor takes
   the store's lock file and removes leftovers of interrupted installs). It reads the store's
-  ``current`` pointer itself and opens that snapshot file with ``Snapshot``, which only reads.
+  ``current`` pointer itself and opens that snapshot file and the delta segments it lists, which only reads.
   (SQLite still opens the file read-write at the OS level; under the update unit's
   ``ProtectSystem=strict`` the data directory is read-only anyway, and SQLite then opens it read-only.)
 - Its MQTT check never takes over the desk's broker session (see ``check_mqtt``).
@@ -38,6 +38,7 @@ from appliance.storage.library_keys import LibraryKeyring, open_library_keys
 from devicekeys.tls import client_context
 from library.snapshot import Snapshot
 from library.store import POINTER
+from library.version import LibraryVersion, open_version
 from models.pipeline import FacePipeline
 
 SELFTEST_CLIENT_SUFFIX = "-selftest"
@@ -120,6 +121,13 @@ def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
     return root / "versions" / str(pointer["file"]), "installed"
 
 
+def current_segment_files(settings: ApplianceSettings) -> list[Path]:
+    """The delta segments on top of the base that the store's pointer lists (``library.segment``), in order."""
+    root = settings.library_store_dir
+    pointer = json.loads((root / POINTER).read_text(encoding="utf-8"))
+    return [root / "segments" / str(name) for name in pointer.get("segments", [])]
+
+
 def current_library_key_id(settings: ApplianceSettings) -> str | None:
     """The key id the store's pointer names (None before the first install or for a pointer without one)."""
     try:
@@ -130,7 +138,8 @@ def current_library_key_id(settings: ApplianceSettings) -> str | None:
     return key_id if isinstance(key_id, str) else None
 
 
-def check_library(settings: ApplianceSettings, embedder_id: str | None) -> tuple[CheckResult, Snapshot | None]:
+def check_library(settings: ApplianceSettings, embedder_id: str | None
+                  ) -> tuple[CheckResult, LibraryVersion | None]:
     """Open the current snapshot with the key; it must load its index and match the installed embedder."""
     try:
         path, origin = current_library_file(settings)
@@ -138,7 +147,8 @@ def check_library(settings: ApplianceSettings, embedder_id: str | None) -> tuple
         keys = LibraryKeyring(keys).for_library(_checked_library(settings)) if (
             _checked_library(settings) != settings.library.library_id) else keys
         key = keys.require(current_library_key_id(settings) or keys.provisioned or "")
-        snapshot = Snapshot.open(path, key, expected_embedder=embedder_id)
+        segments = current_segment_files(settings) if origin == "installed" else []
+        snapshot = open_version(path, segments, key, embedder_id)  # base + delta segments, read only
     except Exception as e:
         return CheckResult("library", False, _failure(e)), None
     if snapshot.count == 0:
@@ -150,7 +160,7 @@ def check_library(settings: ApplianceSettings, embedder_id: str | None) -> tuple
 
 # --- search ---------------------------------------------------------------------------------------------
 
-def check_probe_search(pipeline: FacePipeline, snapshot: Snapshot, probe: Path, expect: str,
+def check_probe_search(pipeline: FacePipeline, snapshot: Snapshot | LibraryVersion, probe: Path, expect: str,
                        top_k: int) -> CheckResult:
     """The known probe photo, through the whole pipeline: ``expect`` must be the rank-1 candidate."""
     try:
@@ -169,7 +179,7 @@ def check_probe_search(pipeline: FacePipeline, snapshot: Snapshot, probe: Path, 
                                         f"{top.record.subject_ref} (score {top.score:.3f}); {expect} is {where}")
 
 
-def check_self_search(snapshot: Snapshot) -> CheckResult:
+def check_self_search(snapshot: Snapshot | LibraryVersion) -> CheckResult:
     """No probe configured: a stored template must find its own record (or its subject) at rank 1."""
     try:
         record = next(snapshot.records())

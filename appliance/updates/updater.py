@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,10 +70,11 @@ from core.library_announce import DEFAULT_LIBRARY_ID, LibraryAnnouncement, Libra
 from core.library_authorisation import AuthorisationManifest, is_authorisation
 from devicekeys.errors import KeyProtectionError
 from devicekeys.tls import client_context
+from library.compaction import start_compaction
 from library.delta import read_delta_info
 from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
-from library.store import LibraryStore
+from library.store import LibraryStore, read_snapshot_claims
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +170,8 @@ class LibraryUpdater:
         self._lineage_id = keys.library_id
         self._lock = threading.Lock()
         self._retired_by: dict[str, list[Snapshot]] = {}
+        #: The background compaction last started (``library.compaction``), if any; one lineage at a time.
+        self.compaction: subprocess.Popen[bytes] | None = None
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
         self._lineage_refusals: dict[str, RefusalRecord] = {keys.library_id: self._refusals}
         #: The last result for each other library updated in a check (the provisioned one is the return value).
@@ -298,6 +302,10 @@ class LibraryUpdater:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
+        if self.compaction is not None and self.compaction.poll() is None:
+            # Safe at any stage (the previous pointer stays); it starts again after the next delta past the threshold.
+            self.compaction.terminate()
+            self.compaction.wait(timeout=30)
 
     # --- one check -----------------------------------------------------------------------------
 
@@ -534,6 +542,9 @@ class LibraryUpdater:
 
         Everything that could refuse the file happens before the store moves its
         ``current`` pointer: the claims here, the base and content digest in the store.
+        Each file is opened and authenticated once: the claims come from the file's meta table, a delta
+        becomes a segment whose freshly built index is served as it is, and the base and older segments
+        are shared with the version being served (``library.version``).
         """
         info = offer.info
         try:
@@ -542,15 +553,14 @@ class LibraryUpdater:
                 check_claims(offer, delta.result_version, delta.result_digest, delta.embedder_id, current.version)
                 self._store.install_delta(path, key, expected_embedder=self._embedder_id,
                                           expected_digest=info.result_digest)
+                self._maybe_compact(key)
             else:
-                incoming = Snapshot.open(path, key)
-                try:
-                    check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
-                finally:
-                    incoming.close()
+                incoming = read_snapshot_claims(path, key)  # meta only: the store loads the index once, to verify
+                check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, current.version)
                 self._store.install_full(path, key, expected_embedder=self._embedder_id,
                                          expected_digest=info.result_digest, key_id=info.key_id)
-            return self._store.open_current(key, self._embedder_id)
+            # The parts the desk already serves and what the store just verified are shared, not loaded again.
+            return self._store.open_current(key, self._embedder_id, reuse=current)
         except DeltaBaseMismatchError as e:
             raise DeltaBaseRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
         except VersionRollbackError as e:
@@ -558,6 +568,15 @@ class LibraryUpdater:
         except SnapshotError as e:
             raise UpdateRefusedError(f"{offer.name} could not be installed: {e} The desk keeps using library "
                                      f"version {current.version}.") from e
+
+    def _maybe_compact(self, key: bytes) -> None:
+        """Past the store's segment threshold, fold the segments into a new base in a background process at the
+        lowest CPU priority (``library.compaction``); the desk picks the new base up at its next update or start."""
+        if self.compaction is not None and self.compaction.poll() is None:
+            return  # one at a time
+        if self._store.needs_compaction():
+            self.compaction = start_compaction(self._store.root, key)
+            logger.info("library compaction started in the background (pid %d)", self.compaction.pid)
 
     def _retire(self, old: Snapshot) -> None:
         """Close the snapshot replaced one update ago (of the same library): searches that held it have long

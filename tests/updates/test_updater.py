@@ -163,6 +163,31 @@ def test_delta_is_preferred_and_chained_deltas_reach_the_newest(desk, publisher)
     assert desk.holder.current.digest == Snapshot.open(publisher.make_library(3), publisher.key).digest
 
 
+def test_deltas_become_segments_and_a_background_compaction_folds_them(desk, publisher, central, library_key,
+                                                                      monkeypatch):
+    """Each delta is stored as a segment beside the untouched base; past the threshold the updater starts a
+    compaction process, after which a restarted desk serves the same version from one base."""
+    monkeypatch.setattr("library.store.COMPACT_SEGMENTS", 2)
+    base = desk.store.current_path()
+    before = base.read_bytes()
+    publisher.full(2)
+    publisher.delta(1, 2)
+    publisher.delta(2, 3)
+    assert desk.updater.check_now().installed_version == 3
+    assert desk.holder.current.base.path.name == base.name  # served from the base it already had loaded
+    assert desk.updater.compaction is not None and desk.updater.compaction.wait(timeout=120) == 0
+    assert before == base.read_bytes()
+    assert desk.store.segment_paths() == [] and desk.store.current_version() == 3
+    desk.assert_serving(3)  # the version loaded before the compaction keeps serving
+    for path in (desk.root / "library").rglob("*"):
+        if path.is_file() and path.suffix in (".db", ".seg"):
+            assert b"SUBJ-" not in path.read_bytes() and b"SQLite format" not in path.read_bytes()
+    restarted = make_desk(desk.root, central, library_key, base, install=False)
+    assert restarted.holder.current.segments == [] and restarted.holder.current.version == 3
+    restarted.assert_serving(3)
+    assert restarted.holder.current.digest == desk.holder.current.digest
+
+
 def test_announcement_triggers_a_check_and_malformed_unsigned_and_forged_ones_are_ignored(desk, publisher):
     name = publisher.full(2)
     digest = publisher.central.repo.published()[name].result_digest

@@ -1,0 +1,181 @@
+"""Background compaction: fold a library version's segments into a new base snapshot.
+
+Every applied delta adds a segment (``library.segment``); searches pay a little for each
+segment and for the tombstones filtered out of the base. Once the store says so
+(``LibraryStore.needs_compaction``: ``COMPACT_SEGMENTS`` segments, or segments holding
+``COMPACT_FRACTION`` of the base's bytes) the desk starts this module as its own process
+at the lowest CPU priority (``SCHED_IDLE``, nice 19, one index thread), so searches keep
+both cores while it runs on whatever is left.
+
+The merge builds ``versions/<v>.db.compacting`` from a ciphertext copy of the base:
+tombstoned rows deleted, segment rows inserted under the labels they already have,
+the base index loaded (authenticated), tombstoned labels marked deleted and the segments'
+templates added (rebuilt from the templates when marked items pass 25 %, as for deltas),
+and the content digest checked against the version's. Only then, under the store's lock
+and only if the pointer still names the same base and starts with the same segments,
+is the file renamed into ``versions/`` and the pointer switched to the new base plus any
+segments installed meanwhile. ``kill -9`` at any point leaves the previous pointer, and
+the next store open removes the unfinished file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from library import cipher, index, index_storage
+from library.delta import REBUILD_DELETED_FRACTION, StageHook
+from library.errors import SnapshotError
+from library.files import copy_ciphertext, durable_replace
+from library.segment import read_segment_meta
+from library.snapshot import stored_digest, write_meta
+from library.store import COMPACTING_SUFFIX, LibraryStore
+
+logger = logging.getLogger(__name__)
+
+
+def compact(store: LibraryStore, key: bytes, *, on_stage: StageHook | None = None,
+            index_threads: int = 1) -> int | None:
+    """Merge the current segments into a new base; returns its version, or None when there was nothing to do
+    or the pointer moved to another base meanwhile (a full install wins; the work is thrown away)."""
+    stage = on_stage or (lambda _name: None)
+    with store.locked() as pointer:
+        if pointer is None:
+            return None
+        base = store.current_path()
+        names = store.segment_files(pointer)
+        key_id = pointer.get("key_id")
+    if not names:
+        return None
+    segments = [store.segments / name for name in names]
+    metas = [read_segment_meta(path, key) for path in segments]
+    last = metas[-1]
+    version = int(last["version"])
+    target = store.versions / f"{version:010d}.db"
+    work = target.with_name(target.name + COMPACTING_SUFFIX)
+    try:
+        copy_ciphertext(base, work)
+        stage("compact-copied")
+        _merge(work, segments, key, last, stage, index_threads)
+        stage("compact-written")
+        with store.locked() as now:
+            if now is None or now.get("file") != base.name or store.segment_files(now)[:len(names)] != names:
+                logger.info("compaction to version %d abandoned: the library changed meanwhile", version)
+                work.unlink(missing_ok=True)
+                return None
+            if not work.exists():  # a store opened meanwhile removed it as a leftover
+                return None
+            durable_replace(work, target)
+            stage("compact-renamed")
+            remaining = store.segment_files(now)[len(names):]
+            store.switch_compacted(target, int(str(now["version"])), remaining, str(now["content_digest"]),
+                                   key_id if isinstance(key_id, str) else None)
+    except BaseException:
+        work.unlink(missing_ok=True)
+        raise
+    logger.info("library segments up to version %d compacted into a new base", version)
+    return version
+
+
+def _merge(work: Path, segments: list[Path], key: bytes, last: dict[str, str], stage: StageHook,
+           index_threads: int) -> None:
+    conn = cipher.connect(work, key)
+    try:
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        dim = int(meta["dim"])
+        tombstones: set[int] = set()
+        for path in segments:
+            conn.execute("ATTACH DATABASE ? AS seg KEY ?", (str(path), f"x'{key.hex()}'"))
+            # A segment's tombstones name records of the parts before it: delete those first, since a changed
+            # record comes back under the same source in this segment.
+            dead = [int(t) for (t,) in conn.execute("SELECT label FROM seg.tombstones")]
+            tombstones.update(dead)
+            for table in ("templates", "thumbnails", "records"):
+                conn.executemany(f"DELETE FROM main.{table} WHERE record_id = ?", ((t,) for t in dead))
+            for table in ("records", "templates", "thumbnails"):
+                conn.execute(f"INSERT INTO main.{table} SELECT * FROM seg.{table}")
+            conn.commit()
+            conn.execute("DETACH DATABASE seg")
+        base_deleted = [t for t in tombstones if t < int(meta["next_record_id"])]
+        stage("compact-rows")
+        added = conn.execute("SELECT record_id, vector FROM templates WHERE record_id >= ? ORDER BY record_id",
+                             (int(meta["next_record_id"]),)).fetchall()
+        count = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+        deleted = int(meta["index_deleted"]) + len(base_deleted)
+        if deleted > REBUILD_DELETED_FRACTION * (count + deleted):
+            rows = conn.execute("SELECT record_id, vector FROM templates ORDER BY record_id").fetchall()
+            hnsw = index.build_index(_matrix(rows, dim), _labels(rows), threads=index_threads)
+            deleted = 0
+        else:
+            hnsw = index_storage.load_index(lambda sql, params: conn.execute(sql, params).fetchall(),
+                                            meta["index_scalars"], meta["index_digest"], dim)
+            for label in base_deleted:
+                hnsw.mark_deleted(label)
+            if added:
+                hnsw.resize_index(hnsw.get_current_count() + len(added))
+                hnsw.set_num_threads(max(index_threads, 1))
+                hnsw.add_items(_matrix(added, dim), _labels(added))
+        stage("compact-index")
+        scalars, index_digest = index_storage.write_index(conn, hnsw)
+        del hnsw
+        result = stored_digest(conn, meta["embedder_id"], dim)
+        if result != last["content_digest"] or count != int(last["count"]):
+            raise SnapshotError(f"Compacting the library did not reproduce version {last['version']} (content "
+                                f"{result[:12]}); the segments stay in use.")
+        write_meta(conn, {"version": last["version"], "count": str(count), "created_at": last["created_at"],
+                          "index_scalars": scalars, "index_digest": index_digest, "index_deleted": str(deleted),
+                          "next_record_id": last["next_record_id"], "content_digest": result})
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _matrix(rows: list[tuple[object, ...]], dim: int) -> np.ndarray:
+    return np.frombuffer(b"".join(bytes(v) for _, v in rows), dtype=np.float32).reshape(-1, dim)  # type: ignore[arg-type]
+
+
+def _labels(rows: list[tuple[object, ...]]) -> np.ndarray:
+    return np.fromiter((int(r) for r, _ in rows), dtype=np.uint64, count=len(rows))  # type: ignore[call-overload]
+
+
+def start_compaction(root: Path, key: bytes) -> subprocess.Popen[bytes]:
+    """Run ``compact`` for the store at ``root`` in a background process at the lowest CPU priority.
+
+    The key goes through a pipe (never the command line or the environment, which other users can read).
+    """
+    child = subprocess.Popen([sys.executable, "-m", "library.compaction", str(root)], stdin=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    assert child.stdin is not None
+    child.stdin.write(key.hex().encode() + b"\n")
+    child.stdin.close()
+    return child
+
+
+def _lowest_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    os.nice(19)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Compact a desk library store's segments into a new base.")
+    parser.add_argument("root", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _lowest_priority()
+    key = bytes.fromhex(sys.stdin.readline().strip())
+    compact(LibraryStore(args.root), key)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
