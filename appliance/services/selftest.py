@@ -123,7 +123,7 @@ def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
 
 def current_segment_files(settings: ApplianceSettings) -> list[Path]:
     """The delta segments on top of the base that the store's pointer lists (``library.segment``), in order."""
-    root = settings.library_store_dir
+    root = _store_folder(settings)
     pointer = json.loads((root / POINTER).read_text(encoding="utf-8"))
     return [root / "segments" / str(name) for name in pointer.get("segments", [])]
 
