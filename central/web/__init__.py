@@ -129,6 +129,6 @@ def close_stores(app: Flask) -> None:
     account and session stores)."""
     for name in ("central.audit_store", "central.registry", "central.health_store", "central.peer_reviews",
                  "central.account_store", "central.session_store", "central.signin_failures",
-                 "central.metrics_reader"):
+                 "central.metrics_reader", "central.library_register"):
         if name in app.extensions:
             app.extensions[name].close()
