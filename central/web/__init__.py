@@ -20,6 +20,7 @@ from central.accounts.signin_failures import SignInFailureStore
 from central.accounts.store import AccountStore
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
+from central.fleet.library_register import LibraryRegister
 from central.fleet.registry_store import RegistryStore
 from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
@@ -85,6 +86,7 @@ def create_app(
     app.extensions["central.audit_store"] = AuditStore(app.config["DATABASE"])
     app.extensions["central.registry"] = RegistryStore(app.config["DATABASE"])
     app.extensions["central.health_store"] = HealthStore(app.config["DATABASE"])
+    app.extensions["central.library_register"] = LibraryRegister(app.config["DATABASE"])
     app.extensions["central.ingest"] = ingest
     app.extensions["central.peer_reviews"] = PeerReviewStore(app.config["DATABASE"])
     app.extensions["central.signin_failures"] = SignInFailureStore(app.config["DATABASE"])

@@ -31,14 +31,13 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from central.fleet.holdings import Holdings, holdings
-from central.fleet.library_register import LibraryRegister
 from central.fleet.model_grade import EVALUATION, grade_of
 from central.fleet.revoke import PkiTarget, RevocationError, load_command_key, revoke_device
 from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
 from central.settings import CentralMqttSettings, FleetSettings
 from central.web.auth import current_user, signed_in_user
-from central.web.stores import health_store, registry_store
+from central.web.stores import health_store, library_register, registry_store
 from core.errors import WireFormatError
 from core.topics import validate_device_id
 
@@ -56,7 +55,6 @@ class FleetConfig:
 def init_app(app: Flask, settings: FleetSettings | None, mqtt: CentralMqttSettings | None) -> None:
     """``FLEET`` in the app config (tests) overrides the settings file's ``[fleet]`` and ``[mqtt]``."""
     app.extensions["central.fleet"] = app.config.get("FLEET") or FleetConfig(settings or FleetSettings(), mqtt)
-    app.extensions["central.library_register"] = LibraryRegister(app.config["DATABASE"])
     app.register_blueprint(bp)
     app.context_processor(_model_warning_context)
 
@@ -120,8 +118,7 @@ def _device(device_id: str) -> str:
 
 def _holdings(latest: Mapping[str, Mapping[str, Any]], revoked: Mapping[str, Any]) -> Holdings:
     """Which desk holds which library, judged against central's register of governed libraries."""
-    register: LibraryRegister = current_app.extensions["central.library_register"]
-    return holdings(latest, register.libraries(), now=datetime.now(UTC), revoked=revoked)
+    return holdings(latest, library_register().libraries(), now=datetime.now(UTC), revoked=revoked)
 
 
 @bp.get("")
