@@ -38,7 +38,10 @@ SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 2048
 ANNOUNCEMENT_STATEMENT = "custody-rfr library announcement v1"
 KINDS = frozenset({"full", "delta"})
-ANNOUNCED_KINDS = KINDS | {"config"}  # core.desk_config.CONFIG_KIND; never a library target kind
+# core.desk_config.CONFIG_KIND and core.library_authorisation.AUTHORISATION_KIND; never a library target kind.
+# An "authorisation" announcement names the newest manifest signed for some desk: every desk checks, and applies
+# only the manifest target named for itself.
+ANNOUNCED_KINDS = KINDS | {"config", "authorisation"}
 _FIELDS = {"v", "library_version", "target", "kind", "result_digest", "published_at"}
 # Target names become URL path segments and file names on the device: no slashes, no leading dot.
 TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

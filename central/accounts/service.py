@@ -2,8 +2,9 @@
 
 Roles follow the RFR team's separation of duties: an ``auditor`` reads the
 audit trail, exports and reports; a ``peer_reviewer`` decides desks' peer
-review requests; a ``fleet_admin`` runs the fleet pages (health, revocation).
-One person may hold several. An unknown username costs the same scrypt hash as
+review requests; a ``fleet_admin`` runs the fleet pages (health, revocation); a
+``library_authoriser`` requests, authorises (never their own request), reviews,
+suspends and retires reference libraries. One person may hold several. An unknown username costs the same scrypt hash as
 a known one, so timing does not reveal which accounts exist, and wrong passwords
 slow further attempts on the account and from the client's address by the same
 rule as the desks (``core.throttle``), never locking anyone out. Disabling an
@@ -24,7 +25,7 @@ from core.errors import CustodyRfrError
 from core.passwords import hash_password
 from core.throttle import REFUSED, SignInThrottle, sign_in_throttle
 
-ROLES = ("auditor", "peer_reviewer", "fleet_admin")
+ROLES = ("auditor", "peer_reviewer", "fleet_admin", "library_authoriser")
 MIN_PASSWORD_LENGTH = 12
 Clock = Callable[[], float]
 

@@ -1,11 +1,11 @@
 """``python -m central.enrolment``: build reference-library snapshots, deltas and composition reports.
 
     enrol --images DIR [--csv FILE] --out SNAPSHOT_DB --key-file KEYFILE [--version N]
-          [--resume] [--reuse-key] [--no-progress]
+          [--resume] [--reuse-key] [--no-progress] [--library-id ID --database URL]
           [--workers N | --scheduler tls://HOST:8786 [--tls-ca-file F --tls-cert F --tls-key F]
            [--allow-plaintext]] [--batch-size N]
     delta --base OLD_DB --target NEW_DB --key-file KEYFILE --out DELTA
-    composition --library DB --key-file KEYFILE [--as-of YYYY-MM-DD] [--json OUT]
+    composition --library DB --key-file KEYFILE [--as-of YYYY-MM-DD] [--json OUT] [--library-id ID --database URL]
     demo-import --out DIR [--faces DIR]
 
 Errors the operator can fix are printed as one sentence and exit non-zero;
@@ -14,6 +14,10 @@ listed in the summary. ``enrol`` runs in this process by default; with
 ``--workers N`` (a local Dask cluster) or ``--scheduler`` (an existing one) the
 face pipeline runs on Dask workers and this process still writes the library,
 which comes out the same (``central.enrolment.distributed``).
+
+With ``--library-id`` (and central's ``--database``, or ``RFR_CENTRAL__DATABASE``), the built version's
+composition is kept in central's ``library_compositions`` beside that library's authorisation record
+(``central.libraries.store``), so the record of who is in each version is made when it is built.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import date
 from pathlib import Path
 
 from central.enrolment.demo import build_demo_import
 from central.enrolment.enrol import EnrolReport, Manifest, enrol, read_manifest
+from central.libraries.store import LibraryStore
 from core.errors import CustodyRfrError
 from library.composition import composition
 from library.delta import make_delta
@@ -95,7 +101,27 @@ def _enrol(args: argparse.Namespace) -> int:
               f"{args.out}.", file=sys.stderr)
         return 130
     _print_report(report, args.out, args.key_file)
+    if report.enrolled and args.library_id:
+        snapshot = Snapshot.open(args.out, read_key_file(args.key_file))
+        try:
+            _keep_composition(args, composition(snapshot, date.today()))
+        finally:
+            snapshot.close()
     return 0 if report.enrolled else 1
+
+
+def _keep_composition(args: argparse.Namespace, report: dict[str, object]) -> None:
+    """Store the version's composition with its library's authorisation record at central."""
+    store = LibraryStore(args.database)
+    try:
+        if store.get(args.library_id) is None:
+            print(f"Warning: central has no library {args.library_id!r} yet; its composition is kept and will show "
+                  "once the library is requested on central's /libraries page.")
+        store.record_composition(args.library_id, int(report["library_version"]),  # type: ignore[call-overload]
+                                 report)
+    finally:
+        store.close()
+    print(f"Composition of {args.library_id} version {report['library_version']} kept in central's database.")
 
 
 def _delta(args: argparse.Namespace) -> int:
@@ -130,6 +156,8 @@ def _composition(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"Written to {args.json}")
+    if args.library_id:
+        _keep_composition(args, report)
     return 0
 
 
@@ -189,11 +217,19 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, required=True, help="new or empty folder to write")
     m.add_argument("--faces", type=Path, help="optional labelled set <identity>/<image> (e.g. ../shared/faces/dev)")
     m.set_defaults(run=_demo_import)
+    for q in (p, c):
+        q.add_argument("--library-id", help="the library at central this version belongs to: keep its composition "
+                       "with the library's authorisation record (needs --database)")
+        q.add_argument("--database", default=os.environ.get("RFR_CENTRAL__DATABASE"),
+                       help="central's database URL (default: RFR_CENTRAL__DATABASE)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "library_id", None) and not args.database:
+        parser.error("--library-id needs central's database: give --database URL or set RFR_CENTRAL__DATABASE.")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code: int = args.run(args)

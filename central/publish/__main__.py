@@ -3,6 +3,7 @@
     init --repo DIR --root-keys-dir OFFLINE_DIR [--root-keys 3 --root-threshold 2]
     publish --repo DIR --file LIBRARY_OR_DELTA --kind full|delta --key-file LIBRARY_KEY [--library-id ID]
     publish-config --repo DIR --file CONFIG_JSON      (signed desk configuration, sealed to each desk)
+    publish-authorisations --repo DIR                 (each desk's signed library authorisation manifest)
     hash-password < PASSWORD                          (an account's password_hash for the configuration)
     refresh-timestamp --repo DIR        (run hourly: desks refuse a timestamp older than a day)
     withdraw --repo DIR --target NAME
@@ -25,8 +26,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from central.fleet.registry_store import RegistryStore
+from central.libraries.store import LibraryStore
 from central.publish import keys
 from central.publish.announcer import ANNOUNCEMENT_FILE  # the running server retains it on MQTT
+from central.publish.authorisations import publish_authorisations
 from central.publish.repository import PublishError, TufRepository, init_repository
 from central.publish.settings import PublishSettings, load, load_database_url
 from core.desk_config import hash_password
@@ -59,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
                             "thresholds, retention) as a new target")
     config.add_argument("--repo", type=Path, required=True)
     config.add_argument("--file", type=Path, required=True)
-    for p in (pub, config):
+    authorisations = sub.add_parser("publish-authorisations", help="sign a new authorisation manifest for each "
+                                    "desk whose libraries changed (central's library tables)")
+    authorisations.add_argument("--repo", type=Path, required=True)
+    authorisations.add_argument("--actor", default="publish-cli", help="who publishes, for the library log")
+    for p in (pub, config, authorisations):
         p.add_argument("--database", help="central's database URL (default: the one --config names)")
     sub.add_parser("hash-password", help="read a password on stdin, print its hash in the desk's stored format")
     refresh = sub.add_parser("refresh-timestamp", help="re-sign timestamp (and snapshot/targets when due)")
@@ -104,6 +111,8 @@ def run(argv: list[str] | None = None) -> int:
                 _publish_config(repo, registry, args.file)
         finally:
             registry.close()
+    elif args.command == "publish-authorisations":
+        _publish_authorisations(repo, _database(args), args.actor)
     elif args.command == "refresh-timestamp":
         signed = repo.refresh()
         expires = repo.expires()
@@ -121,6 +130,8 @@ def run(argv: list[str] | None = None) -> int:
             print(f"{name}  {info.kind} v{info.library_version}  {info.embedder_id}  {info.result_digest}")
         for name, config in sorted(repo.published_configs().items()):
             print(f"{name}  config v{config.config_version}  {config.digest}")
+        for name, auth in sorted(repo.published_authorisations().items()):
+            print(f"{name}  authorisation v{auth.manifest_version} for {auth.device_id}  {auth.digest}")
         for name, kid in sorted(repo.published_keys().items()):
             print(f"{name}  library key {kid} wrapped for the desks trusted when it was published")
     return 0
@@ -169,6 +180,24 @@ def _publish_config(repo: TufRepository, registry: RegistryStore, file: Path) ->
     print(f"Published {info.name} (configuration version {info.config_version}), sealed to "
           f"{len(registry.wrapping_keys())} desk(s); timestamp version {repo.versions()['timestamp']}. Desks apply "
           f"it at their next check; a desk registered later needs the next version.")
+
+
+def _publish_authorisations(repo: TufRepository, database: str, actor: str) -> None:
+    registry, store = RegistryStore(database), LibraryStore(database)
+    try:
+        revoked = registry.revocations()
+        registered = [d for d in registry.registered_devices() if d not in revoked]
+        published = publish_authorisations(repo, store, registered, actor)
+    finally:
+        registry.close()
+        store.close()
+    if not published:
+        print("Every desk's authorisation manifest is up to date; nothing was signed.")
+    for p in published:
+        print(f"Published {p.target}: {len(p.libraries)} librar{'y' if len(p.libraries) == 1 else 'ies'} "
+              f"({', '.join(p.libraries) or 'none'}), retired: {', '.join(p.retired) or 'none'}.")
+    if published:
+        print(f"Timestamp version {repo.versions()['timestamp']}; desks apply their manifest at their next check.")
 
 
 def main(argv: list[str] | None = None) -> int:

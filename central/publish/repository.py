@@ -21,6 +21,7 @@ from core.desk_config import ConfigTargetInfo, is_config
 from core.errors import CustodyRfrError
 from core.keywrap import KEYS_KIND, KeysDocument
 from core.library_announce import LibraryTargetInfo, validate_target_name
+from core.library_authorisation import AuthorisationTargetInfo, is_authorisation
 from tufrepo.repository import Clock, SignedRepository, utc_now
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,26 @@ class TufRepository(SignedRepository):
     def published(self) -> dict[str, LibraryTargetInfo]:
         """Every library target currently offered, with what it is (configurations are listed apart)."""
         return {name: LibraryTargetInfo.from_dict(tf.custom) for name, tf in self.target_files().items()
-                if not is_config(tf.custom) and not _is_keys(tf.custom)}
+                if not is_config(tf.custom) and not _is_keys(tf.custom) and not is_authorisation(tf.custom)}
+
+    def published_authorisations(self) -> dict[str, AuthorisationTargetInfo]:
+        """Every desk's authorisation manifest offered now (one per desk), by target name."""
+        return {name: AuthorisationTargetInfo.from_dict(tf.custom) for name, tf in self.target_files().items()
+                if is_authorisation(tf.custom)}
+
+    def publish_authorisation(self, file: Path, info: AuthorisationTargetInfo) -> TargetFile:
+        """Offer ``file`` as the desk's manifest and stop offering its older ones, in one signed change: a desk
+        never sees two, and the repository does not grow with every suspension."""
+        name = validate_target_name(info.name)
+        for old, other in self.published_authorisations().items():
+            if other.device_id == info.device_id:
+                if other.manifest_version >= info.manifest_version:
+                    raise PublishError(f"{old} is already published for {info.device_id}; desks apply only newer "
+                                       "manifests.")
+                del self._targets.signed.targets[old]
+        target = self.add_target(file, name, info.to_dict())
+        logger.info("published %s (authorisation v%d for %s)", name, info.manifest_version, info.device_id)
+        return target
 
     def published_keys(self) -> dict[str, str]:
         """Every keys target (``keys-<key id>.json``) offered now, by name, with its key id."""

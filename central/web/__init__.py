@@ -94,7 +94,19 @@ def create_app(
     # Every form (sign-in, sign-out, peer review, revocation) carries the session's token.
     CSRFProtect(app)
 
-    from central.web import audit, auth, errors, fleet, health, peer_review, reports, security, updates, vendor
+    from central.web import (
+        audit,
+        auth,
+        errors,
+        fleet,
+        health,
+        libraries,
+        peer_review,
+        reports,
+        security,
+        updates,
+        vendor,
+    )
 
     errors.init_app(app)
     security.init_app(app)
@@ -105,7 +117,8 @@ def create_app(
     # Staff pages by role; /healthz, static files and the desks' /tuf repository stay open (see auth).
     auth.init_app(app, AccountService(app.extensions["central.account_store"]), sessions,
                   {audit.bp.name: "auditor", reports.bp.name: "auditor", peer_review.bp.name: "peer_reviewer",
-                   fleet.bp.name: "fleet_admin"},
+                   fleet.bp.name: "fleet_admin", libraries.bp.name: libraries.READERS,
+                   libraries.actions.name: "library_authoriser"},
                   open_blueprints=frozenset({health.bp.name, vendor.bp.name, updates.bp.name}),
                   open_endpoints=frozenset({"audit.index"}))
     app.register_blueprint(audit.bp)
@@ -114,6 +127,7 @@ def create_app(
     app.register_blueprint(reports.bp)
     app.register_blueprint(vendor.bp)
     fleet.init_app(app, settings.fleet if settings else None, settings.mqtt if settings else None)
+    libraries.init_app(app, settings.publish if settings else None)
     # /tuf: the signed library repository (TUF_REPO_DIR or RFR_CENTRAL_TUF_REPO), for enrolled desks only
     updates.init_app(app)
     auth.check_classified(app)
@@ -134,3 +148,5 @@ def close_stores(app: Flask) -> None:
                  "central.metrics_reader", "central.library_register"):
         if name in app.extensions:
             app.extensions[name].close()
+    if "central.libraries" in app.extensions:
+        app.extensions["central.libraries"].store.close()

@@ -49,9 +49,17 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-ROLE_NAMES = {"auditor": "auditor", "peer_reviewer": "peer reviewer", "fleet_admin": "fleet administrator"}
+ROLE_NAMES = {"auditor": "auditor", "peer_reviewer": "peer reviewer", "fleet_admin": "fleet administrator",
+              "library_authoriser": "library authoriser"}
 # Where each role lands after signing in without a ``next``, in this order of preference.
-_HOME = (("auditor", "audit.events"), ("peer_reviewer", "peer_review.index"), ("fleet_admin", "fleet.index"))
+_HOME = (("auditor", "audit.events"), ("peer_reviewer", "peer_review.index"), ("fleet_admin", "fleet.index"),
+         ("library_authoriser", "libraries.index"))
+#: A blueprint needs one role, or any one of several (``("library_authoriser", "auditor")``: read-only pages).
+Roles = str | tuple[str, ...]
+
+
+def _roles(needed: Roles) -> tuple[str, ...]:
+    return (needed,) if isinstance(needed, str) else needed
 
 
 def accounts() -> AccountService:
@@ -100,8 +108,8 @@ def _guard() -> Response | None:
     if user is None:
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     role = current_app.extensions["central.role_for_blueprint"].get(request.blueprint)
-    if role is None or not user.may(role):
-        needed = ROLE_NAMES.get(role or "", "right")
+    if role is None or not any(user.may(r) for r in _roles(role)):
+        needed = " or ".join(ROLE_NAMES.get(r, r) for r in _roles(role)) if role else "right"
         abort(403, f"Your account ({user.username}) does not have the {needed} role needed for "
                    "this page. Ask the RFR team's administrator if you need it.")
     return None
@@ -162,13 +170,13 @@ def logout() -> Response:
     return redirect(url_for("auth.login"))
 
 
-def init_app(app: Flask, service: AccountService, sessions: SessionManager, role_for_blueprint: dict[str, str], *,
+def init_app(app: Flask, service: AccountService, sessions: SessionManager, role_for_blueprint: dict[str, Roles], *,
              open_blueprints: frozenset[str], open_endpoints: frozenset[str] = frozenset()) -> None:
     """Sign-in for ``app``: each blueprint in ``role_for_blueprint`` needs that role, except
     ``open_endpoints``; ``open_blueprints`` (health, vendor assets, the desks' /tuf) need no sign-in,
     and anything else is refused until it is classified. Sessions are ``sessions``' rows, the cookie
     named by ``SESSION_COOKIE_NAME`` carrying only a token (Secure unless ``SESSION_COOKIE_SECURE`` is off)."""
-    if not set(role_for_blueprint.values()) <= set(ROLES):
+    if not {r for roles in role_for_blueprint.values() for r in _roles(roles)} <= set(ROLES):
         raise ValueError(f"Unknown role in {role_for_blueprint}")
     app.extensions["central.accounts"] = service
     app.extensions["central.sessions"] = sessions
