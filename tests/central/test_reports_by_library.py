@@ -94,6 +94,11 @@ def seed(store: AuditStore, database: str) -> None:
     for device, when in (("desk-a", "2026-03-20T12:00:01+00:00"), ("desk-b", "2026-03-20T12:00:05+00:00")):
         d.add(device, "library_destroyed", "destroyed", when, library_id="op-kestrel", kind="temporary",
               version=1, reason="expired", proof={"pages_scanned": 12})
+    # Refusals of issue #18: a chosen library refused, an officer without a current authorisation, a manifest.
+    d.add("desk-a", "search_refused", "library_not_authorised", "2026-03-21T10:00:00+00:00",
+          library_id="op-kestrel", refusal="expired", **case)
+    d.add("desk-b", "search_refused", "not_authorised_user", "2026-03-22T10:00:00+00:00", **case)
+    d.add("desk-b", "authorisation_refused", "refused", "2026-03-23T10:00:00+00:00", reason="for another desk")
     # In Q2: not in the Q1 report.
     d.add("desk-a", "search", "candidates_shown", "2026-05-10T10:00:00+00:00",
           libraries=[lib("national", NATIONAL, "substantive", 4), lib("regional", "Regional", "substantive", 1)])
@@ -125,6 +130,9 @@ def test_quarter_breaks_searches_down_by_library_kind_and_name(report_app: Flask
     [gone] = lb.destroyed
     assert (gone.library_id, gone.desks_destroyed, gone.destructions) == ("op-kestrel", 2,
                                                                           {"expired": 2, "retired": 0, "other": 0})
+    assert {k: v for k, v in report.figures.refusals.items() if v} == {
+        "search_refused_library_not_authorised": 1, "search_refused_not_authorised_user": 1,
+        "authorisation_refused": 1}
     rows = list(csv.reader(io.StringIO(quarterly.to_csv(report))))
     assert ["2026-Q1", "searches_by_library", "op-kestrel", "2"] in rows
     assert ["2026-Q1", "searches_by_library_kind", "temporary", "2"] in rows
