@@ -20,7 +20,8 @@ from appliance.services.accounts import AccountService
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
 from appliance.services.health import HealthReporter
-from appliance.services.library import LibraryHolder
+from appliance.services.library import LibraryHolder, LibrarySet, PrimaryLibrary
+from appliance.services.library_expiry import LibraryExpiry
 from appliance.services.peer_review import (
     CentralPeerReviewChannel,
     LocalPeerReviewChannel,
@@ -31,21 +32,25 @@ from appliance.services.retention import RetentionService
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, WipeService, load_command_key
 from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
+from appliance.storage.authorisation import AuthorisationStore
 from appliance.storage.cases import CaseStore
 from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase, desk_tpm
-from appliance.storage.library_keys import open_library_keys
+from appliance.storage.library_folders import held_ids, is_destroyed, library_folder, migrate_legacy
+from appliance.storage.library_keys import LibraryKeyring, open_library_keys
 from appliance.storage.outbox import Outbox
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
 from appliance.storage.peer_reviews import PeerReviewStore
 from appliance.storage.service_lock import ServiceLock
 from appliance.storage.signing_key import KEY_NAME as SIGNING_KEY_NAME
 from appliance.storage.signing_key import load_or_create_signing_key
+from appliance.updates.authorisation import AuthorisationUpdater
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.updater import LibraryUpdater
 from core.topics import fleet_command_topic, library_announce_topic, peer_review_outcome_topic
 from devicekeys.keys import AUTH_FILE_NAME
 from devicekeys.tpm import Tpm
+from library.errors import SnapshotError
 from library.store import LibraryStore
 from models.pipeline import FacePipeline
 from websession.manager import SessionManager
@@ -78,7 +83,9 @@ class Desk:
     settings: ApplianceSettings
     pipeline: FacePipeline
     library_store: LibraryStore
-    library: LibraryHolder
+    library: PrimaryLibrary  # the provisioned lineage, for single-library callers
+    libraries: LibrarySet  # every library held, and which may be searched (the authorisation manifest)
+    authorisation: AuthorisationStore
     db: DeviceDatabase
     outbox: Outbox
     audit: AuditLog
@@ -92,6 +99,7 @@ class Desk:
     cases: CaseService
     retention: RetentionService
     service_lock: ServiceLock
+    expiry: LibraryExpiry  # temporary libraries past expiry and retired ones destroyed, with proof
 
     def start(self) -> None:
         """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
@@ -99,6 +107,7 @@ class Desk:
         if self.updater is not None and self.settings.updates is not None:
             self.updater.start_polling(self.settings.updates.poll_interval_s)
         self.retention.start()
+        self.expiry.start()
 
     def close(self) -> None:
         """Stop the background work, then close the library and the device database and release the lock."""
@@ -106,7 +115,8 @@ class Desk:
         if self.updater is not None:
             self.updater.stop()
         self.retention.stop()
-        self.library.current.close()
+        self.expiry.stop()
+        self.libraries.close()
         self.db.close()
         self.service_lock.release()
 
@@ -120,24 +130,55 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     pipeline = pipeline or FacePipeline.load()
     tpm = desk_tpm(settings)
     keys = open_library_keys(settings, tpm)  # the key-wrapping key unsealed once; library keys unwrapped
-    # Versions live in the device's library store; the file named in settings is the one shipped at
-    # provisioning, installed on first start. Updates from central then move the store forward.
-    store = LibraryStore(settings.library_store_dir)
-    if store.current_version() is None and keys.provisioned is not None:
-        store.install_full(settings.library.path, keys.require(keys.provisioned),
-                           expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
-    snapshot = store.open_current(keys.for_current(store), expected_embedder=pipeline.embedder_id)
+    # Each library lives in its own versioned store (data_dir/library/<library_id>/); the file named in settings
+    # is the one shipped at provisioning, installed on first start. Updates from central then move each forward.
+    keyring = LibraryKeyring(keys)
+    root, primary_id = settings.library_store_dir, settings.library.library_id
+    migrate_legacy(root, primary_id)  # a desk from before several libraries: its store moves into its folder
+    stores: dict[str, LibraryStore] = {}
+
+    def store_for(library_id: str) -> LibraryStore:
+        if library_id not in stores:
+            stores[library_id] = LibraryStore(library_folder(root, library_id))
+        return stores[library_id]
+
+    store = store_for(primary_id)
+    holders: dict[str, LibraryHolder] = {}
+    if not is_destroyed(root, primary_id):  # a retired provisioned library is never installed again
+        if store.current_version() is None and keys.provisioned is not None:
+            store.install_full(settings.library.path, keys.require(keys.provisioned),
+                               expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
+        holders[primary_id] = LibraryHolder(store.open_current(keys.for_current(store),
+                                                               expected_embedder=pipeline.embedder_id))
+    for library_id in held_ids(root):
+        other = store_for(library_id)
+        if library_id == primary_id or other.current_version() is None:
+            continue
+        try:
+            holders[library_id] = LibraryHolder(other.open_current(keyring.for_library(library_id).for_current(other),
+                                                                   expected_embedder=pipeline.embedder_id))
+        except SnapshotError as e:  # one library that does not open never stops the desk serving the others
+            logger.error("library %s does not open and is not served: %s", library_id, e)
     central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
-    library = LibraryHolder(snapshot)
+    authorisation = AuthorisationStore(db)  # central's signed library authorisation, once one is applied
+    libraries = LibrarySet(holders, authorisation.manifest, primary=primary_id)
+    library = libraries.primary
+    expiry = LibraryExpiry(libraries, authorisation, keyring, root, db, audit, data_dir=settings.data_dir,
+                           store_for=store_for, download_dir=settings.data_dir / "updates" / "downloads",
+                           provisioned_files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
+    granted = AuthorisationUpdater(authorisation, audit, settings.device_id)
+    granted.on_applied = lambda _manifest: expiry.sweep()  # a retirement takes effect at once
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
     updater = None
     if settings.updates is not None:
         updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
                                                keys=keys, embedder_id=pipeline.embedder_id,
                                                holder=library, audit=audit, central_key=central_key,
-                                               config=ConfigUpdater(desk_config, audit, keys))
+                                               config=ConfigUpdater(desk_config, audit, keys),
+                                               authorisation=granted, libraries=libraries, keyring=keyring,
+                                               store_for=store_for)
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
     # Peer review: the offline fallback on the device, or central's team over MQTT ([peer_review] channel).
     reviews, case_store = PeerReviewStore(db), CaseStore(db)
@@ -155,7 +196,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if settings.mqtt.key_file is not None:
         key_paths.append(settings.mqtt.key_file)
     last_ack: list[CentralLink] = []  # the publisher, once made (the reporter is one of its senders)
-    health = HealthReporter(settings.device_id, settings.data_dir, outbox, library,
+    health = HealthReporter(settings.device_id, settings.data_dir, outbox, libraries,
                             interval_s=settings.health.interval_s, key_paths=key_paths,
                             insecure_keys=lambda: keys.insecure,
                             last_ack_at=lambda: last_ack[0].last_ack_at if last_ack else None)
@@ -163,10 +204,10 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     wipe = WipeService(settings.device_id, central_key, audit, outbox, db,
                        secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
                                 *filter(None, [settings.library.insecure_plain_key_file])],
-                       trees=[store.root, keys.folder],
+                       trees=[root, keys.folder],
                        files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
     if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
-        snapshot.close()
+        libraries.close()
         raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
     handlers[fleet_command_topic(settings.device_id)] = wipe.handle
     senders.append(wipe.drain)  # last: after it runs the database is closed
@@ -192,13 +233,22 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
         logger.warning("%s is held by another process (a retention purge run by hand?)", service_lock.path)
     retention = RetentionService(case_store, desk_config, audit)
     wipe.on_withdrawn(retention.stop)
+    wipe.on_withdrawn(expiry.stop)
     try:
         retention.purge()
     except Exception:
         logger.exception("retention purge at start failed; it is tried again in the background")
-    audit.record("library_loaded", "system", "ok", library_version=snapshot.version, records=snapshot.count,
-                 embedder=snapshot.embedder_id)
-    return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, db=db, outbox=outbox,
+    primary = libraries.snapshot(primary_id)
+    audit.record("library_loaded", "system", "ok", library_version=primary.version if primary else None,
+                 records=primary.count if primary else None, embedder=pipeline.embedder_id,
+                 libraries=[{"library_id": i, "version": v} for i, v in libraries.held()])
+    # Temporary libraries past their expiry (the desk's clock) and retired ones go now, then hourly.
+    try:
+        expiry.sweep()
+    except Exception:
+        logger.exception("library expiry sweep at start failed; it is tried again in the background")
+    return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, libraries=libraries,
+                authorisation=authorisation, db=db, outbox=outbox,
                 audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
-                service_lock=service_lock)
+                service_lock=service_lock, expiry=expiry)

@@ -1,7 +1,7 @@
 """The desk's health heartbeat: what central's fleet page needs to spot a desk in trouble.
 
 Built from what the desk can observe cheaply (disk and memory, the outbox, the library in
-use, when central last acknowledged anything, how its keys are protected) and published by
+use and every library held, when central last acknowledged anything, how its keys are protected) and published by
 the MQTT sender thread as a ``senders`` hook every ``interval_s``. It carries no case,
 account or biometric data.
 """
@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from appliance.comms.mqtt import Publish
-from appliance.services.library import LibraryHolder
+from appliance.services.library import LibraryHolder, LibrarySet
 from appliance.storage.outbox import Outbox
 from core.fleet import KEY_PROTECTION_INSECURE, Heartbeat
 from core.topics import health_topic
@@ -70,7 +70,7 @@ def key_protection(paths: Sequence[Path], insecure: bool = False) -> str:
 class HealthReporter:
     """Builds heartbeats and, as a sender hook, publishes one every ``interval_s`` while connected."""
 
-    def __init__(self, device_id: str, data_dir: Path, outbox: Outbox, library: LibraryHolder, *,
+    def __init__(self, device_id: str, data_dir: Path, outbox: Outbox, library: LibraryHolder | LibrarySet, *,
                  interval_s: float, key_paths: Sequence[Path], last_ack_at: Callable[[], float | None],
                  insecure_keys: Callable[[], bool] = lambda: False,
                  clock_offset_s: Callable[[], float | None] = lambda: None) -> None:
@@ -92,11 +92,21 @@ class HealthReporter:
         disk = shutil.disk_usage(self._data_dir)
         available, total = memory()
         last_ack = self._last_ack_at()
-        snapshot = self._library.current
+        # Every library held (central's fleet page shows which desks still hold a retired one); the provisioned
+        # library's version stays in library_version for central's older pages.
+        if isinstance(self._library, LibrarySet):
+            held = tuple(self._library.held())
+            snapshot = self._library.snapshot(self._library.primary_id)
+            if snapshot is None and held:
+                snapshot = self._library.snapshot(held[0][0])
+        else:
+            snapshot, held = self._library.current, ()
         return Heartbeat(
             device_id=self._device_id, sent_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            interval_s=self.interval_s, software_version=self._version, library_version=snapshot.version,
-            embedder_id=snapshot.embedder_id, disk_free_bytes=disk.free, disk_total_bytes=disk.total,
+            interval_s=self.interval_s, software_version=self._version,
+            library_version=snapshot.version if snapshot else None, libraries=held,
+            embedder_id=snapshot.embedder_id if snapshot else None, disk_free_bytes=disk.free,
+            disk_total_bytes=disk.total,
             memory_available_bytes=available, memory_total_bytes=total, outbox_depth=self._outbox.depth(),
             since_last_sync_s=None if last_ack is None else round(max(0.0, time.time() - last_ack), 3),
             clock_offset_s=self._clock_offset_s(),

@@ -92,10 +92,17 @@ def check_models(load: Callable[[], FacePipeline]) -> tuple[CheckResult, FacePip
 
 # --- library --------------------------------------------------------------------------------------------
 
+def _store_folder(settings: ApplianceSettings) -> Path:
+    """The provisioned library's store: its own folder (data_dir/library/<library_id>), or the single-library
+    folder of a desk not yet started on this version (the desk moves it there when it starts)."""
+    root = settings.library_store_dir
+    return root if (root / POINTER).exists() else root / settings.library.library_id
+
+
 def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
     """The snapshot the desk searches: the store's current version, or, before the desk's first start has
     installed anything, the provisioned file it will install. Read without ``LibraryStore`` (see above)."""
-    root = settings.library_store_dir
+    root = _store_folder(settings)
     try:
         pointer = json.loads((root / POINTER).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -106,7 +113,7 @@ def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
 def current_library_key_id(settings: ApplianceSettings) -> str | None:
     """The key id the store's pointer names (None before the first install or for a pointer without one)."""
     try:
-        pointer = json.loads((settings.library_store_dir / POINTER).read_text(encoding="utf-8"))
+        pointer = json.loads((_store_folder(settings) / POINTER).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     key_id = pointer.get("key_id")

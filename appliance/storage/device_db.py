@@ -49,10 +49,15 @@ class DeviceDatabase:
         key = bytes.fromhex(load_or_create_secret(self.key_path, tpm, _new_key_text).decode().strip())
         self.path = data_dir / DB_NAME
         self.conn: sqlcipher3.Connection = cipher.connect(self.path, key, create=True)
+        self._key = key  # for a proof of deletion: its pages are decrypted and searched (storage.page_scan)
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = FULL")
         self.lock = threading.RLock()
         self.closed = False
+
+    def page_key(self) -> bytes:
+        """The raw SQLCipher key, to decrypt pages when proving something was destroyed."""
+        return self._key
 
     def close(self) -> None:
         with self.lock:

@@ -129,3 +129,50 @@ def open_library_keys(settings: ApplianceSettings, tpm: Tpm | None) -> LibraryKe
                        library.insecure_plain_key_file)
         keys.provisioned = keys.add_plain(read_key_file(library.insecure_plain_key_file))
     return keys
+
+
+class LibraryKeyring:
+    """Every library's keys on this desk: one ``LibraryKeys`` per library id, each in its own folder.
+
+    The provisioned library keeps the folder it always had (``data_dir/library-keys``, its keys named in
+    settings); every other library's wrapped keys are under ``data_dir/library-keys/<library_id>/``, so a
+    library's keys are destroyed with it and never opened for another lineage.
+    """
+
+    def __init__(self, provisioned: LibraryKeys) -> None:
+        self.provisioned = provisioned
+        self.folder = provisioned.folder
+        self.device_id = provisioned.device_id
+        self.private = provisioned.private
+        self._lineages: dict[str, LibraryKeys] = {provisioned.library_id: provisioned}
+
+    @property
+    def insecure(self) -> bool:
+        return any(keys.insecure for keys in list(self._lineages.values()))
+
+    def folder_of(self, library_id: str) -> Path:
+        return self.folder if library_id == self.provisioned.library_id else self.folder / library_id
+
+    def for_library(self, library_id: str) -> LibraryKeys:
+        keys = self._lineages.get(library_id)
+        if keys is None:
+            keys = self._lineages[library_id] = LibraryKeys(self.folder_of(library_id), self.device_id, library_id,
+                                                            self.private)
+        return keys
+
+    def forget(self, library_id: str) -> list[str]:
+        """Drop a destroyed library's keys from memory; returns their key ids (its files are shredded apart)."""
+        keys = self._lineages.pop(library_id, None)
+        if keys is None:
+            return []
+        known = keys.known()
+        keys._keys.clear()
+        if library_id == self.provisioned.library_id:
+            self._lineages[library_id] = keys  # the object stays (settings name it), empty
+            keys.provisioned = None
+        return known
+
+    def wrapped_files(self, library_id: str) -> list[Path]:
+        """The wrapped key files of ``library_id`` this desk stored (not the one named in settings)."""
+        folder = self.folder_of(library_id)
+        return sorted(folder.glob(f"*{_SUFFIX}")) if folder.is_dir() else []

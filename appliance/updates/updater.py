@@ -14,6 +14,13 @@ The same check then hands the refreshed, verified metadata to the optional
 ``ConfigUpdater`` (``appliance/updates/config.py``), which applies central's
 signed desk configuration; library and configuration outcomes are independent.
 
+A desk holds several libraries (issue #18). With a ``LibrarySetLike`` wired, the check first applies this
+desk's signed authorisation manifest (``appliance/updates/authorisation.py``), then updates every library
+the manifest lists (and has not expired), each lineage with its own store, keys and holder: targets are
+told apart by the signed ``LibraryTargetInfo.library_id``. A library newly authorised is installed from its
+newest full version; a library the manifest does not list is never fetched. The provisioned lineage is
+``store``/``keys``/``holder``; the same install code runs for every lineage, bound to it in turn.
+
 Checks run when central's retained MQTT announcement arrives
 (``on_announcement``), from an optional polling thread, or on demand; a lock
 makes them one at a time, as ngclient requires.
@@ -22,10 +29,12 @@ makes them one at a time, as ngclient requires.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -35,8 +44,9 @@ from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
 from appliance.settings import UpdateSettings
-from appliance.storage.library_keys import LibraryKeys
+from appliance.storage.library_keys import LibraryKeyring, LibraryKeys
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
+from appliance.updates.authorisation import AuthorisationUpdater
 from appliance.updates.config import ConfigUpdater
 from appliance.updates.fetcher import ResumingFetcher
 from appliance.updates.trust import (
@@ -55,7 +65,8 @@ from appliance.updates.trust import (
 from core.desk_config import is_config
 from core.errors import SettingsError, WireFormatError
 from core.keywrap import KEYS_KIND, MAX_KEYS_DOCUMENT_BYTES, KeysDocument, UnwrapError, keys_target_name
-from core.library_announce import LibraryAnnouncement, LibraryTargetInfo
+from core.library_announce import DEFAULT_LIBRARY_ID, LibraryAnnouncement, LibraryTargetInfo
+from core.library_authorisation import AuthorisationManifest, is_authorisation
 from devicekeys.errors import KeyProtectionError
 from devicekeys.tls import client_context
 from library.delta import read_delta_info
@@ -66,6 +77,15 @@ from library.store import LibraryStore
 logger = logging.getLogger(__name__)
 
 MAX_STEPS = 8  # deltas chained in one check before giving the desk back
+
+
+_LINEAGE = re.compile(r"^library-(?:(?P<id>[a-z0-9][a-z0-9._-]*?)-)?v\d+")
+
+
+def _announced_lineage(target: str) -> str | None:
+    """The library id an announced target name carries (``core.library_announce.target_name``), or None."""
+    match = _LINEAGE.match(target)
+    return None if match is None else (match.group("id") or DEFAULT_LIBRARY_ID)
 
 
 def _is_keys(custom: object) -> bool:
@@ -80,6 +100,25 @@ class LibraryHolderLike(Protocol):
     def current(self) -> Snapshot: ...
 
     def swap(self, new: Snapshot) -> Snapshot: ...
+
+
+class LibrarySetLike(Protocol):
+    """``appliance.services.library.LibrarySet``, by shape: the libraries held, one holder each."""
+
+    def holder(self, library_id: str) -> LibraryHolderLike | None: ...
+
+    def add(self, library_id: str, snapshot: Snapshot) -> object: ...
+
+    def manifest(self) -> AuthorisationManifest | None: ...
+
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class _NotHeld:
+    """Stands for the installed snapshot of a library not yet held (messages say version 0)."""
+
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,8 +139,14 @@ class LibraryUpdater:
     def __init__(self, *, metadata_url: str, targets_url: str, state_dir: Path, store: LibraryStore,
                  keys: LibraryKeys, embedder_id: str, holder: LibraryHolderLike, audit: AuditLike,
                  trusted_root: bytes, central_key: Ed25519PublicKey, fetcher: ResumingFetcher | None = None,
-                 config: ConfigUpdater | None = None) -> None:
-        """``central_key`` is central's fleet-command public key: announcements must carry its signature."""
+                 config: ConfigUpdater | None = None, authorisation: AuthorisationUpdater | None = None,
+                 libraries: LibrarySetLike | None = None, keyring: LibraryKeyring | None = None,
+                 store_for: Callable[[str], LibraryStore] | None = None) -> None:
+        """``central_key`` is central's fleet-command public key: announcements must carry its signature.
+
+        ``authorisation``, ``libraries``, ``keyring`` and ``store_for`` (a library id's store) make it update
+        every library the applied manifest lists; without them only the provisioned lineage is updated.
+        """
         self.metadata_url = metadata_url
         self._central_key = central_key
         self.targets_url = targets_url
@@ -115,9 +160,18 @@ class LibraryUpdater:
         self._trusted_root = trusted_root
         self.fetcher = fetcher or ResumingFetcher()
         self.config = config
+        self.authorisation = authorisation
+        self._libraries = libraries
+        self._keyring = keyring
+        self._store_for = store_for
+        self._primary = (keys.library_id, store, keys, holder)
+        self._lineage_id = keys.library_id
         self._lock = threading.Lock()
         self._retired: list[Snapshot] = []
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
+        self._lineage_refusals: dict[str, RefusalRecord] = {keys.library_id: self._refusals}
+        #: The last result for each other library updated in a check (the provisioned one is the return value).
+        self.lineage_results: dict[str, UpdateResult] = {}
         #: Told every check's result (the desk's metrics count update outcomes); never raises into a check.
         self.on_result: Callable[[UpdateResult], None] | None = None
         self._stop = threading.Event()
@@ -127,7 +181,9 @@ class LibraryUpdater:
     @classmethod
     def from_settings(cls, settings: UpdateSettings, *, data_dir: Path, store: LibraryStore, keys: LibraryKeys,
                       embedder_id: str, holder: LibraryHolderLike, audit: AuditLike, central_key: Ed25519PublicKey,
-                      config: ConfigUpdater | None = None) -> LibraryUpdater:
+                      config: ConfigUpdater | None = None, authorisation: AuthorisationUpdater | None = None,
+                      libraries: LibrarySetLike | None = None, keyring: LibraryKeyring | None = None,
+                      store_for: Callable[[str], LibraryStore] | None = None) -> LibraryUpdater:
         """The updater as the appliance runs it: state under ``data_dir/updates``, HTTPS with central's CA."""
         try:
             trusted_root = Path(settings.trusted_root).read_bytes()
@@ -147,7 +203,8 @@ class LibraryUpdater:
         return cls(metadata_url=f"{base}/tuf/metadata/", targets_url=f"{base}/tuf/targets/",
                    state_dir=Path(data_dir) / "updates", store=store, keys=keys,
                    embedder_id=embedder_id, holder=holder, audit=audit, trusted_root=trusted_root,
-                   central_key=central_key, fetcher=fetcher, config=config)
+                   central_key=central_key, fetcher=fetcher, config=config, authorisation=authorisation,
+                   libraries=libraries, keyring=keyring, store_for=store_for)
 
     # --- entry points --------------------------------------------------------------------------
 
@@ -162,16 +219,25 @@ class LibraryUpdater:
             updater: Updater | None = None
             try:
                 updater = self._refresh()
-                result = self._check(updater)
+                if self.authorisation is not None:
+                    self.authorisation.check(updater, self._listed())
+                result = (self._check(updater) if self._lineage_id in self._lineages() and self._primary_held() else
+                          UpdateResult("up_to_date", current.version, f"Library {self._lineage_id!r} is not "
+                                       f"authorised for this desk or not held: it is not updated here.",
+                                       current.version))
             except UpdateRefusedError as e:
                 result = UpdateResult("refused", self._holder.current.version, str(e),
                                       current.version, e.target, e.reason)
                 self._refusals.record(result.reason, result.target, result.message,
                                       installed_version=result.installed_version)
+                if updater is None and self.authorisation is not None:
+                    self.authorisation.verification_failed(e)
             except UpdateError as e:
                 result = UpdateResult("unavailable", self._holder.current.version, str(e),
                                       current.version, None, e.reason)
                 logger.warning("library update unavailable: %s", e)
+            if updater is not None:
+                self._check_others(updater)
             if self.config is not None and updater is not None:
                 self.config.check(updater, self._listed())
             if self.on_result is not None:
@@ -199,9 +265,10 @@ class LibraryUpdater:
             if self.config is None or announcement.library_version <= self.config.applied_version():
                 logger.info("announcement of configuration v%d: nothing to do", announcement.library_version)
                 return None
-        elif announcement.library_version <= self._holder.current.version:
+        elif (_announced_lineage(announcement.target) == self._primary[0]
+              and announcement.library_version <= self._primary[3].current.version):
             logger.info("announcement of library v%d: already at v%d", announcement.library_version,
-                        self._holder.current.version)
+                        self._primary[3].current.version)
             return None
         if self._thread is not None:
             self._wake.set()
@@ -259,7 +326,7 @@ class LibraryUpdater:
 
     def _check(self, updater: Updater) -> UpdateResult:
         start = self._holder.current.version
-        offers = self._offers(updater)
+        offers = [o for o in self._offers(updater) if o.info.library_id == self._lineage_id]
         installed_names: list[str] = []
         for _ in range(MAX_STEPS):
             current = self._holder.current
@@ -276,14 +343,102 @@ class LibraryUpdater:
         return UpdateResult("installed", now, f"Library version {now} installed (was {start}).", start,
                             installed_names[-1])
 
+    # --- several libraries -------------------------------------------------------------------
+
+    def _lineages(self) -> list[str]:
+        """The libraries to update: every one the applied manifest lists and that has not expired; without a
+        manifest (or without a library set wired), the provisioned one as before."""
+        manifest = self._libraries.manifest() if self._libraries is not None else None
+        if manifest is None or self._libraries is None:
+            return [self._primary[0]]
+        now = self._libraries.now()
+        return [lib.library_id for lib in manifest.libraries if not lib.has_expired(now)]
+
+    def _primary_held(self) -> bool:
+        return self._libraries is None or self._libraries.holder(self._primary[0]) is not None
+
+    def _check_others(self, updater: Updater) -> None:
+        """Update each listed library other than the provisioned one, each bound in turn; one library's
+        failure never stops the others (its refusal is audited under its own target)."""
+        if self._libraries is None or self._keyring is None or self._store_for is None:
+            return
+        for library_id in self._lineages():
+            if library_id == self._primary[0] and self._primary_held():
+                continue
+            holder = self._libraries.holder(library_id)
+            start = holder.current.version if holder is not None else 0
+            refusals = self._lineage_refusals.setdefault(
+                library_id, RefusalRecord(self._audit, "library_update_refused", f"library {library_id} update"))
+            saved = (self._lineage_id, self._store, self._keys, self._holder, self._refusals)
+            try:
+                self._lineage_id, self._refusals = library_id, refusals
+                self._store, self._keys = self._store_for(library_id), self._keyring.for_library(library_id)
+                if holder is None:
+                    result = self._install_first(updater, library_id)
+                else:
+                    self._holder = holder
+                    result = self._check(updater)
+            except UpdateRefusedError as e:
+                result = UpdateResult("refused", start, str(e), start, e.target, e.reason)
+                refusals.record(result.reason, result.target, result.message, installed_version=start,
+                                library_id=library_id)
+            except UpdateError as e:
+                result = UpdateResult("unavailable", start, str(e), start, None, e.reason)
+                logger.warning("library %s update unavailable: %s", library_id, e)
+            except Exception as e:  # never let one library stop the others or the configuration
+                logger.exception("library %s update failed unexpectedly", library_id)
+                result = UpdateResult("unavailable", start, str(e), start, None, "update_failed")
+            finally:
+                self._lineage_id, self._store, self._keys, self._holder, self._refusals = saved
+            self.lineage_results[library_id] = result
+
+    def _install_first(self, updater: Updater, library_id: str) -> UpdateResult:
+        """A library newly authorised for this desk: install its newest full version into its own store."""
+        offers = [o for o in self._offers(updater) if o.info.library_id == library_id and o.info.kind == "full"
+                  and o.info.embedder_id == self._embedder_id]
+        if not offers:
+            return UpdateResult("up_to_date", 0, f"No version of library {library_id!r} for this desk's face model "
+                                f"is published yet.", 0)
+        offer = max(offers, key=lambda o: o.version)
+        nothing = _NotHeld()
+        target = updater.get_targetinfo(offer.name)
+        if target is None:  # pragma: no cover - listed a moment ago from the same trusted metadata
+            raise UpdateUnavailableError(f"{offer.name} is no longer offered.")
+        path = self.download_dir / offer.name
+        try:
+            key = self._content_key(updater, offer, nothing)  # type: ignore[arg-type]
+            try:
+                updater.download_target(target, filepath=str(path))
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
+                raise explain_tuf_error(e, 0) from e
+            new = self._install_verified(path, offer, nothing, key)  # type: ignore[arg-type]
+            assert self._libraries is not None
+            self._libraries.add(library_id, new)
+        except UpdateError as e:
+            e.target = offer.name
+            raise
+        except OSError as e:
+            raise UpdateError(f"The desk could not store {offer.name} ({e}). Call the RFR helpdesk if this "
+                              f"persists.") from e
+        finally:
+            path.unlink(missing_ok=True)
+        self._refusals.clear()
+        logger.info("library %s v%d installed from %s (first version held)", library_id, new.version, offer.name)
+        self._audit.record("library_update", ACTOR, "ok", library_version=new.version, previous_version=None,
+                           kind=offer.info.kind, target=offer.name, digest=offer.info.result_digest,
+                           library_id=library_id)
+        return UpdateResult("installed", new.version, f"Library {library_id!r} version {new.version} installed.",
+                            None, offer.name)
+
     def _offers(self, updater: Updater) -> list[Offer]:
         """Every target in the verified targets metadata that describes itself as a library."""
         offers = []
         for name in self._listed():
             try:
                 target = updater.get_targetinfo(name)
-                if target is None or is_config(target.custom) or _is_keys(target.custom):
-                    continue  # configurations: ConfigUpdater; keys: fetched when a library needs them
+                if (target is None or is_config(target.custom) or _is_keys(target.custom)
+                        or is_authorisation(target.custom)):
+                    continue  # configurations, manifests: their own updaters; keys: fetched when a library needs them
                 info = LibraryTargetInfo.from_dict(target.custom)
                 if info.name != name:
                     raise WireFormatError(f"describes itself as {info.name}")
@@ -335,7 +490,7 @@ class LibraryUpdater:
         logger.info("library v%d installed from %s", new.version, offer.name)
         self._audit.record("library_update", ACTOR, "ok", library_version=new.version,
                            previous_version=old.version, kind=offer.info.kind, target=offer.name,
-                           digest=offer.info.result_digest)
+                           digest=offer.info.result_digest, library_id=self._lineage_id)
 
     def _content_key(self, updater: Updater, offer: Offer, current: Snapshot) -> bytes:
         """The key ``offer`` is encrypted under: held already, or unwrapped from central's signed keys target.

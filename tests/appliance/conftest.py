@@ -6,13 +6,18 @@ import pytest
 
 from appliance.settings import ApplianceSettings
 from appliance.web import create_app
+from tests.desk_authorisation import seed_authorisation
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 
 
-def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, **over) -> ApplianceSettings:
+def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, *, authorised: bool = True,
+                       **over) -> ApplianceSettings:
     """A provisioned desk's settings: its own key-wrapping key, the library key wrapped to it (as central does),
-    and the test central's fleet-command public key (``tests.fleet_key``) unless told otherwise."""
+    and the test central's fleet-command public key (``tests.fleet_key``) unless told otherwise.
+
+    ``authorised``: the desk is given central's authorisation manifest for its provisioned library through the
+    desk's own apply path (``tests.desk_authorisation``), as a provisioned desk receives it on first contact."""
     device_id, data_dir = over.get("device_id", "desk-test-01"), over.get("data_dir", tmp_path / "device")
     data = {
         "device_id": device_id,
@@ -24,7 +29,10 @@ def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: in
     if "fleet_command_public_key" not in over:
         data["fleet_command_public_key"] = write_command_key(tmp_path / "central-key")[1]
     data.update(over)
-    return ApplianceSettings.model_validate(data)
+    settings = ApplianceSettings.model_validate(data)
+    if authorised:
+        seed_authorisation(settings)
+    return settings
 
 
 @pytest.fixture

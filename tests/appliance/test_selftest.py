@@ -72,7 +72,7 @@ def test_healthy_desk_passes_and_its_database_and_library_are_unchanged(tmp_path
     settings = started_once(tmp_path, demo_library, pipeline, mqtt={"host": mosquitto.host, "port": mosquitto.port})
     config = write_config(tmp_path / "appliance.toml", settings)
     before = tree_digest(settings.data_dir)
-    assert DB_NAME in before and any(name.startswith("library/versions/") for name in before)
+    assert DB_NAME in before and any(name.startswith("library/national/versions/") for name in before)
 
     done = selftest_cli(config, "--probe", str(face_photo("obama3.jpg")), "--expect", "DEMO-OBAMA")
 
@@ -124,7 +124,7 @@ def test_wrong_expected_subject_fails_the_search(tmp_path, demo_library, pipelin
 def test_missing_library_fails_clearly_and_search_does_not_run(tmp_path, demo_library, pipeline, mosquitto):
     shipped = copy_library(tmp_path, demo_library)
     shipped[0].unlink()  # never installed, and the provisioned file is gone
-    settings = appliance_settings(tmp_path, shipped, mqtt_port=mosquitto.port)
+    settings = appliance_settings(tmp_path, shipped, mqtt_port=mosquitto.port, authorised=False)
     config = write_config(tmp_path / "appliance.toml", settings)
 
     done = selftest_cli(config)
@@ -141,7 +141,7 @@ def test_missing_library_fails_clearly_and_search_does_not_run(tmp_path, demo_li
 @pytest.mark.models
 def test_installed_version_missing_from_the_store_fails(tmp_path, demo_library, pipeline, mosquitto):
     settings = started_once(tmp_path, demo_library, pipeline, mqtt={"host": mosquitto.host, "port": mosquitto.port})
-    for version in (settings.data_dir / "library" / "versions").iterdir():
+    for version in (settings.data_dir / "library" / "national" / "versions").iterdir():
         version.unlink()
     results = run(settings, pipeline)
     assert not results["library"].ok

@@ -32,6 +32,7 @@ from provisioning.device import DevicePki
 from supply.pinned import member
 from testbed.ports import free_port
 from tests.appliance.desk_helpers import PASSWORD, USERS
+from tests.desk_authorisation import seed_authorisation
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, wait_https
@@ -95,6 +96,7 @@ def _add_accounts(settings: ApplianceSettings) -> None:
     finally:
         accounts_mod._N = saved
         db.close()
+    seed_authorisation(settings)  # central's authorisation manifest for its library, through the desk's apply path
 
 
 @pytest.fixture(scope="session")
