@@ -179,6 +179,8 @@ if [ ! -f "$VAR/library/$temporary_id.db" ]; then
   $PY -m central.enrolment enrol --images "$VAR/library/$temporary_id-import/images" --no-progress \
       --csv "$VAR/library/$temporary_id-import/subjects.csv" --out "$VAR/library/$temporary_id.db" \
       --key-file "$VAR/library/$temporary_id.key" --library-id "$temporary_id" --database "$DB" > /dev/null
+fi
+if ! "${PUBLISH[@]}" status --repo "$TUF" | grep -q "^library-$temporary_id-v"; then
   "${PUBLISH[@]}" publish --repo "$TUF" --database "$DB" --file "$VAR/library/$temporary_id.db" --kind full \
       --key-file "$VAR/library/$temporary_id.key" --library-id "$temporary_id" > /dev/null
 fi
