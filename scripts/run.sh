@@ -166,7 +166,8 @@ $PY -m central devices wrap-library-key --config "$VAR/central.toml" --id desk-d
 DB="sqlite:///$VAR/central/central.db"
 PUBLISH=($PY -m central.publish --config "$VAR/central.toml")
 eval "$($PY -m central.enrolment demo-libraries --database "$DB" --device-id desk-demo-01 --expires-in-minutes 30)"
-if ! "${PUBLISH[@]}" status --repo "$TUF" | grep -q '^library-v'; then
+published=$("${PUBLISH[@]}" status --repo "$TUF")
+if ! grep -q '^library-v' <<< "$published"; then
   $PY -m central.enrolment composition --library "$VAR/library/demo.db" --key-file "$VAR/library/demo.key" \
       --library-id "$substantive_id" --database "$DB" > /dev/null
   "${PUBLISH[@]}" publish --repo "$TUF" --database "$DB" --file "$VAR/library/demo.db" --kind full \
@@ -180,7 +181,7 @@ if [ ! -f "$VAR/library/$temporary_id.db" ]; then
       --csv "$VAR/library/$temporary_id-import/subjects.csv" --out "$VAR/library/$temporary_id.db" \
       --key-file "$VAR/library/$temporary_id.key" --library-id "$temporary_id" --database "$DB" > /dev/null
 fi
-if ! "${PUBLISH[@]}" status --repo "$TUF" | grep -q "^library-$temporary_id-v"; then
+if ! grep -q "^library-$temporary_id-v" <<< "$published"; then
   "${PUBLISH[@]}" publish --repo "$TUF" --database "$DB" --file "$VAR/library/$temporary_id.db" --kind full \
       --key-file "$VAR/library/$temporary_id.key" --library-id "$temporary_id" > /dev/null
 fi
