@@ -52,10 +52,11 @@ def changed(store: LibraryStore, manifest: AuthorisationManifest) -> bool:
     return (previous.libraries, previous.retired) != (manifest.libraries, manifest.retired)
 
 
-def desks(store: LibraryStore, registered: Iterable[str]) -> list[str]:
+def desks(store: LibraryStore, registered: Iterable[str], revoked: Iterable[str] = ()) -> list[str]:
     """The desks a manifest is made for: every registered desk when something is granted to every desk,
-    plus each desk named in a grant, plus each desk that has had a manifest (so a withdrawn grant reaches it)."""
+    plus each desk named in a grant, plus each desk that has had a manifest (so a withdrawn grant reaches it);
+    never a revoked desk (it can no longer fetch, and has been told to wipe)."""
     names = set(store.granted_devices()) | set(store.manifest_devices())
     if store.has_fleet_grant():
         names |= set(registered)
-    return sorted(names)
+    return sorted(names - set(revoked))

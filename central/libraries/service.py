@@ -5,8 +5,8 @@ it is then authorised (or refused) by a *different* person holding ``library_aut
 two-person rule is enforced here, not only on the page, so no route or script can authorise a
 library its own requester asked for. The authoriser gives their name and rank and the review date;
 a temporary library cannot be requested or authorised without an expiry. An authorised library is
-reviewed (a new review date), suspended (desks refuse it but keep it) or retired (desks destroy it);
-it is searched only at the desks it is granted to. Every action, and its refusal reasons, is written
+reviewed (a new review date), suspended (desks refuse it but keep it; a second person reinstates it) or
+retired (desks destroy it); it is searched only at the desks it is granted to. Every action is written
 to the library log in the same transaction as the change (``central.libraries.store``).
 """
 
@@ -155,8 +155,24 @@ class LibraryService:
         why = _text(reason, "why the library is suspended", 500)
         now = self._clock()
         return self._transition(record, ("authorised",), {"status": "suspended", "suspended_at": iso(now),
-                                                          "status_reason": why},
+                                                          "suspended_by": actor.username, "status_reason": why},
                                 "suspend", actor, {"reason": why}, now)
+
+    def reinstate(self, actor: Actor, library_id: str, reason: str) -> LibraryRecord:
+        """Lift a suspension; like authorising, a second person decides (not whoever suspended it)."""
+        self._require_role(actor)
+        record = self._existing(library_id)
+        if record.suspended_by == actor.username:
+            raise LibraryActionError(f"You suspended {record.name}, so another library authoriser must reinstate "
+                                     "it (two-person rule).")
+        why = _text(reason, "why the suspension is lifted", 500)
+        now = self._clock()
+        review_due = _parse_day(record.review_due)
+        if review_due is not None and review_due < now.date():
+            raise LibraryActionError(f"{record.name} was due for review on {record.review_due}: record a review "
+                                     "with a new review date first.")
+        return self._transition(record, ("suspended",), {"status": "authorised", "status_reason": None},
+                                "reinstate", actor, {"reason": why}, now)
 
     def retire(self, actor: Actor, library_id: str, reason: str) -> LibraryRecord:
         """Retired for good: desks destroy their copies when the next manifest lists it under ``retired``."""
@@ -225,7 +241,7 @@ def _not_now(record: LibraryRecord, action: str) -> str:
 
 
 _PAST = {"authorise": "authorised", "refuse": "refused", "review": "reviewed", "suspend": "suspended",
-         "retire": "retired"}
+         "reinstate": "reinstated", "retire": "retired"}
 
 
 def _device(device_id: str) -> str:
@@ -233,6 +249,10 @@ def _device(device_id: str) -> str:
     if device != EVERY_DESK and not DEVICE_ID.fullmatch(device):
         raise LibraryActionError("Enter a desk's device id (for example desk-01), or * for every desk.")
     return device
+
+
+def _parse_day(day: str | None) -> date | None:
+    return None if day is None else date.fromisoformat(day)
 
 
 def _parse(moment: str | None) -> datetime | None:

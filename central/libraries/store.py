@@ -12,7 +12,7 @@ Tables (the names are the shared contract of issue #18; columns may be added, ne
 - ``library_desk_grants``: which desks may search a library (``device_id`` ``'*'`` = every desk).
 - ``library_compositions``: what each built version holds (``library.composition``), as JSON.
 - ``authorisation_manifests``: every manifest signed for a desk, so its version only ever goes up.
-- ``library_log``: each action (request, authorise, refuse, review, suspend, retire, grant, withdraw,
+- ``library_log``: each action (request, authorise, refuse, review, suspend, reinstate, retire, grant, withdraw,
   publish), with the account that took it. Each row carries ``sha256(prev_hash || sha256(row))`` by the
   desks' own chain rule (``core.audit.chain``), so a row edited, removed or inserted afterwards is found by
   :meth:`LibraryStore.verify_log`. Changes to a library and their log row are written in one transaction.
@@ -61,6 +61,7 @@ def _schema(dialect: Dialect) -> list[str]:
             review_due TEXT,
             expires_at TEXT,
             suspended_at TEXT,
+            suspended_by TEXT,
             retired_at TEXT,
             refused_at TEXT,
             reviewed_at TEXT,
@@ -119,6 +120,7 @@ class LibraryRecord:
     review_due: str | None = None
     expires_at: str | None = None
     suspended_at: str | None = None
+    suspended_by: str | None = None
     retired_at: str | None = None
     refused_at: str | None = None
     reviewed_at: str | None = None
@@ -358,6 +360,10 @@ class LibraryStore(SqlStore):
                               f" {where} ORDER BY id LIMIT {int(limit)}", args)
         return [LogEntry(int(r["id"]), r["at"], r["library_id"], r["action"], r["actor"], json.loads(r["detail"]),
                          r["prev_hash"], r["hash"]) for r in rows]
+
+    def log_size(self) -> int:
+        with self._lock:
+            return int(self._scalar("SELECT COUNT(*) FROM library_log") or 0)
 
     def verify_log(self) -> list[str]:
         """Walk the whole chain; each problem in plain words (empty when every row is as written)."""

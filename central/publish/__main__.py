@@ -187,7 +187,7 @@ def _publish_authorisations(repo: TufRepository, database: str, actor: str) -> N
     try:
         revoked = registry.revocations()
         registered = [d for d in registry.registered_devices() if d not in revoked]
-        published = publish_authorisations(repo, store, registered, actor)
+        published = publish_authorisations(repo, store, registered, actor, revoked=revoked)
     finally:
         registry.close()
         store.close()

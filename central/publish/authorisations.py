@@ -44,11 +44,11 @@ class Published:
 
 
 def publish_authorisations(repo: TufRepository, store: LibraryStore, registered: Iterable[str], actor: str,
-                           now: datetime | None = None) -> list[Published]:
+                           now: datetime | None = None, revoked: Iterable[str] = ()) -> list[Published]:
     """Sign a new manifest for each desk whose authorisations changed; what was published."""
     moment = now or datetime.now(UTC)
     done: list[Published] = []
-    for device_id in manifests.desks(store, registered):
+    for device_id in manifests.desks(store, registered, revoked):
         manifest = manifests.build(store, device_id, moment)
         if not manifests.changed(store, manifest):
             continue
@@ -62,11 +62,12 @@ def publish_authorisations(repo: TufRepository, store: LibraryStore, registered:
 
 
 def publish_to(repo_dir: str | Path, settings: PublishSettings, store: LibraryStore, registered: Iterable[str],
-               actor: str, now: datetime | None = None) -> list[Published]:
+               actor: str, now: datetime | None = None, revoked: Iterable[str] = ()) -> list[Published]:
     """Open the repository afresh and publish, one publisher at a time (several web workers may act at once:
     each must sign on top of the other's targets, not beside them)."""
     with _exclusive(Path(repo_dir)):
-        return publish_authorisations(TufRepository(Path(repo_dir), settings), store, registered, actor, now)
+        return publish_authorisations(TufRepository(Path(repo_dir), settings), store, registered, actor, now,
+                                      revoked)
 
 
 @contextmanager

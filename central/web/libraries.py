@@ -1,8 +1,8 @@
 """The reference libraries' pages: what each library is for, on whose authority, until when, and what it holds.
 
 Two blueprints share ``/libraries``: ``libraries`` (reading: library authorisers and auditors) and
-``library_actions`` (request, authorise, refuse, review, suspend, retire, grant and withdraw: library
-authorisers only). The rules (two-person authorisation, a temporary library's expiry) live in
+``library_actions`` (request, authorise, refuse, review, suspend, reinstate, retire, grant and withdraw:
+library authorisers only). The rules (two-person authorisation, a temporary library's expiry) live in
 ``central.libraries.service``, so the page cannot be got round. After every change, when central's settings
 name the library repository, each desk's authorisation manifest is re-signed at once
 (``central.publish.authorisations``); if that fails the change stands and the page says how to publish.
@@ -78,7 +78,9 @@ def _record(library_id: str) -> LibraryRecord:
 @bp.get("")
 def index() -> str:
     today = datetime.now(UTC).date()
-    return render_template("libraries/index.html", libraries=service().store.all(), today=today,
+    store = service().store
+    return render_template("libraries/index.html", libraries=store.all(), today=today,
+                           log_problems=store.verify_log(), log_entries=store.log_size(),
                            messages=get_flashed_messages(with_categories=True))
 
 
@@ -104,7 +106,7 @@ def _library_page(record: LibraryRecord, errors: dict[str, str], values: dict[st
 
 @actions.route("/new", methods=["GET", "POST"])
 def new() -> Response | str | tuple[str, int]:
-    if request.method == "GET":
+    if request.method != "POST":  # GET and HEAD
         return render_template("libraries/new.html", errors={}, values={}, kinds=KINDS)
     form = request.form
     values = {k: form.get(k, "") for k in ("library_id", "name", "kind", "purpose_text", "legal_basis",
@@ -166,6 +168,11 @@ def _suspend(actor: Actor, r: LibraryRecord, form: Any) -> str:
     return f"{r.name} is suspended: desks refuse to search it from their next update, and keep their copy."
 
 
+def _reinstate(actor: Actor, r: LibraryRecord, form: Any) -> str:
+    service().reinstate(actor, r.library_id, form.get("reason", ""))
+    return f"{r.name} is reinstated: desks may search it again from their next update."
+
+
 def _retire(actor: Actor, r: LibraryRecord, form: Any) -> str:
     service().retire(actor, r.library_id, form.get("reason", ""))
     return f"{r.name} is retired: desks destroy their copy at their next update."
@@ -186,12 +193,13 @@ def _withdraw(actor: Actor, r: LibraryRecord, form: Any) -> str:
 
 
 _ACTIONS = {"authorise": _authorise, "refuse": _refuse, "review": _review, "suspend": _suspend,
-            "retire": _retire, "grant": _grant, "withdraw": _withdraw}
+            "reinstate": _reinstate, "retire": _retire, "grant": _grant, "withdraw": _withdraw}
 _CONFIRM = {
     "authorise": "Tick the box to confirm you authorise this library.",
     "refuse": "Tick the box to confirm you refuse this request.",
     "review": "Tick the box to confirm the review.",
     "suspend": "Tick the box to confirm the suspension.",
+    "reinstate": "Tick the box to confirm the suspension is lifted.",
     "retire": "Type retire {id} to confirm: retiring cannot be undone and desks destroy their copies.",
     "grant": "Tick the box to confirm the desk may search this library.",
     "withdraw": "Tick the box to confirm the desk may no longer search this library.",
@@ -227,7 +235,7 @@ def _publish_manifests() -> None:
     registered = [d for d in registry.registered_devices() if d not in revoked]
     try:
         published = publish_to(repo_dir, current_app.extensions["central.publish_settings"], service().store,
-                               registered, signed_in_user().username)
+                               registered, signed_in_user().username, revoked=revoked)
     except (CustodyRfrError, OSError) as e:
         logger.error("the authorisation manifests could not be published: %s", e)
         service().store.log_action(MANIFESTS, "publish_failed", signed_in_user().username, {"error": str(e)[:500]})

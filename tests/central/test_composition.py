@@ -71,3 +71,19 @@ def test_cli_prints_the_table_and_writes_json(tmp_path: Path, capsys) -> None:
     assert json.loads(out.read_text())["by_sex"] == {"M": 2, "F": 2, "unknown": 1}
     assert main(["composition", "--library", str(path), "--key-file", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_keeps_the_composition_with_the_library_at_central(tmp_path: Path, capsys) -> None:
+    from central.libraries.store import LibraryStore
+
+    path, key_file = _library(tmp_path)
+    database = f"sqlite:///{tmp_path / 'central.db'}"
+    assert main(["composition", "--library", str(path), "--key-file", str(key_file), "--as-of", "2026-03-01",
+                 "--library-id", "national-custody", "--database", database]) == 0
+    store = LibraryStore(database)
+    try:
+        [kept] = store.compositions("national-custody")
+    finally:
+        store.close()
+    assert kept["library_version"] == 4 and kept["composition"]["by_sex"] == {"M": 2, "F": 2, "unknown": 1}
+    assert "central has no library 'national-custody' yet" in capsys.readouterr().out

@@ -243,3 +243,22 @@ def test_next_version_reuses_the_key_and_ships_as_a_delta(
     assert main(["delta", "--base", str(v1), "--target", str(v2), "--key-file", str(key_file),
                  "--out", str(tmp_path / "d")]) == 0
     assert "version 1 -> 2, 0 added, 1 removed" in capsys.readouterr().out
+
+
+def test_a_build_with_a_library_id_keeps_its_composition_with_the_library(
+    import_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from central.libraries.store import LibraryStore
+
+    database = f"sqlite:///{tmp_path / 'central.db'}"
+    out, key_file = tmp_path / "kestrel.db", tmp_path / "kestrel.key"
+    assert main(["enrol", "--images", str(import_dir), "--out", str(out), "--key-file", str(key_file),
+                 "--no-progress", "--version", "3", "--library-id", "temp-op-kestrel", "--database", database]) == 0
+    assert "Composition of temp-op-kestrel version 3 kept in central's database." in capsys.readouterr().out
+    store = LibraryStore(database)
+    try:
+        [kept] = store.compositions("temp-op-kestrel")
+    finally:
+        store.close()
+    assert kept["library_version"] == 3 and kept["composition"]["records"] == 4
+    assert sum(kept["composition"]["by_sex"].values()) == 4

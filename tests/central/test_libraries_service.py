@@ -188,3 +188,11 @@ def test_compositions_are_kept_with_the_library(store: LibraryStore) -> None:
     [kept] = store.compositions("national-custody")
     assert kept["library_version"] == 3 and kept["composition"]["records"] == 11
     assert [e.action for e in store.log("national-custody")] == ["built", "built"]
+
+
+def test_a_revoked_desk_gets_no_new_manifest(service: LibraryService, store: LibraryStore) -> None:
+    authorised(service, desk="desk-01")
+    service.grant(BOB, "national-custody", "desk-02")
+    assert manifests.desks(store, ["desk-03"], revoked=["desk-02"]) == ["desk-01"]
+    service.grant(BOB, "national-custody", "*")
+    assert manifests.desks(store, ["desk-03", "desk-02"], revoked=["desk-02"]) == ["desk-01", "desk-03"]

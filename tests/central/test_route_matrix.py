@@ -20,52 +20,61 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from central.libraries.service import Actor, LibraryRequest
 from central.web import close_stores, create_app
 from core.peer_review import CandidateSummary, PeerReviewRequest
 from tests.central_signin import PASSWORD, add_account, csrf_token, log_in
 from tests.url_map import STATE_CHANGING, state_changing_endpoints, unlisted
 
-ROLES = {"auditor": ("aud1", "aud2"), "peer_reviewer": ("rev1", "rev2"), "fleet_admin": ("fleet1", "fleet2")}
+ROLES = {"auditor": ("aud1", "aud2"), "peer_reviewer": ("rev1", "rev2"), "fleet_admin": ("fleet1", "fleet2"),
+         "library_authoriser": ("lib1", "lib2")}
 COLUMNS = ("anonymous", *ROLES)
 DEVICE = "desk-matrix-01"
 REQUEST_ID = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
+LIBRARY = "national-custody"  # requested by someone outside the matrix, so either library authoriser may decide
 
 # The last column is OPTIONS from a visitor: Flask's own answer, except where the sign-in guard
 # (which central runs before every request of a closed blueprint) sends it to sign in first.
-#                                          anon  auditor reviewer fleet  OPTIONS
+#                                          anon  auditor reviewer fleet  library OPTIONS
 MATRIX: dict[tuple[str, str], str] = {
-    ("GET", "/static/<path:filename>"):    "200  200     200      200    200",
-    ("GET", "/static/vendor/<name>"):      "200  200     200      200    200",
-    ("GET", "/healthz"):                   "200  200     200      200    200",
+    ("GET", "/static/<path:filename>"):    "200  200     200      200    200      200",
+    ("GET", "/static/vendor/<name>"):      "200  200     200      200    200      200",
+    ("GET", "/healthz"):                   "200  200     200      200    200      200",
     # /tuf answers only a desk's fleet client certificate (tests/webserver, tests/updates), never a session.
-    ("GET", "/tuf/metadata/<name>"):       "403  403     403      403    403",
-    ("GET", "/tuf/targets/<name>"):        "403  403     403      403    403",
-    ("GET", "/login"):                     "200  302     302      302    200",
-    ("POST", "/login"):                    "401  401     401      401    200",
-    ("POST", "/logout"):                   "302  302     302      302    200",
-    ("GET", "/"):                          "302  302     302      302    200",
-    ("GET", "/audit"):                     "302  200     403      403    302",
-    ("GET", "/audit/export.<fmt>"):        "302  200     403      403    302",
-    ("GET", "/audit/export/<event_type>.csv"): "302  200  403      403    302",
-    ("GET", "/audit/cases"):               "302  200     403      403    302",
-    ("GET", "/audit/cases/<device_id>/<case_id>"): "302  200  403  403  302",
-    ("GET", "/audit/verify"):              "302  200     403      403    302",
+    ("GET", "/tuf/metadata/<name>"):       "403  403     403      403    403      403",
+    ("GET", "/tuf/targets/<name>"):        "403  403     403      403    403      403",
+    ("GET", "/login"):                     "200  302     302      302    302      200",
+    ("POST", "/login"):                    "401  401     401      401    401      200",
+    ("POST", "/logout"):                   "302  302     302      302    302      200",
+    ("GET", "/"):                          "302  302     302      302    302      200",
+    ("GET", "/audit"):                     "302  200     403      403    403      302",
+    ("GET", "/audit/export.<fmt>"):        "302  200     403      403    403      302",
+    ("GET", "/audit/export/<event_type>.csv"): "302  200     403      403    403      302",
+    ("GET", "/audit/cases"):               "302  200     403      403    403      302",
+    ("GET", "/audit/cases/<device_id>/<case_id>"): "302  200     403      403    403      302",
+    ("GET", "/audit/verify"):              "302  200     403      403    403      302",
     # An empty form: "choose the export file"; the check itself changes nothing.
-    ("POST", "/audit/verify"):             "302  422     403      403    302",
-    ("GET", "/reports"):                   "302  200     403      403    302",
-    ("GET", "/reports/quarterly"):         "302  200     403      403    302",
-    ("GET", "/reports/quarterly.csv"):     "302  200     403      403    302",
-    ("GET", "/reports/annual"):            "302  200     403      403    302",
-    ("GET", "/reports/annual.pdf"):        "302  200     403      403    302",
-    ("GET", "/peer-review"):               "302  403     200      403    302",
-    ("GET", "/peer-review/<request_id>"):  "302  403     200      403    302",
-    ("POST", "/peer-review/<request_id>"): "302  403     422      403    302",
+    ("POST", "/audit/verify"):             "302  422     403      403    403      302",
+    ("GET", "/reports"):                   "302  200     403      403    403      302",
+    ("GET", "/reports/quarterly"):         "302  200     403      403    403      302",
+    ("GET", "/reports/quarterly.csv"):     "302  200     403      403    403      302",
+    ("GET", "/reports/annual"):            "302  200     403      403    403      302",
+    ("GET", "/reports/annual.pdf"):        "302  200     403      403    403      302",
+    ("GET", "/peer-review"):               "302  403     200      403    403      302",
+    ("GET", "/peer-review/<request_id>"):  "302  403     200      403    403      302",
+    ("POST", "/peer-review/<request_id>"): "302  403     422      403    403      302",
     # This request carries no probe and central holds no library here: the images are 404 even to a reviewer.
-    ("GET", "/peer-review/<request_id>/probe.jpg"):                "302  403     404      403    302",
-    ("GET", "/peer-review/<request_id>/reference/<int:rank>.jpg"): "302  403     404      403    302",
-    ("GET", "/fleet"):                     "302  403     403      200    302",
-    ("GET", "/fleet/<device_id>"):         "302  403     403      200    302",
-    ("POST", "/fleet/<device_id>/revoke"): "302  403     403      422    302",
+    ("GET", "/peer-review/<request_id>/probe.jpg"):                "302  403     404      403    403      302",
+    ("GET", "/peer-review/<request_id>/reference/<int:rank>.jpg"): "302  403     404      403    403      302",
+    ("GET", "/fleet"):                     "302  403     403      200    403      302",
+    ("GET", "/fleet/<device_id>"):         "302  403     403      200    403      302",
+    ("POST", "/fleet/<device_id>/revoke"): "302  403     403      422    403      302",
+    ("GET", "/libraries"):                 "302  200     403      403    200      302",
+    ("GET", "/libraries/<library_id>"):    "302  200     403      403    200      302",
+    ("GET", "/libraries/new"):             "302  403     403      403    200      302",
+    # Empty forms: "enter the name...", "tick the box to confirm": nothing changes.
+    ("POST", "/libraries/new"):            "302  403     403      403    422      302",
+    ("POST", "/libraries/<library_id>/<action>"): "302  403  403      403    422      302",
 }
 # Answers that differ from the row above and are wrong, kept here so the test says so when they are mended.
 # (HEAD /login used to run the sign-in post branch and answer 401; mended.)
@@ -91,6 +100,10 @@ def matrix_app(tmp_path: Path) -> Iterator[Flask]:
                                   "DATABASE": str(tmp_path / "central.db"), "TUF_REPO_DIR": str(repo)})
     app.extensions["central.registry"].register_device(DEVICE, "00" * 32)
     app.extensions["central.peer_reviews"].add_request(review_request())
+    app.extensions["central.libraries"].request(
+        Actor("requester", frozenset({"library_authoriser"})),
+        LibraryRequest(LIBRARY, "National custody images", "substantive", "Custody identification.",
+                       "PACE 1984 s.64A.", "RFR-AUTH-1"))
     for role, users in ROLES.items():
         for username in users:
             add_account(app, username, [role])
@@ -101,7 +114,7 @@ def matrix_app(tmp_path: Path) -> Iterator[Flask]:
 def url(rule: str) -> str:
     values = {"<path:filename>": "central.css", "<name>": "htmx.min.js", "<fmt>": "csv",
               "<request_id>": REQUEST_ID, "<device_id>": DEVICE, "<int:rank>": "2",
-              "<event_type>": "search", "<case_id>": "0A1B2C3D"}
+              "<event_type>": "search", "<case_id>": "0A1B2C3D", "<library_id>": LIBRARY, "<action>": "authorise"}
     if rule.startswith("/tuf/"):
         values["<name>"] = "timestamp.json" if "metadata" in rule else "ab12.library-v000001.db"
     query = {"/reports/quarterly": "?year=2025&quarter=1", "/reports/annual": "?year=2025"}
@@ -127,7 +140,7 @@ class Person:
         """A visitor's from the sign-in form; a signed-in person's from the sign-out form on their first page."""
         if username is None:
             return csrf_token(self.client.get("/login").get_data(as_text=True))
-        for path in ("/audit", "/peer-review", "/fleet"):
+        for path in ("/audit", "/peer-review", "/fleet", "/libraries"):
             response = self.client.get(path)
             if response.status_code == 200:
                 return csrf_token(response.get_data(as_text=True))
@@ -141,9 +154,11 @@ def _status(client: FlaskClient, verb: str, path: str, data: dict[str, str] | No
 
 
 def state(app: Flask) -> tuple[Any, ...]:
-    """What a post could change: the review request's status and the desk's revocation."""
+    """What a post could change: the review request's status, the desk's revocation and the libraries."""
+    libraries = app.extensions["central.libraries"].store
     return (app.extensions["central.peer_reviews"].get(REQUEST_ID).status,
-            DEVICE in app.extensions["central.registry"].revocations())
+            DEVICE in app.extensions["central.registry"].revocations(),
+            tuple((r.library_id, r.status) for r in libraries.all()), len(libraries.log()))
 
 
 def test_the_matrix_covers_every_route_and_nothing_else(matrix_app: Flask) -> None:
@@ -196,6 +211,13 @@ def test_every_state_changing_route_refuses_a_missing_or_wrong_csrf_token(matrix
         "fleet.revoke": ("fleet1", f"/fleet/{DEVICE}/revoke", {"reason": "Stolen from the custody suite.",
                                                                "confirm": DEVICE}),
         "audit.verify": ("aud1", "/audit/verify", {"export": (b'{"kind":"export"}\n', "export.jsonl")}),
+        "library_actions.new": ("lib1", "/libraries/new", {
+            "library_id": "temp-op-kestrel", "name": "Operation Kestrel", "kind": "temporary",
+            "purpose_text": "Identify suspects in one operation.", "legal_basis": "PACE 1984 s.64A.",
+            "authority_reference": "RFR-AUTH-2", "expiry_date": "2099-01-01", "expiry_time": "18:00"}),
+        "library_actions.act": ("lib1", f"/libraries/{LIBRARY}/authorise", {
+            "authoriser_name": "B. Hughes", "authoriser_rank": "Superintendent", "review_due": "2099-01-01",
+            "confirm": "yes"}),
     }
     # Posts that change nothing (checking a file): the control is that the right token gets the answer.
     read_only = {"audit.verify": 200}

@@ -27,7 +27,8 @@ from tests.central.test_reports import seed as seed_reports
 from tests.central_signin import PASSWORD, add_account
 from tests.fleet_tls import start_served, stop_served, wait_https
 
-USERS = {"auditor": ["auditor"], "fleetadmin": ["fleet_admin"]}
+USERS = {"auditor": ["auditor"], "fleetadmin": ["fleet_admin"], "libalice": ["library_authoriser"],
+         "libbob": ["library_authoriser"]}
 #: The two widths every page is judged at (issue 17): a laptop, and a narrow window or a zoomed one.
 VIEWPORTS = {"1366x768": {"width": 1366, "height": 768}, "800px": {"width": 800, "height": 900}}
 
