@@ -229,8 +229,9 @@ Demo accounts on the appliance (password demo-password-1234): officer, officer2,
 Demo accounts on central (same password): auditor (audit, exports, reports), reviewer (peer review),
   fleetadmin (fleet), librarian and librarian2 (reference libraries: one requests, the other authorises)
 Reference libraries for this desk (docs/libraries.md): "$substantive_id" (substantive) and "$temporary_id"
-  (temporary: expires $temporary_expires_at UTC; the desk then refuses and destroys it by itself). The desk
-  fetches them and its authorisation manifest from central within a minute; the form offers both.
+  (temporary: expires $temporary_expires_at UTC; from then the desk refuses it, and destroys its copy at its
+  next hourly sweep). The desk fetches both and its authorisation manifest from central within a minute; the
+  submission form then offers both. Central's fleet page shows which desk holds which library.
 Probe photos to try, kept out of the library (other photos of the same people are in it):
   $VAR/demo-import/probes/
 MSG
