@@ -13,7 +13,9 @@ and updates layers to wire them, and nothing below it imports it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from appliance.comms.mqtt import CentralLink
 from appliance.services.accounts import AccountService
@@ -121,11 +123,13 @@ class Desk:
         self.service_lock.release()
 
 
-def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None) -> Desk:
+def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None,
+              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Desk:
     """Wire the desk from its settings: the library first (nothing is created on disk if it does not open),
     then the device's records, the services and the MQTT link. Background work waits for ``Desk.start``.
 
-    ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own.
+    ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own. ``clock`` is
+    the desk's clock for library authorisation (expiry, review dates): injectable, as the retention purge's is.
     """
     pipeline = pipeline or FacePipeline.load()
     tpm = desk_tpm(settings)
@@ -138,16 +142,17 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     stores: dict[str, LibraryStore] = {}
 
     def store_for(library_id: str) -> LibraryStore:
-        if library_id not in stores:
+        if library_id not in stores or not stores[library_id].versions.is_dir():  # (again, after a destruction)
             stores[library_id] = LibraryStore(library_folder(root, library_id))
         return stores[library_id]
 
     store = store_for(primary_id)
     holders: dict[str, LibraryHolder] = {}
-    if not is_destroyed(root, primary_id):  # a retired provisioned library is never installed again
-        if store.current_version() is None and keys.provisioned is not None:
-            store.install_full(settings.library.path, keys.require(keys.provisioned),
-                               expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
+    destroyed = is_destroyed(root, primary_id)  # a retired provisioned library is never installed again from files
+    if store.current_version() is None and keys.provisioned is not None and not destroyed:
+        store.install_full(settings.library.path, keys.require(keys.provisioned),
+                           expected_embedder=pipeline.embedder_id, key_id=keys.provisioned)
+    if not destroyed or store.current_version() is not None:  # (or central authorised it again since)
         holders[primary_id] = LibraryHolder(store.open_current(keys.for_current(store),
                                                                expected_embedder=pipeline.embedder_id))
     for library_id in held_ids(root):
@@ -163,11 +168,12 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
     authorisation = AuthorisationStore(db)  # central's signed library authorisation, once one is applied
-    libraries = LibrarySet(holders, authorisation.manifest, primary=primary_id)
+    libraries = LibrarySet(holders, authorisation.manifest, primary=primary_id, clock=clock)
     library = libraries.primary
     expiry = LibraryExpiry(libraries, authorisation, keyring, root, db, audit, data_dir=settings.data_dir,
                            store_for=store_for, download_dir=settings.data_dir / "updates" / "downloads",
-                           provisioned_files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
+                           provisioned_files=[settings.library.path, *filter(None, [settings.library.wrapped_key])],
+                           clock=clock)
     granted = AuthorisationUpdater(authorisation, audit, settings.device_id)
     granted.on_applied = lambda _manifest: expiry.sweep()  # a retirement takes effect at once
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied

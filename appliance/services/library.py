@@ -122,11 +122,9 @@ class PrimaryLibrary:
         self._libraries, self.library_id = libraries, library_id
 
     def _holder(self) -> LibraryHolder:
-        holder = self._libraries.holder(self.library_id)
+        holder = self._libraries.holder(self.library_id)  # never another lineage: it may not be authorised
         if holder is None:
-            holder = self._libraries.any_holder()
-        if holder is None:
-            raise SnapshotError("This desk holds no reference library.")
+            raise SnapshotError(f"The library {self.library_id!r} is no longer held on this desk.")
         return holder
 
     @property
@@ -134,10 +132,7 @@ class PrimaryLibrary:
         return self._holder().current
 
     def swap(self, new: Snapshot) -> Snapshot:
-        holder = self._libraries.holder(self.library_id)  # never another lineage's holder
-        if holder is None:
-            raise SnapshotError(f"The library {self.library_id!r} is not held on this desk.")
-        return holder.swap(new)
+        return self._holder().swap(new)
 
 
 class LibrarySet:
@@ -226,10 +221,6 @@ class LibrarySet:
     def holder(self, library_id: str) -> LibraryHolder | None:
         with self._lock:
             return self._holders.get(library_id)
-
-    def any_holder(self) -> LibraryHolder | None:
-        with self._lock:
-            return next(iter(sorted(self._holders.items())), (None, None))[1]
 
     def snapshot(self, library_id: str) -> Snapshot | None:
         """The held snapshot of ``library_id`` without the authorisation check: to show a past search's

@@ -121,7 +121,8 @@ class LibraryExpiry:
         manifest = self._authorisation.manifest()
         if manifest is None:
             return []
-        on_desk = {library_id for library_id, _ in self._libraries.held()} | set(held_ids(self._root))
+        on_desk = {library_id for library_id, _ in self._libraries.held()} | {
+            library_id for library_id in held_ids(self._root) if self._has_content(self._root / library_id)}
         retired = set(manifest.retired)
         due = []
         for library_id in sorted(on_desk):
@@ -131,6 +132,11 @@ class LibraryExpiry:
             elif entry is not None and entry.has_expired(now):
                 due.append((library_id, "expired"))
         return due
+
+    @staticmethod
+    def _has_content(folder: Path) -> bool:
+        """A store folder holding a version or a pointer (an empty one is only what opening a store makes)."""
+        return (folder / "current").exists() or any((folder / "versions").glob("*"))
 
     def sweep(self, now: datetime | None = None) -> list[Destroyed]:
         """Destroy every library due (and finish any destruction a crash interrupted)."""

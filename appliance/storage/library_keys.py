@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from appliance.settings import ApplianceSettings
+from appliance.storage.library_folders import is_destroyed
 from core.errors import WireFormatError
 from core.keywrap import UnwrapError, WrappedKey, key_id, unwrap
 from devicekeys.files import write_private
@@ -116,6 +117,8 @@ def open_library_keys(settings: ApplianceSettings, tpm: Tpm | None) -> LibraryKe
     library, wrapping = settings.library, settings.wrapping_key_path
     private = load_or_create_wrapping_key(wrapping, tpm) if exists(wrapping) else None
     keys = LibraryKeys(settings.data_dir / FOLDER, settings.device_id, library.library_id, private)
+    if is_destroyed(settings.library_store_dir, library.library_id):
+        return keys  # retired and destroyed with its shipped files: no provisioned key to read
     if library.wrapped_key is not None:
         if private is None:
             raise SnapshotKeyError(f"[library] wrapped_key is set but this desk has no key-wrapping key at {wrapping}: "

@@ -167,7 +167,7 @@ class LibraryUpdater:
         self._primary = (keys.library_id, store, keys, holder)
         self._lineage_id = keys.library_id
         self._lock = threading.Lock()
-        self._retired: list[Snapshot] = []
+        self._retired_by: dict[str, list[Snapshot]] = {}
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
         self._lineage_refusals: dict[str, RefusalRecord] = {keys.library_id: self._refusals}
         #: The last result for each other library updated in a check (the provisioned one is the return value).
@@ -215,26 +215,23 @@ class LibraryUpdater:
         same verified metadata; its outcome is ``self.config.last_result`` and its own audit events.
         """
         with self._lock:
-            current = self._holder.current
+            start = self._installed_version()
             updater: Updater | None = None
             try:
                 updater = self._refresh()
                 if self.authorisation is not None:
                     self.authorisation.check(updater, self._listed())
                 result = (self._check(updater) if self._lineage_id in self._lineages() and self._primary_held() else
-                          UpdateResult("up_to_date", current.version, f"Library {self._lineage_id!r} is not "
-                                       f"authorised for this desk or not held: it is not updated here.",
-                                       current.version))
+                          UpdateResult("up_to_date", start, f"Library {self._lineage_id!r} is not authorised for "
+                                       f"this desk or not held: it is not updated here.", start))
             except UpdateRefusedError as e:
-                result = UpdateResult("refused", self._holder.current.version, str(e),
-                                      current.version, e.target, e.reason)
+                result = UpdateResult("refused", self._installed_version(), str(e), start, e.target, e.reason)
                 self._refusals.record(result.reason, result.target, result.message,
                                       installed_version=result.installed_version)
                 if updater is None and self.authorisation is not None:
                     self.authorisation.verification_failed(e)
             except UpdateError as e:
-                result = UpdateResult("unavailable", self._holder.current.version, str(e),
-                                      current.version, None, e.reason)
+                result = UpdateResult("unavailable", self._installed_version(), str(e), start, None, e.reason)
                 logger.warning("library update unavailable: %s", e)
             if updater is not None:
                 self._check_others(updater)
@@ -311,9 +308,13 @@ class LibraryUpdater:
         return Updater(str(self.metadata_dir), self.metadata_url, str(self.download_dir), self.targets_url,
                        self.fetcher, bootstrap=bootstrap)
 
+    def _installed_version(self) -> int:
+        """The provisioned library's version (0 once it is no longer held: retired and destroyed)."""
+        return self._primary[3].current.version if self._primary_held() else 0
+
     def _refresh(self) -> Updater:
         """A refreshed ngclient: signed metadata verified from the trusted root down to targets."""
-        start = self._holder.current.version
+        start = self._installed_version()
         try:
             updater = self._tuf_updater()
             updater.refresh()
@@ -446,7 +447,7 @@ class LibraryUpdater:
                 logger.warning("ignored target %s: %s", name, e)
                 continue
             except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
-                raise explain_tuf_error(e, self._holder.current.version) from e
+                raise explain_tuf_error(e, self._installed_version()) from e
             offers.append(Offer(name, target.length, info))
         return offers
 
@@ -559,7 +560,8 @@ class LibraryUpdater:
                                      f"version {current.version}.") from e
 
     def _retire(self, old: Snapshot) -> None:
-        """Close the snapshot replaced one update ago: searches that held it have long finished."""
-        for snapshot in self._retired:
+        """Close the snapshot replaced one update ago (of the same library): searches that held it have long
+        finished."""
+        for snapshot in self._retired_by.get(self._lineage_id, []):
             snapshot.close()
-        self._retired = [old]
+        self._retired_by[self._lineage_id] = [old]
