@@ -84,6 +84,9 @@ def test_heartbeat_libraries_are_stored_and_the_fleet_page_flags_desks_still_hol
             f'data-library="{library_id}"')[-1].split("</tr>")[0]
 
     assert "Operation Wren v2" in desk_row("desk-lib-a") and "still held" not in desk_row("desk-lib-a")
+    assert "withdrawn library" in desk_row("desk-lib-b") and "still holds Operation Kestrel (past its expiry)" in (
+        desk_row("desk-lib-b"))
+    assert "withdrawn library" not in desk_row("desk-lib-a")
     assert "Operation Kestrel v1" in desk_row("desk-lib-b")
     assert "still held: past its expiry" in desk_row("desk-lib-b") and "still held: retired" in desk_row("desk-lib-b")
     assert "Custody images (substantive) v3" in desk_row("desk-lib-old")
