@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from appliance.settings import ApplianceSettings, DeskMqttSettings
-from appliance.storage.library_keys import open_library_keys
+from appliance.storage.library_folders import held_ids, is_destroyed
+from appliance.storage.library_keys import LibraryKeyring, open_library_keys
 from devicekeys.tls import client_context
 from library.snapshot import Snapshot
 from library.store import POINTER
@@ -92,11 +93,20 @@ def check_models(load: Callable[[], FacePipeline]) -> tuple[CheckResult, FacePip
 
 # --- library --------------------------------------------------------------------------------------------
 
+def _checked_library(settings: ApplianceSettings) -> str:
+    """The library the check opens: the provisioned one, or, once central retired it and the desk destroyed
+    it, the first other library the desk holds (a desk serving only other libraries is still healthy)."""
+    root, primary = settings.library_store_dir, settings.library.library_id
+    if not is_destroyed(root, primary):
+        return primary
+    return next((i for i in held_ids(root) if (root / i / POINTER).exists()), primary)
+
+
 def _store_folder(settings: ApplianceSettings) -> Path:
-    """The provisioned library's store: its own folder (data_dir/library/<library_id>), or the single-library
+    """The checked library's store: its own folder (data_dir/library/<library_id>), or the single-library
     folder of a desk not yet started on this version (the desk moves it there when it starts)."""
     root = settings.library_store_dir
-    return root if (root / POINTER).exists() else root / settings.library.library_id
+    return root if (root / POINTER).exists() else root / _checked_library(settings)
 
 
 def current_library_file(settings: ApplianceSettings) -> tuple[Path, str]:
@@ -125,6 +135,8 @@ def check_library(settings: ApplianceSettings, embedder_id: str | None) -> tuple
     try:
         path, origin = current_library_file(settings)
         keys = open_library_keys(settings, None)  # None: a sealed key still unseals; nothing is moved or made
+        keys = LibraryKeyring(keys).for_library(_checked_library(settings)) if (
+            _checked_library(settings) != settings.library.library_id) else keys
         key = keys.require(current_library_key_id(settings) or keys.provisioned or "")
         snapshot = Snapshot.open(path, key, expected_embedder=embedder_id)
     except Exception as e:

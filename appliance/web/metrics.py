@@ -111,15 +111,17 @@ class DeskStateCollector(Collector):
                      "central has not acknowledged was recorded (0: none waiting).", _oldest_pending_age(desk))
         yield _gauge("rfr_desk_audit_head_seq", "Sequence number of the newest audit event on this desk.",
                      desk.outbox.head_seq)
-        snapshot = desk.library.current
-        created = _timestamp(snapshot.created_at)
-        yield _gauge("rfr_desk_library_version", "Version of the reference library searches run on.",
-                     snapshot.version)
-        yield _gauge("rfr_desk_library_records", "Reference records in that library.", snapshot.count)
-        yield _gauge("rfr_desk_library_created_timestamp_seconds", "When that library version was built "
-                     "(UNIX time).", created)
-        yield _gauge("rfr_desk_library_age_seconds", "How old that library version is.",
-                     max(0.0, time.time() - created) if not math.isnan(created) else created)
+        held = [desk.libraries.primary_id] + [i for i, _ in desk.libraries.held()]  # provisioned first, if held
+        snapshot = next((s for s in map(desk.libraries.snapshot, held) if s is not None), None)
+        if snapshot is not None:
+            created = _timestamp(snapshot.created_at)
+            yield _gauge("rfr_desk_library_version", "Version of the reference library searches run on.",
+                         snapshot.version)
+            yield _gauge("rfr_desk_library_records", "Reference records in that library.", snapshot.count)
+            yield _gauge("rfr_desk_library_created_timestamp_seconds", "When that library version was built "
+                         "(UNIX time).", created)
+            yield _gauge("rfr_desk_library_age_seconds", "How old that library version is.",
+                         max(0.0, time.time() - created) if not math.isnan(created) else created)
         models = GaugeMetricFamily("rfr_desk_model_info", "The face models in use, with their licence grade "
                                    "(evaluation-grade models must be replaced before live use).",
                                    labels=["role", "model", "grade"])

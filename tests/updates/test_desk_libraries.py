@@ -26,6 +26,7 @@ from securesystemslib.signer import CryptoSigner
 
 from appliance.runtime import Desk, open_desk
 from appliance.services.library import LibraryRefusedError
+from appliance.services.selftest import check_library
 from appliance.settings import ApplianceSettings
 from appliance.storage.library_keys import open_library_keys
 from central.publish.describe import describe_full
@@ -452,5 +453,57 @@ def test_a_retired_provisioned_library_is_destroyed_with_its_shipped_files_and_t
         assert desk.health.build().libraries == (("regional", 1),)
         assert finds(desk.libraries.current("regional"), "regional", 5, pipeline.dim)
         assert len(events(desk, "library_destroyed")) == 1, events(desk, "library_destroyed")  # once, not at start
+    finally:
+        desk.close()
+    checked, snapshot = check_library(settings, pipeline.embedder_id)  # the update agent's health check still passes
+    assert checked.ok, checked.detail
+    assert snapshot is not None and snapshot.count == 12
+    snapshot.close()
+
+
+_KILLED_MID_DESTRUCTION = """
+import os, sys
+from datetime import datetime, UTC
+import appliance.services.library_expiry as expiry
+from appliance.runtime import open_desk
+from appliance.settings import ApplianceSettings
+real = expiry.shred_file
+def dying(path, base):
+    if str(path).endswith(".wrapped"):  # the library's files are gone, its keys not yet
+        os.kill(os.getpid(), 9)
+    return real(path, base)
+expiry.shred_file = dying
+settings = ApplianceSettings.model_validate_json(open(sys.argv[1]).read())
+desk = open_desk(settings, clock=lambda: datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+desk.updater.check_now()
+"""
+
+
+def test_a_destruction_cut_by_a_kill_is_finished_at_the_next_start(settings, rfr_team, pipeline, clock, tmp_path):
+    rfr_team.library("op-kestrel")
+    rfr_team.manifest(manifest(DEVICE, 1, [authorised("national"), temporary("op-kestrel", T0 + timedelta(days=1))]))
+    desk = open_desk(settings, pipeline=pipeline, clock=clock)
+    desk.updater.check_now()
+    desk.close()
+    keys_folder = settings.data_dir / "library-keys" / "op-kestrel"
+    assert list(keys_folder.glob("*.wrapped"))
+    rfr_team.manifest(manifest(DEVICE, 2, [authorised("national")], retired=["op-kestrel"]))
+    config = tmp_path / "settings.json"
+    config.write_text(settings.model_dump_json())
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_MID_DESTRUCTION, str(config)], capture_output=True,
+                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+
+    assert done.returncode == -9, done.stderr[-2000:]
+    assert not (settings.library_store_dir / "op-kestrel").exists() and list(keys_folder.glob("*.wrapped"))
+    desk = open_desk(settings, pipeline=pipeline, clock=clock)  # the sweep at start finishes the destruction
+    try:
+        event = events(desk, "library_destroyed")[-1]
+        assert (event.details["library_id"], event.details["reason"], event.outcome) == ("op-kestrel", "retired",
+                                                                                       "destroyed")
+        assert len(event.details["proof"]["keys_destroyed"]) == 1 and event.details["proof"]["scan"]["found"] == 0
+        assert not keys_folder.exists()
+        assert dict(desk.libraries.held()) == {"national": 1}
+        assert desk.authorisation.pending_destructions() == []
     finally:
         desk.close()
