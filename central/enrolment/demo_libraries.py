@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import cv2
+
 from central.enrolment.enrol import CSV_HEADER, EnrolError
 from central.libraries.service import ROLE, Actor, LibraryRequest, LibraryService
 from central.libraries.store import LibraryStore
@@ -40,9 +42,20 @@ class DemoLibraries:
     temporary_is_new: bool  # True: its snapshot has yet to be built and published
 
 
+def _mirror(source: Path, target: Path) -> None:
+    """The photo mirrored left to right: another image of the same face. The temporary library must not hold
+    the very images (thumbnails, templates) of the substantive one, or the proof of its destruction would
+    find them in the library that stays and rightly call the destruction incomplete."""
+    image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if image is None:
+        raise EnrolError(f"{source} is not a readable image.")
+    if not cv2.imwrite(str(target), cv2.flip(image, 1)):
+        raise EnrolError(f"Cannot write {target}.")
+
+
 def subset(import_dir: Path, out: Path, subjects: int = 6) -> int:
-    """Copy ``KEEP_SUBJECT`` and the first other subjects of a demo import (``demo-import`` output) to ``out``,
-    with their rows of ``subjects.csv``; returns how many subjects were copied."""
+    """``KEEP_SUBJECT`` and the first other subjects of a demo import (``demo-import`` output), each photo
+    mirrored (:func:`_mirror`), in ``out`` with their rows of ``subjects.csv``; returns how many subjects."""
     with (import_dir / "subjects.csv").open(newline="") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
@@ -53,7 +66,9 @@ def subset(import_dir: Path, out: Path, subjects: int = 6) -> int:
         shutil.rmtree(out)
     (out / "images").mkdir(parents=True)
     for ref in refs:
-        shutil.copytree(import_dir / "images" / ref, out / "images" / ref)
+        (out / "images" / ref).mkdir()
+        for image in sorted((import_dir / "images" / ref).iterdir()):
+            _mirror(image, out / "images" / ref / image.name)
     with (out / "subjects.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)

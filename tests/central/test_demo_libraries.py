@@ -7,6 +7,9 @@ import csv
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from central.enrolment import demo_libraries
 from central.libraries import manifest
 from central.libraries.store import LibraryStore
@@ -45,11 +48,15 @@ def test_subset_keeps_the_probe_subject_and_a_few_others(tmp_path: Path) -> None
     rows = [["subject_ref", "sex", "ethnicity_code", "date_of_birth", "image_date", "image"]]
     for ref in ("DEMO-BIDEN", "DEMO-F001", "DEMO-F002", "DEMO-OBAMA"):
         (source / "images" / ref).mkdir(parents=True)
-        (source / "images" / ref / "a.jpg").write_bytes(b"x")
-        rows.append([ref, "M", "unknown", "", "", "a.jpg"])
+        photo = np.zeros((40, 60, 3), np.uint8)
+        photo[:, :30] = 255  # left half white
+        assert cv2.imwrite(str(source / "images" / ref / "a.png"), photo)
+        rows.append([ref, "M", "unknown", "", "", "a.png"])
     with (source / "subjects.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     assert demo_libraries.subset(source, tmp_path / "out", subjects=2) == 2
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["DEMO-BIDEN", "DEMO-OBAMA"]
     with (tmp_path / "out" / "subjects.csv").open(newline="") as f:
         assert [r[0] for r in csv.reader(f)] == ["subject_ref", "DEMO-BIDEN", "DEMO-OBAMA"]
+    mirrored = cv2.imread(str(tmp_path / "out" / "images" / "DEMO-OBAMA" / "a.png"))
+    assert mirrored[:, 30:].min() == 255 and mirrored[:, :30].max() == 0  # not the same image as the library's
