@@ -60,8 +60,21 @@ pids+=($!)
     > /dev/null
 # Central's review key (made once): the desk seals a peer review's face thumbnail to its public half.
 [ -f "$VAR/central/review.key" ] || $PY -m central.peer_review review-key --out "$VAR/central/review.key" > /dev/null
+# Central's TUF repository (made once): desks fetch their libraries and their signed authorisation manifest
+# from /tuf with their fleet certificate. The root keys would go to offline storage in service (docs/updates.md).
+TUF=$VAR/central/tuf
+# Rebuilt when the default face pipeline changes: a desk refuses a library made by another embedder. The
+# repository's libraries were made by the old one too, so it starts again (and the desk's copy of its metadata).
+embedder=$($PY -c "from models.pipeline import embedder_ref; print(embedder_ref())")
+if [ -f "$VAR/library/demo.embedder" ] && [ "$(cat "$VAR/library/demo.embedder")" != "$embedder" ]; then
+  rm -rf "$TUF" "$VAR/central/root-keys" "$VAR/appliance/updates" "$VAR/library/"demo-temp-*
+fi
+[ -f "$TUF/metadata/1.root.json" ] || $PY -m central.publish init --repo "$TUF" \
+    --root-keys-dir "$VAR/central/root-keys" > /dev/null
 cat > "$VAR/central.toml" <<CONF
 data_dir = "$VAR/central"
+[publish]
+repo_dir = "$TUF"
 [mqtt]
 host = "127.0.0.1"
 port = $BROKER_PORT
@@ -83,7 +96,9 @@ key_file = "$VAR/library/demo.key"
 CONF
 # Demo accounts for central's web interface, each created only if missing (the same demo password).
 existing=$($PY -m central accounts list --config "$VAR/central.toml" | cut -f1)
-for account in auditor:auditor reviewer:peer_reviewer fleetadmin:fleet_admin; do
+# librarian and librarian2 hold library_authoriser: one requests a library, the other authorises it.
+for account in auditor:auditor reviewer:peer_reviewer fleetadmin:fleet_admin librarian:library_authoriser \
+               librarian2:library_authoriser; do
   if ! grep -qx "${account%%:*}" <<< "$existing"; then
     echo "demo-password-1234" | $PY -m central accounts add --config "$VAR/central.toml" \
         --username "${account%%:*}" --role "${account##*:}" --password-stdin
@@ -92,8 +107,6 @@ done
 $PY -m central serve --config "$VAR/central.toml" > "$VAR/log/central.log" 2>&1 &
 pids+=($!)
 
-# Rebuilt when the default face pipeline changes: a desk refuses a library made by another embedder.
-embedder=$($PY -c "from models.pipeline import embedder_ref; print(embedder_ref())")
 if [ ! -f "$VAR/library/demo.db" ] || [ "$(cat "$VAR/library/demo.embedder" 2>/dev/null)" != "$embedder" ]; then
   echo "run: building the demo library for $embedder"
   # The desk's installed versions were made by the old embedder too: it installs the new one on start.
@@ -125,7 +138,15 @@ key_file = "$VAR/appliance/pki/web.key"
 [peer_review]
 channel = "central"
 central_review_key = "$VAR/central/review.key.pub"
+[updates]
+central_url = "https://127.0.0.1:$CENTRAL_PORT"
+trusted_root = "$VAR/appliance/tuf-root.json"
+ca_file = "$VAR/appliance/pki/ca.pem"
+cert_file = "$VAR/appliance/pki/device.crt"
+key_file = "$VAR/appliance/pki/device.key"
+poll_interval_s = 60
 CONF
+cp "$TUF/metadata/1.root.json" "$VAR/appliance/tuf-root.json"
 # Provisioning (demo): the desk's audit signing key and X25519 key-wrapping key are made once on the desk
 # (sealed to a TPM if there is one) and registered with central, which refuses events from devices it
 # does not know; central wraps the demo library's key to this desk (the desk never gets demo.key).
@@ -137,6 +158,35 @@ $PY -m central devices register --config "$VAR/central.toml" --id desk-demo-01 \
     --public-key "$VAR/appliance/audit-signing.pub" --wrap-key "$VAR/appliance/pki/library-wrap.pub" > /dev/null
 $PY -m central devices wrap-library-key --config "$VAR/central.toml" --id desk-demo-01 \
     --key-file "$VAR/library/demo.key" --out "$VAR/appliance/pki/library.wrapped" > /dev/null
+
+# Two governed libraries for the demo desk (docs/libraries.md): the substantive demo library ("national") and
+# a small temporary one that expires 30 minutes after it is made. Each is requested by one demo account and
+# authorised by another (the two-person rule), granted to the desk, built with its composition kept at central,
+# and published with the desk's signed authorisation manifest. A run after the expiry makes a new temporary one.
+DB="sqlite:///$VAR/central/central.db"
+PUBLISH=($PY -m central.publish --config "$VAR/central.toml")
+eval "$($PY -m central.enrolment demo-libraries --database "$DB" --device-id desk-demo-01 --expires-in-minutes 30)"
+published=$("${PUBLISH[@]}" status --repo "$TUF")
+if ! grep -q '^library-v' <<< "$published"; then
+  $PY -m central.enrolment composition --library "$VAR/library/demo.db" --key-file "$VAR/library/demo.key" \
+      --library-id "$substantive_id" --database "$DB" > /dev/null
+  "${PUBLISH[@]}" publish --repo "$TUF" --database "$DB" --file "$VAR/library/demo.db" --kind full \
+      --key-file "$VAR/library/demo.key" --library-id "$substantive_id" > /dev/null
+fi
+if [ ! -f "$VAR/library/$temporary_id.db" ]; then
+  echo "run: building the temporary library $temporary_id (expires $temporary_expires_at UTC)"
+  $PY -m central.enrolment demo-subset --from "$VAR/demo-import" --out "$VAR/library/$temporary_id-import" \
+      --subjects 6 > /dev/null
+  $PY -m central.enrolment enrol --images "$VAR/library/$temporary_id-import/images" --no-progress \
+      --csv "$VAR/library/$temporary_id-import/subjects.csv" --out "$VAR/library/$temporary_id.db" \
+      --key-file "$VAR/library/$temporary_id.key" --library-id "$temporary_id" --database "$DB" > /dev/null
+fi
+if ! grep -q "^library-$temporary_id-v" <<< "$published"; then
+  "${PUBLISH[@]}" publish --repo "$TUF" --database "$DB" --file "$VAR/library/$temporary_id.db" --kind full \
+      --key-file "$VAR/library/$temporary_id.key" --library-id "$temporary_id" > /dev/null
+fi
+"${PUBLISH[@]}" publish-authorisations --repo "$TUF" --database "$DB" --actor run.sh > /dev/null
+"${PUBLISH[@]}" refresh-timestamp --repo "$TUF" > /dev/null
 if [ ! -f "$VAR/appliance/demo-accounts" ]; then
   for account in officer:custody_officer officer2:detention_officer inspector:inspector superintendent:superintendent \
                  adviser:technical_adviser adviser2:technical_adviser auditor:auditor admin:device_admin; do
@@ -184,7 +234,11 @@ Both are HTTPS only (no plain-HTTP port), with certificates from the demo fleet 
 Demo accounts on the appliance (password demo-password-1234): officer, officer2, inspector,
   superintendent, adviser, adviser2, auditor, admin
 Demo accounts on central (same password): auditor (audit, exports, reports), reviewer (peer review),
-  fleetadmin (fleet)
+  fleetadmin (fleet), librarian and librarian2 (reference libraries: one requests, the other authorises)
+Reference libraries for this desk (docs/libraries.md): "$substantive_id" (substantive) and "$temporary_id"
+  (temporary: expires $temporary_expires_at UTC; from then the desk refuses it, and destroys its copy at its
+  next hourly sweep). The desk fetches both and its authorisation manifest from central within a minute; the
+  submission form then offers both. Central's fleet page shows which desk holds which library.
 Probe photos to try, kept out of the library (other photos of the same people are in it):
   $VAR/demo-import/probes/
 MSG

@@ -7,6 +7,8 @@
     delta --base OLD_DB --target NEW_DB --key-file KEYFILE --out DELTA
     composition --library DB --key-file KEYFILE [--as-of YYYY-MM-DD] [--json OUT] [--library-id ID --database URL]
     demo-import --out DIR [--faces DIR]
+    demo-subset --from DIR --out DIR [--subjects N]
+    demo-libraries --database URL --device-id ID [--expires-in-minutes N]
 
 Errors the operator can fix are printed as one sentence and exit non-zero;
 per-image problems and bad manifest rows never stop an enrolment and are
@@ -27,9 +29,10 @@ import json
 import logging
 import os
 import sys
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
+from central.enrolment import demo_libraries
 from central.enrolment.demo import build_demo_import
 from central.enrolment.enrol import EnrolReport, Manifest, enrol, read_manifest
 from central.libraries.store import LibraryStore
@@ -186,6 +189,22 @@ def _demo_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_subset(args: argparse.Namespace) -> int:
+    count = demo_libraries.subset(args.source, args.out, args.subjects)
+    print(f"Demo subset: {count} subjects in {args.out / 'images'} ({args.out / 'subjects.csv'})")
+    return 0
+
+
+def _demo_libraries(args: argparse.Namespace) -> int:
+    """Print ``name=value`` lines a shell script reads: which temporary library to build, and until when."""
+    demo = demo_libraries.set_up(args.database, args.device_id, expires_in=timedelta(minutes=args.expires_in_minutes))
+    print(f"substantive_id={demo.substantive_id}")
+    print(f"temporary_id={demo.temporary_id}")
+    print(f"temporary_expires_at={demo.temporary_expires_at.isoformat(timespec='seconds')}")
+    print(f"temporary_new={int(demo.temporary_is_new)}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m central.enrolment",
                                      description="Build reference-library snapshots, deltas and reports.")
@@ -232,6 +251,17 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--out", type=Path, required=True, help="new or empty folder to write")
     m.add_argument("--faces", type=Path, help="optional labelled set <identity>/<image> (e.g. ../shared/faces/dev)")
     m.set_defaults(run=_demo_import)
+    ms = sub.add_parser("demo-subset", help="copy a few subjects of a demo import (for the demo temporary library)")
+    ms.add_argument("--from", dest="source", type=Path, required=True, help="a demo-import folder")
+    ms.add_argument("--out", type=Path, required=True, help="folder to (re)write")
+    ms.add_argument("--subjects", type=int, default=6)
+    ms.set_defaults(run=_demo_subset)
+    ml = sub.add_parser("demo-libraries", help="request, authorise (a second account) and grant the demo's "
+                        "substantive library and a temporary one expiring soon")
+    ml.add_argument("--database", required=True, help="central's database URL")
+    ml.add_argument("--device-id", required=True, help="the demo desk")
+    ml.add_argument("--expires-in-minutes", type=int, default=30)
+    ml.set_defaults(run=_demo_libraries)
     for q in (p, c):
         q.add_argument("--library-id", help="the library at central this version belongs to: keep its composition "
                        "with the library's authorisation record (needs --database)")

@@ -1,12 +1,24 @@
-"""The desks' heartbeats (``device_health``): each desk's newest for the fleet page, and a bounded history."""
+"""The desks' heartbeats (``device_health``): each desk's newest for the fleet page, and a bounded history.
+
+A heartbeat also names every reference library the desk holds (``libraries``, a JSON list of
+``{"library_id", "version"}``), so the fleet page can show which desks still hold a retired or expired
+library. A desk too old to send the list holds one library, the default ``national`` one, at
+``library_version``: :func:`held_libraries` says so, rather than showing such a desk as holding nothing.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from central.database import Dialect, SqlStore, StoreError, iso
+from central.database import Dialect, SqlStore, StoreError, added_columns, iso
+from core.library_announce import DEFAULT_LIBRARY_ID
+
+# Columns added to device_health since it was first made: an older database gains them when central opens it.
+_ADDED_COLUMNS = (("libraries", "TEXT"),)
 
 
 def _schema(dialect: Dialect) -> list[str]:
@@ -30,7 +42,22 @@ def _schema(dialect: Dialect) -> list[str]:
             clock_offset_s DOUBLE PRECISION,
             key_protection TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS device_health_by_device_time ON device_health (device_id, received_at)",
+        *added_columns(dialect, "device_health", _ADDED_COLUMNS),
     ]
+
+
+def held_libraries(row: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The (library id, version) pairs a stored heartbeat says the desk holds, sorted by id.
+
+    A heartbeat without the list (a desk with the single default library) holds ``national`` at its
+    ``library_version``, or nothing when that is empty too.
+    """
+    raw = row.get("libraries")
+    held = raw if isinstance(raw, list) else json.loads(raw) if isinstance(raw, str) and raw else []
+    pairs = sorted((str(e["library_id"]), int(e["version"])) for e in held)
+    if not pairs and row.get("library_version") is not None:
+        pairs = [(DEFAULT_LIBRARY_ID, int(row["library_version"]))]
+    return pairs
 
 
 class HealthStore(SqlStore):
@@ -38,9 +65,17 @@ class HealthStore(SqlStore):
 
     def __init__(self, url: str | Path) -> None:
         super().__init__(url, schema=_schema, lock_id=772005, error=StoreError, what="health store")
+        try:
+            self._add_missing_columns("device_health", _ADDED_COLUMNS)
+        except Exception as e:  # sqlite3.Error: the same one line as a store that cannot open
+            self.close()
+            raise StoreError(f"Cannot open the health store: {e}") from e
 
     def record_health(self, row: dict[str, Any]) -> None:
-        """One heartbeat (columns of ``device_health`` except id)."""
+        """One heartbeat (columns of ``device_health`` except id); ``libraries`` as a list is stored as JSON."""
+        row = dict(row)
+        if not isinstance(row.get("libraries"), str | None):
+            row["libraries"] = json.dumps(row["libraries"], sort_keys=True, separators=(",", ":"))
         names = sorted(row)
         with self._lock:
             self._execute(f"INSERT INTO device_health ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -131,6 +131,7 @@ def publish_library(repo: TufRepository, registry: RegistryStore, file: Path, ki
         rekeyed_from = key_id(key)
         key = rekey_lineage(file, key_file, key)
     info = describe.describe_full(file, key) if kind == "full" else describe.describe_delta(file, key)
+    info = replace(info, library_id=library_id)  # signed: the target names (and is only ever) this library
     recipients = _recipients(registry)
     try:
         document = KeysDocument.build(key, recipients, library_id)

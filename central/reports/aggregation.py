@@ -36,8 +36,10 @@ as written by the appliance's case service):
   ``retention period ended``: a viable match's images destroyed when its retention period ended)
   and ``deletion``/``partial_viable_match_retained`` (template and crops destroyed, probe kept).
 - ``refusals``: ``approval``/``refused`` and ``advice_refused``, ``peer_review``/``refused``,
-  ``search_refused`` by outcome (``policy``, ``probe_quality``, ``no_face``, ``image_rejected``),
-  ``request_refused``, ``library_update_refused``, ``access_refused`` (a case opened by someone not
+  ``search_refused`` by outcome (``policy``, ``probe_quality``, ``no_face``, ``image_rejected``,
+  ``library_not_authorised``: a chosen library refused; ``not_authorised_user``: no current search
+  authorisation), ``request_refused``, ``library_update_refused``, ``authorisation_refused`` (a desk refused
+  a library authorisation manifest), ``access_refused`` (a case opened by someone not
   taking part in it, or a case number that names none).
 - ``library_versions``: per ``library_version`` of ``search`` events, the searches and the
   number of devices that searched it; ``library_updates``: ``library_update``/``ok``.
@@ -63,7 +65,9 @@ PEER_RESULTS = ("viable_confirmed", "no_viable")
 DELETIONS = ("no_viable_match", "withdrawn", "refused", "viable_match_partial", "retention_expired", "other")
 REFUSALS = ("approval_refused", "technical_advice_refused", "peer_review_refused", "search_refused_policy",
             "search_refused_probe_quality", "search_refused_no_face", "search_refused_image_rejected",
-            "search_refused_probe_replaced", "request_refused", "library_update_refused", "access_refused", "other")
+            "search_refused_probe_replaced", "search_refused_library_not_authorised",
+            "search_refused_not_authorised_user", "request_refused", "library_update_refused",
+            "authorisation_refused", "access_refused", "other")
 
 #: Every count-table field of ``Figures`` and the only keys it may hold, in display order.
 VOCABULARIES: dict[str, tuple[str, ...]] = {
@@ -82,7 +86,9 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
 _MAX_VERSION = 10**9
 _SEARCH_REFUSALS = {"policy": "search_refused_policy", "probe_quality": "search_refused_probe_quality",
                     "no_face": "search_refused_no_face", "image_rejected": "search_refused_image_rejected",
-                    "probe_replaced": "search_refused_probe_replaced"}
+                    "probe_replaced": "search_refused_probe_replaced",
+                    "library_not_authorised": "search_refused_library_not_authorised",
+                    "not_authorised_user": "search_refused_not_authorised_user"}
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ def _refusal(event: Mapping[str, Any]) -> str | None:
         return "peer_review_refused"
     if kind == "search_refused":
         return _SEARCH_REFUSALS.get(outcome, "other")
-    if kind in ("request_refused", "library_update_refused", "access_refused"):
+    if kind in ("request_refused", "library_update_refused", "authorisation_refused", "access_refused"):
         return str(kind)
     return None
 

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from central.audit.store import AuditStore
+from central.fleet.library_register import LibraryRegister
 from central.reports import periods
 from central.reports.aggregation import Figures, aggregate
+from central.reports.by_library import LibraryBreakdown
 from central.reports.libraries import LibraryComposition, LibrarySource, describe
+from central.reports.quarterly import library_breakdown
 
 #: The tables of a library's composition, with the words the public report uses.
 COMPOSITION_TABLES = (("by_sex", "Sex"), ("by_ethnicity_code", "Ethnicity code (officer-defined, IC1-IC9)"),
@@ -30,6 +33,7 @@ class AnnualReport:
     period: periods.Period
     figures: Figures
     libraries: tuple[LibraryComposition, ...]
+    governed: LibraryBreakdown
 
 
 def composition_date(period: periods.Period, today: date) -> date:
@@ -37,9 +41,12 @@ def composition_date(period: periods.Period, today: date) -> date:
     return min((period.end - timedelta(days=1)).date(), today)
 
 
-def build(store: AuditStore, year: int, libraries: Sequence[LibrarySource], today: date) -> AnnualReport:
-    """The report for calendar ``year``: every desk's events, and each library's composition."""
+def build(store: AuditStore, year: int, libraries: Sequence[LibrarySource], today: date,
+          register: LibraryRegister | None = None) -> AnnualReport:
+    """The report for calendar ``year``: every desk's events, each library's composition, and the governed
+    libraries searched, created and destroyed (``central.reports.by_library``)."""
     period = periods.year(year)
     as_of = composition_date(period, today)
-    return AnnualReport(period, aggregate(periods.events_in(store, period)),
-                        tuple(describe(source, as_of) for source in libraries))
+    events = periods.events_in(store, period)
+    return AnnualReport(period, aggregate(events), tuple(describe(source, as_of) for source in libraries),
+                        library_breakdown(store, register, period, events))

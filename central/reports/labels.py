@@ -68,6 +68,11 @@ CATEGORIES = {
     "search_refused_no_face": "Search refused: no face found",
     "search_refused_image_rejected": "Search refused: file not a usable photo",
     "search_refused_probe_replaced": "Search refused: the photo had been replaced since the page was shown",
+    "search_refused_library_not_authorised": "Search refused: a chosen library was not authorised (missing, "
+                                             "suspended, expired or past its review)",
+    "search_refused_not_authorised_user": "Search refused: the officer's authorisation to search had lapsed",
+    "authorisation_refused": "Library authorisation refused by a desk (failed verification, another desk's, "
+                             "or older)",
     "request_refused": "Request refused by a desk",
     "library_update_refused": "Library update refused by a desk (failed verification)",
     "access_refused": "Case not opened: the person was not taking part in it, or no such case",

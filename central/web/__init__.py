@@ -20,6 +20,7 @@ from central.accounts.signin_failures import SignInFailureStore
 from central.accounts.store import AccountStore
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
+from central.fleet.library_register import LibraryRegister
 from central.fleet.registry_store import RegistryStore
 from central.ingest.status import IngestStatus
 from central.peer_review.store import PeerReviewStore
@@ -85,6 +86,7 @@ def create_app(
     app.extensions["central.audit_store"] = AuditStore(app.config["DATABASE"])
     app.extensions["central.registry"] = RegistryStore(app.config["DATABASE"])
     app.extensions["central.health_store"] = HealthStore(app.config["DATABASE"])
+    app.extensions["central.library_register"] = LibraryRegister(app.config["DATABASE"])
     app.extensions["central.ingest"] = ingest
     app.extensions["central.peer_reviews"] = PeerReviewStore(app.config["DATABASE"])
     app.extensions["central.signin_failures"] = SignInFailureStore(app.config["DATABASE"])
@@ -143,7 +145,7 @@ def close_stores(app: Flask) -> None:
     account and session stores)."""
     for name in ("central.audit_store", "central.registry", "central.health_store", "central.peer_reviews",
                  "central.account_store", "central.session_store", "central.signin_failures",
-                 "central.metrics_reader"):
+                 "central.metrics_reader", "central.library_register"):
         if name in app.extensions:
             app.extensions[name].close()
     if "central.libraries" in app.extensions:

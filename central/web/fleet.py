@@ -1,6 +1,8 @@
 """``/fleet``: every registered desk with its last heartbeat and flags, its history, and revocation.
 
-Flags come from ``central.fleet.status`` (stale, unhealthy, old library, revoked). Revoking is a
+Flags come from ``central.fleet.status`` (stale, unhealthy, old library, revoked). The page also shows which
+reference libraries each desk holds, and per library which desks still hold it (``central.fleet.holdings``),
+marking copies of a retired or expired library that a desk has not yet destroyed. Revoking is a
 CSRF-protected form with a typed confirmation (the desk id), because it cannot be undone: the
 desk is refused from then on and, if connected, wipes itself (``central.fleet.revoke``).
 Only a signed-in ``fleet_admin`` reaches these pages, and the revocation records that account's username.
@@ -9,8 +11,10 @@ Only a signed-in ``fleet_admin`` reaches these pages, and the revocation records
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -26,13 +30,14 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from central.fleet.holdings import Holdings, holdings
 from central.fleet.model_grade import EVALUATION, grade_of
 from central.fleet.revoke import PkiTarget, RevocationError, load_command_key, revoke_device
 from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
 from central.settings import CentralMqttSettings, FleetSettings
 from central.web.auth import current_user, signed_in_user
-from central.web.stores import health_store, registry_store
+from central.web.stores import health_store, library_register, registry_store
 from core.errors import WireFormatError
 from core.topics import validate_device_id
 
@@ -111,14 +116,21 @@ def _device(device_id: str) -> str:
     return device_id
 
 
+def _holdings(latest: Mapping[str, Mapping[str, Any]], revoked: Mapping[str, Any]) -> Holdings:
+    """Which desk holds which library, judged against central's register of governed libraries."""
+    return holdings(latest, library_register().libraries(), now=datetime.now(UTC), revoked=revoked)
+
+
 @bp.get("")
 def index() -> str:
     registry, config = registry_store(), _config()
-    rows = fleet_status(sorted(registry.registered_devices()), health_store().latest_health(), registry.revocations(),
+    latest, revoked = health_store().latest_health(), registry.revocations()
+    rows = fleet_status(sorted(registry.registered_devices()), latest, revoked,
                         now=datetime.now(UTC), published_library=_published_library(),
                         stale_after=config.settings.stale_after_intervals,
                         min_free_disk=config.settings.min_free_disk)
-    return render_template("fleet/index.html", rows=rows, messages=get_flashed_messages())
+    return render_template("fleet/index.html", rows=rows, held=_holdings(latest, revoked),
+                           messages=get_flashed_messages())
 
 
 @bp.get("/<device_id>")
@@ -129,8 +141,9 @@ def device(device_id: str) -> str:
                           published_library=_published_library(),
                           stale_after=config.settings.stale_after_intervals,
                           min_free_disk=config.settings.min_free_disk)[0]
+    held = _holdings(health.latest_health(), registry_store().revocations())
     return render_template("fleet/device.html", s=status, history=health.health_history(device_id),
-                           messages=get_flashed_messages(), errors={})
+                           copies=held.by_desk.get(device_id, ()), messages=get_flashed_messages(), errors={})
 
 
 @bp.post("/<device_id>/revoke")
@@ -148,8 +161,9 @@ def revoke(device_id: str) -> Response | tuple[str, int]:
     if errors:
         status = fleet_status([device_id], health.latest_health(), registry.revocations(), now=datetime.now(UTC),
                               published_library=None)[0]
+        held = _holdings(health.latest_health(), registry.revocations())
         return render_template("fleet/device.html", s=status, history=health.health_history(device_id),
-                               messages=[], errors=errors), 422
+                               copies=held.by_desk.get(device_id, ()), messages=[], errors=errors), 422
     try:
         result = revoke_device(registry, device_id, revoked_by=by, reason=reason, **revocation_means(config))
     except RevocationError as e:

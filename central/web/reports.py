@@ -18,9 +18,9 @@ from werkzeug.wrappers import Response
 from central.reports import annual, disclosure, quarterly
 from central.reports.annual import COMPOSITION_TABLES, SEX_LABELS
 from central.reports.periods import PeriodError, last_complete_quarter, last_complete_year
-from central.reports.sections import sections
+from central.reports.sections import exact, sections
 from central.reports.settings import LibrarySource
-from central.web.stores import audit_store
+from central.web.stores import audit_store, library_register
 from core.errors import WireFormatError
 from core.topics import validate_device_id
 
@@ -60,14 +60,16 @@ def _libraries() -> list[LibrarySource]:
 def _quarterly() -> quarterly.QuarterlyReport:
     try:
         year, number = last_complete_quarter(_today())
-        return quarterly.build(audit_store(), _int_arg("year", year), _int_arg("quarter", number), _devices())
+        return quarterly.build(audit_store(), _int_arg("year", year), _int_arg("quarter", number), _devices(),
+                               library_register())
     except PeriodError as e:
         abort(400, str(e))
 
 
 def _annual() -> annual.AnnualReport:
     try:
-        return annual.build(audit_store(), _int_arg("year", last_complete_year(_today())), _libraries(), _today())
+        return annual.build(audit_store(), _int_arg("year", last_complete_year(_today())), _libraries(), _today(),
+                            library_register())
     except PeriodError as e:
         abort(400, str(e))
 
@@ -89,6 +91,7 @@ def index() -> str:
 def quarterly_page() -> str:
     report = _quarterly()
     return render_template("reports/quarterly.html", report=report, sections=sections(report.figures),
+                           count=exact, composition_tables=COMPOSITION_TABLES, sex_labels=SEX_LABELS,
                            args={"year": report.period.start.year, "quarter": (report.period.start.month + 2) // 3,
                                  "device": list(report.devices)})
 

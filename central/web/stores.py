@@ -6,6 +6,7 @@ from flask import current_app
 
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
+from central.fleet.library_register import LibraryRegister
 from central.fleet.registry_store import RegistryStore
 from central.ingest.status import IngestStatus
 
@@ -28,3 +29,9 @@ def health_store() -> HealthStore:
 def ingest_status() -> IngestStatus | None:
     ingest: IngestStatus | None = current_app.extensions.get("central.ingest")
     return ingest
+
+
+def library_register() -> LibraryRegister:
+    """The governed libraries, read-only (the fleet page and the reports)."""
+    register: LibraryRegister = current_app.extensions["central.library_register"]
+    return register

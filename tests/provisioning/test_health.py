@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from central.audit.store import AuditStore
@@ -76,7 +77,8 @@ def test_stale_unhealthy_old_library_and_unregistered_desks(tmp_path):
         return page.split(f'data-device="{device}"')[1].split("</tr>")[0]
 
     assert ">ok<" in row("desk-fresh")
-    assert "stale" in row("desk-stale") and "last heartbeat 240 s ago" in row("desk-stale")
+    # Four minutes old when stored, and a few seconds more by the time the page is made: not an exact figure.
+    assert "stale" in row("desk-stale") and re.search(r"last heartbeat 2[4-9]\d s ago", row("desk-stale"))
     assert "unhealthy" in row("desk-full") and "disk 5% free" in row("desk-full")
     assert "old library" in row("desk-old") and "library 2 (newest 3)" in row("desk-old")
     assert "no heartbeat received yet" in row("desk-silent")

@@ -122,3 +122,14 @@ def test_after_a_revocation_the_next_publication_is_re_keyed_and_only_trusted_de
     again = make_desk(tmp_path / "desk-keep", central, library_key, make_library(1), device_id="desk-keep",
                       install=False)
     assert again.holder.current.version == 2
+
+
+def test_a_second_library_is_published_under_its_own_name_beside_the_first(fleet, central, make_library):
+    """Its target names and signs its library id: the demo's temporary library was refused as "library v1 is
+    already published" when the id was left out of the target's description."""
+    registry, _desks, key_file = fleet
+    publication = publish_library(central.repo, registry, make_library(1), "full", key_file, "op-kestrel")
+    assert publication.info.name == "library-op-kestrel-v000001.db"
+    published = central.repo.published()
+    assert published["library-op-kestrel-v000001.db"].library_id == "op-kestrel"
+    assert published["library-v000001.db"].library_id == "national"
