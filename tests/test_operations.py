@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.settings import load as load_appliance_settings
 from testbed.ports import free_port
 from tests.appliance.desk_helpers import SUBMISSION
 from tests.appliance.http_desk import HttpDesk, create_accounts
+from tests.desk_authorisation import seed_authorisation
 from tests.fleet_tls import FleetPki, desk_web_toml, https_get, start_served, stop_served, wait_https
 from tests.metrics_scrape import label_problems, samples, value
 from tests.test_end_to_end import run
@@ -67,6 +69,7 @@ def served(tmp_path: Path, mosquitto):
     run("-m", "central", "devices", "wrap-library-key", "--id", "desk-ops-01", "--key-file", str(tmp_path / "lib.key"),
         "--out", str(wrapped), "--config", str(tmp_path / "central.toml"))
     create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
+    seed_authorisation(load_appliance_settings(tmp_path / "appliance.toml"))  # the desk's library, authorised
     logs = {name: tmp_path / f"{name}.log" for name in ("central", "appliance")}
     procs = {name: start_served(name, tmp_path / f"{name}.toml", logs[name]) for name in ("central", "appliance")}
     system = {"central": f"https://127.0.0.1:{central_port}", "appliance": f"https://127.0.0.1:{desk_port}",
