@@ -63,8 +63,7 @@ class HealthIngest:
             self._audit.record_rejection(topic, str(e), len(payload), received_at=now)
             return False
         observed = (datetime.fromisoformat(beat.sent_at) - now).total_seconds()
-        # The held libraries have no column (yet): without leaving them out no heartbeat would be stored at all.
-        row = {k: v for k, v in beat.to_dict().items() if k not in ("v", "libraries")}
+        row = {k: v for k, v in beat.to_dict().items() if k != "v"}  # the held libraries are stored as JSON
         row.update(received_at=now.astimezone(UTC).isoformat(timespec="milliseconds"),
                    clock_offset_s=beat.clock_offset_s if beat.clock_offset_s is not None else round(observed, 3))
         self.store.record_health(row)

@@ -28,7 +28,7 @@ TABLES = {
     "device_health": ["id", "device_id", "received_at", "sent_at", "interval_s", "software_version",
                       "library_version", "embedder_id", "disk_free_bytes", "disk_total_bytes",
                       "memory_available_bytes", "memory_total_bytes", "outbox_depth", "since_last_sync_s",
-                      "clock_offset_s", "key_protection"],
+                      "clock_offset_s", "key_protection", "libraries"],
     "audit_rejections": ["id", "received_at", "topic", "reason", "size"],
 }
 INDEXES = {"audit_events_by_time", "audit_events_by_device_time", "audit_events_by_actor_time",
