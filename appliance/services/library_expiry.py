@@ -39,6 +39,7 @@ import numpy as np
 
 from appliance.services.audit import AuditLog
 from appliance.services.library import LibrarySet
+from appliance.services.periodic import Periodic
 from appliance.storage.authorisation import AuthorisationStore
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.library_folders import ShreddedFile, held_ids, mark_destroyed, shred, shred_file
@@ -112,8 +113,7 @@ class LibraryExpiry:
         self._provisioned_files = [Path(p) for p in provisioned_files]
         self._clock = clock
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("library-expiry", self.sweep)
 
     def due(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """(library_id, reason) of every library on this desk that must be destroyed now."""
@@ -219,23 +219,8 @@ class LibraryExpiry:
     # --- background --------------------------------------------------------------------------
 
     def start(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
-        """Sweep every ``interval_s`` in a daemon thread (the desk sweeps once at start itself)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.sweep()
-                except Exception:
-                    logger.exception("library expiry sweep failed; it is tried again in an hour")
-
-        self._thread = threading.Thread(target=loop, name="library-expiry", daemon=True)
-        self._thread.start()
+        """Sweep every ``interval_s`` seconds in a daemon thread (the run at start is the caller's)."""
+        self._periodic.start(interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._periodic.stop()

@@ -61,6 +61,7 @@ from typing import Any
 
 from appliance.services.audit import AuditLog
 from appliance.services.cases import Case, State
+from appliance.services.periodic import Periodic
 from appliance.storage.cases import CaseStore
 from appliance.storage.desk_config import DeskConfigStore
 from core.display_time import long_date
@@ -123,8 +124,7 @@ class RetentionService:
         self._store, self._config, self._audit, self._clock = store, config, audit, clock
         self._clock_doubt = clock_doubt
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic("retention-purge", self.purge)
 
     def period_days(self) -> int | None:
         """``retention.viable_match_days`` of the configuration in effect, or None if none was applied."""
@@ -200,22 +200,7 @@ class RetentionService:
     # The background job -------------------------------------------------------------------------
     def start(self, interval_s: float = PURGE_INTERVAL_S) -> None:
         """Purge every ``interval_s`` seconds in a daemon thread (the run at start is the caller's)."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.purge()
-                except Exception:
-                    logger.exception("retention purge failed; it is tried again in %.0f s", interval_s)
-
-        self._thread = threading.Thread(target=loop, name="retention-purge", daemon=True)
-        self._thread.start()
+        self._periodic.start(interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._periodic.stop()

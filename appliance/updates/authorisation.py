@@ -31,7 +31,14 @@ from tuf.ngclient import Updater
 
 from appliance.storage.authorisation import AuthorisationStore
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
-from appliance.updates.trust import UpdateError, UpdateRefusedError, UpdateUnavailableError, explain_tuf_error
+from appliance.updates.trust import (
+    DocumentRefusedError,
+    DocumentResult,
+    UpdateError,
+    UpdateRefusedError,
+    UpdateUnavailableError,
+    explain_tuf_error,
+)
 from core.errors import WireFormatError
 from core.library_authorisation import (
     MAX_MANIFEST_BYTES,
@@ -47,12 +54,8 @@ logger = logging.getLogger(__name__)
 APPLIED, REFUSED = "authorisation_applied", "authorisation_refused"
 
 
-class AuthorisationRefusedError(UpdateRefusedError):
-    """A manifest central offered is not applied; the desk keeps the one it has."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class AuthorisationRefusedError(DocumentRefusedError):
+    """Not applied; the desk keeps the one it has."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,7 @@ class AuthorisationOffer:
         return self.info.manifest_version
 
 
-@dataclass(frozen=True)
-class AuthorisationResult:
-    """What one check did; ``version`` is the manifest in effect afterwards (0: none)."""
-
-    outcome: str  # "applied", "up_to_date", "refused" or "unavailable"
-    version: int
-    message: str
-    target: str | None = None
-    reason: str | None = None
+AuthorisationResult = DocumentResult  # what one check did (appliance.updates.trust)
 
 
 def _keeps(version: int) -> str:

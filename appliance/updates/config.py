@@ -34,7 +34,14 @@ from tuf.ngclient import Updater
 from appliance.storage.desk_config import AppliedConfig, DeskConfigStore
 from appliance.storage.library_keys import LibraryKeys
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
-from appliance.updates.trust import UpdateError, UpdateRefusedError, UpdateUnavailableError, explain_tuf_error
+from appliance.updates.trust import (
+    DocumentRefusedError,
+    DocumentResult,
+    UpdateError,
+    UpdateRefusedError,
+    UpdateUnavailableError,
+    explain_tuf_error,
+)
 from core.desk_config import MAX_CONFIG_BYTES, ConfigTargetInfo, DeskConfig, config_digest, is_config
 from core.errors import WireFormatError
 from core.keywrap import MAX_SEALED_DOCUMENT_BYTES, SealedDocument, UnwrapError
@@ -45,12 +52,8 @@ logger = logging.getLogger(__name__)
 AUDIT_TYPE = "config_change"
 
 
-class ConfigRefusedError(UpdateRefusedError):
-    """A configuration central offered is not applied; the desk keeps the one it has."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class ConfigRefusedError(DocumentRefusedError):
+    """Not applied; the desk keeps the one it has."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +67,7 @@ class ConfigOffer:
         return self.info.config_version
 
 
-@dataclass(frozen=True)
-class ConfigResult:
-    """What one configuration check did; ``version`` is the configuration in effect afterwards (0: none)."""
-
-    outcome: str  # "applied", "up_to_date", "refused" or "unavailable"
-    version: int
-    message: str
-    target: str | None = None
-    reason: str | None = None
+ConfigResult = DocumentResult  # what one check did (appliance.updates.trust)
 
 
 def _keeps(applied: AppliedConfig | None) -> str:

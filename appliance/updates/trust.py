@@ -31,6 +31,26 @@ class UpdateRefusedError(UpdateError):
     reason = "refused"
 
 
+class DocumentRefusedError(UpdateRefusedError):
+    """A signed document central offered (a configuration, an authorisation manifest) is not applied; the desk
+    keeps the one it has. ``reason`` is the audited word for why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DocumentResult:
+    """What one check of a signed document did; ``version`` is the document in effect afterwards (0: none)."""
+
+    outcome: str  # "applied", "up_to_date", "refused" or "unavailable"
+    version: int
+    message: str
+    target: str | None = None
+    reason: str | None = None
+
+
 class RollbackRefusedError(UpdateRefusedError):
     reason = "rollback"
 
