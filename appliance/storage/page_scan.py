@@ -4,7 +4,7 @@ The proof that data was destroyed cannot be a search of the raw files: everythin
 encrypted, so the bytes would never be found there even if they were still present. This reads each
 page as SQLCipher wrote it (raw key, AES-256-CBC, 4096-byte pages with an 80-byte reserve holding the IV
 and HMAC; page 1 starts with the 16-byte salt) and decrypts it, live rows, freed pages and slack alike,
-as the probe-deletion tests do (tests/appliance/sqlcipher_scan.py), so a deleted row that was not wiped
+the same pages the probe-deletion tests search (tests/appliance/sqlcipher_scan.py), so a deleted row that was not wiped
 would be found. Used by the desk itself when it destroys a library (``services.library_expiry``).
 """
 
