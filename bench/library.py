@@ -196,6 +196,16 @@ def build_library(path: Path, key: bytes, vectors: np.ndarray, embedder: str) ->
     return time.perf_counter() - started, writer.index_build_seconds
 
 
+def cached_base(args: argparse.Namespace, dim: int) -> tuple[Path, Path] | None:
+    """Where ``--base-cache`` keeps a built base (the 1M build takes 10-20 minutes) and its key, or None."""
+    if args.base_cache is None:
+        return None
+    args.base_cache.mkdir(parents=True, exist_ok=True)
+    name = (f"base-n{args.n}-d{dim}-s{args.seed}-M{index.M}-efc{index.EF_CONSTRUCTION}"
+            f"{'-iso' if args.isotropic else ''}")
+    return args.base_cache / f"{name}.db", args.base_cache / f"{name}.json"
+
+
 def sweep(snapshot: Snapshot, probes: np.ndarray, mates: np.ndarray, truth: np.ndarray) -> list[dict[str, float]]:
     """Recall and latency for each ef; labels are record ids, which are row + 1."""
     rows = []
@@ -448,6 +458,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=20260301)
     parser.add_argument("--workdir", type=Path, help="where the SQLCipher files go (default: a temp folder)")
     parser.add_argument("--isotropic", action="store_true", help="uniform random templates (worst case)")
+    parser.add_argument("--base-cache", type=Path,
+                        help="keep the built base library here and reuse it on a later run with the same "
+                             "size, dimension, seed and graph settings (build_s/write_s are then the first run's)")
     parser.add_argument("--no-huge-pages", action="store_true",
                         help="leave glibc's default malloc (no transparent huge pages for the index)")
     args = parser.parse_args()
@@ -468,14 +481,25 @@ def main() -> int:
         probes, mates = planted_probes(rng, model, vectors, args.queries)
         key = new_key()
 
-        log("building the library (SnapshotWriter: SQLCipher rows + HNSW index)")
-        write_s, build_s = build_library(workdir / "library.db", key, vectors, manifest.ref)
+        cached = cached_base(args, dim)
+        if cached is not None and cached[1].exists():
+            meta = json.loads(cached[1].read_text())
+            key, write_s, build_s = bytes.fromhex(meta["key"]), meta["write_s"], meta["build_s"]
+            source = cached[0]
+            log(f"reusing the base built by an earlier run: {source}")
+        else:
+            log("building the library (SnapshotWriter: SQLCipher rows + HNSW index)")
+            source = workdir / "library.db" if cached is None else cached[0]
+            write_s, build_s = build_library(source, key, vectors, manifest.ref)
+            if cached is not None:
+                cached[1].write_text(json.dumps({"key": key.hex(), "write_s": write_s, "build_s": build_s}))
         log(f"  written in {write_s:.1f} s, of which index build {build_s:.1f} s")
         t = time.perf_counter()
         store = LibraryStore(workdir / "device")
-        store.install_full(workdir / "library.db", key, expected_embedder=manifest.ref)
+        store.install_full(source, key, expected_embedder=manifest.ref)
         install_full_s = time.perf_counter() - t
-        (workdir / "library.db").unlink()
+        if cached is None:
+            source.unlink()
         t = time.perf_counter()
         snapshot = store.open_current(key, manifest.ref)
         open_s = time.perf_counter() - t
