@@ -26,9 +26,8 @@ from central.audit.filter import EventFilter
 from central.audit.spreadsheet import file_name, kind_csv, utc_text
 from central.audit.timeline import assemble
 from central.audit.verification import verify_export
-from central.peer_review.store import PeerReviewStore
 from central.web.auth import current_user, home_for
-from central.web.stores import audit_store, registry_store
+from central.web.stores import audit_store, peer_reviews, registry_store
 from core.errors import WireFormatError
 from core.events import EVENT_TYPES
 from core.topics import validate_device_id
@@ -191,11 +190,6 @@ def find_case() -> str:
                            devices=audit_store().devices())
 
 
-def _peer_reviews() -> PeerReviewStore:
-    store: PeerReviewStore = current_app.extensions["central.peer_reviews"]
-    return store
-
-
 @bp.get("/audit/cases/<device_id>/<case_id>")
 def case_timeline(device_id: str, case_id: str) -> str:
     """Every event of one case, from its desk and from central, in the order they happened."""
@@ -208,7 +202,7 @@ def case_timeline(device_id: str, case_id: str) -> str:
     flt = EventFilter(device_id=device_id, case_id=case_id)
     store = audit_store()
     rows = store.query_oldest_first(flt)
-    central_rows = _peer_reviews().log_for_case(device_id, case_id)
+    central_rows = peer_reviews().log_for_case(device_id, case_id)
     if not rows and not central_rows:
         abort(404, f"No event about case {case_id} has reached central from {device_id}.")
     summary = group_cases(rows)

@@ -37,6 +37,7 @@ from central.fleet.status import fleet_status
 from central.ingest.mqtt import publish_once
 from central.settings import CentralMqttSettings, FleetSettings
 from central.web.auth import current_user, signed_in_user
+from central.web.guards import extension, found
 from central.web.stores import health_store, library_register, registry_store
 from core.errors import WireFormatError
 from core.topics import validate_device_id
@@ -87,8 +88,7 @@ def _model_warning_context() -> dict[str, object]:
 
 
 def _config() -> FleetConfig:
-    config: FleetConfig = current_app.extensions["central.fleet"]
-    return config
+    return extension("central.fleet", FleetConfig)
 
 
 def _published_library() -> int | None:
@@ -111,8 +111,7 @@ def _device(device_id: str) -> str:
         validate_device_id(device_id)
     except WireFormatError as e:
         abort(404, str(e))
-    if registry_store().public_key(device_id) is None:
-        abort(404, f"There is no registered device {device_id!r}.")
+    found(registry_store().public_key(device_id), f"There is no registered device {device_id!r}.")
     return device_id
 
 

@@ -33,6 +33,7 @@ from central.libraries.store import LibraryRecord, LibraryStore
 from central.publish.authorisations import MANIFESTS, publish_to
 from central.publish.settings import PublishSettings
 from central.web.auth import signed_in_user
+from central.web.guards import extension, found
 from central.web.stores import registry_store
 from core.display_time import DEFAULT_ZONE, zone
 from core.errors import CustodyRfrError
@@ -56,8 +57,7 @@ def init_app(app: Flask, publish: PublishSettings | None) -> None:
 
 
 def service() -> LibraryService:
-    svc: LibraryService = current_app.extensions["central.libraries"]
-    return svc
+    return extension("central.libraries", LibraryService)
 
 
 def _actor() -> Actor:
@@ -66,10 +66,8 @@ def _actor() -> Actor:
 
 
 def _record(library_id: str) -> LibraryRecord:
-    record = service().store.get(library_id)
-    if record is None:
-        abort(404, f"There is no library with the id {library_id!r}. The list of libraries is at /libraries.")
-    return record
+    return found(service().store.get(library_id),
+                 f"There is no library with the id {library_id!r}. The list of libraries is at /libraries.")
 
 
 # -- reading ---------------------------------------------------------------------------------------------

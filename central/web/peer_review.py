@@ -24,7 +24,6 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     get_flashed_messages,
     redirect,
@@ -39,6 +38,8 @@ from central.peer_review.probes import ANSWERED, ReviewProbes
 from central.peer_review.references import LibraryFile, Reference, ReferenceLibraries, age_on
 from central.peer_review.store import PeerReviewError, PeerReviewRecord, PeerReviewStore
 from central.web.auth import signed_in_user
+from central.web.guards import extension, found, optional_extension
+from central.web.stores import peer_reviews as reviews
 from core.peer_review import MAX_TEXT, REVIEW_DECISIONS
 
 logger = logging.getLogger(__name__)
@@ -63,26 +64,17 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-def reviews() -> PeerReviewStore:
-    store: PeerReviewStore = current_app.extensions["central.peer_reviews"]
-    return store
-
-
 def probes() -> ReviewProbes | None:
-    held: ReviewProbes | None = current_app.extensions.get("central.review_probes")
-    return held
+    return optional_extension("central.review_probes", ReviewProbes)
 
 
 def libraries() -> ReferenceLibraries:
-    found: ReferenceLibraries = current_app.extensions["central.review_libraries"]
-    return found
+    return extension("central.review_libraries", ReferenceLibraries)
 
 
 def _record(request_id: str) -> PeerReviewRecord:
-    record = reviews().get(request_id) if len(request_id) <= 64 else None
-    if record is None:
-        abort(404, f"There is no peer review request {request_id[:64]!r}.")
-    return record
+    return found(reviews().get(request_id) if len(request_id) <= 64 else None,
+                 f"There is no peer review request {request_id[:64]!r}.")
 
 
 def _allowed(record: PeerReviewRecord) -> str:
