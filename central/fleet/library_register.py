@@ -2,22 +2,22 @@
 
 The tables belong to the library governance store (``central.libraries.store``): ``reference_libraries``
 (one row per library: kind, status, who authorised it and when, review and expiry dates) and
-``library_compositions`` (the composition counted when each version was built). This module never
-creates or changes them, so it cannot race that store's schema; it reads the columns the shared
-contract of issue #18 names. A database where the governance store has not run yet has no such
+``library_compositions`` (the composition counted when each version was built). This module reads them
+through that store's own queries, opened with ``create=False``: it never creates or changes them, so it
+cannot race that store's schema. A database where the governance store has not run yet has no such
 tables: then every library is unknown, and callers fall back to the default ``national`` library.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from central.database import SqlStore, StoreError
+from central.libraries.store import LibraryStore
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +25,7 @@ SUBSTANTIVE, TEMPORARY = "substantive", "temporary"
 #: Statuses under which no desk should hold a copy any longer.
 GONE_STATUSES = ("retired", "refused")
 
-_COLUMNS = ("library_id", "name", "kind", "purpose_text", "legal_basis", "authority_reference", "status",
-            "requested_by", "requested_at", "authorised_by", "authorised_rank", "authorised_at", "review_due",
-            "expires_at", "suspended_at", "retired_at")
+T = TypeVar("T")
 
 
 def _moment(value: object) -> datetime | None:
@@ -105,37 +103,36 @@ class RecordedComposition:
     counts: dict[str, Any]
 
 
-class LibraryRegister(SqlStore):
+class LibraryRegister:
     """Reads ``reference_libraries`` and ``library_compositions``; creates nothing (see the module docstring)."""
 
     def __init__(self, url: str | Path) -> None:
-        super().__init__(url, schema=lambda _dialect: [], lock_id=772018, error=StoreError, what="library register")
+        self._store = LibraryStore(url, create=False)
 
-    def _select(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def close(self) -> None:
+        self._store.close()
+
+    def _read(self, query: Callable[[], list[T]]) -> list[T]:
         """The rows, or none when the governance tables do not exist (yet) in this database."""
-        with self._lock:
-            try:
-                return self._rows(sql, args)
-            except Exception as e:  # sqlite3.OperationalError, psycopg.errors.UndefinedTable
-                logger.info("no governed library register in this database: %s", e)
-                return []
+        try:
+            return query()
+        except Exception as e:  # sqlite3.OperationalError, psycopg.errors.UndefinedTable
+            logger.info("no governed library register in this database: %s", e)
+            return []
 
     def libraries(self) -> dict[str, RegisteredLibrary]:
         """Every library central has a record of, by id."""
-        rows = self._select(f"SELECT {', '.join(_COLUMNS)} FROM reference_libraries ORDER BY library_id")
-        return {str(r["library_id"]): RegisteredLibrary.from_row(r) for r in rows}
+        records = sorted(self._read(self._store.all), key=lambda r: r.library_id)
+        return {r.library_id: RegisteredLibrary.from_row(asdict(r)) for r in records}
 
     def compositions(self, built_before: datetime | None = None) -> dict[str, RecordedComposition]:
         """Each library's newest recorded composition (built before ``built_before`` when given)."""
-        rows = self._select("SELECT library_id, library_version, built_at, composition FROM library_compositions"
-                            " ORDER BY library_id, library_version")
+        rows = sorted(self._read(self._store.compositions), key=lambda r: (r["library_id"], r["library_version"]))
         newest: dict[str, RecordedComposition] = {}
         for r in rows:
             built = _moment(r.get("built_at"))
             if built_before is not None and built is not None and built >= built_before:
                 continue
-            raw = r["composition"]
-            counts = raw if isinstance(raw, dict) else json.loads(raw)
             newest[str(r["library_id"])] = RecordedComposition(str(r["library_id"]), int(r["library_version"]),
-                                                               built, counts)
+                                                               built, r["composition"])
         return newest

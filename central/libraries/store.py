@@ -164,10 +164,15 @@ def entry_digest(at: str, library_id: str, action: str, actor: str, detail: Mapp
 
 class LibraryStore(SqlStore):
     """Libraries, grants, compositions, manifests and their log, in SQLite (a path or ``sqlite:///path``) or
-    PostgreSQL (``postgresql://``)."""
+    PostgreSQL (``postgresql://``).
 
-    def __init__(self, url: str | Path) -> None:
-        super().__init__(url, schema=_schema, lock_id=_LOCK_ID, error=StoreError, what="library store")
+    ``create=False`` opens it to read only what is there: no table is made, so a reader (the fleet's
+    :class:`central.fleet.library_register.LibraryRegister`) never races this store's own schema, and a
+    database the governance store has not opened yet simply has no tables to read."""
+
+    def __init__(self, url: str | Path, *, create: bool = True) -> None:
+        super().__init__(url, schema=_schema if create else lambda _dialect: [], lock_id=_LOCK_ID, error=StoreError,
+                         what="library store")
 
     # -- writes: each with its log row, in one transaction -------------------------------------------------
 
