@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Literal
 
 from central.database import iso
 from central.libraries.store import EVERY_DESK, LibraryRecord, LibraryStore
@@ -100,11 +101,9 @@ class LibraryService:
     def authorise(self, actor: Actor, library_id: str, *, authoriser_name: str, authoriser_rank: str,
                   review_due: date, expires_at: datetime | None = None) -> LibraryRecord:
         """Authorise a requested library: another person than its requester, with their name and rank."""
-        self._require_role(actor)
-        record = self._existing(library_id)
-        if record.requested_by == actor.username:
-            raise LibraryActionError(f"You requested {record.name}, so you cannot authorise it: a second "
-                                     f"person with the {ROLE} role must authorise it (two-person rule).")
+        record = self._second_person(actor, library_id, "requested_by",
+                                     "You requested {name}, so you cannot authorise it: a second person with the "
+                                     f"{ROLE} role must authorise it (two-person rule).")
         now = self._clock()
         expiry = self._expiry(record.kind, expires_at or _parse(record.expires_at), now)
         if review_due <= now.date():
@@ -122,11 +121,9 @@ class LibraryService:
 
     def refuse(self, actor: Actor, library_id: str, reason: str) -> LibraryRecord:
         """Refuse a request (anyone with the role but the requester); the record and reason are kept."""
-        self._require_role(actor)
-        record = self._existing(library_id)
-        if record.requested_by == actor.username:
-            raise LibraryActionError(f"You requested {record.name}; a second person decides on it. To stop the "
-                                     "request, ask another library authoriser to refuse it.")
+        record = self._second_person(actor, library_id, "requested_by",
+                                     "You requested {name}; a second person decides on it. To stop the request, "
+                                     "ask another library authoriser to refuse it.")
         why = _text(reason, "why the library is refused", 500)
         now = self._clock()
         return self._transition(record, ("requested",), {"status": "refused", "refused_at": iso(now),
@@ -135,8 +132,7 @@ class LibraryService:
 
     def review(self, actor: Actor, library_id: str, *, review_due: date, notes: str) -> LibraryRecord:
         """Record that the library was reviewed and is still necessary and proportionate, until ``review_due``."""
-        self._require_role(actor)
-        record = self._existing(library_id)
+        record = self._target(actor, library_id)
         now = self._clock()
         if review_due <= now.date():
             raise LibraryActionError("The next review date must be after today.")
@@ -150,8 +146,7 @@ class LibraryService:
 
     def suspend(self, actor: Actor, library_id: str, reason: str) -> LibraryRecord:
         """Desks refuse a suspended library at once (next manifest) but keep their copy."""
-        self._require_role(actor)
-        record = self._existing(library_id)
+        record = self._target(actor, library_id)
         why = _text(reason, "why the library is suspended", 500)
         now = self._clock()
         return self._transition(record, ("authorised",), {"status": "suspended", "suspended_at": iso(now),
@@ -160,11 +155,9 @@ class LibraryService:
 
     def reinstate(self, actor: Actor, library_id: str, reason: str) -> LibraryRecord:
         """Lift a suspension; like authorising, a second person decides (not whoever suspended it)."""
-        self._require_role(actor)
-        record = self._existing(library_id)
-        if record.suspended_by == actor.username:
-            raise LibraryActionError(f"You suspended {record.name}, so another library authoriser must reinstate "
-                                     "it (two-person rule).")
+        record = self._second_person(actor, library_id, "suspended_by",
+                                     "You suspended {name}, so another library authoriser must reinstate it "
+                                     "(two-person rule).")
         why = _text(reason, "why the suspension is lifted", 500)
         now = self._clock()
         review_due = _parse_day(record.review_due)
@@ -176,8 +169,7 @@ class LibraryService:
 
     def retire(self, actor: Actor, library_id: str, reason: str) -> LibraryRecord:
         """Retired for good: desks destroy their copies when the next manifest lists it under ``retired``."""
-        self._require_role(actor)
-        record = self._existing(library_id)
+        record = self._target(actor, library_id)
         why = _text(reason, "why the library is retired", 500)
         now = self._clock()
         return self._transition(record, ("authorised", "suspended"), {"status": "retired", "retired_at": iso(now),
@@ -186,8 +178,7 @@ class LibraryService:
 
     def grant(self, actor: Actor, library_id: str, device_id: str) -> bool:
         """Let a desk (or ``*``, every desk) search the library; False if it already could."""
-        self._require_role(actor)
-        record = self._existing(library_id)
+        record = self._target(actor, library_id)
         if record.status in ("retired", "refused"):
             raise LibraryActionError(f"{record.name} is {record.status}; it cannot be given to a desk.")
         device = _device(device_id)
@@ -195,8 +186,7 @@ class LibraryService:
 
     def withdraw(self, actor: Actor, library_id: str, device_id: str) -> bool:
         """The desk may no longer search the library (not listed in its next manifest)."""
-        self._require_role(actor)
-        record = self._existing(library_id)
+        record = self._target(actor, library_id)
         return self._store.withdraw(record.library_id, _device(device_id), actor.username, self._clock())
 
     # -- helpers --------------------------------------------------------------------------------------
@@ -205,6 +195,22 @@ class LibraryService:
         if ROLE not in actor.roles:
             raise LibraryActionError(f"Only staff with the {ROLE} role may change reference libraries; ask "
                                      "your RFR team's system administrator.")
+
+    def _target(self, actor: Actor, library_id: str) -> LibraryRecord:
+        """The library an action is on, once the actor is found to hold the role."""
+        self._require_role(actor)
+        return self._existing(library_id)
+
+    def _second_person(self, actor: Actor, library_id: str, first: Literal["requested_by", "suspended_by"],
+                       refusal: str) -> LibraryRecord:
+        """The library, for a decision a second person must take: the two-person rule, kept here so no page
+        or script gets round it. ``first`` names the record's field holding who took the step being decided
+        on (``requested_by``, ``suspended_by``); that account is refused with ``refusal`` (``{name}``: the
+        library's name)."""
+        record = self._target(actor, library_id)
+        if getattr(record, first) == actor.username:
+            raise LibraryActionError(refusal.format(name=record.name))
+        return record
 
     def _existing(self, library_id: str) -> LibraryRecord:
         record = self._store.get(library_id)

@@ -68,6 +68,15 @@ def test_the_requester_cannot_authorise_their_own_library(service: LibraryServic
     assert record.requested_by == "alice" and record.review_due == "2026-09-01"
 
 
+def test_whoever_suspended_a_library_cannot_reinstate_it(service: LibraryService, store: LibraryStore) -> None:
+    authorised(service)
+    service.suspend(ALICE, "national-custody", "Data quality issue found.")
+    with pytest.raises(LibraryActionError, match="two-person rule"):
+        service.reinstate(ALICE, "national-custody", "Fixed.")
+    assert store.get("national-custody").status == "suspended"  # type: ignore[union-attr]
+    assert service.reinstate(BOB, "national-custody", "Checked the fix.").status == "authorised"
+
+
 def test_only_library_authorisers_act(service: LibraryService) -> None:
     with pytest.raises(LibraryActionError, match="library_authoriser role"):
         request(service, by=AUDITOR)
