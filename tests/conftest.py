@@ -109,6 +109,15 @@ def demo_library(default_pipeline, face_photo, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def enrolled_library(tmp_path_factory):
+    """The library central's own commands build from the demo registry, once a session: the served systems
+    (``tests/served_system.py``) each copy it, so no test changes another's."""
+    from tests.served_system import enrol_demo_library
+
+    return enrol_demo_library(tmp_path_factory.mktemp("enrolled-library"))
+
+
+@pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL cluster (initdb in a temp dir, unix socket only, free port);
     ``postgres.create_database()`` gives a fresh database URL per test."""

@@ -13,8 +13,6 @@ from __future__ import annotations
 import http.cookiejar
 import re
 import ssl
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -22,24 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.settings import load as load_appliance_settings
-from testbed.ports import free_port
-from tests.appliance.http_desk import HttpDesk, create_accounts
-from tests.desk_authorisation import seed_authorisation
-from tests.fleet_tls import FleetPki, desk_web_toml, https_get, start_served, stop_served, wait_https
+from tests.appliance.http_desk import HttpDesk
+from tests.fleet_tls import https_get
 from tests.fleet_tls import opener as fleet_opener
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from tests.served_system import served_system
 
 CENTRAL_PASSWORD = "e2e-auditor-password"
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, check=False,
-                            input=stdin)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def central_auditor(base: str, context: ssl.SSLContext) -> urllib.request.OpenerDirector:
@@ -57,61 +43,11 @@ def central_auditor(base: str, context: ssl.SSLContext) -> urllib.request.Opener
 
 
 @pytest.fixture
-def system(tmp_path: Path, mosquitto):
+def system(tmp_path: Path, mosquitto, enrolled_library):
     """Central and one appliance as separate processes, with a library built by central's command."""
-    run("-m", "central.enrolment", "demo-import", "--out", str(tmp_path / "import"))
-    run("-m", "central.enrolment", "enrol", "--images", str(tmp_path / "import" / "images"),
-        "--csv", str(tmp_path / "import" / "subjects.csv"),
-        "--out", str(tmp_path / "lib.db"), "--key-file", str(tmp_path / "lib.key"))
-    central_port, appliance_port = free_port(), free_port()
-    pki = FleetPki.create(tmp_path / "fleet")
-    desk_pki = pki.enrol(tmp_path / "appliance", "desk-e2e-01", web=True)
-    # Central's fleet-command key signs its acks, outcomes and announcements; the desk is given the public half.
-    command_key = tmp_path / "central-keys" / "fleet-command.pem"
-    run("-m", "central", "devices", "command-key", "--out", str(command_key))
-    wrapped = tmp_path / "appliance" / "pki" / "library.wrapped"
-    (tmp_path / "central.toml").write_text(
-        f'data_dir = "{tmp_path / "central"}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-e2e"\n'
-        f'[web]\nport = {central_port}\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
-        + pki.central_web_toml()
-        + f'[fleet]\ncommand_key = "{command_key}"\n'
-    )
-    (tmp_path / "appliance.toml").write_text(
-        f'device_id = "desk-e2e-01"\ndata_dir = "{tmp_path / "appliance"}"\n'
-        f'fleet_command_public_key = "{command_key}.pub"\n'
-        f'[library]\npath = "{tmp_path / "lib.db"}"\nwrapped_key = "{wrapped}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'[web]\nport = {appliance_port}\nsecret_key = "e2e-secret-key-0123456789"\n' + desk_web_toml(desk_pki)
-    )
-    # Provisioning: the appliance's audit signing key and key-wrapping key are made on the desk and registered
-    # with central before first start (central refuses audit messages from devices it has no key for); central
-    # wraps the library key to the desk, which never sees the plain key file.
-    from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_key
-
-    load_or_create_signing_key(tmp_path / "appliance")
-    # (the desk's keys, its key-wrapping key included, were made at its enrolment above: pki.enrol)
-    run("-m", "central", "devices", "register", "--id", "desk-e2e-01",
-        "--public-key", str(tmp_path / "appliance" / PUBLIC_NAME), "--config", str(tmp_path / "central.toml"),
-        "--wrap-key", str(tmp_path / "appliance" / "pki" / "library-wrap.pub"))
-    run("-m", "central", "devices", "wrap-library-key", "--id", "desk-e2e-01", "--key-file", str(tmp_path / "lib.key"),
-        "--out", str(wrapped), "--config", str(tmp_path / "central.toml"))
-    run("-m", "central", "accounts", "add", "--config", str(tmp_path / "central.toml"), "--username", "auditor",
-        "--role", "auditor", "--password-stdin", stdin=CENTRAL_PASSWORD + "\n")
-    create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
-    # Central's authorisation manifest for the desk's library, through the desk's apply path: a desk searches
-    # only libraries it is authorised to (#18).
-    seed_authorisation(load_appliance_settings(tmp_path / "appliance.toml"))
-    logs = {name: tmp_path / f"{name}.log" for name in ("central", "appliance")}
-    procs = {name: start_served(name, tmp_path / f"{name}.toml", logs[name]) for name in ("central", "appliance")}
-    try:
-        wait_https(f"https://127.0.0.1:{central_port}/healthz", pki.trust(), procs["central"], logs["central"])
-        wait_https(f"https://127.0.0.1:{appliance_port}/login", pki.trust(), procs["appliance"], logs["appliance"])
-        yield {"central": f"https://127.0.0.1:{central_port}", "appliance": f"https://127.0.0.1:{appliance_port}",
-               "tmp": tmp_path, "trust": pki.trust()}
-    finally:
-        codes = {name: stop_served(proc) for name, proc in procs.items()}
-        assert codes == {"central": 0, "appliance": 0}, {n: logs[n].read_text()[-3000:] for n in logs}
+    with served_system(tmp_path, mosquitto, enrolled_library, "desk-e2e-01",
+                       central_accounts={"auditor": ("auditor", CENTRAL_PASSWORD)}) as served:
+        yield served
 
 
 def test_probe_ranks_the_enrolled_person_first_and_central_records_the_search(system, face_photo):

@@ -17,70 +17,22 @@ from pathlib import Path
 
 import pytest
 
-from appliance.settings import load as load_appliance_settings
-from testbed.ports import free_port
 from tests.appliance.desk_helpers import SUBMISSION
-from tests.appliance.http_desk import HttpDesk, create_accounts
-from tests.desk_authorisation import seed_authorisation
-from tests.fleet_tls import FleetPki, desk_web_toml, https_get, start_served, stop_served, wait_https
+from tests.appliance.http_desk import HttpDesk
+from tests.fleet_tls import https_get, stop_served
 from tests.metrics_scrape import label_problems, samples, value
-from tests.test_end_to_end import run
-from webserver.metrics import token_sha256
+from tests.served_system import Metrics, served_system
 
-ROOT = Path(__file__).resolve().parents[1]
 DESK_TOKEN = "desk-e2e-scrape-token-0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 CENTRAL_TOKEN = "central-e2e-scrape-token-8a7b6c5d4e3f20112233445566778899"
 REQUIRED = ("time", "level", "component", "logger", "event", "message", "device_id", "case_id", "message_id")
 
 
 @pytest.fixture
-def served(tmp_path: Path, mosquitto):
-    run("-m", "central.enrolment", "demo-import", "--out", str(tmp_path / "import"))
-    run("-m", "central.enrolment", "enrol", "--images", str(tmp_path / "import" / "images"),
-        "--csv", str(tmp_path / "import" / "subjects.csv"),
-        "--out", str(tmp_path / "lib.db"), "--key-file", str(tmp_path / "lib.key"))
-    central_port, desk_port = free_port(), free_port()
-    pki = FleetPki.create(tmp_path / "fleet")
-    desk_pki = pki.enrol(tmp_path / "appliance", "desk-ops-01", web=True)
-    command_key = tmp_path / "central-keys" / "fleet-command.pem"
-    run("-m", "central", "devices", "command-key", "--out", str(command_key))
-    wrapped = tmp_path / "appliance" / "pki" / "library.wrapped"
-    (tmp_path / "central.toml").write_text(
-        f'data_dir = "{tmp_path / "central"}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\nclient_id = "central-ops"\n'
-        f'[web]\nport = {central_port}\nsecret_key = "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k"\n'
-        + pki.central_web_toml()
-        + f'[fleet]\ncommand_key = "{command_key}"\n'
-        + f'[metrics]\ntoken_sha256 = "{token_sha256(CENTRAL_TOKEN)}"\n')
-    (tmp_path / "appliance.toml").write_text(
-        f'device_id = "desk-ops-01"\ndata_dir = "{tmp_path / "appliance"}"\n'
-        f'fleet_command_public_key = "{command_key}.pub"\n'
-        f'[library]\npath = "{tmp_path / "lib.db"}"\nwrapped_key = "{wrapped}"\n'
-        f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
-        f'[health]\ninterval_s = 1\n'
-        f'[metrics]\ntoken_sha256 = "{token_sha256(DESK_TOKEN)}"\n'
-        f'[web]\nport = {desk_port}\nsecret_key = "ops-secret-key-0123456789"\n' + desk_web_toml(desk_pki))
-    from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_key
-
-    load_or_create_signing_key(tmp_path / "appliance")
-    run("-m", "central", "devices", "register", "--id", "desk-ops-01",
-        "--public-key", str(tmp_path / "appliance" / PUBLIC_NAME), "--config", str(tmp_path / "central.toml"),
-        "--wrap-key", str(tmp_path / "appliance" / "pki" / "library-wrap.pub"))
-    run("-m", "central", "devices", "wrap-library-key", "--id", "desk-ops-01", "--key-file", str(tmp_path / "lib.key"),
-        "--out", str(wrapped), "--config", str(tmp_path / "central.toml"))
-    create_accounts(tmp_path / "appliance.toml", {"officer": "custody_officer", "inspector": "inspector"})
-    seed_authorisation(load_appliance_settings(tmp_path / "appliance.toml"))  # the desk's library, authorised
-    logs = {name: tmp_path / f"{name}.log" for name in ("central", "appliance")}
-    procs = {name: start_served(name, tmp_path / f"{name}.toml", logs[name]) for name in ("central", "appliance")}
-    system = {"central": f"https://127.0.0.1:{central_port}", "appliance": f"https://127.0.0.1:{desk_port}",
-              "trust": pki.trust(), "logs": logs, "procs": procs}
-    try:
-        wait_https(system["central"] + "/healthz", pki.trust(), procs["central"], logs["central"])
-        wait_https(system["appliance"] + "/login", pki.trust(), procs["appliance"], logs["appliance"])
+def served(tmp_path: Path, mosquitto, enrolled_library):
+    with served_system(tmp_path, mosquitto, enrolled_library, "desk-ops-01", health_interval_s=1,
+                       metrics=Metrics(central_token=CENTRAL_TOKEN, desk_token=DESK_TOKEN)) as system:
         yield system
-    finally:
-        codes = {name: stop_served(proc) for name, proc in procs.items() if proc.poll() is None}
-        assert all(code == 0 for code in codes.values()), {n: logs[n].read_text()[-3000:] for n in logs}
 
 
 def scrape(system, product: str, token: str):
