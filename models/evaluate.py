@@ -4,7 +4,8 @@ DIR holds ``<identity>/<image>`` files. The command prints the figures and
 writes them as JSON; the required top-level keys are those of the first
 ``--embedder`` (the default embedder when none is given), and every embedder's
 figures are also under ``embedders``, keyed by embedder id, so several can be
-compared in one run on the same detections. ``--calibration`` also prints a
+compared in one run on the same detections (``--candidates`` runs every
+pipeline of issue 22, ``CANDIDATES``). ``--calibration`` also prints a
 ``[calibration]`` table for each embedder's manifest.
 
 Each embedder's figures include 1:N identification at a force's library size
