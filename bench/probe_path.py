@@ -33,7 +33,7 @@ from models.errors import ImageRejectedError, NoFaceError
 from models.evaluation.runner import labelled_images
 from models.pipeline import FacePipeline
 
-CANDIDATES = ("mobilefacenet_mirror", "sface_2021dec", "sface_dlib", "sface_dlib_int8")
+CANDIDATES = ("mobilefacenet_mirror", "sface_2021dec", "sface_dlib", "sface_dlib_int8", "sface_yunet_dlib_blazeface")
 
 
 def _percentile(values: list[float], q: float) -> float | None:

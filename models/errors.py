@@ -38,3 +38,20 @@ NO_FACE_MESSAGE = (
 
 class FaceAlignmentError(NoFaceError):
     """The face's landmarks are degenerate, so it cannot be lined up for matching."""
+
+
+FACE_NOT_CONFIRMED_MESSAGE = (
+    "The face could not be read reliably in this photo. Retake it with the face clearly visible, "
+    "facing the camera, with nothing covering it."
+)
+
+
+class FaceNotConfirmedError(NoFaceError):
+    """A fused template's second detector could not find the face the first one chose.
+
+    The photo is refused rather than templated by one part only, which would not be comparable with
+    the library's templates.
+    """
+
+    def __init__(self, message: str = FACE_NOT_CONFIRMED_MESSAGE) -> None:
+        super().__init__(message)

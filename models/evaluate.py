@@ -4,7 +4,8 @@ DIR holds ``<identity>/<image>`` files. The command prints the figures and
 writes them as JSON; the required top-level keys are those of the first
 ``--embedder`` (the default embedder when none is given), and every embedder's
 figures are also under ``embedders``, keyed by embedder id, so several can be
-compared in one run on the same detections. ``--calibration`` also prints a
+compared in one run on the same detections (``--candidates`` runs every
+pipeline of issue 22, ``CANDIDATES``). ``--calibration`` also prints a
 ``[calibration]`` table for each embedder's manifest.
 
 Each embedder's figures include 1:N identification at a force's library size
@@ -39,6 +40,11 @@ from models.pipeline import DEFAULT_EMBEDDER, FacePipeline
 
 logger = logging.getLogger(__name__)
 
+# Every pipeline issue 22 compares (``--candidates``): the default first, then the other fusions, the
+# single embedders, and the evaluation-only MobileFaceNet. The two-detector fusion runs BlazeFace as well.
+CANDIDATES = ("sface_dlib", "sface_yunet_dlib_blazeface", "sface_dlib_int8", "sface_dlib_mobilefacenet",
+              "sface_2021dec", "mobilefacenet_mirror", "mobilefacenet", "dlib_resnet")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models.evaluate", description=__doc__.splitlines()[0])
@@ -46,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--embedder", action="append",
                         help=f"manifest name or path (repeat to compare; default {DEFAULT_EMBEDDER})")
+    parser.add_argument("--candidates", action="store_true",
+                        help=f"compare every candidate pipeline in one run: {', '.join(CANDIDATES)}")
     parser.add_argument("--calibration", action="store_true",
                         help="also print a [calibration] table for each embedder's manifest")
     parser.add_argument("--resamples", type=int, default=BOOTSTRAP_RESAMPLES,
@@ -110,7 +118,10 @@ def _calibration_table(summary: dict[str, Any], dataset: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    embedders = args.embedder or [DEFAULT_EMBEDDER]
+    embedders = list(CANDIDATES) if args.candidates else args.embedder or [DEFAULT_EMBEDDER]
+    if args.candidates and args.embedder:
+        print("evaluate: give --candidates or --embedder, not both", file=sys.stderr)
+        return 2
     if not args.faces.is_dir():  # before compiling any model
         print(f"evaluate: {args.faces} is not a folder of <identity>/<image> files", file=sys.stderr)
         return 2

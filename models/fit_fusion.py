@@ -1,9 +1,17 @@
-"""``python -m models.fit_fusion --faces DIR --detector D --embedder A --embedder B``: fused-template weights.
+"""``python -m models.fit_fusion --faces DIR (--detector D --embedder A --embedder B | --fused NAME)``: fusion weights.
 
-Runs the embedders on the same detections of a labelled folder (the
-development set, never the held-out one), measures each one's impostor score
-spread leave-one-out, and prints the ``[[components]]`` tables for a fused
-manifest (``models/manifests/fused/``), weights per ``models.fusion.fit_weights``.
+Runs the embedders on the same faces of a labelled folder (the development
+set, never the held-out one), measures each one's impostor score spread, and
+prints the ``[[components]]`` tables for a fused manifest
+(``models/manifests/fused/``), weights per ``models.fusion.fit_weights``.
+
+``--fused NAME`` takes the parts from a fused manifest instead, each on the
+faces that manifest gives it (a part with a detector of its own gets that
+detector's box for the same face, ``models.face_match``), and for two parts
+also prints a grid: TAR at FAR 1e-3 of ``a * cos_1 + (1 - a) * cos_2`` for
+``a`` from 0 to 1 in steps of 0.05, with the weights ``sqrt(a)``, ``sqrt(1 - a)``
+that give it. A weight picked from that grid is fitted and measured on the same
+set, so its figure is optimistic; say so wherever it is quoted.
 """
 
 from __future__ import annotations
@@ -15,10 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import CustodyRfrError
-from models.evaluation.metrics import pair_scores
-from models.evaluation.runner import run
-from models.fusion import fit_weights
-from models.pipeline import FacePipeline
+from models.evaluation.metrics import pair_scores, tar_at, threshold_at_far
+from models.evaluation.runner import labelled_images, run
+from models.fusion import FusedEmbedder, fit_weights
+from models.image import decode_image
+from models.pipeline import FacePipeline, default_face_index
+
+GRID_STEP = 0.05
 
 
 def impostor_scores(faces: Path, detector: str, embedders: list[str]) -> dict[str, np.ndarray]:
@@ -33,14 +44,50 @@ def impostor_scores(faces: Path, detector: str, embedders: list[str]) -> dict[st
     return scores
 
 
+def part_templates(faces: Path, fused: str) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """Part names, labels and one template matrix per part, over the images every part could template."""
+    pipeline = FacePipeline.load(embedder=fused)
+    embedder = pipeline.embedder
+    if not isinstance(embedder, FusedEmbedder):
+        raise CustodyRfrError(f"{fused} is not a fused-template manifest")
+    labels, rows = [], []
+    for identity, path in labelled_images(faces):
+        try:
+            image = decode_image(path.read_bytes())
+            found = pipeline.detect(image)
+            if not found:
+                continue
+            crops = embedder.align(image, found[default_face_index(found)])
+            rows.append([part.embed(crop) for part, crop in zip(embedder.components, crops, strict=True)])
+        except (CustodyRfrError, OSError, ValueError):
+            continue
+        labels.append(identity)
+    names = [c.embedder for c in embedder.manifest.components]
+    return names, np.array(labels), [np.vstack([r[i] for r in rows]).astype(np.float64) for i in range(len(names))]
+
+
+def _tar_at_1e_3(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    return tar_at(genuine, threshold_at_far(impostor, 1e-3))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.fit_fusion", description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=Path, required=True)
-    parser.add_argument("--detector", required=True)
-    parser.add_argument("--embedder", action="append", required=True)
+    parser.add_argument("--detector")
+    parser.add_argument("--embedder", action="append")
+    parser.add_argument("--fused", help="a fused manifest: fit its parts on the faces it gives each")
     args = parser.parse_args(argv)
+    if (args.fused is None) == (args.detector is None or not args.embedder):
+        parser.error("give either --fused NAME, or --detector and --embedder (repeated)")
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     try:
-        scores = impostor_scores(args.faces, args.detector, args.embedder)
+        if args.fused is None:
+            scores = impostor_scores(args.faces, args.detector, args.embedder)
+        else:
+            names, labels, matrices = part_templates(args.faces, args.fused)
+            pairs = [pair_scores(m @ m.T, labels) for m in matrices]
+            scores = {name: imp for name, (_, imp) in zip(names, pairs, strict=True)}
+            print(f"# {len(labels)} images templated by every part")
     except (CustodyRfrError, FileNotFoundError) as e:
         print(f"fit_fusion: {e}", file=sys.stderr)
         return 2
@@ -48,6 +95,14 @@ def main(argv: list[str] | None = None) -> int:
     for (name, imp), weight in zip(scores.items(), weights, strict=True):
         print(f"# {name}: {imp.size} impostor pairs, mean {imp.mean():.4f}, std {imp.std():.4f}")
         print(f'[[components]]\nembedder = "{name}"\nweight = {weight:.4f}\n')
+    if len(pairs) == 2:
+        (gen1, imp1), (gen2, imp2) = pairs
+        fitted = weights[0] ** 2 / (weights[0] ** 2 + weights[1] ** 2)
+        print(f"# inverse-sd weights: a = {fitted:.3f}, TAR at FAR 1e-3 "
+              f"{_tar_at_1e_3(fitted * gen1 + (1 - fitted) * gen2, fitted * imp1 + (1 - fitted) * imp2):.4f}")
+        for a in np.round(np.arange(0, 1 + GRID_STEP / 2, GRID_STEP), 2):
+            tar = _tar_at_1e_3(a * gen1 + (1 - a) * gen2, a * imp1 + (1 - a) * imp2)
+            print(f"# a = {a:.2f} (weights {np.sqrt(a):.4f}, {np.sqrt(1 - a):.4f}): TAR at FAR 1e-3 {tar:.4f}")
     return 0
 
 

@@ -12,6 +12,11 @@ standard deviation of component ``i``), the fused cosine is an increasing
 affine function of the sum of z-normalised scores ``sum((cos_i - mu_i) / sigma_i)``,
 the fusion measured in issue 22 (dlib's impostors crowd near 0.84 with a
 small spread, SFace's near 0 with a wide one; unweighted, SFace would drown dlib).
+
+A part may take its crop from a second detector's keypoints (``[[components]] detector``):
+that detector is run on the same photo and must find the face the pipeline's detector
+chose (``models.face_match``), or the photo is refused; the pipeline's detector alone
+decides whether there is a face, which one, and its quality.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 
 from models.detector import DetectedFace
 from models.embedder import FaceEmbedder
+from models.face_match import Finder, locate
 from models.manifest import FusedManifest
 
 logger = logging.getLogger(__name__)
@@ -55,17 +61,41 @@ def fuse(templates: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarra
 class FusedEmbedder:
     """Behaves as one embedder: ``align`` gives each component its own crop, ``embed`` fuses their templates."""
 
-    def __init__(self, manifest: FusedManifest, components: Sequence[FaceEmbedder]) -> None:
+    def __init__(self, manifest: FusedManifest, components: Sequence[FaceEmbedder],
+                 finders: Sequence[Finder | None] | None = None) -> None:
+        """``finders[i]`` is part i's own detector, or None when its crop comes from the pipeline's face."""
         if len(components) != len(manifest.components):
             raise ValueError(f"{manifest.ref} names {len(manifest.components)} embedders, got {len(components)}")
         self.manifest = manifest
         self.components = list(components)
+        self.finders: list[Finder | None] = list(finders) if finders is not None else [None] * len(components)
+        if len(self.finders) != len(self.components):
+            raise ValueError(f"{manifest.ref}: {len(self.components)} parts but {len(self.finders)} finders")
         self.weights = [c.weight for c in manifest.components]
         self.dim = sum(c.dim for c in self.components)
         self.size = self.components[0].size
 
+    def part_faces(self, image_bgr: np.ndarray, face: DetectedFace) -> list[DetectedFace]:
+        """The face as each part sees it: the pipeline's, or its own detector's box for the same face.
+
+        Each second detector runs once per call, however many parts use it. Raises
+        ``FaceNotConfirmedError`` when one cannot find the face.
+        """
+        found: dict[tuple[int, float], DetectedFace] = {}
+        faces = []
+        for finder, spec in zip(self.finders, self.manifest.components, strict=True):
+            if finder is None:
+                faces.append(face)
+                continue
+            key = (id(finder), spec.retry_padding)
+            if key not in found:
+                found[key] = locate(finder, image_bgr, face, spec.retry_padding)
+            faces.append(found[key])
+        return faces
+
     def align(self, image_bgr: np.ndarray, face: DetectedFace) -> FusedCrops:
-        return tuple(c.align(image_bgr, face) for c in self.components)
+        faces = self.part_faces(image_bgr, face)
+        return tuple(c.align(image_bgr, f) for c, f in zip(self.components, faces, strict=True))
 
     def embed(self, aligned: FusedCrops | np.ndarray) -> np.ndarray:
         """The fused template of ``align``'s crops; a single crop is resized for each component (self-test)."""

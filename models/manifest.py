@@ -308,6 +308,14 @@ class FusedComponent(StrictModel):
     weight: float = Field(gt=0, le=100)
     precision: Literal["fp32", "int8"] = Field(
         default="fp32", description="int8: the part's own [conversion.int8] recipe (models/quantise.py)")
+    detector: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="the detector whose keypoints this part's crop comes from, when not the fused template's: "
+                    "it is run on the same photo and must find the primary detector's face (models/face_match.py)")
+    retry_padding: float = Field(
+        default=1.0, ge=0, le=3,
+        description="with a detector of its own: when it does not find the primary's face, look again in that "
+                    "face's box padded by this many box sides per side (0: no retry, refuse at once)")
 
 
 class FusedManifest(StrictModel):
@@ -338,6 +346,10 @@ class FusedManifest(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(f"each embedder may appear once, not {names}")
         return self
+
+    def part_detector(self, component: FusedComponent) -> str:
+        """The detector a part's crop comes from: its own, else the template's (which decides the face)."""
+        return component.detector or self.detector
 
     @property
     def ref(self) -> str:

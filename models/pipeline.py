@@ -101,19 +101,28 @@ def make_embedder(name: str | Path, config: dict[str, str] | None = None) -> tup
     if is_fused(name):
         fused = load_fused_manifest(name)
         parts = []
+        finders: list[Detector | None] = []
+        second: dict[str, Detector] = {}  # one compiled model per second detector, shared by its parts
         for component in fused.components:
+            detector = fused.part_detector(component)
             part, wanted = (make_embedder(component.embedder, config) if component.precision == "fp32"
-                            else _int8_embedder(component.embedder, fused.detector, config))
+                            else _int8_embedder(component.embedder, detector, config))
             if not isinstance(part, FaceEmbedder):
                 raise ModelManifestError(f"{fused.ref}: a fused template cannot contain another fused template")
-            if wanted not in (None, fused.detector):
-                raise ModelManifestError(f"{fused.ref} uses detector {fused.detector}, but its part "
-                                         f"{part.manifest.ref} was calibrated with {wanted}.")
+            if wanted not in (None, detector):
+                raise ModelManifestError(f"{fused.ref} gives its part {part.manifest.ref} detector {detector}'s "
+                                         f"faces, but that part was calibrated with {wanted}.")
             parts.append(part)
+            if detector == fused.detector:
+                finders.append(None)
+            else:
+                if detector not in second:
+                    second[detector] = make_detector(load_manifest(detector), config)
+                finders.append(second[detector])
         if fused.licence.grade == "deployable" and any(p.manifest.licence.grade != "deployable" for p in parts):
             raise ModelManifestError(f"{fused.ref} says it is deployable, but it contains an evaluation-grade "
                                      f"embedder; a fusion inherits the most restrictive licence of its parts.")
-        return FusedEmbedder(fused, parts), fused.detector
+        return FusedEmbedder(fused, parts, finders), fused.detector
     manifest = load_manifest(name)
     return FaceEmbedder(manifest, ensure_ir(manifest), config), manifest.detector
 

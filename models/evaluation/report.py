@@ -86,7 +86,8 @@ def summarise(records: Sequence[ImageRecord], embedder_id: str) -> dict[str, Any
         if ver else None,
         "score_bands": [{"name": b.name, "threshold": b.threshold, "far": b.far, "tar": b.tar} for b in bands],
         "quality": {verdict: quality.get(verdict, 0) for verdict in ("pass", "warn", "fail")},
-        "not_used": [{"file": str(r.path), "reason": r.error} for r in records if embedder_id not in r.templates],
+        "not_used": [{"file": str(r.path), "reason": r.reason(embedder_id)} for r in records
+                     if embedder_id not in r.templates],
     }
 
 

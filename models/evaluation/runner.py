@@ -2,7 +2,9 @@
 
 Each image is decoded, detected and aligned once and embedded once per
 embedder, so comparing embedders costs one extra embedding per image, and all
-pair scores come later from one matrix product. Detection is recorded twice:
+pair scores come later from one matrix product. An embedder that refuses a
+face the detector found (a fused template whose second detector cannot find
+it) loses that image alone; the others keep it. Detection is recorded twice:
 by the production detector (with its padded retry) and by the same model with
 the retry switched off, so the report can show what the retry recovers.
 A file that cannot be decoded or has no face is kept, with its reason: it is
@@ -43,6 +45,13 @@ class ImageRecord:
     templates: dict[str, np.ndarray] = field(default_factory=dict)  # by embedder id
     timings_ms: dict[str, float] = field(default_factory=dict)      # decode, detect, quality
     embed_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # embedder id -> (align, embed)
+    refused: dict[str, str] = field(default_factory=dict)  # embedder id -> why that embedder gave no template
+
+    def reason(self, embedder_id: str) -> str | None:
+        """Why this image has no template for ``embedder_id`` (None when it has one)."""
+        if embedder_id in self.templates:
+            return None
+        return self.error or self.refused.get(embedder_id)
 
     @property
     def detected(self) -> bool:
@@ -99,16 +108,22 @@ def evaluate_image(identity: str, path: Path, pipelines: Sequence[FacePipeline],
         face = faces[default_face_index(faces)]
         with _timed(timings, "quality"):
             record.quality = pipelines[0].assess(image, face, len(faces))
+        record.faces_found = len(faces)
         for pipeline in pipelines:
             stages: dict[str, float] = {}
-            with _timed(stages, "align"):
-                aligned = pipeline.align(image, face)
-            with _timed(stages, "embed"):
-                record.templates[pipeline.embedder_id] = pipeline.embed_aligned(aligned)
+            try:  # a refusal by one embedder (a fused part's detector missing the face) is that embedder's only
+                with _timed(stages, "align"):
+                    aligned = pipeline.align(image, face)
+                with _timed(stages, "embed"):
+                    record.templates[pipeline.embedder_id] = pipeline.embed_aligned(aligned)
+            except (CustodyRfrError, ValueError) as e:
+                record.refused[pipeline.embedder_id] = str(e)
+                logger.info("%s: %s: %s", path, pipeline.embedder_id, e)
+                continue
             record.embed_ms[pipeline.embedder_id] = (stages["align"], stages["embed"])
-        record.faces_found = len(faces)
     except (CustodyRfrError, OSError, ValueError) as e:
         record.error = str(e)
+        record.faces_found = 0
         record.templates.clear()
         logger.info("%s: %s", path, e)
     return record

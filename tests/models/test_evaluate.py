@@ -165,6 +165,12 @@ def test_command_reports_a_missing_folder(tmp_path: Path, capsys) -> None:
     assert "nope" in capsys.readouterr().err
 
 
+def test_candidates_include_the_two_detector_fusion_and_exclude_embedder(tmp_path: Path, capsys) -> None:
+    assert evaluate.CANDIDATES[0] == DEFAULT_EMBEDDER and "sface_yunet_dlib_blazeface" in evaluate.CANDIDATES
+    assert evaluate.main(["--faces", str(tmp_path), "--candidates", "--embedder", "sface_dlib"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
 @pytest.mark.models
 @pytest.mark.skipif(not DEV_FACES.is_dir(), reason="labelled evaluation set not present")
 def test_dev_set_meets_the_issue_22_figures() -> None:
