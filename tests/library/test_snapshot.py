@@ -166,3 +166,20 @@ def test_a_template_of_huge_values_is_refused_without_an_overflow_warning() -> N
         warnings.simplefilter("error")
         with pytest.raises(SnapshotError, match="not a unit vector"):
             check_template(np.array([3e38, 0, 0, 0], dtype=np.float32), 4)
+
+
+def test_index_written_in_other_chunk_sizes_loads_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The loader sizes its buffer from the chunk count (reading each blob once); a file whose chunks are
+    larger or smaller than today's CHUNK_BYTES must still give the same index."""
+    from library import index
+
+    key, vectors = new_key(), unit_vectors(300)
+    monkeypatch.setattr(index, "CHUNK_BYTES", 4096)  # many small chunks, each full but the last
+    build(tmp_path / "small.db", key, vectors)
+    monkeypatch.setattr(index, "CHUNK_BYTES", 1000)  # the loader now expects smaller chunks than were written
+    snap = Snapshot.open(tmp_path / "small.db", key, expected_embedder="emb@1")
+    top = snap.search(vectors[17], k=3)
+    assert top[0].record.subject_ref == "SUBJ-0017" and top[0].score == pytest.approx(1.0, abs=1e-5)
+    monkeypatch.setattr(index, "CHUNK_BYTES", 1 << 20)  # and larger than were written
+    again = Snapshot.open(tmp_path / "small.db", key, expected_embedder="emb@1")
+    assert [c.record.subject_ref for c in again.search(vectors[17], k=3)] == [c.record.subject_ref for c in top]
