@@ -22,17 +22,20 @@ from appliance.comms.mqtt import CentralLink
 from appliance.services.accounts import AccountService
 from appliance.services.audit import AuditLog
 from appliance.services.cases import CaseService
-from appliance.services.clock_guard import ClockGuard
+from appliance.services.clock_guard import ClockGuard, ClockNotedAudit
+from appliance.services.fleet_commands import command_router
 from appliance.services.health import HealthReporter
 from appliance.services.integrity import LibraryIntegrity
 from appliance.services.library import LibraryHolder, LibrarySet, PrimaryLibrary
 from appliance.services.library_expiry import LibraryExpiry
+from appliance.services.library_repair import LibraryRepair
 from appliance.services.peer_review import (
     CentralPeerReviewChannel,
     LocalPeerReviewChannel,
     PeerReviewChannel,
     load_review_key,
 )
+from appliance.services.resend import ResendService
 from appliance.services.retention import RetentionService
 from appliance.services.search_authority import SearchAuthority
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, WipeService, load_command_key
@@ -42,7 +45,7 @@ from appliance.storage.authorisation import AuthorisationStore
 from appliance.storage.cases import CaseStore
 from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase, desk_tpm
-from appliance.storage.library_folders import held_ids, is_destroyed, library_folder, migrate_legacy
+from appliance.storage.library_folders import finish_repairs, held_ids, is_destroyed, library_folder, migrate_legacy
 from appliance.storage.library_keys import LibraryKeyring, open_library_keys
 from appliance.storage.outbox import Outbox
 from appliance.storage.peer_review_outbox import PeerReviewOutbox
@@ -109,6 +112,7 @@ class Desk:
     expiry: LibraryExpiry  # temporary libraries past expiry and retired ones destroyed, with proof
     clock_guard: ClockGuard | None = None
     library_integrity: LibraryIntegrity | None = None
+    library_repair: LibraryRepair | None = None  # a damaged library refused and re-fetched from central
 
     def start(self) -> None:
         """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
@@ -127,18 +131,32 @@ class Desk:
             self.updater.stop()
         self.retention.stop()
         self.expiry.stop()
+        if self.library_integrity is not None:
+            self.library_integrity.stop()
+        if self.library_repair is not None:
+            self.library_repair.stop()
         self.libraries.close()
         self.db.close()
         self.service_lock.release()
 
 
+def newest_signed(authorisation: AuthorisationStore, desk_config: DeskConfigStore) -> float | None:
+    """The newest time central signed a document this desk holds at: true time is no earlier (a clock behind)."""
+    times = [applied.config.issued_at.timestamp() for applied in [desk_config.applied()] if applied is not None]
+    manifest = authorisation.manifest()
+    if manifest is not None:
+        times.append(manifest.issued_at.timestamp())
+    return max(times, default=None)
+
+
 def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = None,
-              clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Desk:
+              clock: Callable[[], datetime] | None = None) -> Desk:
     """Wire the desk from its settings: the library first (nothing is created on disk if it does not open),
     then the device's records, the services and the MQTT link. Background work waits for ``Desk.start``.
 
     ``pipeline`` lets tests share one compiled pipeline across desks; the service loads its own. ``clock`` is
-    the desk's clock for library authorisation (expiry, review dates): injectable, as the retention purge's is.
+    the desk's clock for library authorisation (expiry, review dates): injectable, as the retention purge's is;
+    by default the clock guard's wall clock (the one whose jumps it watches).
     """
     pipeline = pipeline or FacePipeline.load(embedder=settings.models.embedder)
     tpm = desk_tpm(settings)
@@ -148,6 +166,7 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     keyring = LibraryKeyring(keys)
     root, primary_id = settings.library_store_dir, settings.library.library_id
     migrate_legacy(root, primary_id)  # a desk from before several libraries: its store moves into its folder
+    finish_repairs(root)  # a damaged library's replacement cut by a restart is finished (or asked for again)
     stores: dict[str, LibraryStore] = {}
 
     def store_for(library_id: str) -> LibraryStore:
@@ -178,24 +197,33 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     db, outbox, audit = records.db, records.outbox, records.audit
     # The clock is judged against the log (its newest time, a doubt still standing) now, against itself while
     # running, and against central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
-    clock_guard = ClockGuard.from_log(outbox)
-    audit.watch_clock(clock_guard.check)
     authorisation = AuthorisationStore(db)  # central's signed library authorisation, once one is applied
-    libraries = LibrarySet(holders, authorisation.manifest, primary=primary_id, clock=clock)
+    desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
+    clock_guard = ClockGuard.from_log(outbox, signed_at=newest_signed(authorisation, desk_config))
+    audit.watch_clock(clock_guard.check)
+    if clock is None:  # under a doubt, the guard's estimate (see ClockGuard.limits_now); none: refused below
+        clock = lambda: datetime.fromtimestamp(clock_guard.limits_now() or clock_guard.wall(), UTC)  # noqa: E731
+    libraries = LibrarySet(holders, authorisation.manifest, primary=primary_id, clock=clock,
+                           clock_doubt=clock_guard.unbounded_doubt)
     library = libraries.primary
     expiry = LibraryExpiry(libraries, authorisation, keyring, root, db, audit, data_dir=settings.data_dir,
                            store_for=store_for, download_dir=settings.data_dir / "updates" / "downloads",
                            provisioned_files=[settings.library.path, *filter(None, [settings.library.wrapped_key])],
-                           clock=clock)
-    granted = AuthorisationUpdater(authorisation, audit, settings.device_id)
-    granted.on_applied = lambda _manifest: expiry.sweep()  # a retirement takes effect at once
-    desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
+                           clock=clock, clock_doubt=lambda: clock_guard.doubt)
+    update_audit = ClockNotedAudit(audit, lambda: clock_guard.doubt)  # TUF's expiry checks read the desk's clock
+    granted = AuthorisationUpdater(authorisation, update_audit, settings.device_id)
+
+    def on_manifest(_manifest: object) -> None:
+        expiry.sweep()  # a retirement takes effect at once
+        expiry.reschedule()  # and the next sweep waits for the new earliest expiry
+
+    granted.on_applied = on_manifest
     updater = None
     if settings.updates is not None:
         updater = LibraryUpdater.from_settings(settings.updates, data_dir=settings.data_dir, store=store,
                                                keys=keys, embedder_id=pipeline.embedder_id,
-                                               holder=library, audit=audit, central_key=central_key,
-                                               config=ConfigUpdater(desk_config, audit, keys),
+                                               holder=library, audit=update_audit, central_key=central_key,
+                                               config=ConfigUpdater(desk_config, update_audit, keys),
                                                authorisation=granted, libraries=libraries, keyring=keyring,
                                                store_for=store_for)
     handlers = {library_announce_topic(): updater.on_announcement} if updater else {}
@@ -225,11 +253,14 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                        secrets=[*key_paths[1:], settings.data_dir / AUTH_FILE_NAME,
                                 *filter(None, [settings.library.insecure_plain_key_file])],
                        trees=[root, keys.folder],
-                       files=[settings.library.path, *filter(None, [settings.library.wrapped_key])])
+                       files=[settings.library.path, *filter(None, [settings.library.wrapped_key])],
+                       clock_doubt=lambda: clock_guard.doubt, wall=clock_guard.wall, monotonic=clock_guard.monotonic)
     if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
         libraries.close()
         raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
-    handlers[fleet_command_topic(settings.device_id)] = wipe.handle
+    # Central's signed commands: a wipe, or a request to resend the events logged since a moment (after a restore).
+    resend = ResendService(settings.device_id, central_key, audit, outbox, settings.data_dir)
+    handlers[fleet_command_topic(settings.device_id)] = command_router(wipe.handle, resend.handle)
     senders.append(wipe.drain)  # last: after it runs the database is closed
     publisher = CentralLink(settings.mqtt, settings.device_id, outbox, central_key=central_key, handlers=handlers,
                             senders=senders, on_central_time=clock_guard.observe_central)
@@ -238,11 +269,20 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if updater is not None:
         wipe.on_withdrawn(updater.stop)
     # Accounts, sessions and the custody-case workflow (all in the encrypted device database).
+    # Timed on the monotonic clock too, so a clock set back keeps no session alive; under a clock doubt a session
+    # whose age this process did not see is ended (audited), never kept on the wall clock's word.
     sessions = SessionManager(SessionStore(db), idle_s=settings.auth.idle_timeout_minutes * 60,
-                              absolute_s=settings.auth.absolute_timeout_hours * 3600)
+                              absolute_s=settings.auth.absolute_timeout_hours * 3600, clock=clock_guard.wall,
+                              monotonic=clock_guard.monotonic, clock_doubt=lambda: clock_guard.doubt,
+                              on_ended=lambda data, why: audit.record(
+                                  "logout", str(data.get("username", "unknown")), "session_ended", reason=why,
+                                  clock=clock_guard.doubt))
     accounts = AccountService(AccountStore(db), settings.auth)
     # Authorised RFR Users: the desk's own clock and time zone decide whether an authorisation has lapsed.
-    authority = SearchAuthority(accounts.authorisation, audit, zone(settings.web.time_zone))
+    # Under a clock doubt, the guard's estimate of the time decides; with none, no authorisation is current.
+    authority = SearchAuthority(accounts.authorisation, audit, zone(settings.web.time_zone),
+                                clock=lambda: clock_guard.limits_now() or clock_guard.wall(),
+                                clock_doubt=clock_guard.unbounded_doubt)
     case_service = CaseService(case_store, reviews, channel, pipeline, libraries, audit,
                                lambda: desk_config.top_k(settings.search.top_k), authority=authority)
     if central_reviews is not None:
@@ -275,18 +315,29 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     except Exception:
         logger.exception("library expiry sweep at start failed; it is tried again in the background")
 
-    def library_files() -> list[tuple[Path, bytes]]:
-        """Every held library's current file and key, for the page check."""
+    def library_files() -> list[tuple[str, Path, bytes]]:
+        """Every held library's files (base and delta segments) and key, for the page check; a library already
+        being repaired is not checked again."""
         files = []
+        repairing = libraries.repairing()
         for library_id, _version in libraries.held():
+            if library_id in repairing:
+                continue
             held = store_for(library_id)
             ring = keys if library_id == primary_id else keyring.for_library(library_id)
-            files.append((held.current_path(), ring.for_current(held)))
+            key = ring.for_current(held)
+            files.extend((library_id, path, key) for path in [held.current_path(), *held.segment_paths()])
         return files
 
+    repair = LibraryRepair(libraries, updater.refetch if updater is not None else None, audit,
+                           retry_s=settings.updates.repair_retry_s if settings.updates is not None else 30)
+
+    integrity = LibraryIntegrity(library_files, audit, on_damage=repair.damaged)
+    case_service.on_library_damage = integrity.check_soon  # a damaged page met by a search or a candidate's view
     return Desk(settings=settings, pipeline=pipeline, library_store=store, library=library, libraries=libraries,
                 authorisation=authorisation, db=db, outbox=outbox,
                 audit=audit, desk_config=desk_config, updater=updater, health=health, wipe=wipe, mqtt=publisher,
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
                 service_lock=service_lock, expiry=expiry, clock_guard=clock_guard,
-                library_integrity=LibraryIntegrity(library_files, audit))
+                library_integrity=integrity,
+                library_repair=repair)

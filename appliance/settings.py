@@ -45,6 +45,9 @@ class UpdateSettings(StrictModel):
                                  description="No single download may exceed this, whatever a server sends.")
     timeout_s: int = Field(default=30, ge=1, le=600, description="Network timeout for each request.")
     max_resumes: int = Field(default=5, ge=0, le=100, description="Resumes of one download after a cut link.")
+    repair_retry_s: float = Field(default=30, gt=0, le=3600,
+                                  description="A damaged library's re-fetch from central is tried again after this "
+                                  "many seconds, doubling each time up to an hour, until it succeeds.")
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> UpdateSettings:

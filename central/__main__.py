@@ -31,6 +31,7 @@ import ssl
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -229,6 +230,31 @@ def _revoke(config: Path | None, database: str | None, device_id: str, by: str, 
     return 0 if (result.wipe_sent or key is None) else 1
 
 
+def _request_resend(config: Path, since: str, device_id: str | None, by: str) -> int:
+    from central.fleet.resend import ResendLog, ResendRequestError, request_resend
+    from central.ingest.mqtt import publish_once
+
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError as e:
+        raise ResendRequestError(f"--since {since!r} is not an ISO 8601 time ({e}).") from e
+    settings = load(config)
+    if settings.fleet.command_key is None:
+        raise ResendRequestError("[fleet] command_key is not set: central cannot sign the request.")
+    key = load_command_key(settings.fleet.command_key)
+    registry, log = RegistryStore(settings.database_url), ResendLog(settings.database_url)
+    try:
+        sent = request_resend(registry, log, since=moment, devices=None if device_id is None else [device_id],
+                              requested_by=by, command_key=key,
+                              send=lambda topic, payload: publish_once(settings.mqtt, topic, payload))
+    finally:
+        registry.close()
+        log.close()
+    for request in sent:
+        print(f"{request.device_id}\t{'sent' if request.sent else 'NOT SENT (broker refused)'}\t{request.nonce}")
+    return 0 if all(r.sent for r in sent) else 1
+
+
 def _command_key(out: Path) -> int:
     from central.fleet.revoke import generate_command_key
 
@@ -345,6 +371,14 @@ def main(argv: list[str] | None = None) -> int:
     rev.add_argument("--id", required=True, dest="device_id")
     rev.add_argument("--by", default="central command line", help="who is revoking (recorded)")
     rev.add_argument("--reason", default="revoked", help="why (recorded)")
+    resend = dsub.add_parser("request-resend", help="after a restore: ask desks (signed, recorded) to send again "
+                             "the audit events they logged since the backup")
+    resend.add_argument("--since", required=True, help="when the restored backup was taken (ISO 8601 with zone)")
+    target = resend.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", dest="device_id", help="one desk")
+    target.add_argument("--all", action="store_true", help="every registered, unrevoked desk")
+    resend.add_argument("--by", default="central command line", help="who is asking (recorded)")
+    resend.add_argument("--config", type=Path, required=True, help="central settings TOML file")
     key = dsub.add_parser("command-key", help="make central's fleet-command signing key (once)")
     key.add_argument("--out", required=True, type=Path)
     for p in (reg, wrapk, lst, rev):
@@ -390,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             if args.devices_command == "command-key":
                 return _command_key(args.out)
+            if args.devices_command == "request-resend":
+                return _request_resend(args.config, args.since, args.device_id, args.by)
             if not (args.config or args.database):
                 parser.error("give --config or --database")
             if args.devices_command == "register":

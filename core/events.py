@@ -38,6 +38,8 @@ EVENT_TYPES = frozenset({
     # A fault of the desk itself that bears on the events around it: its clock jumped or disagrees with central's
     # (the times nearby are doubtful), or its database failed SQLCipher's integrity check.
     "device_fault",
+    # Central, restored from a backup, asked for the events logged since a moment again (a signed request).
+    "events_resent",
 })
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
            "prev_hash", "hash"}

@@ -3,7 +3,8 @@
 Both are pure data with strict parsing (exact field set, types, ranges, a size cap), like the
 audit event: a malformed message is refused with a reason, never half-used.
 
-A command (today only ``wipe``) is signed with central's fleet-command Ed25519 key, whose
+A command (``wipe``, or ``resend``: send again the audit events logged since ``since``, which central lost
+when it was restored from a backup) is signed with central's fleet-command Ed25519 key, whose
 public half each desk receives at provisioning (``core.signed``, the same key and rule as central's
 acks, peer review outcomes and announcements). The signed statement is labelled, names the
 one device it is for, when it was issued and a random nonce, so the desk can refuse a
@@ -40,7 +41,10 @@ KEY_PROTECTION_INSECURE = "insecure"
 KEY_PROTECTION_MODES = ("tpm", "file", KEY_PROTECTION_INSECURE)
 COMMAND_VERSION = 1
 MAX_COMMAND_BYTES = 1024
-COMMANDS = frozenset({"wipe"})
+COMMANDS = frozenset({"wipe", "resend"})
+#: A resend request waits at the broker for a desk that is off (a restore happens on central's clock, not the
+#: desks'), so it is accepted for longer than a wipe; its nonce is remembered for twice that (``NonceLedger``).
+RESEND_WINDOW = timedelta(days=3)
 #: How old (or how far in the future) a command may be when it arrives. Clocks on desks drift, and a
 #: command for an offline desk waits at the broker, so minutes rather than seconds.
 COMMAND_WINDOW = timedelta(minutes=15)
@@ -167,12 +171,17 @@ class FleetCommand:
     issued_at: str
     nonce: str
     signature: str
+    since: str | None = None  # resend only: the events logged from this moment on (ISO 8601 with zone)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
         if not isinstance(self.command, str) or self.command not in COMMANDS:
             raise WireFormatError(f"Unknown fleet command {self.command!r}.")
         aware_time(self.issued_at, "issued_at")
+        if (self.command == "resend") != (self.since is not None):
+            raise WireFormatError("A resend command needs 'since'; no other command takes it.")
+        if self.since is not None:
+            aware_time(self.since, "since")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):
             raise WireFormatError("Command nonce must be 32 lower-case hex digits.")
         if not is_signature_text(self.signature):
@@ -180,15 +189,20 @@ class FleetCommand:
 
     def _signed_fields(self) -> dict[str, str]:
         """What the signature covers (``core.signed``, labelled ``COMMAND_STATEMENT``): all but the signature."""
-        return {"device_id": self.device_id, "command": self.command, "issued_at": self.issued_at,
-                "nonce": self.nonce}
+        fields = {"device_id": self.device_id, "command": self.command, "issued_at": self.issued_at,
+                  "nonce": self.nonce}
+        if self.since is not None:  # a wipe's signed statement is unchanged
+            fields["since"] = self.since
+        return fields
 
     @classmethod
     def sign(cls, key: Ed25519PrivateKey, device_id: str, command: str, *, now: datetime | None = None,
-             nonce: str | None = None) -> FleetCommand:
+             nonce: str | None = None, since: datetime | None = None) -> FleetCommand:
         issued_at = (now or _now()).astimezone(UTC).isoformat(timespec="milliseconds")
         nonce = nonce or secrets.token_hex(16)
         fields = {"device_id": device_id, "command": command, "issued_at": issued_at, "nonce": nonce}
+        if since is not None:
+            fields["since"] = since.astimezone(UTC).isoformat(timespec="milliseconds")
         return cls(**fields, signature=sign(key, COMMAND_STATEMENT, fields))
 
     def verify(self, public_key: Ed25519PublicKey, *, device_id: str, now: datetime | None = None,
@@ -206,7 +220,10 @@ class FleetCommand:
                                  f"{window} window: stale or replayed.")
 
     def to_bytes(self) -> bytes:
-        return canonical_json({"v": COMMAND_VERSION, **asdict(self)})
+        data = {"v": COMMAND_VERSION, **asdict(self)}
+        if self.since is None:
+            del data["since"]
+        return canonical_json(data)
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> FleetCommand:
@@ -214,7 +231,7 @@ class FleetCommand:
         if obj.pop("v", None) != COMMAND_VERSION:
             raise WireFormatError("Fleet command has an unsupported version.")
         fields = set(cls.__dataclass_fields__)
-        if set(obj) != fields:
+        if set(obj) not in (fields, fields - {"since"}):
             raise WireFormatError("Fleet command fields wrong.")
         return cls(**obj)
 

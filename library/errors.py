@@ -27,6 +27,10 @@ class DeltaResultMismatchError(DeltaError):
     """Applying the delta did not reproduce the library central signed; nothing was installed."""
 
 
+class DeltaApplyError(DeltaError):
+    """The process applying a delta stopped or failed before it finished; nothing was installed."""
+
+
 class VersionRollbackError(SnapshotError):
     """A library version that is not newer than the installed one: versions only move forward."""
 

@@ -71,10 +71,7 @@ class Segment(Snapshot):
     the segment produces, ``added`` the records it holds itself.
     """
 
-    def __init__(self, path: Path, key: bytes, expected_embedder: str | None = None, *,
-                 built_index: object | None = None) -> None:
-
-
+    def __init__(self, path: Path, key: bytes, expected_embedder: str | None = None) -> None:
         self.path = Path(path)
         self._conn = cipher.connect(self.path, key, read_only=True)
         self._lock = threading.RLock()
@@ -94,9 +91,7 @@ class Segment(Snapshot):
                                     f"{expected_embedder}. Reinstall the full library.")
             self.tombstones = np.fromiter((int(label) for (label,) in self._conn.execute(
                 "SELECT label FROM tombstones")), dtype=np.int64)
-            if built_index is not None:
-                self._index = built_index
-            elif meta["index_digest"] == NO_INDEX:
+            if meta["index_digest"] == NO_INDEX:
                 self._index = None
             else:
                 self._index = index_storage.load_index(self._fetch, meta["index_scalars"], meta["index_digest"],

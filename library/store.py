@@ -22,10 +22,15 @@ folder). So ``kill -9`` or a power cut at any moment leaves ``current``
 naming either the previous version or the new, complete one; whatever an
 interrupted install left behind is removed when the store is next opened.
 
+A delta's segment is built by a child process (``library.apply_process``) at low CPU
+priority, so the desk's searches keep the GIL; this process opens the finished segment
+once, checks it is the version and content central described, and moves the pointer.
+
 ``on_stage`` is a test seam: it is called with the name of each step
 ("copied", "rows", "index", "written", "renamed", "switched", and compaction's
-"compact-*" steps) so a test can
-kill the process at a known point. Production code never sets it.
+"compact-*" steps; a delta's first five are relayed from its apply process, which waits
+while the hook runs) so a test can kill either process at a known point. Production code
+never sets it.
 """
 
 from __future__ import annotations
@@ -42,16 +47,18 @@ from pathlib import Path
 import sqlcipher3
 
 from library import cipher, digest
+from library.apply_process import SegmentBuild
 from library.delta import APPLYING_SUFFIX, StageHook, read_delta_info
 from library.errors import (
     DeltaBaseMismatchError,
+    DeltaResultMismatchError,
     EmbedderMismatchError,
     LibraryStoreError,
     SnapshotError,
     VersionRollbackError,
 )
 from library.files import copy_ciphertext, durable_replace, durable_write_text
-from library.segment import SEGMENT_SUFFIX, Segment, build_segment
+from library.segment import SEGMENT_SUFFIX, Segment
 from library.snapshot import Snapshot
 from library.version import LibraryVersion, open_version
 
@@ -103,6 +110,8 @@ class LibraryStore:
         self.keep = max(keep, 1)
         # Segments this store built, with the index it built for them: open_current serves them as they are.
         self._built: dict[str, Segment] = {}
+        #: The child process building a segment while ``install_delta`` runs (``library.apply_process``).
+        self.building: SegmentBuild | None = None
         self._stage = on_stage or (lambda _name: None)
         with self._locked():
             self._recover()
@@ -251,14 +260,31 @@ class LibraryStore:
             pointer = self._pointer() or {}
             chain = [base, *self.segment_paths()]
             target = self.segments / f"{info.result_version:010d}{SEGMENT_SUFFIX}"
-            # build_segment proves the parts add up to the signed result digest before anything is renamed.
-            _, built = build_segment(chain, delta, key, target, on_stage=self._stage, index_threads=index_threads)
-            segments = [*self.segment_files(pointer), target.name]
-            self._switch(base, info.result_version, info.result_digest, self.current_key_id(), segments)
+            # The child proves the parts add up to the signed result digest before it renames the segment in;
+            # this process only opens the finished segment (once) and moves the pointer.
+            self.building = SegmentBuild(chain, delta, key, target, index_threads=index_threads)
             try:
-                self._built = {target.name: Segment(target, key, expected_embedder, built_index=built)}
-            except SnapshotError:
-                self._built = {}
+                self.building.wait(self._stage)
+            finally:
+                self.building = None
+            try:
+                segment = Segment(target, key, expected_embedder)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+            try:
+                if (segment.version, segment.digest) != (info.result_version, info.result_digest):
+                    raise DeltaResultMismatchError(
+                        f"The library segment built for version {info.result_version} does not hold the content "
+                        f"central described. It was not installed; the installed library stays in use.")
+                segments = [*self.segment_files(pointer), target.name]
+                self._switch(base, info.result_version, info.result_digest, self.current_key_id(), segments)
+            except BaseException:
+                segment.close()
+                if self.current_version() != info.result_version:
+                    target.unlink(missing_ok=True)
+                raise
+            self._built = {target.name: segment}
             return info.result_version
 
     def _verify(self, path: Path, key: bytes, expected_embedder: str | None, expected_digest: str | None

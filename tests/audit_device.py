@@ -3,7 +3,8 @@
 ``python -m tests.audit_device DATA_DIR DEVICE_ID HOST PORT TOTAL INTERVAL_S`` records search
 events until the device's log holds TOTAL events (so a restarted process carries on where the
 killed one stopped), printing each seq as it is committed, then keeps sending until terminated. It
-trusts the test central's fleet-command key (``tests.fleet_key``).
+trusts the test central's fleet-command key (``tests.fleet_key``) and carries out central's signed resend
+requests (``appliance.services.resend``) as a real desk does.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 
 from appliance.comms.mqtt import CentralLink
 from appliance.services.audit import AuditLog
+from appliance.services.resend import ResendService
 from appliance.settings import DeskMqttSettings
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
+from core.topics import fleet_command_topic
 from tests.fleet_key import CENTRAL_PUBLIC
 
 
@@ -29,8 +32,10 @@ def main(argv: list[str]) -> int:
     logging.getLogger("appliance.comms.mqtt").setLevel(logging.INFO)  # resends seen: tests wait for one, not sleep
     outbox = Outbox(DeviceDatabase(Path(data_dir)), checkpoint_every=50)
     log = AuditLog(device_id, outbox)
+    resend = ResendService(device_id, CENTRAL_PUBLIC, log, outbox, Path(data_dir))
     publisher = CentralLink(DeskMqttSettings(host=host, port=int(port), keepalive_s=5), device_id, outbox,
-                            central_key=CENTRAL_PUBLIC, resend_after_s=3.0, checkpoint_idle_s=0.5)
+                            central_key=CENTRAL_PUBLIC, resend_after_s=3.0, checkpoint_idle_s=0.5,
+                            handlers={fleet_command_topic(device_id): resend.handle})
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     publisher.start()

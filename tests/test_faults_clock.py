@@ -24,12 +24,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from appliance.__main__ import main as appliance_main
+from appliance.runtime import newest_signed
 from appliance.services.audit import AuditLog
-from appliance.services.clock_guard import ClockGuard
+from appliance.services.clock_guard import ClockGuard, ClockNotedAudit
 from appliance.services.retention import DAY_S, RetentionService
+from appliance.services.wipe import is_withdrawn
+from appliance.storage.accounts import SessionStore
 from appliance.storage.audit_log import records
+from appliance.storage.authorisation import AuthorisationStore
+from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.outbox import Outbox
+from appliance.updates.authorisation import AuthorisationUpdater
 from appliance.web import create_app
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
@@ -37,13 +43,20 @@ from central.fleet.registry_store import RegistryStore
 from central.fleet.status import device_status
 from central.ingest.health import HealthIngest
 from core.audit.verify import EventRecord
-from core.fleet import Heartbeat
-from core.topics import ack_topic, health_topic
+from core.desk_config import SearchAuthorisation
+from core.fleet import FleetCommand, Heartbeat
+from core.library_authorisation import AuthorisationManifest, AuthorisationTargetInfo, manifest_digest
+from core.topics import ack_topic, fleet_command_topic, health_topic
 from tests.appliance.conftest import appliance_settings
-from tests.appliance.desk_helpers import add_users, fast_kdf
+from tests.appliance.desk_helpers import Desk, add_users, fast_kdf
+from tests.appliance.library_manifest import authorise, entry, hold
 from tests.appliance.test_acks import signed_ack
+from tests.appliance.test_library_search import OPERATION, OPERATION_NAME, operation_library  # noqa: F401
 from tests.appliance.test_retention import apply_config, closed_viable, write_settings
 from tests.audit_support import wait_for
+from tests.fleet_key import COMMAND_KEY
+from tests.provisioning.desks import copy_library
+from websession.manager import ENDED_CLOCK, SessionManager
 
 HOUR = 3600.0
 
@@ -53,9 +66,17 @@ class Wall:
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.mono: Wall | None = None  # the fixture's clock that never jumps
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+
+class Mono(Wall):
+    """The desk's clock that never jumps: real time since boot plus the time the test lets pass."""
+
+    def __call__(self) -> float:
+        return time.clock_gettime(time.CLOCK_BOOTTIME) + self.offset
 
 
 def faults(desk) -> list[dict]:
@@ -77,9 +98,11 @@ def _ack_now(desk, publisher) -> None:
 @pytest.fixture
 def clock_desk(tmp_path, demo_library, pipeline, mosquitto, monkeypatch):
     fast_kdf(monkeypatch)
-    wall = Wall()
-    monkeypatch.setattr(ClockGuard, "from_log", functools.partial(ClockGuard.from_log, wall=wall))
-    settings = appliance_settings(tmp_path, demo_library, mqtt_port=mosquitto.port)
+    wall, mono = Wall(), Mono()
+    wall.mono = mono  # the test lets time pass on both (a jump moves only the wall)
+    monkeypatch.setattr(ClockGuard, "from_log", functools.partial(ClockGuard.from_log, wall=wall, monotonic=mono))
+    # Its own copy: one test wipes the desk, and a wipe destroys the library file the desk was installed from.
+    settings = appliance_settings(tmp_path, copy_library(tmp_path, demo_library), mqtt_port=mosquitto.port)
     app = create_app(settings, pipeline=pipeline, start_sync=True)
     app.config["TESTING"] = True
     desk = app.extensions["desk"]
@@ -155,10 +178,11 @@ def test_a_recorded_clock_doubt_outlives_a_restart_and_holds_the_purge_command_b
     app, desk, wall = clock_desk
     apply_config(desk.desk_config, 1, 90)
     desk.cases._clock = lambda: time.time() - 100 * DAY_S  # looks closed 100 days ago: past the 90 days
-    _, case_id = closed_viable(app, face_photo("obama3.jpg").read_bytes())
+    officer, case_id = closed_viable(app, face_photo("obama3.jpg").read_bytes())
     wall.offset = 3 * HOUR
     desk.audit.check_clock()
     assert faults(desk)[-1]["outcome"] == "clock_doubtful"
+    officer = Desk(app, "officer")  # signed in on the doubted clock, before the restart
     config = write_settings(tmp_path / "appliance.toml", app)
     settings = desk.settings
     desk.close()  # the service stops (a power cut, an update) before central's time confirmed the clock
@@ -168,10 +192,16 @@ def test_a_recorded_clock_doubt_outlives_a_restart_and_holds_the_purge_command_b
     assert appliance_main(["retention", "purge", "--config", str(config)]) == 1
     assert "clock is not trusted" in capsys.readouterr().err
 
-    again = create_app(settings, pipeline=pipeline, start_sync=True).extensions["desk"]
+    again_app = create_app(settings, pipeline=pipeline, start_sync=True)
+    again = again_app.extensions["desk"]
     try:
         assert again.clock_guard.doubt is not None  # still doubtful after the restart...
         assert again.cases.probe(case_id) is not None  # ...so the purge at start destroyed nothing
+        # ...and a session from before it, whose age this process never saw, is ended rather than kept.
+        officer.client.application = again_app
+        assert officer.get("/").status_code == 302
+        ended = [e for e in _events(again) if e.type == "logout"][-1]
+        assert (ended.actor, ended.outcome, ended.details["reason"]) == ("officer", "session_ended", "clock_doubtful")
         assert again.mqtt.wait_connected(20)
         _ack_now(again, publisher)  # central's time, in an ack for an event logged since the restart
         assert wait_for(lambda: again.clock_guard.doubt is None, 10)
@@ -238,3 +268,249 @@ def test_central_flags_a_desk_clock_hours_off_from_its_heartbeats(tmp_path):
     finally:
         for s in (registry, store, audit):
             s.close()
+
+
+def test_a_clock_set_back_keeps_no_session_alive_past_its_idle_timeout(clock_desk):
+    """Twenty quiet minutes pass (the idle timeout is fifteen) while the clock is set back an hour: by the wall
+    clock the officer was last seen forty minutes in the future; the monotonic clock ends the session."""
+    app, desk, wall = clock_desk
+    officer = Desk(app, "officer")
+    assert officer.get("/").status_code == 200
+    assert wall.mono is not None
+    wall.mono.offset += 20 * 60
+    wall.offset += 20 * 60 - HOUR
+    response = officer.get("/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    ended = [e for e in _events(desk) if e.type == "logout"][-1]
+    assert (ended.actor, ended.outcome, ended.details["reason"]) == ("officer", "session_ended", "idle_timeout")
+
+
+def test_a_clock_jumped_forwards_keeps_the_desk_searching_on_its_estimate_and_holds_destruction(
+        clock_desk, operation_library, publisher):  # noqa: F811 (the fixture, imported)
+    """A clock three hours ahead makes Operation Tango's library (two hours left) look expired. The guard still
+    knows the time (its reading before the jump plus the monotonic time since): by it the library has two hours
+    left, so it is neither destroyed (that would lose it for good) nor refused, and the officer still searches."""
+    app, desk, wall = clock_desk
+    hold(desk, OPERATION, operation_library)
+    authorise(desk, entry(), entry(OPERATION, OPERATION_NAME, kind="temporary", default=False,
+                                   expires_at=datetime.now(UTC) + timedelta(hours=2)))
+    wall.offset = 3 * HOUR
+    desk.audit.check_clock()
+    assert desk.clock_guard.doubt is not None
+    assert desk.expiry.sweep() == []
+    assert OPERATION in dict(desk.libraries.held())
+    assert [e for e in _events(desk) if e.type == "library_destroyed"] == []
+    assert desk.libraries.refusal_code(OPERATION) is None  # two hours left by the estimate
+    assert OPERATION in [c.library_id for c in desk.libraries.choices()]
+    assert Desk(app, "officer").submit().status_code == 302
+
+    wall.offset = 0.0  # set right, and confirmed by central's time
+    desk.audit.check_clock()
+    _ack_now(desk, publisher)
+    assert wait_for(lambda: desk.clock_guard.doubt is None, 10)
+    assert desk.libraries.refusal_code(OPERATION) is None and desk.expiry.sweep() == []
+
+
+def _lapse_and_set_back(desk, wall, by_s: float) -> None:
+    """Let ``by_s`` pass on both clocks (no jump: the guard takes a trusted reading then), then set the wall
+    clock back by the same amount: by the wall clock nothing has passed."""
+    assert wall.mono is not None
+    wall.offset += by_s
+    wall.mono.offset += by_s
+    desk.audit.check_clock()
+    assert desk.clock_guard.doubt is None
+    wall.offset -= by_s
+
+
+def test_a_clock_set_back_revives_no_expired_temporary_library(
+        clock_desk, operation_library):  # noqa: F811 (the fixture, imported)
+    _app, desk, wall = clock_desk
+    hold(desk, OPERATION, operation_library)
+    authorise(desk, entry(), entry(OPERATION, OPERATION_NAME, kind="temporary", default=False,
+                                   expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    _lapse_and_set_back(desk, wall, 2 * HOUR)  # expired an hour ago; by the wall clock an hour is left
+    # No event since the jump: the very next decision is already taken on the estimate, not the wall clock.
+    assert desk.libraries.refusal_code(OPERATION) == "expired"
+    assert OPERATION not in [c.library_id for c in desk.libraries.choices()]
+    desk.audit.check_clock()
+    assert faults(desk)[-1]["details"]["reason"] == "jumped_backwards"
+    assert desk.libraries.refusal_code(OPERATION) == "expired"
+    assert desk.expiry.sweep() == []  # and its destruction waits for the clock, as any on a doubted clock
+    assert OPERATION in dict(desk.libraries.held())
+    held = [e for e in _events(desk) if e.type == "library_destroyed"]
+    assert [(e.outcome, e.details["held_because"]) for e in held] == [("held", "clock_doubtful")]
+
+
+def test_a_clock_set_back_revives_no_lapsed_authorisation_to_search(clock_desk):
+    app, desk, wall = clock_desk
+    today = desk.cases.authority.today()
+    desk.accounts.set_authorisation("officer", SearchAuthorisation(
+        trained_on=today - timedelta(days=30), authorised_until=today, business_area="Custody"))
+    _lapse_and_set_back(desk, wall, 2 * DAY_S)  # lapsed yesterday; by the wall clock today is its last day
+    response = Desk(app, "officer").submit()
+    assert response.status_code in (403, 409), response.status_code
+    assert "lapsed on" in response.get_data(as_text=True)
+    assert faults(desk)[-1]["details"]["reason"] == "jumped_backwards"
+
+
+def test_after_a_restart_under_a_doubt_nothing_with_an_end_is_searched(clock_desk, pipeline):
+    """A new process has no reading from before the doubt, so it has no estimate: refused, in plain words."""
+    _app, desk, wall = clock_desk
+    wall.offset = 3 * HOUR
+    desk.audit.check_clock()
+    settings = desk.settings
+    desk.close()
+    again_app = create_app(settings, pipeline=pipeline, start_sync=True)
+    again = again_app.extensions["desk"]
+    try:
+        assert again.clock_guard.doubt is not None and again.clock_guard.limits_now() is None
+        assert again.libraries.refusal_code(again.libraries.primary_id) == "clock_doubtful"
+        assert "clock is in doubt" in (again.libraries.refusal(again.libraries.primary_id) or "")
+        response = Desk(again_app, "officer").submit()
+        assert response.status_code in (403, 409) and "clock is in doubt" in response.get_data(as_text=True)
+        refused = [e for e in _events(again) if e.type == "request_refused"][-1]
+        assert (refused.outcome, refused.details["refusal"]) == ("not_authorised_user", "clock_doubtful")
+    finally:
+        again.close()
+
+
+def test_a_temporary_library_is_destroyed_within_moments_of_its_expiry(
+        clock_desk, operation_library):  # noqa: F811 (the fixture, imported)
+    _app, desk, _wall = clock_desk
+    hold(desk, OPERATION, operation_library)
+    authorise(desk, entry(), entry(OPERATION, OPERATION_NAME, kind="temporary", default=False,
+                                   expires_at=datetime.now(UTC) + timedelta(seconds=2)))
+    desk.expiry.reschedule()  # as applying a manifest does
+    assert wait_for(lambda: OPERATION not in dict(desk.libraries.held()), 30), "not destroyed at its expiry"
+    assert wait_for(lambda: any(e.type == "library_destroyed" for e in _events(desk)), 10)
+    destroyed = [e for e in _events(desk) if e.type == "library_destroyed"][-1]
+    # (its proof is another test's: this copy was opened from a folder outside the desk's store)
+    assert (destroyed.details["library_id"], destroyed.details["reason"]) == (OPERATION, "expired")
+
+
+def test_a_replayed_wipe_is_held_on_a_clock_set_back_and_refused_once_the_clock_is_trusted(clock_desk, publisher):
+    """A wipe central signed three hours ago, replayed to a desk whose clock was set back three hours: on that
+    clock it looks fresh. It is held instead, and refused as stale once central's time confirms the clock."""
+    _app, desk, wall = clock_desk
+    old = FleetCommand.sign(COMMAND_KEY, desk.settings.device_id, "wipe",
+                            now=datetime.now(UTC) - timedelta(seconds=3 * HOUR))
+    wall.offset = -3 * HOUR
+    desk.audit.check_clock()
+    assert desk.clock_guard.doubt is not None
+    publisher(fleet_command_topic(desk.settings.device_id), old.to_bytes())
+    assert wait_for(lambda: any(e.outcome == "fleet_command_held" for e in _events(desk)), 20), desk.wipe.refused
+    assert not desk.wipe.pending and not desk.wipe.withdrawn.is_set()
+
+    wall.offset = 0.0
+    desk.audit.check_clock()
+    _ack_now(desk, publisher)
+    assert wait_for(lambda: any(e.outcome == "fleet_command_refused" for e in _events(desk)), 20)
+    assert "stale or replayed" in desk.wipe.refused[-1]
+    assert not desk.wipe.pending and not desk.wipe.withdrawn.is_set()
+
+
+def test_a_wipe_held_on_a_doubted_clock_survives_a_restart_and_is_carried_out_once_the_clock_is_trusted(
+        clock_desk, pipeline, publisher):
+    """Central revokes a desk and signs a wipe while the desk's clock is in doubt: held, not judged. The service
+    restarts (an update, a crash) before central's time confirms the clock. A revoked desk is kept off the broker
+    by the CRL and would never be sent it again, so the hold must outlive the restart, and the wipe happen."""
+    _app, desk, wall = clock_desk
+    wall.offset = -3 * HOUR
+    desk.audit.check_clock()
+    fresh = FleetCommand.sign(COMMAND_KEY, desk.settings.device_id, "wipe", now=datetime.now(UTC))
+    publisher(fleet_command_topic(desk.settings.device_id), fresh.to_bytes())
+    assert wait_for(lambda: any(e.outcome == "fleet_command_held" for e in _events(desk)), 20), desk.wipe.refused
+    settings = desk.settings
+    desk.close()
+
+    again_app = create_app(settings, pipeline=pipeline, start_sync=True)
+    again = again_app.extensions["desk"]
+    try:
+        assert again.clock_guard.doubt is not None and not again.wipe.withdrawn.is_set()
+        assert again.mqtt.wait_connected(20)
+        wall.offset = 0.0
+        again.audit.check_clock()
+        _ack_now(again, publisher)
+        assert wait_for(lambda: again.wipe.withdrawn.is_set(), 30), again.wipe.refused
+        assert is_withdrawn(settings.data_dir)
+    finally:
+        again.close()
+
+
+def test_a_desk_started_with_its_clock_ahead_is_doubted_from_centrals_ack_for_its_own_event(tmp_path):
+    """At start only the log is known, and a clock ahead of it looks fine. Central signs an ack after the event
+    it covers was logged, so an event logged three hours after the ack's signed time says the clock is ahead;
+    a late ack only narrows that gap, so a right clock is never accused by one (the acks of the tests above,
+    on a right clock, leave it trusted)."""
+    db = DeviceDatabase(tmp_path / "device")
+    try:
+        outbox = Outbox(db)
+        audit = AuditLog("desk-clock-02", outbox)
+        audit.record("login", "officer", "ok")
+        wall = Wall()
+        wall.offset = 3 * HOUR  # the RTC three hours ahead when the desk starts
+        guard = ClockGuard.from_log(outbox, wall=wall)
+        assert guard.doubt is None  # nothing offline can tell
+        audit.watch_clock(guard.check)
+        audit.record("login", "officer", "ok")  # logged at the desk's (wrong) time
+        # Central's ack for it, signed just after it was logged (however long it then waits at the broker).
+        guard.observe_central(datetime.now(UTC), outbox.head_seq)
+        assert guard.doubt is not None and "ahead" in guard.doubt
+        audit.check_clock()
+        told = [r.event for r in records(db) if isinstance(r, EventRecord) and r.event.type == "device_fault"]
+        assert [(e.outcome, e.details["reason"]) for e in told] == [("clock_doubtful", "ahead_of_central")]
+    finally:
+        db.close()
+
+
+def test_a_desk_started_with_its_clock_behind_a_document_central_signed_is_doubtful(tmp_path):
+    """A desk with an empty log (or an old one) started five hours in the past: the library authorisation it
+    holds was signed by central at a time the clock has not reached yet, so true time is at least that."""
+    db = DeviceDatabase(tmp_path / "device")
+    try:
+        authorisation = AuthorisationStore(db)
+        manifest = AuthorisationManifest(version=1, device_id="desk-clock-03", issued_at=datetime.now(UTC),
+                                         libraries=[entry()])
+        document = manifest.to_bytes()
+        authorisation.apply(document, manifest, manifest_digest(document), time.time())
+        wall = Wall()
+        wall.offset = -5 * HOUR
+        signed = newest_signed(authorisation, DeskConfigStore(db))
+        guard = ClockGuard.from_log(Outbox(db), wall=wall, signed_at=signed)
+        assert guard.doubt is not None and "before central signed a document" in guard.doubt
+        assert ClockGuard.from_log(Outbox(db), signed_at=signed).doubt is None  # a right clock
+        # A newer manifest applied on that clock (after TUF's expiry check, which read it) says so in the audit.
+        outbox = Outbox(db)
+        audit = AuditLog("desk-clock-03", outbox)
+        audit.watch_clock(guard.check)
+        newer = AuthorisationManifest(version=2, device_id="desk-clock-03", issued_at=datetime.now(UTC),
+                                      libraries=[entry()])
+        document = newer.to_bytes()
+        updater = AuthorisationUpdater(authorisation, ClockNotedAudit(audit, lambda: guard.doubt), "desk-clock-03")
+        updater.apply_verified(document, AuthorisationTargetInfo("desk-clock-03", 2, manifest_digest(document)),
+                               "authorisation-2.json")
+        applied = [r.event for r in records(db) if isinstance(r, EventRecord)][-1]
+        assert applied.type == "authorisation_applied" and applied.details["clock_doubtful"] == guard.doubt
+    finally:
+        db.close()
+
+
+def test_a_session_written_before_the_clock_went_back_is_ended_by_a_process_that_did_not_see_it(tmp_path):
+    """Used at 10:00; the service stops; the clock is set back an hour (too little for a doubt at start: the log's
+    newest event is older). By that clock the session was last used an hour in the future, and would outlive its
+    idle timeout by an hour: a process with no reading of its own ends it and says why."""
+    db = DeviceDatabase(tmp_path / "device")
+    try:
+        wall = Wall()
+        first = SessionManager(SessionStore(db), idle_s=15 * 60, absolute_s=8 * HOUR, clock=wall)
+        token = first.create({"username": "officer"})
+        assert first.load(token) == {"username": "officer"}
+        wall.offset = -HOUR
+        ended: list[str] = []
+        after_restart = SessionManager(SessionStore(db), idle_s=15 * 60, absolute_s=8 * HOUR, clock=wall,
+                                       monotonic=Mono(), on_ended=lambda _data, why: ended.append(why))
+        assert after_restart.load(token) is None and ended == [ENDED_CLOCK]
+        assert SessionStore(db).get(token) is None
+    finally:
+        db.close()
+

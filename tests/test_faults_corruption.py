@@ -8,19 +8,32 @@ library), then the desk is opened again.
   staff who open the case on the damaged page get a message that says so and whom to call, not a stack trace
   or "something went wrong".
 * The library in use: a page no search reads (so opening and searching go on as if nothing were wrong) is
-  found by the desk's background check of every page, and recorded the same way. The library store itself is
-  not changed; re-fetching the damaged library is left to a reinstall from central.
+  found by the desk's background check of every page, and recorded the same way; the library is then refused
+  (``appliance.services.library_repair``; its re-fetch from central is in tests/updates/test_library_repair.py).
+  A page a search reads is damaged: the search is refused in plain words and the same check and repair start.
+* The repair's swap of a fresh copy for the damaged folder, killed midway, is finished at the next start.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import pytest
+
+from appliance.runtime import open_desk
 from appliance.storage.device_db import DeviceDatabase
-from appliance.storage.storage_faults import DAMAGED_MESSAGE
+from appliance.storage.library_folders import finish_repairs, held_ids, mark_destroyed, repair_folder
+from appliance.storage.storage_faults import DAMAGED_MESSAGE, LIBRARY_DAMAGED_MESSAGE
 from appliance.web import create_app
-from library.cipher import PAGE_SIZE
+from library import cipher
+from library.cipher import PAGE_SIZE, read_key_file
+from library.store import LibraryStore
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import PASSWORD, Desk, add_users, approved_case, csrf_from, fast_kdf, to_candidates
 
@@ -108,7 +121,99 @@ def test_damaged_page_of_the_library_is_found_by_the_check_though_searches_go_on
         assert problems and all("HMAC verification failed" in p for p in problems), problems
         assert desk.library_integrity.damage.damaged
         recorded = _faults(desk)
-        assert [e["outcome"] for e in recorded] == ["library_damaged"]
-        assert desk.library_integrity.check() == problems and len(_faults(desk)) == 1  # reported once
+        assert [e["outcome"] for e in recorded] == ["library_damaged", "library_repair_started"]
+        # From then on the library is refused (this desk has no updates configured, so it stays refused until a
+        # technician reinstalls it; tests/updates/test_library_repair.py has the re-fetch from central).
+        assert desk.libraries.refusal_code("national") == "under_repair"
+        assert desk.library_integrity.check() == [] and len(_faults(desk)) == 2  # not checked or reported again
     finally:
         desk.close()
+
+
+def _wait_for(condition, what: str, timeout_s: float = 60):
+    """Wait until ``condition()`` is truthy (the check a search asks for runs in a background thread)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_search_that_reads_a_damaged_library_page_closes_the_library_for_repair(tmp_path, demo_library, pipeline,
+                                                                                    face_photo, monkeypatch):
+    """The page a search reads (the records table's) is damaged: staff are told in plain words, the page check
+    runs at once and the library is refused and handed to the repair, as when the check itself finds damage;
+    the device database is not blamed."""
+    fast_kdf(monkeypatch)
+    settings = appliance_settings(tmp_path, demo_library)
+    app = _open(settings, pipeline)
+    desk = app.extensions["desk"]
+    installed = desk.library_store.current_path()
+    desk.close()
+    conn = cipher.connect(installed, read_key_file(demo_library[1]), read_only=True)
+    records = int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'records'").fetchone()[0])
+    conn.close()
+    _flip(installed, records)
+
+    app = _open(settings, pipeline)  # the background check is not started: only the search meets the damage
+    desk = app.extensions["desk"]
+    try:
+        add_users(app)
+        officer, case_id = approved_case(app)
+        assert officer.upload(case_id, face_photo("obama3.jpg").read_bytes()).status_code == 200
+        searched = officer.post(f"/cases/{case_id}/search")
+        text = html.unescape(searched.get_data(as_text=True))
+        assert searched.status_code == 500 and LIBRARY_DAMAGED_MESSAGE.split(",")[0] in text
+        _wait_for(lambda: desk.libraries.refusal_code("national") == "under_repair", "the library to be closed")
+        outcomes = [e["outcome"] for e in _faults(desk)]
+        assert outcomes == ["library_damaged", "library_repair_started"]
+        assert desk.db.damage.problems == []  # the device database is sound and not reported
+    finally:
+        desk.close()
+
+
+@pytest.mark.parametrize("stage", ["moved-aside", "swapped"])
+def test_a_repair_swap_killed_midway_is_finished_at_the_next_start(tmp_path, demo_library, pipeline, stage):
+    """kill -9 between the swap's renames (no folder under the library's id) or before the damaged copy is
+    shredded: the next start serves the fresh copy, and no repair or damaged folder is left."""
+    settings = appliance_settings(tmp_path, demo_library)
+    root = settings.library_store_dir
+    desk = open_desk(settings, pipeline=pipeline)
+    installed = desk.library_store.current_path()
+    desk.close()
+    LibraryStore(repair_folder(root, "national")).install_full(demo_library[0], read_key_file(demo_library[1]))
+    _flip(installed, installed.stat().st_size // PAGE_SIZE // 2)  # the copy being replaced is damaged
+    script = ("import os, signal, sys\n"
+              "from pathlib import Path\n"
+              "from appliance.storage.library_folders import swap_in_repaired\n"
+              "def stage(name):\n"
+              "    if name == sys.argv[2]:\n"
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "swap_in_repaired(Path(sys.argv[1]), 'national', on_stage=stage)\n")
+    cut = subprocess.run([sys.executable, "-c", script, str(root), stage], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert cut.returncode == -signal.SIGKILL, cut.stderr
+    assert any(p.name.startswith((".repair-", ".damaged-")) for p in root.iterdir())  # cut midway
+
+    desk = open_desk(settings, pipeline=pipeline)
+    try:
+        assert not any(p.name.startswith((".repair-", ".damaged-")) for p in root.iterdir())
+        assert desk.libraries.refusal_code("national") is None
+        assert desk.library_integrity.check() == []  # the fresh copy, not the damaged one
+        served = desk.libraries.current("national")
+        assert served.count > 0 and served.record(1).subject_ref
+    finally:
+        desk.close()
+
+
+def test_a_cut_repair_never_brings_back_a_library_destroyed_meanwhile(tmp_path):
+    root = tmp_path / "library"
+    fresh = repair_folder(root, "op-kestrel")
+    (fresh / "versions").mkdir(parents=True)
+    (fresh / "current").write_text("{}\n")
+    mark_destroyed(root, "op-kestrel", "expired")
+
+    finish_repairs(root)
+
+    assert held_ids(root) == [] and not fresh.exists()

@@ -98,6 +98,7 @@ class CentralLink:
                                   on_turn=self._on_turn, on_offline=self._sign_tail))
         # Sender state, touched only by the sender thread.
         self._cursor: int | None = None  # next event seq to send; None = from the oldest pending
+        self._lowest: int | None = None  # the oldest pending event at the last turn
         self._checkpoint_cursor = 0  # newest checkpoint sent this session
         self._last_progress = time.monotonic()
         self._acked_through = 0
@@ -193,9 +194,14 @@ class CentralLink:
         checkpoints = self._outbox.pending_checkpoints()
         now = time.monotonic()
         if first is None and not checkpoints:
-            self._cursor = None
+            self._cursor, self._checkpoint_cursor, self._lowest = None, 0, None
             self._last_progress = now
             return
+        if first is not None and self._lowest is not None and first < self._lowest:
+            # Rows queued again below what was sent (central's resend request after a restore): from there.
+            logger.info("events from seq %d queued again; sending from there", first)
+            self._cursor, self._checkpoint_cursor = None, 0
+        self._lowest = first
         if now - self._last_progress > self._resend_after_s:
             logger.info("no ack from central in %.0f s; sending unacknowledged events from seq %s again",
                         self._resend_after_s, first)

@@ -84,6 +84,7 @@ from appliance.services.policy import (
 from appliance.services.search_authority import SearchAuthority
 from appliance.storage.cases import LEGACY_LIBRARY_ID, CandidateRow, CaseStore, ProbeRow
 from appliance.storage.peer_reviews import PeerReviewRow, PeerReviewStore
+from appliance.storage.storage_faults import is_library_damage
 from core.errors import CustodyRfrError
 from core.morphology import Morphology
 from library.errors import SnapshotError
@@ -353,6 +354,9 @@ class CaseService:
         self.pipeline, self.libraries, self.audit, self.top_k, self._clock = pipeline, libraries, audit, top_k, clock
         self.authority = authority  # Authorised RFR Users: asked before a submission, a photo and a search
         self.access = CaseAccess(audit)
+        #: Told when a library page read here failed its HMAC (``integrity.LibraryIntegrity.check_soon``: the
+        #: damaged library is checked, refused and re-fetched). Set by ``appliance.runtime``.
+        self.on_library_damage: Callable[[], object] | None = None
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -777,7 +781,8 @@ class CaseService:
         for c in self.store.candidates(case_id):
             try:
                 record = self._snapshot_searched(case, c.library_id).record(c.record_id)
-            except SnapshotError:
+            except SnapshotError as e:
+                self._library_damage(e)
                 record = ReferenceRecord(subject_ref=c.subject_ref or "Not available: the library was updated",
                                          source="")
             # Grouped by the subject recorded at the search, within its library (subject references are the
@@ -836,7 +841,14 @@ class CaseService:
         try:
             return snapshot.record(row.record_id), snapshot.thumbnail(row.record_id)
         except SnapshotError as e:
+            self._library_damage(e)
             raise CaseError(str(e)) from e
+
+    def _library_damage(self, error: SnapshotError) -> None:
+        """A library read failed: if a damaged page is why, have every library checked now (and so repaired)."""
+        if self.on_library_damage is not None and is_library_damage(error):
+            logger.error("a damaged library page was read (%s); checking every library now", error)
+            self.on_library_damage()
 
     # The Match Report's facts and the feature comparison -----------------------------------
     def report_prefill(self, case_id: str, rank: int) -> dict[str, str]:

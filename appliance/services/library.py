@@ -101,12 +101,23 @@ def refusal_message(library_id: str, name: str, refusal: str, *, expires_at: dat
         when = f" on {_day(expires_at.date())}" if expires_at is not None else ""
         return (f"{what} was a temporary library and its authorisation ended{when}, so it cannot be searched. "
                 f"The desk destroys its copy. {ASK}")
+    if refusal == "clock_doubtful":
+        if expires_at is not None:
+            limit = f"whether its authorisation (as a temporary library, to {_day(expires_at.date())}) has ended"
+        else:
+            limit = "whether it is past its review date" + (f" ({_day(review_due)})" if review_due else "")
+        return (f"{what} cannot be searched now: this desk's clock is in doubt, so the desk cannot tell {limit}. "
+                f"It can be searched again once central confirms the clock. Call the RFR helpdesk.")
     if refusal == "review_overdue":
         when = f" by {_day(review_due)}" if review_due is not None else ""
         return (f"{what} was due for review{when} and has not been reviewed, so it cannot be searched until it "
                 f"is. {ASK}")
     if refusal == "not_for_purpose":
         return f"{what} is not authorised for custody searches, so it cannot be searched here. {ASK}"
+    if refusal == "under_repair":
+        return (f"{what} is being repaired: the desk found its copy damaged and is fetching a fresh one from "
+                f"central, so it cannot be searched until then. The other libraries can still be searched. If this "
+                f"lasts more than an hour, call the RFR helpdesk.")
     if refusal == "not_held":
         return (f"{what} is authorised for this desk but has not yet been received from central, so it cannot "
                 f"be searched yet. The desk fetches it at its next update; if this lasts, call the RFR helpdesk.")
@@ -143,12 +154,18 @@ class LibrarySet:
     """
 
     def __init__(self, holders: Mapping[str, LibraryHolder], manifest: Callable[[], AuthorisationManifest | None],
-                 *, primary: str = DEFAULT_LIBRARY_ID, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-                 ) -> None:
+                 *, primary: str = DEFAULT_LIBRARY_ID, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 clock_doubt: Callable[[], str | None] = lambda: None) -> None:
+        """``clock``: under a clock doubt, the guard's estimate (``ClockGuard.limits_now``). ``clock_doubt``
+        (``ClockGuard.unbounded_doubt``): while it names a reason there is no estimate, and every library is
+        refused, since each has an end a clock set back could hide (a temporary library's expiry, and every
+        library's review date)."""
         self._holders: dict[str, LibraryHolder] = dict(holders)
         self._manifest = manifest
         self._clock = clock
+        self._clock_doubt = clock_doubt
         self._lock = threading.Lock()
+        self._repairing: set[str] = set()  # damaged copies: never searched until a fresh one replaces them
         self.primary_id = primary
         #: The ``LibraryHolder`` shape for single-library callers (``Desk.library``).
         self.primary = PrimaryLibrary(self, primary)
@@ -171,7 +188,8 @@ class LibrarySet:
         out = []
         for entry in manifest.libraries:
             holder = self.holder(entry.library_id)
-            if holder is None or entry.refusal(now, purpose) is not None:
+            if (holder is None or entry.refusal(now, purpose) is not None or self._clock_doubt() is not None
+                    or entry.library_id in self.repairing()):
                 continue
             out.append(LibraryChoice(entry.library_id, entry.name, entry.kind, entry.default,
                                      holder.current.version, entry.expires_at, entry.review_due))
@@ -186,6 +204,10 @@ class LibrarySet:
         code = manifest.refusal(library_id, now, purpose)
         if code is None and self.holder(library_id) is None:
             return "not_held"
+        if code in (None, "expired", "review_overdue") and self._clock_doubt() is not None:
+            return "clock_doubtful"  # refused either way, and said why: the clock cannot tell (nor is it destroyed)
+        if code is None and library_id in self.repairing():
+            return "under_repair"
         return code
 
     def refusal(self, library_id: str, now: datetime | None = None, purpose: str = CUSTODY) -> str | None:
@@ -236,10 +258,38 @@ class LibrarySet:
             holder = self._holders[library_id] = LibraryHolder(snapshot)
             return holder
 
+    # --- damaged copies ------------------------------------------------------------------------
+
+    def repairing(self) -> set[str]:
+        """Libraries whose copy on this desk is damaged: refused, and never updated by a delta, until repaired."""
+        with self._lock:
+            return set(self._repairing)
+
+    def mark_repairing(self, library_id: str) -> bool:
+        """Stop searching ``library_id`` at once (its file is damaged); False if it was already marked."""
+        with self._lock:
+            fresh = library_id not in self._repairing
+            self._repairing.add(library_id)
+            return fresh
+
+    def repaired(self, library_id: str, snapshot: Snapshot) -> Snapshot | None:
+        """Serve ``snapshot``, a fresh copy fetched from central, in place of the damaged one (which is returned
+        for the caller to close). The version may be the same as the damaged one's: this is not an update.
+        A library destroyed while its copy was fetched (``remove``) is not served again: ``snapshot`` itself is
+        returned to be closed."""
+        with self._lock:
+            if library_id not in self._repairing:
+                return snapshot
+            held = self._holders.get(library_id)
+            self._holders[library_id] = LibraryHolder(snapshot)
+            self._repairing.discard(library_id)
+        return None if held is None else held.current
+
     def remove(self, library_id: str) -> Snapshot | None:
         """Stop holding ``library_id`` (it is being destroyed); returns its snapshot for the caller to close."""
         with self._lock:
             holder = self._holders.pop(library_id, None)
+            self._repairing.discard(library_id)  # a repair under way is dropped: nothing is to be served
         return None if holder is None else holder.current
 
     def close(self) -> None:

@@ -23,6 +23,13 @@ Destroying a library (``destroy``):
    found or left.
 
 The event carries no biometric data: names, counts and key ids only.
+
+While the desk's clock is in doubt (``ClockGuard.doubt``) an expiry is *held*, not carried out: a clock set
+forwards would destroy a library before its time, and nothing brings it back. A retirement is central's word,
+not the clock's, so it goes on. The hold is audited once (``library_destroyed``, outcome ``held``), and the
+library is refused for searches meanwhile (``LibrarySet``). When the clock is trusted, the sweep runs within a
+minute of the earliest expiry: the wait to the next sweep is the time to the earliest expiry, never more than
+an hour.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ logger = logging.getLogger(__name__)
 
 ACTOR = "system"
 SWEEP_INTERVAL_S = 3600.0
+#: A sweep never runs sooner than this after the previous one (a library just past expiry still waiting).
+MIN_WAIT_S = 1.0
+#: How often a held expiry is looked at again (is the clock trusted yet?).
+HELD_RECHECK_S = 60.0
 _SAMPLE_RECORDS = 8
 _SLICE = 32
 
@@ -100,7 +111,9 @@ class LibraryExpiry:
                  store_root: Path, db: DeviceDatabase, audit: AuditLog, *, data_dir: Path,
                  store_for: Callable[[str], LibraryStore], download_dir: Path,
                  provisioned_files: Iterable[Path] = (),
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 clock_doubt: Callable[[], str | None] = lambda: None) -> None:
+        """``clock_doubt`` (``ClockGuard.doubt``): while it names a reason, expiries are held (see the module)."""
         self._libraries = libraries
         self._authorisation = authorisation
         self._keyring = keyring
@@ -112,8 +125,26 @@ class LibraryExpiry:
         self._downloads = Path(download_dir)
         self._provisioned_files = [Path(p) for p in provisioned_files]
         self._clock = clock
+        self._clock_doubt = clock_doubt
+        self._held: set[str] = set()  # expiries held on a doubtful clock, audited once each
         self._lock = threading.Lock()
-        self._periodic = Periodic("library-expiry", self.sweep)
+        self._periodic = Periodic("library-expiry", self.sweep, next_in=self.next_sweep_in)
+
+    def next_sweep_in(self, now: datetime | None = None) -> float:
+        """Seconds until the next sweep: to the earliest expiry still ahead of a held library, at most an hour;
+        a minute while an expiry is held on a doubtful clock, so it follows soon after the clock is trusted."""
+        now = now or self._clock()
+        manifest = self._authorisation.manifest()
+        held = {library_id for library_id, _ in self._libraries.held()}
+        wait = HELD_RECHECK_S if self._held else SWEEP_INTERVAL_S
+        for entry in manifest.libraries if manifest is not None else []:
+            if entry.library_id in held and entry.expires_at is not None and entry.expires_at > now:
+                wait = min(wait, (entry.expires_at - now).total_seconds())
+        return max(wait, MIN_WAIT_S)
+
+    def reschedule(self) -> None:
+        """A new manifest (a new or changed expiry): work out the wait to the next sweep again."""
+        self._periodic.reschedule()
 
     def due(self, now: datetime | None = None) -> list[tuple[str, str]]:
         """(library_id, reason) of every library on this desk that must be destroyed now."""
@@ -143,9 +174,20 @@ class LibraryExpiry:
         with self._lock:
             done = []
             pending = {p[0]: p for p in self._authorisation.pending_destructions()}
+            doubt = self._clock_doubt() if now is None else None
+            held = set()
             for library_id, reason in self.due(now):
+                if reason == "expired" and doubt is not None and library_id not in pending:
+                    held.add(library_id)
+                    continue
                 pending.pop(library_id, None)
                 done.append(self._destroy(library_id, reason))
+            for library_id in sorted(held - self._held):
+                logger.warning("library %s looks expired, but the desk's clock is doubtful (%s): its destruction "
+                               "is held until the clock is trusted", library_id, doubt)
+                self._audit.record("library_destroyed", ACTOR, "held", library_id=library_id, reason="expired",
+                                   held_because="clock_doubtful", clock=doubt)
+            self._held = held
             for library_id, _kind, _version, reason in pending.values():
                 done.append(self._destroy(library_id, reason))
             return done

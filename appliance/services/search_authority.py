@@ -17,6 +17,13 @@ the rule the desk applies with them:
   words, audited: ``search_refused`` (or ``request_refused`` for a submission,
   when no case exists yet) with outcome ``not_authorised_user``.
 
+While the desk's clock is in doubt, no day can be read from it: a clock set back would show a lapsed
+authorisation as current. The desk's ``clock`` is then the guard's estimate (``ClockGuard.limits_now``: the last
+trusted reading plus the monotonic time since, plus a margin), so the rule holds whichever way the clock jumped.
+Only when there is no estimate (``clock_doubt``: ``ClockGuard.unbounded_doubt``, e.g. after a restart under a
+doubt) does ``require`` refuse every account that needs an authorisation (outcome ``not_authorised_user``,
+``refusal`` ``clock_doubtful``), saying the clock is in doubt and whom to call.
+
 Signing in and reading one's own cases never depend on it: a lapsed officer
 still sees what they did. Approving is not searching, so approvers are checked
 by rank exactly as before (``appliance.services.policy``).
@@ -43,6 +50,9 @@ WARN_DAYS = 30
 WHOM_TO_ASK = ("Ask the RFR team, or your force's RFR single point of contact, to record your training and "
                "renew your authorisation.")
 REFUSAL = "not_authorised_user"
+CLOCK_DOUBTFUL = ("You cannot start a facial search request or run a search now: this desk's clock is in doubt, "
+                  "so it cannot tell whether your authorisation to search is still current. This lasts until "
+                  "central confirms the clock. Call the RFR helpdesk. You can still see your cases.")
 
 
 class Standing(StrEnum):
@@ -119,8 +129,12 @@ class SearchAuthority:
     """Applies ``assess`` to a signed-in user, with the desk's clock, and audits every refusal."""
 
     def __init__(self, authorisation_of: Callable[[str], SearchAuthorisation | None], audit: AuditLog,
-                 where: tzinfo = UTC, clock: Callable[[], float] = time.time) -> None:
+                 where: tzinfo = UTC, clock: Callable[[], float] = time.time,
+                 clock_doubt: Callable[[], str | None] = lambda: None) -> None:
+        """``clock_doubt`` (``ClockGuard.unbounded_doubt``): while it names a reason, no authorisation is taken as
+        current (``clock`` has no time to offer)."""
         self._authorisation_of, self._audit, self._where, self._clock = authorisation_of, audit, where, clock
+        self._clock_doubt = clock_doubt
 
     def today(self) -> date:
         """Today at this desk, from its own clock (offline too) in the zone its pages show."""
@@ -132,7 +146,18 @@ class SearchAuthority:
     def require(self, user: User, step: str, case_id: str | None = None, custody_ref: str | None = None) -> None:
         """Refuse ``step`` ("submission", "photo" or "search") unless ``user`` may search today; audited."""
         found = self.assess(user)
-        if found.may_search or found.standing is Standing.NOT_NEEDED:
+        if found.standing is Standing.NOT_NEEDED:
+            return
+        doubt = self._clock_doubt() if found.may_search else None
+        if doubt is not None:  # a limit the doubted clock cannot rule out: refused, and said why
+            details = {**found.audit_details(), "refusal": "clock_doubtful", "clock": doubt}
+            if case_id is None:
+                self._audit.record("request_refused", user.username, REFUSAL, step=step, **details)
+            else:
+                self._audit.record("search_refused", user.username, REFUSAL, case_id=case_id,
+                                   custody_ref=custody_ref, step=step, **details)
+            raise NotAuthorisedUser(CLOCK_DOUBTFUL)
+        if found.may_search:
             return
         if case_id is None:
             self._audit.record("request_refused", user.username, REFUSAL, step=step, **found.audit_details())

@@ -11,6 +11,18 @@ cannot leave keys in place: the next start finishes the wipe before serving anyt
 (:meth:`WipeService.resume_pending`). The revoked desk's certificate is on the CRL by then, so
 the command would never arrive a second time.
 
+The "recent" test reads the desk's clock, so a clock set back would let an old, replayed wipe through. While
+the clock is in doubt (``ClockGuard.doubt``) a command that central did sign for this desk is therefore
+*held*, not judged: recorded (``request_refused``/``fleet_command_held``, with the reason in plain words) and
+kept in the encrypted device database (``appliance.storage.held_commands``) with when it arrived, so a restart
+does not lose it: central could not send it again to a revoked desk, which the CRL keeps off the broker. Once
+central's time makes the clock trusted again, the held command is judged as of its arrival (now on the trusted
+clock, less the monotonic time since; the monotonic clock counts since boot, so this survives a restart of the
+service), so a fresh wipe still wipes and a replayed one is refused as stale. After a reboot the time since
+arrival is unknown: the command is judged as of now, the latest it can have arrived, so a replay is never taken
+as fresh (a genuine wipe held that long may be refused as stale; the refusal is audited and central, now in
+touch, can send a new one).
+
 An accepted wipe is recorded (``device_wiped``) and the desk tries for a few seconds to get
 that event to central, then destroys, in order: the library store and the shipped library
 and its key, the device database and its key, the audit signing key and the TLS key, and
@@ -26,7 +38,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -34,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from appliance.comms.mqtt import Publish
 from appliance.services.audit import AuditLog
 from appliance.storage.device_db import DeviceDatabase
+from appliance.storage.held_commands import HeldCommand, HeldCommandStore
 from appliance.storage.outbox import Outbox
 from core.audit.checkpoint import public_key_from_bytes
 from core.audit.errors import KeyFormatError
@@ -72,13 +85,30 @@ def load_command_key(path: Path) -> Ed25519PublicKey:
         raise SettingsError(f"fleet_command_public_key {path} is not an Ed25519 public key: {e}") from e
 
 
+def current_boot_id() -> str:
+    """This boot's id from the kernel (a new one at every boot); "" where there is none to read."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 class WipeService:
     """Verifies wipe commands (MQTT handler) and carries out an accepted one (sender hook)."""
 
     def __init__(self, device_id: str, command_key: Ed25519PublicKey, audit: AuditLog, outbox: Outbox,
                  db: DeviceDatabase, *, secrets: Sequence[Path], trees: Sequence[Path], files: Sequence[Path],
-                 report_grace_s: float = REPORT_GRACE_S) -> None:
-        """``secrets`` are key paths (either form), ``trees`` directories and ``files`` plain files to remove."""
+                 report_grace_s: float = REPORT_GRACE_S, clock_doubt: Callable[[], str | None] = lambda: None,
+                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+                 boot_id: str | None = None) -> None:
+        """``secrets`` are key paths (either form), ``trees`` directories and ``files`` plain files to remove.
+        ``clock_doubt`` (``ClockGuard.doubt``), ``wall`` and ``monotonic`` (counting since boot): the desk's clocks;
+        ``boot_id`` names this boot (the kernel's, by default), so a held command's arrival is read across a
+        restart only within the boot it was counted in (see the module)."""
+        self._clock_doubt, self._wall, self._monotonic = clock_doubt, wall, monotonic
+        self._boot_id = boot_id if boot_id is not None else current_boot_id()
+        self._held = HeldCommandStore(db)  # commands held on a doubtful clock, until judged
+        self._any_held = bool(self._held.held())  # (so the sender's every turn need not ask the database)
         self._device_id = device_id
         self._key = command_key
         self._audit = audit
@@ -118,8 +148,15 @@ class WipeService:
             return False
         try:
             command = FleetCommand.from_bytes(payload)
-            command.verify(self._key, device_id=self._device_id, now=now)
-            self._nonces.check_and_add(command, now)
+            if command.command != "wipe":  # other commands have their own handler (``fleet_commands``)
+                raise CommandRefused(f"The {command.command} command is not a wipe.")
+            doubt = self._clock_doubt() if now is None else None
+            if doubt is not None:  # central's and for this desk? Then held: how recent it is, no clock can say now
+                command.verify(self._key, device_id=self._device_id, window=timedelta.max)
+                self._hold(payload, command, doubt)
+                return False
+            command.verify(self._key, device_id=self._device_id, now=now or self._now())
+            self._nonces.check_and_add(command, now or self._now())
         except (WireFormatError, CommandRefused) as e:
             reason = str(e)[:200]
             self.refused.append(reason)
@@ -134,8 +171,42 @@ class WipeService:
         self._accepted_at = time.monotonic()
         return True
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
+
+    def _hold(self, payload: bytes, command: FleetCommand, doubt: str) -> None:
+        if not self._held.hold(HeldCommand(payload, self._wall(), self._monotonic(), self._boot_id)):
+            return  # held already (a resend)
+        self._any_held = True
+        reason = (f"The {command.command} command (issued {command.issued_at}) is held, not carried out: this "
+                  f"desk's clock is in doubt ({doubt}), so it cannot tell a fresh command from an old one replayed. "
+                  f"It is judged when central's time confirms the clock.")[:400]
+        self.refused.append(reason)
+        logger.warning("held a fleet command: %s", reason)
+        self._audit.record("request_refused", "central", "fleet_command_held", reason=reason, nonce=command.nonce,
+                           issued_at=command.issued_at)
+
+    def _arrived(self, held: HeldCommand) -> float:
+        """When ``held`` arrived on the (now trusted) wall clock; after a reboot, now: the latest it can have."""
+        since = self._monotonic() - held.arrived_since_boot
+        if not held.boot_id or held.boot_id != self._boot_id or since < 0:
+            return self._wall()
+        return self._wall() - since
+
+    def _judge_held(self) -> None:
+        """The clock is trusted again: judge each held command as of when it arrived."""
+        self._any_held = False
+        for held in self._held.held():
+            accepted = self.handle(held.payload, now=datetime.fromtimestamp(self._arrived(held), UTC))
+            self._held.release(held.payload)
+            if accepted:
+                return
+
     def drain(self, publish: Publish, session: int) -> None:
-        """The ``senders`` hook: once the wipe event is acknowledged (or the grace has passed), wipe."""
+        """The ``senders`` hook: judge held commands once the clock is trusted; once the wipe event is
+        acknowledged (or the grace has passed), wipe."""
+        if self._any_held and self._accepted_at is None and self._clock_doubt() is None:
+            self._judge_held()
         if self._accepted_at is None or self.withdrawn.is_set():
             return
         reported = self._outbox.depth() == 0

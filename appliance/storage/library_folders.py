@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +134,67 @@ def shred(folder: Path, base: Path) -> list[ShreddedFile]:
     folder.rmdir()
     fsync_dir(folder.parent)
     return sorted(done, key=lambda f: f.name)
+
+
+# --- a damaged library replaced by a fresh copy from central ----------------------------------------------
+#
+#     <root>/.repair-<library_id>/    the fresh copy, installed and verified in a store of its own
+#     <root>/.damaged-<library_id>/   the damaged folder, moved aside and then shredded
+#
+# Neither name is a library id (ids start with a letter or digit), so ``held_ids`` never serves either. A crash
+# between the two renames leaves no folder under the id and a complete repair folder: ``finish_repairs`` ends
+# the swap at the next start. The damaged folder is never moved back: a damaged file is never a base again.
+
+
+def repair_folder(root: Path, library_id: str) -> Path:
+    """Where a fresh copy of ``library_id`` is installed before it replaces the damaged one."""
+    return Path(root) / f".repair-{library_folder(root, library_id).name}"
+
+
+def _damaged_folder(root: Path, library_id: str) -> Path:
+    return Path(root) / f".damaged-{library_folder(root, library_id).name}"
+
+
+def swap_in_repaired(root: Path, library_id: str, *, on_stage: Callable[[str], None] | None = None) -> None:
+    """Put the repair folder in place of the library's folder (two renames, made durable together), then shred
+    the damaged folder. Called once the fresh copy in ``repair_folder`` is installed and verified.
+
+    ``on_stage`` is a test seam (called "moved-aside" between the renames and "swapped" before the shred) so a
+    test can kill the process there; production code never sets it."""
+    stage = on_stage or (lambda _name: None)
+    folder, fresh, damaged = library_folder(root, library_id), repair_folder(root, library_id), \
+        _damaged_folder(root, library_id)
+    if damaged.exists():
+        shred(damaged, Path(root))
+    if folder.exists():
+        os.rename(folder, damaged)
+        stage("moved-aside")
+    os.rename(fresh, folder)
+    fsync_dir(Path(root))
+    stage("swapped")
+    shred(damaged, Path(root))
+    logger.info("library %s: the damaged copy is replaced by the fresh one from central", library_id)
+
+
+def finish_repairs(root: Path) -> None:
+    """At start: finish a swap a crash cut (repair folder complete, library folder gone, library not destroyed);
+    drop a repair never completed (the page check finds the damage again and central is asked again); shred
+    damaged folders left behind."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for path in sorted(root.iterdir()):
+        if not path.is_dir():
+            continue
+        if path.name.startswith(".repair-"):
+            library_id = path.name.removeprefix(".repair-")
+            # A library destroyed meanwhile (expiry, withdrawal) is never brought back by a cut repair.
+            if (not library_folder(root, library_id).exists() and (path / "current").exists()
+                    and not is_destroyed(root, library_id)):
+                os.rename(path, library_folder(root, library_id))
+                fsync_dir(root)
+                logger.warning("library %s: finished replacing a damaged copy cut by a restart", library_id)
+            else:
+                shred(path, root)
+        elif path.name.startswith(".damaged-"):
+            shred(path, root)

@@ -18,6 +18,7 @@ instead of forking it or locking the desk out.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,8 @@ CREATE TABLE IF NOT EXISTS audit_outbox (
 );
 """
 CHECKPOINT_EVERY = 100
+#: Rows read or queued per database lock when central asks for logged events again (``requeue_since``).
+REQUEUE_PAGE = 2000
 
 
 class AckRefusedError(CustodyRfrError):
@@ -103,6 +106,14 @@ class Outbox:
         """When (Unix time, as the desk's clock read it) the newest event was recorded; None for an empty log."""
         with self._db.lock:
             row = self._db.conn.execute("SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return datetime.fromisoformat(AuditEvent.from_bytes(bytes(row[0])).occurred_at).timestamp()
+
+    def event_time(self, seq: int) -> float | None:
+        """When (Unix time, as the desk's clock read it) event ``seq`` was recorded; None if there is none."""
+        with self._db.lock:
+            row = self._db.conn.execute("SELECT payload FROM audit_log WHERE seq = ?", (seq,)).fetchone()
         if row is None:
             return None
         return datetime.fromisoformat(AuditEvent.from_bytes(bytes(row[0])).occurred_at).timestamp()
@@ -257,6 +268,56 @@ class Outbox:
                 (events_through, checkpoint_through))
             self._db.conn.commit()
             return cur.rowcount
+
+    def requeue_since(self, since: datetime, *, page: int = REQUEUE_PAGE) -> tuple[int, int]:
+        """Queue again every event from the first one logged at or after ``since`` to the head, and the
+        checkpoints among them (central lost them in a restore, though it had acknowledged them). Returns
+        (events queued anew, first seq queued, or 0). Rows still queued are left as they are; central's ingest
+        is idempotent by (device, seq), so an event it still holds is counted as a duplicate and dropped.
+
+        Every event from the first match on is queued, not only those stamped after ``since``: a desk clock
+        that jumped back would otherwise leave later events out (``appliance.services.clock_guard``).
+
+        A ``since`` years back reaches the whole chain, so the log is read and queued ``page`` rows at a time,
+        each page under the database lock on its own: searches and appends go on between pages. The outbox
+        holds one row per event at most, however often this runs; the link sends it in batches as usual. A crash
+        midway leaves the pages already queued (central then asks again).
+        """
+        first, after = 0, 0
+        while not first:
+            with self._db.lock:
+                rows = self._db.conn.execute("SELECT seq, payload FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                                             (after, page)).fetchall()
+            if not rows:
+                return 0, 0
+            for seq, payload in rows:
+                try:
+                    moment = datetime.fromisoformat(json.loads(bytes(payload))["occurred_at"])
+                    if moment >= since:
+                        first = int(seq)
+                        break
+                except (ValueError, KeyError, TypeError):
+                    continue
+            after = int(rows[-1][0])
+        with self._db.lock:
+            head = self._sequences()[0]
+        queued = 0
+        for low in range(first, head + 1, page):
+            with self._db.lock:
+                try:
+                    cur = self._db.conn.execute(
+                        "INSERT OR IGNORE INTO audit_outbox (kind, seq) SELECT 'event', seq FROM audit_log"
+                        " WHERE seq >= ? AND seq < ?", (low, low + page))
+                    queued += cur.rowcount
+                    self._db.conn.execute(
+                        "INSERT OR IGNORE INTO audit_outbox (kind, seq) SELECT 'checkpoint', seq FROM audit_checkpoints"
+                        " WHERE seq >= ? AND seq < ?", (low, low + page))
+                    self._db.conn.commit()
+                except BaseException:
+                    self._db.conn.rollback()
+                    raise
+        logger.info("queued %d logged events again from seq %d for central", queued, first)
+        return queued, first
 
     def depth(self) -> int:
         """Events and checkpoints still waiting for central."""

@@ -20,6 +20,7 @@ import threading
 import sqlcipher3
 
 from core.errors import CustodyRfrError
+from library.errors import SnapshotError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,12 @@ DAMAGED_MESSAGE = (
     "A damaged page was found in this device's encrypted records or reference library, so the last step was "
     "not completed. Stop using the desk for searches and call the RFR helpdesk: the damage "
     "has been reported to the RFR team.")
+
+LIBRARY_DAMAGED_MESSAGE = (
+    "A damaged page was found in a reference library's copy on this device, so this search was not completed. "
+    "The desk is checking its libraries now: a damaged one is closed and a fresh copy fetched from central by "
+    "itself, while the other libraries can still be searched. Search again in a few minutes; if it keeps "
+    "failing, call the RFR helpdesk.")
 
 
 class StorageFullError(CustodyRfrError):
@@ -60,6 +67,17 @@ def is_storage_full(error: BaseException) -> bool:
         if code == sqlcipher3.SQLITE_FULL or os_errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         if isinstance(seen, sqlcipher3.Error) and "database or disk is full" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def is_library_damage(error: BaseException) -> bool:
+    """Damage met while reading a reference library (``library.errors.SnapshotError`` over SQLCipher's error),
+    not the device database: the library is re-fetched, the device database is left alone."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, SnapshotError) and is_damage(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import ssl
 import subprocess
 import threading
@@ -45,6 +46,7 @@ from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
 from appliance.settings import UpdateSettings
+from appliance.storage.library_folders import is_destroyed, repair_folder, swap_in_repaired
 from appliance.storage.library_keys import LibraryKeyring, LibraryKeys
 from appliance.updates.audit import ACTOR, AuditLike, RefusalRecord
 from appliance.updates.authorisation import AuthorisationUpdater
@@ -72,7 +74,7 @@ from devicekeys.errors import KeyProtectionError
 from devicekeys.tls import client_context
 from library.compaction import start_compaction
 from library.delta import read_delta_info
-from library.errors import DeltaBaseMismatchError, SnapshotError, VersionRollbackError
+from library.errors import DeltaApplyError, DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
 from library.store import LibraryStore, read_snapshot_claims
 
@@ -88,6 +90,16 @@ def _announced_lineage(target: str) -> str | None:
     """The library id an announced target name carries (``core.library_announce.target_name``), or None."""
     match = _LINEAGE.match(target)
     return None if match is None else (match.group("id") or DEFAULT_LIBRARY_ID)
+
+
+_KEEPS_USING = re.compile(r"(?:This|The) desk keeps using library version \d+\.")
+
+
+def _closed(message: str, library_id: str) -> str:
+    """An update failure's words for a damaged library's re-fetch: nothing is served meanwhile."""
+    closed = f"Library {library_id!r} stays closed until a sound copy arrives from central."
+    replaced = _KEEPS_USING.sub(closed, message)
+    return replaced if replaced != message else f"{message} {closed}"
 
 
 def _is_keys(custom: object) -> bool:
@@ -114,6 +126,10 @@ class LibrarySetLike(Protocol):
     def manifest(self) -> AuthorisationManifest | None: ...
 
     def now(self) -> datetime: ...
+
+    def repairing(self) -> set[str]: ...
+
+    def repaired(self, library_id: str, snapshot: Snapshot) -> Snapshot | None: ...
 
 
 @dataclass(frozen=True)
@@ -225,7 +241,8 @@ class LibraryUpdater:
                 updater = self._refresh()
                 if self.authorisation is not None:
                     self.authorisation.check(updater, self._listed())
-                result = (self._check(updater) if self._lineage_id in self._lineages() and self._primary_held() else
+                result = (self._check(updater) if self._lineage_id in self._lineages() and self._primary_held()
+                          and self._lineage_id not in self._repairing() else
                           UpdateResult("up_to_date", start, f"Library {self._lineage_id!r} is not authorised for "
                                        f"this desk or not held: it is not updated here.", start))
             except UpdateRefusedError as e:
@@ -363,6 +380,9 @@ class LibraryUpdater:
         now = self._libraries.now()
         return [lib.library_id for lib in manifest.libraries if not lib.has_expired(now)]
 
+    def _repairing(self) -> set[str]:
+        return self._libraries.repairing() if self._libraries is not None else set()
+
     def _primary_held(self) -> bool:
         return self._libraries is None or self._libraries.holder(self._primary[0]) is not None
 
@@ -372,8 +392,8 @@ class LibraryUpdater:
         if self._libraries is None or self._keyring is None or self._store_for is None:
             return
         for library_id in self._lineages():
-            if library_id == self._primary[0] and self._primary_held():
-                continue
+            if (library_id == self._primary[0] and self._primary_held()) or library_id in self._repairing():
+                continue  # the provisioned one is done; a damaged copy is never a delta's base (``refetch``)
             holder = self._libraries.holder(library_id)
             start = holder.current.version if holder is not None else 0
             refusals = self._lineage_refusals.setdefault(
@@ -438,6 +458,94 @@ class LibraryUpdater:
                            library_id=library_id)
         return UpdateResult("installed", new.version, f"Library {library_id!r} version {new.version} installed.",
                             None, offer.name)
+
+    # --- a damaged copy replaced ----------------------------------------------------------------
+
+    def refetch(self, library_id: str) -> UpdateResult:
+        """Replace the damaged copy of ``library_id`` with central's newest full version (never older than the
+        damaged one), through the same TUF verification as any update; never raises for update problems.
+
+        The local files cannot be trusted, so no delta is used: the full version is installed into a store of
+        its own (``library_folders.repair_folder``), verified against central's signed digest, then swapped in
+        place of the damaged folder, which is shredded. Until it succeeds the library stays refused.
+        """
+        if self._libraries is None or self._keyring is None or self._store_for is None:
+            return UpdateResult("unavailable", 0, "This desk cannot fetch libraries (no library set).", 0,
+                                reason="not_wired")
+        holder = self._libraries.holder(library_id)
+        held = holder.current.version if holder is not None else 0
+        refusals = self._lineage_refusals.setdefault(
+            library_id, RefusalRecord(self._audit, "library_update_refused", f"library {library_id} update"))
+        with self._lock:
+            try:
+                updater = self._refresh()
+                return self._refetch(updater, library_id, held)
+            except UpdateRefusedError as e:
+                result = UpdateResult("refused", held, _closed(str(e), library_id), held, e.target, e.reason)
+                refusals.record(result.reason, result.target, result.message, installed_version=held,
+                                library_id=library_id)
+                return result
+            except UpdateError as e:
+                logger.warning("library %s re-fetch unavailable: %s", library_id, e)
+                return UpdateResult("unavailable", held, _closed(str(e), library_id), held, e.target, e.reason)
+
+    def _refetch(self, updater: Updater, library_id: str, held: int) -> UpdateResult:
+        assert self._keyring is not None and self._store_for is not None and self._libraries is not None
+        offers = [o for o in self._offers(updater) if o.info.library_id == library_id and o.info.kind == "full"
+                  and o.info.embedder_id == self._embedder_id and o.version >= held]
+        if not offers:
+            raise UpdateUnavailableError(f"Central offers no full copy of library {library_id!r} at version {held} "
+                                         f"or later yet. The desk asks again later.")
+        offer = max(offers, key=lambda o: o.version)
+        target = updater.get_targetinfo(offer.name)
+        if target is None:  # pragma: no cover - listed a moment ago from the same trusted metadata
+            raise UpdateUnavailableError(f"{offer.name} is no longer offered.")
+        store = self._store_for(library_id)
+        keys = self._primary[2] if library_id == self._primary[0] else self._keyring.for_library(library_id)
+        saved = self._keys
+        path = self.download_dir / offer.name
+        fresh = repair_folder(store.root.parent, library_id)
+        try:
+            self._keys = keys
+            key = self._content_key(updater, offer, _NotHeld(held))  # type: ignore[arg-type]
+            try:
+                updater.download_target(target, filepath=str(path))
+            except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as e:
+                raise explain_tuf_error(e, held) from e
+            incoming = read_snapshot_claims(path, key)
+            check_claims(offer, incoming.version, incoming.digest, incoming.embedder_id, held)
+            if fresh.exists():
+                shutil.rmtree(fresh)
+            LibraryStore(fresh).install_full(path, key, expected_embedder=self._embedder_id,
+                                             expected_digest=offer.info.result_digest, key_id=offer.info.key_id)
+            if is_destroyed(store.root.parent, library_id):  # expired or withdrawn while this copy came
+                raise UpdateRefusedError(f"Library {library_id!r} was destroyed on this desk meanwhile; the "
+                                         f"fresh copy is not installed.")
+            swap_in_repaired(store.root.parent, library_id)
+            new = self._store_for(library_id).open_current(key, self._embedder_id)
+        except UpdateError as e:
+            e.target = offer.name
+            raise
+        except SnapshotError as e:
+            raise UpdateRefusedError(f"{offer.name} could not be installed: {e} Library {library_id!r} stays "
+                                     f"closed until a sound copy arrives.") from e
+        except OSError as e:
+            raise UpdateError(f"The desk could not store {offer.name} ({e}). Library {library_id!r} stays closed; "
+                              f"call the RFR helpdesk if this persists.") from e
+        finally:
+            self._keys = saved
+            path.unlink(missing_ok=True)
+            if fresh.exists():
+                shutil.rmtree(fresh, ignore_errors=True)
+        old = self._libraries.repaired(library_id, new)
+        if old is not None:
+            old.close()
+        logger.info("library %s v%d re-fetched from %s in place of a damaged copy", library_id, new.version,
+                    offer.name)
+        self._audit.record("library_update", ACTOR, "ok", library_version=new.version, previous_version=held,
+                           kind="repair", target=offer.name, digest=offer.info.result_digest, library_id=library_id)
+        return UpdateResult("installed", new.version, f"Library {library_id!r} version {new.version} re-fetched "
+                            f"from central in place of the damaged copy.", held, offer.name)
 
     def _offers(self, updater: Updater) -> list[Offer]:
         """Every target in the verified targets metadata that describes itself as a library."""
@@ -561,6 +669,9 @@ class LibraryUpdater:
                                          expected_digest=info.result_digest, key_id=info.key_id)
             # The parts the desk already serves and what the store just verified are shared, not loaded again.
             return self._store.open_current(key, self._embedder_id, reuse=current)
+        except DeltaApplyError as e:  # the desk's own apply process failed, not central's file: try again later
+            raise UpdateError(f"{offer.name} could not be installed now: {e} The desk tries again at the next "
+                              f"check.") from e
         except DeltaBaseMismatchError as e:
             raise DeltaBaseRefusedError(f"{e} The desk keeps using library version {current.version}.") from e
         except VersionRollbackError as e:

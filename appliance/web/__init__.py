@@ -22,7 +22,14 @@ from appliance.services.cases import CaseError
 from appliance.services.policy import PolicyRefusal
 from appliance.services.wipe import WITHDRAWN_MESSAGE, DeskWithdrawnError, is_withdrawn
 from appliance.settings import ApplianceSettings
-from appliance.storage.storage_faults import DAMAGED_MESSAGE, STORAGE_FULL_MESSAGE, is_damage, is_storage_full
+from appliance.storage.storage_faults import (
+    DAMAGED_MESSAGE,
+    LIBRARY_DAMAGED_MESSAGE,
+    STORAGE_FULL_MESSAGE,
+    is_damage,
+    is_library_damage,
+    is_storage_full,
+)
 from core.display_time import zone
 from models.pipeline import FacePipeline
 from webserver import log_ids
@@ -183,6 +190,12 @@ def create_app(settings: ApplianceSettings, *, pipeline: FacePipeline | None = N
         if is_storage_full(e):
             logger.error("refused: the device's storage is full (%s)", e, extra={"event": "storage_full"})
             return render_error(507, STORAGE_FULL_MESSAGE)
+        if is_library_damage(e):  # a library page, not the device database: the page check and repair take it
+            logger.error("a search met a damaged library page (%s); checking every library now", e,
+                         extra={"event": "library_damaged"})
+            if desk.library_integrity is not None:
+                desk.library_integrity.check_soon()
+            return render_error(500, LIBRARY_DAMAGED_MESSAGE)
         if is_damage(e):
             fresh = desk.db.damage.note(f"{request.method} {request.path}: {type(e).__name__}: {e}")
             desk.db.reopen()  # the connection that read the bad page refuses writes from then on

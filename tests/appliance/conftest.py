@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,16 @@ from appliance.web import create_app
 from tests.desk_authorisation import seed_authorisation
 from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
+
+
+def own_copy(tmp_path: Path, shipped: Path) -> Path:
+    """The desk's own copy of a session-wide library file: a desk that is wiped, or whose provisioned library
+    is retired or expires, destroys the file it was installed from, which other tests still need."""
+    target = tmp_path / "shipped-library" / Path(shipped).name
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shipped, target)
+    return target
 
 
 def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: int = 1, *, authorised: bool = True,
@@ -22,7 +33,8 @@ def appliance_settings(tmp_path: Path, library: tuple[Path, Path], mqtt_port: in
     data = {
         "device_id": device_id,
         "data_dir": data_dir,
-        "library": {"path": library[0], "wrapped_key": provision_library_key(data_dir, device_id, library[1])},
+        "library": {"path": own_copy(tmp_path, library[0]),
+                    "wrapped_key": provision_library_key(data_dir, device_id, library[1])},
         "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         "web": {"secret_key": "test-secret-key-0123456789"},
     }

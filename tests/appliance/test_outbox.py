@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -90,3 +91,31 @@ def test_an_appender_that_cannot_get_the_write_lock_is_refused_and_records_nothi
     holder_db.conn.rollback()
     assert waiter.record("search", "pc-waiting", "candidates_shown").seq == 2  # no gap, no fork
     assert waiter.verify().ok
+
+
+def test_events_asked_for_again_are_queued_page_by_page_once_each(tmp_path: Path) -> None:
+    """After a restore central asks for the events since a moment again: the log is read and queued a page at
+    a time (the desk is not held for the whole chain), the same as in one go, and a repeat adds nothing."""
+    db = DeviceDatabase(tmp_path / "device")
+    outbox = Outbox(db, checkpoint_every=4)
+    log = AuditLog(DEVICE, outbox)
+    for _ in range(11):
+        log.record("search", "pc-one", "candidates_shown")
+    log.checkpoint()
+    head = outbox.head_seq
+    [(head_hash,)] = db.conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (head,)).fetchall()
+    outbox.acknowledge_through(head, outbox.signed_seq, head_hash)
+    assert outbox.depth() == 0
+    events = _events(db)
+
+    assert outbox.requeue_since(datetime.now(UTC) + timedelta(days=1), page=3) == (0, 0)  # nothing logged since
+    assert outbox.requeue_since(datetime(2020, 1, 1, tzinfo=UTC), page=3) == (11, 1)  # the whole chain
+    assert [p.seq for p in outbox.pending(limit=100)] == [e.seq for e in events]
+    assert [p.seq for p in outbox.pending_checkpoints()] == [4, 8, 11]
+    assert outbox.requeue_since(datetime(2020, 1, 1, tzinfo=UTC), page=3) == (0, 1)  # asked again: no new rows
+    outbox.acknowledge_through(head, outbox.signed_seq, head_hash)
+    since = datetime.fromisoformat(events[7].occurred_at)  # the eighth event's moment: from the first so stamped
+    queued, first = outbox.requeue_since(since, page=2)
+    assert first == min(e.seq for e in events if datetime.fromisoformat(e.occurred_at) >= since) <= 8
+    assert queued == 11 - first + 1 and [p.seq for p in outbox.pending_checkpoints()] == [c for c in (4, 8, 11)
+                                                                                          if c >= first]

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -35,23 +36,26 @@ from appliance.storage.signing_key import PUBLIC_NAME, load_or_create_signing_ke
 from central.__main__ import main as central_main
 from central.audit.__main__ import main as audit_main
 from central.audit.__main__ import verify_file
+from central.audit.filter import EventFilter
 from central.audit.store import AuditStore
 from central.fleet.health_store import HealthStore
 from central.fleet.registry_store import RegistryStore
+from central.fleet.resend import ResendLog
 from central.publish.__main__ import main as publish_main
 from central.publish.repository import TufRepository
 from central.publish.settings import PublishSettings
 from core.audit.ack import Ack
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
+from core.fleet import FleetCommand
 from core.keywrap import public_key_hex as wrap_hex
-from core.topics import ack_topic
+from core.topics import ack_topic, fleet_command_topic
 from library.snapshot import new_key, read_key_file, write_key_file
 from testbed.mosquitto import PersistentBroker
 from testbed.postgres import PG_BIN
 from testbed.processes import stop_process
 from tests.audit_support import wait_for
 from tests.central.test_backup import PASSPHRASE, SECRET, heartbeat
-from tests.fleet_key import CENTRAL_PUBLIC, write_command_key
+from tests.fleet_key import CENTRAL_PUBLIC, FORGER, write_command_key
 from tests.fleet_tls import FleetPki
 from tests.tufrepo.test_repository import BASE, FolderFetcher
 from tests.updates.conftest import build_library
@@ -281,47 +285,85 @@ def test_restore_drill_through_the_broker_loses_nothing_stores_nothing_twice_and
     assert all(now[role] > trusted[role] for role in trusted), (trusted, now)
 
 
-def test_events_acknowledged_after_the_backup_show_as_a_gap_after_the_restore_never_silently(tmp_path, broker):
-    """What a backup cannot give back: events central acknowledged after it was taken. The desk has dropped them
-    from its outbox (its log keeps them), so the restored central sees a gap in that desk's chain; it stores what
-    comes after, acknowledges nothing past the gap, and the desk keeps those events queued (its outbox grows:
-    the RfrOutboxGrowing alert), so the loss is visible on /audit and in the metrics, not silent."""
+class CommandWatch:
+    """The fleet commands central publishes to one desk, as the broker delivers them (to replay one)."""
+
+    def __init__(self, broker: PersistentBroker, device_id: str) -> None:
+        self.payloads: queue.Queue[bytes] = queue.Queue()
+        self.topic = fleet_command_topic(device_id)
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"command-watch-{next(_ids)}",
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_message = lambda c, u, m: self.payloads.put(m.payload)
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(self.topic, qos=1)
+        self.client.loop_start()
+
+    def publish(self, payload: bytes) -> None:
+        self.client.publish(self.topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def central_events(url: str, device_id: str) -> list[dict]:
+    store = AuditStore(url)
+    try:
+        return sorted(store.query_oldest_first(EventFilter(device_id=device_id)), key=lambda r: int(r["seq"]))
+    finally:
+        store.close()
+
+
+def max_seq(url: str, device_id: str) -> int:
+    store = AuditStore(url)
+    try:
+        head = store.head(device_id)
+        return 0 if head is None else head.max_seq
+    finally:
+        store.close()
+
+
+def test_after_a_restore_a_signed_resend_request_brings_back_every_lost_event_once_and_forgeries_are_refused(
+        tmp_path, broker):
+    """A restore from a backup older than the last ack leaves a gap, shown, never silent; then the step after a
+    restore (docs/operations.md): ``central devices request-resend --since <backup time>``.
+    The desk queues again what it logged since then; central stores what it lost, drops what it kept as
+    duplicates, and the desk's chain is whole again. A forged request and a replay of the real one are refused
+    and recorded, at the desk and so at central."""
     old, new = tmp_path / "old", tmp_path / "new"
     command_key, _ = write_command_key(old / "keys")
     old_url, new_url = f"sqlite:///{old / 'data' / 'central.db'}", f"sqlite:///{new / 'data' / 'central.db'}"
     config = central_toml(old, old_url, broker, command_key)
-    desk = Desk(tmp_path / "desk-late", "desk-late", broker)
+    desk = Desk(tmp_path / "desk-resend", "desk-resend", broker)
     only = (desk.device_id,)
     registry = RegistryStore(old_url)
-    desk_key = public_key_from_bytes((desk.data / PUBLIC_NAME).read_bytes())
-    registry.register_device(desk.device_id, public_key_hex(desk_key))
+    registry.register_device(desk.device_id, public_key_hex(public_key_from_bytes((desk.data / PUBLIC_NAME)
+                                                                                  .read_bytes())))
     registry.close()
     (tmp_path / "passphrase").write_text(PASSPHRASE + "\n")
     ingest = start_ingest(config)
+    watch = CommandWatch(broker, desk.device_id)
     try:
+        desk.run_until(6)
+        since = datetime.now(UTC)  # events 7.. are logged after it: 7-10 are in the backup, 11-15 are not
         desk.run_until(10)
         assert wait_for(lambda: settled(old_url, 10, only), 60, step=0.3)
         assert central_main(["backup", "--config", str(config), "--out", str(tmp_path / "backup"),
                              "--passphrase-file", str(tmp_path / "passphrase")]) == 0
-        desk.run_until(15)  # stored and acknowledged after the backup: gone from the desk's outbox
+        desk.run_until(15)  # acknowledged after the backup: gone from the desk's outbox, lost by the restore
         assert wait_for(lambda: settled(old_url, 15, only) and desk.outbox_depth() == 0, 60, step=0.3)
         stop_process(ingest)
         shutil.rmtree(old)
-        desk.run_until(20)
         new_config = central_toml(new, new_url, broker, new / "keys" / "fleet-command.pem")
         assert central_main(["restore", "--config", str(new_config), "--from", str(tmp_path / "backup"),
                              "--passphrase-file", str(tmp_path / "passphrase")]) == 0
         ingest = start_ingest(new_config)
-
-        def after_the_gap_stored() -> bool:
-            store = AuditStore(new_url)
-            try:
-                head = store.head(desk.device_id)
-                return head is not None and head.max_seq == 20
-            finally:
-                store.close()
-
-        assert wait_for(after_the_gap_stored, 60, step=0.3)
+        desk.run_until(20)
+        assert wait_for(lambda: max_seq(new_url, desk.device_id) == 20, 60, step=0.3)
+        # What a backup cannot give back: events central acknowledged after it was taken. The desk dropped them
+        # from its outbox (its log keeps them), so the restored central sees a gap: it stores what comes after,
+        # acknowledges nothing past the gap, and the desk keeps those queued (its outbox grows: the
+        # RfrOutboxGrowing alert), so the loss is visible on /audit and in the metrics, not silent.
         store = AuditStore(new_url)
         try:
             head = store.head(desk.device_id)
@@ -331,6 +373,41 @@ def test_events_acknowledged_after_the_backup_show_as_a_gap_after_the_restore_ne
         finally:
             store.close()
         assert desk.outbox_depth() >= 5  # 16..20 stay queued on the desk: central cannot acknowledge past a gap
+
+        assert central_main(["devices", "request-resend", "--config", str(new_config), "--since", since.isoformat(),
+                             "--device", desk.device_id, "--by", "restore drill"]) == 0
+
+        # Event 21 is the desk's record of the accepted request; every event arrives, each once.
+        assert wait_for(lambda: settled(new_url, 21, only) and desk.outbox_depth() == 0, 60, step=0.3)
+        store = AuditStore(new_url)
+        try:
+            head = store.head(desk.device_id)
+            assert head is not None and head.contiguous_seq == 21 and store.gaps(desk.device_id) == []
+            assert store.count() == 21 and head.duplicates >= 4  # 7-10 came again and were dropped
+            assert store.findings(device_id=desk.device_id) == []  # the chain links, checkpoints match
+        finally:
+            store.close()
+        resent = central_events(new_url, desk.device_id)[-1]
+        assert resent["type"] == "events_resent" and resent["details"]["from_seq"] == 7
+        log = ResendLog(new_url)
+        assert [(r["device_id"], r["requested_by"], r["sent"]) for r in log.requests()] == [
+            (desk.device_id, "restore drill", 1)]
+        log.close()
+
+        # A forgery (signed with another key) and a replay of the real request: refused and recorded.
+        real = watch.payloads.get(timeout=10)
+        forged = FleetCommand.sign(FORGER, desk.device_id, "resend", since=since)
+        watch.publish(forged.to_bytes())
+        watch.publish(real)
+        assert wait_for(lambda: settled(new_url, 23, only), 60, step=0.3)
+        refused = central_events(new_url, desk.device_id)[-2:]
+        assert [r["type"] for r in refused] == ["request_refused", "request_refused"]
+        reasons = [r["details"]["reason"] for r in refused]
+        assert "not signed by central" in reasons[0] and "already used" in reasons[1]
+        store = AuditStore(new_url)
+        assert store.count() == 23  # the two refusals, and nothing else logged (the replay's refusal names why)
+        store.close()
     finally:
+        watch.close()
         stop_process(ingest)
         desk.stop()

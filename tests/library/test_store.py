@@ -16,13 +16,14 @@ import pytest
 
 from appliance.services.library import LibraryHolder
 from library.delta import make_delta
-from library.errors import DeltaBaseMismatchError, VersionRollbackError
+from library.errors import DeltaApplyError, DeltaBaseMismatchError, VersionRollbackError
 from library.snapshot import Snapshot, new_key, write_key_file
 from library.store import LibraryStore
 from tests.library.builders import build, unit_vectors
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["copied", "rows", "index", "written", "renamed", "switched"]
+APPLY_STAGES = STAGES[:-1]  # the steps run by the apply's own child process (library.apply_process)
 _CHILD = """
 import sys, time
 from pathlib import Path
@@ -32,7 +33,8 @@ from library.store import LibraryStore
 root, update, key_file, stop_at, kind = sys.argv[1:6]
 
 def hook(name):
-    print(name, flush=True)
+    building = getattr(store, "building", None)
+    print(name, building.pid if building else 0, flush=True)
     if name == stop_at:
         time.sleep(600)
 
@@ -94,16 +96,38 @@ def _run_child(root: Path, update: Path, key_file: Path, stop_at: str, kind: str
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
 
-def _kill_at(child: subprocess.Popen[str], stage: str) -> None:
-    """SIGKILL the installer once it reports ``stage`` (it then sleeps there)."""
+def _kill_at(child: subprocess.Popen[str], stage: str) -> int:
+    """SIGKILL the installer once it reports ``stage`` (it then sleeps there); returns the pid of the process
+    that was building the segment then (0 if none)."""
     with child:
         assert child.stdout is not None
+        building = 0
         for line in child.stdout:
-            if line.strip() == stage:
+            name, pid = line.split()
+            if name == stage:
+                building = int(pid)
                 break
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
+    return building
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _wait_gone(pid: int, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not _gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -111,14 +135,42 @@ def test_kill_9_at_each_stage_of_a_delta_leaves_a_whole_version(lineage, tmp_pat
     key, _, v1, _, delta, digests = lineage
     root = tmp_path / "device"
     LibraryStore(root).install_full(v1, key)
-    _kill_at(_run_child(root, delta, tmp_path / "lib.key", stage, "delta"), stage)
+    building = _kill_at(_run_child(root, delta, tmp_path / "lib.key", stage, "delta"), stage)
+    if stage in APPLY_STAGES:  # the desk died while its apply process ran: that process dies with it
+        assert building, f"no apply process of its own was running at {stage!r}"
+        assert _wait_gone(building), f"the apply process {building} outlived the desk"
 
     expected = 2 if stage == "switched" else 1
     assert _installed(root, key) == (expected, digests[expected])
     leftovers = [p.name for p in (root / "versions").iterdir() if not p.name.endswith(".db")]
     assert leftovers == []
+    assert [p.name for p in (root / "segments").iterdir()] == (["0000000002.seg"] if expected == 2 else [])
     if expected == 1:
         LibraryStore(root).install_delta(delta, key)
+    assert _installed(root, key) == (2, digests[2])
+
+
+@pytest.mark.parametrize("stage", APPLY_STAGES)
+def test_kill_9_of_the_apply_process_is_a_plain_error_and_nothing_is_lost(lineage, tmp_path: Path, stage: str
+                                                                         ) -> None:
+    """The child building the segment is killed at each of its steps: the desk gets a plain error (never a
+    silent success), keeps version 1 with nothing left behind, and the same delta applies afterwards."""
+    key, _, v1, _, delta, digests = lineage
+    root = tmp_path / "device"
+
+    def kill_child(name: str) -> None:
+        if name == stage and store.building is not None:  # install_full has a "copied" step of its own
+            os.kill(store.building.pid, signal.SIGKILL)
+
+    store = LibraryStore(root, on_stage=kill_child)
+    store.install_full(v1, key)
+    with pytest.raises(DeltaApplyError, match=r"killed by signal 9 before it finished\. The update was not installed"):
+        store.install_delta(delta, key)
+    assert store.building is None
+    assert store.current_version() == 1
+    assert list((root / "segments").iterdir()) == []
+    assert _installed(root, key) == (1, digests[1])
+    assert LibraryStore(root).install_delta(delta, key) == 2
     assert _installed(root, key) == (2, digests[2])
 
 
@@ -184,3 +236,26 @@ def test_searches_continue_while_a_delta_is_applied_and_swapped(lineage, tmp_pat
     assert errors == []
     assert {version for version, _ in results} == {1, 2}
     assert [v for v, _ in results] == sorted(v for v, _ in results)  # never back to the old version
+
+
+def test_the_apply_process_runs_at_low_priority_and_never_sees_the_key_in_argv_or_env(lineage, tmp_path: Path
+                                                                                     ) -> None:
+    """The searches keep the CPU (SCHED_BATCH, nice 19 above the desk's) and the key goes through the pipe:
+    other users can read a process's command line and environment."""
+    key, _, v1, _, delta, digests = lineage
+    seen: dict[str, object] = {}
+
+    def look(name: str) -> None:
+        if name == "rows" and store.building is not None:
+            pid = store.building.pid
+            seen["policy"] = os.sched_getscheduler(pid)
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, pid)
+            seen["visible"] = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+
+    store = LibraryStore(tmp_path / "device", on_stage=look)
+    store.install_full(v1, key)
+    assert store.install_delta(delta, key) == 2
+    assert seen["policy"] == os.SCHED_BATCH
+    assert seen["nice"] == min(os.getpriority(os.PRIO_PROCESS, 0) + 19, 19)
+    assert key.hex().encode() not in seen["visible"] and key not in seen["visible"]  # type: ignore[operator]
+    assert _installed(tmp_path / "device", key) == (2, digests[2])

@@ -105,6 +105,9 @@ def test_forged_wrong_device_and_stale_wipes_are_refused_and_the_desk_is_intact(
             assert (data / "device.db").exists() and (data / "device.key").exists() and (data / "library").is_dir()
             assert app.test_client().get("/login").status_code == 200
             assert _audit_types(app).count(("request_refused", "fleet_command_refused")) == 3
+            # A genuine command that is not a wipe (a resend request) never wipes, even handed to the wipe.
+            assert not rfr.wipe.handle(FleetCommand.sign(key, device, "resend", since=datetime.now(UTC)).to_bytes())
+            assert "not a wipe" in rfr.wipe.refused[-1] and not rfr.wipe.withdrawn.is_set()
             # A valid command accepted once is not accepted again (replay of the same nonce).
             valid = FleetCommand.sign(key, device, "wipe").to_bytes()
             assert rfr.wipe.handle(valid) and not rfr.wipe.handle(valid)

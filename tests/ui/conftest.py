@@ -31,6 +31,7 @@ from provisioning.ca import CaLayout
 from provisioning.device import DevicePki
 from supply.pinned import member
 from testbed.ports import free_port
+from tests.appliance.conftest import own_copy
 from tests.appliance.desk_helpers import PASSWORD, USERS, authorisation_for, current_authorisation
 from tests.desk_authorisation import seed_authorisation
 from tests.desk_keys import provision_library_key
@@ -117,7 +118,7 @@ def live_server(tmp_path_factory, demo_library, mosquitto, fleet) -> Iterator[st
     config.write_text(
         f'device_id = "desk-test-01"\ndata_dir = "{data_dir}"\n'
         f'fleet_command_public_key = "{write_command_key(root / "central-key")[1]}"\n'
-        f'[library]\npath = "{demo_library[0]}"\n'
+        f'[library]\npath = "{own_copy(root, demo_library[0])}"\n'
         f'wrapped_key = "{provision_library_key(data_dir, "desk-test-01", demo_library[1])}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n' + desk_web_toml(desk))

@@ -7,6 +7,8 @@ that the desk still searches its installed version.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -359,5 +361,29 @@ def test_a_lasting_refusal_is_audited_once_and_recovery_installs(desk, publisher
     assert desk.updater.check_now().outcome == "refused"
     assert len(desk.events("library_update_refused")) == 1
     served.write_bytes(good)
+    assert desk.updater.check_now().installed_version == 2
+    desk.assert_serving(2)
+
+
+def test_a_killed_apply_process_is_a_plain_failure_and_the_next_check_installs(desk, publisher):
+    """The delta is applied by a child process (``library.apply_process``); killed half-way, the desk reports a
+    plain failure in its own words (not a refusal of central's file, not a success), keeps serving version 1
+    with nothing left behind, and the next check installs the same delta."""
+    publisher.full(2)
+    publisher.delta(1, 2)
+
+    def kill_apply(name: str) -> None:
+        if name == "index" and desk.store.building is not None:
+            os.kill(desk.store.building.pid, signal.SIGKILL)
+
+    desk.store._stage = kill_apply  # the store's test seam, as the crash tests use it
+    result = desk.updater.check_now()
+    assert (result.outcome, result.reason, result.installed_version) == ("unavailable", "update_failed", 1), result
+    assert "was killed by signal 9 before it finished" in result.message
+    assert "tries again at the next check" in result.message
+    assert desk.events("library_update_refused") == []
+    assert list(desk.store.segments.iterdir()) == []
+    desk.assert_serving(1)
+    desk.store._stage = lambda _name: None
     assert desk.updater.check_now().installed_version == 2
     desk.assert_serving(2)
