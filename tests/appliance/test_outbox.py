@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from itertools import pairwise
 from pathlib import Path
 
@@ -90,3 +91,29 @@ def test_an_appender_that_cannot_get_the_write_lock_is_refused_and_records_nothi
     holder_db.conn.rollback()
     assert waiter.record("search", "pc-waiting", "candidates_shown").seq == 2  # no gap, no fork
     assert waiter.verify().ok
+
+
+def test_a_clock_note_taken_by_another_thread_is_stored_before_the_event_that_follows_it(tmp_path: Path) -> None:
+    """The health sender takes the note of a clock jump just as an officer's action is recorded: the note must
+    land in the chain before that action, whose time the jump made wrong (the guard hands each note out once)."""
+    db = DeviceDatabase(tmp_path / "device")
+    log = AuditLog(DEVICE, Outbox(db))
+    notes = [{"outcome": "clock_doubtful", "reason": "jumped_forwards"}]
+    taken, recorded = threading.Event(), threading.Event()
+
+    def guard() -> list[dict]:
+        if threading.current_thread().name != "health-sender":
+            return []
+        handed, notes[:] = list(notes), []
+        taken.set()
+        recorded.wait(1.0)  # the slow half of the race: the note is out of the guard, not yet in the chain
+        return handed
+
+    log.watch_clock(guard)
+    sender = threading.Thread(target=log.check_clock, name="health-sender")
+    sender.start()
+    assert taken.wait(5)
+    log.record("login", "officer", "ok")
+    recorded.set()
+    sender.join(5)
+    assert [(e.type, e.outcome) for e in _events(db)] == [("device_fault", "clock_doubtful"), ("login", "ok")]
