@@ -9,6 +9,7 @@ done without being recorded.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,9 @@ class AuditLog:
         self._outbox = outbox
         self._observers: list[Callable[[AuditEvent], None]] = []
         self._clock_notes: Callable[[], list[dict[str, Any]]] | None = None
+        # A clock note is taken and stored under one lock: otherwise the health sender could take the note of a
+        # jump and store it after the event the jump falsified, which the chain would then read as trustworthy.
+        self._noting = threading.Lock()
 
     def watch_clock(self, notes: Callable[[], list[dict[str, Any]]]) -> None:
         """Before each event, record what ``notes`` says about the clock (``ClockGuard.check``: a jump, a clock
@@ -34,11 +38,16 @@ class AuditLog:
 
     def check_clock(self) -> None:
         """Record any new clock note now (the health sender calls this, so a jump is told even on a quiet desk)."""
-        if self._clock_notes is None:
-            return
-        for note in self._clock_notes():
+        with self._noting:
+            stored = self._store_clock_notes()
+        self._notify(stored)
+
+    def _store_clock_notes(self) -> list[AuditEvent]:
+        stored = []
+        for note in self._clock_notes() if self._clock_notes is not None else []:
             details = dict(note)
-            self._append("device_fault", "system", str(details.pop("outcome")), details)
+            stored.append(self._store("device_fault", "system", str(details.pop("outcome")), details))
+        return stored
 
     def observe(self, callback: Callable[[AuditEvent], None]) -> None:
         """Call ``callback`` with each event once it is stored (the desk's metrics count them by type and
@@ -46,10 +55,13 @@ class AuditLog:
         self._observers.append(callback)
 
     def record(self, type: str, actor: str, outcome: str, **details: Any) -> AuditEvent:
-        self.check_clock()
-        return self._append(type, actor, outcome, details)
+        with self._noting:
+            stored = self._store_clock_notes()
+            event = self._store(type, actor, outcome, details)
+        self._notify([*stored, event])
+        return event
 
-    def _append(self, type: str, actor: str, outcome: str, details: dict[str, Any]) -> AuditEvent:
+    def _store(self, type: str, actor: str, outcome: str, details: dict[str, Any]) -> AuditEvent:
         event = self._outbox.append(
             lambda seq: AuditEvent(device_id=self.device_id, seq=seq, type=type, actor=actor,
                                    outcome=outcome, details=details)
@@ -57,12 +69,15 @@ class AuditLog:
         logger.info("audit %s seq=%s type=%s outcome=%s", event.event_id, event.seq, type, outcome,
                     extra={"event": "audit_recorded", "message_id": event.event_id,
                            "case_id": details.get("case_id")})
-        for observe in self._observers:
-            try:
-                observe(event)
-            except Exception:
-                logger.exception("an audit observer failed for event seq=%s", event.seq)
         return event
+
+    def _notify(self, events: list[AuditEvent]) -> None:
+        for event in events:
+            for observe in self._observers:
+                try:
+                    observe(event)
+                except Exception:
+                    logger.exception("an audit observer failed for event seq=%s", event.seq)
 
     def checkpoint(self) -> None:
         """Sign the chain's head now (for example at shutdown), so no event is left unsigned."""

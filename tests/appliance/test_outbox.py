@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -119,3 +120,29 @@ def test_events_asked_for_again_are_queued_page_by_page_once_each(tmp_path: Path
     assert first == min(e.seq for e in events if datetime.fromisoformat(e.occurred_at) >= since) <= 8
     assert queued == 11 - first + 1 and [p.seq for p in outbox.pending_checkpoints()] == [c for c in (4, 8, 11)
                                                                                           if c >= first]
+
+
+def test_a_clock_note_taken_by_another_thread_is_stored_before_the_event_that_follows_it(tmp_path: Path) -> None:
+    """The health sender takes the note of a clock jump just as an officer's action is recorded: the note must
+    land in the chain before that action, whose time the jump made wrong (the guard hands each note out once)."""
+    db = DeviceDatabase(tmp_path / "device")
+    log = AuditLog(DEVICE, Outbox(db))
+    notes = [{"outcome": "clock_doubtful", "reason": "jumped_forwards"}]
+    taken, recorded = threading.Event(), threading.Event()
+
+    def guard() -> list[dict]:
+        if threading.current_thread().name != "health-sender":
+            return []
+        handed, notes[:] = list(notes), []
+        taken.set()
+        recorded.wait(1.0)  # the slow half of the race: the note is out of the guard, not yet in the chain
+        return handed
+
+    log.watch_clock(guard)
+    sender = threading.Thread(target=log.check_clock, name="health-sender")
+    sender.start()
+    assert taken.wait(5)
+    log.record("login", "officer", "ok")
+    recorded.set()
+    sender.join(5)
+    assert [(e.type, e.outcome) for e in _events(db)] == [("device_fault", "clock_doubtful"), ("login", "ok")]

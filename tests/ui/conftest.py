@@ -41,6 +41,9 @@ from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, 
 CHROMIUM = Path("/usr/bin/chromium")
 # axe impacts that fail a page (WCAG 2.2 AA checks included in axe's defaults).
 BLOCKING = {"serious", "critical"}
+# The served desk lives for the whole session on the session's broker: an id no other test's desk uses, or the two
+# would take each other's MQTT session (same client id) and each other's acks and commands.
+UI_DESK = "desk-ui-01"
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +51,7 @@ def fleet(tmp_path_factory) -> tuple[FleetPki, DevicePki]:
     """The fleet CA and the desk enrolled with its web certificate for 127.0.0.1 and localhost."""
     root = tmp_path_factory.mktemp("ui-fleet")
     pki = FleetPki.create(root)
-    return pki, pki.enrol(root / "device", "desk-test-01", web=True)
+    return pki, pki.enrol(root / "device", UI_DESK, web=True)
 
 
 @pytest.fixture(scope="session")
@@ -116,10 +119,10 @@ def live_server(tmp_path_factory, demo_library, mosquitto, fleet) -> Iterator[st
     data_dir = desk.data_dir
     config = root / "appliance.toml"
     config.write_text(
-        f'device_id = "desk-test-01"\ndata_dir = "{data_dir}"\n'
+        f'device_id = "{UI_DESK}"\ndata_dir = "{data_dir}"\n'
         f'fleet_command_public_key = "{write_command_key(root / "central-key")[1]}"\n'
         f'[library]\npath = "{own_copy(root, demo_library[0])}"\n'
-        f'wrapped_key = "{provision_library_key(data_dir, "desk-test-01", demo_library[1])}"\n'
+        f'wrapped_key = "{provision_library_key(data_dir, UI_DESK, demo_library[1])}"\n'
         f'[mqtt]\nhost = "{mosquitto.host}"\nport = {mosquitto.port}\n'
         f'[web]\nport = {port}\nsecret_key = "test-secret-key-0123456789"\n' + desk_web_toml(desk))
     _add_accounts(load_settings(config))
