@@ -514,3 +514,33 @@ def test_a_session_written_before_the_clock_went_back_is_ended_by_a_process_that
     finally:
         db.close()
 
+
+
+def test_small_set_backs_that_add_up_past_the_tolerance_are_doubted_and_revive_nothing() -> None:
+    """A clock set back a minute at a time: no single move passes the 120 s tolerance, the sum does. The guard
+    doubts the clock once the sum passes it, and the time it tests ends against is the last reading before the
+    steps began plus the time since, never the set-back clock."""
+    wall, mono = Wall(), Mono()
+    guard = ClockGuard(wall=wall, monotonic=mono)
+    guard.check()
+    notes = []
+    for _ in range(3):
+        wall.offset -= 60  # each step half the tolerance
+        notes += guard.check()
+        if notes:
+            break
+    assert wall.offset == -180 and [n["reason"] for n in notes] == ["stepped_backwards"]
+    assert notes[0]["jump_s"] == pytest.approx(-180, abs=5) and guard.doubt is not None
+    estimate = guard.limits_now()
+    assert estimate is not None and estimate >= time.time()  # a set-back clock revives nothing
+    assert wall() < time.time() - 170
+
+
+def test_a_clock_moved_back_and_forth_in_small_steps_is_not_doubted() -> None:
+    """Steps that cancel out (NTP nudging a clock either way) never add up to a doubt."""
+    wall, mono = Wall(), Mono()
+    guard = ClockGuard(wall=wall, monotonic=mono)
+    for step in (-60, 60, -60, 60, -90, 90):
+        wall.offset += step
+        assert guard.check() == []
+    assert guard.doubt is None

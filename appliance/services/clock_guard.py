@@ -9,6 +9,8 @@ The guard notices three things, none of which needs the machine's clock to be ch
 
 * a jump while running: the wall clock moved more or less than the monotonic clock since the last check,
   by more than ``tolerance_s`` (forwards or backwards);
+* steps that add up: several moves each under the tolerance (a clock set back a minute at a time) are summed
+  since the clock was last trusted, and doubted once the sum passes the tolerance (``stepped_*``);
 * a clock behind the log at start: now is earlier than the newest recorded audit event, or than the newest
   time central signed a document this desk holds (its configuration, its library authorisation) at;
 * a doubt already in the log: the newest clock note in the chain says doubtful (the desk restarted, or a
@@ -85,6 +87,7 @@ class ClockGuard:
         self._doubt_after = 0  # an ack must cover an event after this one to clear the doubt
         self._lock = threading.Lock()
         self._anchor = (wall(), monotonic())
+        self._steps_from = self._anchor  # small moves of the wall clock are summed from this reading
         self._doubt: str | None = None
         self._pending: list[dict[str, Any]] = []
         self._trusted: tuple[float, float] | None = None  # (wall, monotonic) last read on an undoubted clock
@@ -175,12 +178,22 @@ class ClockGuard:
             if len(self._readings) > _READINGS_KEPT:
                 del self._readings[min(self._readings)]
             drift = (wall - self._anchor[0]) - (mono - self._anchor[1])
+            stepped = (wall - self._steps_from[0]) - (mono - self._steps_from[1])
             self._anchor = (wall, mono)
             if abs(drift) > self._tolerance:
                 direction = "forwards" if drift > 0 else "backwards"
                 self._doubt_after = head
                 self._raise_doubt(f"the clock jumped {direction} by {abs(drift):.0f} s (now {_iso(wall)})",
                                   reason=f"jumped_{direction}", jump_s=round(drift, 3))
+                self._steps_from = (wall, mono)
+            elif abs(stepped) > self._tolerance and self._doubt is None:
+                direction = "forwards" if stepped > 0 else "backwards"
+                self._doubt_after = head
+                self._raise_doubt(f"the clock was moved {direction} by {abs(stepped):.0f} s in steps since "
+                                  f"{_iso(self._steps_from[0])}, each under {self._tolerance:.0f} s (now {_iso(wall)})",
+                                  reason=f"stepped_{direction}", jump_s=round(stepped, 3))
+                self._trusted = self._steps_from  # the last reading before the steps began is the one to go on
+                self._steps_from = (wall, mono)
             elif self._doubt is None:
                 self._trusted = (wall, mono)  # (a doubt keeps the last reading before it)
             pending, self._pending = self._pending, []
@@ -222,7 +235,7 @@ class ClockGuard:
                                       f"{self._tolerance:.0f} s after: {self._doubt}"})
                 logger.info("desk clock agrees with central's again", extra={"event": "clock_trusted"})
                 self._doubt = None
-                self._trusted = (wall, mono)
+                self._trusted = self._steps_from = (wall, mono)
 
 
 class ClockNotedAudit:
