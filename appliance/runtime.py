@@ -43,6 +43,7 @@ from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.authorisation import AuthorisationStore
 from appliance.storage.cases import CaseStore
+from appliance.storage.clock_readings import TrustedReadingStore
 from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase, desk_tpm
 from appliance.storage.library_folders import finish_repairs, held_ids, is_destroyed, library_folder, migrate_legacy
@@ -199,7 +200,8 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     # running, and against central's signed acks; a doubt is recorded in the chain and holds the retention purge back.
     authorisation = AuthorisationStore(db)  # central's signed library authorisation, once one is applied
     desk_config = DeskConfigStore(db)  # central's signed configuration, once one is applied
-    clock_guard = ClockGuard.from_log(outbox, signed_at=newest_signed(authorisation, desk_config))
+    clock_guard = ClockGuard.from_log(outbox, signed_at=newest_signed(authorisation, desk_config),
+                                      readings=TrustedReadingStore(db))
     audit.watch_clock(clock_guard.check)
     if clock is None:  # under a doubt, the guard's estimate (see ClockGuard.limits_now); none: refused below
         clock = lambda: datetime.fromtimestamp(clock_guard.limits_now() or clock_guard.wall(), UTC)  # noqa: E731

@@ -23,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+import appliance.services.clock_guard as clock_guard_module
 from appliance.__main__ import main as appliance_main
 from appliance.runtime import newest_signed
 from appliance.services.audit import AuditLog
@@ -353,13 +354,15 @@ def test_a_clock_set_back_revives_no_lapsed_authorisation_to_search(clock_desk):
     assert faults(desk)[-1]["details"]["reason"] == "jumped_backwards"
 
 
-def test_after_a_restart_under_a_doubt_nothing_with_an_end_is_searched(clock_desk, pipeline):
-    """A new process has no reading from before the doubt, so it has no estimate: refused, in plain words."""
+def test_after_a_reboot_under_a_doubt_nothing_with_an_end_is_searched(clock_desk, pipeline, monkeypatch):
+    """A new boot's clock since boot starts again, so the reading kept from before the doubt cannot be counted
+    on: no estimate, and whatever has an end is refused, in plain words."""
     _app, desk, wall = clock_desk
     wall.offset = 3 * HOUR
     desk.audit.check_clock()
     settings = desk.settings
     desk.close()
+    monkeypatch.setattr(clock_guard_module, "current_boot_id", lambda: "the-next-boot")
     again_app = create_app(settings, pipeline=pipeline, start_sync=True)
     again = again_app.extensions["desk"]
     try:
@@ -370,6 +373,31 @@ def test_after_a_restart_under_a_doubt_nothing_with_an_end_is_searched(clock_des
         assert response.status_code in (403, 409) and "clock is in doubt" in response.get_data(as_text=True)
         refused = [e for e in _events(again) if e.type == "request_refused"][-1]
         assert (refused.outcome, refused.details["refusal"]) == ("not_authorised_user", "clock_doubtful")
+    finally:
+        again.close()
+
+
+def test_a_service_restart_under_a_doubt_keeps_the_estimate_and_the_desk_searching(clock_desk, pipeline):
+    """The service restarts (an update, a crash) while the clock is doubted, in the same boot: the last trusted
+    reading was kept in the device database and the time since boot still counts from it, so the new process
+    tests ends against the same estimate as the old one and the desk goes on serving."""
+    _app, desk, wall = clock_desk
+    wall.offset = 3 * HOUR
+    desk.audit.check_clock()
+    before = desk.clock_guard.limits_now()
+    assert before is not None and before < wall() - HOUR  # the estimate, not the jumped clock
+    settings = desk.settings
+    desk.close()
+    again_app = create_app(settings, pipeline=pipeline, start_sync=True)
+    again = again_app.extensions["desk"]
+    try:
+        assert again.clock_guard.doubt is not None
+        after = again.clock_guard.limits_now()
+        assert after is not None and before <= after < before + 60 and after < wall() - HOUR
+        assert again.libraries.refusal_code(again.libraries.primary_id) is None
+        response = Desk(again_app, "officer").submit()
+        assert response.status_code < 400, response.get_data(as_text=True)[:500]
+        assert "clock is in doubt" not in response.get_data(as_text=True)
     finally:
         again.close()
 

@@ -28,16 +28,17 @@ The guard notices three things, none of which needs the machine's clock to be ch
 
 It never sets the clock (that is the OS's NTP job); it says so and holds back.
 
-A doubt need not stop the desk. When it was raised by a *jump* while this process ran, the reading just before
-the jump was as good as the wall clock ever is offline, and the monotonic clock has counted since: the true
-time is that reading plus the monotonic time elapsed (``limits_now`` adds a margin, so an end is taken as
-passed a little early). Expiries and last days are then tested against that estimate, whichever way the wall
-clock jumped, so a clock set back revives nothing and a clock set forwards ends nothing early. There is no
-estimate (``limits_now`` is None: refuse) after a restart under a standing doubt, at a start behind the log or a
-signed document, and once central's time shows the estimate wrong (behind central's signed time) or shows the
-clock wrong since before the doubt (``behind_central``, ``ahead_of_central``). Nothing from the network can set
-or move the estimate: central's acks can only take it away (an old, replayed ack carries an earlier time, which
-never contradicts it) or clear the doubt as described above.
+A doubt need not stop the desk. When it was raised by a *jump* while this process ran, the reading just before the
+jump was as good as the wall clock ever is offline, and the monotonic clock has counted since: the true time is
+that reading plus the monotonic time elapsed (``limits_now`` adds a margin, so an end is taken as passed a little
+early). Expiries and last days are then tested against that estimate, whichever way the wall clock jumped, so a
+clock set back revives nothing and a clock set forwards ends nothing early. There is no estimate (``limits_now``
+is None: refuse) after a reboot under a standing doubt (a service restart within the same boot keeps the reading:
+``appliance.storage.clock_readings``), at a first start behind the log or a signed document, and once central's
+time shows the estimate wrong (behind central's signed time) or shows the clock wrong since before the doubt
+(``behind_central``, ``ahead_of_central``). Nothing from the network can set or move the estimate: central's acks
+can only take it away (an old, replayed ack carries an earlier time, which never contradicts it) or clear the
+doubt as described above.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.storage.clock_readings import TrustedReading, TrustedReadingStore, current_boot_id
 from appliance.storage.outbox import Outbox
 
 logger = logging.getLogger(__name__)
@@ -76,11 +78,14 @@ class ClockGuard:
                  monotonic: Clock = _since_boot, tolerance_s: float = TOLERANCE_S,
                  head_seq: Callable[[], int] = lambda: 0, standing_doubt: str | None = None,
                  event_time: Callable[[int], float | None] = lambda _seq: None,
-                 signed_at: float | None = None) -> None:
+                 signed_at: float | None = None, readings: TrustedReadingStore | None = None,
+                 boot_id: str | None = None) -> None:
         """``head_seq`` (``Outbox.head_seq``): the newest logged event, so an ack can be told fresh from old.
         ``standing_doubt``: why the log's newest clock note says doubtful (already recorded, so not again).
         ``event_time`` (``Outbox.event_time``): when the desk's clock said an event was logged (a clock ahead).
-        ``signed_at``: the newest time central signed a document the desk holds at (true time is no earlier)."""
+        ``signed_at``: the newest time central signed a document the desk holds at (true time is no earlier).
+        ``readings``: where the last trusted reading is kept while a doubt stands, so a restart within the same
+        boot (``boot_id``, the kernel's by default) still has its estimate."""
         self._wall, self._monotonic, self._tolerance = wall, monotonic, tolerance_s
         self._head_seq, self._event_time = head_seq, event_time
         self._readings: dict[int, float] = {}  # next event's seq -> the wall clock read just before it was logged
@@ -108,6 +113,15 @@ class ClockGuard:
                               jump_s=-round(behind, 3))
         if self._doubt is None:
             self._trusted = self._anchor
+        self._readings_store, self._boot_id = readings, current_boot_id() if boot_id is None else boot_id
+        self._saved: TrustedReading | None = None
+        self._persisting = threading.Lock()
+        if readings is not None:
+            self._saved = kept = readings.recall()
+            if (self._doubt is not None and kept is not None and kept.boot_id and kept.boot_id == self._boot_id
+                    and kept.since_boot <= self._anchor[1]):
+                self._trusted = (kept.wall, kept.since_boot)  # the reading from before the restart, this boot
+            self._persist()
 
     @classmethod
     def from_log(cls, outbox: Outbox, **kwargs: Any) -> ClockGuard:
@@ -164,6 +178,23 @@ class ClockGuard:
                 return f"the clock jumped (now {_iso(wall)}); recorded with the next event"
             return self._doubt
 
+    def _persist(self) -> None:
+        """Keep the reading ``limits_now`` goes on while a doubt stands, and nothing once the clock is trusted or
+        no reading is left to go on. Called with the guard's lock released (the database has its own)."""
+        if self._readings_store is None:
+            return
+        with self._persisting:
+            with self._lock:
+                trusted = self._trusted if self._doubt is not None else None
+            wanted = None if trusted is None else TrustedReading(trusted[0], trusted[1], self._boot_id)
+            if wanted == self._saved:
+                return
+            if wanted is None:
+                self._readings_store.forget()
+            else:
+                self._readings_store.remember(wanted)
+            self._saved = wanted
+
     def _raise_doubt(self, why: str, **details: Any) -> None:
         self._doubt = why
         self._pending.append({"outcome": "clock_doubtful", "why": why, **details})
@@ -197,6 +228,7 @@ class ClockGuard:
             elif self._doubt is None:
                 self._trusted = (wall, mono)  # (a doubt keeps the last reading before it)
             pending, self._pending = self._pending, []
+        self._persist()
         return pending
 
     def observe_central(self, central_time: datetime, events_through: int) -> None:
@@ -236,6 +268,7 @@ class ClockGuard:
                 logger.info("desk clock agrees with central's again", extra={"event": "clock_trusted"})
                 self._doubt = None
                 self._trusted = self._steps_from = (wall, mono)
+        self._persist()
 
 
 class ClockNotedAudit:

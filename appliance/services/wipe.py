@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.comms.mqtt import Publish
 from appliance.services.audit import AuditLog
+from appliance.storage.clock_readings import current_boot_id
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.held_commands import HeldCommand, HeldCommandStore
 from appliance.storage.outbox import Outbox
@@ -83,14 +84,6 @@ def load_command_key(path: Path) -> Ed25519PublicKey:
                             "fleet-command.pub there (python -m central devices command-key).") from e
     except KeyFormatError as e:
         raise SettingsError(f"fleet_command_public_key {path} is not an Ed25519 public key: {e}") from e
-
-
-def current_boot_id() -> str:
-    """This boot's id from the kernel (a new one at every boot); "" where there is none to read."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 class WipeService:
