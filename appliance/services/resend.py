@@ -8,8 +8,11 @@ desks dropped those rows from their outboxes, though their logs keep every event
 that moment on (``Outbox.requeue_since``). Central's ingest is idempotent by (device, seq): what it still holds
 is counted as a duplicate and dropped, what it lost is stored, and the desk's chain closes its gap.
 
-An accepted request is recorded (``events_resent``); a refused one (forged, for another desk, stale, replayed)
-is recorded as ``request_refused`` / ``fleet_command_refused`` and changes nothing.
+The request is checked on the MQTT thread (quick), and the events are queued on a thread of their own: a log of a
+million events takes a while to page through, and the connection's thread must go on taking acks and commands
+meanwhile. An accepted request is recorded (``events_resent``) once its events are queued; a refused one (forged,
+for another desk, stale, replayed) is recorded as ``request_refused`` / ``fleet_command_refused`` and changes
+nothing.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ class ResendService:
         self._device_id, self._key, self._audit, self._outbox = device_id, command_key, audit, outbox
         self._nonces = NonceLedger(RESEND_WINDOW, path=Path(data_dir) / NONCES)
         self._lock = threading.Lock()  # one request at a time: the ledger is read, checked and written
+        self._queueing = threading.Lock()  # one requeue at a time, in the order accepted
         self.refused: list[str] = []
+        self.workers: list[threading.Thread] = []
 
-    def handle(self, payload: bytes, now: datetime | None = None) -> int | None:
-        """The command's handler: the number of events queued again, or None if the request was refused."""
+    def handle(self, payload: bytes, now: datetime | None = None) -> bool:
+        """The command's handler: True once an accepted request's requeue has started (on its own thread),
+        False if the request was refused."""
         with self._lock:
             try:
                 command = FleetCommand.from_bytes(payload)
@@ -56,10 +62,23 @@ class ResendService:
                 self.refused.append(reason)
                 logger.warning("refused a resend request: %s", reason)
                 self._audit.record("request_refused", "central", "fleet_command_refused", reason=reason)
-                return None
-            queued, first = self._outbox.requeue_since(aware_time(command.since, "since"))
+                return False
+            worker = threading.Thread(target=self._requeue, args=(command,), name="resend-requeue", daemon=True)
+            self.workers = [*(w for w in self.workers if w.is_alive()), worker]
+            worker.start()
+        return True
+
+    def _requeue(self, command: FleetCommand) -> None:
+        since = aware_time(command.since, "since")
+        with self._queueing:
+            try:
+                queued, first = self._outbox.requeue_since(since)
+            except Exception as e:  # a full disk or a damaged page: said, and central can ask again
+                logger.exception("could not queue the events central asked for again")
+                self._audit.record("events_resent", "central", "failed", since=command.since, nonce=command.nonce,
+                                   reason=str(e)[:200])
+                return
         logger.warning("central asked for the events logged since %s again: %d queued from seq %d",
                        command.since, queued, first)
         self._audit.record("events_resent", "central", "requeued", since=command.since, nonce=command.nonce,
                            issued_at=command.issued_at, queued=queued, from_seq=first or None)
-        return queued
