@@ -82,8 +82,10 @@ def check_template(template: np.ndarray, dim: int) -> np.ndarray:
     vector = np.asarray(template, dtype=np.float32).reshape(-1)
     if vector.shape[0] != dim:
         raise SnapshotError(f"Template has {vector.shape[0]} dimensions; this library uses {dim}.")
+    if not np.isfinite(vector).all():  # first: casting a signalling NaN's bits to float64 raises a warning
+        raise SnapshotError("Template is not a unit vector; it was not produced by the face pipeline.")
     norm = float(np.linalg.norm(vector.astype(np.float64)))  # float32 squares overflow (with a warning) past 1e19
-    if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3:
+    if abs(norm - 1.0) > 1e-3:
         raise SnapshotError("Template is not a unit vector; it was not produced by the face pipeline.")
     return vector
 

@@ -7,7 +7,7 @@ import sqlcipher3
 
 from library.errors import EmbedderMismatchError, SnapshotError, SnapshotKeyError
 from library.records import ReferenceRecord
-from library.snapshot import Snapshot, SnapshotWriter, new_key, read_key_file, write_key_file
+from library.snapshot import Snapshot, SnapshotWriter, check_template, new_key, read_key_file, write_key_file
 
 DIM = 192
 
@@ -183,3 +183,11 @@ def test_index_written_in_other_chunk_sizes_loads_the_same(tmp_path: Path, monke
     monkeypatch.setattr(index, "CHUNK_BYTES", 1 << 20)  # and larger than were written
     again = Snapshot.open(tmp_path / "small.db", key, expected_embedder="emb@1")
     assert [c.record.subject_ref for c in again.search(vectors[17], k=3)] == [c.record.subject_ref for c in top]
+
+
+def test_a_template_holding_a_signalling_nan_is_refused_as_damaged_not_as_a_warning() -> None:
+    """A damaged or forged template whose bytes read as a signalling NaN: casting it to float64 raised a NumPy
+    warning (an error under strict warnings) instead of the plain refusal (found by the delta property test)."""
+    vector = np.frombuffer(np.array([0x7FA00000, 0, 0, 0], dtype="<u4").tobytes(), dtype=np.float32)
+    with pytest.raises(SnapshotError, match="not a unit vector"):
+        check_template(vector, 4)
