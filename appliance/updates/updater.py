@@ -188,6 +188,8 @@ class LibraryUpdater:
         self._retired_by: dict[str, list[Snapshot]] = {}
         #: The background compaction last started (``library.compaction``), if any; one lineage at a time.
         self.compaction: subprocess.Popen[bytes] | None = None
+        self._compactions: dict[str, int] = {}  # finished compactions by outcome (completed, failed, stopped)
+        self._compaction_lock = threading.Lock()
         self._refusals = RefusalRecord(audit, "library_update_refused", "library update")
         self._lineage_refusals: dict[str, RefusalRecord] = {keys.library_id: self._refusals}
         #: The last result for each other library updated in a check (the provisioned one is the return value).
@@ -319,7 +321,9 @@ class LibraryUpdater:
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
-        if self.compaction is not None and self.compaction.poll() is None:
+        with self._compaction_lock:
+            stopping = self.compaction is not None and self.compaction.poll() is None
+        if stopping and self.compaction is not None:
             # Safe at any stage (the previous pointer stays); it starts again after the next delta past the threshold.
             self.compaction.terminate()
             self.compaction.wait(timeout=30)
@@ -683,11 +687,26 @@ class LibraryUpdater:
     def _maybe_compact(self, key: bytes) -> None:
         """Past the store's segment threshold, fold the segments into a new base in a background process at the
         lowest CPU priority (``library.compaction``); the desk picks the new base up at its next update or start."""
-        if self.compaction is not None and self.compaction.poll() is None:
+        if self.compaction_status()[0]:
             return  # one at a time
         if self._store.needs_compaction():
-            self.compaction = start_compaction(self._store.root, key)
+            with self._compaction_lock:
+                self.compaction = start_compaction(self._store.root, key)
             logger.info("library compaction started in the background (pid %d)", self.compaction.pid)
+
+    def compaction_status(self) -> tuple[bool, dict[str, int]]:
+        """Whether a background compaction is running, and how the finished ones ended (``completed``,
+        ``failed``: it exited with an error, the previous version kept serving; ``stopped``: killed, e.g. at
+        shutdown): for the desk's metrics and health. A finished process is reaped here."""
+        with self._compaction_lock:
+            proc = self.compaction
+            if proc is not None and proc.poll() is not None:
+                code = proc.returncode
+                outcome = "completed" if code == 0 else "stopped" if code < 0 else "failed"
+                self._compactions[outcome] = self._compactions.get(outcome, 0) + 1
+                (logger.info if code == 0 else logger.warning)("library compaction %s (exit %d)", outcome, code)
+                self.compaction = proc = None
+            return proc is not None, dict(self._compactions)
 
     def _retire(self, old: Snapshot) -> None:
         """Close the snapshot replaced one update ago (of the same library): searches that held it have long

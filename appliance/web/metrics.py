@@ -139,6 +139,16 @@ class DeskStateCollector(Collector):
         yield _gauge("rfr_desk_last_ack_age_seconds", "Seconds since central last acknowledged audit events "
                      "(NaN: not yet since the desk started).",
                      math.nan if last_ack is None else max(0.0, time.time() - last_ack))
+        if desk.updater is not None:
+            running, finished = desk.updater.compaction_status()
+            yield _gauge("rfr_desk_library_compaction_running", "1 while a background compaction folds the library's "
+                         "delta segments into a new base.", 1 if running else 0)
+            compactions = CounterMetricFamily("rfr_desk_library_compactions", "Background compactions finished "
+                                              "since start, by outcome (completed; failed or stopped: the version "
+                                              "before it kept serving).", labels=["outcome"])
+            for outcome in ("completed", "failed", "stopped"):
+                compactions.add_metric([outcome], finished.get(outcome, 0))
+            yield compactions
         yield CounterMetricFamily("rfr_desk_heartbeats_sent", "Heartbeats published to central since start.",
                                   value=desk.health.sent)
         yield _gauge("rfr_desk_clock_doubtful", "1 while the desk's clock is not believed (a jump, or behind the "

@@ -177,7 +177,9 @@ def test_deltas_become_segments_and_a_background_compaction_folds_them(desk, pub
     publisher.delta(2, 3)
     assert desk.updater.check_now().installed_version == 3
     assert desk.holder.current.base.path.name == base.name  # served from the base it already had loaded
+    assert desk.updater.compaction_status() == (True, {})
     assert desk.updater.compaction is not None and desk.updater.compaction.wait(timeout=120) == 0
+    assert desk.updater.compaction_status() == (False, {"completed": 1})  # what the desk's metrics report
     assert before == base.read_bytes()
     assert desk.store.segment_paths() == [] and desk.store.current_version() == 3
     desk.assert_serving(3)  # the version loaded before the compaction keeps serving
