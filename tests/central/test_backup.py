@@ -35,7 +35,7 @@ from central.settings import CentralSettings
 from core.keywrap import public_key_hex
 from library.snapshot import new_key, write_key_file
 from testbed.chain_writer import ChainWriter
-from testbed.postgres import PG_BIN
+from testbed.postgres import PG_BIN, start_postgres
 from tests.fleet_tls import FleetPki
 from tests.updates.conftest import EMBEDDER, build_library
 
@@ -70,16 +70,24 @@ def timestamp_version(repo: Path) -> int:
 
 @pytest.fixture
 def databases(request, tmp_path):
-    """(the original's database, an empty one to restore into), as SQLite files or PostgreSQL databases."""
+    """(the original's database, an empty one to restore into, how to lose the original's server), as SQLite
+    files or PostgreSQL databases. On PostgreSQL each is a cluster of its own (``initdb``): the restore goes into
+    a fresh cluster after the original's is stopped and its data directory deleted."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'old' / 'data' / 'central.db'}", f"sqlite:///{tmp_path / 'new' / 'central.db'}"
-    server = request.getfixturevalue("postgres")
-    return server.create_database(), server.create_database()
+        yield (f"sqlite:///{tmp_path / 'old' / 'data' / 'central.db'}", f"sqlite:///{tmp_path / 'new' / 'central.db'}",
+               lambda: None)
+        return
+    lost, fresh = start_postgres(), start_postgres()
+    try:
+        yield lost.create_database(), fresh.create_database(), lost.stop
+    finally:
+        lost.stop()
+        fresh.stop()
 
 
 @pytest.mark.parametrize("databases", ["sqlite", "postgres"], indirect=True)
 def test_restore_drill_chains_verify_ingest_resumes_and_publication_continues(tmp_path, databases, capsys):
-    old_url, new_url = databases
+    old_url, new_url, lose_old_server = databases
     old, new = tmp_path / "old", tmp_path / "new"
     pki = FleetPki.create(old / "fleet")
     config = settings_toml(old, old_url, pki.ca_dir)
@@ -116,7 +124,8 @@ def test_restore_drill_chains_verify_ingest_resumes_and_publication_continues(tm
     assert all(key_bytes not in p.read_bytes() for p in backup.rglob("*") if p.is_file())
     assert not (backup / "tuf-repo" / "keys").exists()
 
-    shutil.rmtree(old)  # the server is lost (the SQLite file with it; the PostgreSQL database is not used again)
+    shutil.rmtree(old)  # the server is lost (the SQLite file with it)
+    lose_old_server()  # and the PostgreSQL cluster: stopped, its data directory deleted
 
     new_config = settings_toml(new, new_url, new / "fleet-ca")
     assert central_main(["restore", "--config", str(new_config), "--from", str(backup), "--passphrase-file",
