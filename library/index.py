@@ -28,11 +28,11 @@ M = 32
 EF_CONSTRUCTION = 250
 BUILD_CHUNK = 50_000  # templates per add_items call when building from a file (~37 MB at 192-D)
 # Search beam. Chosen on mates planted across the embedder's genuine scores (bench/library.py, recall_at_50_by_band;
-# docs/benchmarks.md): mates at cosine 0.7-0.9 reach 0.99 from ef 64-80, but typical genuine pairs (0.5-0.7) and
-# those near the threshold (0.3-0.5) need far wider beams (200k: 0.75 / 0.42 at ef 64, 0.88 / 0.62 at 128, 0.96 /
-# 0.79 at 256). No ef meets 0.99 in every band within 2 ms; 128 is the widest whose 1M p50 (0.66-1.27 ms across
-# the earlier runs) leaves room under a 2 ms p99.
-SEARCH_EF = 128
+# docs/benchmarks.md), measured at 1M on a quiet machine (2026-12-05): mates at cosine 0.7-0.9 reach 0.99 from
+# ef 200 (0.979 at 128), at p50 / p99 1.33 / 1.77 ms; 256 is over the 2 ms p99 (2.07 ms). Typical genuine pairs
+# (0.5-0.7) and those near the threshold (0.3-0.5) need far wider beams (0.79 / 0.40 at ef 200, 0.97 / 0.90 at
+# 1024 with p99 6.7 ms): no ef meets 0.99 in every band within 2 ms, so 200 is the widest that keeps p99 under it.
+SEARCH_EF = 200
 # A delta segment's index is small (thousands of records) and built on the desk while it searches: at 10k
 # templates ef_construction 100 gave the same mate recall@50 as 250 (0.90 vs 0.92 for mates at cosine 0.3-0.5,
 # 500 probes, within noise) in half the build time (5.3 s vs 10.6 s on one loaded core).
