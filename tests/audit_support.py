@@ -24,6 +24,17 @@ def wait_for(condition, timeout: float = 15.0, step: float = 0.05) -> bool:
     return bool(condition())
 
 
+def wait_until(condition, what: str, timeout_s: float = 60):  # type: ignore[no-untyped-def]
+    """``condition()``'s first truthy value (the work runs in a background thread), or an AssertionError that
+    names ``what`` was waited for."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class TcpProxy:
     """A TCP relay that can cut the network: while cut, bytes in flight are dropped and new
     connections hang, like a failed link; on restore, the dead connections are closed."""

@@ -21,7 +21,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,7 @@ from library.cipher import PAGE_SIZE, read_key_file
 from library.store import LibraryStore
 from tests.appliance.conftest import appliance_settings
 from tests.appliance.desk_helpers import PASSWORD, Desk, add_users, approved_case, csrf_from, fast_kdf, to_candidates
+from tests.audit_support import wait_until
 
 
 def _flip(path, page: int, offset: int = 200) -> None:
@@ -130,14 +130,6 @@ def test_damaged_page_of_the_library_is_found_by_the_check_though_searches_go_on
         desk.close()
 
 
-def _wait_for(condition, what: str, timeout_s: float = 60):
-    """Wait until ``condition()`` is truthy (the check a search asks for runs in a background thread)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_search_that_reads_a_damaged_library_page_closes_the_library_for_repair(tmp_path, demo_library, pipeline,
@@ -165,7 +157,7 @@ def test_a_search_that_reads_a_damaged_library_page_closes_the_library_for_repai
         searched = officer.post(f"/cases/{case_id}/search")
         text = html.unescape(searched.get_data(as_text=True))
         assert searched.status_code == 500 and LIBRARY_DAMAGED_MESSAGE.split(",")[0] in text
-        _wait_for(lambda: desk.libraries.refusal_code("national") == "under_repair", "the library to be closed")
+        wait_until(lambda: desk.libraries.refusal_code("national") == "under_repair", "the library to be closed")
         outcomes = [e["outcome"] for e in _faults(desk)]
         assert outcomes == ["library_damaged", "library_repair_started"]
         assert desk.db.damage.problems == []  # the device database is sound and not reported

@@ -8,12 +8,11 @@ keep serving, the ``device_fault`` events in the chain, the library served again
 re-fetched file that is itself bad being refused (the library stays closed and the desk tries again).
 """
 
+# ruff: noqa: F811 (clock, desk and rfr_team are fixtures imported from test_desk_libraries, named as arguments)
 from __future__ import annotations
 
 import dataclasses
 import socket
-import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,16 +24,20 @@ from library.cipher import PAGE_SIZE
 from library.delta import make_delta
 from library.snapshot import Snapshot
 from library.store import LibraryStore
+from tests.audit_support import wait_until
 from tests.desk_authorisation import manifest, seed_authorisation
-from tests.updates.test_desk_libraries import (
+from tests.updates.test_desk_libraries import (  # noqa: F401 (the fixtures clock, desk, rfr_team, shared)
     DEVICE,
     Clock,
     Fleet,
     authorised,
     build,
+    clock,
+    desk,
     desk_settings,
     events,
     finds,
+    rfr_team,
 )
 
 RETRY_S = 0.05  # the first retry's delay; it doubles after each failed attempt
@@ -46,23 +49,6 @@ def settings(tmp_path, central, pipeline):
     return base.model_copy(update={"updates": base.updates.model_copy(update={"repair_retry_s": RETRY_S})})
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rfr_team(tmp_path, central, pipeline, settings) -> Fleet:
-    folder = tmp_path / "central-builds"
-    folder.mkdir()
-    return Fleet(central, folder, pipeline, settings)
-
-
-@pytest.fixture
-def desk(settings, pipeline, clock) -> Iterator[Desk]:
-    d = open_desk(settings, pipeline=pipeline, clock=clock)
-    yield d
-    d.close()
 
 
 def flip(path, page: int, offset: int = 200) -> None:
@@ -74,14 +60,6 @@ def flip(path, page: int, offset: int = 200) -> None:
         fh.write(bytes([byte ^ 0x04]))
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout_s: float = 60) -> object:
-    """Wait until ``condition()`` is truthy (the desk repairs in a background thread)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def repair_events(desk: Desk, outcome: str) -> list:
@@ -124,7 +102,7 @@ def test_a_damaged_library_is_refused_refetched_and_served_again_and_a_bad_copy_
     assert len(started) == 1 and started[0].details["library_id"] == "op-kestrel"
     assert any("HMAC" in p for p in started[0].details["problems"])
     # The bad copy from central is refused, the library stays closed, and the desk tries again, waiting longer.
-    retries = wait_for(lambda: len(r := repair_events(desk, "library_repair_retrying")) >= 2 and r,
+    retries = wait_until(lambda: len(r := repair_events(desk, "library_repair_retrying")) >= 2 and r,
                        "two refused re-fetches")
     assert {r.details["reason"] for r in retries} == {"altered_download"}
     assert "stays closed" in retries[0].details["message"] and "keeps using" not in retries[0].details["message"]
@@ -135,7 +113,7 @@ def test_a_damaged_library_is_refused_refetched_and_served_again_and_a_bad_copy_
     assert repair_events(desk, "library_repaired") == []
 
     served.write_bytes(good)  # central serves the sound copy again
-    wait_for(lambda: repair_events(desk, "library_repaired"), "the repair")
+    wait_until(lambda: repair_events(desk, "library_repaired"), "the repair")
 
     assert refused_code(desk, "op-kestrel") is None
     assert finds(desk.libraries.current("op-kestrel"), "op-kestrel", 4, pipeline.dim)
@@ -168,7 +146,7 @@ def test_with_central_unreachable_a_damaged_library_stays_refused_and_the_desk_k
         flip(installed, installed.stat().st_size // PAGE_SIZE // 2)
         assert desk.library_integrity.check()
         assert refused_code(desk, "national") == "under_repair"
-        retries = wait_for(lambda: len(r := repair_events(desk, "library_repair_retrying")) >= 3 and r,
+        retries = wait_until(lambda: len(r := repair_events(desk, "library_repair_retrying")) >= 3 and r,
                            "three failed re-fetches")
         delays = [r.details["retry_in_s"] for r in retries[:3]]
         assert delays == [RETRY_S, 2 * RETRY_S, 4 * RETRY_S]
@@ -210,7 +188,7 @@ def test_a_damaged_delta_segment_is_replaced_by_a_full_copy_never_patched(desk, 
 
     assert problems and all(segment.name in p for p in problems)
     assert refused_code(desk, "op-kestrel") == "under_repair"
-    wait_for(lambda: repair_events(desk, "library_repaired"), "the repair")
+    wait_until(lambda: repair_events(desk, "library_repaired"), "the repair")
     assert repair_events(desk, "library_repaired")[0].details["library_version"] == 2
     assert store.segment_paths() == [] and store.current_version() == 2  # the full version 2, no segment
     assert events(desk, "library_update")[-1].details["target"] == names[1]  # the full copy, not the delta
