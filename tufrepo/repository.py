@@ -11,6 +11,9 @@ Layout (only ``metadata/`` and ``targets/`` are served to clients)::
 
 Root keys, and a targets role that people sign rather than the server, are
 written to folders outside the repository for their holders to take away.
+Holders bring the root keys back to rotate an online key or re-sign root
+(``rotate_online_key``, ``re_sign_root``; the signing is ``tufrepo.root_signing``):
+each writes the next ``N.root.json``, which clients walk from the root they hold.
 Consistent snapshots mean a client always downloads files that belong to one
 repository state, even while a change is being written. Every file is
 written to a temporary name and renamed into place (``core.files``), and
@@ -43,6 +46,15 @@ from core.errors import CustodyRfrError
 from core.files import atomic_write, fsync_dir
 from core.signing_keys import SigningKeyError
 from supply.pinned import sha256_file
+from tufrepo.root_signing import (
+    RootKey,
+    load_root_keys,
+    next_root,
+    replace_online_key,
+    replace_root_keys,
+    resolve_root_key_ids,
+    sign_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +100,21 @@ class OfflineKeys:
             signing_keys.write_private_key(self.folder / f"{self.prefix}-{i}.pem", signer)
 
 
+@dataclass(frozen=True)
+class RootChange:
+    """What ``re_sign_root`` wrote: the new root, the new root key files, and the replaced ones set aside."""
+
+    version: int
+    expires: datetime
+    new_keys: dict[str, Path]  # key id -> file in the offline folder
+    retired: list[Path]
+
+
+def _pending(key_file: Path) -> Path:
+    """Where a rotated online key waits until the root that names it is written."""
+    return key_file.with_name(key_file.name + ".next")
+
+
 def _meta_file(version: int, data: bytes) -> MetaFile:
     """Version, length and hash: a client refuses a swapped-in older file even if it is validly signed."""
     return MetaFile(version=version, length=len(data), hashes={"sha256": hashlib.sha256(data).hexdigest()})
@@ -101,8 +128,12 @@ class SignedRepository:
     kind: ClassVar[str] = "TUF repository"  # "... is not a complete TUF repository"
     init_command: ClassVar[str] = "init"  # "...; create one with init."
     key_advice: ClassVar[str] = ""  # said after a key file that cannot be read
+    rotate_command: ClassVar[str] = ""  # the command that rotates an online key, "{role}" filled in
 
-    def __init__(self, repo_dir: Path, *, expiry: Expiry = default_expiry, clock: Clock = utc_now) -> None:
+    def __init__(self, repo_dir: Path, *, expiry: Expiry = default_expiry, clock: Clock = utc_now,
+                 replacing: str | None = None) -> None:
+        """Open the repository with its online keys; ``replacing`` names a role whose key is about to be
+        rotated (``rotate_online_key``), so its key file may be lost or no longer trusted."""
         repo_dir = Path(repo_dir).resolve()
         meta = repo_dir / "metadata"
         try:
@@ -117,11 +148,14 @@ class SignedRepository:
                              f"create one with {self.init_command}.") from e
         except (ValueError, KeyError) as e:
             raise self.error(f"The metadata in {meta} cannot be read ({e}); restore it from backup.") from e
-        online = {role: self.load_signer(repo_dir / "keys" / f"{role}.pem") for role in self.online_roles}
+        self._finish_root_change(repo_dir, root)
+        online = {role: self.load_signer(repo_dir / "keys" / f"{role}.pem") for role in self.online_roles
+                  if role != replacing}
         for role, signer in online.items():
             if signer.public_key.keyid not in root.signed.roles[role].keyids:
+                how = f" ({self.rotate_command.format(role=role)})" if self.rotate_command else ""
                 raise self.error(f"keys/{role}.pem is not the {role} key that root trusts; "
-                                 f"restore the right key or rotate it with the offline root keys.")
+                                 f"restore the right key or rotate it with the offline root keys{how}.")
         self._attach(repo_dir, root, targets, snapshot, timestamp, online, expiry, clock)
 
     def _attach(self, repo_dir: Path, root: Metadata[Root], targets: Metadata[Targets], snapshot: Metadata[Snapshot],
@@ -185,6 +219,27 @@ class SignedRepository:
         first._attach(repo_dir, root_md, targets, snapshot, timestamp, online, expiry, clock)
         first._commit(offline_signers[1][:targets_keys.threshold] if targets_keys else [online["targets"]])
         logger.info("%s created in %s; root keys in %s", cls.kind, repo_dir, offline[0].folder)
+
+    @classmethod
+    def _finish_root_change(cls, repo_dir: Path, root: Metadata[Root]) -> None:
+        """Complete a root change that was interrupted after ``root.json`` was written (see ``_write_root``):
+        the versioned copy clients fetch, and a rotated key moved into place. A pending key the root does not
+        name belongs to a rotation that never happened and is discarded."""
+        versioned = repo_dir / "metadata" / f"{root.signed.version}.root.json"
+        if not versioned.exists():
+            atomic_write(versioned, (repo_dir / "metadata" / "root.json").read_bytes())
+            logger.warning("wrote %s, missing after an interrupted root change", versioned.name)
+        for role in cls.online_roles:
+            key_file = repo_dir / "keys" / f"{role}.pem"
+            pending = _pending(key_file)
+            if not pending.exists():
+                continue
+            if cls.load_signer(pending).public_key.keyid in root.signed.roles[role].keyids:
+                os.replace(pending, key_file)
+                logger.warning("finished rotating the %s key after an interruption", role)
+            else:
+                pending.unlink()
+            fsync_dir(key_file.parent)
 
     @classmethod
     def _check_new(cls, repo_dir: Path, offline: Sequence[OfflineKeys]) -> None:
@@ -269,10 +324,105 @@ class SignedRepository:
         refreshes freezes every client at what it has within a day.
         """
         now = self._clock()
-        sign_targets = "targets" in self._signers and self._half_gone(self._targets.signed, "targets", now)
-        sign_snapshot = sign_targets or self._half_gone(self._snapshot.signed, "snapshot", now)
+        sign_targets = "targets" in self._signers and (self._half_gone(self._targets.signed, "targets", now)
+                                                       or not self._trusted(self._targets, "targets"))
+        sign_snapshot = (sign_targets or self._half_gone(self._snapshot.signed, "snapshot", now)
+                         or not self._trusted(self._snapshot, "snapshot"))
         self._commit([self._signers["targets"]] if sign_targets else None, sign_snapshot=sign_snapshot)
         return [r for r, on in (("targets", sign_targets), ("snapshot", sign_snapshot), ("timestamp", True)) if on]
+
+    # --- changing trust, with the offline root keys ---------------------------------------------
+
+    def rotate_online_key(self, role: str, root_keys_dir: Path) -> str:
+        """A new key for the online ``role``, the only one the next root names for it; returns its key id.
+
+        The role, and what lists it (snapshot, timestamp), is then re-signed with the new key under new
+        versions, so a client walks to the new root and accepts it; the old key signs nothing a client
+        accepts any more, and its file is overwritten. Order, so an interruption loses no key: the new key is
+        written as ``keys/<role>.pem.next``, then the root naming it, then it replaces ``keys/<role>.pem``
+        (opening the repository finishes that step; ``refresh`` re-signs a role its root no longer trusts).
+        """
+        if role not in self.online_roles:
+            raise self.error(f"{role!r} has no key on this server to rotate; the roles signed here are "
+                             f"{', '.join(self.online_roles)}.")
+        root_keys = self._root_keys(root_keys_dir)
+        new = CryptoSigner.generate_ed25519()
+        root = next_root(self._root, self._clock() + self._expiry("root"))
+        replace_online_key(root.signed, role, new)
+        sign_root(root, self._root.signed, [key.signer for key in root_keys.values()], self.error)
+        key_file = self.repo_dir / "keys" / f"{role}.pem"
+        signing_keys.write_private_key(_pending(key_file), new)
+        self._write_root(root)
+        os.replace(_pending(key_file), key_file)
+        fsync_dir(key_file.parent)
+        self._signers[role] = new
+        if role == "targets":
+            self._commit([new])
+        else:
+            self._commit(None, sign_snapshot=role == "snapshot")
+        logger.warning("rotated the %s key to %s in root version %d", role, new.public_key.keyid[:12],
+                       root.signed.version)
+        return str(new.public_key.keyid)
+
+    def re_sign_root(self, root_keys_dir: Path, *, replace: Sequence[str] = (),
+                     expiry: timedelta | None = None) -> RootChange:
+        """The next root, valid for ``expiry`` (the root period by default), with the root keys ``replace``
+        names (key ids) replaced by new ones written to ``root_keys_dir`` as ``root-<n>.pem``.
+
+        The new root is signed by every root key in the folder the current root trusts (the replaced ones
+        too, when present) and by the new keys: a threshold of each is what a client holding the current root
+        checks. A replaced key's file is renamed ``<name>.retired`` for its holder to destroy.
+        """
+        folder = Path(root_keys_dir)
+        root_keys = self._root_keys(folder)
+        replaced = resolve_root_key_ids(self._root.signed, replace, self.error)
+        root = next_root(self._root, self._clock() + (expiry or self._expiry("root")))
+        new_signers = replace_root_keys(root.signed, replaced)
+        sign_root(root, self._root.signed, [*(key.signer for key in root_keys.values()), *new_signers], self.error)
+        new_keys: dict[str, Path] = {}
+        for signer in new_signers:
+            path = self._free_key_file(folder)
+            signing_keys.write_private_key(path, signer)
+            new_keys[str(signer.public_key.keyid)] = path
+        self._write_root(root)
+        retired = []
+        for keyid in replaced:
+            if keyid in root_keys:
+                old = root_keys[keyid].path
+                retired.append(old.with_name(old.name + ".retired"))
+                os.replace(old, retired[-1])
+        if retired:
+            fsync_dir(folder)
+        logger.warning("root version %d signed, valid until %s; %d root key(s) replaced", root.signed.version,
+                       root.signed.expires, len(replaced))
+        return RootChange(root.signed.version, root.signed.expires, new_keys, retired)
+
+    def root_key_ids(self) -> list[str]:
+        """The key ids of the root keys the current root trusts (what ``re_sign_root``'s ``replace`` takes)."""
+        return list(self._root.signed.roles[Root.type].keyids)
+
+    def _root_keys(self, folder: Path) -> dict[str, RootKey]:
+        return load_root_keys(folder, self._root.signed, self.error)
+
+    @staticmethod
+    def _free_key_file(folder: Path) -> Path:
+        """``root-<n>.pem`` with the first ``n`` no key file (current or retired) in ``folder`` uses."""
+        n = 1
+        while any(folder.glob(f"root-{n}.pem*")):
+            n += 1
+        return folder / f"root-{n}.pem"
+
+    def _write_root(self, root: Metadata[Root]) -> None:
+        """``root.json`` first (this server's commit point: opening the repository completes the rest), then
+        ``N.root.json``, the file clients walk to."""
+        data = root.to_bytes(_SERIALIZER)
+        atomic_write(self.metadata_dir / "root.json", data)
+        atomic_write(self.metadata_dir / f"{root.signed.version}.root.json", data)
+        self._root = root
+
+    def _trusted(self, md: Metadata[Any], role: str) -> bool:
+        """Whether ``md`` is signed as the current root requires (not so after an interrupted rotation)."""
+        return bool(self._root.signed.get_verification_result(role, md.signed_bytes, md.signatures))
 
     def _targets_signers(self, signers: Sequence[CryptoSigner] | None) -> Sequence[CryptoSigner]:
         if signers is not None:

@@ -9,6 +9,15 @@
     refresh-timestamp --repo DIR        (run hourly: desks refuse a timestamp older than a day)
     withdraw --repo DIR --target NAME
     status --repo DIR
+    rotate-key --repo DIR --root-keys-dir OFFLINE_DIR --role targets|snapshot|timestamp
+                                        (a new online key, named alone by the next root, which the offline
+                                         root keys sign; desks follow the root chain)
+    re-sign-root --repo DIR --root-keys-dir OFFLINE_DIR [--expiry-days N] [--replace-root-key KEYID ...]
+                                        (the next root with a new expiry; replaced root keys get new files)
+
+``rotate-key`` and ``re-sign-root`` need the offline root keys back for a moment (a threshold of them signs
+the next root, ``N.root.json``, which desks walk from the root they were shipped with); each new root is valid
+for ``root_expiry_days`` unless ``--expiry-days`` says otherwise (``tufrepo/root_signing.py``).
 
 Expiry periods come from ``[publish]`` in central's settings file (``--config``) or
 ``RFR_CENTRAL__PUBLISH__*``. ``publish`` and ``publish-config`` also read central's device registry
@@ -40,6 +49,7 @@ from core.library_announce import LibraryAnnouncement
 from tufrepo.repository import utc_now
 
 ROOT_WARNING = timedelta(days=30)
+MIN_ROOT_DAYS, MAX_ROOT_DAYS = 30, 3 * 365  # as [publish] root_expiry_days
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +88,20 @@ def _parser() -> argparse.ArgumentParser:
     withdraw.add_argument("--target", required=True)
     status = sub.add_parser("status", help="versions and expiry of each role, and the published targets")
     status.add_argument("--repo", type=Path, required=True)
+    rotate = sub.add_parser("rotate-key", help="replace an online key (targets, snapshot or timestamp): the "
+                            "offline root keys sign the next root naming the new key")
+    rotate.add_argument("--role", required=True, choices=list(TufRepository.online_roles))
+    resign = sub.add_parser("re-sign-root", help="sign the next root with the offline root keys: a new expiry, "
+                            "and replaced root keys if asked")
+    resign.add_argument("--expiry-days", type=int,
+                        help=f"how long the new root is valid ({MIN_ROOT_DAYS} to {MAX_ROOT_DAYS}; default "
+                        "[publish] root_expiry_days)")
+    resign.add_argument("--replace-root-key", action="append", default=[], metavar="KEYID",
+                        help="a root key id (`status` lists them) to replace by a new key; repeat for several")
+    for p in (rotate, resign):
+        p.add_argument("--repo", type=Path, required=True)
+        p.add_argument("--root-keys-dir", type=Path, required=True,
+                       help="the folder of offline root keys (root-1.pem ...) brought back for this")
     return parser
 
 
@@ -103,7 +127,7 @@ def run(argv: list[str] | None = None) -> int:
               f"provisioning. Move {args.root_keys_dir} ({settings.root_keys} root keys, any "
               f"{settings.root_threshold} sign a new root) to offline storage now.")
         return 0
-    repo = TufRepository(args.repo, settings)
+    repo = TufRepository(args.repo, settings, replacing=args.role if args.command == "rotate-key" else None)
     if args.command in ("publish", "publish-config"):
         registry = RegistryStore(_database(args))
         try:
@@ -121,7 +145,17 @@ def run(argv: list[str] | None = None) -> int:
         expires = repo.expires()
         print(f"Re-signed {', '.join(signed)}; timestamp valid until {expires['timestamp']:%Y-%m-%d %H:%M}Z.")
         if expires["root"] - utc_now() < ROOT_WARNING:
-            print(f"Warning: root expires {expires['root']:%Y-%m-%d}; re-sign it with the offline root keys.")
+            print(f"Warning: root expires {expires['root']:%Y-%m-%d}; re-sign it with the offline root keys: "
+                  f"python -m central.publish re-sign-root --repo {args.repo} --root-keys-dir OFFLINE_DIR")
+    elif args.command == "rotate-key":
+        key_id = repo.rotate_online_key(args.role, args.root_keys_dir)
+        versions = repo.versions()
+        print(f"The {args.role} key is now {key_id} (keys/{args.role}.pem); root version {versions['root']} "
+              f"names it and no longer trusts the old key, and {args.role} is re-signed (timestamp version "
+              f"{versions['timestamp']}). Desks follow at their next check. Put {args.root_keys_dir} back in "
+              f"offline storage, and take a backup of central now.")
+    elif args.command == "re-sign-root":
+        _re_sign_root(repo, args)
     elif args.command == "withdraw":
         repo.withdraw(args.target)
         print(f"{args.target} is no longer offered; desks that installed it keep it until a newer version.")
@@ -129,6 +163,7 @@ def run(argv: list[str] | None = None) -> int:
         versions, expires = repo.versions(), repo.expires()
         for role in ("root", "targets", "snapshot", "timestamp"):
             print(f"{role:9} version {versions[role]:4}  expires {expires[role]:%Y-%m-%d %H:%M}Z")
+        print(f"root keys: {', '.join(repo.root_key_ids())}")
         for name, info in sorted(repo.published().items()):
             print(f"{name}  {info.kind} v{info.library_version}  {info.embedder_id}  {info.result_digest}")
         for name, config in sorted(repo.published_configs().items()):
@@ -138,6 +173,22 @@ def run(argv: list[str] | None = None) -> int:
         for name, kid in sorted(repo.published_keys().items()):
             print(f"{name}  library key {kid} wrapped for the desks trusted when it was published")
     return 0
+
+
+def _re_sign_root(repo: TufRepository, args: argparse.Namespace) -> None:
+    days = args.expiry_days
+    if days is not None and not MIN_ROOT_DAYS <= days <= MAX_ROOT_DAYS:
+        raise PublishError(f"--expiry-days {days} is outside {MIN_ROOT_DAYS} to {MAX_ROOT_DAYS}: root is re-signed "
+                           f"offline about yearly, so it must outlast the time to bring the keys together.")
+    change = repo.re_sign_root(args.root_keys_dir, replace=args.replace_root_key,
+                               expiry=None if days is None else timedelta(days=days))
+    print(f"Root version {change.version} written ({change.version}.root.json), valid until "
+          f"{change.expires:%Y-%m-%d}. Desks follow at their next check.")
+    for key_id, path in change.new_keys.items():
+        print(f"New root key {key_id} in {path}: give it to its holder.")
+    for path in change.retired:
+        print(f"{path} is a replaced root key that no longer signs root: destroy it.")
+    print(f"Put {args.root_keys_dir} back in offline storage.")
 
 
 def _database(args: argparse.Namespace) -> str:

@@ -2,7 +2,8 @@
 
 Every role but root signs online here (targets, snapshot and timestamp keys in
 ``REPO/keys``); root keys are written to a separate folder that the operator
-moves to offline storage. Expiry periods come from ``[publish]`` in central's
+moves to offline storage, and brings back to rotate an online key or re-sign
+root (``rotate_online_key``, ``re_sign_root``). Expiry periods come from ``[publish]`` in central's
 settings. What is specific to central: a target is a library, a delta or a
 desk configuration, named by ``core.library_announce.validate_target_name``
 and described by its signed ``custom`` info (``LibraryTargetInfo`` or
@@ -48,11 +49,13 @@ class TufRepository(SignedRepository):
     """Central's repository, opened with its online keys for publishing and refreshing."""
 
     error = PublishError
-    key_advice = "Is --repo the repository created by init?"
+    key_advice = "Is --repo the repository created by init? A lost online key is replaced with rotate-key."
+    rotate_command = "python -m central.publish rotate-key --repo REPO --root-keys-dir OFFLINE_DIR --role {role}"
 
-    def __init__(self, repo_dir: Path, settings: PublishSettings | None = None, clock: Clock = utc_now) -> None:
+    def __init__(self, repo_dir: Path, settings: PublishSettings | None = None, clock: Clock = utc_now,
+                 replacing: str | None = None) -> None:
         self.settings = settings or PublishSettings()
-        super().__init__(repo_dir, expiry=self.settings.expiry, clock=clock)
+        super().__init__(repo_dir, expiry=self.settings.expiry, clock=clock, replacing=replacing)
 
     def published(self) -> dict[str, LibraryTargetInfo]:
         """Every library target currently offered, with what it is (configurations are listed apart)."""

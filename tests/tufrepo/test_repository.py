@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, Snapshot
+from tuf.api.metadata import Metadata, Root, Snapshot
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
@@ -252,6 +252,58 @@ def test_expiry_comes_from_the_repository_settings(tmp_path):
     repo.refresh()
     assert timedelta(hours=2) <= repo.expires()["timestamp"] - before <= timedelta(hours=2, minutes=1)
     assert timedelta(days=30) <= repo.expires()["root"] - before <= timedelta(days=30, minutes=1)
+
+
+# --- changing trust with the offline root keys ----------------------------------------------------
+
+
+class PowerLost(Exception):
+    """The server stops right after the new root is written: before the rotated key is in place."""
+
+
+class StopsAfterRoot(SignedRepository):
+    def _write_root(self, root: Metadata[Root]) -> None:
+        super()._write_root(root)
+        raise PowerLost
+
+
+def test_a_rotation_interrupted_after_its_root_is_finished_by_opening_and_refreshing(repo, payload, tmp_path):
+    repo.add_target(payload, "thing-v1.bin", {"version": 1})
+    client(repo, tmp_path).refresh()
+    with pytest.raises(PowerLost):
+        StopsAfterRoot(repo.repo_dir).rotate_online_key("targets", tmp_path / "offline")
+    assert (repo.repo_dir / "keys" / "targets.pem.next").exists()
+
+    reopened = SignedRepository(repo.repo_dir)  # the key root version 2 names is moved into place
+    assert sorted(p.name for p in (repo.repo_dir / "keys").iterdir()) == ["snapshot.pem", "targets.pem",
+                                                                        "timestamp.pem"]
+    assert reopened.versions()["root"] == 2
+    assert reopened.refresh() == ["targets", "snapshot", "timestamp"]  # targets is still signed by the old key
+    updater = client(reopened, tmp_path)
+    updater.refresh()
+    assert updater.get_targetinfo("thing-v1.bin") is not None
+    assert signed(tmp_path / "client" / "metadata" / "root.json")["version"] == 2
+
+
+def test_a_root_json_without_its_versioned_copy_is_completed_on_opening(repo, tmp_path):
+    repo.re_sign_root(tmp_path / "offline")
+    (repo.metadata_dir / "2.root.json").unlink()
+    SignedRepository(repo.repo_dir)
+    assert (repo.metadata_dir / "2.root.json").read_bytes() == (repo.metadata_dir / "root.json").read_bytes()
+    updater = client(repo, tmp_path)
+    updater.refresh()
+    assert signed(tmp_path / "client" / "metadata" / "root.json")["version"] == 2
+
+
+def test_only_a_key_held_on_the_server_is_rotated_there(tmp_path):
+    people = OfflineKeys(tmp_path / "people", count=1, threshold=1, prefix="signer", what="signer keys")
+    HandSigned.initialise(tmp_path / "repo", tmp_path / "offline", targets_keys=people)
+    with pytest.raises(HandSignedError, match="'targets' has no key on this server to rotate; the roles signed "
+                                              "here are snapshot, timestamp"):
+        HandSigned(tmp_path / "repo").rotate_online_key("targets", tmp_path / "offline")
+    key_id = HandSigned(tmp_path / "repo").rotate_online_key("timestamp", tmp_path / "offline")
+    assert signed(tmp_path / "repo" / "metadata" / "2.root.json")["roles"]["timestamp"]["keyids"] == [key_id]
+    assert HandSigned(tmp_path / "repo").versions() == {"root": 2, "targets": 1, "snapshot": 1, "timestamp": 2}
 
 
 # --- what a client's TUF errors mean -------------------------------------------------------------
