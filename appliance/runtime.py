@@ -35,6 +35,7 @@ from appliance.services.peer_review import (
     PeerReviewChannel,
     load_review_key,
 )
+from appliance.services.rekey import RekeyService
 from appliance.services.resend import ResendService
 from appliance.services.retention import RetentionService
 from appliance.services.search_authority import SearchAuthority
@@ -43,6 +44,7 @@ from appliance.settings import ApplianceSettings
 from appliance.storage.accounts import AccountStore, SessionStore
 from appliance.storage.authorisation import AuthorisationStore
 from appliance.storage.cases import CaseStore
+from appliance.storage.central_key import TrustedCentralKey
 from appliance.storage.clock_readings import TrustedReadingStore
 from appliance.storage.desk_config import DeskConfigStore
 from appliance.storage.device_db import DeviceDatabase, desk_tpm
@@ -114,6 +116,8 @@ class Desk:
     clock_guard: ClockGuard | None = None
     library_integrity: LibraryIntegrity | None = None
     library_repair: LibraryRepair | None = None  # a damaged library refused and re-fetched from central
+    central_key: TrustedCentralKey | None = None  # central's fleet-command key as trusted now (after any rekey)
+    rekey: RekeyService | None = None
 
     def start(self) -> None:
         """Start the background work: the MQTT link, library update polling and the hourly retention purge."""
@@ -193,7 +197,8 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                                                                    expected_embedder=pipeline.embedder_id))
         except SnapshotError as e:  # one library that does not open never stops the desk serving the others
             logger.error("library %s does not open and is not served: %s", library_id, e)
-    central_key = load_command_key(settings.fleet_command_public_key)  # signs everything central tells the desk
+    # Signs everything central tells the desk: appliance.toml's key, or the one central rotated to since (a rekey).
+    central_key = TrustedCentralKey(load_command_key(settings.fleet_command_public_key), settings.data_dir)
     records = open_records(settings, tpm)
     db, outbox, audit = records.db, records.outbox, records.audit
     # The clock is judged against the log (its newest time, a doubt still standing) now, against itself while
@@ -260,9 +265,11 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
     if wipe.resume_pending():  # a wipe accepted before a crash or power cut: nothing may be served
         libraries.close()
         raise DeskWithdrawnError(WITHDRAWN_MESSAGE)
-    # Central's signed commands: a wipe, or a request to resend the events logged since a moment (after a restore).
+    # Central's signed commands: a wipe, a request to resend the events logged since a moment (after a restore), or
+    # a rekey (central's fleet-command key rotated: every service above verifies with the new key from then on).
     resend = ResendService(settings.device_id, central_key, audit, outbox, settings.data_dir)
-    handlers[fleet_command_topic(settings.device_id)] = command_router(wipe.handle, resend.handle)
+    rekey = RekeyService(settings.device_id, central_key, audit, settings.data_dir)
+    handlers[fleet_command_topic(settings.device_id)] = command_router(wipe.handle, resend.handle, rekey.handle)
     senders.append(wipe.drain)  # last: after it runs the database is closed
     publisher = CentralLink(settings.mqtt, settings.device_id, outbox, central_key=central_key, handlers=handlers,
                             senders=senders, on_central_time=clock_guard.observe_central)
@@ -342,4 +349,4 @@ def open_desk(settings: ApplianceSettings, *, pipeline: FacePipeline | None = No
                 accounts=accounts, sessions=sessions, cases=case_service, retention=retention,
                 service_lock=service_lock, expiry=expiry, clock_guard=clock_guard,
                 library_integrity=integrity,
-                library_repair=repair)
+                library_repair=repair, central_key=central_key, rekey=rekey)

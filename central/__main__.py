@@ -8,7 +8,8 @@ messages are refused, and its X25519 key-wrapping key (``--wrap-key``), without 
 receives no library key; ``devices wrap-library-key`` wraps a lineage key for one desk
 (the library it is provisioned with); ``devices revoke`` withdraws a desk (registry, signed wipe,
 CRL and broker reload, as ``[fleet]`` configures; see docs/fleet.md) and
-``devices command-key`` makes the key that signs the wipe; ``accounts add``
+``devices command-key`` makes the key that signs the wipe and ``devices rotate-command-key`` replaces it
+(every desk told the new key in a rekey the old key signs; ``central.fleet.rotate``); ``accounts add``
 creates a sign-in for the web interface with one or more roles (auditor,
 peer_reviewer, fleet_admin) and ``accounts list`` shows them; ``accounts
 disable``/``enable`` and ``accounts password`` end an account's sessions at
@@ -37,6 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.audit.store import AuditStore
+from central.fleet.command_key import FollowedCommandKey
 from central.fleet.registry_store import RegistryStore
 from central.fleet.revoke import load_command_key
 from central.ingest.mqtt import AuditIngest
@@ -65,7 +67,7 @@ def _ingest_command_key(settings: CentralSettings) -> Ed25519PrivateKey:
         raise SettingsError("[fleet] command_key is not set: the ingest signs every ack and peer review outcome "
                             "with it and desks refuse unsigned ones (make it once: python -m central devices "
                             "command-key --out PATH).")
-    return load_command_key(settings.fleet.command_key)
+    return FollowedCommandKey(settings.fleet.command_key)  # follows a rotation (rotate-command-key) at once
 
 
 def _start_ingest(settings: CentralSettings, command_key: Ed25519PrivateKey, *,
@@ -255,6 +257,29 @@ def _request_resend(config: Path, since: str, device_id: str | None, by: str) ->
     return 0 if all(r.sent for r in sent) else 1
 
 
+def _rotate_command_key(config: Path, by: str) -> int:
+    from central.fleet.rotate import RotationError, RotationLog, rotate_command_key
+    from central.ingest.mqtt import publish_once
+
+    settings = load(config)
+    if settings.fleet.command_key is None:
+        raise RotationError("[fleet] command_key is not set: there is no fleet-command key to rotate (make the first "
+                            "one with python -m central devices command-key).")
+    registry, log = RegistryStore(settings.database_url), RotationLog(settings.database_url)
+    try:
+        rotation = rotate_command_key(settings.fleet.command_key, registry, log, rotated_by=by,
+                                      send=lambda topic, payload: publish_once(settings.mqtt, topic, payload))
+    finally:
+        registry.close()
+        log.close()
+    for device in rotation.sent:
+        print(f"{device}\trekey sent")
+    for device in rotation.not_sent:
+        print(f"{device}\tNOT SENT (broker refused)")
+    print(rotation.summary())
+    return 0 if rotation.switched else 1
+
+
 def _command_key(out: Path) -> int:
     from central.fleet.revoke import generate_command_key
 
@@ -381,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     resend.add_argument("--config", type=Path, required=True, help="central settings TOML file")
     key = dsub.add_parser("command-key", help="make central's fleet-command signing key (once)")
     key.add_argument("--out", required=True, type=Path)
+    rotate = dsub.add_parser("rotate-command-key", help="replace the fleet-command key: every registered, unrevoked "
+                             "desk is sent the new public key signed with the old one (recorded); the old key is "
+                             "kept as <file>.retired-<fingerprint>")
+    rotate.add_argument("--config", type=Path, required=True, help="central settings TOML file")
+    rotate.add_argument("--by", default="central command line", help="who is rotating (recorded)")
     for p in (reg, wrapk, lst, rev):
         p.add_argument("--config", type=Path, help="central settings TOML file (for the store URL)")
         p.add_argument("--database", help="store URL instead of --config (sqlite:///path or postgresql://...)")
@@ -424,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "devices":
             if args.devices_command == "command-key":
                 return _command_key(args.out)
+            if args.devices_command == "rotate-command-key":
+                return _rotate_command_key(args.config, args.by)
             if args.devices_command == "request-resend":
                 return _request_resend(args.config, args.since, args.device_id, args.by)
             if not (args.config or args.database):

@@ -40,6 +40,8 @@ EVENT_TYPES = frozenset({
     "device_fault",
     # Central, restored from a backup, asked for the events logged since a moment again (a signed request).
     "events_resent",
+    # Central rotated its fleet-command key: the desk trusts the new key from then on (a signed rekey command).
+    "command_key_rotated",
 })
 _FIELDS = {"v", "event_id", "device_id", "seq", "occurred_at", "type", "actor", "outcome", "details",
            "prev_hash", "hash"}

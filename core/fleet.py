@@ -3,8 +3,9 @@
 Both are pure data with strict parsing (exact field set, types, ranges, a size cap), like the
 audit event: a malformed message is refused with a reason, never half-used.
 
-A command (``wipe``, or ``resend``: send again the audit events logged since ``since``, which central lost
-when it was restored from a backup) is signed with central's fleet-command Ed25519 key, whose
+A command (``wipe``; ``resend``: send again the audit events logged since ``since``, which central lost
+when it was restored from a backup; or ``rekey``: from now on trust ``new_key`` instead, central's rotated
+fleet-command key, signed with the key being replaced) is signed with central's fleet-command Ed25519 key, whose
 public half each desk receives at provisioning (``core.signed``, the same key and rule as central's
 acks, peer review outcomes and announcements). The signed statement is labelled, names the
 one device it is for, when it was issued and a random nonce, so the desk can refuse a
@@ -13,6 +14,7 @@ forgery, a command meant for another desk, a stale one and a replay (:class:`Non
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -22,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.audit.chain import canonical_json
@@ -41,13 +44,17 @@ KEY_PROTECTION_INSECURE = "insecure"
 KEY_PROTECTION_MODES = ("tpm", "file", KEY_PROTECTION_INSECURE)
 COMMAND_VERSION = 1
 MAX_COMMAND_BYTES = 1024
-COMMANDS = frozenset({"wipe", "resend"})
+COMMANDS = frozenset({"wipe", "resend", "rekey"})
 #: A resend request waits at the broker for a desk that is off (a restore happens on central's clock, not the
 #: desks'), so it is accepted for longer than a wipe; its nonce is remembered for twice that (``NonceLedger``).
 RESEND_WINDOW = timedelta(days=3)
 #: How old (or how far in the future) a command may be when it arrives. Clocks on desks drift, and a
 #: command for an offline desk waits at the broker, so minutes rather than seconds.
 COMMAND_WINDOW = timedelta(minutes=15)
+#: A rekey waits at the broker for a desk that is off as long as the desk's persistent MQTT session lasts
+#: (``appliance.comms.mqtt.SESSION_EXPIRY_S``, 7 days); a desk off for longer never receives it and is
+#: re-provisioned with the new public key by hand (docs/operations.md, "Key rotation").
+REKEY_WINDOW = timedelta(days=7)
 COMMAND_STATEMENT = "custody-rfr fleet command v1"
 
 logger = logging.getLogger(__name__)
@@ -59,6 +66,17 @@ class CommandRefused(CustodyRfrError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def public_key_raw_hex(key: Ed25519PublicKey) -> str:
+    """The raw public key as 64 hex digits: how a ``rekey`` carries the new key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+
+def key_fingerprint(key: Ed25519PublicKey) -> str:
+    """A short SHA-256 fingerprint of a fleet-command public key: what a rotation's records and the desks' audit
+    events name, so staff can compare keys on central and on a desk without reading 64 hex digits."""
+    return hashlib.sha256(bytes.fromhex(public_key_raw_hex(key))).hexdigest()[:16]
 
 
 def _int(value: object, name: str, *, optional: bool = False) -> None:
@@ -172,6 +190,7 @@ class FleetCommand:
     nonce: str
     signature: str
     since: str | None = None  # resend only: the events logged from this moment on (ISO 8601 with zone)
+    new_key: str | None = None  # rekey only: central's new fleet-command public key (64 hex digits, raw)
 
     def __post_init__(self) -> None:
         validate_device_id(self.device_id)
@@ -182,6 +201,11 @@ class FleetCommand:
             raise WireFormatError("A resend command needs 'since'; no other command takes it.")
         if self.since is not None:
             aware_time(self.since, "since")
+        if (self.command == "rekey") != (self.new_key is not None):
+            raise WireFormatError("A rekey command needs 'new_key'; no other command takes it.")
+        if self.new_key is not None and (not isinstance(self.new_key, str) or len(self.new_key) != 64
+                                         or not _is_hex(self.new_key)):
+            raise WireFormatError("A rekey command's new key must be 64 lower-case hex digits.")
         if not isinstance(self.nonce, str) or len(self.nonce) != 32 or not _is_hex(self.nonce):
             raise WireFormatError("Command nonce must be 32 lower-case hex digits.")
         if not is_signature_text(self.signature):
@@ -193,16 +217,21 @@ class FleetCommand:
                   "nonce": self.nonce}
         if self.since is not None:  # a wipe's signed statement is unchanged
             fields["since"] = self.since
+        if self.new_key is not None:
+            fields["new_key"] = self.new_key
         return fields
 
     @classmethod
     def sign(cls, key: Ed25519PrivateKey, device_id: str, command: str, *, now: datetime | None = None,
-             nonce: str | None = None, since: datetime | None = None) -> FleetCommand:
+             nonce: str | None = None, since: datetime | None = None,
+             new_key: Ed25519PublicKey | None = None) -> FleetCommand:
         issued_at = (now or _now()).astimezone(UTC).isoformat(timespec="milliseconds")
         nonce = nonce or secrets.token_hex(16)
         fields = {"device_id": device_id, "command": command, "issued_at": issued_at, "nonce": nonce}
         if since is not None:
             fields["since"] = since.astimezone(UTC).isoformat(timespec="milliseconds")
+        if new_key is not None:
+            fields["new_key"] = public_key_raw_hex(new_key)
         return cls(**fields, signature=sign(key, COMMAND_STATEMENT, fields))
 
     def verify(self, public_key: Ed25519PublicKey, *, device_id: str, now: datetime | None = None,
@@ -221,8 +250,9 @@ class FleetCommand:
 
     def to_bytes(self) -> bytes:
         data = {"v": COMMAND_VERSION, **asdict(self)}
-        if self.since is None:
-            del data["since"]
+        for optional in ("since", "new_key"):
+            if data[optional] is None:
+                del data[optional]
         return canonical_json(data)
 
     @classmethod
@@ -231,7 +261,7 @@ class FleetCommand:
         if obj.pop("v", None) != COMMAND_VERSION:
             raise WireFormatError("Fleet command has an unsupported version.")
         fields = set(cls.__dataclass_fields__)
-        if set(obj) not in (fields, fields - {"since"}):
+        if set(obj) not in (fields - {"since", "new_key"}, fields - {"new_key"}, fields - {"since"}):
             raise WireFormatError("Fleet command fields wrong.")
         return cls(**obj)
 
@@ -266,11 +296,19 @@ class NonceLedger:
             logger.warning("the fleet command nonce file %s is unreadable (%s); starting it afresh", self._path, e)
             return {}
 
-    def check_and_add(self, command: FleetCommand, now: datetime | None = None) -> None:
+    def check(self, command: FleetCommand, now: datetime | None = None) -> None:
+        """Raise :class:`CommandRefused` if ``command``'s nonce was used already; remember nothing yet."""
         moment = now or _now()
         self._seen = {n: t for n, t in self._seen.items() if moment - t <= 2 * self._window}
         if command.nonce in self._seen:
             raise CommandRefused(f"The {command.command} command with nonce {command.nonce} was already used.")
-        self._seen[command.nonce] = moment
+
+    def check_and_add(self, command: FleetCommand, now: datetime | None = None) -> None:
+        self.check(command, now)
+        self.add(command, now)
+
+    def add(self, command: FleetCommand, now: datetime | None = None) -> None:
+        """Remember ``command``'s nonce (on disk, with a ``path``) as used."""
+        self._seen[command.nonce] = now or _now()
         if self._path is not None:
             atomic_write(self._path, json.dumps({n: t.isoformat() for n, t in self._seen.items()}).encode(), 0o600)

@@ -39,6 +39,7 @@ EVENT_TYPES = {
     "device_wiped": "Desk wiped",
     "device_fault": "Desk fault (clock or storage)",
     "events_resent": "Events sent again at central's request",
+    "command_key_rotated": "Central's command key rotated",
     "authorisation_applied": "Library authorisation applied",
     "authorisation_refused": "Library authorisation refused",
     "library_destroyed": "Library copy destroyed",
@@ -54,7 +55,7 @@ EVENT_KINDS = {
     "peer_review": "peer-reviews", "deletion": "deletions", "library_loaded": "library-loads",
     "library_update": "library-updates", "library_update_refused": "refused-library-updates",
     "config_change": "configuration-changes", "request_refused": "refused-requests", "device_wiped": "wipes",
-    "device_fault": "desk-faults", "events_resent": "resent-events",
+    "device_fault": "desk-faults", "events_resent": "resent-events", "command_key_rotated": "command-key-rotations",
     "authorisation_applied": "library-authorisations", "authorisation_refused": "refused-library-authorisations",
     "library_destroyed": "library-destructions",
 }

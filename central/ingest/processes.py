@@ -59,7 +59,7 @@ def run_worker(settings: CentralSettings, index: int, counts: Any, stop: Any, an
     """One worker process: ingest until ``stop`` is set, the parent goes, or SIGTERM; then store the batch it
     holds, send the acks it owes and disconnect (the broker keeps the session)."""
     from central.audit.store import AuditStore
-    from central.fleet.revoke import load_command_key
+    from central.fleet.command_key import FollowedCommandKey
     from central.ingest.mqtt import AuditIngest
     from central.peer_review.review_key import load_review_key
     from core.log_format import configure_logging
@@ -70,7 +70,7 @@ def run_worker(settings: CentralSettings, index: int, counts: Any, stop: Any, an
     signal.signal(signal.SIGTERM, lambda *_: ended.set())
     parent = os.getppid()
     assert settings.fleet.command_key is not None  # checked by the parent before it starts any worker
-    command_key = load_command_key(settings.fleet.command_key)
+    command_key = FollowedCommandKey(settings.fleet.command_key)  # a rotation takes effect without a restart
     store = AuditStore(settings.database_url)
     worker = AuditIngest(settings.mqtt, store, command_key=command_key, client_id=worker_client_id(settings, index),
                          shared_group=settings.ingest.shared_group, ack_interval_s=settings.ingest.ack_interval_s,

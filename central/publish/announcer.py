@@ -6,7 +6,8 @@ change and publishes it retained, signed with central's fleet-command key
 (desks act on no unsigned announcement), so a desk that connects later learns
 of the newest version at once. The same thread re-signs the timestamp role well
 inside its expiry: without that every desk would refuse updates (a freeze)
-within a day.
+within a day. When central's fleet-command key is rotated (``central.fleet.command_key``: the key follows its
+file), the announcement is signed and retained again with the new key, which the rotated desks trust.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from central.publish.repository import PublishError, TufRepository
 from central.publish.settings import PublishSettings
 from core.errors import WireFormatError
+from core.fleet import key_fingerprint
 from core.library_announce import LibraryAnnouncement
 from core.topics import library_announce_topic
 
@@ -40,6 +42,7 @@ class Announcer:
         self._check_interval_s = check_interval_s
         self._refresh_interval_s = refresh_interval_s
         self._last: bytes | None = None
+        self._last_signer: str | None = None  # the fingerprint of the key the retained announcement is signed with
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="library-announcer", daemon=True)
 
@@ -57,7 +60,8 @@ class Announcer:
             payload = path.read_bytes()
         except FileNotFoundError:
             return False
-        if payload == self._last:
+        signer = key_fingerprint(self._command_key.public_key())
+        if payload == self._last and signer == self._last_signer:
             return False
         try:
             LibraryAnnouncement.from_bytes(payload)
@@ -66,7 +70,7 @@ class Announcer:
             self._last = payload
             return False
         self._publish(library_announce_topic(), LibraryAnnouncement.seal(payload, self._command_key))
-        self._last = payload
+        self._last, self._last_signer = payload, signer
         logger.info("announced %s", payload.decode(errors="replace"))
         return True
 

@@ -64,3 +64,32 @@ def test_new_announcement_is_retained_for_desks_that_connect_later(tmp_path, mos
     finally:
         ingest.stop()
         store.close()
+
+
+def test_a_rotated_command_key_signs_the_retained_announcement_again(tmp_path):
+    """After ``rotate-command-key`` replaces the key file, the announcer (following the file) retains the same
+    announcement again, signed with the new key the rotated desks trust."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from central.fleet.command_key import FollowedCommandKey
+    from tests.fleet_key import write_command_key
+
+    key_path, _ = write_command_key(tmp_path / "keys")
+    sent: list[bytes] = []
+    (tmp_path / ANNOUNCEMENT_FILE).write_bytes(
+        LibraryAnnouncement.now(3, "library-v000003.full", "full", "sha256:" + "cd" * 32).to_bytes())
+    announcer = Announcer(tmp_path, PublishSettings(), lambda _topic, payload: sent.append(payload),
+                          command_key=FollowedCommandKey(key_path))
+    assert announcer.check_once() is True and announcer.check_once() is False
+    assert LibraryAnnouncement.from_signed(sent[-1], CENTRAL_PUBLIC).library_version == 3
+    new = Ed25519PrivateKey.generate()
+    staged = key_path.with_name("staged.pem")
+    staged.write_bytes(new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+    os.replace(staged, key_path)  # as the rotation switches the key: one rename
+    assert announcer.check_once() is True and len(sent) == 2
+    assert LibraryAnnouncement.from_signed(sent[-1], new.public_key()).library_version == 3
+    assert announcer.check_once() is False

@@ -98,3 +98,25 @@ def test_a_heartbeat_names_the_libraries_held_and_an_old_heartbeat_without_them_
     assert Heartbeat.from_bytes(json.dumps(old).encode()).libraries == ()
     with pytest.raises(WireFormatError):
         Heartbeat(**body, libraries=(("../x", 1),))
+
+
+def test_a_rekey_carries_the_new_key_under_the_signature_and_only_a_rekey_carries_one():
+    from core.fleet import REKEY_WINDOW, key_fingerprint, public_key_raw_hex
+
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    rekey = FleetCommand.sign(old, "desk-01", "rekey", now=NOW, new_key=new.public_key())
+    assert FleetCommand.from_bytes(rekey.to_bytes()) == rekey
+    assert rekey.new_key == public_key_raw_hex(new.public_key()) and len(key_fingerprint(new.public_key())) == 16
+    rekey.verify(old.public_key(), device_id="desk-01", now=NOW + REKEY_WINDOW - timedelta(minutes=1),
+                 window=REKEY_WINDOW)
+    swapped = json.loads(rekey.to_bytes())
+    swapped["new_key"] = public_key_raw_hex(Ed25519PrivateKey.generate().public_key())  # another key slipped in
+    with pytest.raises(CommandRefused, match="not signed"):
+        FleetCommand.from_bytes(json.dumps(swapped).encode()).verify(old.public_key(), device_id="desk-01", now=NOW)
+    for wrong in ({"command": "wipe"}, {"new_key": None}, {"new_key": "AB" * 32},
+                  {"since": NOW.isoformat()}):
+        body = {**json.loads(rekey.to_bytes()), **wrong}
+        with pytest.raises(WireFormatError):
+            FleetCommand.from_bytes(json.dumps({k: v for k, v in body.items() if v is not None}).encode())
+    # A wipe's and a resend's wire form and signed statement are unchanged: no new_key field.
+    assert "new_key" not in json.loads(FleetCommand.sign(old, "desk-01", "wipe", now=NOW).to_bytes())

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 
 from appliance.web import create_app
@@ -35,13 +36,15 @@ class Central:
 
 
 @contextmanager
-def running_central(tmp_path: Path, port: int, **config: object) -> Iterator[Central]:
+def running_central(tmp_path: Path, port: int, *, command_key: Ed25519PrivateKey = COMMAND_KEY,
+                    **config: object) -> Iterator[Central]:
     """Central's ingest worker and web app on one SQLite database, on the plain test broker; it signs with the
-    test fleet-command key (``tests.fleet_key``), which ``appliance_settings`` desks trust."""
+    test fleet-command key (``tests.fleet_key``), which ``appliance_settings`` desks trust, unless given another
+    ``command_key`` (a ``FollowedCommandKey``, to follow a rotation as ``python -m central`` does)."""
     db = tmp_path / "central.db"
     store, registry, health = AuditStore(db), RegistryStore(db), HealthStore(db)
     ingest = AuditIngest(CentralMqtt(host="127.0.0.1", port=port, client_id=f"central-{uuid.uuid4().hex[:8]}"),
-                         store, command_key=COMMAND_KEY)
+                         store, command_key=command_key)
     ingest.start()
     assert ingest.wait_connected(10)
     web = create_central(test_config={"TESTING": True, "SECRET_KEY": "kH3vQ9zR_tL2wX8bN5mP0cJ7fY4sD1gA6eU-iO3rT9k",
