@@ -1,7 +1,8 @@
 """``python -m provisioning``: enrol, configure and cut off custody desks, one command per step.
 
 Central's RFR team (on the enrolment host, where the issuing CA lives): ``init-ca``,
-``new-token``, ``issue``, ``server-cert``, ``broker-config``, ``revoke``, ``crl``. A technician at the desk:
+``new-token``, ``issue``, ``server-cert``, ``broker-config``, ``revoke``, ``crl``, and for key rotation
+``renew-issuing-ca`` (with the offline root key) and ``reissue-server-certs``. A technician at the desk:
 ``device-keygen``, ``device-install``, ``seal-key``, ``unseal-key``, ``key-protection``.
 Each prints what to do next; errors print one line and exit 2.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from core.errors import CustodyRfrError
 from devicekeys import keys
-from provisioning import broker, crl, device, issue, tokens
+from provisioning import broker, crl, device, issue, renew, tokens
 from provisioning.ca import SERVICE_DAYS, CaLayout, IssuingCa, init_ca
 from provisioning.errors import CaError
 from provisioning.ledger import Ledger
@@ -135,6 +136,43 @@ def _crl(a: argparse.Namespace) -> None:
     print(f"CRL valid until {crl.crl_expires(CaLayout(a.ca_dir).crl):%Y-%m-%d %H:%M} UTC; refresh it before then.")
 
 
+def _refresh_broker(a: argparse.Namespace, *, server_certificate: bool) -> str:
+    """Refresh the broker's copies and reload it when asked; the sentence saying what is left to do."""
+    if not a.broker_dir:
+        files = "ca.pem, crl.pem" + (", broker/server.crt and broker/server.key" if server_certificate else "")
+        return f"copy {files} from {a.ca_dir} to the broker's folder and reload it (systemctl reload mosquitto)"
+    broker.refresh_broker_files(a.ca_dir, a.broker_dir, server_certificate=server_certificate)
+    if a.reload_pid:
+        crl.reload_broker(a.reload_pid)
+        return (f"nothing for the broker (its files in {a.broker_dir} are refreshed and process {a.reload_pid} "
+                "reloads them)")
+    return f"reload the broker (systemctl reload mosquitto): its files in {a.broker_dir} are refreshed"
+
+
+def _renew_issuing_ca(a: argparse.Namespace) -> None:
+    done = renew.renew_issuing_ca(a.ca_dir, a.root_key)
+    layout = CaLayout(a.ca_dir)
+    print(f"New issuing CA \"{done.new.subject.rfc4514_string()}\" valid until "
+          f"{done.new.not_valid_after_utc:%Y-%m-%d}; new certificates come from it. The old one is kept in "
+          f"{done.kept_dir} and stays in {layout.bundle} and "
+          f"the CRL until {done.kept.not_valid_after_utc:%Y-%m-%d}: desks enrolled before need nothing.")
+    print(f"Next: {_refresh_broker(a, server_certificate=False)}; restart central (it reads {layout.bundle} at "
+          f"start); put {a.root_key} back on the offline media; back up {layout.ca_dir}; when convenient, "
+          f"`python -m provisioning reissue-server-certs --ca-dir {layout.ca_dir}`.")
+
+
+def _reissue_server_certs(a: argparse.Namespace) -> None:
+    server, central = renew.reissue_server_certificates(a.ca_dir, broker_names=a.broker_name or None,
+                                                        days=a.valid_days)
+    layout = CaLayout(a.ca_dir)
+    print(f"Broker certificate {server.serial_number:x} ({server.subject.rfc4514_string()}) and central's MQTT "
+          f"certificate {central.serial_number:x} re-issued with new keys, valid until "
+          f"{server.not_valid_after_utc:%Y-%m-%d}, in {layout.server_cert.parent} and {layout.central_cert.parent}.")
+    print(f"Next: {_refresh_broker(a, server_certificate=True)}; restart central's ingest and web (they load "
+          f"{layout.central_cert} and {layout.central_key} at start; copy them first if central uses copies). "
+          "Desks need nothing.")
+
+
 def _seal_key(a: argparse.Namespace) -> None:
     secret = a.source.read_bytes()
     tpm = keys.open_tpm(a.tcti, allow=not a.no_tpm)
@@ -226,6 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--reload-pid", type=int, help="send the broker process SIGHUP to reload it")
         p.add_argument("--valid-days", type=int, default=crl.DEFAULT_VALIDITY.days)
         p.set_defaults(run=run)
+
+    p = sub.add_parser("renew-issuing-ca", help="(with the offline root key) a new issuing CA; the old one stays "
+                       "trusted for the desks it enrolled")
+    p.add_argument("--ca-dir", type=Path, required=True)
+    p.add_argument("--root-key", type=Path, required=True, help="the offline root's root.key (offline media)")
+    p.add_argument("--broker-dir", type=Path, help="also refresh the broker's ca.pem and CRL")
+    p.add_argument("--reload-pid", type=int, help="send the broker process SIGHUP to reload them")
+    p.set_defaults(run=_renew_issuing_ca)
+
+    p = sub.add_parser("reissue-server-certs", help="new keys and certificates for the broker and central's MQTT "
+                       "client, same names, new expiry")
+    p.add_argument("--ca-dir", type=Path, required=True)
+    p.add_argument("--broker-name", action="append", default=[],
+                   help="host name or IP devices use for the broker (default: the current certificate's names)")
+    p.add_argument("--valid-days", type=int, default=SERVICE_DAYS)
+    p.add_argument("--broker-dir", type=Path, help="also copy the broker's new key pair, ca.pem and CRL there")
+    p.add_argument("--reload-pid", type=int, help="send the broker process SIGHUP to load them")
+    p.set_defaults(run=_reissue_server_certs)
 
     p = sub.add_parser("seal-key", help="(at the desk) seal a secret to the TPM, or keep it in a 0600 file")
     p.add_argument("--path", type=Path, required=True, help="the secret's name, e.g. DATA/device.key")

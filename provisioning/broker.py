@@ -125,3 +125,21 @@ def write_broker_dir(ca_dir: Path, out_dir: Path, devices: Listener, central: Li
         for path in [out, out / "data", out / "log", *out.iterdir()]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
     return conf
+
+
+def refresh_broker_files(ca_dir: Path, broker_dir: Path, *, server_certificate: bool) -> list[Path]:
+    """Copy the CA folder's ``ca.pem`` and CRL (and, with ``server_certificate``, the broker's key pair) over the
+    broker's copies, keeping each file's owner; the broker reads them on its next SIGHUP or start."""
+    layout = CaLayout(Path(ca_dir))
+    out = Path(broker_dir)
+    if not (out / "mosquitto.conf").exists():
+        raise CaError(f"{out} holds no broker configuration: give the --out folder of broker-config.")
+    pairs = [(layout.bundle, out / "ca.pem", 0o644), (layout.crl, out / "crl.pem", 0o644)]
+    if server_certificate:
+        pairs += [(layout.server_cert, out / "server.crt", 0o644), (layout.server_key, out / "server.key", 0o600)]
+    for source, target, mode in pairs:
+        stat = target.stat() if target.exists() else None
+        write_atomic(target, source.read_bytes(), mode)
+        if stat is not None and os.getuid() == 0:
+            os.chown(target, stat.st_uid, stat.st_gid)
+    return [target for _source, target, _mode in pairs]

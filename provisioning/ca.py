@@ -7,6 +7,11 @@ The root signs only the issuing CA (path length 0 below it) and its key is writt
 ``offline-root/``, which the team moves to offline media after ``init-ca``: losing the online
 issuing key then means re-issuing device certificates, not replacing every device's trust anchor.
 ``ca.pem`` (issuing CA then root) is what the broker and every device trust.
+
+Renewing the issuing CA (``renew.py``) keeps the old one under ``previous/``: its certificate stays in
+``ca.pem`` and its key goes on signing a CRL for what it issued, so desks enrolled before the renewal
+keep working until their own certificates expire. Each issuing CA has its own name (``... issuing CA 2``)
+so Mosquitto's OpenSSL and central never confuse their CRLs.
 """
 
 from __future__ import annotations
@@ -55,6 +60,11 @@ class CaLayout:
     @property
     def issuing_key(self) -> Path:
         return self.ca_dir / "issuing.key"
+
+    @property
+    def previous_dir(self) -> Path:
+        """Issuing CAs replaced by ``renew-issuing-ca``, one folder each (``issuing.crt``, ``issuing.key``)."""
+        return self.ca_dir / "previous"
 
     @property
     def bundle(self) -> Path:
@@ -127,30 +137,97 @@ def _ca_cert(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
             .sign(signer, hashes.SHA256()))
 
 
+def issuing_name(organisation: str, generation: int) -> x509.Name:
+    """The issuing CA's name: the first keeps the original one, each renewal adds its number."""
+    suffix = "" if generation == 1 else f" {generation}"
+    return _name(f"{organisation} RFR device issuing CA{suffix}", organisation)
+
+
+def sign_issuing_ca(root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey, subject: x509.Name,
+                    public_key: ec.EllipticCurvePublicKey, now: datetime | None = None) -> x509.Certificate:
+    """An issuing CA certificate under the root: five years, never past the root's own end."""
+    moment = _now(now)
+    days = min(ISSUING_DAYS, (root.not_valid_after_utc - moment).days)
+    if days < 1:
+        raise CaError(f"The fleet root expires on {root.not_valid_after_utc:%Y-%m-%d}: it cannot sign a new "
+                      "issuing CA; a new fleet CA (init-ca) and re-enrolling every desk is the only way on.")
+    return _ca_cert(subject, root.subject, public_key, root_key, root_key.public_key(), 0, days, moment)
+
+
+@dataclass(frozen=True)
+class CrlSigner:
+    """An issuing CA's certificate and key: each one signs the CRL for the certificates it issued."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
+def _load_signer(cert_path: Path, key_path: Path) -> CrlSigner:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CaError(f"The issuing key {key_path} is not an EC key.")
+    if key.public_key() != cert.public_key():
+        # A renewal stopped half-way would otherwise issue certificates nothing can verify.
+        raise CaError(f"The issuing key {key_path} is not the key of {cert_path}: restore both from the same "
+                      "backup.")
+    return CrlSigner(cert, key)
+
+
+def _valid_at(cert: x509.Certificate, moment: datetime) -> bool:
+    return cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc
+
+
 @dataclass(frozen=True)
 class IssuingCa:
-    """The online half of the CA: what issues device certificates and signs the CRL."""
+    """The online half of the CA: what issues device certificates and signs the CRL.
+
+    ``previous`` are the issuing CAs renewed away: they issue nothing more but sign CRLs until they expire.
+    """
 
     layout: CaLayout
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
     organisation: str
     central_name: str
+    previous: tuple[CrlSigner, ...] = ()
+    generation: int = 1
 
     @classmethod
     def load(cls, ca_dir: Path) -> IssuingCa:
         layout = CaLayout(Path(ca_dir))
         try:
             config = json.loads(layout.config.read_text())
-            cert = x509.load_pem_x509_certificate(layout.issuing_cert.read_bytes())
-            key = serialization.load_pem_private_key(layout.issuing_key.read_bytes(), password=None)
+            current = _load_signer(layout.issuing_cert, layout.issuing_key)
+            organisation, central_name = config["organisation"], config["central_name"]
+            generation = int(config.get("issuing_generation", 1))
         except FileNotFoundError as e:
             raise CaError(f"No fleet CA in {ca_dir} ({e.filename} is missing): run `init-ca` first.") from e
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise CaError(f"The fleet CA in {ca_dir} is damaged: {e}") from e
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise CaError(f"The issuing key {layout.issuing_key} is not an EC key.")
-        return cls(layout, cert, key, config["organisation"], config["central_name"])
+        try:
+            previous = tuple(_load_signer(folder / "issuing.crt", folder / "issuing.key")
+                             for folder in sorted(layout.previous_dir.iterdir()) if folder.is_dir()) \
+                if layout.previous_dir.is_dir() else ()
+        except FileNotFoundError as e:
+            raise CaError(f"{e.filename} of a previous issuing CA is missing: restore it from the CA folder's "
+                          "backup (its key signs the CRL of the desks it enrolled).") from e
+        except (ValueError, TypeError) as e:
+            raise CaError(f"A previous issuing CA in {layout.previous_dir} is damaged: {e}") from e
+        return cls(layout, current.cert, current.key, organisation, central_name, previous, generation)
+
+    def crl_signers(self, now: datetime | None = None) -> list[CrlSigner]:
+        """The current issuing CA, then each previous one still valid (newest first): one CRL each."""
+        moment = _now(now)
+        kept = sorted((p for p in self.previous if _valid_at(p.cert, moment)),
+                      key=lambda p: p.cert.not_valid_before_utc, reverse=True)
+        return [CrlSigner(self.cert, self.key), *kept]
+
+    def write_trust_bundle(self, root: x509.Certificate, now: datetime | None = None) -> Path:
+        """``ca.pem``: every issuing CA still valid (current first), then the root."""
+        pem = b"".join(cert_pem(s.cert) for s in self.crl_signers(now)) + cert_pem(root)
+        write_atomic(self.layout.bundle, pem)
+        return self.layout.bundle
 
     def sign(self, common_name: str, public_key: ec.EllipticCurvePublicKey, *, usage: x509.ObjectIdentifier,
              days: int, names: Sequence[str] = (), now: datetime | None = None) -> x509.Certificate:
@@ -200,8 +277,7 @@ def init_ca(ca_dir: Path, *, organisation: str, broker_names: Sequence[str], cen
     root_name = _name(f"{organisation} RFR fleet root", organisation)
     root = _ca_cert(root_name, root_name, root_key.public_key(), root_key, root_key.public_key(), 1, ROOT_DAYS,
                     moment)
-    issuing = _ca_cert(_name(f"{organisation} RFR device issuing CA", organisation), root_name,
-                       issuing_key.public_key(), root_key, root_key.public_key(), 0, ISSUING_DAYS, moment)
+    issuing = sign_issuing_ca(root, root_key, issuing_name(organisation, 1), issuing_key.public_key(), moment)
     write_private(layout.root_key, key_pem(root_key))
     write_atomic(layout.root_cert, cert_pem(root))
     write_private(layout.issuing_key, key_pem(issuing_key))
@@ -214,11 +290,22 @@ def init_ca(ca_dir: Path, *, organisation: str, broker_names: Sequence[str], cen
                      days=SERVICE_DAYS, names=broker_names, now=moment)
     central = ca.sign(central_name, central_key.public_key(), usage=ExtendedKeyUsageOID.CLIENT_AUTH,
                       days=SERVICE_DAYS, now=moment)
-    write_private(layout.server_key, key_pem(server_key))
-    write_atomic(layout.server_cert, cert_pem(server))
-    write_private(layout.central_key, key_pem(central_key))
-    write_atomic(layout.central_cert, cert_pem(central))
+    write_service_certificates(ca, (server, server_key), (central, central_key))
     return layout
+
+
+def write_service_certificates(ca: IssuingCa, server: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+                               central: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> None:
+    """The broker's server and central's client certificate, each followed by the issuing CA that signed it.
+
+    The chain is sent in the handshake, so a desk whose ``ca.pem`` predates a renewal of the issuing CA
+    still builds the path to the root it trusts.
+    """
+    layout = ca.layout
+    write_private(layout.server_key, key_pem(server[1]))
+    write_atomic(layout.server_cert, cert_pem(server[0]) + cert_pem(ca.cert))
+    write_private(layout.central_key, key_pem(central[1]))
+    write_atomic(layout.central_cert, cert_pem(central[0]) + cert_pem(ca.cert))
 
 
 def load_bundle(path: Path) -> list[x509.Certificate]:

@@ -4,11 +4,17 @@ WARNING: Mosquitto refuses *every* client once the CRL's nextUpdate has passed, 
 included. The CRL is therefore re-signed on every revocation and must also be refreshed on a
 schedule (``python -m provisioning crl``, daily from cron or a systemd timer) well inside its
 validity; :func:`crl_expires` lets monitoring warn before it lapses.
+
+After ``renew-issuing-ca`` the file holds one CRL per issuing CA still valid (the current one first):
+Mosquitto checks a desk's certificate against the CRL of the CA that issued it, and refuses a desk
+whose issuer has no CRL in the file. Each lists every revoked serial in the ledger (serials are
+random 159-bit numbers, so one issued by the other CA can never match by accident).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,25 +23,39 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from devicekeys.files import write_atomic
-from provisioning.ca import IssuingCa
+from provisioning.ca import CrlSigner, IssuingCa
 from provisioning.errors import CaError
 from provisioning.ledger import Ledger
 
 DEFAULT_VALIDITY = timedelta(days=7)
+_PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----\s*", re.DOTALL)
 
 
-def build_crl(ca: IssuingCa, ledger: Ledger, *, valid_for: timedelta = DEFAULT_VALIDITY,
-              now: datetime | None = None) -> bytes:
-    """A CRL signed by the issuing CA listing every revoked device certificate (PEM)."""
-    moment = (now or datetime.now(UTC)).replace(microsecond=0)
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+def _signed_crl(signer: CrlSigner, ledger: Ledger, moment: datetime, valid_for: timedelta) -> bytes:
+    key = signer.key
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(signer.cert.subject)
                .last_update(moment - timedelta(minutes=5)).next_update(moment + valid_for)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False))
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False))
     for cert in ledger.revoked():
         assert cert.revoked_at is not None
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(cert.serial).revocation_date(cert.revoked_at).build())
-    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def build_crl(ca: IssuingCa, ledger: Ledger, *, valid_for: timedelta = DEFAULT_VALIDITY,
+              now: datetime | None = None) -> bytes:
+    """One CRL per issuing CA still valid, each listing every revoked certificate (PEM, concatenated)."""
+    moment = (now or datetime.now(UTC)).replace(microsecond=0)
+    return b"".join(_signed_crl(signer, ledger, moment, valid_for) for signer in ca.crl_signers(moment))
+
+
+def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
+    """Every CRL in a PEM file (one per issuing CA); ValueError when there is none or one is damaged."""
+    blocks = _PEM_CRL.findall(data)
+    if not blocks:
+        raise ValueError("no PEM CRL in the file")
+    return [x509.load_pem_x509_crl(block) for block in blocks]
 
 
 def write_crl(ca: IssuingCa, ledger: Ledger, *, valid_for: timedelta = DEFAULT_VALIDITY,
@@ -53,16 +73,17 @@ def write_crl(ca: IssuingCa, ledger: Ledger, *, valid_for: timedelta = DEFAULT_V
 
 
 def crl_expires(path: Path) -> datetime:
-    """When the CRL at ``path`` stops being valid (and the broker would lock everyone out)."""
+    """When the earliest CRL at ``path`` stops being valid (and the broker would lock its desks out)."""
     try:
-        crl = x509.load_pem_x509_crl(Path(path).read_bytes())
+        crls = load_crls(Path(path).read_bytes())
     except FileNotFoundError as e:
         raise CaError(f"CRL {path} does not exist: run `python -m provisioning crl`.") from e
     except ValueError as e:
         raise CaError(f"CRL {path} is damaged: {e}") from e
-    if crl.next_update_utc is None:
+    ends = [crl.next_update_utc for crl in crls]
+    if any(end is None for end in ends):
         raise CaError(f"CRL {path} has no nextUpdate.")
-    return crl.next_update_utc
+    return min(end for end in ends if end is not None)
 
 
 def reload_broker(pid: int) -> None:
