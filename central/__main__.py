@@ -277,7 +277,7 @@ def _rotate_command_key(config: Path, by: str) -> int:
     for device in rotation.not_sent:
         print(f"{device}\tNOT SENT (broker refused)")
     print(rotation.summary())
-    return 0 if rotation.switched else 1
+    return 0 if rotation.switched and not rotation.not_sent else 1
 
 
 def _command_key(out: Path) -> int:

@@ -21,6 +21,9 @@ from central.settings import CentralSettings
 #: Sibling files kept with a key file: its public half; a lineage key's retired keys and an unfinished re-key.
 PUBLIC_HALF = (".pub",)
 LINEAGE_SIBLINGS = (".retired-*", ".next")
+#: The fleet-command key's: an unfinished rotation's new key (desks may already trust it) and the retired keys
+#: (the one desks whose rekey the broker refused still trust; central.fleet.rotate).
+COMMAND_KEY_SIBLINGS = (*PUBLIC_HALF, *LINEAGE_SIBLINGS)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def secret_places(settings: CentralSettings) -> list[SecretPlace]:
     if settings.fleet.ca_dir is not None:
         places.append(SecretPlace("fleet.ca_dir", settings.fleet.ca_dir, is_dir=True))
     if settings.fleet.command_key is not None:
-        places.append(SecretPlace("fleet.command_key", settings.fleet.command_key, siblings=PUBLIC_HALF))
+        places.append(SecretPlace("fleet.command_key", settings.fleet.command_key, siblings=COMMAND_KEY_SIBLINGS))
     if settings.peer_review.review_key is not None:
         places.append(SecretPlace("peer_review.review_key", settings.peer_review.review_key, siblings=PUBLIC_HALF))
     lineage = [(f"publish.lineage_keys.{i}", path) for i, path in enumerate(settings.publish.lineage_keys)]

@@ -54,6 +54,9 @@ class RekeyService:
                 new_key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(command.new_key))
                 if command.new_key == public_key_raw_hex(self._key.current):
                     raise CommandRefused("The rekey command names the key this desk already trusts.")
+                if self._key.was_retired(command.new_key):
+                    raise CommandRefused("The rekey command names a key this desk has rotated away from; it is "
+                                         "never trusted again.")
             except (WireFormatError, CommandRefused, ValueError) as e:
                 reason = str(e)[:200]
                 self.refused.append(reason)

@@ -85,6 +85,10 @@ class TrustedCentralKey(Ed25519PublicKey):
                        key_fingerprint(provisioned), key_fingerprint(stored))
         self._retired = [*retired, raw["key"]]
 
+    def was_retired(self, key_hex: str) -> bool:
+        """Whether this desk has rotated away from ``key_hex`` (raw hex): it never trusts such a key again."""
+        return key_hex in self._retired
+
     def rotate(self, new_key: Ed25519PublicKey, *, nonce: str, issued_at: str) -> Rotation:
         """Trust ``new_key`` from now on, instead of the current key: stored first (fsynced), then used."""
         old = self._current

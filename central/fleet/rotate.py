@@ -20,10 +20,14 @@ session's lifetime); until then its acks are refused and its events stay queued 
 that comes back later (or was never connected, so has no session) must be re-provisioned by hand: its
 ``fleet_command_public_key`` set to the new ``.pub``.
 
-If the broker refuses a rekey, the key is not switched: central goes on signing with the old key, ``.next``
-stays, and running the command again finishes *the same* rotation (same new key), sending only to the desks the
-broker has not yet taken a rekey for. So a crash or a broker outage at any step leaves a rotation that the next
-run completes, never a desk trusting a key central has lost.
+Central switches once the broker has taken at least one rekey: a desk that took its rekey trusts only the new
+key, so central must not go on signing with the old one (its acks, and a wipe for that desk, would be refused).
+If the broker refused some rekeys, those desks still trust the old key until a run of the same command sends them
+theirs, signed with the retired key (kept for exactly this); meanwhile what central signs for them is refused and
+their events stay queued. If the broker took none, nothing is switched: ``.next`` stays and the next run finishes
+*the same* rotation (same new key). ``.next`` is made durable (file and folder) before any desk is told of it.
+So a crash or a broker outage at any step leaves a rotation that the next run completes, never a desk trusting a
+key central has lost.
 """
 
 from __future__ import annotations
@@ -111,6 +115,20 @@ class RotationLog(SqlStore):
             return {r["device_id"] for r in self._rows(
                 "SELECT device_id FROM command_key_rekeys WHERE new_fingerprint = ? AND sent = 1", (new_fingerprint,))}
 
+    def behind(self, new_fingerprint: str) -> list[str]:
+        """Desks sent a rekey to ``new_fingerprint`` that the broker never took (they still trust the old key)."""
+        with self._lock:
+            rows = self._rows("SELECT device_id FROM command_key_rekeys WHERE new_fingerprint = ? GROUP BY device_id "
+                              "HAVING MAX(sent) = 0", (new_fingerprint,))
+        return sorted(str(r["device_id"]) for r in rows)
+
+    def switched_rotation(self, new_fingerprint: str) -> dict[str, object] | None:
+        """The rotation that switched central to ``new_fingerprint``, if one did."""
+        with self._lock:
+            rows = self._rows("SELECT old_fingerprint, retired_file FROM command_key_rotations WHERE new_fingerprint "
+                              "= ? AND switched_at IS NOT NULL", (new_fingerprint,))
+        return rows[0] if rows else None
+
     def rotations(self) -> list[dict[str, object]]:
         with self._lock:
             return self._rows("SELECT new_fingerprint, old_fingerprint, rotated_by, started_at, switched_at, "
@@ -141,6 +159,11 @@ class Rotation:
             return (f"{head}: the broker did not take the rekey for {', '.join(self.not_sent)}; central still signs "
                     f"with the old key. Run the same command again once the broker is reachable: it finishes this "
                     f"rotation.")
+        if self.not_sent:
+            return (f"{head}: central now signs with the new key, but the broker did not take the rekey for "
+                    f"{', '.join(self.not_sent)}: those desks refuse what central signs until they have it. Run "
+                    f"the same command again once the broker is reachable: it sends theirs, signed with "
+                    f"{self.retired.name}.")
         return (f"{head}: rekey sent to {len(self.sent)} desk(s); central now signs with the new key (the old one "
                 f"is kept as {self.retired.name}). A desk that is off accepts its rekey when it reconnects within 7 "
                 f"days; one off longer must be re-provisioned with the new .pub by hand.")
@@ -159,33 +182,30 @@ def rotate_command_key(key_path: Path, registry: RegistryStore, log: RotationLog
     old = load_command_key(key_path)
     following = key_path.with_name(key_path.name + ".next")
     resumed = following.exists()
+    if not resumed:
+        switched_to = log.switched_rotation(key_fingerprint(old.public_key()))
+        if switched_to is not None and log.behind(key_fingerprint(old.public_key())):
+            return _catch_up(old, switched_to, log, send, moment)
     if resumed:
         new = load_command_key(following)
         if key_fingerprint(new.public_key()) == key_fingerprint(old.public_key()):
             raise RotationError(f"{following} holds the key already in use; remove it and run the command again.")
     else:
         new = Ed25519PrivateKey.generate()
-        write_private(following, _pem(new))  # on disk before any desk is told of it
+        write_private(following, _pem(new))  # on disk (the folder's entry too) before any desk is told of it
+        fsync_dir(following.parent)
     old_fp, new_fp = key_fingerprint(old.public_key()), key_fingerprint(new.public_key())
     retired = key_path.with_name(f"{key_path.name}.retired-{old_fp}")
     if not retired.exists():
         write_private(retired, key_path.read_bytes())
+        fsync_dir(retired.parent)
     log.started(old_fp, new_fp, rotated_by, moment, retired)
     result = Rotation(old_fp, new_fp, retired, resumed)
     revoked, done = set(registry.revocations()), log.sent_to(new_fp)
-    for device in registry.registered_devices():
-        if device in revoked or device in done:
-            continue
-        command = FleetCommand.sign(old, device, "rekey", now=moment, new_key=new.public_key())
-        log.record_rekey(command, new_fp)  # recorded before it leaves: no rekey goes out unrecorded
-        if send(fleet_command_topic(device), command.to_bytes()):
-            log.mark_sent(command.nonce)
-            result.sent.append(device)
-        else:
-            logger.error("the broker did not accept the rekey for %s", device)
-            result.not_sent.append(device)
-    if result.not_sent:
-        logger.error("%s", result.summary())
+    devices = [d for d in registry.registered_devices() if d not in revoked and d not in done]
+    _send_rekeys(devices, old, new, new_fp, log, send, moment, result)
+    if result.not_sent and not result.sent and not done:
+        logger.error("%s", result.summary())  # no desk has the new key: central keeps the old one
         return result
     # The switch: the public half first (a desk provisioned now is given the new key), then the key central signs
     # with, in one rename. A crash between the two leaves ``.next``, and the next run finishes the rotation.
@@ -195,4 +215,32 @@ def rotate_command_key(key_path: Path, registry: RegistryStore, log: RotationLog
     log.switched(new_fp, datetime.now(UTC))
     result.switched = True
     logger.warning("%s", result.summary())
+    return result
+
+
+def _send_rekeys(devices: list[str], signer: Ed25519PrivateKey, new: Ed25519PrivateKey, new_fp: str,
+                 log: RotationLog, send: Send, moment: datetime, result: Rotation) -> None:
+    for device in devices:
+        command = FleetCommand.sign(signer, device, "rekey", now=moment, new_key=new.public_key())
+        log.record_rekey(command, new_fp)  # recorded before it leaves: no rekey goes out unrecorded
+        if send(fleet_command_topic(device), command.to_bytes()):
+            log.mark_sent(command.nonce)
+            result.sent.append(device)
+        else:
+            logger.error("the broker did not accept the rekey for %s", device)
+            result.not_sent.append(device)
+
+
+def _catch_up(current: Ed25519PrivateKey, done: dict[str, object], log: RotationLog, send: Send,
+              moment: datetime) -> Rotation:
+    """Central already switched to ``current``; the desks whose rekey the broker refused still trust the key it
+    replaced: send theirs, signed with that retired key."""
+    retired = Path(str(done["retired_file"]))
+    if not retired.exists():
+        raise RotationError(f"{retired} (the key the desks behind still trust) is gone: re-provision "
+                            f"{', '.join(log.behind(key_fingerprint(current.public_key())))} by hand.")
+    new_fp = key_fingerprint(current.public_key())
+    result = Rotation(str(done["old_fingerprint"]), new_fp, retired, resumed=True, switched=True)
+    _send_rekeys(log.behind(new_fp), load_command_key(retired), current, new_fp, log, send, moment, result)
+    (logger.error if result.not_sent else logger.warning)("%s", result.summary())
     return result

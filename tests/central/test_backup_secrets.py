@@ -10,6 +10,7 @@ sealed or listed in ``NOT_BACKED_UP`` with the reason.
 
 from __future__ import annotations
 
+import shutil
 import types
 import typing
 from pathlib import Path
@@ -70,6 +71,9 @@ def old(tmp_path: Path) -> CentralSettings:
     national = settings.publish.lineage_keys[0]
     national.parent.mkdir(mode=0o700)
     write_key_file(national.with_name("national.key.retired-0a1b2c"), new_key())  # what a re-key leaves
+    command_key = settings.fleet.command_key
+    for left in ("fleet-command.pem.next", "fleet-command.pem.retired-9f8e7d"):  # a rotation cut short leaves these
+        shutil.copy(command_key, command_key.with_name(left))
     write_key_file(national, new_key())
     write_key_file(settings.reports.libraries[0].key_file, new_key())
     AuditStore(settings.database_url).close()
@@ -93,7 +97,7 @@ def test_restore_reproduces_every_secret_byte_for_byte_at_the_new_paths(tmp_path
             assert now.stat().st_mode & 0o077 == 0, now
     names = {p.name for p in every_file(new)}
     assert {"review.key", "review.key.pub", "fleet-command.pem.pub", "national.key.retired-0a1b2c", "server.key",
-            "central.key", "regional.key"} <= names
+            "central.key", "regional.key", "fleet-command.pem.next", "fleet-command.pem.retired-9f8e7d"} <= names
     assert not (new_root / "offline").exists()  # the offline root keys never go into a backup
 
 

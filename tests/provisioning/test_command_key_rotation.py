@@ -32,7 +32,7 @@ from central.__main__ import main as central_main
 from central.fleet.command_key import FollowedCommandKey
 from central.fleet.registry_store import RegistryStore
 from central.fleet.revoke import load_command_key
-from central.fleet.rotate import RotationLog
+from central.fleet.rotate import RotationLog, rotate_command_key
 from central.ingest.mqtt import publish_once
 from central.settings import CentralMqttSettings as CentralMqtt
 from core.audit.checkpoint import public_key_from_bytes, public_key_hex
@@ -273,6 +273,9 @@ def test_the_desk_keeps_its_rotated_key_refuses_a_replayed_nonce_and_a_damaged_r
     trusted.verify(k1.sign(b"x"), b"x")
     with pytest.raises(InvalidSignature):
         trusted.verify(k0.sign(b"x"), b"x")
+    # Even the key trusted now cannot move the desk back to a key it rotated away from (a leaked one, say).
+    assert not service.handle(FleetCommand.sign(k1, "desk-unit", "rekey", new_key=k0.public_key()).to_bytes())
+    assert "rotated away from" in service.refused[-1] and trusted.fingerprint == _fp(k1)
 
     assert TrustedCentralKey(k0.public_key(), data).fingerprint == _fp(k1)  # restart: appliance.toml names k0
     assert TrustedCentralKey(k2.public_key(), data).fingerprint == _fp(k2)  # re-provisioned by hand to k2
@@ -286,5 +289,49 @@ def test_the_desk_keeps_its_rotated_key_refuses_a_replayed_nonce_and_a_damaged_r
     with pytest.raises(SettingsError, match="Re-provision the desk"):
         TrustedCentralKey(k0.public_key(), data)
     kinds = [json.loads(bytes(r[0]))["type"] for r in db.conn.execute("SELECT payload FROM audit_log ORDER BY seq")]
-    assert kinds == ["request_refused", "command_key_rotated", "request_refused"]
+    assert kinds == ["request_refused", "command_key_rotated", "request_refused", "request_refused"]
     db.close()
+
+
+def test_a_rotation_the_broker_took_for_some_desks_switches_and_the_next_run_brings_the_rest(tmp_path, mosquitto):
+    """A desk that took its rekey trusts only the new key, so central switches at once (its acks and a wipe for that
+    desk must be signed with the new key); the desk whose rekey the broker refused is sent its own by the next run,
+    signed with the retired key it still trusts. The broker's refusal is the one part not real here: the rekey for
+    desk-part-b is dropped before it reaches the real broker."""
+    key_path, _ = write_command_key(tmp_path / "central")
+    old = load_command_key(key_path)
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    registry, log = RegistryStore(url), RotationLog(url)
+    for device in ("desk-part-a", "desk-part-b"):
+        registry.register_device(device, public_key_hex(Ed25519PrivateKey.generate().public_key()))
+    mqtt = CentralMqtt(host="127.0.0.1", port=mosquitto.port)
+    broker_takes_b = [False]
+
+    def send(topic: str, payload: bytes) -> bool:
+        if topic == fleet_command_topic("desk-part-b") and not broker_takes_b[0]:
+            return False
+        return publish_once(mqtt, topic, payload)
+
+    watch = CommandWatch(mosquitto.port, ["desk-part-a", "desk-part-b"])
+    try:
+        first = rotate_command_key(key_path, registry, log, rotated_by="Sgt Keys", send=send)
+        new = load_command_key(key_path)
+        assert (first.switched, first.sent, first.not_sent) == (True, ["desk-part-a"], ["desk-part-b"])
+        assert _fp(new) == first.new_fingerprint != _fp(old)  # central signs with the new key already
+        assert "run the same command again" in first.summary().lower()
+        assert log.behind(first.new_fingerprint) == ["desk-part-b"]
+
+        broker_takes_b[0] = True
+        again = rotate_command_key(key_path, registry, log, rotated_by="Sgt Keys", send=send)
+        assert (again.switched, again.sent, again.not_sent, again.resumed) == (True, ["desk-part-b"], [], True)
+        assert _fp(load_command_key(key_path)) == _fp(new) and log.behind(first.new_fingerprint) == []
+        received = dict(watch.payloads.get(timeout=10) for _ in range(2))
+    finally:
+        watch.close()
+        registry.close()
+        log.close()
+    for device in ("desk-part-a", "desk-part-b"):
+        command = FleetCommand.from_bytes(received[fleet_command_topic(device)])
+        command.verify(old.public_key(), device_id=device, window=REKEY_WINDOW)  # the key the desk trusted then
+        assert command.command == "rekey" and command.new_key == public_key_raw_hex(new.public_key())
+    assert _fp(load_command_key(first.retired)) == _fp(old)  # the retired key, kept for the desks behind
