@@ -129,7 +129,8 @@ def test_a_live_desk_follows_the_rotation_trusts_only_the_new_key_and_keeps_it_a
                 log.close()
 
             # The desk: trusts the new key, recorded it, and takes central's acks signed with it.
-            assert wait_for(lambda: rfr.central_key.fingerprint == new_fp, timeout=10)
+            # (the desk records the rotation just after it switches: wait for both)
+            assert wait_for(lambda: rfr.central_key.fingerprint == new_fp and _of(rfr, "command_key_rotated"), 10)
             [rotated] = _of(rfr, "command_key_rotated")
             assert (rotated["details"]["old_key"], rotated["details"]["new_key"]) == (old_fp, new_fp)
             # (an ack central signed with the old key just before the switch is refused; the desk sends again)
@@ -205,8 +206,9 @@ def test_a_desk_that_was_off_finds_its_rekey_at_the_broker_and_then_obeys_only_t
         desk.mqtt.start()
         try:
             assert wait_for(lambda: desk.central_key.fingerprint == _fp(new), timeout=15)
-            assert wait_for(lambda: desk.outbox.depth() == 0, timeout=15)  # its events reach central, acked
-            assert any(e["type"] == "command_key_rotated" for e in central.store.query() if e["device_id"] == device)
+            # Its events reach central and are acked, the record of the rotation among them.
+            assert wait_for(lambda: any(e["type"] == "command_key_rotated" for e in central.store.query()
+                                        if e["device_id"] == device) and desk.outbox.depth() == 0, timeout=15)
             assert publish_once(mqtt, fleet_command_topic(device), FleetCommand.sign(old, device, "wipe").to_bytes())
             assert wait_for(lambda: len(desk.wipe.refused) == 1, timeout=10)
             assert not desk.wipe.withdrawn.is_set()
