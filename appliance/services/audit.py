@@ -9,7 +9,6 @@ done without being recorded.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +25,11 @@ class AuditLog:
         self._outbox = outbox
         self._observers: list[Callable[[AuditEvent], None]] = []
         self._clock_notes: Callable[[], list[dict[str, Any]]] | None = None
-        # A clock note is taken and stored under one lock: otherwise the health sender could take the note of a
-        # jump and store it after the event the jump falsified, which the chain would then read as trustworthy.
-        self._noting = threading.Lock()
+        # A clock note is taken and stored under one lock with the event that follows: otherwise the health sender
+        # could take the note of a jump and store it after the event the jump falsified, which the chain would then
+        # read as trustworthy. It is the device database's own (re-entrant) lock, which every append takes anyway:
+        # a lock of its own, taken before the database's, deadlocked with code that records while holding that.
+        self._noting = outbox.lock
 
     def watch_clock(self, notes: Callable[[], list[dict[str, Any]]]) -> None:
         """Before each event, record what ``notes`` says about the clock (``ClockGuard.check``: a jump, a clock

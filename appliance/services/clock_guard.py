@@ -115,7 +115,6 @@ class ClockGuard:
             self._trusted = self._anchor
         self._readings_store, self._boot_id = readings, current_boot_id() if boot_id is None else boot_id
         self._saved: TrustedReading | None = None
-        self._persisting = threading.Lock()
         if readings is not None:
             self._saved = kept = readings.recall()
             if (self._doubt is not None and kept is not None and kept.boot_id and kept.boot_id == self._boot_id
@@ -180,20 +179,17 @@ class ClockGuard:
 
     def _persist(self) -> None:
         """Keep the reading ``limits_now`` goes on while a doubt stands, and nothing once the clock is trusted or
-        no reading is left to go on. Called with the guard's lock released (the database has its own)."""
+        no reading is left to go on. The database's lock is taken first and the guard's inside it, never the other
+        way round (the guard never waits for the database while holding its own)."""
         if self._readings_store is None:
             return
-        with self._persisting:
+
+        def wanted() -> TrustedReading | None:
             with self._lock:
                 trusted = self._trusted if self._doubt is not None else None
-            wanted = None if trusted is None else TrustedReading(trusted[0], trusted[1], self._boot_id)
-            if wanted == self._saved:
-                return
-            if wanted is None:
-                self._readings_store.forget()
-            else:
-                self._readings_store.remember(wanted)
-            self._saved = wanted
+            return None if trusted is None else TrustedReading(trusted[0], trusted[1], self._boot_id)
+
+        self._saved = self._readings_store.keep(wanted, self._saved)
 
     def _raise_doubt(self, why: str, **details: Any) -> None:
         self._doubt = why

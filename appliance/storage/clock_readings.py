@@ -9,6 +9,7 @@ with the boot it counts from and used only within that boot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,18 @@ class TrustedReadingStore:
         self._db = db
         with db.lock:
             db.conn.executescript(_SCHEMA)
+
+    def keep(self, wanted: Callable[[], TrustedReading | None], saved: TrustedReading | None) -> TrustedReading | None:
+        """Store what ``wanted()`` says (or nothing) if it differs from ``saved``; returns it. ``wanted`` is called
+        under the database's lock, so the reading stored is never an older one written after a newer."""
+        with self._db.lock:
+            reading = wanted()
+            if reading != saved:
+                if reading is None:
+                    self.forget()
+                else:
+                    self.remember(reading)
+            return reading
 
     def remember(self, reading: TrustedReading) -> None:
         with self._db.transaction() as conn:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -233,6 +234,12 @@ class Outbox:
                 "SELECT o.seq, c.payload FROM audit_outbox o JOIN audit_checkpoints c ON c.seq = o.seq"
                 " WHERE o.kind = 'checkpoint' AND o.seq > ? ORDER BY o.seq", (after_seq,)).fetchall()
         return [PendingEvent(seq, bytes(p)) for seq, p in rows]
+
+    @property
+    def lock(self) -> threading.RLock:  # type: ignore[valid-type]
+        """The device database's lock, which every append takes: a caller that must append several events in
+        order holds it around them (re-entrant), and never waits for another lock while holding it."""
+        return self._db.lock
 
     def first_pending(self) -> int | None:
         """The oldest event central has not acknowledged, if any."""
