@@ -7,10 +7,23 @@ which refuses it and records the refusal in the audit log.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
 from core.errors import WireFormatError
 from core.fleet import FleetCommand
+
+logger = logging.getLogger(__name__)
+
+
+def record_refusal(audit: Any, refused: list[str], what: str, error: Exception) -> None:
+    """A refused command from central (forged, stale, replayed, for another desk): kept for the service's
+    ``refused`` list, logged, and audited as ``request_refused`` / ``fleet_command_refused``. Changes nothing else."""
+    reason = str(error)[:200]
+    refused.append(reason)
+    logger.warning("refused a %s: %s", what, reason)
+    audit.record("request_refused", "central", "fleet_command_refused", reason=reason)
 
 
 def command_router(wipe: Callable[[bytes], object], resend: Callable[[bytes], object],

@@ -24,6 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.services.audit import AuditLog
+from appliance.services.fleet_commands import record_refusal
 from appliance.storage.central_key import TrustedCentralKey
 from core.errors import WireFormatError
 from core.fleet import REKEY_WINDOW, CommandRefused, FleetCommand, NonceLedger, public_key_raw_hex
@@ -58,10 +59,7 @@ class RekeyService:
                     raise CommandRefused("The rekey command names a key this desk has rotated away from; it is "
                                          "never trusted again.")
             except (WireFormatError, CommandRefused, ValueError) as e:
-                reason = str(e)[:200]
-                self.refused.append(reason)
-                logger.warning("refused a rekey command: %s", reason)
-                self._audit.record("request_refused", "central", "fleet_command_refused", reason=reason)
+                record_refusal(self._audit, self.refused, "rekey command", e)
                 return False
             rotation = self._key.rotate(new_key, nonce=command.nonce, issued_at=command.issued_at)
             self._nonces.add(command, now)

@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.services.audit import AuditLog
+from appliance.services.fleet_commands import record_refusal
 from appliance.storage.outbox import Outbox
 from core.errors import WireFormatError
 from core.fleet import RESEND_WINDOW, CommandRefused, FleetCommand, NonceLedger
@@ -58,10 +59,7 @@ class ResendService:
                 command.verify(self._key, device_id=self._device_id, now=now, window=RESEND_WINDOW)
                 self._nonces.check_and_add(command, now)
             except (WireFormatError, CommandRefused) as e:
-                reason = str(e)[:200]
-                self.refused.append(reason)
-                logger.warning("refused a resend request: %s", reason)
-                self._audit.record("request_refused", "central", "fleet_command_refused", reason=reason)
+                record_refusal(self._audit, self.refused, "resend request", e)
                 return False
             worker = threading.Thread(target=self._requeue, args=(command,), name="resend-requeue", daemon=True)
             self.workers = [*(w for w in self.workers if w.is_alive()), worker]

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from appliance.comms.mqtt import Publish
 from appliance.services.audit import AuditLog
+from appliance.services.fleet_commands import record_refusal
 from appliance.storage.clock_readings import current_boot_id
 from appliance.storage.device_db import DeviceDatabase
 from appliance.storage.held_commands import HeldCommand, HeldCommandStore
@@ -151,10 +152,7 @@ class WipeService:
             command.verify(self._key, device_id=self._device_id, now=now or self._now())
             self._nonces.check_and_add(command, now or self._now())
         except (WireFormatError, CommandRefused) as e:
-            reason = str(e)[:200]
-            self.refused.append(reason)
-            logger.warning("refused a fleet command: %s", reason)
-            self._audit.record("request_refused", "central", "fleet_command_refused", reason=reason)
+            record_refusal(self._audit, self.refused, "fleet command", e)
             return False
         # Durable before anything is reported: from here the wipe happens even if power fails.
         atomic_write(self._data_dir / PENDING, command.to_bytes(), 0o600)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from central.database import Dialect, SqlStore, StoreError, iso
 from central.fleet.registry_store import RegistryStore
+from central.fleet.resend import Send
 from central.fleet.revoke import load_command_key
 from core.audit.checkpoint import public_key_pem
 from core.errors import CustodyRfrError
@@ -53,10 +53,6 @@ from core.topics import fleet_command_topic
 from devicekeys.files import write_atomic, write_private
 
 logger = logging.getLogger(__name__)
-
-#: Publishes one QoS 1 message and says whether the broker accepted it.
-Send = Callable[[str, bytes], bool]
-
 
 class RotationError(CustodyRfrError):
     """A rotation could not be started (the message says what to change)."""
