@@ -118,7 +118,11 @@ def test_the_reviewer_compares_the_face_searched_with_the_reference_and_the_outc
         reference = page.get_by_role("img", name="Reference image of DEMO-OBAMA (candidate 1)")
         for image in (probe, reference):
             expect(image).to_be_visible()
-            assert image.evaluate("img => img.complete && img.naturalWidth") > 0
+            # Visible comes before loaded: wait for the image to finish loading, then require real pixels
+            # (a broken image is complete too, with naturalWidth 0).
+            image.element_handle().wait_for_element_state("stable")
+            page.wait_for_function("img => img.complete", arg=image.element_handle(), timeout=10_000)
+            assert image.evaluate("img => img.naturalWidth") > 0
             assert image.evaluate("img => img.getBoundingClientRect().width") >= 300
         # Side by side at 1366 px; at 800 px both still show whole, one above the other if need be.
         box_probe, box_ref = probe.bounding_box(), reference.bounding_box()
