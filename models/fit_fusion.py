@@ -10,8 +10,10 @@ faces that manifest gives it (a part with a detector of its own gets that
 detector's box for the same face, ``models.face_match``), and for two parts
 also prints a grid: TAR at FAR 1e-3 of ``a * cos_1 + (1 - a) * cos_2`` for
 ``a`` from 0 to 1 in steps of 0.05, with the weights ``sqrt(a)``, ``sqrt(1 - a)``
-that give it. A weight picked from that grid is fitted and measured on the same
-set, so its figure is optimistic; say so wherever it is quoted.
+that give it; for three or more parts, the best shares on the same grid over
+the simplex (shares summing to 1, weights their square roots). A weight
+picked from that grid is fitted and measured on the same set, so its figure
+is optimistic; say so wherever it is quoted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from models.image import decode_image
 from models.pipeline import FacePipeline, default_face_index
 
 GRID_STEP = 0.05
+TOP_SHOWN = 10
 
 
 def impostor_scores(faces: Path, detector: str, embedders: list[str]) -> dict[str, np.ndarray]:
@@ -64,6 +67,22 @@ def part_templates(faces: Path, fused: str) -> tuple[list[str], np.ndarray, list
         labels.append(identity)
     names = [c.embedder for c in embedder.manifest.components]
     return names, np.array(labels), [np.vstack([r[i] for r in rows]).astype(np.float64) for i in range(len(names))]
+
+
+def simplex(parts: int, step: float = GRID_STEP) -> list[np.ndarray]:
+    """Every share vector on a grid of ``step`` whose shares are non-negative and sum to 1."""
+    steps = round(1 / step)
+
+    def split(left: int, n: int) -> list[list[int]]:
+        return [[left]] if n == 1 else [[k, *rest] for k in range(left + 1) for rest in split(left - k, n - 1)]
+
+    return [np.array(c, dtype=np.float64) / steps for c in split(steps, parts)]
+
+
+def _mixed(pairs: list[tuple[np.ndarray, np.ndarray]], shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Genuine and impostor scores of the share-weighted sum of the parts' cosines (the fused cosine)."""
+    return (sum(s * g for s, (g, _) in zip(shares, pairs, strict=True)),
+            sum(s * i for s, (_, i) in zip(shares, pairs, strict=True)))
 
 
 def _tar_at_1e_3(genuine: np.ndarray, impostor: np.ndarray) -> float:
@@ -103,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         for a in np.round(np.arange(0, 1 + GRID_STEP / 2, GRID_STEP), 2):
             tar = _tar_at_1e_3(a * gen1 + (1 - a) * gen2, a * imp1 + (1 - a) * imp2)
             print(f"# a = {a:.2f} (weights {np.sqrt(a):.4f}, {np.sqrt(1 - a):.4f}): TAR at FAR 1e-3 {tar:.4f}")
+    elif len(pairs) > 2:
+        fitted = np.array(weights) ** 2 / np.sum(np.array(weights) ** 2)
+        print(f"# inverse-sd weights: shares {', '.join(f'{f:.3f}' for f in fitted)}, TAR at FAR 1e-3 "
+              f"{_tar_at_1e_3(*_mixed(pairs, fitted)):.4f}")
+        ranked = sorted(((_tar_at_1e_3(*_mixed(pairs, shares)), tuple(shares)) for shares in simplex(len(pairs))),
+                        reverse=True)
+        for tar, shares in ranked[:TOP_SHOWN]:
+            print(f"# shares {', '.join(f'{s:.2f}' for s in shares)} (weights "
+                  f"{', '.join(f'{np.sqrt(s):.4f}' for s in shares)}): TAR at FAR 1e-3 {tar:.4f}")
     return 0
 
 

@@ -131,3 +131,21 @@ def test_a_fusion_with_mobilefacenet_is_graded_evaluation_only() -> None:
     manifest = load_fused_manifest("sface_dlib_mobilefacenet")
     assert "mobilefacenet_mirror" in [c.embedder for c in manifest.components]
     assert manifest.licence.grade == "evaluation"
+
+
+def test_the_share_grid_for_three_parts_covers_the_simplex_and_mixes_scores_as_the_fused_cosine() -> None:
+    from models.fit_fusion import _mixed, simplex
+
+    grid = simplex(3)
+    assert len(grid) == 231  # C(20 + 2, 2) share vectors on a 0.05 grid
+    assert all(abs(float(s.sum()) - 1.0) < 1e-12 and (s >= 0).all() for s in grid)
+    assert {tuple(np.round(s, 2)) for s in grid} >= {(1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.35, 0.6, 0.05)}
+    rng = np.random.default_rng(11)
+    rows = [rng.normal(size=(2, 4, d)) for d in (128, 128, 192)]
+    parts = [tuple(m / np.linalg.norm(m, axis=1, keepdims=True) for m in pair) for pair in rows]
+    shares = np.array([0.35, 0.6, 0.05])
+    pairs = [(np.einsum("ij,ij->i", a, b), np.einsum("ij,ij->i", a, b)) for a, b in parts]
+    fused_a = np.vstack([fuse([p[0][i] for p in parts], np.sqrt(shares)) for i in range(4)])
+    fused_b = np.vstack([fuse([p[1][i] for p in parts], np.sqrt(shares)) for i in range(4)])
+    genuine, _ = _mixed(pairs, shares)
+    assert np.allclose(genuine, np.einsum("ij,ij->i", fused_a, fused_b), atol=1e-6)
