@@ -47,7 +47,11 @@ that child too (``apply_peak_rss_bytes`` is the peak of this process plus the ch
 the apply's stages (relayed by the child) and
 the one-minute load average when the apply ended (``load_avg_apply``).
 Then: mate recall of the base + segment version against exact search over its own
-record set, cold start in a fresh process, a background compaction while searching,
+record set, cold start in a fresh process, a second small delta, a background merge of
+the two segments (``segment_merge_*``: what a desk whose base index would not fit twice in
+memory runs) and then a compaction into a new base, each while searching and with the
+compaction process's own peak RSS (``segment_merge_peak_rss_bytes``,
+``compaction_peak_rss_bytes``),
 and mate recall by genuine-score band (``BANDS``) with a sweep to ef 1024. The final
 line is JSON.
 """
@@ -420,6 +424,44 @@ def live_delta(store: LibraryStore, key: bytes, snapshot: object, workdir: Path,
              "snapshot_search_p50_ms": b50, "snapshot_search_p99_ms": b99}, new, removed, added)
 
 
+SECOND_DELTA = 1_000
+
+
+def second_delta(store: LibraryStore, key: bytes, version: object, workdir: Path, rng: np.random.Generator,
+                 model: TemplateModel, removed: np.ndarray, changes: int) -> object:
+    """A small delta on top of the first (not timed): it gives the segment merge two segments to fold."""
+    n = version.count  # type: ignore[attr-defined]
+    gone = set(int(i) for i in removed)
+    writer = DeltaWriter(workdir / "delta2.db", key, version, result_version=3)  # type: ignore[arg-type]
+    for i in [i for i in rng.choice(n, size=2 * changes, replace=False) if int(i) not in gone][:changes]:
+        writer.remove(f"S{int(i):08d}/1.jpg")
+    for j, vector in enumerate(model.unit_rows(rng, changes)):
+        writer.add(record(10 * n + j, j), vector, THUMBNAIL)
+    writer.finalize()
+    store.install_delta(workdir / "delta2.db", key)
+    after = store.open_current(key, reuse=version)
+    version.close()  # type: ignore[attr-defined]
+    return after
+
+
+def timed_compaction(root: Path, key: bytes, mode: str, version: object, probes: np.ndarray) -> dict[str, float]:
+    """Run a background compaction in ``mode`` while this process searches ``version``; its time, the search
+    p50/p99 meanwhile and the compaction process's own peak RSS (VmHWM, sampled until it exits)."""
+    latencies: list[float] = []
+    child = start_compaction(root, key, mode)
+    peak, t, i = 0, time.perf_counter(), 0
+    while child.poll() is None:
+        peak = max(peak, RssSampler.rss(child.pid, "VmHWM:"))
+        s0 = time.perf_counter()
+        version.search(probes[i % len(probes)], k=K)  # type: ignore[attr-defined]
+        latencies.append((time.perf_counter() - s0) * 1000)
+        i += 1
+    elapsed = time.perf_counter() - t
+    assert child.returncode == 0, f"{mode} compaction exited {child.returncode}"
+    p50, p99 = percentiles(latencies) if latencies else (None, None)
+    return {"s": round(elapsed, 1), "p50": p50, "p99": p99, "peak": peak}
+
+
 def segments_recall(version: object, rng: np.random.Generator, model: TemplateModel, vectors: np.ndarray,
                     removed: np.ndarray, added: np.ndarray, count: int) -> dict[str, float]:
     """Mate recall@50 of the base + segment version against exact search over its own record set.
@@ -575,23 +617,24 @@ def main() -> int:
         new.search(probes[0], k=K)  # type: ignore[attr-defined]
         cold_s = cold_start(workdir / "device", key, probes[1])
         log(f"  cold start (base + 1 segment): {cold_s} s")
-        log("compaction in a background process (SCHED_IDLE, nice 19) while searching")
-        compact_lat: list[float] = []
-        child = start_compaction(workdir / "device", key)
-        t = time.perf_counter()
-        i = 0
-        while child.poll() is None:
-            s0 = time.perf_counter()
-            new.search(probes[i % len(probes)], k=K)  # type: ignore[attr-defined]
-            compact_lat.append((time.perf_counter() - s0) * 1000)
-            i += 1
-        compaction_s = time.perf_counter() - t
-        c50, c99 = percentiles(compact_lat) if compact_lat else (None, None)
-        assert child.returncode == 0 and store.segment_paths() == []
+        log(f"second delta ({SECOND_DELTA} + {SECOND_DELTA}) so that there are two segments to merge")
+        new = second_delta(store, key, new, workdir, rng, model, removed, SECOND_DELTA)
+        log("segment merge (the compaction a desk that cannot hold a second base index runs) while searching")
+        merge = timed_compaction(workdir / "device", key, "segments", new, probes)
+        assert len(store.segment_paths()) == 1, store.segment_paths()
+        merged = store.open_current(key, reuse=new)
+        new.close()  # type: ignore[attr-defined]
+        new = merged
+        log(f"  merged in {merge['s']} s (search p50/p99 meanwhile {merge['p50']}/{merge['p99']} ms), merge "
+            f"process peak RSS {merge['peak'] / 1e6:.0f} MB")
+        log("compaction into a new base in a background process (SCHED_IDLE, nice 19) while searching")
+        folded = timed_compaction(workdir / "device", key, "base", new, probes)
+        assert store.segment_paths() == []
+        compaction_s, c50, c99 = folded["s"], folded["p50"], folded["p99"]
         new.close()  # type: ignore[attr-defined]
         cold_compacted_s = cold_start(workdir / "device", key, probes[1])
-        log(f"  compacted in {compaction_s:.1f} s (search p50/p99 meanwhile {c50}/{c99} ms); cold start after "
-            f"it {cold_compacted_s} s")
+        log(f"  compacted in {compaction_s:.1f} s (search p50/p99 meanwhile {c50}/{c99} ms), compaction process "
+            f"peak RSS {folded['peak'] / 1e6:.0f} MB; cold start after it {cold_compacted_s} s")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -613,6 +656,9 @@ def main() -> int:
             {k: v for k, v in seg_recall.items() if k != "all"},
         "cold_start_s": cold_s, "cold_start_compacted_s": cold_compacted_s,
         "compaction_s": round(compaction_s, 1), "during_compaction_p50_ms": c50, "during_compaction_p99_ms": c99,
+        "compaction_peak_rss_bytes": folded["peak"],
+        "segment_merge_s": merge["s"], "during_segment_merge_p99_ms": merge["p99"],
+        "segment_merge_peak_rss_bytes": merge["peak"],
         "recall_at_50_by_band": at_default["recall_at_50_by_band"], "band_p99_ms": at_default["p99_ms"],
         "band_ef": None if band_ef is None else band_ef["ef"],
         "band_sweep": band_rows,

@@ -1,4 +1,4 @@
-"""Background compaction: fold a library version's segments into a new base snapshot.
+"""Background compaction: fold a library version's segments into a new base snapshot, or merge them.
 
 Every applied delta adds a segment (``library.segment``); searches pay a little for each
 segment and for the tombstones filtered out of the base. Once the store says so
@@ -16,6 +16,10 @@ and only if the pointer still names the same base and starts with the same segme
 is the file renamed into ``versions/`` and the pointer switched to the new base plus any
 segments installed meanwhile. ``kill -9`` at any point leaves the previous pointer, and
 the next store open removes the unfinished file.
+
+That merge holds a second copy of the base index in memory. When it would not fit
+(``LibraryStore.compaction_mode``: a 20M-record base on a 32 GB desk), the segments are merged
+into one segment instead (``library.segment_merge``), leaving the base as it is.
 """
 
 from __future__ import annotations
@@ -28,23 +32,33 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from library import cipher, index, index_storage
 from library.delta import REBUILD_DELETED_FRACTION, StageHook
 from library.errors import SnapshotError
 from library.files import copy_ciphertext, durable_replace
 from library.segment import read_segment_meta
+from library.segment_merge import merge_segments
 from library.snapshot import stored_digest, write_meta
 from library.store import COMPACTING_SUFFIX, LibraryStore
 
 logger = logging.getLogger(__name__)
 
 
-def compact(store: LibraryStore, key: bytes, *, on_stage: StageHook | None = None,
-            index_threads: int = 1) -> int | None:
-    """Merge the current segments into a new base; returns its version, or None when there was nothing to do
-    or the pointer moved to another base meanwhile (a full install wins; the work is thrown away)."""
+def compact(store: LibraryStore, key: bytes, *, mode: str | None = None, memory_available: int | None = None,
+            on_stage: StageHook | None = None, index_threads: int = 1) -> int | None:
+    """Fold the current segments into a new base (``mode="base"``) or merge them into one segment
+    (``"segments"``, ``library.segment_merge``); by default whichever the machine's memory allows
+    (``LibraryStore.compaction_mode``). Returns the version compacted, or None when there was nothing to do
+    or the library changed meanwhile (a full install wins; the work is thrown away)."""
+    if mode is None and store.current_version() is not None:
+        mode = store.compaction_mode(key, memory_available)
+    if mode == "segments":
+        return merge_segments(store, key, on_stage=on_stage, index_threads=index_threads)
+    return _compact_into_base(store, key, on_stage, index_threads)
+
+
+def _compact_into_base(store: LibraryStore, key: bytes, on_stage: StageHook | None, index_threads: int
+                       ) -> int | None:
     stage = on_stage or (lambda _name: None)
     with store.locked() as pointer:
         if pointer is None:
@@ -113,7 +127,7 @@ def _merge(work: Path, segments: list[Path], key: bytes, last: dict[str, str], s
         deleted = int(meta["index_deleted"]) + len(base_deleted)
         if deleted > REBUILD_DELETED_FRACTION * (count + deleted):
             rows = conn.execute("SELECT record_id, vector FROM templates ORDER BY record_id").fetchall()
-            hnsw = index.build_index(_matrix(rows, dim), _labels(rows), threads=index_threads)
+            hnsw = index.build_index(*index.rows_as_arrays(rows, dim), threads=index_threads)
             deleted = 0
         else:
             hnsw = index_storage.load_index(lambda sql, params: conn.execute(sql, params).fetchall(),
@@ -123,7 +137,7 @@ def _merge(work: Path, segments: list[Path], key: bytes, last: dict[str, str], s
             if added:
                 hnsw.resize_index(hnsw.get_current_count() + len(added))
                 hnsw.set_num_threads(max(index_threads, 1))
-                hnsw.add_items(_matrix(added, dim), _labels(added))
+                hnsw.add_items(*index.rows_as_arrays(added, dim))
         stage("compact-index")
         scalars, index_digest = index_storage.write_index(conn, hnsw)
         del hnsw
@@ -139,21 +153,14 @@ def _merge(work: Path, segments: list[Path], key: bytes, last: dict[str, str], s
         conn.close()
 
 
-def _matrix(rows: list[tuple[object, ...]], dim: int) -> np.ndarray:
-    return np.frombuffer(b"".join(bytes(v) for _, v in rows), dtype=np.float32).reshape(-1, dim)  # type: ignore[arg-type]
-
-
-def _labels(rows: list[tuple[object, ...]]) -> np.ndarray:
-    return np.fromiter((int(r) for r, _ in rows), dtype=np.uint64, count=len(rows))  # type: ignore[call-overload]
-
-
-def start_compaction(root: Path, key: bytes) -> subprocess.Popen[bytes]:
+def start_compaction(root: Path, key: bytes, mode: str | None = None) -> subprocess.Popen[bytes]:
     """Run ``compact`` for the store at ``root`` in a background process at the lowest CPU priority.
 
     The key goes through a pipe (never the command line or the environment, which other users can read).
     """
-    child = subprocess.Popen([sys.executable, "-m", "library.compaction", str(root)], stdin=subprocess.PIPE,
-                             cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    command = [sys.executable, "-m", "library.compaction", str(root)] + ([f"--mode={mode}"] if mode else [])
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1],
+                             start_new_session=True)
     assert child.stdin is not None
     child.stdin.write(key.hex().encode() + b"\n")
     child.stdin.close()
@@ -169,11 +176,13 @@ def _lowest_priority() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compact a desk library store's segments into a new base.")
     parser.add_argument("root", type=Path)
+    parser.add_argument("--mode", choices=("base", "segments"),
+                        help="fold into a new base, or merge the segments into one (default: what memory allows)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _lowest_priority()
     key = bytes.fromhex(sys.stdin.readline().strip())
-    compact(LibraryStore(args.root), key)
+    compact(LibraryStore(args.root), key, mode=args.mode)
     return 0
 
 

@@ -41,6 +41,23 @@ CHUNK_BYTES = 64 * 1024 * 1024
 _SER_VERSION = 1
 
 
+def memory_bytes(count: int, dim: int) -> int:
+    """What loading a stored index of ``count`` templates costs a process at its peak, from hnswlib's layout.
+
+    Per element: the vector, the level-0 links (2M ids) with their count, the label, and about 120 bytes of
+    upper-level links and label map (1M x 192-D measured at ~1.1 KB an element, ``docs/benchmarks.md``).
+    Loading holds the stored arrays and the index built from them at once, hence twice that.
+    """
+    return 2 * count * (4 * dim + 8 * M + 4 + 8 + 120)
+
+
+def rows_as_arrays(rows: list[tuple[object, ...]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(record_id, template bytes) rows as the (vectors, labels) arrays ``add_items`` takes."""
+    vectors = np.frombuffer(b"".join(bytes(v) for _, v in rows), dtype=np.float32).reshape(-1, dim)  # type: ignore[call-overload]
+    labels = np.fromiter((int(r) for r, _ in rows), dtype=np.uint64, count=len(rows))  # type: ignore[call-overload]
+    return vectors, labels
+
+
 def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2,
                 ef_construction: int = EF_CONSTRUCTION) -> hnswlib.Index:
     count, dim = vectors.shape

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import sqlcipher3
 
-from library import cipher, digest
+from library import cipher, digest, index, memory
 from library.apply_process import SegmentBuild
 from library.delta import APPLYING_SUFFIX, StageHook, read_delta_info
 from library.errors import (
@@ -96,6 +96,10 @@ COMPACTING_SUFFIX = ".compacting"
 COMPACT_SEGMENTS = 8
 COMPACT_FRACTION = 0.10
 COMPACT_MIN_BYTES = 64 * 1024 * 1024  # below this, segments cost too little to be worth a merge
+# A compaction into a new base loads a second copy of the base index beside the one the desk serves; it is tried
+# only when that copy (``index.memory_bytes``) fits in this share of the memory available. Otherwise the segments
+# are merged into one (``library.segment_merge``), which needs memory for the segments' records alone.
+COMPACT_MEMORY_SHARE = 0.5
 
 
 class LibraryStore:
@@ -337,6 +341,31 @@ class LibraryStore:
         size = sum((self.segments / n).stat().st_size for n in names if (self.segments / n).exists())
         return size > max(COMPACT_FRACTION * self.current_path().stat().st_size, COMPACT_MIN_BYTES)
 
+    def compaction_mode(self, key: bytes, memory_available: int | None = None) -> str:
+        """``"base"`` when a second copy of the base index fits in ``COMPACT_MEMORY_SHARE`` of the memory
+        available (the kernel's ``MemAvailable`` unless given), else ``"segments"``."""
+        conn = cipher.connect(self.current_path(), key, read_only=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('count', 'dim')").fetchall())
+        except sqlcipher3.DatabaseError as e:
+            raise SnapshotError(f"The installed library is damaged ({e}); reinstall it from central.") from e
+        finally:
+            conn.close()
+        available = memory.available_bytes() if memory_available is None else memory_available
+        needed = index.memory_bytes(int(meta.get("count", 0)), int(meta.get("dim", 0)))
+        return "base" if needed <= COMPACT_MEMORY_SHARE * available else "segments"
+
+    def compaction_plan(self, key: bytes, memory_available: int | None = None) -> str | None:
+        """What the desk should compact now, if anything: ``"base"`` past ``needs_compaction``'s thresholds
+        when the base index fits twice in memory; ``"segments"`` (merge them into one, base untouched) at
+        ``COMPACT_SEGMENTS`` segments when it does not."""
+        names = self.segment_files(self._pointer())
+        if not names:
+            return None
+        if self.compaction_mode(key, memory_available) == "base":
+            return "base" if self.needs_compaction() else None
+        return "segments" if len(names) >= COMPACT_SEGMENTS else None
+
     @contextmanager
     def locked(self) -> Iterator[dict[str, object] | None]:
         """The installer's lock with the pointer as it stands (compaction switches under it)."""
@@ -347,3 +376,8 @@ class LibraryStore:
                          key_id: str | None) -> None:
         """Make ``new_base`` (already renamed into ``versions/``) the base; the caller holds ``locked()``."""
         self._switch(new_base, version, content_digest, key_id, remaining, stage="compact-switched")
+
+    def switch_segments(self, segments: list[str], version: int, content_digest: str, key_id: str | None) -> None:
+        """Keep the base and serve ``segments`` (a merge's result, already in ``segments/``, then the segments
+        installed meanwhile) on top of it; the caller holds ``locked()``."""
+        self._switch(self.current_path(), version, content_digest, key_id, segments, stage="compact-switched")

@@ -685,14 +685,16 @@ class LibraryUpdater:
                                      f"version {current.version}.") from e
 
     def _maybe_compact(self, key: bytes) -> None:
-        """Past the store's segment threshold, fold the segments into a new base in a background process at the
-        lowest CPU priority (``library.compaction``); the desk picks the new base up at its next update or start."""
+        """Past the store's segment threshold, fold the segments into a new base (or, when the base would not fit
+        twice in memory, merge them into one) in a background process at the lowest CPU priority
+        (``library.compaction``); the desk picks the result up at its next update or start."""
         if self.compaction_status()[0]:
             return  # one at a time
-        if self._store.needs_compaction():
+        plan = self._store.compaction_plan(key)
+        if plan is not None:
             with self._compaction_lock:
-                self.compaction = start_compaction(self._store.root, key)
-            logger.info("library compaction started in the background (pid %d)", self.compaction.pid)
+                self.compaction = start_compaction(self._store.root, key, plan)
+            logger.info("library compaction (%s) started in the background (pid %d)", plan, self.compaction.pid)
 
     def compaction_status(self) -> tuple[bool, dict[str, int]]:
         """Whether a background compaction is running, and how the finished ones ended (``completed``,

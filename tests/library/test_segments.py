@@ -222,30 +222,32 @@ from library.compaction import compact
 from library.snapshot import read_key_file
 from library.store import LibraryStore
 
-root, key_file, stop_at = sys.argv[1:4]
+root, key_file, stop_at = sys.argv[1:4]  # argv[4]: the mode
 
 def hook(name):
     print(name, flush=True)
     if name == stop_at:
         time.sleep(600)
 
-compact(LibraryStore(Path(root), on_stage=hook), read_key_file(Path(key_file)), on_stage=hook)
+compact(LibraryStore(Path(root), on_stage=hook), read_key_file(Path(key_file)), mode=sys.argv[4], on_stage=hook)
 print("done", flush=True)
 """
 COMPACT_STAGES = ["compact-copied", "compact-rows", "compact-index", "compact-written", "compact-renamed",
                   "compact-switched"]
 
 
+@pytest.mark.parametrize("mode", ["base", "segments"])
 @pytest.mark.parametrize("stage", COMPACT_STAGES)
-def test_kill_9_at_each_stage_of_a_compaction_leaves_the_version_serving(chain, tmp_path: Path, stage: str) -> None:
+def test_kill_9_at_each_stage_of_a_compaction_leaves_the_version_serving(chain, tmp_path: Path, stage: str,
+                                                                         mode: str) -> None:
     key, vectors, fulls, deltas, digests = chain
     root = tmp_path / "device"
     store = LibraryStore(root)
     store.install_full(fulls[1], key)
     for v in (2, 3):
         store.install_delta(deltas[v], key)
-    child = subprocess.Popen([sys.executable, "-c", _COMPACT_CHILD, str(root), str(tmp_path / "lib.key"), stage],
-                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", _COMPACT_CHILD, str(root), str(tmp_path / "lib.key"), stage,
+                              mode], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     with child:
         assert child.stdout is not None
         for line in child.stdout:
@@ -258,12 +260,101 @@ def test_kill_9_at_each_stage_of_a_compaction_leaves_the_version_serving(chain, 
     version = restarted.open_current(key, EMBEDDER)
     try:
         assert (version.version, version.digest) == (3, digests[3])
-        assert len(version.segments) == (0 if stage == "compact-switched" else 2)
+        assert len(version.segments) == (2 if stage != "compact-switched" else 0 if mode == "base" else 1)
         assert digest.recompute_content_digest(version) == digests[3]
         assert version.search(vectors[345], k=1)[0].record.source == "SUBJ-00345/345.jpg"
     finally:
         version.close()
     leftovers = [p.name for p in (root / "versions").iterdir() if not p.name.endswith(".db")]
+    leftovers += [p.name for p in (root / "segments").iterdir() if not p.name.endswith(".seg")]
     assert leftovers == []
     restarted.install_delta(deltas[4], key)  # and the next update still applies
     assert _installed(root, key) == (4, digests[4])
+
+
+@pytest.mark.parametrize("rebuild", [False, True], ids=["index-extended", "index-rebuilt"])
+def test_merging_segments_keeps_the_version_and_never_touches_the_base(chain, tmp_path: Path, monkeypatch,
+                                                                       rebuild: bool) -> None:
+    """The compaction a desk too small for a second base index can afford: segments into one, base as it was.
+    The merged index either extends the first segment's (removed records marked deleted) or, past the share of
+    marked records that a rebuild pays for, is built afresh; both must serve the same version."""
+    if rebuild:
+        monkeypatch.setattr("library.segment_merge.REBUILD_DELETED_FRACTION", 0.0)
+    key, vectors, fulls, deltas, digests = chain
+    root = tmp_path / "device"
+    store = LibraryStore(root)
+    store.install_full(fulls[1], key)
+    for v in (2, 3):
+        store.install_delta(deltas[v], key)
+    base = store.current_path()
+    before = _sha(base)
+    serving = store.open_current(key)
+    assert compact(store, key, mode="segments") == 3
+    assert [p.name for p in (root / "segments").iterdir()] == ["0000000003-merged.seg"]
+    merged = store.open_current(key, EMBEDDER)
+    assert (merged.version, merged.digest, len(merged.segments)) == (3, digests[3], 1)
+    assert merged.base.path == base and _sha(base) == before
+    assert digest.recompute_content_digest(merged) == digests[3]
+    assert serving.search(vectors[200], k=1)[0].record.source == "SUBJ-00200/200.jpg"  # still answers
+    serving.close()
+    # A delta applies on top of the merged segment, and a second merge folds the merged segment again:
+    # v4 removes records that v3's segment added (340-344) and changes one (350).
+    store.install_delta(deltas[4], key)
+    assert compact(store, key, mode="segments") == 4
+    again = store.open_current(key, EMBEDDER)
+    try:
+        assert (again.version, again.digest, len(again.segments)) == (4, digests[4], 1)
+        assert again.segments[0].path.name == "0000000004-merged.seg" and _sha(base) == before
+        assert digest.recompute_content_digest(again) == digests[4]
+        assert again.search(vectors[370], k=1)[0].record.source == "SUBJ-00370/370.jpg"
+        sources = {c.record.source for c in again.search(vectors[342], k=50)}
+        assert "SUBJ-00342/342.jpg" not in sources and "SUBJ-00024/24.jpg" not in sources  # removed stay gone
+        assert again.count == len(MEMBERS[4]) == len(list(again.records()))
+    finally:
+        again.close()
+        merged.close()
+
+
+def test_a_merge_never_loads_the_base_index(chain, tmp_path: Path) -> None:
+    """What makes it fit any desk: with the base's stored index damaged, folding into a base fails (it loads
+    that index) while merging the segments succeeds."""
+    from library import cipher
+
+    key, _, fulls, deltas, _ = chain
+    root = tmp_path / "device"
+    store = LibraryStore(root)
+    store.install_full(fulls[1], key)
+    for v in (2, 3):
+        store.install_delta(deltas[v], key)
+    conn = cipher.connect(store.current_path(), key)
+    data = bytearray(conn.execute("SELECT data FROM index_arrays WHERE name = 'data_level0'").fetchone()[0])
+    data[100] ^= 0xFF
+    conn.execute("UPDATE index_arrays SET data = ? WHERE name = 'data_level0'", (bytes(data),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(SnapshotError, match="does not match its digest"):
+        compact(store, key, mode="base")
+    assert compact(store, key, mode="segments") == 3
+    assert [p.name for p in (root / "segments").iterdir()] == ["0000000003-merged.seg"]
+
+
+def test_the_store_merges_segments_when_the_base_would_not_fit_twice_in_memory(chain, tmp_path: Path,
+                                                                                monkeypatch) -> None:
+    from library import index
+
+    key, _, fulls, deltas, _ = chain
+    store = LibraryStore(tmp_path / "device")
+    store.install_full(fulls[1], key)
+    assert store.compaction_plan(key) is None  # nothing to compact
+    store.install_delta(deltas[2], key)
+    needed = index.memory_bytes(len(MEMBERS[1]), 192)
+    assert store.compaction_mode(key, memory_available=2 * needed) == "base"
+    assert store.compaction_mode(key, memory_available=2 * needed - 1) == "segments"
+    monkeypatch.setattr("library.store.COMPACT_SEGMENTS", 2)
+    assert store.compaction_plan(key, memory_available=2 * needed) is None  # one segment: under every threshold
+    assert store.compaction_plan(key, memory_available=2 * needed - 1) is None
+    store.install_delta(deltas[3], key)
+    assert store.compaction_plan(key, memory_available=2 * needed) == "base"
+    assert store.compaction_plan(key, memory_available=2 * needed - 1) == "segments"
+    monkeypatch.setattr("library.memory.available_bytes", lambda: 0)  # the kernel's figure when none is given
+    assert store.compaction_plan(key) == "segments"

@@ -192,6 +192,29 @@ def test_deltas_become_segments_and_a_background_compaction_folds_them(desk, pub
     assert restarted.holder.current.digest == desk.holder.current.digest
 
 
+def test_a_desk_without_memory_for_a_second_base_index_merges_its_segments_instead(desk, publisher, central,
+                                                                                   library_key, monkeypatch):
+    """When the kernel says the base index would not fit twice (a 20M library on a 32 GB desk), the updater's
+    background compaction merges the segments into one and leaves the base file as it was."""
+    monkeypatch.setattr("library.store.COMPACT_SEGMENTS", 2)
+    monkeypatch.setattr("library.memory.available_bytes", lambda: 1024)  # a few KB: even this tiny base would not fit
+    base = desk.store.current_path()
+    before = base.read_bytes()
+    publisher.full(2)
+    publisher.delta(1, 2)
+    publisher.delta(2, 3)
+    assert desk.updater.check_now().installed_version == 3
+    assert desk.updater.compaction is not None and desk.updater.compaction.wait(timeout=120) == 0
+    assert desk.updater.compaction_status() == (False, {"completed": 1})
+    assert before == base.read_bytes() and desk.store.current_path() == base
+    assert [p.name for p in desk.store.segment_paths()] == ["0000000003-merged.seg"]
+    desk.assert_serving(3)
+    restarted = make_desk(desk.root, central, library_key, base, install=False)
+    assert len(restarted.holder.current.segments) == 1 and restarted.holder.current.version == 3
+    restarted.assert_serving(3)
+    assert restarted.holder.current.digest == desk.holder.current.digest
+
+
 def test_announcement_triggers_a_check_and_malformed_unsigned_and_forged_ones_are_ignored(desk, publisher):
     name = publisher.full(2)
     digest = publisher.central.repo.published()[name].result_digest
