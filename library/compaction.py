@@ -37,7 +37,7 @@ from library.delta import REBUILD_DELETED_FRACTION, StageHook
 from library.errors import SnapshotError
 from library.files import copy_ciphertext, durable_replace
 from library.segment import read_segment_meta
-from library.segment_merge import merge_segments
+from library.segment_merge import fold_segments, merged_path
 from library.snapshot import stored_digest, write_meta
 from library.store import COMPACTING_SUFFIX, LibraryStore
 
@@ -49,16 +49,11 @@ def compact(store: LibraryStore, key: bytes, *, mode: str | None = None, memory_
     """Fold the current segments into a new base (``mode="base"``) or merge them into one segment
     (``"segments"``, ``library.segment_merge``); by default whichever the machine's memory allows
     (``LibraryStore.compaction_mode``). Returns the version compacted, or None when there was nothing to do
-    or the library changed meanwhile (a full install wins; the work is thrown away)."""
+    (no segment; for a merge, fewer than two) or the library changed meanwhile (a full install wins; the work
+    is thrown away)."""
     if mode is None and store.current_version() is not None:
         mode = store.compaction_mode(key, memory_available)
-    if mode == "segments":
-        return merge_segments(store, key, on_stage=on_stage, index_threads=index_threads)
-    return _compact_into_base(store, key, on_stage, index_threads)
-
-
-def _compact_into_base(store: LibraryStore, key: bytes, on_stage: StageHook | None, index_threads: int
-                       ) -> int | None:
+    merging = mode == "segments"
     stage = on_stage or (lambda _name: None)
     with store.locked() as pointer:
         if pointer is None:
@@ -66,18 +61,20 @@ def _compact_into_base(store: LibraryStore, key: bytes, on_stage: StageHook | No
         base = store.current_path()
         names = store.segment_files(pointer)
         key_id = pointer.get("key_id")
-    if not names:
+    if len(names) < (2 if merging else 1):
         return None
     segments = [store.segments / name for name in names]
-    metas = [read_segment_meta(path, key) for path in segments]
-    last = metas[-1]
+    last = read_segment_meta(segments[-1], key)
     version = int(last["version"])
-    target = store.versions / f"{version:010d}.db"
+    target = merged_path(store.segments, version) if merging else store.versions / f"{version:010d}.db"
     work = target.with_name(target.name + COMPACTING_SUFFIX)
     try:
-        copy_ciphertext(base, work)
+        copy_ciphertext(segments[0] if merging else base, work)
         stage("compact-copied")
-        _merge(work, segments, key, last, stage, index_threads)
+        if merging:
+            fold_segments(work, base, segments[1:], key, last, stage, index_threads)
+        else:
+            _merge(work, segments, key, last, stage, index_threads)
         stage("compact-written")
         with store.locked() as now:
             if now is None or now.get("file") != base.name or store.segment_files(now)[:len(names)] != names:
@@ -89,12 +86,18 @@ def _compact_into_base(store: LibraryStore, key: bytes, on_stage: StageHook | No
             durable_replace(work, target)
             stage("compact-renamed")
             remaining = store.segment_files(now)[len(names):]
-            store.switch_compacted(target, int(str(now["version"])), remaining, str(now["content_digest"]),
-                                   key_id if isinstance(key_id, str) else None)
+            key_id = key_id if isinstance(key_id, str) else None
+            if merging:
+                store.switch_segments([target.name, *remaining], int(str(now["version"])),
+                                      str(now["content_digest"]), key_id)
+            else:
+                store.switch_compacted(target, int(str(now["version"])), remaining, str(now["content_digest"]),
+                                       key_id)
     except BaseException:
         work.unlink(missing_ok=True)
         raise
-    logger.info("library segments up to version %d compacted into a new base", version)
+    logger.info("library segments up to version %d %s", version,
+                f"merged into one ({len(names)} before)" if merging else "compacted into a new base")
     return version
 
 

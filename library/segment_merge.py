@@ -7,7 +7,8 @@ for the segments' own records only (Lucene merges segments the same way and neve
 whole index), so the store picks it when the base would not fit twice
 (``LibraryStore.compaction_mode``).
 
-The merge copies the first segment's ciphertext to ``segments/<v>-merged.seg.compacting``;
+``library.compaction.compact`` drives it as it drives the fold into a base (same stages, lock and
+switch). The merge copies the first segment's ciphertext to ``segments/<v>-merged.seg.compacting``;
 per later segment it deletes the rows that segment's tombstones name inside the merged range,
 keeps its tombstones of base records, and inserts its rows under the labels they already have.
 The first segment's index is loaded (authenticated), the removed labels marked deleted and the
@@ -22,7 +23,6 @@ larger machine) drops them; searches keep skipping them with hnswlib's filter.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import sqlcipher3
@@ -30,60 +30,20 @@ import sqlcipher3
 from library import cipher, digest, index, index_storage
 from library.delta import REBUILD_DELETED_FRACTION, StageHook
 from library.errors import SnapshotError
-from library.files import copy_ciphertext, durable_replace
-from library.segment import NO_INDEX, SEGMENT_SUFFIX, labelled_digests, live_digests, read_segment_meta
+from library.segment import NO_INDEX, SEGMENT_SUFFIX, labelled_digests, live_digests
 from library.snapshot import write_meta
-from library.store import COMPACTING_SUFFIX, LibraryStore
-
-logger = logging.getLogger(__name__)
 
 MERGED_MARK = "-merged"
 
 
-def merge_segments(store: LibraryStore, key: bytes, *, on_stage: StageHook | None = None,
-                   index_threads: int = 1) -> int | None:
-    """Merge the current segments into one; returns the version it serves, or None when there were fewer
-    than two segments or the library changed meanwhile (the work is thrown away)."""
-    stage = on_stage or (lambda _name: None)
-    with store.locked() as pointer:
-        if pointer is None:
-            return None
-        base = store.current_path()
-        names = store.segment_files(pointer)
-        key_id = pointer.get("key_id")
-    if len(names) < 2:
-        return None
-    segments = [store.segments / name for name in names]
-    last = read_segment_meta(segments[-1], key)
-    version = int(last["version"])
-    target = store.segments / f"{version:010d}{MERGED_MARK}{SEGMENT_SUFFIX}"
-    work = target.with_name(target.name + COMPACTING_SUFFIX)
-    try:
-        copy_ciphertext(segments[0], work)
-        stage("compact-copied")
-        _fold(work, base, segments[1:], key, last, stage, index_threads)
-        stage("compact-written")
-        with store.locked() as now:
-            if now is None or now.get("file") != base.name or store.segment_files(now)[:len(names)] != names:
-                logger.info("segment merge to version %d abandoned: the library changed meanwhile", version)
-                work.unlink(missing_ok=True)
-                return None
-            if not work.exists():  # a store opened meanwhile removed it as a leftover
-                return None
-            durable_replace(work, target)
-            stage("compact-renamed")
-            remaining = store.segment_files(now)[len(names):]
-            store.switch_segments([target.name, *remaining], int(str(now["version"])), str(now["content_digest"]),
-                                  key_id if isinstance(key_id, str) else None)
-    except BaseException:
-        work.unlink(missing_ok=True)
-        raise
-    logger.info("library segments up to version %d merged into one (%d before)", version, len(names))
-    return version
+def merged_path(segments: Path, version: int) -> Path:
+    """Where the merge of the segments up to ``version`` goes (a merge's last version is merged only once)."""
+    return segments / f"{version:010d}{MERGED_MARK}{SEGMENT_SUFFIX}"
 
 
-def _fold(work: Path, base: Path, later: list[Path], key: bytes, last: dict[str, str], stage: StageHook,
-          index_threads: int) -> None:
+def fold_segments(work: Path, base: Path, later: list[Path], key: bytes, last: dict[str, str], stage: StageHook,
+                  index_threads: int) -> None:
+    """Fold ``later`` segments into ``work`` (a copy of the first) and prove the result with ``base``."""
     conn = cipher.connect(work, key)
     base_conn = cipher.connect(base, key, read_only=True)
     try:
