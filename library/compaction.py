@@ -133,14 +133,9 @@ def _merge(work: Path, segments: list[Path], key: bytes, last: dict[str, str], s
             hnsw = index.build_index(*index.rows_as_arrays(rows, dim), threads=index_threads)
             deleted = 0
         else:
-            hnsw = index_storage.load_index(lambda sql, params: conn.execute(sql, params).fetchall(),
-                                            meta["index_scalars"], meta["index_digest"], dim)
-            for label in base_deleted:
-                hnsw.mark_deleted(label)
-            if added:
-                hnsw.resize_index(hnsw.get_current_count() + len(added))
-                hnsw.set_num_threads(max(index_threads, 1))
-                hnsw.add_items(*index.rows_as_arrays(added, dim))
+            hnsw = index.extend(index_storage.load_index(lambda sql, params: conn.execute(sql, params).fetchall(),
+                                                         meta["index_scalars"], meta["index_digest"], dim),
+                                base_deleted, added, dim, index_threads)
         stage("compact-index")
         scalars, index_digest = index_storage.write_index(conn, hnsw)
         del hnsw

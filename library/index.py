@@ -58,6 +58,18 @@ def rows_as_arrays(rows: list[tuple[object, ...]], dim: int) -> tuple[np.ndarray
     return vectors, labels
 
 
+def extend(hnsw: hnswlib.Index, removed: Iterable[int], rows: list[tuple[object, ...]], dim: int,
+           threads: int = 1) -> hnswlib.Index:
+    """``hnsw`` with the ``removed`` labels marked deleted and the (record_id, template) ``rows`` added."""
+    for label in removed:
+        hnsw.mark_deleted(label)
+    if rows:
+        hnsw.resize_index(hnsw.get_current_count() + len(rows))
+        hnsw.set_num_threads(max(threads, 1))
+        hnsw.add_items(*rows_as_arrays(rows, dim))
+    return hnsw
+
+
 def build_index(vectors: np.ndarray, labels: np.ndarray, threads: int = 2,
                 ef_construction: int = EF_CONSTRUCTION) -> hnswlib.Index:
     count, dim = vectors.shape

@@ -112,13 +112,7 @@ def _merged_index(conn: sqlcipher3.Connection, meta: dict[str, str], dim: int, f
         already = hnsw.get_current_count() - first_live  # marked deleted by an earlier merge
         deleted = already + len(removed_here)
         if deleted <= REBUILD_DELETED_FRACTION * (hnsw.get_current_count() + len(added)):
-            for label in removed_here:
-                hnsw.mark_deleted(label)
-            if added:
-                hnsw.resize_index(hnsw.get_current_count() + len(added))
-                hnsw.set_num_threads(max(index_threads, 1))
-                hnsw.add_items(*index.rows_as_arrays(added, dim))
-            return hnsw
+            return index.extend(hnsw, removed_here, added, dim, index_threads)
         del hnsw
     rows = conn.execute("SELECT record_id, vector FROM templates ORDER BY record_id").fetchall()
     return index.build_index(*index.rows_as_arrays(rows, dim), threads=max(index_threads, 1),

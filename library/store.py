@@ -74,16 +74,21 @@ class SnapshotClaims:
     embedder_id: str
 
 
-def read_snapshot_claims(path: Path, key: bytes) -> SnapshotClaims:
-    """A snapshot's version, digest and face model from its meta table alone: no index load (the store loads
-    the index once, to verify the file, and the desk then serves that same object)."""
+def read_meta(path: Path, key: bytes) -> dict[str, str]:
+    """A library file's (authenticated) meta table."""
     conn = cipher.connect(path, key, read_only=True)
     try:
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        return dict(conn.execute("SELECT key, value FROM meta").fetchall())
     except sqlcipher3.DatabaseError as e:
         raise SnapshotError(f"{Path(path).name} is not a library snapshot or is damaged ({e}).") from e
     finally:
         conn.close()
+
+
+def read_snapshot_claims(path: Path, key: bytes) -> SnapshotClaims:
+    """A snapshot's version, digest and face model from its meta table alone: no index load (the store loads
+    the index once, to verify the file, and the desk then serves that same object)."""
+    meta = read_meta(path, key)
     try:
         return SnapshotClaims(int(meta["version"]), meta.get("content_digest", ""), meta["embedder_id"])
     except (KeyError, ValueError) as e:
@@ -344,13 +349,7 @@ class LibraryStore:
     def compaction_mode(self, key: bytes, memory_available: int | None = None) -> str:
         """``"base"`` when a second copy of the base index fits in ``COMPACT_MEMORY_SHARE`` of the memory
         available (the kernel's ``MemAvailable`` unless given), else ``"segments"``."""
-        conn = cipher.connect(self.current_path(), key, read_only=True)
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('count', 'dim')").fetchall())
-        except sqlcipher3.DatabaseError as e:
-            raise SnapshotError(f"The installed library is damaged ({e}); reinstall it from central.") from e
-        finally:
-            conn.close()
+        meta = read_meta(self.current_path(), key)
         available = memory.available_bytes() if memory_available is None else memory_available
         needed = index.memory_bytes(int(meta.get("count", 0)), int(meta.get("dim", 0)))
         return "base" if needed <= COMPACT_MEMORY_SHARE * available else "segments"
