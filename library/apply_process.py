@@ -137,24 +137,6 @@ def _background_priority() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     with contextlib.suppress(OSError):
         os.nice(19)
-    keep_to_one_core()
-
-
-def keep_to_one_core() -> None:
-    """Run this process (every thread it has, and those it starts later) on the last CPU it may use.
-
-    Its two threads (the digest pass and the segment's index build) otherwise spread over both cores of a
-    2-core desk, and a low-priority thread the scheduler picks on the search's core still runs its whole time
-    slice (a millisecond or more) before the search gets the core back: at 1M records search p99 went from
-    2.7 ms to 6.0 ms during an apply. Kept to one core, the apply leaves the other to the searches.
-    """
-    with contextlib.suppress(AttributeError, OSError):
-        allowed = sorted(os.sched_getaffinity(0))
-        if len(allowed) > 1:
-            # Threads started before this call (NumPy's BLAS pool, at import) have their own affinity.
-            for task in Path("/proc/self/task").iterdir():
-                with contextlib.suppress(OSError, ValueError):
-                    os.sched_setaffinity(int(task.name), {allowed[-1]})
 
 
 def _send(out: IO[str], message: dict[str, object]) -> None:
