@@ -8,6 +8,7 @@ models are trained on differently placed faces, and the manifest says which.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -36,6 +37,13 @@ class FaceEmbedder:
         mean = manifest.input.mean
         # Per-channel means broadcast over the last (channel) axis; a single mean stays a Python float.
         self._mean: float | np.ndarray = np.array(mean, dtype=np.float32) if isinstance(mean, tuple) else mean
+
+    def mirrored(self) -> FaceEmbedder:
+        """The same compiled model with the mirror sum on, for a fused part that asks for it (``mirror_sum``)."""
+        twin = copy.copy(self)
+        twin.manifest = self.manifest.model_copy(
+            update={"embedding": self.manifest.embedding.model_copy(update={"mirror_sum": True})})
+        return twin
 
     def align(self, image_bgr: np.ndarray, face: DetectedFace) -> np.ndarray:
         """The face cropped as this model was trained: the manifest's ``[alignment]``, else the ArcFace template."""

@@ -316,6 +316,10 @@ class FusedComponent(StrictModel):
         default=1.0, ge=0, le=3,
         description="with a detector of its own: when it does not find the primary's face, look again in that "
                     "face's box padded by this many box sides per side (0: no retry, refuse at once)")
+    mirror_sum: bool = Field(
+        default=False,
+        description="this part's template is the sum of the face's and its mirror image's embeddings, then "
+                    "L2-normalised (as an embedder manifest's [embedding] mirror_sum), the same model run twice")
 
 
 class FusedManifest(StrictModel):

@@ -112,7 +112,7 @@ def make_embedder(name: str | Path, config: dict[str, str] | None = None) -> tup
             if wanted not in (None, detector):
                 raise ModelManifestError(f"{fused.ref} gives its part {part.manifest.ref} detector {detector}'s "
                                          f"faces, but that part was calibrated with {wanted}.")
-            parts.append(part)
+            parts.append(part.mirrored() if component.mirror_sum else part)
             if detector == fused.detector:
                 finders.append(None)
             else:

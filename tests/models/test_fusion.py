@@ -149,3 +149,26 @@ def test_the_share_grid_for_three_parts_covers_the_simplex_and_mixes_scores_as_t
     fused_b = np.vstack([fuse([p[1][i] for p in parts], np.sqrt(shares)) for i in range(4)])
     genuine, _ = _mixed(pairs, shares)
     assert np.allclose(genuine, np.einsum("ij,ij->i", fused_a, fused_b), atol=1e-6)
+
+
+def test_a_part_with_the_mirror_sum_runs_its_own_model_on_the_face_and_on_its_mirror_image() -> None:
+    """The best fused pipeline (``sface_dlib_mirror_two_detectors``) asks each part for the mirror sum: the same
+    model file as the plain part (nothing converted twice), run on the crop and on the crop flipped left to
+    right, the two outputs summed and normalised; the fused template is made of those."""
+    mirror = FacePipeline.load(embedder="sface_dlib_mirror_two_detectors")
+    plain = FacePipeline.load(embedder="sface_yunet_dlib_blazeface")
+    assert mirror.embedder_id == "fused-sface-dlib-mirror-two-detectors@1" and mirror.dim == 256
+    assert load_fused_manifest("sface_dlib_mirror_two_detectors").licence.grade == "deployable"
+    assert "sface_dlib_mirror_two_detectors" in fused_names()
+    result = mirror.process(portrait("obama.jpg"))
+    crops = mirror.embedder.align(result.image, result.face)
+    parts = []
+    for mirrored, part, crop in zip(mirror.embedder.components, plain.embedder.components, crops, strict=True):
+        assert mirrored.manifest.id == part.manifest.id and mirrored.manifest.embedding.mirror_sum
+        assert not part.manifest.embedding.mirror_sum  # the plain fusion's part is not changed by it
+        raw = [part.model(part.preprocess(np.ascontiguousarray(c)))[0][0] for c in (crop, crop[:, ::-1])]
+        expected = (raw[0] + raw[1]) / np.linalg.norm(raw[0] + raw[1])
+        np.testing.assert_allclose(mirrored.embed(crop), expected, atol=1e-5)
+        assert float(part.embed(crop) @ expected) < 0.9999  # the mirror image changed the template
+        parts.append(expected)
+    np.testing.assert_allclose(result.template, fuse(parts, mirror.embedder.weights), atol=1e-5)
