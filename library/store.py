@@ -105,6 +105,30 @@ COMPACT_MIN_BYTES = 64 * 1024 * 1024  # below this, segments cost too little to 
 # only when that copy (``index.memory_bytes``) fits in this share of the memory available. Otherwise the segments
 # are merged into one (``library.segment_merge``), which needs memory for the segments' records alone.
 COMPACT_MEMORY_SHARE = 0.5
+# A desk that can only merge takes central's next full version instead of a delta once its segments hold this
+# share of the base's records in changes (``wants_new_base``).
+REBASE_FRACTION = 0.10
+
+
+def base_fits_twice(count: int, dim: int, memory_available: int | None = None) -> bool:
+    """Whether a second copy of a base index of ``count`` templates fits in ``COMPACT_MEMORY_SHARE`` of the
+    memory available (the kernel's ``MemAvailable`` unless given)."""
+    available = memory.available_bytes() if memory_available is None else memory_available
+    return index.memory_bytes(count, dim) <= COMPACT_MEMORY_SHARE * available
+
+
+def wants_new_base(version: object, memory_available: int | None = None) -> bool:
+    """Whether the desk should take central's next full version rather than a delta: its base cannot be
+    compacted here (too big to load twice), and the changes kept on top of it (records added and removed by
+    its segments, merged or not) have passed ``REBASE_FRACTION`` of the base's records. Merging alone would
+    let the merged segment and the base's removed records grow without end."""
+    if not isinstance(version, LibraryVersion) or not version.segments:
+        return False
+    base = version.base
+    if base_fits_twice(base.count, base.dim, memory_available):
+        return False
+    changes = sum(s.added + len(s.tombstones) for s in version.segments)
+    return changes > REBASE_FRACTION * base.count
 
 
 class LibraryStore:
@@ -350,9 +374,8 @@ class LibraryStore:
         """``"base"`` when a second copy of the base index fits in ``COMPACT_MEMORY_SHARE`` of the memory
         available (the kernel's ``MemAvailable`` unless given), else ``"segments"``."""
         meta = read_meta(self.current_path(), key)
-        available = memory.available_bytes() if memory_available is None else memory_available
-        needed = index.memory_bytes(int(meta.get("count", 0)), int(meta.get("dim", 0)))
-        return "base" if needed <= COMPACT_MEMORY_SHARE * available else "segments"
+        fits = base_fits_twice(int(meta.get("count", 0)), int(meta.get("dim", 0)), memory_available)
+        return "base" if fits else "segments"
 
     def compaction_plan(self, key: bytes, memory_available: int | None = None) -> str | None:
         """What the desk should compact now, if anything: ``"base"`` past ``needs_compaction``'s thresholds

@@ -113,13 +113,15 @@ class Offer:
         return self.info.library_version
 
 
-def choose_update(installed: InstalledLibrary, offers: Iterable[Offer]) -> Offer | None:
+def choose_update(installed: InstalledLibrary, offers: Iterable[Offer], *, prefer_full: bool = False
+                  ) -> Offer | None:
     """The newest target this desk can install, ``None`` when up to date, or a refusal.
 
     A delta is usable only on top of exactly the library it was built from
     (same version, same content digest, same content key: a re-keyed lineage
     always moves by a full version); a full library always is. At equal
-    versions the delta wins because it is smaller. If central's newest version
+    versions the delta wins because it is smaller, unless ``prefer_full`` (the desk wants a new base:
+    ``library.store.wants_new_base``). If central's newest version
     is older than the installed one, that is a rollback and is refused, even
     though the metadata is validly signed.
     """
@@ -153,7 +155,7 @@ def choose_update(installed: InstalledLibrary, offers: Iterable[Offer]) -> Offer
             f"(content {_short(installed.digest)}); it was not applied. {keeps} "
             f"Ask the RFR team to publish a full library version {delta.version}."
         )
-    return max(usable, key=lambda o: (o.version, o.info.kind == "delta"))
+    return max(usable, key=lambda o: (o.version, o.info.kind == ("full" if prefer_full else "delta")))
 
 
 def _fits(installed: InstalledLibrary, info: LibraryTargetInfo) -> bool:

@@ -76,7 +76,7 @@ from library.compaction import start_compaction
 from library.delta import read_delta_info
 from library.errors import DeltaApplyError, DeltaBaseMismatchError, SnapshotError, VersionRollbackError
 from library.snapshot import Snapshot
-from library.store import LibraryStore, read_snapshot_claims
+from library.store import LibraryStore, read_snapshot_claims, wants_new_base
 
 logger = logging.getLogger(__name__)
 
@@ -362,9 +362,13 @@ class LibraryUpdater:
             current = self._holder.current
             installed = InstalledLibrary(current.version, current.digest, current.embedder_id,
                                          self._store.current_key_id() or self._keys.provisioned)
-            offer = choose_update(installed, offers)
+            rebase = wants_new_base(current)
+            offer = choose_update(installed, offers, prefer_full=rebase)
             if offer is None:
                 break
+            if rebase and offer.info.kind == "full":
+                logger.info("library %s: taking the full version %d rather than a delta, so that a new base "
+                            "replaces the segments this desk cannot compact", self._lineage_id, offer.version)
             self._install(updater, offer, current)
             installed_names.append(offer.name)
         now = self._holder.current.version

@@ -46,6 +46,12 @@ def test_newest_wins_and_a_fitting_delta_beats_a_full_of_the_same_version():
     assert choose_update(INSTALLED, [delta(2, 3), delta(3, 4)]) == delta(2, 3)
 
 
+def test_a_desk_that_wants_a_new_base_takes_the_full_version_of_the_same_version():
+    assert choose_update(INSTALLED, [full(1), full(3), delta(2, 3)], prefer_full=True) == full(3)
+    assert choose_update(INSTALLED, [delta(2, 3), delta(3, 4)], prefer_full=True) == delta(2, 3)  # no full: delta
+    assert choose_update(INSTALLED, [full(3), delta(2, 3), delta(3, 4)], prefer_full=True) == full(3)
+
+
 def test_a_delta_that_does_not_fit_falls_back_to_a_full_library():
     assert choose_update(INSTALLED, [delta(1, 3), full(3)]) == full(3)
     assert choose_update(INSTALLED, [delta(2, 3, base_digest=D[7]), full(3)]) == full(3)

@@ -215,6 +215,35 @@ def test_a_desk_without_memory_for_a_second_base_index_merges_its_segments_inste
     assert restarted.holder.current.digest == desk.holder.current.digest
 
 
+def test_a_desk_that_can_only_merge_takes_a_full_version_once_its_segments_hold_enough_changes(
+        desk, publisher, monkeypatch):
+    """Merging never drops the base's removed records, so a desk whose base cannot be compacted (too big for
+    its memory) takes central's full version instead of the delta once its segments' changes pass
+    ``REBASE_FRACTION`` of the base; with memory to compact, the delta still wins."""
+    publisher.full(2)
+    publisher.delta(1, 2)
+    assert desk.updater.check_now().installed_version == 2
+    assert len(desk.store.segment_paths()) == 1  # the delta became a segment
+    publisher.full(3)
+    publisher.delta(2, 3)
+    monkeypatch.setattr("library.store.REBASE_FRACTION", 0.0)
+    monkeypatch.setattr("library.memory.available_bytes", lambda: 1024)  # a few KB: even this base won't fit
+    assert desk.updater.check_now().installed_version == 3
+    assert desk.store.segment_paths() == [] and desk.store.current_path().name == "0000000003.db"
+    desk.assert_serving(3)
+
+
+def test_a_desk_with_memory_to_compact_keeps_taking_deltas(desk, publisher, monkeypatch):
+    publisher.full(2)
+    publisher.delta(1, 2)
+    assert desk.updater.check_now().installed_version == 2
+    publisher.full(3)
+    publisher.delta(2, 3)
+    monkeypatch.setattr("library.store.REBASE_FRACTION", 0.0)
+    assert desk.updater.check_now().installed_version == 3
+    assert len(desk.store.segment_paths()) == 2 and desk.store.current_path().name == "0000000001.db"
+
+
 def test_announcement_triggers_a_check_and_malformed_unsigned_and_forged_ones_are_ignored(desk, publisher):
     name = publisher.full(2)
     digest = publisher.central.repo.published()[name].result_digest
