@@ -40,3 +40,16 @@ def build(path: Path, key: bytes, items: dict[int, np.ndarray], version: int = 1
         for i, vector in items.items():
             writer.add(changed.get(i, record(i)), vector, thumbnail(i))
     return path
+
+
+def alter_stored_index(path: Path, key: bytes) -> None:
+    """Flip one byte of a library file's stored index through SQLCipher, as someone holding the key (or a bug)
+    could: the file stays valid to SQLCipher, so only the index's own digest can notice."""
+    from library import cipher
+
+    conn = cipher.connect(path, key)
+    data = bytearray(conn.execute("SELECT data FROM index_arrays WHERE name = 'data_level0'").fetchone()[0])
+    data[100] ^= 0xFF
+    conn.execute("UPDATE index_arrays SET data = ? WHERE name = 'data_level0'", (bytes(data),))
+    conn.commit()
+    conn.close()

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from library import cipher, index
+from library import index
 from library.errors import SnapshotError
 from library.snapshot import Snapshot, new_key
-from tests.library.builders import DIM, build, unit_vectors
+from tests.library.builders import DIM, alter_stored_index, build, unit_vectors
 
 
 def _state(n: int = 200) -> tuple[str, dict[str, np.ndarray]]:
@@ -62,12 +62,7 @@ def test_other_dimension_is_refused() -> None:
 def test_index_altered_inside_the_file_is_refused_by_its_digest(tmp_path: Path) -> None:
     key = new_key()
     path = build(tmp_path / "lib.db", key, dict(enumerate(unit_vectors(100))))
-    conn = cipher.connect(path, key)  # someone holding the key, or a bug: SQLCipher's HMAC cannot object
-    data = bytearray(conn.execute("SELECT data FROM index_arrays WHERE name = 'data_level0'").fetchone()[0])
-    data[100] ^= 0xFF
-    conn.execute("UPDATE index_arrays SET data = ? WHERE name = 'data_level0'", (bytes(data),))
-    conn.commit()
-    conn.close()
+    alter_stored_index(path, key)  # someone holding the key, or a bug: SQLCipher's HMAC cannot object
     with pytest.raises(SnapshotError, match="does not match its digest"):
         Snapshot.open(path, key)
 

@@ -18,7 +18,7 @@ from library.delta import make_delta
 from library.errors import DeltaResultMismatchError, SnapshotError
 from library.snapshot import Snapshot, new_key, write_key_file
 from library.store import LibraryStore
-from tests.library.builders import EMBEDDER, build, record, unit_vectors
+from tests.library.builders import EMBEDDER, alter_stored_index, build, record, unit_vectors
 
 ROOT = Path(__file__).resolve().parents[2]
 # Record sets of versions 1..4: each drops some records (base ones, then ones a segment added), adds new ones,
@@ -158,13 +158,20 @@ def test_a_delta_whose_result_is_not_centrals_is_refused_and_leaves_nothing(chai
     assert _installed(tmp_path / "device", key) == (1, digests[1])
 
 
-def test_compaction_folds_segments_into_a_base_with_the_same_content(chain, tmp_path: Path) -> None:
-    key, vectors, fulls, deltas, digests = chain
+def _device_with_segments(chain, tmp_path: Path) -> tuple[Path, LibraryStore]:  # type: ignore[no-untyped-def]
+    """A desk's store holding version 1 as its base and the deltas to 2 and 3 as two segments."""
+    key, _, fulls, deltas, _ = chain
     root = tmp_path / "device"
     store = LibraryStore(root)
     store.install_full(fulls[1], key)
     for v in (2, 3):
         store.install_delta(deltas[v], key)
+    return root, store
+
+
+def test_compaction_folds_segments_into_a_base_with_the_same_content(chain, tmp_path: Path) -> None:
+    key, vectors, _, deltas, digests = chain
+    root, store = _device_with_segments(chain, tmp_path)
     serving = store.open_current(key)
     assert compact(store, key) == 3
     assert list((root / "segments").iterdir()) == []
@@ -280,12 +287,8 @@ def test_merging_segments_keeps_the_version_and_never_touches_the_base(chain, tm
     marked records that a rebuild pays for, is built afresh; both must serve the same version."""
     if rebuild:
         monkeypatch.setattr("library.segment_merge.REBUILD_DELETED_FRACTION", 0.0)
-    key, vectors, fulls, deltas, digests = chain
-    root = tmp_path / "device"
-    store = LibraryStore(root)
-    store.install_full(fulls[1], key)
-    for v in (2, 3):
-        store.install_delta(deltas[v], key)
+    key, vectors, _, deltas, digests = chain
+    root, store = _device_with_segments(chain, tmp_path)
     base = store.current_path()
     before = _sha(base)
     serving = store.open_current(key)
@@ -318,20 +321,9 @@ def test_merging_segments_keeps_the_version_and_never_touches_the_base(chain, tm
 def test_a_merge_never_loads_the_base_index(chain, tmp_path: Path) -> None:
     """What makes it fit any desk: with the base's stored index damaged, folding into a base fails (it loads
     that index) while merging the segments succeeds."""
-    from library import cipher
-
-    key, _, fulls, deltas, _ = chain
-    root = tmp_path / "device"
-    store = LibraryStore(root)
-    store.install_full(fulls[1], key)
-    for v in (2, 3):
-        store.install_delta(deltas[v], key)
-    conn = cipher.connect(store.current_path(), key)
-    data = bytearray(conn.execute("SELECT data FROM index_arrays WHERE name = 'data_level0'").fetchone()[0])
-    data[100] ^= 0xFF
-    conn.execute("UPDATE index_arrays SET data = ? WHERE name = 'data_level0'", (bytes(data),))
-    conn.commit()
-    conn.close()
+    key = chain[0]
+    root, store = _device_with_segments(chain, tmp_path)
+    alter_stored_index(store.current_path(), key)
     with pytest.raises(SnapshotError, match="does not match its digest"):
         compact(store, key, mode="base")
     assert compact(store, key, mode="segments") == 3

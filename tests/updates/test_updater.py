@@ -165,11 +165,16 @@ def test_delta_is_preferred_and_chained_deltas_reach_the_newest(desk, publisher)
     assert desk.holder.current.digest == Snapshot.open(publisher.make_library(3), publisher.key).digest
 
 
+@pytest.mark.parametrize("memory", ["enough", "too-little"])
 def test_deltas_become_segments_and_a_background_compaction_folds_them(desk, publisher, central, library_key,
-                                                                      monkeypatch):
+                                                                      monkeypatch, memory: str):
     """Each delta is stored as a segment beside the untouched base; past the threshold the updater starts a
-    compaction process, after which a restarted desk serves the same version from one base."""
+    compaction process, after which a restarted desk serves the same version from one base. When the kernel
+    says the base index would not fit twice (a 20M library on a 32 GB desk), the compaction merges the
+    segments into one instead and leaves the base file as it was."""
     monkeypatch.setattr("library.store.COMPACT_SEGMENTS", 2)
+    if memory == "too-little":
+        monkeypatch.setattr("library.memory.available_bytes", lambda: 1024)  # a few KB: even this base won't fit
     base = desk.store.current_path()
     before = base.read_bytes()
     publisher.full(2)
@@ -180,37 +185,16 @@ def test_deltas_become_segments_and_a_background_compaction_folds_them(desk, pub
     assert desk.updater.compaction_status() == (True, {})
     assert desk.updater.compaction is not None and desk.updater.compaction.wait(timeout=120) == 0
     assert desk.updater.compaction_status() == (False, {"completed": 1})  # what the desk's metrics report
-    assert before == base.read_bytes()
-    assert desk.store.segment_paths() == [] and desk.store.current_version() == 3
+    assert before == base.read_bytes() and desk.store.current_version() == 3
+    merged = ["0000000003-merged.seg"] if memory == "too-little" else []
+    assert [p.name for p in desk.store.segment_paths()] == merged
+    assert (desk.store.current_path() == base) == (memory == "too-little")
     desk.assert_serving(3)  # the version loaded before the compaction keeps serving
     for path in (desk.root / "library").rglob("*"):
         if path.is_file() and path.suffix in (".db", ".seg"):
             assert b"SUBJ-" not in path.read_bytes() and b"SQLite format" not in path.read_bytes()
     restarted = make_desk(desk.root, central, library_key, base, install=False)
-    assert restarted.holder.current.segments == [] and restarted.holder.current.version == 3
-    restarted.assert_serving(3)
-    assert restarted.holder.current.digest == desk.holder.current.digest
-
-
-def test_a_desk_without_memory_for_a_second_base_index_merges_its_segments_instead(desk, publisher, central,
-                                                                                   library_key, monkeypatch):
-    """When the kernel says the base index would not fit twice (a 20M library on a 32 GB desk), the updater's
-    background compaction merges the segments into one and leaves the base file as it was."""
-    monkeypatch.setattr("library.store.COMPACT_SEGMENTS", 2)
-    monkeypatch.setattr("library.memory.available_bytes", lambda: 1024)  # a few KB: even this tiny base would not fit
-    base = desk.store.current_path()
-    before = base.read_bytes()
-    publisher.full(2)
-    publisher.delta(1, 2)
-    publisher.delta(2, 3)
-    assert desk.updater.check_now().installed_version == 3
-    assert desk.updater.compaction is not None and desk.updater.compaction.wait(timeout=120) == 0
-    assert desk.updater.compaction_status() == (False, {"completed": 1})
-    assert before == base.read_bytes() and desk.store.current_path() == base
-    assert [p.name for p in desk.store.segment_paths()] == ["0000000003-merged.seg"]
-    desk.assert_serving(3)
-    restarted = make_desk(desk.root, central, library_key, base, install=False)
-    assert len(restarted.holder.current.segments) == 1 and restarted.holder.current.version == 3
+    assert len(restarted.holder.current.segments) == len(merged) and restarted.holder.current.version == 3
     restarted.assert_serving(3)
     assert restarted.holder.current.digest == desk.holder.current.digest
 
