@@ -55,15 +55,19 @@ class Renewal:
     kept_dir: Path
 
 
+def _read_cert(path: Path, remedy: str) -> x509.Certificate:
+    """A PEM certificate the command needs, or a ``CaError`` that says what the operator should do."""
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError as e:
+        raise CaError(f"{path} is missing: {remedy}") from e
+    except ValueError as e:
+        raise CaError(f"{path} is damaged ({e}): {remedy}") from e
+
+
 def _load_root(ca: IssuingCa, root_key_path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """The root certificate and its key, once the key is proved to be this root's."""
-    root_cert = ca.layout.root_cert
-    try:
-        root = x509.load_pem_x509_certificate(root_cert.read_bytes())
-    except FileNotFoundError as e:
-        raise CaError(f"{root_cert} is missing from the CA folder: restore it from the backup.") from e
-    except ValueError as e:
-        raise CaError(f"{root_cert} is damaged: {e}") from e
+    root = _read_cert(ca.layout.root_cert, "restore the CA folder's copy from the backup.")
     path = Path(root_key_path)
     try:
         data = path.read_bytes()
@@ -81,8 +85,8 @@ def _load_root(ca: IssuingCa, root_key_path: Path) -> tuple[x509.Certificate, ec
         raise CaError(f"{path} is not a private key file: give the root.key that init-ca wrote to "
                       "offline-root/.") from e
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != root.public_key():
-        raise CaError(f"{path} is not this fleet's root key (it does not match {root_cert}): give the root.key "
-                      f"made with the CA in {ca.layout.ca_dir}; nothing was changed.")
+        raise CaError(f"{path} is not this fleet's root key (it does not match {ca.layout.root_cert}): give the "
+                      f"root.key made with the CA in {ca.layout.ca_dir}; nothing was changed.")
     return root, key
 
 
@@ -117,12 +121,7 @@ def renew_issuing_ca(ca_dir: Path, root_key_path: Path, *, now: datetime | None 
 
 def _broker_names(cert_path: Path) -> list[str]:
     """The names of the broker's current certificate (CN first, then the rest of its subjectAltName)."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    except FileNotFoundError as e:
-        raise CaError(f"{cert_path} is missing: give the broker's names with --broker-name.") from e
-    except ValueError as e:
-        raise CaError(f"{cert_path} is damaged ({e}): give the broker's names with --broker-name.") from e
+    cert = _read_cert(cert_path, "give the broker's names with --broker-name.")
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [str(n) for n in san.get_values_for_type(x509.IPAddress)] + san.get_values_for_type(x509.DNSName)
