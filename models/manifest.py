@@ -140,8 +140,10 @@ class Int8Spec(StrictModel):
     NNCF post-training quantisation of the fp32 IR. Its calibration faces are the ones pinned registry
     packages carry (``models/registry_faces.py``), never the development set, so the accuracy measured
     on the development set is not measured on the faces it was calibrated with; each face is used as is
-    and mirrored. The recipe (this table, the nncf version and the calibration images' hashes) names the
-    IR, so a changed recipe never reuses an old file.
+    and mirrored. The calibration's results are pinned (``pins``) and the output's hash with them
+    (``sha256``), because that inference rounds differently on other CPUs. The recipe (this table,
+    the nncf version and the calibration images' hashes) names the IR, so a changed recipe never
+    reuses an old file.
     """
 
     method: Literal["nncf-ptq"]
@@ -149,6 +151,12 @@ class Int8Spec(StrictModel):
         description="mixed: asymmetric activations (measured closer to fp32 here); performance: symmetric")
     detector: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$",
                           description="the detector whose faces this embedder's crops assume, for calibration")
+    pins: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*\.json$",
+                      description="file in models/manifests/int8/ holding the activation ranges and bias "
+                                  "corrections measured once (models/int8_pins.py), so every CPU makes the same file")
+    xml_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the INT8 .xml every machine must make")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="the INT8 .bin every machine must make with those pins; any other is refused")
 
 
 class ConversionSpec(StrictModel):

@@ -79,6 +79,17 @@ def make_detector(manifest: ModelManifest, config: dict[str, str] | None = None)
     return FaceDetector(manifest, ensure_ir(manifest), config)
 
 
+def int8_calibration(manifest: ModelManifest, detector: str, config: dict[str, str] | None = None
+                     ) -> tuple[Path, Callable[[np.ndarray], list[DetectedFace]],
+                                Callable[[np.ndarray, DetectedFace], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """What quantising ``manifest``'s embedder needs: its fp32 IR, the detector that finds the calibration
+    faces, and the fp32 embedder's crop and input tensor."""
+    fp32 = ensure_ir(manifest)
+    reference = FaceEmbedder(manifest, fp32, config)
+    finder = make_detector(load_manifest(detector), config)
+    return fp32, finder.detect, reference.align, reference.preprocess
+
+
 def _int8_embedder(name: str, detector: str, config: dict[str, str] | None) -> tuple[FaceEmbedder, str | None]:
     """A fused template's part in INT8 (``models/quantise.py``), made from its fp32 IR on first use (at setup)."""
     manifest = load_manifest(name)
@@ -90,9 +101,7 @@ def _int8_embedder(name: str, detector: str, config: dict[str, str] | None) -> t
     images = distractor_images()
     if spec is not None and int8_path(fp32, spec, images).exists():
         return FaceEmbedder(manifest, int8_path(fp32, spec, images), config), manifest.detector
-    reference = FaceEmbedder(manifest, fp32, config)  # its crops and input tensors calibrate the INT8 model
-    finder = make_detector(load_manifest(detector), config)
-    ir = ensure_int8_ir(manifest, fp32, finder.detect, reference.align, reference.preprocess, images)
+    ir = ensure_int8_ir(manifest, *int8_calibration(manifest, detector, config), images)
     return FaceEmbedder(manifest, ir, config), manifest.detector
 
 
