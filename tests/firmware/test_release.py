@@ -7,6 +7,7 @@ import io
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ def test_bundle_holds_wheel_manifests_units_and_schema(bundle, tmp_path: Path) -
     assert "models/manifests/mobilefacenet.toml" in names
     assert {"systemd/custody-rfr-appliance.service", "systemd/custody-rfr-update.timer"} <= names
     assert b'"ApplianceSettings"' in (tmp_path / "x" / "schema" / "appliance-settings.schema.json").read_bytes()
+    # The wheel carries every model manifest and the INT8 pins: a desk without them cannot make its face pipeline.
+    wheel = next((tmp_path / "x").glob("wheels/custody_rfr-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        packed = set(whl.namelist())
+    shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "models" / "manifests").rglob("*") if p.is_file()}
+    assert any(name.endswith(".json") for name in shipped)
+    assert shipped <= packed, sorted(shipped - packed)
 
 
 def test_same_inputs_give_the_same_bytes(tmp_path: Path) -> None:
