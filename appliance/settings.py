@@ -126,7 +126,7 @@ class ModelSettings(StrictModel):
     """Which face pipeline the desk runs. Its libraries must be built with the same one (the desk refuses others)."""
 
     embedder: str = Field(default=DEFAULT_EMBEDDER, description="A shipped embedder or fused manifest name, e.g. "
-                          "sface_dlib (the default) or sface_dlib_int8 (INT8: faster, docs/model-card.md).")
+                          "sface_dlib_int8 (the default) or sface_dlib (the same fusion in fp32, docs/model-card.md).")
 
     @field_validator("embedder")
     @classmethod

