@@ -134,7 +134,7 @@ def ensure_int8_ir(manifest: ModelManifest, fp32_ir: Path, detect: Callable[[np.
                    images: Sequence[DistractorImage] | None = None) -> Path:
     """The INT8 IR of ``manifest``'s embedder, made only if it is missing, with the pinned constants.
 
-    Refused unless its ``.bin`` is the file the manifest pins, so a desk and central can
+    Refused unless its ``.xml`` and ``.bin`` are the files the manifest pins, so a desk and central can
     only ever embed with the same INT8 model.
     """
     spec = _recipe(manifest)
