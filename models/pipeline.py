@@ -25,7 +25,7 @@ from models.fusion import FusedEmbedder
 from models.image import decode_image
 from models.manifest import FusedManifest, ModelManifest, YuNetDecodeSpec, is_fused, load_fused_manifest, load_manifest
 from models.quality import DEFAULT_RULES, QualityReport, QualityRules, assess
-from models.quantise import ensure_int8_ir, int8_path
+from models.quantise import ensure_int8_ir, existing_int8_ir
 from models.registry_faces import distractor_images
 from models.thumbnail import face_thumbnail
 from models.yunet import YuNetDetector
@@ -101,8 +101,8 @@ def _int8_embedder(name: str, detector: str, config: dict[str, str] | None) -> t
         raise ModelManifestError(f"{manifest.ref}'s INT8 recipe calibrates on {spec.detector}'s faces, not "
                                  f"{detector}'s; a fused template on {detector} cannot use it.")
     images = distractor_images()
-    if spec is not None and int8_path(fp32, spec, images).exists():
-        return FaceEmbedder(manifest, int8_path(fp32, spec, images), config), manifest.detector
+    if spec is not None and (made := existing_int8_ir(manifest, fp32, images)).exists():
+        return FaceEmbedder(manifest, made, config), manifest.detector
     ir = ensure_int8_ir(manifest, *int8_calibration(manifest, detector, config), images)
     return FaceEmbedder(manifest, ir, config), manifest.detector
 

@@ -139,8 +139,8 @@ def ensure_int8_ir(manifest: ModelManifest, fp32_ir: Path, detect: Callable[[np.
     """
     spec = _recipe(manifest)
     images = distractor_images() if images is None else images
-    target = int8_path(fp32_ir, spec, images)
-    if target.exists() and target.with_suffix(".bin").exists():
+    target = existing_int8_ir(manifest, fp32_ir, images)
+    if target.exists():
         return target
     pins = int8_pins.load(int8_pins.PINS_DIR / spec.pins)
     model = quantise(manifest, fp32_ir, detect, align, preprocess, images)
@@ -152,10 +152,30 @@ def ensure_int8_ir(manifest: ModelManifest, fp32_ir: Path, detect: Callable[[np.
                 f"The INT8 form of {manifest.ref} made here is not the pinned file (sha256 of .xml {xml_digest[:12]}…, "
                 f".bin {bin_digest[:12]}…; pinned {spec.xml_sha256[:12]}…, {spec.sha256[:12]}…), so its templates "
                 f"would not match libraries built elsewhere; it was not kept. Install requirements.lock (openvino, "
-                f"nncf) and run scripts/setup.sh again.")
+                f"nncf) and run scripts/setup.sh again, or copy {target.stem}.xml and .bin from the model cache of a "
+                f"machine that made them (they are checked against the same hashes).")
 
     _save(model, target, pinned)
     logger.info("quantised %s to INT8 with its pinned constants: %s", manifest.ref, target)
+    return target
+
+
+def existing_int8_ir(manifest: ModelManifest, fp32_ir: Path, images: Sequence[DistractorImage]) -> Path:
+    """Where ``manifest``'s INT8 IR belongs, checked against the pinned hashes if it is there.
+
+    Checked at every load, not only when made: the cache may have been seeded from
+    another machine, or damaged, and a file that is not the pinned one would make
+    templates no library was built with.
+    """
+    spec = _recipe(manifest)
+    target = int8_path(fp32_ir, spec, images)
+    if not (target.exists() and target.with_suffix(".bin").exists()):
+        return target
+    if (sha256_file(target), sha256_file(target.with_suffix(".bin"))) != (spec.xml_sha256, spec.sha256):
+        raise ModelManifestError(
+            f"The INT8 model file {target.name} (or its .bin) in the model cache is not the pinned one: it is damaged "
+            f"or was not made by this release. Delete {target.stem}.xml and .bin from {target.parent} and run "
+            f"scripts/setup.sh to make it again.")
     return target
 
 

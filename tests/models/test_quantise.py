@@ -17,7 +17,7 @@ from models.convert import ensure_ir
 from models.errors import ModelManifestError
 from models.manifest import load_manifest
 from models.pipeline import FacePipeline, int8_calibration, make_detector
-from models.quantise import ensure_int8_ir, int8_path, quantise
+from models.quantise import ensure_int8_ir, existing_int8_ir, int8_path, quantise
 from models.registry_faces import DistractorImage, distractor_images
 from supply.pinned import cache_dir, sha256_file
 from tests.models.conftest import portrait
@@ -152,3 +152,21 @@ def test_pins_that_do_not_fit_the_graph_or_are_damaged_are_refused_with_a_remedy
         int8_pins.load(damaged)
     with pytest.raises(ModelManifestError, match="missing"):
         int8_pins.load(tmp_path / "absent.json")
+
+
+def test_a_damaged_int8_file_in_the_cache_is_refused_at_load_not_used(tmp_path: Path) -> None:
+    manifest = load_manifest("dlib_resnet")
+    fp32 = ensure_ir(manifest)
+    images = distractor_images()
+    made = existing_int8_ir(manifest, fp32, images)
+    assert made.exists()  # setup made it
+    for source in (fp32, made):
+        for suffix in (".xml", ".bin"):
+            shutil.copy(source.with_suffix(suffix), tmp_path / source.with_suffix(suffix).name)
+    copy = tmp_path / made.name
+    assert existing_int8_ir(manifest, tmp_path / fp32.name, images) == copy
+    data = bytearray(copy.with_suffix(".bin").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    copy.with_suffix(".bin").write_bytes(bytes(data))
+    with pytest.raises(ModelManifestError, match="not the pinned one: it is damaged"):
+        existing_int8_ir(manifest, tmp_path / fp32.name, images)
