@@ -1,4 +1,5 @@
-"""The desk's face model is a setting: a library built with the INT8 default serves a desk set to it, and only it."""
+"""The desk's face model is a setting: a library built with the fp32 fusion (the default before INT8) serves a desk
+set to it, and only it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from models.pipeline import FacePipeline
 from tests.appliance.conftest import appliance_settings
 from tests.models.conftest import portrait
 
-INT8 = "sface_dlib_int8"
+FP32 = "sface_dlib"  # the same fusion in fp32; the default is its INT8 form
 
 
 def _enrol(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -29,20 +30,21 @@ def _enrol(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                            *extra], capture_output=True, text=True, timeout=600)
 
 
-def test_a_desk_set_to_the_int8_model_serves_a_library_built_with_it_and_the_default_desk_refuses_it(
+def test_a_desk_set_to_the_fp32_model_serves_a_library_built_with_it_and_the_default_desk_refuses_it(
         tmp_path: Path, default_pipeline: FacePipeline) -> None:
-    built = _enrol(tmp_path, "--embedder", INT8)
+    built = _enrol(tmp_path, "--embedder", FP32)
     assert built.returncode == 0, built.stderr
     library = (tmp_path / "lib.db", tmp_path / "lib.key")
-    desk = open_desk(appliance_settings(tmp_path / "int8", library, models={"embedder": INT8}))
+    desk = open_desk(appliance_settings(tmp_path / "fp32", library, models={"embedder": FP32}))
     try:
-        assert desk.pipeline.embedder_id == "fused-sface-dlib-int8@1"
+        assert desk.pipeline.embedder_id == "fused-sface-dlib@1"
         probe = desk.pipeline.process(portrait("obama3.jpg"))
         best = desk.library.current.search(probe.template, 3)[0]
         assert best.record.subject_ref == "S1"
     finally:
         desk.close()
-    with pytest.raises(SnapshotError, match="fused-sface-dlib-int8@1"):
+    assert default_pipeline.embedder_id == "fused-sface-dlib-int8@1"
+    with pytest.raises(SnapshotError, match="fused-sface-dlib@1"):
         open_desk(appliance_settings(tmp_path / "default", library), pipeline=default_pipeline).close()
 
 
@@ -52,6 +54,6 @@ def test_an_unknown_model_is_refused_by_the_settings_and_by_the_enrolment_comman
         appliance_settings(tmp_path, demo_library, models={"embedder": "arcface"})
     refused = _enrol(tmp_path, "--embedder", "arcface")
     assert refused.returncode == 2 and "not a shipped face model" in refused.stderr
-    clustered = _enrol(tmp_path, "--embedder", INT8, "--workers", "2")
+    clustered = _enrol(tmp_path, "--embedder", FP32, "--workers", "2")
     assert clustered.returncode == 2 and "in-process only" in clustered.stderr
     assert not (tmp_path / "lib.db").exists()
