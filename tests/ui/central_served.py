@@ -76,6 +76,9 @@ def served_central(tmp_path_factory, fleet, mosquitto) -> Iterator[ServedCentral
         yield ServedCentral(url, log)
     finally:
         assert stop_served(proc) == 0, log.read_text()[-3000:]
+    # Its MQTT session was its own all along: a second central under the same client id takes it over and back.
+    takeovers = log.read_text().count('"event":"disconnected_from_broker_reconnecting"')
+    assert takeovers < 5, f"the served central lost its broker session {takeovers} times"
 
 
 def central_page(browser: Browser, central: ServedCentral, username: str, viewport: dict[str, int]) -> Page:

@@ -38,6 +38,10 @@ from tests.desk_keys import provision_library_key
 from tests.fleet_key import write_command_key
 from tests.fleet_tls import FleetPki, desk_web_toml, start_served, stop_served, wait_https
 
+# One served central for the session. Imported by each test module instead, it was one per module, both under
+# client id "central-ui" on the same broker, taking the session from each other tens of thousands of times.
+from tests.ui.central_served import served_central  # noqa: F401 (fixture)
+
 CHROMIUM = Path("/usr/bin/chromium")
 # axe impacts that fail a page (WCAG 2.2 AA checks included in axe's defaults).
 BLOCKING = {"serious", "critical"}

@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from central.audit.spreadsheet import BOM
 from central.reports.periods import last_complete_quarter
 from tests.central.case_trail import CASE, CUSTODY_REF
-from tests.ui.central_served import VIEWPORTS, central_page, fits, served_central  # noqa: F401 (fixture)
+from tests.ui.central_served import VIEWPORTS, central_page, fits
 from tests.ui.conftest import axe_violations
 
 
@@ -27,7 +27,7 @@ def _accessible(page) -> None:  # type: ignore[no-untyped-def]
     assert fits(page), f"{page.url} scrolls sideways at {page.viewport_size}"
 
 
-def test_auditor_finds_a_case_and_reads_its_timeline(browser, served_central, viewport) -> None:  # noqa: F811
+def test_auditor_finds_a_case_and_reads_its_timeline(browser, served_central, viewport) -> None:
     page = central_page(browser, served_central, "auditor", viewport)
     expect(page.get_by_role("heading", name="Evaluation-grade face model in use")).to_be_visible()
     page.goto(served_central.url + "/audit?device=desk-north")
@@ -58,7 +58,7 @@ def test_auditor_finds_a_case_and_reads_its_timeline(browser, served_central, vi
     page.context.close()
 
 
-def test_auditor_exports_a_kind_and_checks_the_proof_on_the_page(browser, served_central, tmp_path: Path  # noqa: F811
+def test_auditor_exports_a_kind_and_checks_the_proof_on_the_page(browser, served_central, tmp_path: Path
                                                                  ) -> None:
     page = central_page(browser, served_central, "auditor", VIEWPORTS["800px"])
     page.goto(served_central.url + f"/audit/cases/desk-north/{CASE}")
@@ -92,7 +92,7 @@ def test_auditor_exports_a_kind_and_checks_the_proof_on_the_page(browser, served
     page.context.close()
 
 
-def test_report_pages_open_on_the_last_complete_quarter(browser, served_central, viewport) -> None:  # noqa: F811
+def test_report_pages_open_on_the_last_complete_quarter(browser, served_central, viewport) -> None:
     year, quarter = last_complete_quarter(datetime.now(UTC).date())  # what the server's own clock gives
     page = central_page(browser, served_central, "auditor", viewport)
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
@@ -111,7 +111,7 @@ def test_report_pages_open_on_the_last_complete_quarter(browser, served_central,
     page.context.close()
 
 
-def test_the_fleet_page_flags_the_evaluation_model(browser, served_central, viewport) -> None:  # noqa: F811
+def test_the_fleet_page_flags_the_evaluation_model(browser, served_central, viewport) -> None:
     page = central_page(browser, served_central, "fleetadmin", viewport)
     page.goto(served_central.url + "/fleet")
     row = page.locator('tr[data-device="desk-north"]')

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 from playwright.sync_api import expect
 
-from tests.ui.central_served import VIEWPORTS, central_page, fits, served_central  # noqa: F401 (fixture)
+from tests.ui.central_served import VIEWPORTS, central_page, fits
 from tests.ui.conftest import axe_violations
 
 
@@ -23,7 +23,7 @@ def _accessible(page) -> None:  # type: ignore[no-untyped-def]
     assert fits(page), f"{page.url} scrolls sideways at {page.viewport_size}"
 
 
-def test_two_people_request_and_authorise_a_temporary_library(browser, served_central, viewport) -> None:  # noqa: F811
+def test_two_people_request_and_authorise_a_temporary_library(browser, served_central, viewport) -> None:
     library_id = f"temp-op-kestrel-{viewport['width']}"
     alice = central_page(browser, served_central, "libalice", viewport)
     alice.get_by_role("navigation", name="Main").get_by_role("link", name="Libraries").click()
