@@ -16,6 +16,7 @@ identities of the development set, and one demo screenshot repeats the six group
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,13 @@ def distractor_images() -> list[DistractorImage]:
     """The source images, verified against their pins; a package that cannot be had is an error, not a skip."""
     images = [DistractorImage(f"{FACE_API}: {name}", pinned.member(FACE_API, name).read_bytes())
               for name in FACE_API_IMAGES]
-    import matplotlib.cbook  # only here: the one portrait matplotlib ships
-
-    sample = Path(matplotlib.cbook.get_sample_data(MATPLOTLIB_SAMPLE, asfileobj=False))
+    # Where matplotlib.cbook.get_sample_data looks, found without importing matplotlib (a third of a second at
+    # every INT8 pipeline load, which names its files by these images).
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise pinned.SupplyError("matplotlib is not installed, so its sample portrait cannot be had: "
+                                 "run scripts/setup.sh.")
+    sample = Path(next(iter(spec.submodule_search_locations))) / "mpl-data" / "sample_data" / MATPLOTLIB_SAMPLE
     images.append(DistractorImage(f"matplotlib sample data: {MATPLOTLIB_SAMPLE}", sample.read_bytes()))
     return images
 
