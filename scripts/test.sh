@@ -4,6 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-# Two workers (RFR_TEST_WORKERS): the suite mostly waits on brokers, servers and browsers; each file runs whole
-# on one worker, so a module's fixtures are made once, and each worker starts its own broker and servers.
-.venv/bin/python -m pytest -n "${RFR_TEST_WORKERS:-2}" --dist loadfile "$@"
+.venv/bin/python -m pytest "$@"
